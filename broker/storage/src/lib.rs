@@ -1,0 +1,1 @@
+//! Ferry storage engine.

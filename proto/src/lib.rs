@@ -1,0 +1,14 @@
+//! The `ferry.v1` gRPC API: prost messages and tonic clients and servers.
+//!
+//! Generated from the `.proto` files under `proto/ferry/v1`. Only the service edge of
+//! the broker and the client library use these types; everything inside the broker
+//! works on domain types.
+
+/// Version 1 of the Ferry API.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("ferry.v1");
+}
+
+/// The encoded `FileDescriptorSet` of the API, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ferry_descriptor");

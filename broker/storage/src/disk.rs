@@ -1,0 +1,118 @@
+//! The few file-system calls whose failure matters, with an optional fault hook.
+//!
+//! Every segment write and fsync goes through [`Disk`], so tests can make exactly
+//! one of them fail and check that the log poisons itself. Without a hook the cost
+//! is one `Option` check per call, next to a syscall.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::StorageError;
+use crate::error::IoContext;
+
+/// The operations a [`FaultInjector`] can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// Writing a batch to a segment file.
+    SegmentWrite,
+    /// fsync of a segment file.
+    SegmentSync,
+}
+
+/// A test hook consulted before each segment write and fsync.
+pub trait FaultInjector: Send + Sync + std::fmt::Debug {
+    /// Returns an error to make the operation on `path` fail as if the OS had failed it.
+    fn check(&self, point: FaultPoint, path: &Path) -> std::io::Result<()>;
+}
+
+/// Segment writes and fsyncs, counted and optionally failed on purpose.
+#[derive(Debug, Default)]
+pub(crate) struct Disk {
+    faults: Option<Arc<dyn FaultInjector>>,
+    fsyncs: AtomicU64,
+}
+
+impl Disk {
+    /// A disk that fails when `faults` says so.
+    pub(crate) fn new(faults: Option<Arc<dyn FaultInjector>>) -> Self {
+        Self {
+            faults,
+            fsyncs: AtomicU64::new(0),
+        }
+    }
+
+    fn inject(&self, point: FaultPoint, path: &Path) -> std::io::Result<()> {
+        match &self.faults {
+            Some(faults) => faults.check(point, path),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes all of `bytes` at `position` of a segment file.
+    pub(crate) fn write_at(
+        &self,
+        file: &File,
+        path: &Path,
+        bytes: &[u8],
+        position: u64,
+    ) -> Result<(), StorageError> {
+        self.inject(FaultPoint::SegmentWrite, path)
+            .and_then(|()| file.write_all_at(bytes, position))
+            .context(|| {
+                format!(
+                    "writing {} bytes at {position} of {}",
+                    bytes.len(),
+                    path.display()
+                )
+            })
+    }
+
+    /// fsyncs a segment file's data (and the size, which `fdatasync` includes).
+    pub(crate) fn sync(&self, file: &File, path: &Path) -> Result<(), StorageError> {
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.inject(FaultPoint::SegmentSync, path)
+            .and_then(|()| file.sync_data())
+            .context(|| format!("fsync of {}", path.display()))
+    }
+
+    /// Segment fsyncs attempted so far.
+    pub(crate) fn fsync_count(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
+    }
+}
+
+/// fsyncs a directory, so that files created, renamed or removed in it stay so.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .context(|| format!("fsync of directory {}", dir.display()))
+}
+
+/// Replaces `dir/name` with `bytes` atomically: write `name.tmp`, fsync, rename, fsync the directory.
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let target = dir.join(name);
+    std::fs::write(&tmp, bytes).context(|| format!("writing {}", tmp.display()))?;
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .context(|| format!("fsync of {}", tmp.display()))?;
+    std::fs::rename(&tmp, &target)
+        .context(|| format!("renaming {} to {}", tmp.display(), target.display()))?;
+    sync_dir(dir)
+}
+
+/// Removes a file if it exists.
+pub(crate) fn remove_if_exists(path: &Path) -> Result<(), StorageError> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(err).context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Suffix of files being written atomically; leftovers are removed on open.
+pub(crate) const TMP_SUFFIX: &str = ".tmp";

@@ -1,0 +1,100 @@
+//! The storage layer's one error type.
+
+use std::path::PathBuf;
+
+use ferry_records::RecordError;
+
+/// Everything that can go wrong in the storage engine, with enough context
+/// (paths, offsets) to act on it without a debugger.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// An operating-system I/O call failed.
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        /// What the engine was doing, including the path.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A write or fsync failed earlier; the log accepts nothing more until reopened.
+    #[error("log is poisoned: {reason}")]
+    Poisoned {
+        /// The failure that poisoned the log.
+        reason: String,
+    },
+    /// The batch failed validation.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] RecordError),
+    /// The batch is larger than `max_batch_bytes`.
+    #[error("batch of {size} bytes exceeds the limit of {limit} bytes")]
+    BatchTooLarge {
+        /// Encoded size of the batch.
+        size: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// The requested offset is not stored.
+    #[error("offset {requested} is out of range: log holds [{start}, {end})")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        requested: u64,
+        /// First offset still stored.
+        start: u64,
+        /// Next offset to be assigned.
+        end: u64,
+    },
+    /// An idempotent producer skipped or repeated sequence numbers.
+    #[error(
+        "out of order sequence from producer {producer_id}: expected {expected}, received {received}"
+    )]
+    OutOfOrderSequence {
+        /// The producer.
+        producer_id: i64,
+        /// The base sequence that would have been accepted.
+        expected: i32,
+        /// The base sequence that arrived.
+        received: i32,
+    },
+    /// A producer with an older epoch tried to write after a newer one did.
+    #[error("producer {producer_id} epoch {epoch} is fenced by epoch {current_epoch}")]
+    ProducerFenced {
+        /// The producer.
+        producer_id: i64,
+        /// The epoch in the batch.
+        epoch: i32,
+        /// The newest epoch seen.
+        current_epoch: i32,
+    },
+    /// A file holds bytes that cannot be what the engine wrote.
+    #[error("corrupt file {} at position {position}: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte position of the problem.
+        position: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A configuration value is outside its bounds.
+    #[error("invalid storage config: {0}")]
+    InvalidConfig(String),
+    /// The log was closed.
+    #[error("log is closed")]
+    Closed,
+}
+
+/// Attaches a context message to `std::io::Result`s.
+pub(crate) trait IoContext<T> {
+    /// Converts the error into [`StorageError::Io`] with the context `what()`.
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, StorageError>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, StorageError> {
+        self.map_err(|source| StorageError::Io {
+            context: what(),
+            source,
+        })
+    }
+}

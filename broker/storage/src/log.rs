@@ -1,0 +1,643 @@
+//! The log: a directory of segments with one writer lock, group commit, and reads
+//! that do their I/O outside the lock.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+use ferry_records::{BatchHeader, RecordError, validate_batch};
+use tracing::error;
+
+use crate::config::{Durability, LogConfig};
+use crate::disk::{Disk, FaultInjector, sync_dir};
+use crate::producer_state::{ProducerTable, Verdict};
+use crate::read::{ReadResult, SegmentView};
+use crate::recovery::{PRODUCER_SNAPSHOT_FILE, recover, write_recovery_point};
+use crate::scan::ScanMode;
+use crate::segment::Segment;
+use crate::{StorageError, disk};
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Offset of the batch's first record.
+    pub base_offset: u64,
+    /// Offset of the batch's last record.
+    pub last_offset: u64,
+    /// Largest record timestamp in the batch.
+    pub max_timestamp_ms: i64,
+    /// The batch was a retry of one already appended; nothing was written and the
+    /// offsets are the original ones.
+    pub duplicate: bool,
+}
+
+/// What [`Log::enforce_retention`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    /// Whole segments deleted.
+    pub segments_deleted: usize,
+    /// Bytes of segment data deleted.
+    pub bytes_deleted: u64,
+    /// Records deleted.
+    pub records_deleted: u64,
+}
+
+/// Everything appends change, behind one mutex held for the length of a write syscall.
+#[derive(Debug)]
+struct LogState {
+    /// Contiguous segments, never empty; the last is active.
+    segments: Vec<Segment>,
+    producers: ProducerTable,
+    /// Sealed segments not yet fsynced (only in `Durability::None`).
+    unsynced: Vec<(Arc<File>, PathBuf)>,
+    /// The offset in the recovery-point file.
+    recovery_point: u64,
+}
+
+impl LogState {
+    fn active(&self) -> &Segment {
+        // Invariant: `segments` is never empty (recovery and truncation keep one).
+        &self.segments[self.segments.len() - 1]
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+
+    /// Index of the segment holding `offset`: the last one starting at or before it.
+    fn segment_for(&self, offset: u64) -> usize {
+        self.segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1)
+    }
+
+    fn view(&self, index: usize, start_position: u64) -> SegmentView {
+        let segment = &self.segments[index];
+        SegmentView {
+            file: Arc::clone(&segment.file),
+            path: segment.path.clone(),
+            size: segment.size,
+            start_position,
+        }
+    }
+}
+
+/// Group-commit bookkeeping, behind its own mutex so waiters never hold the writer lock.
+#[derive(Debug, Default)]
+struct CommitState {
+    /// A leader is fsyncing; others wait on the condvar.
+    syncing: bool,
+    /// Bumped by truncation, so an fsync that started before it cannot mark the
+    /// removed offsets durable.
+    generation: u64,
+}
+
+/// One partition replica's log. `Send + Sync`: share it in an `Arc` and call it from
+/// many threads (the broker calls it from blocking tasks).
+///
+/// Lock order: `state` before `commit`. Reads and `wait_durable` never hold `state`
+/// during I/O.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    disk: Disk,
+    state: Mutex<LogState>,
+    commit: Mutex<CommitState>,
+    committed: Condvar,
+    start_offset: AtomicU64,
+    end_offset: AtomicU64,
+    durable_end: AtomicU64,
+    poison: OnceLock<String>,
+    closed: AtomicBool,
+}
+
+impl Log {
+    /// Opens (creating if missing) and recovers the log in `dir`.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<Log, StorageError> {
+        Self::open_inner(dir, config, None)
+    }
+
+    /// Like [`Log::open`], with a hook that can fail segment writes and fsyncs (for tests).
+    pub fn open_with_faults(
+        dir: &Path,
+        config: LogConfig,
+        faults: Arc<dyn FaultInjector>,
+    ) -> Result<Log, StorageError> {
+        Self::open_inner(dir, config, Some(faults))
+    }
+
+    fn open_inner(
+        dir: &Path,
+        config: LogConfig,
+        faults: Option<Arc<dyn FaultInjector>>,
+    ) -> Result<Log, StorageError> {
+        config.validate()?;
+        let recovered = recover(dir, &config)?;
+        let start = recovered.segments.first().map_or(0, |s| s.base_offset);
+        let end = recovered.segments.last().map_or(0, |s| s.next_offset);
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            config,
+            disk: Disk::new(faults),
+            state: Mutex::new(LogState {
+                segments: recovered.segments,
+                producers: recovered.producers,
+                unsynced: Vec::new(),
+                recovery_point: recovered.recovery_point,
+            }),
+            commit: Mutex::new(CommitState::default()),
+            committed: Condvar::new(),
+            start_offset: AtomicU64::new(start),
+            end_offset: AtomicU64::new(end),
+            // Recovery fsynced what it found, so all of it is durable.
+            durable_end: AtomicU64::new(end),
+            poison: OnceLock::new(),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn lock_state(&self) -> Result<MutexGuard<'_, LogState>, StorageError> {
+        self.state.lock().map_err(|_| StorageError::Poisoned {
+            reason: "a thread panicked while appending".into(),
+        })
+    }
+
+    fn lock_commit(&self) -> Result<MutexGuard<'_, CommitState>, StorageError> {
+        self.commit.lock().map_err(|_| StorageError::Poisoned {
+            reason: "a thread panicked during group commit".into(),
+        })
+    }
+
+    /// Fails if the log is poisoned or closed.
+    fn check_usable(&self) -> Result<(), StorageError> {
+        if let Some(reason) = self.poison.get() {
+            return Err(StorageError::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Records the first write or fsync failure; from now on nothing is accepted.
+    fn poison(&self, err: StorageError) -> StorageError {
+        if self.poison.set(err.to_string()).is_ok() {
+            error!(dir = %self.dir.display(), error = %err, "log poisoned");
+        }
+        err
+    }
+
+    /// Validates, deduplicates, stamps and writes one batch. Not yet durable in
+    /// `Fsync` mode: call [`Log::wait_durable`] with `last_offset + 1`.
+    pub fn append(
+        &self,
+        mut batch: Vec<u8>,
+        leader_epoch: u64,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
+        if batch.len() > self.config.max_batch_bytes {
+            return Err(StorageError::BatchTooLarge {
+                size: batch.len(),
+                limit: self.config.max_batch_bytes,
+            });
+        }
+        // CPU-heavy validation happens before taking the lock.
+        let mut header = validate_batch(&batch, self.config.max_record_bytes)?;
+        if header.has_producer() && header.base_sequence < 0 {
+            return Err(RecordError::Malformed("idempotent batch without a base sequence").into());
+        }
+        let mut state = self.lock_state()?;
+        self.check_usable()?;
+        if let Verdict::Duplicate(original) = state.producers.check(&header)? {
+            return Ok(AppendOutcome {
+                base_offset: original.base_offset,
+                last_offset: original.last_offset,
+                max_timestamp_ms: original.max_timestamp_ms,
+                duplicate: true,
+            });
+        }
+        let base_offset = state.active().next_offset;
+        base_offset
+            .checked_add(u64::from(header.record_count))
+            .ok_or(RecordError::Malformed("offsets exhausted"))?;
+        header.base_offset = base_offset;
+        header.leader_epoch = leader_epoch;
+        BatchHeader::set_base_offset(&mut batch, base_offset);
+        BatchHeader::set_leader_epoch(&mut batch, leader_epoch);
+        if self.should_roll(state.active(), &header, now_ms) {
+            self.roll(&mut state)?;
+        }
+        let active = state.active_mut();
+        let position = active.size;
+        if let Err(err) = self
+            .disk
+            .write_at(&active.file, &active.path, &batch, position)
+        {
+            return Err(self.poison(err));
+        }
+        active.track_batch(&header, position, self.config.index_interval_bytes);
+        if position == 0 {
+            active.roll_clock_ms = Some(now_ms);
+        }
+        state.producers.record(&header);
+        self.end_offset
+            .store(header.next_offset(), Ordering::Release);
+        Ok(AppendOutcome {
+            base_offset,
+            last_offset: header.last_offset(),
+            max_timestamp_ms: header.max_timestamp_ms,
+            duplicate: false,
+        })
+    }
+
+    fn should_roll(&self, active: &Segment, header: &BatchHeader, now_ms: i64) -> bool {
+        if active.is_empty() {
+            return false;
+        }
+        let len = header.total_len() as u64;
+        let full = active.size + len > self.config.segment_bytes;
+        let old = active.roll_clock_ms.is_some_and(|since| {
+            i128::from(now_ms) - i128::from(since) >= i128::from(self.config.segment_ms)
+        });
+        // Index entries hold u32 relative offsets and positions.
+        let offsets_exhausted = header.next_offset() - active.base_offset > u64::from(u32::MAX);
+        let positions_exhausted = active.size + len > u64::from(u32::MAX);
+        full || old || offsets_exhausted || positions_exhausted
+    }
+
+    /// Seals the active segment and starts a new one at the end offset.
+    fn roll(&self, state: &mut LogState) -> Result<(), StorageError> {
+        let synced = self.config.durability != Durability::None;
+        let old = state.active_mut();
+        if synced && let Err(err) = self.disk.sync(&old.file, &old.path) {
+            return Err(self.poison(err));
+        }
+        let new_base = old.next_offset;
+        let sealed = old
+            .write_index_files(&self.dir)
+            .map(|()| (Arc::clone(&old.file), old.path.clone()));
+        let sealed = sealed.map_err(|err| self.poison(err))?;
+        if synced {
+            self.durable_end.fetch_max(new_base, Ordering::AcqRel);
+            write_recovery_point(&self.dir, new_base).map_err(|err| self.poison(err))?;
+            state.recovery_point = new_base;
+        } else {
+            state.unsynced.push(sealed);
+        }
+        let segment = Segment::create(&self.dir, new_base).map_err(|err| self.poison(err))?;
+        state.segments.push(segment);
+        Ok(())
+    }
+
+    /// Group commit: returns once everything below `end_offset` is fsynced. One caller
+    /// fsyncs while the others wait and then share its result; appends continue meanwhile.
+    pub fn wait_durable(&self, end_offset: u64) -> Result<(), StorageError> {
+        let mut commit = self.lock_commit()?;
+        loop {
+            if let Some(reason) = self.poison.get() {
+                return Err(StorageError::Poisoned {
+                    reason: reason.clone(),
+                });
+            }
+            if self.durable_end.load(Ordering::Acquire) >= end_offset {
+                return Ok(());
+            }
+            let end = self.end_offset.load(Ordering::Acquire);
+            if end_offset > end {
+                return Err(StorageError::OffsetOutOfRange {
+                    requested: end_offset,
+                    start: self.start_offset(),
+                    end,
+                });
+            }
+            if commit.syncing {
+                commit = self
+                    .committed
+                    .wait(commit)
+                    .map_err(|_| StorageError::Poisoned {
+                        reason: "a thread panicked during group commit".into(),
+                    })?;
+                continue;
+            }
+            commit.syncing = true;
+            drop(commit);
+            let round = self.sync_round();
+            commit = self.lock_commit()?;
+            commit.syncing = false;
+            if let Ok((target, generation)) = round
+                && generation == commit.generation
+                && self.poison.get().is_none()
+            {
+                self.durable_end.fetch_max(target, Ordering::AcqRel);
+            }
+            self.committed.notify_all();
+            round?;
+        }
+    }
+
+    /// One leader round: fsync every file holding unsynced data. Returns the end offset
+    /// those files covered and the truncation generation it was taken in.
+    fn sync_round(&self) -> Result<(u64, u64), StorageError> {
+        let (files, target, generation) = {
+            let mut state = self.lock_state()?;
+            let mut files = std::mem::take(&mut state.unsynced);
+            let active = state.active();
+            files.push((Arc::clone(&active.file), active.path.clone()));
+            let target = active.next_offset;
+            let generation = self.lock_commit()?.generation;
+            (files, target, generation)
+        };
+        for (file, path) in &files {
+            if let Err(err) = self.disk.sync(file, path) {
+                return Err(self.poison(err));
+            }
+        }
+        Ok((target, generation))
+    }
+
+    /// fsyncs everything written so far (for `Interval` mode and shutdown); returns the
+    /// durable end offset.
+    pub fn flush(&self) -> Result<u64, StorageError> {
+        self.check_usable()?;
+        self.wait_durable(self.end_offset())?;
+        Ok(self.durable_end_offset())
+    }
+
+    /// Whole batches from the one holding `offset`: at most `max_bytes` (but at least one
+    /// batch if any is available), none whose records reach `max_offset` (exclusive).
+    /// Reads from one segment per call; `next_offset` continues in the next one.
+    pub fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        max_offset: u64,
+    ) -> Result<ReadResult, StorageError> {
+        let view = {
+            let state = self.lock_state()?;
+            if self.closed.load(Ordering::Acquire) {
+                return Err(StorageError::Closed);
+            }
+            let (start, end) = (self.start_offset(), self.end_offset());
+            if offset < start || offset > end {
+                return Err(StorageError::OffsetOutOfRange {
+                    requested: offset,
+                    start,
+                    end,
+                });
+            }
+            if offset >= end.min(max_offset) {
+                return Ok(ReadResult {
+                    bytes: Vec::new(),
+                    batches: 0,
+                    next_offset: offset,
+                });
+            }
+            let index = state.segment_for(offset);
+            let segment = &state.segments[index];
+            let relative = u32::try_from(offset - segment.base_offset).unwrap_or(u32::MAX);
+            state.view(
+                index,
+                u64::from(segment.index.position_for_offset(relative)),
+            )
+        };
+        view.read_from(offset, max_bytes, max_offset)
+    }
+
+    /// First offset still stored.
+    pub fn start_offset(&self) -> u64 {
+        self.start_offset.load(Ordering::Acquire)
+    }
+
+    /// Next offset to assign (written, maybe not durable).
+    pub fn end_offset(&self) -> u64 {
+        self.end_offset.load(Ordering::Acquire)
+    }
+
+    /// Everything below this offset is fsynced.
+    pub fn durable_end_offset(&self) -> u64 {
+        self.durable_end.load(Ordering::Acquire)
+    }
+
+    /// What consumers may read below: the durable end in `Fsync` mode, else the end.
+    pub fn visible_end_offset(&self) -> u64 {
+        match self.config.durability {
+            Durability::Fsync => self.durable_end_offset(),
+            Durability::Interval | Durability::None => self.end_offset(),
+        }
+    }
+
+    /// The first record with timestamp >= `timestamp_ms`, as `(offset, timestamp)`.
+    /// Searches everything written, durable or not.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(u64, i64)>, StorageError> {
+        let view = {
+            let state = self.lock_state()?;
+            if self.closed.load(Ordering::Acquire) {
+                return Err(StorageError::Closed);
+            }
+            let found = state
+                .segments
+                .iter()
+                .position(|s| !s.is_empty() && s.max_timestamp_ms >= timestamp_ms);
+            let Some(index) = found else { return Ok(None) };
+            let position = state.segments[index]
+                .index
+                .position_for_timestamp(timestamp_ms);
+            state.view(index, u64::from(position))
+        };
+        let Some((position, header)) = view.find_batch(|h| h.max_timestamp_ms >= timestamp_ms)?
+        else {
+            return Ok(None);
+        };
+        let bytes = view.read_batch(position, &header)?;
+        let batch = ferry_records::Batch {
+            header,
+            bytes: &bytes,
+        };
+        for record in batch.records() {
+            let record = record.map_err(|err| StorageError::Corrupt {
+                path: view.path.clone(),
+                position,
+                reason: format!("undecodable record: {err}"),
+            })?;
+            if record.timestamp_ms >= timestamp_ms {
+                return Ok(Some((record.offset, record.timestamp_ms)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes whole sealed segments, oldest first, while the log stays at least
+    /// `retention_bytes` big without them or their newest record is older than
+    /// `retention_ms` (age = `now_ms` - the segment's max timestamp).
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome, StorageError> {
+        let removed: Vec<Segment> = {
+            let mut state = self.lock_state()?;
+            if self.closed.load(Ordering::Acquire) {
+                return Err(StorageError::Closed);
+            }
+            let mut total: u64 = state.segments.iter().map(|s| s.size).sum();
+            let sealed = state.segments.len() - 1;
+            let mut count = 0;
+            for segment in &state.segments[..sealed] {
+                let by_size = self
+                    .config
+                    .retention_bytes
+                    .is_some_and(|limit| total - segment.size >= limit);
+                let by_age = self.config.retention_ms.is_some_and(|limit| {
+                    i128::from(now_ms) - i128::from(segment.max_timestamp_ms) > i128::from(limit)
+                });
+                if !(by_size || by_age) {
+                    break;
+                }
+                total -= segment.size;
+                count += 1;
+            }
+            let removed = state.segments.drain(..count).collect();
+            self.start_offset
+                .store(state.segments[0].base_offset, Ordering::Release);
+            removed
+        };
+        // Readers may still hold these files open; unlinking does not disturb them.
+        let mut outcome = RetentionOutcome::default();
+        for segment in &removed {
+            segment.remove_files()?;
+            outcome.segments_deleted += 1;
+            outcome.bytes_deleted += segment.size;
+            outcome.records_deleted += segment.next_offset - segment.base_offset;
+        }
+        if !removed.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Removes the batches at and above `offset` (rounded down to a batch boundary;
+    /// raised to the start offset) and returns the new end offset.
+    pub fn truncate_to(&self, offset: u64) -> Result<u64, StorageError> {
+        let mut state = self.lock_state()?;
+        self.check_usable()?;
+        let end = self.end_offset();
+        if offset >= end {
+            return Ok(end);
+        }
+        let target = offset.max(self.start_offset());
+        let index = state.segment_for(target);
+        let segment = &state.segments[index];
+        let relative = u32::try_from(target - segment.base_offset).unwrap_or(u32::MAX);
+        let view = state.view(
+            index,
+            u64::from(segment.index.position_for_offset(relative)),
+        );
+        let cut = match view.find_batch(|h| crate::read::next_offset(h) > target)? {
+            Some((position, _)) => position,
+            None => segment.size,
+        };
+        let new_end = self
+            .cut_segments(&mut state, index, cut)
+            .map_err(|err| self.poison(err))?;
+        state.producers.truncate(new_end);
+        self.end_offset.store(new_end, Ordering::Release);
+        {
+            let mut commit = self.lock_commit()?;
+            commit.generation += 1;
+            self.durable_end.fetch_min(new_end, Ordering::AcqRel);
+        }
+        if state.recovery_point > new_end {
+            write_recovery_point(&self.dir, new_end).map_err(|err| self.poison(err))?;
+            state.recovery_point = new_end;
+        }
+        Ok(new_end)
+    }
+
+    /// Cuts segment `index` at byte `cut`, deletes the later segments, and rescans the cut
+    /// one as the new active segment. The cut comes first: if we crash before the
+    /// deletions, recovery sees a gap and deletes the later segments itself.
+    fn cut_segments(
+        &self,
+        state: &mut LogState,
+        index: usize,
+        cut: u64,
+    ) -> Result<u64, StorageError> {
+        let segment = &state.segments[index];
+        segment.cut_file(cut)?;
+        segment.remove_index_files()?;
+        for later in state.segments.drain(index + 1..).rev() {
+            later.remove_files()?;
+        }
+        sync_dir(&self.dir)?;
+        let active = state.active_mut();
+        let end = active.load_by_scan(ScanMode::HeadersOnly, self.config.index_interval_bytes)?;
+        if let Some(problem) = end.problem {
+            return Err(StorageError::Corrupt {
+                path: active.path.clone(),
+                position: end.valid_len,
+                reason: problem,
+            });
+        }
+        Ok(active.next_offset)
+    }
+
+    /// Bytes of segment data stored.
+    pub fn size_bytes(&self) -> u64 {
+        self.lock_state()
+            .map(|state| state.segments.iter().map(|s| s.size).sum())
+            .unwrap_or(0)
+    }
+
+    /// Segments stored, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.lock_state()
+            .map(|state| state.segments.len())
+            .unwrap_or(0)
+    }
+
+    /// Segment fsyncs attempted since open (for metrics and tests).
+    pub fn fsync_count(&self) -> u64 {
+        self.disk.fsync_count()
+    }
+
+    /// Why the log is poisoned, once it is.
+    pub fn failure(&self) -> Option<String> {
+        self.poison.get().cloned()
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Flushes, then writes the active segment's index files, the producer snapshot and
+    /// the recovery point, so the next open trusts everything without scanning. After
+    /// this every call but the getters returns [`StorageError::Closed`]. Idempotent.
+    pub fn close(&self) -> Result<(), StorageError> {
+        {
+            let _state = self.lock_state()?;
+            if self.closed.swap(true, Ordering::AcqRel) {
+                return Ok(());
+            }
+        }
+        // Appends stopped when `closed` was set; this fsyncs all they wrote.
+        self.wait_durable(self.end_offset())?;
+        let mut state = self.lock_state()?;
+        let end = state.active().next_offset;
+        state.active_mut().write_index_files(&self.dir)?;
+        let snapshot = state.producers.encode(end);
+        disk::write_atomically(&self.dir, PRODUCER_SNAPSHOT_FILE, &snapshot)?;
+        write_recovery_point(&self.dir, end)?;
+        state.recovery_point = end;
+        Ok(())
+    }
+}

@@ -1,0 +1,146 @@
+//! Reading batches with pread, outside the log's lock.
+//!
+//! A reader takes a [`SegmentView`] under the lock (the shared file handle, the
+//! committed size and an index position) and does all I/O after releasing it. Bytes
+//! below the committed size are never rewritten, so the reader cannot see a batch
+//! being written; a concurrent `truncate_to` or retention may make the read fail or
+//! return batches that were just removed, which callers must tolerate.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferry_records::{Batch, BatchHeader, Batches, HEADER_LEN};
+
+use crate::StorageError;
+use crate::error::IoContext;
+
+/// What a reader needs of a segment, taken under the lock.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentView {
+    /// The segment file, kept open even if the segment is deleted meanwhile.
+    pub(crate) file: Arc<File>,
+    /// Its path, for error messages.
+    pub(crate) path: PathBuf,
+    /// Committed bytes: whole batches only.
+    pub(crate) size: u64,
+    /// A batch boundary at or before the batch sought (from the sparse index).
+    pub(crate) start_position: u64,
+}
+
+/// Batches read from a log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Whole encoded batches, concatenated, as stored (with stamped offsets and epochs).
+    pub bytes: Vec<u8>,
+    /// Number of batches in `bytes`.
+    pub batches: usize,
+    /// Offset after the last returned batch, or the requested offset if none was returned.
+    pub next_offset: u64,
+}
+
+impl SegmentView {
+    fn corrupt(&self, position: u64, reason: impl Into<String>) -> StorageError {
+        StorageError::Corrupt {
+            path: self.path.clone(),
+            position,
+            reason: reason.into(),
+        }
+    }
+
+    fn read_exact(&self, buf: &mut [u8], position: u64) -> Result<(), StorageError> {
+        self.file.read_exact_at(buf, position).context(|| {
+            format!(
+                "reading {} bytes at {position} of {}",
+                buf.len(),
+                self.path.display()
+            )
+        })
+    }
+
+    /// Walks batch headers from the start position to the first batch satisfying `found`.
+    /// The walk is bounded by the committed size (and in practice by the index interval).
+    pub(crate) fn find_batch(
+        &self,
+        found: impl Fn(&BatchHeader) -> bool,
+    ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
+        let mut position = self.start_position;
+        let mut buf = [0u8; HEADER_LEN];
+        while position + HEADER_LEN as u64 <= self.size {
+            self.read_exact(&mut buf, position)?;
+            let header = BatchHeader::parse(&buf)
+                .map_err(|err| self.corrupt(position, format!("bad batch header: {err}")))?;
+            if found(&header) {
+                return Ok(Some((position, header)));
+            }
+            position += header.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Reads the whole batch at `position`.
+    pub(crate) fn read_batch(
+        &self,
+        position: u64,
+        header: &BatchHeader,
+    ) -> Result<Vec<u8>, StorageError> {
+        let len = header.total_len();
+        if position + len as u64 > self.size {
+            return Err(self.corrupt(position, "batch runs past the segment's end"));
+        }
+        let mut bytes = vec![0u8; len];
+        self.read_exact(&mut bytes, position)?;
+        Ok(bytes)
+    }
+
+    /// Whole batches from the one holding `offset`: at most `max_bytes` but at least one,
+    /// none reaching `max_offset`.
+    pub(crate) fn read_from(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        max_offset: u64,
+    ) -> Result<ReadResult, StorageError> {
+        let empty = ReadResult {
+            bytes: Vec::new(),
+            batches: 0,
+            next_offset: offset,
+        };
+        let Some((position, first)) = self.find_batch(|h| next_offset(h) > offset)? else {
+            return Ok(empty);
+        };
+        if next_offset(&first) > max_offset {
+            return Ok(empty);
+        }
+        let available = usize::try_from(self.size - position).unwrap_or(usize::MAX);
+        let want = max_bytes.min(available).max(first.total_len());
+        let mut bytes = vec![0u8; want];
+        self.read_exact(&mut bytes, position)?;
+        let mut kept = 0usize;
+        let mut result = empty;
+        for batch in Batches::new(&bytes) {
+            // A torn batch at the end of the buffer is simply not returned.
+            let Ok(Batch { header, .. }) = batch else {
+                break;
+            };
+            let len = header.total_len();
+            if next_offset(&header) > max_offset || (result.batches > 0 && kept + len > max_bytes) {
+                break;
+            }
+            kept += len;
+            result.batches += 1;
+            result.next_offset = next_offset(&header);
+        }
+        bytes.truncate(kept);
+        result.bytes = bytes;
+        Ok(result)
+    }
+}
+
+/// Offset after a batch read back from disk; saturating, as the bytes could be damaged.
+pub(crate) fn next_offset(header: &BatchHeader) -> u64 {
+    header
+        .base_offset
+        .saturating_add(u64::from(header.record_count))
+}

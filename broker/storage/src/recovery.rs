@@ -1,0 +1,286 @@
+//! Opening a log directory: checkpoint files, trusting or scanning segments, cutting a
+//! torn tail, and rebuilding the producer table.
+
+use std::path::Path;
+
+use tracing::{info, warn};
+
+use crate::StorageError;
+use crate::config::LogConfig;
+use crate::disk::{TMP_SUFFIX, remove_if_exists, sync_dir, write_atomically};
+use crate::error::IoContext;
+use crate::producer_state::ProducerTable;
+use crate::scan::{ScanMode, ScanStart, scan_segment};
+use crate::segment::{INDEX_EXT, LOG_EXT, Segment, TIME_INDEX_EXT, file_name, parse_log_name};
+
+/// File holding the recovery point: every segment ending at or below it is trusted.
+pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point";
+/// File holding the producer table written by a clean close.
+pub(crate) const PRODUCER_SNAPSHOT_FILE: &str = "producer-snapshot";
+/// First bytes of the recovery-point file: name and format version.
+const RECOVERY_POINT_MAGIC: &[u8; 8] = b"FRYRCP01";
+/// Bytes of the recovery-point file: magic, u64 offset, u32 CRC32C.
+const RECOVERY_POINT_LEN: usize = 20;
+
+/// Encodes the recovery-point file.
+pub(crate) fn encode_recovery_point(offset: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RECOVERY_POINT_LEN);
+    out.extend_from_slice(RECOVERY_POINT_MAGIC);
+    out.extend_from_slice(&offset.to_le_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes the recovery-point file; `None` if it is not one.
+pub(crate) fn decode_recovery_point(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() != RECOVERY_POINT_LEN || &bytes[..8] != RECOVERY_POINT_MAGIC {
+        return None;
+    }
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&bytes[16..20]);
+    if crc32c::crc32c(&bytes[..16]) != u32::from_le_bytes(crc) {
+        return None;
+    }
+    let mut offset = [0u8; 8];
+    offset.copy_from_slice(&bytes[8..16]);
+    Some(u64::from_le_bytes(offset))
+}
+
+/// Writes the recovery point atomically.
+pub(crate) fn write_recovery_point(dir: &Path, offset: u64) -> Result<(), StorageError> {
+    write_atomically(dir, RECOVERY_POINT_FILE, &encode_recovery_point(offset))
+}
+
+/// What recovery found.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    /// Contiguous segments, at least one; the last is active.
+    pub(crate) segments: Vec<Segment>,
+    /// The rebuilt producer table.
+    pub(crate) producers: ProducerTable,
+    /// The recovery point in force after recovery.
+    pub(crate) recovery_point: u64,
+}
+
+/// Recovers the log in `dir` (created if missing). See `docs/storage-format.md`.
+pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError> {
+    std::fs::create_dir_all(dir).context(|| format!("creating log directory {}", dir.display()))?;
+    let bases = list_segments(dir)?;
+    let recovery_point = read_file(dir, RECOVERY_POINT_FILE)?
+        .and_then(|bytes| {
+            let decoded = decode_recovery_point(&bytes);
+            if decoded.is_none() {
+                warn!(dir = %dir.display(), "unreadable recovery point; scanning every segment");
+            }
+            decoded
+        })
+        .unwrap_or(0);
+    let snapshot = take_producer_snapshot(dir, config.max_producers)?;
+    let mut segments = load_segments(dir, &bases, recovery_point, config.index_interval_bytes)?;
+    if segments.is_empty() {
+        segments.push(Segment::create(dir, 0)?);
+    }
+    let end_offset = segments.last().map_or(0, |s| s.next_offset);
+    // Everything recovery saw may still be only in the page cache (a process crash in
+    // `None` mode); fsync it so that reporting it as durable is true.
+    for segment in segments.iter().filter(|s| s.next_offset > recovery_point) {
+        segment
+            .file
+            .sync_data()
+            .context(|| format!("fsync of {}", segment.path.display()))?;
+    }
+    if recovery_point > end_offset {
+        // Data the checkpoint vouched for is gone (cut or deleted). Lower it now, or later
+        // segments written past the cut could be trusted without ever having been scanned.
+        write_recovery_point(dir, end_offset)?;
+    }
+    let producers = match snapshot {
+        Some((snapshot_end, table))
+            if snapshot_end == end_offset && recovery_point == end_offset =>
+        {
+            table
+        }
+        _ => rebuild_producers(&segments, config.max_producers)?,
+    };
+    Ok(Recovered {
+        segments,
+        producers,
+        recovery_point: recovery_point.min(end_offset),
+    })
+}
+
+/// Lists segment base offsets in order, removing temp files and orphaned index files.
+fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
+    let mut bases = Vec::new();
+    let mut others = Vec::new();
+    let entries = std::fs::read_dir(dir).context(|| format!("listing {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.context(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(base) = parse_log_name(&name) {
+            bases.push(base);
+        } else if name.ends_with(TMP_SUFFIX) {
+            info!(file = %entry.path().display(), "removing leftover temp file");
+            remove_if_exists(&entry.path())?;
+        } else {
+            others.push(name);
+        }
+    }
+    bases.sort_unstable();
+    for name in others {
+        let orphan = [INDEX_EXT, TIME_INDEX_EXT].iter().any(|ext| {
+            name.strip_suffix(ext)
+                .and_then(|stem| stem.strip_suffix('.'))
+                .and_then(|stem| parse_log_name(&format!("{stem}.{LOG_EXT}")))
+                .is_some_and(|base| bases.binary_search(&base).is_err())
+        });
+        if orphan {
+            remove_if_exists(&dir.join(&name))?;
+        }
+    }
+    Ok(bases)
+}
+
+/// Loads every segment, trusting those below the recovery point whose index files check
+/// out and fully scanning the rest. Cuts the log at the first bad batch or gap.
+fn load_segments(
+    dir: &Path,
+    bases: &[u64],
+    recovery_point: u64,
+    interval: u32,
+) -> Result<Vec<Segment>, StorageError> {
+    let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
+    for (i, &base) in bases.iter().enumerate() {
+        if let Some(prev) = segments.last()
+            && prev.next_offset != base
+        {
+            warn!(
+                dir = %dir.display(),
+                expected = prev.next_offset,
+                found = base,
+                "gap between segments; deleting this and later segments"
+            );
+            delete_segments(dir, &bases[i..])?;
+            break;
+        }
+        let mut segment = Segment::open_existing(dir, base)?;
+        if base < recovery_point && try_trust(&mut segment, recovery_point)? {
+            segments.push(segment);
+            continue;
+        }
+        let end = segment.load_by_scan(ScanMode::Full, interval)?;
+        if let Some(problem) = end.problem {
+            warn!(
+                segment = %segment.path.display(),
+                position = end.valid_len,
+                offset = end.next_offset,
+                %problem,
+                "cutting the log at a bad batch"
+            );
+            segment.cut_file(end.valid_len)?;
+            segment.remove_index_files()?;
+            segments.push(segment);
+            delete_segments(dir, &bases[i + 1..])?;
+            break;
+        }
+        segments.push(segment);
+    }
+    Ok(segments)
+}
+
+/// Loads a segment from its index files if they are consistent and it ends at or below
+/// the recovery point; otherwise leaves it to a full scan.
+fn try_trust(segment: &mut Segment, recovery_point: u64) -> Result<bool, StorageError> {
+    match segment.load_from_index()? {
+        Ok(()) if segment.next_offset <= recovery_point => Ok(true),
+        Ok(()) => Ok(false),
+        Err(why) => {
+            info!(segment = %segment.path.display(), %why, "rebuilding index");
+            Ok(false)
+        }
+    }
+}
+
+fn delete_segments(dir: &Path, bases: &[u64]) -> Result<(), StorageError> {
+    if bases.is_empty() {
+        return Ok(());
+    }
+    for &base in bases.iter().rev() {
+        warn!(
+            segment = file_name(base, LOG_EXT),
+            "deleting segment after the cut"
+        );
+        for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
+            remove_if_exists(&dir.join(file_name(base, ext)))?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Reads and removes the producer snapshot: it describes the log only as it was at the
+/// close that wrote it, so it must never be read again after the log changes.
+fn take_producer_snapshot(
+    dir: &Path,
+    max_producers: usize,
+) -> Result<Option<(u64, ProducerTable)>, StorageError> {
+    let Some(bytes) = read_file(dir, PRODUCER_SNAPSHOT_FILE)? else {
+        return Ok(None);
+    };
+    remove_if_exists(&dir.join(PRODUCER_SNAPSHOT_FILE))?;
+    sync_dir(dir)?;
+    match ProducerTable::decode(&bytes, max_producers) {
+        Ok(snapshot) => Ok(Some(snapshot)),
+        Err(why) => {
+            warn!(dir = %dir.display(), %why, "ignoring unreadable producer snapshot");
+            Ok(None)
+        }
+    }
+}
+
+/// Rebuilds the producer table from every batch header of the log.
+fn rebuild_producers(
+    segments: &[Segment],
+    max_producers: usize,
+) -> Result<ProducerTable, StorageError> {
+    let mut table = ProducerTable::new(max_producers);
+    for segment in segments {
+        let start = ScanStart {
+            position: 0,
+            offset: segment.base_offset,
+        };
+        scan_segment(
+            &segment.file,
+            &segment.path,
+            segment.base_offset,
+            start,
+            ScanMode::HeadersOnly,
+            |header, _| table.record(header),
+        )?;
+    }
+    Ok(table)
+}
+
+fn read_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    let path = dir.join(name);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).context(|| format!("reading {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_point_round_trips_and_rejects_garbage() {
+        let bytes = encode_recovery_point(1234);
+        assert_eq!(decode_recovery_point(&bytes), Some(1234));
+        let mut flipped = bytes.clone();
+        flipped[9] ^= 0x10;
+        assert_eq!(decode_recovery_point(&flipped), None);
+        assert_eq!(decode_recovery_point(&bytes[..19]), None);
+    }
+}

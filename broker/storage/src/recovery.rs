@@ -151,6 +151,7 @@ fn load_segments(
     interval: u32,
 ) -> Result<Vec<Segment>, StorageError> {
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
+    let mut scanned = Vec::with_capacity(bases.len());
     for (i, &base) in bases.iter().enumerate() {
         if let Some(prev) = segments.last()
             && prev.next_offset != base
@@ -167,6 +168,7 @@ fn load_segments(
         let mut segment = Segment::open_existing(dir, base)?;
         if base < recovery_point && try_trust(&mut segment, recovery_point)? {
             segments.push(segment);
+            scanned.push(false);
             continue;
         }
         let end = segment.load_by_scan(ScanMode::Full, interval)?;
@@ -181,10 +183,22 @@ fn load_segments(
             segment.cut_file(end.valid_len)?;
             segment.remove_index_files()?;
             segments.push(segment);
+            scanned.push(true);
             delete_segments(dir, &bases[i + 1..])?;
             break;
         }
         segments.push(segment);
+        scanned.push(true);
+    }
+    // Sealed segments whose index was rebuilt get fresh index files, so the next open
+    // can trust them without scanning. The active segment's are written at close.
+    let sealed = segments.len().saturating_sub(1);
+    for (segment, _) in segments[..sealed]
+        .iter_mut()
+        .zip(&scanned)
+        .filter(|(_, s)| **s)
+    {
+        segment.write_index_files(dir)?;
     }
     Ok(segments)
 }

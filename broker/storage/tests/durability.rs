@@ -1,0 +1,222 @@
+//! Group commit, durability modes and poisoning after a failed write or fsync.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+
+use common::*;
+use ferry_storage::{Durability, FaultInjector, FaultPoint, Log, LogConfig, StorageError};
+
+#[test]
+fn concurrent_appends_share_fsyncs() {
+    let (_tmp, dir) = temp_log_dir();
+    let log = Arc::new(Log::open(&dir, LogConfig::default()).expect("open"));
+    let threads = 16;
+    let per_thread = 25;
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (log, barrier) = (Arc::clone(&log), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..per_thread {
+                    let outcome = log
+                        .append(batch(2, 100, (t * 1000 + i) as i64), 1, 0)
+                        .expect("append");
+                    log.wait_durable(outcome.last_offset + 1).expect("durable");
+                    assert!(log.durable_end_offset() > outcome.last_offset);
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("thread");
+    }
+    let appends = (threads * per_thread) as u64;
+    assert_eq!(log.end_offset(), appends * 2);
+    assert_eq!(log.durable_end_offset(), appends * 2);
+    assert_eq!(log.visible_end_offset(), appends * 2);
+    assert!(
+        log.fsync_count() < appends,
+        "{} fsyncs for {appends} appends",
+        log.fsync_count()
+    );
+    assert_eq!(read_all(&log).len() as u64, appends);
+}
+
+#[test]
+fn visibility_follows_the_durability_mode() {
+    for (durability, visible_before_flush) in [
+        (Durability::Fsync, false),
+        (Durability::Interval, true),
+        (Durability::None, true),
+    ] {
+        let (_tmp, dir) = temp_log_dir();
+        let log = Log::open(&dir, small_config(durability)).expect("open");
+        log.append(batch(3, 10, 1), 1, 0).expect("append");
+        assert_eq!(log.end_offset(), 3);
+        assert_eq!(log.durable_end_offset(), 0);
+        assert_eq!(
+            log.visible_end_offset() == 3,
+            visible_before_flush,
+            "{durability:?}"
+        );
+        assert_eq!(log.flush().expect("flush"), 3);
+        assert_eq!(log.visible_end_offset(), 3);
+        assert!(matches!(
+            log.wait_durable(4),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+    }
+}
+
+#[test]
+fn rolling_in_fsync_mode_makes_the_old_segment_durable() {
+    let (_tmp, dir) = temp_log_dir();
+    let log = Log::open(&dir, small_config(Durability::Fsync)).expect("open");
+    while log.segment_count() < 3 {
+        log.append(batch(1, 200, 1), 1, 0).expect("append");
+    }
+    assert!(
+        log.durable_end_offset() > 0,
+        "the roll fsynced the sealed segments"
+    );
+    assert!(log.durable_end_offset() < log.end_offset());
+}
+
+/// Fails every operation at `point` once armed.
+#[derive(Debug, Default)]
+struct FailAfterArmed {
+    point: Option<FaultPoint>,
+    armed: AtomicBool,
+    hits: AtomicUsize,
+}
+
+impl FaultInjector for FailAfterArmed {
+    fn check(&self, point: FaultPoint, _path: &Path) -> std::io::Result<()> {
+        if self.armed.load(Ordering::SeqCst) && Some(point) == self.point {
+            self.hits.fetch_add(1, Ordering::SeqCst);
+            return Err(std::io::Error::other("injected failure"));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn failed_fsync_poisons_the_log() {
+    let (_tmp, dir) = temp_log_dir();
+    let faults = Arc::new(FailAfterArmed {
+        point: Some(FaultPoint::SegmentSync),
+        ..FailAfterArmed::default()
+    });
+    let log = Log::open_with_faults(&dir, LogConfig::default(), faults.clone()).expect("open");
+    let first = log.append(batch(2, 10, 1), 1, 0).expect("append");
+    log.wait_durable(first.last_offset + 1).expect("durable");
+    let durable = log.durable_end_offset();
+
+    faults.armed.store(true, Ordering::SeqCst);
+    let second = log.append(batch(2, 10, 2), 1, 0).expect("write succeeds");
+    let err = log
+        .wait_durable(second.last_offset + 1)
+        .expect_err("fsync fails");
+    assert!(matches!(err, StorageError::Io { .. }), "{err}");
+    assert!(log.failure().is_some());
+    faults.armed.store(false, Ordering::SeqCst);
+
+    assert!(matches!(
+        log.append(batch(1, 1, 3), 1, 0),
+        Err(StorageError::Poisoned { .. })
+    ));
+    assert!(matches!(
+        log.wait_durable(second.last_offset + 1),
+        Err(StorageError::Poisoned { .. })
+    ));
+    assert!(matches!(log.flush(), Err(StorageError::Poisoned { .. })));
+    assert!(matches!(
+        log.truncate_to(0),
+        Err(StorageError::Poisoned { .. })
+    ));
+    assert_eq!(log.durable_end_offset(), durable);
+    assert_eq!(log.visible_end_offset(), durable);
+    assert!(log.close().is_err());
+    assert_eq!(faults.hits.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn failed_write_poisons_the_log_and_reopen_recovers() {
+    let (_tmp, dir) = temp_log_dir();
+    let faults = Arc::new(FailAfterArmed {
+        point: Some(FaultPoint::SegmentWrite),
+        ..FailAfterArmed::default()
+    });
+    let config = small_config(Durability::Interval);
+    let log = Log::open_with_faults(&dir, config.clone(), faults.clone()).expect("open");
+    let kept = batch(2, 10, 1);
+    log.append(kept.clone(), 1, 0).expect("append");
+    faults.armed.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        log.append(batch(1, 1, 2), 1, 0),
+        Err(StorageError::Io { .. })
+    ));
+    faults.armed.store(false, Ordering::SeqCst);
+    assert!(matches!(
+        log.append(batch(1, 1, 3), 1, 0),
+        Err(StorageError::Poisoned { .. })
+    ));
+    assert_eq!(log.end_offset(), 2);
+    drop(log);
+
+    let log = Log::open(&dir, config).expect("reopen");
+    assert_eq!(log.failure(), None);
+    assert_eq!(
+        read_all(&log)
+            .iter()
+            .map(|b| unstamped(b))
+            .collect::<Vec<_>>(),
+        vec![kept]
+    );
+    assert_eq!(
+        log.append(batch(1, 1, 4), 1, 0)
+            .expect("append")
+            .base_offset,
+        2
+    );
+}
+
+#[test]
+fn fsync_failure_during_roll_poisons() {
+    let (_tmp, dir) = temp_log_dir();
+    let faults = Arc::new(FailAfterArmed {
+        point: Some(FaultPoint::SegmentSync),
+        ..FailAfterArmed::default()
+    });
+    let log = Log::open_with_faults(&dir, small_config(Durability::Interval), faults.clone())
+        .expect("open");
+    log.append(batch(1, 900, 1), 1, 0).expect("append");
+    faults.armed.store(true, Ordering::SeqCst);
+    assert!(
+        log.append(batch(1, 900, 2), 1, 0).is_err(),
+        "roll fsync fails"
+    );
+    assert!(log.failure().is_some());
+    assert_eq!(log.durable_end_offset(), 0);
+    assert_eq!(log.segment_count(), 1);
+}
+
+#[test]
+fn closed_log_refuses_work() {
+    let (_tmp, dir) = temp_log_dir();
+    let log = Log::open(&dir, LogConfig::default()).expect("open");
+    log.append(batch(1, 1, 1), 1, 0).expect("append");
+    log.close().expect("close");
+    log.close().expect("close is idempotent");
+    assert_eq!(log.durable_end_offset(), 1);
+    assert!(matches!(
+        log.append(batch(1, 1, 1), 1, 0),
+        Err(StorageError::Closed)
+    ));
+    assert!(matches!(log.read(0, 10, 1), Err(StorageError::Closed)));
+    assert!(matches!(log.flush(), Err(StorageError::Closed)));
+}

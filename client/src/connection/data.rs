@@ -1,0 +1,280 @@
+//! The data path calls, one request each: produce encoded batches, fetch, look up
+//! offsets, allocate a producer id, commit and read group offsets.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use ferry_proto::v1 as pb;
+
+use super::Client;
+use crate::error::ClientError;
+use crate::types::{OffsetSpec, PartitionOffset, TopicPartition};
+
+/// The broker's acknowledgement of one produced batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchAck {
+    /// Partition the batch went to.
+    pub partition: u32,
+    /// Offset of its first record.
+    pub base_offset: u64,
+    /// Offset of its last record.
+    pub last_offset: u64,
+    /// The batch was a retry of one already stored; the offsets are the original ones.
+    pub duplicate: bool,
+}
+
+/// One partition to read, from an offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchTarget {
+    /// Topic and partition.
+    pub partition: TopicPartition,
+    /// First offset wanted.
+    pub offset: u64,
+    /// Byte limit for this partition (at least one whole batch is returned anyway).
+    pub max_bytes: u32,
+}
+
+/// Limits of a fetch request as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// Long polling: wait up to this long for `min_bytes` of data.
+    pub max_wait_ms: u32,
+    /// Answer as soon as this many bytes are available.
+    pub min_bytes: u32,
+    /// Byte limit for the whole response.
+    pub max_bytes: u32,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            max_wait_ms: 500,
+            min_bytes: 1,
+            max_bytes: 16 << 20,
+        }
+    }
+}
+
+/// What a fetch returned for one partition.
+#[derive(Debug, Clone)]
+pub struct FetchedPartition {
+    /// Topic and partition.
+    pub partition: TopicPartition,
+    /// Whole record batches, concatenated; the first may start before the requested
+    /// offset. Decode with [`ferry_records::Batches`].
+    pub records: Bytes,
+    /// One past the last readable offset.
+    pub high_watermark: u64,
+    /// First offset still stored.
+    pub log_start_offset: u64,
+    /// Set when reading this partition failed (for example `OFFSET_OUT_OF_RANGE`).
+    pub error: Option<ClientError>,
+}
+
+/// The identity of an idempotent producer, from `InitProducer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdentity {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub producer_epoch: i32,
+}
+
+impl Client {
+    /// Appends already-encoded record batches (one `(partition, batch)` each) to a
+    /// topic. The outer error is for the request as a whole; the inner results are per
+    /// batch, in request order, and some may fail while others succeed.
+    pub async fn produce_batches(
+        &self,
+        topic: &str,
+        batches: &[(u32, Bytes)],
+    ) -> Result<Vec<Result<BatchAck, ClientError>>, ClientError> {
+        let request = pb::ProduceRequest {
+            topic: topic.to_owned(),
+            batches: batches
+                .iter()
+                .map(|(partition, records)| pb::PartitionBatch {
+                    partition: Some(*partition),
+                    records: records.clone(),
+                })
+                .collect(),
+            messages: Vec::new(),
+        };
+        let response = self
+            .topic_service()
+            .produce(request)
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        if response.batches.len() != batches.len() {
+            return Err(ClientError::Protocol(format!(
+                "sent {} batches, got {} results",
+                batches.len(),
+                response.batches.len()
+            )));
+        }
+        Ok(response
+            .batches
+            .into_iter()
+            .map(|result| match result.error {
+                Some(detail) if detail.code != pb::ErrorCode::Unspecified as i32 => {
+                    Err(ClientError::from_detail(None, &detail))
+                }
+                _ => Ok(BatchAck {
+                    partition: result.partition,
+                    base_offset: result.base_offset,
+                    last_offset: result.last_offset,
+                    duplicate: result.duplicate,
+                }),
+            })
+            .collect())
+    }
+
+    /// Reads record batches from partitions, long-polling up to `options.max_wait_ms`.
+    pub async fn fetch(
+        &self,
+        targets: &[FetchTarget],
+        options: FetchOptions,
+    ) -> Result<Vec<FetchedPartition>, ClientError> {
+        let request = pb::FetchRequest {
+            partitions: targets
+                .iter()
+                .map(|target| pb::FetchPartition {
+                    topic: target.partition.topic.clone(),
+                    partition: target.partition.partition,
+                    offset: target.offset,
+                    max_bytes: target.max_bytes,
+                })
+                .collect(),
+            max_wait_ms: options.max_wait_ms,
+            min_bytes: options.min_bytes,
+            max_bytes: options.max_bytes,
+        };
+        let response = self
+            .topic_service()
+            .fetch(request)
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        Ok(response
+            .partitions
+            .into_iter()
+            .map(|fetched| FetchedPartition {
+                partition: TopicPartition::new(fetched.topic, fetched.partition),
+                records: fetched.records,
+                high_watermark: fetched.high_watermark,
+                log_start_offset: fetched.log_start_offset,
+                error: fetched
+                    .error
+                    .filter(|detail| detail.code != pb::ErrorCode::Unspecified as i32)
+                    .map(|detail| ClientError::from_detail(None, &detail)),
+            })
+            .collect())
+    }
+
+    /// Resolves earliest, latest or timestamp specs to offsets for partitions of a topic.
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        queries: &[(u32, OffsetSpec)],
+    ) -> Result<Vec<PartitionOffset>, ClientError> {
+        let request = pb::ListOffsetsRequest {
+            topic: topic.to_owned(),
+            queries: queries
+                .iter()
+                .map(|&(partition, spec)| pb::OffsetQuery {
+                    partition,
+                    spec: Some(match spec {
+                        OffsetSpec::Earliest => pb::offset_query::Spec::Earliest(true),
+                        OffsetSpec::Latest => pb::offset_query::Spec::Latest(true),
+                        OffsetSpec::Timestamp(ms) => pb::offset_query::Spec::TimestampMs(ms),
+                    }),
+                })
+                .collect(),
+        };
+        let response = self
+            .topic_service()
+            .list_offsets(request)
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        Ok(response
+            .offsets
+            .into_iter()
+            .map(|found| PartitionOffset {
+                partition: found.partition,
+                offset: found.offset,
+                timestamp_ms: Some(found.timestamp_ms).filter(|&ms| ms >= 0),
+            })
+            .collect())
+    }
+
+    /// Allocates a producer id and epoch for idempotent produce.
+    pub async fn init_producer(&self) -> Result<ProducerIdentity, ClientError> {
+        let response = self
+            .topic_service()
+            .init_producer(pb::InitProducerRequest {})
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        Ok(ProducerIdentity {
+            producer_id: response.producer_id,
+            producer_epoch: response.producer_epoch,
+        })
+    }
+
+    /// Commits `offset` (the next offset to consume) per partition for a group.
+    ///
+    /// `member_id` must own every partition; pass `""` for a standalone commit, which
+    /// the broker allows only while the group has no members.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        member_id: &str,
+        offsets: &[(TopicPartition, u64)],
+    ) -> Result<(), ClientError> {
+        let request = pb::CommitOffsetsRequest {
+            group: group.to_owned(),
+            member_id: member_id.to_owned(),
+            offsets: offsets
+                .iter()
+                .map(|(tp, offset)| pb::OffsetCommit {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset: *offset,
+                    metadata: String::new(),
+                })
+                .collect(),
+        };
+        self.group_service()
+            .commit_offsets(request)
+            .await
+            .map_err(|status| self.error(&status))?;
+        Ok(())
+    }
+
+    /// Reads a group's committed offsets (next offset to consume); an empty
+    /// `partitions` means every partition the group committed. Partitions without a
+    /// commit are absent from the map.
+    pub async fn committed_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, u64>, ClientError> {
+        let request = pb::FetchOffsetsRequest {
+            group: group.to_owned(),
+            partitions: partitions.iter().map(pb::TopicPartition::from).collect(),
+        };
+        let response = self
+            .group_service()
+            .fetch_offsets(request)
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        Ok(response
+            .offsets
+            .into_iter()
+            .map(|c| (TopicPartition::new(c.topic, c.partition), c.offset))
+            .collect())
+    }
+}

@@ -1,0 +1,170 @@
+//! The connection to a broker and the plain request/response calls on it.
+//!
+//! [`Client`] is a cheap-to-clone handle on one multiplexed HTTP/2 channel. The
+//! producer and consumer are built on top of it; its methods are also the low-level
+//! API for tools that want exact control over requests.
+
+mod admin;
+mod data;
+mod group;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_proto::v1::admin_service_client::AdminServiceClient;
+use ferry_proto::v1::group_service_client::GroupServiceClient;
+use ferry_proto::v1::topic_service_client::TopicServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::ClientError;
+
+pub use admin::{
+    Durability, GroupDescription, GroupMember, PartitionLag, PartitionState, ReplicationMode,
+    TopicDescription, TopicSettings,
+};
+pub use data::{BatchAck, FetchOptions, FetchTarget, FetchedPartition, ProducerIdentity};
+pub(crate) use group::{Assignment, JoinedMember};
+
+/// How the client connects and how large its messages may be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Give up connecting after this long (default 5 s).
+    pub connect_timeout: Duration,
+    /// Fail any single request that takes longer than this (default 30 s). Long-polling
+    /// fetches wait at most their own `max_wait`, which must stay below it.
+    pub request_timeout: Duration,
+    /// Largest gRPC message sent or accepted, in bytes (default 64 MiB). Fetch responses
+    /// are bounded by the consumer's `fetch_max_bytes`, so this only needs to exceed it.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            max_message_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A connection to a Ferry broker (or gateway). Clone it freely: clones share the
+/// underlying HTTP/2 connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    channel: Channel,
+    address: Arc<str>,
+    max_message_bytes: usize,
+}
+
+impl Client {
+    /// Connects to `address` (`"127.0.0.1:7070"` or `"http://host:port"`) with defaults.
+    pub async fn connect(address: &str) -> Result<Self, ClientError> {
+        Self::connect_with(address, ClientConfig::default()).await
+    }
+
+    /// Connects to `address` with the given configuration.
+    pub async fn connect_with(address: &str, config: ClientConfig) -> Result<Self, ClientError> {
+        let uri = normalize_address(address)?;
+        let invalid = |reason: String| ClientError::InvalidAddress {
+            address: address.to_owned(),
+            reason,
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|err| invalid(err.to_string()))?
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .tcp_nodelay(true)
+            // Produce requests carry up to a MiB per partition; bigger windows keep
+            // one connection from throttling throughput on fast local links.
+            .initial_stream_window_size(Some(4 << 20))
+            .initial_connection_window_size(Some(16 << 20));
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|err| ClientError::Transport {
+                address: address.to_owned(),
+                reason: error_chain(&err),
+            })?;
+        Ok(Self {
+            channel,
+            address: address.into(),
+            max_message_bytes: config.max_message_bytes,
+        })
+    }
+
+    /// The address this client was connected to, as given.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub(crate) fn admin_service(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes)
+    }
+
+    pub(crate) fn topic_service(&self) -> TopicServiceClient<Channel> {
+        TopicServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes)
+    }
+
+    pub(crate) fn group_service(&self) -> GroupServiceClient<Channel> {
+        GroupServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes)
+    }
+
+    /// Converts a failed call's status into a [`ClientError`].
+    pub(crate) fn error(&self, status: &tonic::Status) -> ClientError {
+        ClientError::from_status(status, &self.address)
+    }
+}
+
+/// Adds the `http://` scheme when the address has none, so `host:port` works.
+fn normalize_address(address: &str) -> Result<String, ClientError> {
+    let trimmed = address.trim();
+    if trimmed.is_empty() {
+        return Err(ClientError::InvalidAddress {
+            address: address.to_owned(),
+            reason: "empty address".into(),
+        });
+    }
+    if trimmed.contains("://") {
+        Ok(trimmed.to_owned())
+    } else {
+        Ok(format!("http://{trimmed}"))
+    }
+}
+
+/// Joins an error with its sources: tonic's top-level transport error says only
+/// "transport error", the useful part ("connection refused") is further down.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_get_a_scheme() {
+        assert_eq!(
+            normalize_address("127.0.0.1:7070").ok().as_deref(),
+            Some("http://127.0.0.1:7070")
+        );
+        assert_eq!(
+            normalize_address("https://ferry:443").ok().as_deref(),
+            Some("https://ferry:443")
+        );
+        assert!(normalize_address("  ").is_err());
+    }
+}

@@ -21,6 +21,7 @@
 //! group protocol; `error` turns broker statuses into [`ClientError`].
 
 mod connection;
+mod consumer;
 mod error;
 mod producer;
 mod types;
@@ -30,6 +31,7 @@ pub use connection::{
     GroupDescription, GroupMember, PartitionLag, PartitionState, ProducerIdentity, ReplicationMode,
     TopicDescription, TopicSettings,
 };
+pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
 pub use error::ClientError;
 pub use ferry_proto::v1::ErrorCode;
 pub use producer::{BatchDelivery, DeliveryFuture, Partitioner, Producer, ProducerConfig};

@@ -23,7 +23,7 @@ pub use admin::{
     TopicDescription, TopicSettings,
 };
 pub use data::{BatchAck, FetchOptions, FetchTarget, FetchedPartition, ProducerIdentity};
-pub(crate) use group::{Assignment, JoinedMember};
+pub(crate) use group::Assignment;
 
 /// How the client connects and how large its messages may be.
 #[derive(Debug, Clone, PartialEq, Eq)]

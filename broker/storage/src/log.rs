@@ -13,7 +13,7 @@ use crate::config::{Durability, LogConfig};
 use crate::disk::{Disk, FaultInjector, sync_dir};
 use crate::producer_state::{ProducerTable, Verdict};
 use crate::read::{ReadResult, SegmentView};
-use crate::recovery::{PRODUCER_SNAPSHOT_FILE, recover, write_recovery_point};
+use crate::recovery::{PRODUCER_SNAPSHOT_FILE, recover, reload_producers, write_recovery_point};
 use crate::scan::ScanMode;
 use crate::segment::Segment;
 use crate::{StorageError, disk};
@@ -543,7 +543,13 @@ impl Log {
         let new_end = self
             .cut_segments(&mut state, index, cut)
             .map_err(|err| self.poison(err))?;
-        state.producers.truncate(new_end);
+        let affected = state.producers.truncate(new_end);
+        let LogState {
+            segments,
+            producers,
+            ..
+        } = &mut *state;
+        reload_producers(segments, &affected, producers).map_err(|err| self.poison(err))?;
         self.end_offset.store(new_end, Ordering::Release);
         {
             let mut commit = self.lock_commit()?;

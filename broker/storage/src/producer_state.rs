@@ -159,18 +159,29 @@ impl ProducerTable {
         }
     }
 
-    /// Forgets batches at and above `end_offset` (the log was truncated there). A producer
-    /// left with no batch is forgotten and, like an evicted one, may start at any sequence.
-    pub(crate) fn truncate(&mut self, end_offset: u64) {
-        let lru = &mut self.lru;
-        self.entries.retain(|_, entry| {
-            entry.batches.retain(|b| b.last_offset < end_offset);
-            let keep = !entry.batches.is_empty();
-            if !keep {
-                lru.remove(&entry.tick);
+    /// Forgets every producer that had a batch at or above `end_offset` (the log was
+    /// truncated there) and returns their ids, for [`ProducerTable::restore`] to reload
+    /// from the batches that are left.
+    pub(crate) fn truncate(&mut self, end_offset: u64) -> Vec<i64> {
+        let affected: Vec<i64> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.batches.iter().any(|b| b.last_offset >= end_offset))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &affected {
+            if let Some(entry) = self.entries.remove(id) {
+                self.lru.remove(&entry.tick);
             }
-            keep
-        });
+        }
+        affected
+    }
+
+    /// Reloads producers from their batch headers, oldest first (as a full rebuild would).
+    pub(crate) fn restore(&mut self, headers: &[BatchHeader]) {
+        for header in headers {
+            self.record(header);
+        }
     }
 
     /// Number of producers remembered.
@@ -361,7 +372,7 @@ mod tests {
         t.record(&header(3, 0, 0, 1, 3));
         assert_eq!(t.len(), 2);
         assert!(t.entries.contains_key(&1) && t.entries.contains_key(&3));
-        t.truncate(3);
+        assert_eq!(t.truncate(3), vec![3]);
         assert_eq!(t.len(), 1);
         assert_eq!(t.lru.len(), 1);
     }

@@ -9,9 +9,10 @@ use crate::StorageError;
 use crate::config::LogConfig;
 use crate::disk::{TMP_SUFFIX, remove_if_exists, sync_dir, write_atomically};
 use crate::error::IoContext;
-use crate::producer_state::ProducerTable;
+use crate::producer_state::{CACHED_BATCHES, ProducerTable};
 use crate::scan::{ScanMode, ScanStart, scan_segment};
 use crate::segment::{INDEX_EXT, LOG_EXT, Segment, TIME_INDEX_EXT, file_name, parse_log_name};
+use ferry_records::BatchHeader;
 
 /// File holding the recovery point: every segment ending at or below it is trusted.
 pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -273,6 +274,50 @@ fn rebuild_producers(
         )?;
     }
     Ok(table)
+}
+
+/// Reloads the producers in `affected` after a truncation: walks segment headers from
+/// the newest segment backwards until each has its last [`CACHED_BATCHES`] batches or
+/// the log's start is reached. Usually one or two segments; at worst the whole log.
+pub(crate) fn reload_producers(
+    segments: &[Segment],
+    affected: &[i64],
+    table: &mut ProducerTable,
+) -> Result<(), StorageError> {
+    if affected.is_empty() {
+        return Ok(());
+    }
+    // Newest segment first; within a segment, headers in log order.
+    let mut found: Vec<Vec<BatchHeader>> = Vec::new();
+    let mut counts = vec![0usize; affected.len()];
+    for segment in segments.iter().rev() {
+        let mut headers = Vec::new();
+        let start = ScanStart {
+            position: 0,
+            offset: segment.base_offset,
+        };
+        scan_segment(
+            &segment.file,
+            &segment.path,
+            segment.base_offset,
+            start,
+            ScanMode::HeadersOnly,
+            |header, _| {
+                if let Some(i) = affected.iter().position(|id| *id == header.producer_id) {
+                    counts[i] += 1;
+                    headers.push(*header);
+                }
+            },
+        )?;
+        found.push(headers);
+        if counts.iter().all(|c| *c >= CACHED_BATCHES) {
+            break;
+        }
+    }
+    for headers in found.iter().rev() {
+        table.restore(headers);
+    }
+    Ok(())
 }
 
 fn read_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, StorageError> {

@@ -220,3 +220,47 @@ fn closed_log_refuses_work() {
     assert!(matches!(log.read(0, 10, 1), Err(StorageError::Closed)));
     assert!(matches!(log.flush(), Err(StorageError::Closed)));
 }
+
+#[test]
+fn log_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Log>();
+}
+
+#[test]
+fn readers_never_see_partial_batches() {
+    let (_tmp, dir) = temp_log_dir();
+    let log = Arc::new(Log::open(&dir, small_config(Durability::None)).expect("open"));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (log, done) = (Arc::clone(&log), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !done.load(Ordering::SeqCst) || reads == 0 {
+                    let end = log.end_offset();
+                    let mut offset = log.start_offset();
+                    while offset < end {
+                        let r = log.read(offset, 700, end).expect("read");
+                        for b in ferry_records::Batches::new(&r.bytes) {
+                            let b = b.expect("whole batch");
+                            b.verify_crc().expect("crc");
+                            assert_eq!(b.header.base_offset, offset);
+                            offset = b.header.next_offset();
+                        }
+                        reads += 1;
+                    }
+                }
+                reads
+            })
+        })
+        .collect();
+    for i in 0..400 {
+        log.append(batch(1 + i % 5, 64, i as i64), 1, 0)
+            .expect("append");
+    }
+    done.store(true, Ordering::SeqCst);
+    for reader in readers {
+        assert!(reader.join().expect("reader") > 0);
+    }
+}

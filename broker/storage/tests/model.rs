@@ -80,6 +80,8 @@ struct Stored {
     next_offset: u64,
     leader_epoch: u64,
     unstamped: Vec<u8>,
+    /// Base sequence and record count of an idempotent batch.
+    sequence: Option<(i32, i32)>,
 }
 
 /// An idempotent batch the log must still recognise as a duplicate.
@@ -144,6 +146,7 @@ impl Harness {
             next_offset: outcome.last_offset + 1,
             leader_epoch: self.epoch,
             unstamped: bytes.clone(),
+            sequence: sequence.map(|seq| (seq, count as i32)),
         });
         if let Some(sequence) = sequence {
             self.next_sequence = sequence + count as i32;
@@ -219,9 +222,9 @@ impl Harness {
                     .min(self.end_offset);
                 assert_eq!(new_end, self.end());
                 self.cache.retain(|s| s.base_offset < new_end);
-                if let Some(last) = self.cache.back() {
-                    let header = BatchHeader::parse(&last.bytes).expect("header");
-                    self.next_sequence = last.sequence + header.record_count as i32;
+                // The log reloads the producer from the batches left, as a rebuild would.
+                if let Some((seq, count)) = self.stored.iter().rev().find_map(|s| s.sequence) {
+                    self.next_sequence = seq + count;
                 }
             }
             Op::Retention => {
@@ -297,7 +300,12 @@ impl Harness {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    // PROPTEST_CASES overrides the default 48 cases for longer runs.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn log_matches_model(config in config(), ops in prop::collection::vec(op(), 1..60)) {

@@ -184,3 +184,65 @@ fn truncate_to_rounds_down_and_appends_continue() {
     let log = Log::open(&dir, config).expect("reopen");
     assert_eq!(log.end_offset(), 0);
 }
+
+#[test]
+fn segments_roll_by_age() {
+    let (_tmp, dir) = temp_log_dir();
+    let config = LogConfig {
+        segment_ms: 1000,
+        ..LogConfig::default()
+    };
+    let log = Log::open(&dir, config).expect("open");
+    log.append(batch(1, 1, 1), 1, 10_000).expect("append");
+    log.append(batch(1, 1, 1), 1, 10_999)
+        .expect("young segment");
+    assert_eq!(log.segment_count(), 1);
+    log.append(batch(1, 1, 1), 1, 11_000)
+        .expect("old segment rolls");
+    assert_eq!(log.segment_count(), 2);
+}
+
+#[test]
+fn bad_batches_are_refused_without_writing() {
+    let (_tmp, dir) = temp_log_dir();
+    let config = LogConfig {
+        max_batch_bytes: 1000,
+        max_record_bytes: 200,
+        ..LogConfig::default()
+    };
+    let log = Log::open(&dir, config).expect("open");
+    assert!(matches!(
+        log.append(batch(20, 100, 1), 1, 0),
+        Err(StorageError::BatchTooLarge { limit: 1000, .. })
+    ));
+    assert!(matches!(
+        log.append(batch(1, 300, 1), 1, 0),
+        Err(StorageError::InvalidBatch(_))
+    ));
+    let mut corrupt = batch(2, 10, 1);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    assert!(matches!(
+        log.append(corrupt, 1, 0),
+        Err(StorageError::InvalidBatch(_))
+    ));
+    assert!(matches!(
+        log.append(vec![0; 10], 1, 0),
+        Err(StorageError::InvalidBatch(_))
+    ));
+    assert_eq!(log.end_offset(), 0);
+    assert_eq!(log.size_bytes(), 0);
+}
+
+#[test]
+fn invalid_config_is_refused() {
+    let (_tmp, dir) = temp_log_dir();
+    let config = LogConfig {
+        segment_bytes: 1,
+        ..LogConfig::default()
+    };
+    assert!(matches!(
+        Log::open(&dir, config),
+        Err(StorageError::InvalidConfig(_))
+    ));
+}

@@ -1,1 +1,19 @@
-//! Ferry broker.
+//! The Ferry broker: topics and consumer groups over a durable storage engine, a
+//! metadata store, and the gRPC service edge.
+//!
+//! Layering (see ARCHITECTURE.md): `service` (protobuf, tonic) → `broker` (domain)
+//! → `topic`, `group`, `offsets`, `meta` → `ferry-storage`. Only `service` sees
+//! protobuf types.
+
+pub mod broker;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod group;
+pub mod meta;
+pub mod metrics;
+pub mod names;
+pub mod offsets;
+pub mod service;
+pub mod standalone;
+pub mod topic;

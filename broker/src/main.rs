@@ -1,1 +1,154 @@
-fn main() {}
+//! `ferry-broker`: the Ferry broker binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use ferry_broker::config::BrokerConfig;
+use ferry_broker::standalone;
+use ferry_broker::topic::DurabilitySetting;
+use tracing_subscriber::EnvFilter;
+
+/// The Ferry message broker.
+#[derive(Parser, Debug)]
+#[command(name = "ferry-broker", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one host with an embedded metadata store (the default).
+    Standalone(StandaloneArgs),
+}
+
+#[derive(Args, Debug)]
+struct StandaloneArgs {
+    /// Directory for logs and metadata.
+    #[arg(long, env = "FERRY_DATA_DIR", default_value = "ferry-data")]
+    data_dir: PathBuf,
+    /// gRPC listen address.
+    #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Prometheus metrics listen address, or "off".
+    #[arg(long, env = "FERRY_METRICS_LISTEN", default_value = "127.0.0.1:7071")]
+    metrics_listen: String,
+    /// Address clients should use for this host (defaults to --listen).
+    #[arg(long, env = "FERRY_ADVERTISE")]
+    advertise: Option<String>,
+    /// Largest record in bytes.
+    #[arg(long, env = "FERRY_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<u32>,
+    /// Largest record batch in bytes.
+    #[arg(long, env = "FERRY_MAX_BATCH_BYTES")]
+    max_batch_bytes: Option<u32>,
+    /// Largest fetch response in bytes.
+    #[arg(long, env = "FERRY_MAX_FETCH_BYTES")]
+    max_fetch_bytes: Option<u32>,
+    /// Partitions of topics created without a count.
+    #[arg(long, env = "FERRY_DEFAULT_PARTITIONS")]
+    default_partitions: Option<u32>,
+    /// Durability of topics created without one: fsync, interval or none.
+    #[arg(long, env = "FERRY_DEFAULT_DURABILITY", value_parser = parse_durability)]
+    default_durability: Option<DurabilitySetting>,
+    /// How often retention runs, in ms.
+    #[arg(long, env = "FERRY_RETENTION_CHECK_INTERVAL_MS")]
+    retention_check_interval_ms: Option<u64>,
+    /// How long shutdown waits for in-flight requests, in ms.
+    #[arg(long, env = "FERRY_SHUTDOWN_GRACE_MS")]
+    shutdown_grace_ms: Option<u64>,
+}
+
+fn parse_durability(value: &str) -> Result<DurabilitySetting, String> {
+    match value {
+        "fsync" => Ok(DurabilitySetting::Fsync),
+        "interval" => Ok(DurabilitySetting::Interval),
+        "none" => Ok(DurabilitySetting::None),
+        other => Err(format!("expected fsync, interval or none, got {other:?}")),
+    }
+}
+
+impl StandaloneArgs {
+    fn into_config(self) -> anyhow::Result<BrokerConfig> {
+        let mut config = BrokerConfig {
+            data_dir: self.data_dir,
+            listen: self.listen,
+            advertise: self.advertise,
+            ..BrokerConfig::default()
+        };
+        config.metrics_listen = match self.metrics_listen.as_str() {
+            "off" | "" => None,
+            addr => Some(addr.parse().map_err(|err| {
+                anyhow::anyhow!("--metrics-listen {addr:?} is not an address: {err}")
+            })?),
+        };
+        let limits = &mut config.limits;
+        if let Some(v) = self.max_message_bytes {
+            limits.max_message_bytes = v;
+            config.topic_defaults.max_message_bytes = v;
+        }
+        if let Some(v) = self.max_batch_bytes {
+            limits.max_batch_bytes = v;
+        }
+        if let Some(v) = self.max_fetch_bytes {
+            limits.max_fetch_bytes = v;
+        }
+        if let Some(v) = self.default_partitions {
+            config.topic_defaults.partitions = v;
+        }
+        if let Some(v) = self.default_durability {
+            config.topic_defaults.durability = v;
+        }
+        if let Some(v) = self.retention_check_interval_ms {
+            config.retention_check_interval_ms = v;
+        }
+        if let Some(v) = self.shutdown_grace_ms {
+            config.shutdown_grace_ms = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Standalone(args)) => args,
+        None => StandaloneArgs::parse_defaults()?,
+    };
+    let config = args.into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ferry-broker")
+        .build()?;
+    runtime.block_on(standalone::run(
+        config,
+        standalone::termination_signal(),
+        |bound| {
+            // One line on stdout that scripts and tests can wait for.
+            let metrics = bound
+                .metrics
+                .map_or_else(|| "off".to_owned(), |a| a.to_string());
+            println!("ferry-broker ready grpc={} metrics={metrics}", bound.grpc);
+        },
+    ))
+}
+
+impl StandaloneArgs {
+    /// The standalone flags with their defaults and environment variables applied.
+    fn parse_defaults() -> anyhow::Result<Self> {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: StandaloneArgs,
+        }
+        Ok(Only::try_parse_from(["ferry-broker"])?.args)
+    }
+}

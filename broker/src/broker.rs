@@ -1,0 +1,167 @@
+//! The broker: topics, groups, committed offsets and metrics behind one handle that
+//! every gRPC service shares.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::config::BrokerConfig;
+use crate::error::{BrokerError, BrokerResult};
+use crate::group::{GroupCoordinator, TopicPartition};
+use crate::meta::MetadataStore;
+use crate::metrics::{ErrorLabels, Metrics};
+use crate::offsets::OffsetStore;
+use crate::service::status::to_status;
+use crate::topic::{Topic, TopicOverrides, Topics};
+
+/// Shared state of one broker host.
+pub struct Broker {
+    /// Configuration in force.
+    pub config: BrokerConfig,
+    /// The metadata store.
+    pub meta: Arc<dyn MetadataStore>,
+    /// Topics on this host.
+    pub topics: Topics,
+    /// Committed group offsets.
+    pub offsets: OffsetStore,
+    /// Metrics.
+    pub metrics: Metrics,
+    // A std mutex: the coordinator is a pure state machine and nothing awaits under it.
+    groups: Mutex<GroupCoordinator>,
+    shutting_down: AtomicBool,
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl Broker {
+    /// Opens topics and offsets from the metadata store and data directory.
+    pub async fn open(
+        config: BrokerConfig,
+        meta: Arc<dyn MetadataStore>,
+    ) -> anyhow::Result<Arc<Self>> {
+        config.validate()?;
+        let topics = Topics::open(
+            &config.data_dir,
+            config.limits.clone(),
+            config.topic_defaults.clone(),
+            Arc::clone(&meta),
+        )
+        .await?;
+        let offsets = OffsetStore::load(Arc::clone(&meta)).await?;
+        let groups = GroupCoordinator::new(config.groups.clone(), crate::clock::unique_id())?;
+        Ok(Arc::new(Self {
+            config,
+            meta,
+            topics,
+            offsets,
+            metrics: Metrics::new(),
+            groups: Mutex::new(groups),
+            shutting_down: AtomicBool::new(false),
+            stopping: tokio::sync::watch::channel(false).0,
+        }))
+    }
+
+    /// The group coordinator, locked.
+    pub fn groups(&self) -> MutexGuard<'_, GroupCoordinator> {
+        // A poisoned lock means a panic mid-update elsewhere; the state machine keeps
+        // its own invariants per call, so carrying on is the least harmful choice.
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Partition count of a topic, for the group coordinator.
+    pub fn partitions_of(&self, topic: &str) -> Option<u32> {
+        self.topics.partition_count(topic)
+    }
+
+    /// Creates a topic.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        overrides: &TopicOverrides,
+    ) -> BrokerResult<Arc<Topic>> {
+        self.check_accepting()?;
+        self.topics.create(name, overrides).await
+    }
+
+    /// Deletes a topic, its data and offsets; groups subscribed to it rebalance.
+    pub async fn delete_topic(&self, name: &str) -> BrokerResult<()> {
+        self.check_accepting()?;
+        self.topics.delete(name).await?;
+        self.offsets.forget_topic(name);
+        let partitions_of = |t: &str| self.partitions_of(t);
+        self.groups().topics_changed(&partitions_of);
+        Ok(())
+    }
+
+    /// Commits offsets after checking the committer owns the partitions.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        member_id: Option<&str>,
+        offsets: Vec<(String, u32, u64, String)>,
+    ) -> BrokerResult<()> {
+        crate::names::validate_group_name(group)?;
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let partitions: Vec<TopicPartition> = offsets
+            .iter()
+            .map(|(t, p, _, _)| TopicPartition::new(t.clone(), *p))
+            .collect();
+        for tp in &partitions {
+            self.topics.get(&tp.topic)?.partition(tp.partition)?;
+        }
+        self.groups().check_commit(group, member_id, &partitions)?;
+        self.offsets.commit(group, offsets).await
+    }
+
+    /// Removes group members whose session expired.
+    pub fn expire_members(&self) {
+        for (group, member) in self.groups().expire(Instant::now()) {
+            tracing::info!(%group, %member, "group member expired");
+        }
+    }
+
+    /// Fails new work once shutdown began.
+    pub fn check_accepting(&self) -> BrokerResult<()> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(BrokerError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Marks the broker as stopping: new writes are refused.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        self.stopping.send_replace(true);
+    }
+
+    /// Turns true when shutdown begins; long polls watch it to return early.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Turns a result into a gRPC answer, counting failures by method and code.
+    pub fn answer<T>(&self, method: &str, result: BrokerResult<T>) -> Result<T, tonic::Status> {
+        result.map_err(|err| self.fail(method, &err))
+    }
+
+    /// The gRPC status for a failed request, counted by method and code.
+    pub fn fail(&self, method: &str, err: &BrokerError) -> tonic::Status {
+        {
+            let status = to_status(err);
+            self.metrics
+                .request_errors
+                .get_or_create(&ErrorLabels {
+                    method: method.to_owned(),
+                    code: format!("{:?}", status.code()),
+                })
+                .inc();
+            if matches!(err, BrokerError::Internal(_) | BrokerError::Storage { .. }) {
+                tracing::warn!(method, %err, "request failed");
+            } else {
+                tracing::debug!(method, %err, "request refused");
+            }
+            status
+        }
+    }
+}

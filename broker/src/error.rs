@@ -1,0 +1,119 @@
+//! The broker's error type. `service::status` is the one place that maps it to gRPC.
+
+use ferry_records::RecordError;
+use ferry_storage::StorageError;
+
+use crate::group::GroupError;
+use crate::meta::MetaError;
+
+/// Everything a broker operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A topic or group name breaks the naming rules.
+    #[error("invalid {kind} name {name:?}: {reason}")]
+    InvalidName {
+        /// "topic" or "group".
+        kind: &'static str,
+        /// The offending name.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A request field is out of range or inconsistent.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// No topic by that name.
+    #[error("topic {0:?} not found")]
+    TopicNotFound(String),
+    /// A topic by that name exists already.
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// The partition index is not below the topic's partition count.
+    #[error("topic {topic:?} has no partition {partition} (it has {partitions})")]
+    PartitionNotFound {
+        /// Topic name.
+        topic: String,
+        /// Requested partition.
+        partition: u32,
+        /// Partitions the topic has.
+        partitions: u32,
+    },
+    /// One record is larger than the topic allows.
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    MessageTooLarge {
+        /// Encoded record size.
+        size: usize,
+        /// Limit in force.
+        limit: usize,
+    },
+    /// A batch or request is larger than allowed.
+    #[error("batch of {size} bytes exceeds the limit of {limit} bytes")]
+    BatchTooLarge {
+        /// Batch size.
+        size: usize,
+        /// Limit in force.
+        limit: usize,
+    },
+    /// A produce request carried nothing to append.
+    #[error("empty batch: a produce request needs at least one record")]
+    EmptyBatch,
+    /// Batch bytes failed validation.
+    #[error("corrupt batch: {0}")]
+    CorruptBatch(RecordError),
+    /// A count or size limit was reached.
+    #[error("limit exceeded: {what} (limit {limit})")]
+    LimitExceeded {
+        /// Which limit.
+        what: &'static str,
+        /// Its value.
+        limit: u64,
+    },
+    /// The storage engine refused or failed.
+    #[error("topic {topic:?} partition {partition}: {source}")]
+    Storage {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// What storage said.
+        source: StorageError,
+    },
+    /// A consumer group rule was broken.
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    /// No group by that name.
+    #[error("group {0:?} not found")]
+    GroupNotFound(String),
+    /// The metadata store failed.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// The broker is stopping and takes no new work.
+    #[error("broker is shutting down")]
+    ShuttingDown,
+    /// A bug or an impossible state; the message says which.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl BrokerError {
+    /// Wraps a storage error with the partition it came from.
+    pub fn storage(topic: &str, partition: u32, source: StorageError) -> Self {
+        match source {
+            StorageError::InvalidBatch(RecordError::RecordTooLarge { size, limit }) => {
+                BrokerError::MessageTooLarge { size, limit }
+            }
+            StorageError::InvalidBatch(err) => BrokerError::CorruptBatch(err),
+            StorageError::BatchTooLarge { size, limit } => {
+                BrokerError::BatchTooLarge { size, limit }
+            }
+            source => BrokerError::Storage {
+                topic: topic.to_owned(),
+                partition,
+                source,
+            },
+        }
+    }
+}
+
+/// Result alias for broker operations.
+pub type BrokerResult<T> = Result<T, BrokerError>;

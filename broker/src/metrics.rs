@@ -1,0 +1,255 @@
+//! Prometheus metrics and the HTTP endpoint that serves them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::broker::Broker;
+
+/// Labels naming a topic.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    /// Topic name.
+    pub topic: String,
+}
+
+/// Labels naming a partition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+}
+
+/// Labels naming a group's partition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    /// Group name.
+    pub group: String,
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+}
+
+/// Labels naming an RPC outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// gRPC method.
+    pub method: String,
+    /// gRPC status code name.
+    pub code: String,
+}
+
+/// Every metric the broker exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Records appended, by topic.
+    pub produce_messages: Family<TopicLabels, Counter>,
+    /// Batch bytes appended, by topic.
+    pub produce_bytes: Family<TopicLabels, Counter>,
+    /// Records returned by fetches, by topic.
+    pub fetch_messages: Family<TopicLabels, Counter>,
+    /// Bytes returned by fetches, by topic.
+    pub fetch_bytes: Family<TopicLabels, Counter>,
+    /// Time from receiving a produce batch to acknowledging it.
+    pub produce_latency_seconds: Histogram,
+    /// Time one fsync of a partition log took.
+    pub fsync_seconds: Histogram,
+    /// Next offset to be written, per partition.
+    pub log_end_offset: Family<PartitionLabels, Gauge>,
+    /// First stored offset, per partition.
+    pub log_start_offset: Family<PartitionLabels, Gauge>,
+    /// Bytes on disk, per partition.
+    pub log_size_bytes: Family<PartitionLabels, Gauge>,
+    /// High watermark minus committed offset, per group partition.
+    pub group_lag: Family<GroupLabels, Gauge>,
+    /// Failed requests by method and status code.
+    pub request_errors: Family<ErrorLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ferry");
+        let metrics = Self {
+            produce_messages: Family::default(),
+            produce_bytes: Family::default(),
+            fetch_messages: Family::default(),
+            fetch_bytes: Family::default(),
+            produce_latency_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            fsync_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
+            log_end_offset: Family::default(),
+            log_start_offset: Family::default(),
+            log_size_bytes: Family::default(),
+            group_lag: Family::default(),
+            request_errors: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "produce_messages",
+            "Records appended",
+            metrics.produce_messages.clone(),
+        );
+        registry.register(
+            "produce_bytes",
+            "Record batch bytes appended",
+            metrics.produce_bytes.clone(),
+        );
+        registry.register(
+            "fetch_messages",
+            "Records returned by fetches",
+            metrics.fetch_messages.clone(),
+        );
+        registry.register(
+            "fetch_bytes",
+            "Record batch bytes returned by fetches",
+            metrics.fetch_bytes.clone(),
+        );
+        registry.register(
+            "produce_latency_seconds",
+            "Time from receiving a produce batch to acknowledging it",
+            metrics.produce_latency_seconds.clone(),
+        );
+        registry.register(
+            "fsync_seconds",
+            "Duration of one log fsync",
+            metrics.fsync_seconds.clone(),
+        );
+        registry.register(
+            "log_end_offset",
+            "Next offset to be written",
+            metrics.log_end_offset.clone(),
+        );
+        registry.register(
+            "log_start_offset",
+            "First stored offset",
+            metrics.log_start_offset.clone(),
+        );
+        registry.register(
+            "log_size_bytes",
+            "Bytes of the partition log on disk",
+            metrics.log_size_bytes.clone(),
+        );
+        registry.register(
+            "consumer_group_lag",
+            "High watermark minus the committed offset",
+            metrics.group_lag.clone(),
+        );
+        registry.register(
+            "request_errors",
+            "Failed requests by method and code",
+            metrics.request_errors.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// Renders the registry in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(%err, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+/// Refreshes the gauges that are read from state rather than counted.
+fn refresh_gauges(broker: &Broker) {
+    let metrics = &broker.metrics;
+    metrics.log_end_offset.clear();
+    metrics.log_start_offset.clear();
+    metrics.log_size_bytes.clear();
+    metrics.group_lag.clear();
+    for topic in broker.topics.list() {
+        for partition in &topic.partitions {
+            let labels = PartitionLabels {
+                topic: topic.name().to_owned(),
+                partition: partition.index(),
+            };
+            let log = partition.log();
+            metrics
+                .log_end_offset
+                .get_or_create(&labels)
+                .set(gauge(log.end_offset()));
+            metrics
+                .log_start_offset
+                .get_or_create(&labels)
+                .set(gauge(log.start_offset()));
+            metrics
+                .log_size_bytes
+                .get_or_create(&labels)
+                .set(gauge(log.size_bytes()));
+        }
+    }
+    for ((group, topic, partition), committed) in broker.offsets.all() {
+        let Ok(found) = broker.topics.get(&topic) else {
+            continue;
+        };
+        let Ok(p) = found.partition(partition) else {
+            continue;
+        };
+        let lag = p.high_watermark().saturating_sub(committed);
+        let labels = GroupLabels {
+            group,
+            topic,
+            partition,
+        };
+        metrics.group_lag.get_or_create(&labels).set(gauge(lag));
+    }
+}
+
+fn gauge(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Serves `/metrics` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    broker: Arc<Broker>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let broker = Arc::clone(&broker);
+                async move {
+                    refresh_gauges(&broker);
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        broker.metrics.render(),
+                    )
+                }
+            }),
+        )
+        .route("/health", get(|| async { "ok" }));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Binds the metrics listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

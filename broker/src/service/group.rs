@@ -1,0 +1,226 @@
+//! `GroupService`: membership, assignment and committed offsets.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferry_proto::v1 as pb;
+use ferry_proto::v1::group_service_server::GroupService;
+use tonic::{Request, Response, Status};
+
+use crate::broker::Broker;
+use crate::error::BrokerError;
+use crate::group::TopicPartition;
+use crate::names::{validate_group_name, validate_topic_name};
+
+/// The consumer group API over a broker.
+pub struct GroupApi {
+    broker: Arc<Broker>,
+}
+
+impl GroupApi {
+    /// Serves group requests for `broker`.
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self { broker }
+    }
+}
+
+fn to_pb(partitions: Vec<TopicPartition>) -> Vec<pb::TopicPartition> {
+    partitions
+        .into_iter()
+        .map(|tp| pb::TopicPartition {
+            topic: tp.topic,
+            partition: tp.partition,
+        })
+        .collect()
+}
+
+fn from_pb(partitions: &[pb::TopicPartition]) -> Vec<TopicPartition> {
+    partitions
+        .iter()
+        .map(|tp| TopicPartition::new(tp.topic.clone(), tp.partition))
+        .collect()
+}
+
+#[tonic::async_trait]
+impl GroupService for GroupApi {
+    async fn join_group(
+        &self,
+        request: Request<pb::JoinGroupRequest>,
+    ) -> Result<Response<pb::JoinGroupResponse>, Status> {
+        let request = request.into_inner();
+        let result = (|| {
+            validate_group_name(&request.group)?;
+            if request.topics.is_empty() {
+                return Err(BrokerError::InvalidArgument(
+                    "a member must subscribe to at least one topic".into(),
+                ));
+            }
+            for topic in &request.topics {
+                validate_topic_name(topic)?;
+            }
+            let partitions_of = |t: &str| self.broker.partitions_of(t);
+            Ok(self.broker.groups().join(
+                Instant::now(),
+                &request.group,
+                request.topics.clone(),
+                request.session_timeout_ms,
+                &request.client_id,
+                &partitions_of,
+            )?)
+        })();
+        let joined = self.broker.answer("JoinGroup", result)?;
+        tracing::info!(group = %request.group, member = %joined.member_id, generation = joined.generation, "member joined");
+        Ok(Response::new(pb::JoinGroupResponse {
+            member_id: joined.member_id,
+            generation: joined.generation,
+            heartbeat_interval_ms: joined.heartbeat_interval_ms,
+            assigned: to_pb(joined.assigned),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let request = request.into_inner();
+        let owned = from_pb(&request.owned);
+        let result = self
+            .broker
+            .groups()
+            .heartbeat(Instant::now(), &request.group, &request.member_id, &owned)
+            .map_err(BrokerError::from);
+        let beat = self.broker.answer("Heartbeat", result)?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            generation: beat.generation,
+            assigned: to_pb(beat.assigned),
+            heartbeat_interval_ms: beat.heartbeat_interval_ms,
+        }))
+    }
+
+    async fn leave_group(
+        &self,
+        request: Request<pb::LeaveGroupRequest>,
+    ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
+        let request = request.into_inner();
+        let result = self
+            .broker
+            .groups()
+            .leave(&request.group, &request.member_id)
+            .map_err(BrokerError::from);
+        self.broker.answer("LeaveGroup", result)?;
+        tracing::info!(group = %request.group, member = %request.member_id, "member left");
+        Ok(Response::new(pb::LeaveGroupResponse {}))
+    }
+
+    async fn commit_offsets(
+        &self,
+        request: Request<pb::CommitOffsetsRequest>,
+    ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        let member = (!request.member_id.is_empty()).then_some(request.member_id.as_str());
+        let offsets = request
+            .offsets
+            .into_iter()
+            .map(|o| (o.topic, o.partition, o.offset, o.metadata))
+            .collect();
+        let result = self
+            .broker
+            .commit_offsets(&request.group, member, offsets)
+            .await;
+        self.broker.answer("CommitOffsets", result)?;
+        Ok(Response::new(pb::CommitOffsetsResponse {}))
+    }
+
+    async fn fetch_offsets(
+        &self,
+        request: Request<pb::FetchOffsetsRequest>,
+    ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        let result = validate_group_name(&request.group);
+        self.broker.answer("FetchOffsets", result)?;
+        let only: Vec<(String, u32)> = request
+            .partitions
+            .iter()
+            .map(|tp| (tp.topic.clone(), tp.partition))
+            .collect();
+        let offsets = self
+            .broker
+            .offsets
+            .fetch(&request.group, &only)
+            .into_iter()
+            .map(|(topic, partition, c)| pb::CommittedOffset {
+                topic,
+                partition,
+                offset: c.offset,
+                metadata: c.metadata,
+                committed_at_ms: c.committed_at_ms,
+            })
+            .collect();
+        Ok(Response::new(pb::FetchOffsetsResponse { offsets }))
+    }
+
+    async fn list_groups(
+        &self,
+        _request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let mut groups = self.broker.groups().list();
+        groups.extend(self.broker.offsets.groups());
+        groups.sort();
+        groups.dedup();
+        Ok(Response::new(pb::ListGroupsResponse { groups }))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        let group = request.into_inner().group;
+        self.broker
+            .answer("DescribeGroup", validate_group_name(&group))?;
+        let snapshot = self.broker.groups().describe(&group);
+        let committed = self.broker.offsets.fetch(&group, &[]);
+        if snapshot.is_none() && committed.is_empty() {
+            let missing = BrokerError::GroupNotFound(group);
+            return Err(self.broker.fail("DescribeGroup", &missing));
+        }
+        let (generation, members) = snapshot.map_or((0, Vec::new()), |s| {
+            let members = s
+                .members
+                .into_iter()
+                .map(|m| pb::GroupMember {
+                    member_id: m.member_id,
+                    client_id: m.client_id,
+                    assigned: to_pb(m.assigned),
+                    owned: to_pb(m.owned),
+                })
+                .collect();
+            (s.generation, members)
+        });
+        let lag = committed
+            .into_iter()
+            .filter_map(|(topic, partition, c)| {
+                let hw = self
+                    .broker
+                    .topics
+                    .get(&topic)
+                    .ok()?
+                    .partition(partition)
+                    .ok()?
+                    .high_watermark();
+                Some(pb::PartitionLag {
+                    topic,
+                    partition,
+                    committed_offset: c.offset,
+                    high_watermark: hw,
+                    lag: hw.saturating_sub(c.offset),
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::DescribeGroupResponse {
+            group,
+            generation,
+            members,
+            lag,
+        }))
+    }
+}

@@ -1,0 +1,94 @@
+//! The gRPC service edge: the only code that sees protobuf types. It converts them to
+//! domain types, calls the broker, and maps errors through [`status`].
+
+mod admin;
+mod convert;
+mod group;
+mod metadata;
+pub mod status;
+mod topic;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_proto::v1::admin_service_server::AdminServiceServer;
+use ferry_proto::v1::group_service_server::GroupServiceServer;
+use ferry_proto::v1::metadata_service_server::MetadataServiceServer;
+use ferry_proto::v1::topic_service_server::TopicServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::broker::Broker;
+
+pub use admin::AdminApi;
+pub use group::GroupApi;
+pub use metadata::MetadataApi;
+pub use topic::TopicApi;
+
+/// HTTP/2 keepalive ping period, so dead clients are noticed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a keepalive ping may go unanswered.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Serves every gRPC service (plus health and reflection) until `shutdown`
+/// resolves; then stops accepting and waits for in-flight requests to finish.
+pub async fn serve(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let limit = broker.config.limits.max_request_bytes as usize;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<TopicServiceServer<TopicApi>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServiceServer<AdminApi>>()
+        .await;
+    health_reporter
+        .set_serving::<GroupServiceServer<GroupApi>>()
+        .await;
+    health_reporter
+        .set_serving::<MetadataServiceServer<MetadataApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ferry_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|err| {
+            tracing::error!(%err, "reflection service could not be built");
+            err
+        });
+    let mut router = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(
+            broker.config.limits.max_concurrent_requests_per_connection as usize,
+        )
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(
+            TopicServiceServer::new(TopicApi::new(Arc::clone(&broker)))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            AdminServiceServer::new(AdminApi::new(Arc::clone(&broker)))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            GroupServiceServer::new(GroupApi::new(Arc::clone(&broker)))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            MetadataServiceServer::new(MetadataApi::new(Arc::clone(&broker)))
+                .max_decoding_message_size(limit),
+        );
+    if let Ok(reflection) = reflection {
+        router = router.add_service(reflection);
+    }
+    router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,124 @@
+//! The one place that maps broker errors to gRPC status codes and `ErrorDetail`s.
+
+use ferry_proto::v1::{ErrorCode, ErrorDetail};
+use ferry_storage::StorageError;
+use prost::Message;
+use tonic::{Code, Status};
+
+use crate::error::BrokerError;
+use crate::group::GroupError;
+use crate::meta::MetaError;
+
+/// How long a client should wait before retrying a retriable failure.
+const RETRY_AFTER_MS: u32 = 100;
+
+/// The gRPC code and stable Ferry error code for an error.
+fn classify(err: &BrokerError) -> (Code, ErrorCode) {
+    use BrokerError as E;
+    match err {
+        E::InvalidName { .. } => (Code::InvalidArgument, ErrorCode::InvalidName),
+        E::InvalidArgument(_) => (Code::InvalidArgument, ErrorCode::InvalidArgument),
+        E::TopicNotFound(_) => (Code::NotFound, ErrorCode::TopicNotFound),
+        E::TopicExists(_) => (Code::AlreadyExists, ErrorCode::TopicAlreadyExists),
+        E::PartitionNotFound { .. } => (Code::NotFound, ErrorCode::PartitionNotFound),
+        E::MessageTooLarge { .. } => (Code::InvalidArgument, ErrorCode::MessageTooLarge),
+        E::BatchTooLarge { .. } => (Code::InvalidArgument, ErrorCode::BatchTooLarge),
+        E::EmptyBatch => (Code::InvalidArgument, ErrorCode::EmptyBatch),
+        E::CorruptBatch(_) => (Code::InvalidArgument, ErrorCode::CorruptBatch),
+        E::LimitExceeded { .. } => (Code::ResourceExhausted, ErrorCode::LimitExceeded),
+        E::Storage { source, .. } => classify_storage(source),
+        E::Group(group) => classify_group(group),
+        E::GroupNotFound(_) => (Code::NotFound, ErrorCode::GroupNotFound),
+        E::Meta(MetaError::Decode { .. }) => (Code::Internal, ErrorCode::Internal),
+        E::Meta(_) => (Code::Unavailable, ErrorCode::MetadataUnavailable),
+        E::ShuttingDown => (Code::Unavailable, ErrorCode::ShuttingDown),
+        E::Internal(_) => (Code::Internal, ErrorCode::Internal),
+    }
+}
+
+fn classify_storage(err: &StorageError) -> (Code, ErrorCode) {
+    use StorageError as S;
+    match err {
+        S::OffsetOutOfRange { .. } => (Code::OutOfRange, ErrorCode::OffsetOutOfRange),
+        S::OutOfOrderSequence { .. } => (Code::FailedPrecondition, ErrorCode::OutOfOrderSequence),
+        S::ProducerFenced { .. } => (Code::FailedPrecondition, ErrorCode::ProducerFenced),
+        S::InvalidBatch(_) => (Code::InvalidArgument, ErrorCode::CorruptBatch),
+        S::BatchTooLarge { .. } => (Code::InvalidArgument, ErrorCode::BatchTooLarge),
+        S::InvalidConfig(_) => (Code::InvalidArgument, ErrorCode::InvalidArgument),
+        S::Closed => (Code::Unavailable, ErrorCode::ShuttingDown),
+        S::Corrupt { .. } => (Code::DataLoss, ErrorCode::StorageFailed),
+        S::Poisoned { .. } | S::Io { .. } => (Code::Unavailable, ErrorCode::StorageFailed),
+    }
+}
+
+fn classify_group(err: &GroupError) -> (Code, ErrorCode) {
+    use GroupError as G;
+    match err {
+        G::UnknownMember { .. } => (Code::NotFound, ErrorCode::UnknownMember),
+        G::UnknownTopic(_) => (Code::NotFound, ErrorCode::TopicNotFound),
+        G::InvalidSessionTimeout { .. } => (Code::InvalidArgument, ErrorCode::InvalidArgument),
+        G::PartitionNotOwned { .. } => (Code::FailedPrecondition, ErrorCode::PartitionNotOwned),
+        G::GroupHasMembers { .. } => (Code::FailedPrecondition, ErrorCode::PartitionNotOwned),
+        G::LimitExceeded { .. } => (Code::ResourceExhausted, ErrorCode::LimitExceeded),
+    }
+}
+
+/// The machine-readable detail of an error, for statuses and inline results.
+pub fn error_detail(err: &BrokerError) -> ErrorDetail {
+    let (code, error_code) = classify(err);
+    ErrorDetail {
+        code: error_code as i32,
+        message: err.to_string(),
+        leader_hint: None,
+        retry_after_ms: if code == Code::Unavailable {
+            RETRY_AFTER_MS
+        } else {
+            0
+        },
+    }
+}
+
+/// The gRPC status for an error, with its `ErrorDetail` in the status details.
+pub fn to_status(err: &BrokerError) -> Status {
+    let (code, _) = classify(err);
+    let detail = error_detail(err);
+    let message = detail.message.clone();
+    Status::with_details(code, message, detail.encode_to_vec().into())
+}
+
+impl From<BrokerError> for Status {
+    fn from(err: BrokerError) -> Self {
+        to_status(&err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_carries_its_detail() {
+        let status = to_status(&BrokerError::TopicNotFound("orders".into()));
+        assert_eq!(status.code(), Code::NotFound);
+        let detail = ErrorDetail::decode(status.details()).expect("detail decodes");
+        assert_eq!(detail.code, ErrorCode::TopicNotFound as i32);
+        assert!(detail.message.contains("orders"));
+    }
+
+    #[test]
+    fn limits_are_resource_exhausted_and_sizes_invalid() {
+        let limit = BrokerError::LimitExceeded {
+            what: "topics",
+            limit: 1,
+        };
+        assert_eq!(to_status(&limit).code(), Code::ResourceExhausted);
+        let size = BrokerError::MessageTooLarge { size: 2, limit: 1 };
+        assert_eq!(to_status(&size).code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn unavailable_errors_suggest_a_retry() {
+        let detail = error_detail(&BrokerError::ShuttingDown);
+        assert!(detail.retry_after_ms > 0);
+    }
+}

@@ -1,0 +1,257 @@
+//! `TopicService`: produce, fetch, list offsets, init producer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_proto::v1 as pb;
+use ferry_proto::v1::topic_service_server::TopicService;
+use tonic::{Request, Response, Status};
+
+use crate::broker::Broker;
+use crate::error::BrokerError;
+use crate::metrics::TopicLabels;
+use crate::names::validate_topic_name;
+use crate::service::status::error_detail;
+use crate::topic::{
+    BatchOutcome, FetchLimits, FetchTarget, IncomingBatch, IncomingMessage, fetch, produce,
+};
+
+/// The topic data API over a broker.
+pub struct TopicApi {
+    broker: Arc<Broker>,
+}
+
+impl TopicApi {
+    /// Serves produce and fetch requests for `broker`.
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self { broker }
+    }
+}
+
+fn batch_result(outcome: BatchOutcome) -> pb::BatchResult {
+    match outcome.result {
+        Ok(appended) => pb::BatchResult {
+            partition: outcome.partition,
+            base_offset: appended.base_offset,
+            last_offset: appended.last_offset,
+            duplicate: appended.duplicate,
+            error: None,
+        },
+        Err(err) => pb::BatchResult {
+            partition: outcome.partition,
+            error: Some(error_detail(&err)),
+            ..Default::default()
+        },
+    }
+}
+
+impl TopicApi {
+    fn record_appends(&self, topic: &str, outcomes: &[BatchOutcome], started: Instant) {
+        let metrics = &self.broker.metrics;
+        let labels = TopicLabels {
+            topic: topic.to_owned(),
+        };
+        for outcome in outcomes {
+            if let Ok(appended) = &outcome.result
+                && !appended.duplicate
+            {
+                let records = appended.last_offset - appended.base_offset + 1;
+                metrics
+                    .produce_messages
+                    .get_or_create(&labels)
+                    .inc_by(records);
+                metrics
+                    .produce_latency_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl TopicService for TopicApi {
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        self.broker
+            .answer("Produce", self.broker.check_accepting())?;
+        let result = async {
+            validate_topic_name(&request.topic)?;
+            let topic = self.broker.topics.get(&request.topic)?;
+            let bytes: usize = request.batches.iter().map(|b| b.records.len()).sum();
+            let batches = request
+                .batches
+                .into_iter()
+                .map(|b| IncomingBatch {
+                    partition: b.partition,
+                    records: b.records.into(),
+                })
+                .collect();
+            let messages = request
+                .messages
+                .into_iter()
+                .map(|m| IncomingMessage {
+                    key: m.key.map(Into::into),
+                    value: m.value.into(),
+                    headers: m
+                        .headers
+                        .into_iter()
+                        .map(|h| (h.key, h.value.into()))
+                        .collect(),
+                    timestamp_ms: m.timestamp_ms,
+                })
+                .collect();
+            let outcome = produce(&topic, batches, messages, &self.broker.config.limits).await?;
+            self.broker
+                .metrics
+                .produce_bytes
+                .get_or_create(&TopicLabels {
+                    topic: request.topic.clone(),
+                })
+                .inc_by(bytes as u64);
+            Ok::<_, BrokerError>(outcome)
+        }
+        .await;
+        let outcome = self.broker.answer("Produce", result)?;
+        self.record_appends(&request.topic, &outcome.batches, started);
+        self.record_appends(&request.topic, &outcome.message_batches, started);
+        let messages = outcome
+            .message_positions
+            .into_iter()
+            .map(|position| match position {
+                Ok((partition, offset)) => pb::RecordPosition { partition, offset },
+                // The failed batch's error is in message_batches; the position is unknown.
+                Err(_) => pb::RecordPosition {
+                    partition: u32::MAX,
+                    offset: u64::MAX,
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::ProduceResponse {
+            batches: outcome.batches.into_iter().map(batch_result).collect(),
+            messages,
+            message_batches: outcome
+                .message_batches
+                .into_iter()
+                .map(batch_result)
+                .collect(),
+        }))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
+        let request = request.into_inner();
+        let targets = request
+            .partitions
+            .into_iter()
+            .map(|p| FetchTarget {
+                topic: p.topic,
+                partition: p.partition,
+                offset: p.offset,
+                max_bytes: p.max_bytes,
+            })
+            .collect();
+        let params = FetchLimits {
+            max_wait: Duration::from_millis(u64::from(request.max_wait_ms)),
+            min_bytes: request.min_bytes,
+            max_bytes: request.max_bytes,
+        };
+        let result = fetch(
+            &self.broker.topics,
+            targets,
+            params,
+            &self.broker.config.limits,
+            self.broker.stopping(),
+        )
+        .await;
+        let fetched = self.broker.answer("Fetch", result)?;
+        let metrics = &self.broker.metrics;
+        let partitions = fetched
+            .into_iter()
+            .map(|f| match f.result {
+                Ok(data) => {
+                    let labels = TopicLabels {
+                        topic: f.target.topic.clone(),
+                    };
+                    metrics
+                        .fetch_messages
+                        .get_or_create(&labels)
+                        .inc_by(data.record_count);
+                    metrics
+                        .fetch_bytes
+                        .get_or_create(&labels)
+                        .inc_by(data.records.len() as u64);
+                    pb::FetchedPartition {
+                        topic: f.target.topic,
+                        partition: f.target.partition,
+                        records: data.records.into(),
+                        high_watermark: data.high_watermark,
+                        log_start_offset: data.log_start_offset,
+                        error: None,
+                    }
+                }
+                Err(err) => pb::FetchedPartition {
+                    topic: f.target.topic,
+                    partition: f.target.partition,
+                    error: Some(error_detail(&err)),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::FetchResponse { partitions }))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        let result = async {
+            validate_topic_name(&request.topic)?;
+            let topic = self.broker.topics.get(&request.topic)?;
+            let mut offsets = Vec::with_capacity(request.queries.len());
+            for query in request.queries {
+                let partition = topic.partition(query.partition)?;
+                let (offset, timestamp_ms) = match query.spec {
+                    Some(pb::offset_query::Spec::Earliest(_)) => (partition.log_start_offset(), -1),
+                    Some(pb::offset_query::Spec::Latest(_)) => (partition.high_watermark(), -1),
+                    Some(pb::offset_query::Spec::TimestampMs(ts)) => partition
+                        .offset_for_timestamp(ts)
+                        .await?
+                        .unwrap_or((partition.high_watermark(), -1)),
+                    None => {
+                        return Err(BrokerError::InvalidArgument(
+                            "an offset query needs earliest, latest or timestamp_ms".into(),
+                        ));
+                    }
+                };
+                offsets.push(pb::PartitionOffset {
+                    partition: query.partition,
+                    offset,
+                    timestamp_ms,
+                });
+            }
+            Ok(offsets)
+        }
+        .await;
+        let offsets = self.broker.answer("ListOffsets", result)?;
+        Ok(Response::new(pb::ListOffsetsResponse { offsets }))
+    }
+
+    async fn init_producer(
+        &self,
+        _request: Request<pb::InitProducerRequest>,
+    ) -> Result<Response<pb::InitProducerResponse>, Status> {
+        let result = crate::offsets::allocate_producer_id(self.broker.meta.as_ref()).await;
+        let producer_id = self.broker.answer("InitProducer", result)?;
+        Ok(Response::new(pb::InitProducerResponse {
+            producer_id,
+            producer_epoch: 0,
+        }))
+    }
+}

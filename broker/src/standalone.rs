@@ -1,0 +1,166 @@
+//! Standalone mode: one host, the embedded metadata store, everything under one
+//! data directory.
+
+use std::fs::File;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::meta::{EmbeddedConfig, EmbeddedStore};
+
+/// Addresses a started broker actually listens on (ports may have been 0).
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddresses {
+    /// gRPC.
+    pub grpc: SocketAddr,
+    /// Prometheus metrics, if enabled.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Runs a standalone broker until `shutdown` resolves, then stops gracefully:
+/// refuse new writes, let in-flight requests finish (up to the grace period),
+/// flush and close every log.
+///
+/// `on_ready` is called once the listeners are bound.
+pub async fn run(
+    config: BrokerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(BoundAddresses),
+) -> anyhow::Result<()> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let _lock = lock_data_dir(&config)?;
+    let meta = EmbeddedStore::open(&EmbeddedConfig {
+        path: EmbeddedStore::default_path(&config.data_dir),
+        watch_buffer: config.metadata_watch_buffer,
+    })?;
+    let grpc_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            crate::metrics::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    let broker = Broker::open(config, Arc::new(meta)).await?;
+    let bound = BoundAddresses {
+        grpc: grpc_listener.local_addr()?,
+        metrics: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
+    };
+    tracing::info!(grpc = %bound.grpc, metrics = ?bound.metrics, data_dir = %broker.config.data_dir.display(), "ferry broker ready");
+    on_ready(bound);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let background = spawn_background(Arc::clone(&broker), stop_rx.clone());
+    let metrics_task = metrics_listener.map(|listener| {
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            Arc::clone(&broker),
+            wait_true(stop_rx.clone()),
+        ))
+    });
+    let grpc = tokio::spawn(crate::service::serve(
+        Arc::clone(&broker),
+        grpc_listener,
+        wait_true(stop_rx.clone()),
+    ));
+
+    shutdown.await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    broker.begin_shutdown();
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_millis(broker.config.shutdown_grace_ms);
+    match tokio::time::timeout(grace, grpc).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => tracing::warn!(%err, "gRPC server stopped with an error"),
+        Ok(Err(err)) => tracing::warn!(%err, "gRPC server task failed"),
+        Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
+    }
+    background.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    broker.topics.close_all().await;
+    tracing::info!("ferry broker stopped");
+    Ok(())
+}
+
+/// Holds an exclusive lock on the data directory so two brokers never share it.
+fn lock_data_dir(config: &BrokerConfig) -> anyhow::Result<File> {
+    let path = config.data_dir.join("LOCK");
+    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.try_lock().map_err(|err| {
+        anyhow::anyhow!(
+            "data directory {} is in use by another broker ({err})",
+            config.data_dir.display()
+        )
+    })?;
+    Ok(file)
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Retention and group-expiry tickers.
+fn spawn_background(
+    broker: Arc<Broker>,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut retention = tokio::time::interval(Duration::from_millis(
+            broker.config.retention_check_interval_ms,
+        ));
+        let mut expiry = tokio::time::interval(Duration::from_millis(
+            broker.config.group_expiry_check_interval_ms,
+        ));
+        retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stopped = wait_true(stop);
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = retention.tick() => broker.topics.enforce_retention().await,
+                _ = expiry.tick() => broker.expire_members(),
+            }
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

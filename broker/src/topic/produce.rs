@@ -1,0 +1,263 @@
+//! Produce: pick partitions, encode the convenience messages, append, collect results.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ferry_records::{BatchBuilder, Batches, RecordError, partition_for_key, validate_batch};
+use ferry_storage::AppendOutcome;
+use tokio::task::JoinSet;
+
+use crate::clock::now_ms;
+use crate::config::Limits;
+use crate::error::{BrokerError, BrokerResult};
+use crate::topic::{Partition, Topic};
+
+/// A pre-encoded batch from a client.
+#[derive(Debug)]
+pub struct IncomingBatch {
+    /// Target partition; the broker picks when `None`.
+    pub partition: Option<u32>,
+    /// Encoded record batch.
+    pub records: Vec<u8>,
+}
+
+/// A message for the broker to encode.
+#[derive(Debug)]
+pub struct IncomingMessage {
+    /// Partitioning key.
+    pub key: Option<Vec<u8>>,
+    /// Payload.
+    pub value: Vec<u8>,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Creation time; now when `None`.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Where one batch landed, or why it did not.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// The partition chosen.
+    pub partition: u32,
+    /// Offsets, or the error for this batch alone.
+    pub result: BrokerResult<AppendOutcome>,
+}
+
+/// What a produce request achieved.
+#[derive(Debug, Default)]
+pub struct ProduceOutcome {
+    /// One per incoming batch, in order.
+    pub batches: Vec<BatchOutcome>,
+    /// One per incoming message, in order: (partition, offset) or the batch's error.
+    pub message_positions: Vec<BrokerResult<(u32, u64)>>,
+    /// One per partition the messages went to, in order of first appearance.
+    pub message_batches: Vec<BatchOutcome>,
+}
+
+/// Appends a request's batches and messages to `topic`.
+pub async fn produce(
+    topic: &Topic,
+    batches: Vec<IncomingBatch>,
+    messages: Vec<IncomingMessage>,
+    limits: &Limits,
+) -> BrokerResult<ProduceOutcome> {
+    if batches.is_empty() && messages.is_empty() {
+        return Err(BrokerError::EmptyBatch);
+    }
+    let items = batches.len() + messages.len();
+    if items > limits.max_produce_items as usize {
+        return Err(BrokerError::LimitExceeded {
+            what: "batches and messages in one produce request",
+            limit: u64::from(limits.max_produce_items),
+        });
+    }
+    // Check everything before appending anything, so a bad request writes nothing.
+    let mut targets = Vec::with_capacity(batches.len());
+    let max_message = topic.record.settings.max_message_bytes as usize;
+    for batch in &batches {
+        check_batch_size(batch.records.len(), limits)?;
+        let header = validate_batch(&batch.records, max_message).map_err(|err| match err {
+            RecordError::RecordTooLarge { size, limit } => {
+                BrokerError::MessageTooLarge { size, limit }
+            }
+            err => BrokerError::CorruptBatch(err),
+        })?;
+        if header.record_count > limits.max_batch_records {
+            return Err(BrokerError::LimitExceeded {
+                what: "records in one batch",
+                limit: u64::from(limits.max_batch_records),
+            });
+        }
+        let partition = match batch.partition {
+            Some(partition) => partition,
+            None => choose_partition(topic, &batch.records)?,
+        };
+        topic.partition(partition)?;
+        targets.push(partition);
+    }
+    let (message_partitions, encoded) = encode_messages(topic, &messages, limits)?;
+
+    let mut jobs = JoinSet::new();
+    for (slot, (batch, partition)) in batches.into_iter().zip(&targets).enumerate() {
+        let target = Arc::clone(topic.partition(*partition)?);
+        jobs.spawn(append_job(slot, target, batch.records));
+    }
+    let first_message_slot = targets.len();
+    for (i, (partition, records)) in encoded.iter().enumerate() {
+        let target = Arc::clone(topic.partition(*partition)?);
+        jobs.spawn(append_job(first_message_slot + i, target, records.clone()));
+    }
+    let mut results: Vec<Option<BrokerResult<AppendOutcome>>> = (0..first_message_slot
+        + encoded.len())
+        .map(|_| None)
+        .collect();
+    while let Some(joined) = jobs.join_next().await {
+        let (slot, result) =
+            joined.map_err(|err| BrokerError::Internal(format!("append task failed: {err}")))?;
+        results[slot] = Some(result);
+    }
+    let mut results = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(BrokerError::Internal("append result missing".into()))));
+
+    let mut outcome = ProduceOutcome::default();
+    for partition in targets {
+        let result = results
+            .next()
+            .unwrap_or_else(|| Err(BrokerError::Internal("append result missing".into())));
+        outcome.batches.push(BatchOutcome { partition, result });
+    }
+    let mut base_offsets = BTreeMap::new();
+    for (partition, _) in &encoded {
+        let result = results
+            .next()
+            .unwrap_or_else(|| Err(BrokerError::Internal("append result missing".into())));
+        if let Ok(appended) = &result {
+            base_offsets.insert(*partition, appended.base_offset);
+        }
+        outcome.message_batches.push(BatchOutcome {
+            partition: *partition,
+            result,
+        });
+    }
+    let mut next_in_partition: BTreeMap<u32, u64> = BTreeMap::new();
+    for partition in message_partitions {
+        let index = next_in_partition.entry(partition).or_insert(0);
+        let position = match base_offsets.get(&partition) {
+            Some(base) => Ok((partition, base + *index)),
+            None => Err(BrokerError::Internal(format!(
+                "the batch for partition {partition} failed; see message_batches"
+            ))),
+        };
+        *index += 1;
+        outcome.message_positions.push(position);
+    }
+    Ok(outcome)
+}
+
+async fn append_job(
+    slot: usize,
+    partition: Arc<Partition>,
+    records: Vec<u8>,
+) -> (usize, BrokerResult<AppendOutcome>) {
+    (slot, partition.append(records, now_ms()).await)
+}
+
+fn check_batch_size(size: usize, limits: &Limits) -> BrokerResult<()> {
+    if size > limits.max_batch_bytes as usize {
+        return Err(BrokerError::BatchTooLarge {
+            size,
+            limit: limits.max_batch_bytes as usize,
+        });
+    }
+    if size == 0 {
+        return Err(BrokerError::EmptyBatch);
+    }
+    Ok(())
+}
+
+/// Picks a partition for a (validated) batch sent without one: the key hash when
+/// every record has the same key, round-robin otherwise.
+fn choose_partition(topic: &Topic, records: &[u8]) -> BrokerResult<u32> {
+    let batch = Batches::new(records)
+        .next()
+        .ok_or(BrokerError::EmptyBatch)?
+        .map_err(BrokerError::CorruptBatch)?;
+    let mut common_key: Option<Option<&[u8]>> = None;
+    for record in batch.records() {
+        let record = record.map_err(BrokerError::CorruptBatch)?;
+        match common_key {
+            None => common_key = Some(record.key),
+            Some(key) if key == record.key => {}
+            Some(_) => return Ok(topic.next_round_robin()),
+        }
+    }
+    Ok(match common_key.flatten() {
+        Some(key) => partition_for_key(key, topic.record.settings.partitions),
+        None => topic.next_round_robin(),
+    })
+}
+
+type EncodedMessages = (Vec<u32>, Vec<(u32, Vec<u8>)>);
+
+/// Groups messages by partition (key hash; keyless ones share one round-robin
+/// partition per request) and encodes one batch per partition.
+fn encode_messages(
+    topic: &Topic,
+    messages: &[IncomingMessage],
+    limits: &Limits,
+) -> BrokerResult<EncodedMessages> {
+    if messages.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let partitions = topic.record.settings.partitions;
+    let max_message = topic.record.settings.max_message_bytes as usize;
+    let now = now_ms();
+    let mut keyless_partition = None;
+    let mut order: Vec<u32> = Vec::new();
+    let mut builders: BTreeMap<u32, BatchBuilder> = BTreeMap::new();
+    let mut chosen = Vec::with_capacity(messages.len());
+    for message in messages {
+        let size = message.key.as_ref().map_or(0, Vec::len)
+            + message.value.len()
+            + message
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        if size > max_message {
+            return Err(BrokerError::MessageTooLarge {
+                size,
+                limit: max_message,
+            });
+        }
+        let partition = match &message.key {
+            Some(key) => partition_for_key(key, partitions),
+            None => *keyless_partition.get_or_insert_with(|| topic.next_round_robin()),
+        };
+        let builder = builders.entry(partition).or_insert_with(|| {
+            order.push(partition);
+            BatchBuilder::new()
+        });
+        let headers: Vec<(&str, &[u8])> = message
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        builder.push(
+            message.key.as_deref(),
+            &message.value,
+            &headers,
+            message.timestamp_ms.unwrap_or(now),
+        );
+        check_batch_size(builder.encoded_len(), limits)?;
+        chosen.push(partition);
+    }
+    let mut encoded = Vec::with_capacity(order.len());
+    for partition in order {
+        if let Some(records) = builders.remove(&partition).and_then(BatchBuilder::finish) {
+            encoded.push((partition, records));
+        }
+    }
+    Ok((chosen, encoded))
+}

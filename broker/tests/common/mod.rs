@@ -1,0 +1,245 @@
+//! Test harness: real `ferry-broker standalone` processes on 127.0.0.1 with their
+//! own data directories, killed when the test ends.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ferry_proto::v1 as pb;
+use ferry_proto::v1::admin_service_client::AdminServiceClient;
+use ferry_proto::v1::topic_service_client::TopicServiceClient;
+use ferry_records::{BatchBuilder, Batches, ProducerStamp};
+use tonic::transport::Channel;
+
+/// How long a broker may take to print its ready line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running broker process.
+pub struct BrokerProcess {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl BrokerProcess {
+    /// Starts a broker on a free port with `data_dir`, waiting until it is ready.
+    pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts a broker with extra command-line arguments.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry-broker"))
+            .arg("standalone")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+            .args(extra)
+            .env("FERRY_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ferry-broker");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("ferry-broker ready grpc=") {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => addr.parse().expect("ready line has an address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("ferry-broker did not become ready");
+            }
+        };
+        Self {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    /// gRPC endpoint URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        for _ in 0..300 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Connects to a broker, retrying briefly.
+pub async fn channel(url: &str) -> Channel {
+    for _ in 0..50 {
+        if let Ok(endpoint) = Channel::from_shared(url.to_owned())
+            && let Ok(channel) = endpoint.connect().await
+        {
+            return channel;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot connect to {url}");
+}
+
+/// Admin client with large message limits.
+pub fn admin(channel: &Channel) -> AdminServiceClient<Channel> {
+    AdminServiceClient::new(channel.clone())
+}
+
+/// Topic client with large message limits.
+pub fn topics(channel: &Channel) -> TopicServiceClient<Channel> {
+    TopicServiceClient::new(channel.clone())
+        .max_decoding_message_size(256 * 1024 * 1024)
+        .max_encoding_message_size(256 * 1024 * 1024)
+}
+
+/// Creates a topic with the given partitions and durability.
+pub async fn create_topic(
+    channel: &Channel,
+    name: &str,
+    partitions: u32,
+    durability: pb::Durability,
+) {
+    admin(channel)
+        .create_topic(pb::CreateTopicRequest {
+            name: name.to_owned(),
+            config: Some(pb::TopicConfig {
+                partitions,
+                durability: durability as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create topic");
+}
+
+/// Encodes values as one batch, optionally with idempotent-producer fields.
+pub fn batch(values: &[Vec<u8>], producer: Option<ProducerStamp>) -> Vec<u8> {
+    let mut builder = BatchBuilder::new();
+    builder.set_producer(producer);
+    for value in values {
+        builder.push(None, value, &[], now_ms());
+    }
+    builder.finish().expect("non-empty batch")
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRecord {
+    pub partition: u32,
+    pub offset: u64,
+    pub value: Vec<u8>,
+}
+
+/// Reads every record of a partition from its start to its high watermark,
+/// checking CRCs and that offsets are contiguous.
+pub async fn read_partition(channel: &Channel, topic: &str, partition: u32) -> Vec<ReadRecord> {
+    let mut client = topics(channel);
+    let mut records = Vec::new();
+    let mut offset = 0u64;
+    loop {
+        let response = client
+            .fetch(pb::FetchRequest {
+                partitions: vec![pb::FetchPartition {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                    max_bytes: 4 * 1024 * 1024,
+                }],
+                max_wait_ms: 0,
+                min_bytes: 0,
+                max_bytes: 0,
+            })
+            .await
+            .expect("fetch")
+            .into_inner();
+        let fetched = &response.partitions[0];
+        assert!(fetched.error.is_none(), "fetch error {:?}", fetched.error);
+        if fetched.records.is_empty() {
+            assert_eq!(
+                offset, fetched.high_watermark,
+                "stopped short of the high watermark"
+            );
+            return records;
+        }
+        for batch in Batches::new(&fetched.records) {
+            let batch = batch.expect("well-formed batch");
+            batch.verify_crc().expect("served batch has a valid CRC");
+            for record in batch.records() {
+                let record = record.expect("well-formed record");
+                if record.offset < offset {
+                    continue;
+                }
+                assert_eq!(record.offset, offset, "offsets are contiguous");
+                records.push(ReadRecord {
+                    partition,
+                    offset: record.offset,
+                    value: record.value.to_vec(),
+                });
+                offset += 1;
+            }
+        }
+    }
+}
+
+/// The `ErrorDetail` of a failed call.
+pub fn detail(status: &tonic::Status) -> pb::ErrorDetail {
+    use prost::Message;
+    pb::ErrorDetail::decode(status.details()).expect("status carries an ErrorDetail")
+}

@@ -117,17 +117,27 @@ impl SegmentView {
         let want = max_bytes.min(available).max(first.total_len());
         let mut bytes = vec![0u8; want];
         self.read_exact(&mut bytes, position)?;
+        if first.base_offset > offset {
+            let reason = format!("batch at {} skips offset {offset}", first.base_offset);
+            return Err(self.corrupt(position, reason));
+        }
         let mut kept = 0usize;
         let mut result = empty;
+        let mut expected = first.base_offset;
         for batch in Batches::new(&bytes) {
             // A torn batch at the end of the buffer is simply not returned.
             let Ok(Batch { header, .. }) = batch else {
                 break;
             };
             let len = header.total_len();
+            // `base_offset` is outside the CRC; a damaged one must not reach a consumer.
+            if header.base_offset != expected {
+                break;
+            }
             if next_offset(&header) > max_offset || (result.batches > 0 && kept + len > max_bytes) {
                 break;
             }
+            expected = next_offset(&header);
             kept += len;
             result.batches += 1;
             result.next_offset = next_offset(&header);

@@ -232,6 +232,14 @@ impl Future for BatchDelivery {
 }
 
 #[cfg(test)]
+impl BatchOutcome {
+    /// The partition, for accumulator tests.
+    pub(crate) fn partition_for_test(&self) -> u32 {
+        self.partition
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -287,13 +295,5 @@ mod tests {
         outcome.resolve(Err(ClientError::Closed("producer")));
         outcome.resolve(Ok(5));
         assert!(DeliveryFuture::new(outcome, 0).await.is_err());
-    }
-}
-
-#[cfg(test)]
-impl BatchOutcome {
-    /// The partition, for accumulator tests.
-    pub(crate) fn partition_for_test(&self) -> u32 {
-        self.partition
     }
 }

@@ -1,0 +1,205 @@
+//! Producer workers: each connects, sends `send_batch` chunks (at a rate when asked)
+//! and measures send→ack latency per chunk.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ferry_client::{Client, Producer, ProducerConfig, RecordRef};
+use hdrhistogram::Histogram;
+use tokio::task::JoinSet;
+
+use super::report::{self, Report};
+use super::{Amount, BenchArgs, unix_nanos};
+use crate::Context;
+
+/// What the producers achieved together.
+#[derive(Debug)]
+pub struct ProduceOutcome {
+    /// Messages acknowledged.
+    pub acked: u64,
+    /// Messages that failed.
+    pub failed: u64,
+    /// Payload bytes acknowledged.
+    pub bytes: u64,
+    /// From the first send to the last acknowledgement.
+    pub elapsed: Duration,
+    /// Send→ack latency, one sample per message.
+    pub latency: Histogram<u64>,
+    /// The first delivery error seen.
+    pub first_error: Option<String>,
+}
+
+impl ProduceOutcome {
+    fn empty() -> anyhow::Result<Self> {
+        Ok(Self {
+            acked: 0,
+            failed: 0,
+            bytes: 0,
+            elapsed: Duration::ZERO,
+            latency: report::histogram()?,
+            first_error: None,
+        })
+    }
+
+    fn merge(&mut self, other: Self) -> anyhow::Result<()> {
+        self.acked += other.acked;
+        self.failed += other.failed;
+        self.bytes += other.bytes;
+        self.elapsed = self.elapsed.max(other.elapsed);
+        self.latency.add(&other.latency)?;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        Ok(())
+    }
+
+    /// The produce report.
+    pub fn into_report(self, config: serde_json::Value) -> Report {
+        if let Some(err) = &self.first_error {
+            eprintln!(
+                "warning: {} messages failed; first error: {err}",
+                self.failed
+            );
+        }
+        Report {
+            mode: "produce",
+            messages: self.acked,
+            bytes: self.bytes,
+            failed: self.failed,
+            elapsed: self.elapsed,
+            latency: self.latency,
+            latency_label: "send→ack",
+            config,
+        }
+    }
+}
+
+/// Runs `args.producers` producers in parallel, splitting `amount` and `rate`.
+pub async fn run(
+    context: &Context,
+    topic: &str,
+    args: &BenchArgs,
+    amount: Amount,
+    rate: Option<u64>,
+) -> anyhow::Result<ProduceOutcome> {
+    let producers = args.producers as u64;
+    let mut workers = JoinSet::new();
+    for index in 0..producers {
+        let share = match amount {
+            Amount::Messages(total) => {
+                Amount::Messages(total / producers + u64::from(index < total % producers))
+            }
+            Amount::Duration(duration) => Amount::Duration(duration),
+        };
+        let rate_share = rate.map(|r| (r / producers).max(1));
+        let server = context.server.clone();
+        let topic = topic.to_owned();
+        let args = args.clone();
+        workers.spawn(async move { worker(&server, &topic, &args, share, rate_share).await });
+    }
+    let mut total = ProduceOutcome::empty()?;
+    while let Some(joined) = workers.join_next().await {
+        total.merge(joined.context("producer task failed")??)?;
+    }
+    Ok(total)
+}
+
+fn producer_config(args: &BenchArgs) -> ProducerConfig {
+    // Let --batch-size, not the byte limit, decide how many records share a batch.
+    let batch_bytes = (args.batch_size as usize * (args.message_size + 32) + 64).max(1 << 20);
+    ProducerConfig {
+        linger: Duration::from_millis(args.linger_ms),
+        max_batch_records: args.batch_size,
+        max_batch_bytes: batch_bytes,
+        max_request_bytes: batch_bytes.max(16 << 20),
+        idempotent: args.idempotent,
+        max_buffered_records: args.batch_size.saturating_mul(8).max(200_000),
+        ..ProducerConfig::default()
+    }
+}
+
+async fn worker(
+    server: &str,
+    topic: &str,
+    args: &BenchArgs,
+    amount: Amount,
+    rate: Option<u64>,
+) -> anyhow::Result<ProduceOutcome> {
+    let client = Client::connect(server).await?;
+    let producer = Producer::new(&client, topic, producer_config(args)).await?;
+    let size = args.message_size;
+    // Under a rate, send about once a millisecond so latency is not made of bursts.
+    let chunk = match rate {
+        Some(rate) => (rate / 1000).clamp(1, u64::from(args.batch_size)),
+        None => u64::from(args.batch_size),
+    } as usize;
+    let mut values = vec![b'x'; chunk * size];
+    let mut acks: JoinSet<(Duration, u64, Option<String>)> = JoinSet::new();
+    let mut outcome = ProduceOutcome::empty()?;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    loop {
+        let count = match amount {
+            Amount::Messages(total) => (total - sent).min(chunk as u64) as usize,
+            Amount::Duration(limit) if start.elapsed() < limit => chunk,
+            Amount::Duration(_) => 0,
+        };
+        if count == 0 {
+            break;
+        }
+        if let Some(rate) = rate {
+            let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let stamp = unix_nanos().to_le_bytes();
+        for value in values.chunks_exact_mut(size).take(count) {
+            value[..8].copy_from_slice(&stamp);
+        }
+        let records: Vec<RecordRef<'_>> = values
+            .chunks_exact(size)
+            .take(count)
+            .map(RecordRef::new)
+            .collect();
+        let sent_at = Instant::now();
+        let delivery = producer.send_batch(&records).await?;
+        acks.spawn(async move {
+            let result = delivery.await;
+            (
+                sent_at.elapsed(),
+                count as u64,
+                result.err().map(|e| e.to_string()),
+            )
+        });
+        sent += count as u64;
+        while let Some(done) = acks.try_join_next() {
+            account(&mut outcome, done, size)?;
+        }
+    }
+    producer.flush().await?;
+    while let Some(done) = acks.join_next().await {
+        account(&mut outcome, done, size)?;
+    }
+    outcome.elapsed = start.elapsed();
+    producer.close().await?;
+    Ok(outcome)
+}
+
+fn account(
+    outcome: &mut ProduceOutcome,
+    done: Result<(Duration, u64, Option<String>), tokio::task::JoinError>,
+    size: usize,
+) -> anyhow::Result<()> {
+    let (latency, count, error) = done.context("delivery task failed")?;
+    match error {
+        None => {
+            outcome.acked += count;
+            outcome.bytes += count * size as u64;
+            report::record(&mut outcome.latency, latency, count);
+        }
+        Some(err) => {
+            outcome.failed += count;
+            outcome.first_error.get_or_insert(err);
+        }
+    }
+    Ok(())
+}

@@ -39,8 +39,14 @@ impl Broker {
         meta: Arc<dyn MetadataStore>,
     ) -> anyhow::Result<Arc<Self>> {
         config.validate()?;
+        let metrics = Metrics::new();
+        let hooks = ferry_storage::DiskHooks {
+            faults: None,
+            sync_observer: Some(Arc::new(metrics.fsync_seconds.clone())),
+        };
         let topics = Topics::open(
             &config.data_dir,
+            hooks,
             config.limits.clone(),
             config.topic_defaults.clone(),
             Arc::clone(&meta),
@@ -53,7 +59,7 @@ impl Broker {
             meta,
             topics,
             offsets,
-            metrics: Metrics::new(),
+            metrics,
             groups: Mutex::new(groups),
             shutting_down: AtomicBool::new(false),
             stopping: tokio::sync::watch::channel(false).0,

@@ -2,6 +2,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_storage::SyncObserver;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -48,6 +51,16 @@ pub struct ErrorLabels {
     pub code: String,
 }
 
+/// The fsync latency histogram, fed by the storage engine through [`SyncObserver`].
+#[derive(Clone, Debug)]
+pub struct FsyncHistogram(pub Histogram);
+
+impl SyncObserver for FsyncHistogram {
+    fn synced(&self, elapsed: Duration) {
+        self.0.observe(elapsed.as_secs_f64());
+    }
+}
+
 /// Every metric the broker exports.
 pub struct Metrics {
     registry: Registry,
@@ -62,7 +75,7 @@ pub struct Metrics {
     /// Time from receiving a produce batch to acknowledging it.
     pub produce_latency_seconds: Histogram,
     /// Time one fsync of a partition log took.
-    pub fsync_seconds: Histogram,
+    pub fsync_seconds: FsyncHistogram,
     /// Next offset to be written, per partition.
     pub log_end_offset: Family<PartitionLabels, Gauge>,
     /// First stored offset, per partition.
@@ -91,7 +104,7 @@ impl Metrics {
             fetch_messages: Family::default(),
             fetch_bytes: Family::default(),
             produce_latency_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
-            fsync_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
+            fsync_seconds: FsyncHistogram(Histogram::new(exponential_buckets(0.000_01, 2.0, 20))),
             log_end_offset: Family::default(),
             log_start_offset: Family::default(),
             log_size_bytes: Family::default(),
@@ -127,7 +140,7 @@ impl Metrics {
         registry.register(
             "fsync_seconds",
             "Duration of one log fsync",
-            metrics.fsync_seconds.clone(),
+            metrics.fsync_seconds.0.clone(),
         );
         registry.register(
             "log_end_offset",

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ferry_storage::{AppendOutcome, Log, LogConfig, ReadResult, StorageError};
+use ferry_storage::{AppendOutcome, DiskHooks, Log, LogConfig, ReadResult, StorageError};
 use tokio::sync::watch;
 
 use crate::error::{BrokerError, BrokerResult};
@@ -29,8 +29,10 @@ impl Partition {
         dir: &Path,
         config: LogConfig,
         durability: DurabilitySetting,
+        hooks: DiskHooks,
     ) -> BrokerResult<Self> {
-        let log = Log::open(dir, config).map_err(|err| BrokerError::storage(&topic, index, err))?;
+        let log = Log::open_with_hooks(dir, config, hooks)
+            .map_err(|err| BrokerError::storage(&topic, index, err))?;
         let (visible_end, _) = watch::channel(log.visible_end_offset());
         Ok(Self {
             topic,

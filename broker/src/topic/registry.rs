@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use ferry_storage::DiskHooks;
 use tokio::task::JoinHandle;
 
 use crate::clock::now_ms;
@@ -65,6 +66,7 @@ impl Topic {
 /// All topics on this host.
 pub struct Topics {
     root: PathBuf,
+    hooks: DiskHooks,
     limits: Limits,
     defaults: TopicSettings,
     meta: Arc<dyn MetadataStore>,
@@ -82,6 +84,7 @@ impl Topics {
     /// Opens every topic recorded in metadata and removes directories no topic owns.
     pub async fn open(
         data_dir: &Path,
+        hooks: DiskHooks,
         limits: Limits,
         defaults: TopicSettings,
         meta: Arc<dyn MetadataStore>,
@@ -92,6 +95,7 @@ impl Topics {
         })?;
         let topics = Self {
             root,
+            hooks,
             limits,
             defaults,
             meta,
@@ -130,6 +134,7 @@ impl Topics {
         let durability = record.settings.durability;
         let partition_count = record.settings.partitions;
         let open_dir = dir.clone();
+        let hooks = self.hooks.clone();
         let partitions = tokio::task::spawn_blocking(move || {
             (0..partition_count)
                 .map(|index| {
@@ -139,6 +144,7 @@ impl Topics {
                         &open_dir.join(index.to_string()),
                         log_config.clone(),
                         durability,
+                        hooks.clone(),
                     )
                     .map(Arc::new)
                 })

@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::StorageError;
 use crate::error::IoContext;
@@ -28,24 +29,39 @@ pub trait FaultInjector: Send + Sync + std::fmt::Debug {
     fn check(&self, point: FaultPoint, path: &Path) -> std::io::Result<()>;
 }
 
-/// Segment writes and fsyncs, counted and optionally failed on purpose.
+/// Told how long each segment fsync took (the broker turns this into a latency histogram).
+pub trait SyncObserver: Send + Sync + std::fmt::Debug {
+    /// One fsync of a segment file finished (successfully or not) after `elapsed`.
+    fn synced(&self, elapsed: Duration);
+}
+
+/// Optional hooks into a log's disk operations.
+#[derive(Debug, Clone, Default)]
+pub struct DiskHooks {
+    /// Fails chosen writes and fsyncs (tests).
+    pub faults: Option<Arc<dyn FaultInjector>>,
+    /// Observes fsync durations (metrics).
+    pub sync_observer: Option<Arc<dyn SyncObserver>>,
+}
+
+/// Segment writes and fsyncs, counted, timed and optionally failed on purpose.
 #[derive(Debug, Default)]
 pub(crate) struct Disk {
-    faults: Option<Arc<dyn FaultInjector>>,
+    hooks: DiskHooks,
     fsyncs: AtomicU64,
 }
 
 impl Disk {
-    /// A disk that fails when `faults` says so.
-    pub(crate) fn new(faults: Option<Arc<dyn FaultInjector>>) -> Self {
+    /// A disk with the given hooks.
+    pub(crate) fn new(hooks: DiskHooks) -> Self {
         Self {
-            faults,
+            hooks,
             fsyncs: AtomicU64::new(0),
         }
     }
 
     fn inject(&self, point: FaultPoint, path: &Path) -> std::io::Result<()> {
-        match &self.faults {
+        match &self.hooks.faults {
             Some(faults) => faults.check(point, path),
             None => Ok(()),
         }
@@ -73,9 +89,14 @@ impl Disk {
     /// fsyncs a segment file's data (and the size, which `fdatasync` includes).
     pub(crate) fn sync(&self, file: &File, path: &Path) -> Result<(), StorageError> {
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.inject(FaultPoint::SegmentSync, path)
-            .and_then(|()| file.sync_data())
-            .context(|| format!("fsync of {}", path.display()))
+        let started = Instant::now();
+        let result = self
+            .inject(FaultPoint::SegmentSync, path)
+            .and_then(|()| file.sync_data());
+        if let Some(observer) = &self.hooks.sync_observer {
+            observer.synced(started.elapsed());
+        }
+        result.context(|| format!("fsync of {}", path.display()))
     }
 
     /// Segment fsyncs attempted so far.

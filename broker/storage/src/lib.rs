@@ -26,7 +26,7 @@ pub use config::{
     Durability, INDEX_INTERVAL_BYTES_MAX, LogConfig, MAX_BATCH_BYTES_MAX, MAX_PRODUCERS_MAX,
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
-pub use disk::{FaultInjector, FaultPoint};
+pub use disk::{DiskHooks, FaultInjector, FaultPoint, SyncObserver};
 pub use error::StorageError;
 pub use log::{AppendOutcome, Log, RetentionOutcome};
 pub use read::ReadResult;

@@ -10,7 +10,7 @@ use ferry_records::{BatchHeader, RecordError, validate_batch};
 use tracing::error;
 
 use crate::config::{Durability, LogConfig};
-use crate::disk::{Disk, FaultInjector, sync_dir};
+use crate::disk::{Disk, DiskHooks, FaultInjector, sync_dir};
 use crate::producer_state::{ProducerTable, Verdict};
 use crate::read::{ReadResult, SegmentView};
 use crate::recovery::{PRODUCER_SNAPSHOT_FILE, recover, reload_producers, write_recovery_point};
@@ -117,7 +117,7 @@ pub struct Log {
 impl Log {
     /// Opens (creating if missing) and recovers the log in `dir`.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log, StorageError> {
-        Self::open_inner(dir, config, None)
+        Self::open_with_hooks(dir, config, DiskHooks::default())
     }
 
     /// Like [`Log::open`], with a hook that can fail segment writes and fsyncs (for tests).
@@ -126,13 +126,19 @@ impl Log {
         config: LogConfig,
         faults: Arc<dyn FaultInjector>,
     ) -> Result<Log, StorageError> {
-        Self::open_inner(dir, config, Some(faults))
+        let hooks = DiskHooks {
+            faults: Some(faults),
+            sync_observer: None,
+        };
+        Self::open_with_hooks(dir, config, hooks)
     }
 
-    fn open_inner(
+    /// Like [`Log::open`], with hooks into its disk operations (fault injection,
+    /// fsync timing).
+    pub fn open_with_hooks(
         dir: &Path,
         config: LogConfig,
-        faults: Option<Arc<dyn FaultInjector>>,
+        hooks: DiskHooks,
     ) -> Result<Log, StorageError> {
         config.validate()?;
         let recovered = recover(dir, &config)?;
@@ -141,7 +147,7 @@ impl Log {
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
-            disk: Disk::new(faults),
+            disk: Disk::new(hooks),
             state: Mutex::new(LogState {
                 segments: recovered.segments,
                 producers: recovered.producers,

@@ -22,6 +22,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct BrokerProcess {
     child: Option<Child>,
     pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
 }
 
@@ -33,11 +34,17 @@ impl BrokerProcess {
 
     /// Starts a broker with extra command-line arguments.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
+        let metrics_default: &[&str] = if extra.contains(&"--metrics-listen") {
+            &[]
+        } else {
+            &["--metrics-listen", "off"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry-broker"))
             .arg("standalone")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(metrics_default)
             .args(extra)
             .env("FERRY_LOG", "warn")
             .stdout(Stdio::piped())
@@ -50,25 +57,28 @@ impl BrokerProcess {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.strip_prefix("ferry-broker ready grpc=") {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ = tx.send(addr);
+                    let _ = tx.send(rest.to_owned());
                 }
             }
         });
-        let addr = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => addr.parse().expect("ready line has an address"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("ferry-broker did not become ready");
-            }
+        let Ok(ready) = rx.recv_timeout(START_TIMEOUT) else {
+            let _ = child.kill();
+            panic!("ferry-broker did not become ready");
         };
+        // "ADDR metrics=ADDR|off"
+        let mut parts = ready.split_whitespace();
+        let addr = parts
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("ready line has an address");
+        let metrics_addr = parts
+            .next()
+            .and_then(|m| m.strip_prefix("metrics="))
+            .and_then(|m| m.parse().ok());
         Self {
             child: Some(child),
             addr,
+            metrics_addr,
             data_dir: data_dir.to_owned(),
         }
     }

@@ -75,15 +75,28 @@ pub(crate) struct Accumulator {
 
 impl Accumulator {
     pub(crate) fn new(partitions: u32, partitioner: Partitioner, limits: BatchLimits) -> Self {
+        Self::starting_at(random_u32(), partitions, partitioner, limits)
+    }
+
+    /// An accumulator whose keyless partitioning starts at `start % partitions`.
+    pub(crate) fn starting_at(
+        start: u32,
+        partitions: u32,
+        partitioner: Partitioner,
+        limits: BatchLimits,
+    ) -> Self {
         let partitions = partitions.max(1);
+        // Producers start at a random partition so many short-lived ones (one per
+        // CLI invocation, say) do not all pile onto partition 0.
+        let start = start % partitions;
         Self {
             limits,
             partitioner,
             partitions,
             open: (0..partitions).map(|_| None).collect(),
             ready: Vec::new(),
-            sticky: 0,
-            round_robin: 0,
+            sticky: start,
+            round_robin: start,
             next_id: 0,
         }
     }
@@ -204,6 +217,15 @@ impl Accumulator {
     }
 }
 
+/// A random number from the standard library's per-process hash keys (no `rand`
+/// dependency for one number per producer).
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    hasher.finish() as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,7 +240,7 @@ mod tests {
 
     #[test]
     fn keyed_records_follow_the_key_hash() {
-        let mut acc = Accumulator::new(8, Partitioner::Sticky, limits(100, 1 << 20));
+        let mut acc = Accumulator::starting_at(0, 8, Partitioner::Sticky, limits(100, 1 << 20));
         let now = Instant::now();
         for key in [b"a".as_slice(), b"bb", b"ccc"] {
             let appended = acc.append(&RecordRef::keyed(key, b"v"), 0, now);
@@ -232,7 +254,7 @@ mod tests {
 
     #[test]
     fn sticky_fills_one_partition_then_moves_on() {
-        let mut acc = Accumulator::new(3, Partitioner::Sticky, limits(2, 1 << 20));
+        let mut acc = Accumulator::starting_at(0, 3, Partitioner::Sticky, limits(2, 1 << 20));
         let now = Instant::now();
         for _ in 0..6 {
             acc.append(&RecordRef::new(b"x"), 0, now);
@@ -251,7 +273,7 @@ mod tests {
 
     #[test]
     fn round_robin_spreads_consecutive_records() {
-        let mut acc = Accumulator::new(3, Partitioner::RoundRobin, limits(100, 1 << 20));
+        let mut acc = Accumulator::starting_at(0, 3, Partitioner::RoundRobin, limits(100, 1 << 20));
         let now = Instant::now();
         let partitions: Vec<u32> = (0..4)
             .map(|_| {
@@ -265,7 +287,7 @@ mod tests {
 
     #[test]
     fn a_batch_closes_before_exceeding_max_bytes() {
-        let mut acc = Accumulator::new(1, Partitioner::Sticky, limits(1000, 300));
+        let mut acc = Accumulator::starting_at(0, 1, Partitioner::Sticky, limits(1000, 300));
         let now = Instant::now();
         let value = [7u8; 100];
         let indexes: Vec<u32> = (0..3)
@@ -281,7 +303,7 @@ mod tests {
 
     #[test]
     fn linger_expiry_takes_only_free_partitions_and_reports_the_next_deadline() {
-        let mut acc = Accumulator::new(2, Partitioner::RoundRobin, limits(100, 1 << 20));
+        let mut acc = Accumulator::starting_at(0, 2, Partitioner::RoundRobin, limits(100, 1 << 20));
         let start = Instant::now();
         let opened = acc.append(&RecordRef::new(b"a"), 0, start);
         assert!(opened.wake_sender, "opening a batch wakes the sender");

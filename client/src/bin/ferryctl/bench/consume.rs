@@ -81,7 +81,7 @@ pub async fn run_consume(
     if topic.stored_records() == 0 {
         let amount = args.amount(1_000_000);
         eprintln!("topic '{}' is empty; filling it first", topic.name);
-        let filled = produce::run(context, &topic.name, args, amount, args.rate).await?;
+        let filled = produce::run(context, &topic, args, amount, args.rate).await?;
         if let Some(err) = filled.first_error {
             anyhow::bail!("filling the topic failed: {err}");
         }
@@ -161,7 +161,7 @@ pub async fn run_e2e(
     }
     let start = Instant::now();
     let amount = args.amount(rate * 10);
-    let produced = produce::run(context, &topic.name, args, amount, Some(rate)).await?;
+    let produced = produce::run(context, topic, args, amount, Some(rate)).await?;
     let _ = expected_tx.send(Some(produced.acked));
     let outcome = join(workers).await?;
     if outcome.records < produced.acked {

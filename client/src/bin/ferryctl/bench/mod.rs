@@ -142,7 +142,7 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<()>
     let report = match mode {
         "produce" => {
             let amount = args.amount(1_000_000);
-            let outcome = produce::run(context, &topic.name, &args, amount, args.rate).await?;
+            let outcome = produce::run(context, &topic, &args, amount, args.rate).await?;
             outcome.into_report(args.config_json(&topic, args.rate))
         }
         "consume" => consume::run_consume(context, &client, &topic, &args).await?,

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use ferry_client::{Client, Producer, ProducerConfig, RecordRef};
+use ferry_client::{Client, Producer, ProducerConfig, RecordRef, TopicDescription};
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 
@@ -77,12 +77,13 @@ impl ProduceOutcome {
 /// Runs `args.producers` producers in parallel, splitting `amount` and `rate`.
 pub async fn run(
     context: &Context,
-    topic: &str,
+    topic: &TopicDescription,
     args: &BenchArgs,
     amount: Amount,
     rate: Option<u64>,
 ) -> anyhow::Result<ProduceOutcome> {
     let producers = args.producers as u64;
+    let partitions = topic.partition_count();
     let mut workers = JoinSet::new();
     for index in 0..producers {
         let share = match amount {
@@ -93,9 +94,16 @@ pub async fn run(
         };
         let rate_share = rate.map(|r| (r / producers).max(1));
         let server = context.server.clone();
-        let topic = topic.to_owned();
-        let args = args.clone();
-        workers.spawn(async move { worker(&server, &topic, &args, share, rate_share).await });
+        let topic = topic.name.clone();
+        let config = producer_config(args, partitions);
+        let (message_size, batch_size) = (args.message_size, args.batch_size);
+        workers.spawn(async move {
+            let shape = Shape {
+                message_size,
+                batch_size,
+            };
+            worker(&server, &topic, config, shape, share, rate_share).await
+        });
     }
     let mut total = ProduceOutcome::empty()?;
     while let Some(joined) = workers.join_next().await {
@@ -104,16 +112,29 @@ pub async fn run(
     Ok(total)
 }
 
-fn producer_config(args: &BenchArgs) -> ProducerConfig {
+/// What each message and chunk look like.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    message_size: usize,
+    batch_size: u32,
+}
+
+fn producer_config(args: &BenchArgs, partitions: u32) -> ProducerConfig {
     // Let --batch-size, not the byte limit, decide how many records share a batch.
     let batch_bytes = (args.batch_size as usize * (args.message_size + 32) + 64).max(1 << 20);
+    // Two batches per partition (one in flight, one filling) keep every partition
+    // busy; buffering more only adds queueing delay to the measured latency.
+    let buffered = args
+        .batch_size
+        .saturating_mul(2)
+        .saturating_mul(partitions.max(1));
     ProducerConfig {
         linger: Duration::from_millis(args.linger_ms),
         max_batch_records: args.batch_size,
         max_batch_bytes: batch_bytes,
         max_request_bytes: batch_bytes.max(16 << 20),
         idempotent: args.idempotent,
-        max_buffered_records: args.batch_size.saturating_mul(8).max(200_000),
+        max_buffered_records: buffered,
         ..ProducerConfig::default()
     }
 }
@@ -121,17 +142,18 @@ fn producer_config(args: &BenchArgs) -> ProducerConfig {
 async fn worker(
     server: &str,
     topic: &str,
-    args: &BenchArgs,
+    config: ProducerConfig,
+    shape: Shape,
     amount: Amount,
     rate: Option<u64>,
 ) -> anyhow::Result<ProduceOutcome> {
     let client = Client::connect(server).await?;
-    let producer = Producer::new(&client, topic, producer_config(args)).await?;
-    let size = args.message_size;
+    let producer = Producer::new(&client, topic, config).await?;
+    let size = shape.message_size;
     // Under a rate, send about once a millisecond so latency is not made of bursts.
     let chunk = match rate {
-        Some(rate) => (rate / 1000).clamp(1, u64::from(args.batch_size)),
-        None => u64::from(args.batch_size),
+        Some(rate) => (rate / 1000).clamp(1, u64::from(shape.batch_size)),
+        None => u64::from(shape.batch_size),
     } as usize;
     let mut values = vec![b'x'; chunk * size];
     let mut acks: JoinSet<(Duration, u64, Option<String>)> = JoinSet::new();

@@ -106,8 +106,10 @@ impl BatchOutcome {
 }
 
 /// Resolves to where one sent record was stored, or why it could not be.
+///
+/// The record is sent whether or not this is awaited; dropping it only gives up on
+/// learning the outcome (use `drop(future)` for fire-and-forget sends).
 #[derive(Debug)]
-#[must_use = "a delivery future does nothing unless awaited or checked"]
 pub struct DeliveryFuture {
     outcome: Arc<BatchOutcome>,
     index: u32,
@@ -153,9 +155,9 @@ struct Run {
 }
 
 /// Resolves when every record of one `send_batch` call is delivered: to their
-/// positions in input order, or to the first error.
+/// positions in input order, or to the first error. Like [`DeliveryFuture`], dropping
+/// it does not cancel anything.
 #[derive(Debug, Default)]
-#[must_use = "a delivery future does nothing unless awaited or checked"]
 pub struct BatchDelivery {
     runs: Vec<Run>,
     records: usize,

@@ -134,6 +134,7 @@ pub struct Consumer {
     cursors: HashMap<TopicPartition, Cursor>,
     buffer: VecDeque<ConsumedRecord>,
     last_commit: Instant,
+    fetch_round: usize,
 }
 
 impl Consumer {
@@ -181,6 +182,7 @@ impl Consumer {
             cursors: HashMap::new(),
             buffer: VecDeque::new(),
             last_commit: Instant::now(),
+            fetch_round: 0,
         }
     }
 
@@ -258,8 +260,16 @@ impl Consumer {
     fn take_buffered(&mut self, max_records: usize) -> Vec<ConsumedRecord> {
         let count = max_records.min(self.buffer.len());
         let records: Vec<ConsumedRecord> = self.buffer.drain(..count).collect();
-        for record in &records {
-            let tp = TopicPartition::new(record.topic.as_ref(), record.partition);
+        // Walk backwards so each partition's position is set once, from its last
+        // record, without building a key per record.
+        let mut done: Vec<(&str, u32)> = Vec::new();
+        for record in records.iter().rev() {
+            let key = (record.topic.as_ref(), record.partition);
+            if done.contains(&key) {
+                continue;
+            }
+            done.push(key);
+            let tp = TopicPartition::new(key.0, key.1);
             if let Some(cursor) = self.cursors.get_mut(&tp) {
                 cursor.consumed = Some(record.offset + 1);
             }
@@ -407,7 +417,7 @@ impl Consumer {
 
     /// One fetch for every partition with a known position.
     async fn fetch_once(&mut self, remaining: Duration) -> Result<(), ClientError> {
-        let targets: Vec<FetchTarget> = self
+        let mut targets: Vec<FetchTarget> = self
             .cursors
             .iter()
             .filter_map(|(tp, c)| {
@@ -418,6 +428,14 @@ impl Consumer {
                 })
             })
             .collect();
+        // The response byte limit is filled in request order: rotate the order so no
+        // partition is starved by busier ones listed before it.
+        targets.sort_by(|a, b| a.partition.cmp(&b.partition));
+        if !targets.is_empty() {
+            let shift = self.fetch_round % targets.len();
+            targets.rotate_left(shift);
+            self.fetch_round = self.fetch_round.wrapping_add(1);
+        }
         if targets.is_empty() {
             self.wait_for_assignment(remaining).await;
             return Ok(());

@@ -209,10 +209,11 @@ impl Producer {
     pub async fn send_ref(&self, record: RecordRef<'_>) -> Result<DeliveryFuture, ClientError> {
         self.reserve(1).await?;
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
-        let appended = self
-            .shared
-            .accumulator()
-            .append(&record, timestamp_ms, Instant::now());
+        let appended = {
+            let mut accumulator = self.shared.accumulator();
+            self.check_open_locked(1)?;
+            accumulator.append(&record, timestamp_ms, Instant::now())
+        };
         if appended.wake_sender {
             self.shared.wake.notify_one();
         }
@@ -245,6 +246,7 @@ impl Producer {
         let mut wake = false;
         {
             let mut accumulator = self.shared.accumulator();
+            self.check_open_locked(count)?;
             for record in records {
                 let timestamp_ms = record.timestamp_ms.unwrap_or(clock_ms);
                 let appended = accumulator.append(record, timestamp_ms, now);
@@ -258,9 +260,20 @@ impl Producer {
         Ok(delivery)
     }
 
+    /// Fails (returning `count` reserved permits) once the producer is closed. Called
+    /// with the accumulator locked: the sender decides to stop under that lock after
+    /// `closed` is set, so a record appended here is always delivered.
+    fn check_open_locked(&self, count: u32) -> Result<(), ClientError> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            self.shared.permits.add_permits(count as usize);
+            return Err(ClientError::Closed("producer"));
+        }
+        Ok(())
+    }
+
     /// Takes `count` buffer permits, waiting for deliveries to free them.
     async fn reserve(&self, count: u32) -> Result<(), ClientError> {
-        if self.shared.closed.load(Ordering::Relaxed) {
+        if self.shared.closed.load(Ordering::SeqCst) {
             return Err(ClientError::Closed("producer"));
         }
         let permits = match self.shared.permits.try_acquire_many(count) {
@@ -289,7 +302,7 @@ impl Producer {
 
     /// Refuses further sends, delivers everything buffered and stops the sender task.
     pub async fn close(&self) -> Result<(), ClientError> {
-        self.shared.closed.store(true, Ordering::Relaxed);
+        self.shared.closed.store(true, Ordering::SeqCst);
         let (done, wait) = oneshot::channel();
         self.commands
             .send(Command::Close(done))

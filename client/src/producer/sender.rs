@@ -166,6 +166,11 @@ impl Sender {
                 .min();
             self.wait(wake_at).await;
         }
+        // Wake sends still waiting for buffer space: they fail as closed.
+        self.shared.permits.close();
+        for (_, waiter) in self.flush_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
         for waiter in self.close_waiters.drain(..) {
             let _ = waiter.send(());
         }

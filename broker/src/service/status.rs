@@ -58,7 +58,7 @@ fn classify_group(err: &GroupError) -> (Code, ErrorCode) {
         G::UnknownTopic(_) => (Code::NotFound, ErrorCode::TopicNotFound),
         G::InvalidSessionTimeout { .. } => (Code::InvalidArgument, ErrorCode::InvalidArgument),
         G::PartitionNotOwned { .. } => (Code::FailedPrecondition, ErrorCode::PartitionNotOwned),
-        G::GroupHasMembers { .. } => (Code::FailedPrecondition, ErrorCode::PartitionNotOwned),
+        G::GroupHasMembers { .. } => (Code::FailedPrecondition, ErrorCode::GroupHasMembers),
         G::LimitExceeded { .. } => (Code::ResourceExhausted, ErrorCode::LimitExceeded),
     }
 }

@@ -169,7 +169,11 @@ impl<'a> Iterator for Records<'a> {
             return None;
         }
         let record = self.decode_one();
-        self.remaining = if record.is_ok() { self.remaining - 1 } else { 0 };
+        self.remaining = if record.is_ok() {
+            self.remaining - 1
+        } else {
+            0
+        };
         Some(record)
     }
 }
@@ -228,7 +232,9 @@ pub fn validate_batch(bytes: &[u8], max_record_bytes: usize) -> Result<BatchHead
         return Err(RecordError::Malformed("bytes after the last record"));
     }
     if max_timestamp != header.max_timestamp_ms {
-        return Err(RecordError::Malformed("max timestamp does not match the records"));
+        return Err(RecordError::Malformed(
+            "max timestamp does not match the records",
+        ));
     }
     Ok(header)
 }

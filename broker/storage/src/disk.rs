@@ -125,6 +125,15 @@ pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(
     sync_dir(dir)
 }
 
+/// Reads a whole file, or `None` if it does not exist.
+pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StorageError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// Removes a file if it exists.
 pub(crate) fn remove_if_exists(path: &Path) -> Result<(), StorageError> {
     match std::fs::remove_file(path) {

@@ -7,10 +7,10 @@ use tracing::{info, warn};
 
 use crate::StorageError;
 use crate::config::LogConfig;
-use crate::disk::{TMP_SUFFIX, remove_if_exists, sync_dir, write_atomically};
+use crate::disk::{TMP_SUFFIX, read_optional, remove_if_exists, sync_dir, write_atomically};
 use crate::error::IoContext;
 use crate::producer_state::{CACHED_BATCHES, ProducerTable};
-use crate::scan::{ScanMode, ScanStart, scan_segment};
+use crate::scan::ScanMode;
 use crate::segment::{INDEX_EXT, LOG_EXT, Segment, TIME_INDEX_EXT, file_name, parse_log_name};
 use ferry_records::BatchHeader;
 
@@ -68,7 +68,7 @@ pub(crate) struct Recovered {
 pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, StorageError> {
     std::fs::create_dir_all(dir).context(|| format!("creating log directory {}", dir.display()))?;
     let bases = list_segments(dir)?;
-    let recovery_point = read_file(dir, RECOVERY_POINT_FILE)?
+    let recovery_point = read_optional(&dir.join(RECOVERY_POINT_FILE))?
         .and_then(|bytes| {
             let decoded = decode_recovery_point(&bytes);
             if decoded.is_none() {
@@ -239,7 +239,7 @@ fn take_producer_snapshot(
     dir: &Path,
     max_producers: usize,
 ) -> Result<Option<(u64, ProducerTable)>, StorageError> {
-    let Some(bytes) = read_file(dir, PRODUCER_SNAPSHOT_FILE)? else {
+    let Some(bytes) = read_optional(&dir.join(PRODUCER_SNAPSHOT_FILE))? else {
         return Ok(None);
     };
     remove_if_exists(&dir.join(PRODUCER_SNAPSHOT_FILE))?;
@@ -260,18 +260,7 @@ fn rebuild_producers(
 ) -> Result<ProducerTable, StorageError> {
     let mut table = ProducerTable::new(max_producers);
     for segment in segments {
-        let start = ScanStart {
-            position: 0,
-            offset: segment.base_offset,
-        };
-        scan_segment(
-            &segment.file,
-            &segment.path,
-            segment.base_offset,
-            start,
-            ScanMode::HeadersOnly,
-            |header, _| table.record(header),
-        )?;
+        segment.scan_headers(|header, _| table.record(header))?;
     }
     Ok(table)
 }
@@ -292,23 +281,12 @@ pub(crate) fn reload_producers(
     let mut counts = vec![0usize; affected.len()];
     for segment in segments.iter().rev() {
         let mut headers = Vec::new();
-        let start = ScanStart {
-            position: 0,
-            offset: segment.base_offset,
-        };
-        scan_segment(
-            &segment.file,
-            &segment.path,
-            segment.base_offset,
-            start,
-            ScanMode::HeadersOnly,
-            |header, _| {
-                if let Some(i) = affected.iter().position(|id| *id == header.producer_id) {
-                    counts[i] += 1;
-                    headers.push(*header);
-                }
-            },
-        )?;
+        segment.scan_headers(|header, _| {
+            if let Some(i) = affected.iter().position(|id| *id == header.producer_id) {
+                counts[i] += 1;
+                headers.push(*header);
+            }
+        })?;
         found.push(headers);
         if counts.iter().all(|c| *c >= CACHED_BATCHES) {
             break;
@@ -318,15 +296,6 @@ pub(crate) fn reload_producers(
         table.restore(headers);
     }
     Ok(())
-}
-
-fn read_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
-    let path = dir.join(name);
-    match std::fs::read(&path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(err).context(|| format!("reading {}", path.display())),
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ferry_records::BatchHeader;
 
 use crate::StorageError;
-use crate::disk::{remove_if_exists, sync_dir, write_atomically};
+use crate::disk::{read_optional, remove_if_exists, sync_dir, write_atomically};
 use crate::error::IoContext;
 use crate::index::{IndexEntry, SegmentIndex};
 use crate::scan::{ScanEnd, ScanMode, ScanStart, scan_segment};
@@ -159,6 +159,25 @@ impl Segment {
         )
     }
 
+    /// Calls `visit(header, position)` for every good batch header, from the start.
+    pub(crate) fn scan_headers(
+        &self,
+        visit: impl FnMut(&BatchHeader, u64),
+    ) -> Result<ScanEnd, StorageError> {
+        let start = ScanStart {
+            position: 0,
+            offset: self.base_offset,
+        };
+        scan_segment(
+            &self.file,
+            &self.path,
+            self.base_offset,
+            start,
+            ScanMode::HeadersOnly,
+            visit,
+        )
+    }
+
     /// Loads the index files and checks them against the file by walking the headers
     /// after the last entry. Returns why they cannot be trusted, if they cannot.
     pub(crate) fn load_from_index(&mut self) -> Result<Result<(), String>, StorageError> {
@@ -270,14 +289,6 @@ impl Segment {
             .set_len(len)
             .and_then(|()| self.file.sync_all())
             .context(|| format!("truncating {} to {len} bytes", self.path.display()))
-    }
-}
-
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StorageError> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(err).context(|| format!("reading {}", path.display())),
     }
 }
 

@@ -111,22 +111,20 @@ async fn bad_requests_get_clear_errors_and_lose_nothing() {
         Code::NotFound,
         pb::ErrorCode::PartitionNotFound,
     );
-    // Partition counts out of range.
-    for partitions in [100_000u32] {
-        assert_refused(
-            admin(&ch)
-                .create_topic(pb::CreateTopicRequest {
-                    name: "too-many".into(),
-                    config: Some(pb::TopicConfig {
-                        partitions,
-                        ..Default::default()
-                    }),
-                })
-                .await,
-            Code::InvalidArgument,
-            pb::ErrorCode::InvalidArgument,
-        );
-    }
+    // Partition count above the limit.
+    assert_refused(
+        admin(&ch)
+            .create_topic(pb::CreateTopicRequest {
+                name: "too-many".into(),
+                config: Some(pb::TopicConfig {
+                    partitions: 100_000,
+                    ..Default::default()
+                }),
+            })
+            .await,
+        Code::InvalidArgument,
+        pb::ErrorCode::InvalidArgument,
+    );
     // A huge long-poll wait.
     assert_refused(
         client

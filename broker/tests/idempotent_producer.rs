@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{BrokerProcess, batch, channel, create_topic, detail, read_partition, topics};
+use common::{BrokerProcess, batch, channel, create_topic, read_partition, topics};
 use ferry_proto::v1 as pb;
 use ferry_records::ProducerStamp;
 
@@ -97,5 +97,4 @@ async fn a_retried_batch_is_stored_once() {
         .map(|r| r.value)
         .collect();
     assert_eq!(values, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
-    let _ = detail; // shared helper used by other suites
 }

@@ -116,22 +116,17 @@ pub async fn produce(
             joined.map_err(|err| BrokerError::Internal(format!("append task failed: {err}")))?;
         results[slot] = Some(result);
     }
+    // One slot per job, batches first, then message batches: zipping keeps them aligned.
     let mut results = results
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(BrokerError::Internal("append result missing".into()))));
 
     let mut outcome = ProduceOutcome::default();
-    for partition in targets {
-        let result = results
-            .next()
-            .unwrap_or_else(|| Err(BrokerError::Internal("append result missing".into())));
+    for (partition, result) in targets.into_iter().zip(&mut results) {
         outcome.batches.push(BatchOutcome { partition, result });
     }
     let mut base_offsets = BTreeMap::new();
-    for (partition, _) in &encoded {
-        let result = results
-            .next()
-            .unwrap_or_else(|| Err(BrokerError::Internal("append result missing".into())));
+    for ((partition, _), result) in encoded.iter().zip(results) {
         if let Ok(appended) = &result {
             base_offsets.insert(*partition, appended.base_offset);
         }

@@ -11,6 +11,7 @@ const PROTO_FILES: &[&str] = &[
     "ferry/v1/topic.proto",
     "ferry/v1/group.proto",
     "ferry/v1/metadata.proto",
+    "ferry/v1/queue.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

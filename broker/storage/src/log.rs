@@ -1,6 +1,7 @@
 //! The log: a directory of segments with one writer lock, group commit, and reads
 //! that do their I/O outside the lock.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,7 +33,7 @@ pub struct AppendOutcome {
     pub duplicate: bool,
 }
 
-/// What [`Log::enforce_retention`] removed.
+/// What [`Log::enforce_retention`] or [`Log::delete_before`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionOutcome {
     /// Whole segments deleted.
@@ -97,13 +98,18 @@ struct CommitState {
 /// One partition replica's log. `Send + Sync`: share it in an `Arc` and call it from
 /// many threads (the broker calls it from blocking tasks).
 ///
-/// Lock order: `state` before `commit`. Reads and `wait_durable` never hold `state`
-/// during I/O.
+/// Lock order: `removing` before `state` before `commit`. Reads and `wait_durable`
+/// never hold `state` during I/O.
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
     config: LogConfig,
     disk: Disk,
+    /// Segments taken out of the log whose files are still to be removed, oldest first.
+    /// Deleting callers hold this lock while they remove files (outside `state`), so files
+    /// go strictly oldest first across callers and failed attempts: a missing segment with
+    /// older ones still on disk is a gap, and recovery drops everything after a gap.
+    removing: Mutex<VecDeque<Segment>>,
     state: Mutex<LogState>,
     commit: Mutex<CommitState>,
     committed: Condvar,
@@ -148,6 +154,7 @@ impl Log {
             dir: dir.to_path_buf(),
             config,
             disk: Disk::new(hooks),
+            removing: Mutex::new(VecDeque::new()),
             state: Mutex::new(LogState {
                 segments: recovered.segments,
                 producers: recovered.producers,
@@ -168,6 +175,12 @@ impl Log {
     fn lock_state(&self) -> Result<MutexGuard<'_, LogState>, StorageError> {
         self.state.lock().map_err(|_| StorageError::Poisoned {
             reason: "a thread panicked while appending".into(),
+        })
+    }
+
+    fn lock_removing(&self) -> Result<MutexGuard<'_, VecDeque<Segment>>, StorageError> {
+        self.removing.lock().map_err(|_| StorageError::Poisoned {
+            reason: "a thread panicked while deleting segments".into(),
         })
     }
 
@@ -484,8 +497,7 @@ impl Log {
     /// `retention_bytes` big without them or their newest record is older than
     /// `retention_ms` (age = `now_ms` - the segment's max timestamp).
     pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome, StorageError> {
-        let removed: Vec<Segment> = {
-            let mut state = self.lock_state()?;
+        self.delete_oldest(|state| {
             if self.closed.load(Ordering::Acquire) {
                 return Err(StorageError::Closed);
             }
@@ -506,21 +518,56 @@ impl Log {
                 total -= segment.size;
                 count += 1;
             }
-            let removed = state.segments.drain(..count).collect();
+            Ok(count)
+        })
+    }
+
+    /// Deletes whole sealed segments whose every record is below `offset` (their next
+    /// offset <= offset), oldest first; never the active segment. Returns what was removed.
+    ///
+    /// The start offset becomes the first remaining segment's base offset (at most
+    /// `offset`, unless nothing was deleted), so it survives a reopen, and reads below it
+    /// fail with [`StorageError::OffsetOutOfRange`] as after retention. Like retention,
+    /// it leaves the recovery point and the producer table alone. Refuses a closed or
+    /// poisoned log.
+    pub fn delete_before(&self, offset: u64) -> Result<RetentionOutcome, StorageError> {
+        self.delete_oldest(|state| {
+            self.check_usable()?;
+            let sealed = &state.segments[..state.segments.len() - 1];
+            Ok(sealed
+                .iter()
+                .take_while(|s| s.next_offset <= offset)
+                .count())
+        })
+    }
+
+    /// Under the state lock, asks `choose` how many of the oldest segments to delete
+    /// (clamped to the sealed ones), takes them out of the log and moves the start offset;
+    /// then, outside it, removes their files oldest first, fsyncing the directory after
+    /// each. One fsync per segment keeps the files on disk a contiguous run whatever the
+    /// file system persists before a crash. If a removal fails, that segment and the
+    /// later ones stay queued, and the next call removes them before anything newer.
+    fn delete_oldest(
+        &self,
+        choose: impl FnOnce(&LogState) -> Result<usize, StorageError>,
+    ) -> Result<RetentionOutcome, StorageError> {
+        let mut removing = self.lock_removing()?;
+        {
+            let mut state = self.lock_state()?;
+            let count = choose(&state)?.min(state.segments.len() - 1);
+            removing.extend(state.segments.drain(..count));
             self.start_offset
                 .store(state.segments[0].base_offset, Ordering::Release);
-            removed
-        };
+        }
         // Readers may still hold these files open; unlinking does not disturb them.
         let mut outcome = RetentionOutcome::default();
-        for segment in &removed {
+        while let Some(segment) = removing.front() {
             segment.remove_files()?;
+            sync_dir(&self.dir)?;
             outcome.segments_deleted += 1;
             outcome.bytes_deleted += segment.size;
             outcome.records_deleted += segment.next_offset - segment.base_offset;
-        }
-        if !removed.is_empty() {
-            sync_dir(&self.dir)?;
+            removing.pop_front();
         }
         Ok(outcome)
     }

@@ -138,6 +138,10 @@ fn failed_fsync_poisons_the_log() {
         log.truncate_to(0),
         Err(StorageError::Poisoned { .. })
     ));
+    assert!(matches!(
+        log.delete_before(u64::MAX),
+        Err(StorageError::Poisoned { .. })
+    ));
     assert_eq!(log.durable_end_offset(), durable);
     assert_eq!(log.visible_end_offset(), durable);
     assert!(log.close().is_err());
@@ -219,6 +223,10 @@ fn closed_log_refuses_work() {
     ));
     assert!(matches!(log.read(0, 10, 1), Err(StorageError::Closed)));
     assert!(matches!(log.flush(), Err(StorageError::Closed)));
+    assert!(matches!(
+        log.delete_before(u64::MAX),
+        Err(StorageError::Closed)
+    ));
 }
 
 #[test]

@@ -35,6 +35,10 @@ enum Op {
         at: f64,
     },
     Retention,
+    /// `at` above 1 asks for an offset beyond the end.
+    DeleteBefore {
+        at: f64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -48,6 +52,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::CrashReopen),
         1 => (0.0..1.0f64).prop_map(|at| Op::Truncate { at }),
         1 => Just(Op::Retention),
+        1 => (0.0..1.3f64).prop_map(|at| Op::DeleteBefore { at }),
     ]
 }
 
@@ -239,8 +244,43 @@ impl Harness {
                     assert!(self.log.size_bytes() >= limit);
                 }
             }
+            Op::DeleteBefore { at } => self.delete_before(at),
         }
         self.check_invariants();
+    }
+
+    fn delete_before(&mut self, at: f64) {
+        let offset = if at > 1.0 {
+            self.end() + ((at - 1.0) * 1000.0) as u64
+        } else {
+            self.offset_at(at)
+        };
+        let (old_start, segments) = (self.start(), self.log.segment_count());
+        let outcome = self.log.delete_before(offset).expect("delete_before");
+        let start = self.log.start_offset();
+        assert_eq!(outcome.records_deleted, start - old_start);
+        assert_eq!(
+            outcome.segments_deleted,
+            segments - self.log.segment_count()
+        );
+        if outcome.segments_deleted == 0 {
+            assert_eq!(start, old_start);
+        } else {
+            assert!(start <= offset, "deleted records at or above {offset}");
+        }
+        // The model cannot see segments; the files can. Every sealed segment entirely
+        // below the offset went: the first one left is the active one or reaches it.
+        let bases = segment_bases(&self.dir);
+        assert_eq!(bases[0], start);
+        if let Some(&second) = bases.get(1) {
+            assert!(
+                second > offset,
+                "a segment ending at {second} <= {offset} was kept"
+            );
+        }
+        // Whole batches only: `check_invariants` then checks that `start` was a batch
+        // boundary of the model.
+        self.stored.retain(|s| s.base_offset >= start);
     }
 
     fn check_read(&self, at: f64, max_bytes: usize, bound: f64) {

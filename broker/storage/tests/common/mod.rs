@@ -105,3 +105,14 @@ pub fn append_raw(path: &Path, bytes: &[u8]) {
         .expect("open segment");
     file.write_all(bytes).expect("append raw");
 }
+
+/// Base offsets of the segment data files in `dir`, in order.
+pub fn segment_bases(dir: &Path) -> Vec<u64> {
+    segment_files(dir)
+        .iter()
+        .map(|p| {
+            let stem = p.file_stem().expect("stem").to_string_lossy();
+            stem.parse().expect("segment name is a base offset")
+        })
+        .collect()
+}

@@ -1,4 +1,4 @@
-//! The broker: topics, groups, committed offsets and metrics behind one handle that
+//! The broker: topics, queues, groups, committed offsets and metrics behind one handle that
 //! every gRPC service shares.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +11,7 @@ use crate::group::{GroupCoordinator, TopicPartition};
 use crate::meta::MetadataStore;
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::offsets::OffsetStore;
+use crate::queue::{Housekeeping, Queues};
 use crate::service::status::to_status;
 use crate::topic::{Topic, TopicOverrides, Topics};
 
@@ -22,6 +23,8 @@ pub struct Broker {
     pub meta: Arc<dyn MetadataStore>,
     /// Topics on this host.
     pub topics: Topics,
+    /// Queues on this host.
+    pub queues: Queues,
     /// Committed group offsets.
     pub offsets: OffsetStore,
     /// Metrics.
@@ -46,9 +49,22 @@ impl Broker {
         };
         let topics = Topics::open(
             &config.data_dir,
-            hooks,
+            hooks.clone(),
             config.limits.clone(),
             config.topic_defaults.clone(),
+            Arc::clone(&meta),
+        )
+        .await?;
+        let queues = Queues::open(
+            &config.data_dir,
+            hooks.clone(),
+            config.limits.clone(),
+            config.queue_defaults.clone(),
+            Housekeeping {
+                interval_ms: config.queue_housekeeping_interval_ms,
+                snapshot_bytes: config.queue_snapshot_bytes,
+                snapshot_interval_ms: config.queue_snapshot_interval_ms,
+            },
             Arc::clone(&meta),
         )
         .await?;
@@ -58,6 +74,7 @@ impl Broker {
             config,
             meta,
             topics,
+            queues,
             offsets,
             metrics,
             groups: Mutex::new(groups),
@@ -162,7 +179,12 @@ impl Broker {
                     code: format!("{:?}", status.code()),
                 })
                 .inc();
-            if matches!(err, BrokerError::Internal(_) | BrokerError::Storage { .. }) {
+            if matches!(
+                err,
+                BrokerError::Internal(_)
+                    | BrokerError::Storage { .. }
+                    | BrokerError::QueueStorage { .. }
+            ) {
                 tracing::warn!(method, %err, "request failed");
             } else {
                 tracing::debug!(method, %err, "request refused");

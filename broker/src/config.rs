@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::group::GroupConfig;
+use crate::queue::QueueSettings;
 use crate::topic::TopicSettings;
 
 /// Limits on requests; each has a name, a default and a check at load time.
@@ -34,6 +35,29 @@ pub struct Limits {
     pub max_topics: u32,
     /// Concurrent requests served per client connection: 256.
     pub max_concurrent_requests_per_connection: u32,
+    /// Most queues on the broker: 10,000.
+    pub max_queues: u32,
+    /// Most messages in one send request: 10,000.
+    pub max_send_messages: u32,
+    /// Most messages one receive returns: 10,000.
+    pub max_receive_messages: u32,
+    /// Longest receive long-poll wait: 20 s.
+    pub max_receive_wait_ms: u32,
+    /// Longest visibility timeout: 12 hours.
+    pub max_visibility_timeout_ms: u64,
+    /// Longest message delay: 15 minutes.
+    pub max_delay_ms: u64,
+    /// Longest dedup window: 1 day.
+    pub max_dedup_window_ms: u64,
+    /// Most messages a queue may be configured to hold: 100,000,000 (about 100 bytes
+    /// of memory each).
+    pub max_queue_messages: u64,
+    /// Most attributes on one message: 64.
+    pub max_message_attributes: u32,
+    /// Most receipt handles in one ack, nack or visibility change: 10,000.
+    pub max_receipts_per_request: u32,
+    /// Segment size of queue message logs and journals: 64 MiB.
+    pub queue_segment_bytes: u64,
 }
 
 impl Default for Limits {
@@ -51,6 +75,17 @@ impl Default for Limits {
             max_partitions_per_topic: 1024,
             max_topics: 10_000,
             max_concurrent_requests_per_connection: 256,
+            max_queues: 10_000,
+            max_send_messages: 10_000,
+            max_receive_messages: 10_000,
+            max_receive_wait_ms: 20_000,
+            max_visibility_timeout_ms: 12 * 60 * 60 * 1000,
+            max_delay_ms: 15 * 60 * 1000,
+            max_dedup_window_ms: 24 * 60 * 60 * 1000,
+            max_queue_messages: 100_000_000,
+            max_message_attributes: 64,
+            max_receipts_per_request: 10_000,
+            queue_segment_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -72,6 +107,15 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// Settings for topics created without them.
     pub topic_defaults: TopicSettings,
+    /// Settings for queues created without them.
+    pub queue_defaults: QueueSettings,
+    /// Queue journal bytes written after which the queue state is snapshotted and
+    /// the journal compacted: 64 MiB.
+    pub queue_snapshot_bytes: u64,
+    /// Longest time between queue snapshots while the journal grows: 5 minutes.
+    pub queue_snapshot_interval_ms: u64,
+    /// How often queues look for expired messages, dead letters and compaction: 1 s.
+    pub queue_housekeeping_interval_ms: u64,
     /// Consumer group rules.
     pub groups: GroupConfig,
     /// How often retention runs: 5 s.
@@ -94,6 +138,10 @@ impl Default for BrokerConfig {
             advertise: None,
             limits: Limits::default(),
             topic_defaults: TopicSettings::default(),
+            queue_defaults: QueueSettings::default(),
+            queue_snapshot_bytes: 64 * 1024 * 1024,
+            queue_snapshot_interval_ms: 5 * 60 * 1000,
+            queue_housekeeping_interval_ms: 1000,
             groups: GroupConfig::default(),
             retention_check_interval_ms: 5_000,
             group_expiry_check_interval_ms: 500,
@@ -142,6 +190,24 @@ impl BrokerConfig {
                 self.group_expiry_check_interval_ms,
             ),
             ("metadata_watch_buffer", self.metadata_watch_buffer as u64),
+            ("max_queues", u64::from(l.max_queues)),
+            ("max_send_messages", u64::from(l.max_send_messages)),
+            ("max_receive_messages", u64::from(l.max_receive_messages)),
+            ("max_queue_messages", l.max_queue_messages),
+            (
+                "max_receipts_per_request",
+                u64::from(l.max_receipts_per_request),
+            ),
+            ("queue_segment_bytes", l.queue_segment_bytes),
+            ("queue_snapshot_bytes", self.queue_snapshot_bytes),
+            (
+                "queue_snapshot_interval_ms",
+                self.queue_snapshot_interval_ms,
+            ),
+            (
+                "queue_housekeeping_interval_ms",
+                self.queue_housekeeping_interval_ms,
+            ),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -167,6 +233,15 @@ impl BrokerConfig {
         self.topic_defaults
             .validate(l)
             .map_err(|err| ConfigError(format!("topic defaults: {err}")))?;
+        self.queue_defaults
+            .validate(l)
+            .map_err(|err| ConfigError(format!("queue defaults: {err}")))?;
+        if l.queue_segment_bytes < crate::topic::MIN_SEGMENT_BYTES {
+            return Err(ConfigError(format!(
+                "queue_segment_bytes must be at least {}",
+                crate::topic::MIN_SEGMENT_BYTES
+            )));
+        }
         Ok(())
     }
 

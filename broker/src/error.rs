@@ -87,6 +87,34 @@ pub enum BrokerError {
     /// The metadata store failed.
     #[error(transparent)]
     Meta(#[from] MetaError),
+    /// No queue by that name.
+    #[error("queue {0:?} not found")]
+    QueueNotFound(String),
+    /// A queue by that name exists already.
+    #[error("queue {0:?} already exists")]
+    QueueExists(String),
+    /// The queue is another queue's dead-letter queue.
+    #[error("queue {queue:?} is the dead-letter queue of {used_by:?}")]
+    QueueInUse {
+        /// The queue.
+        queue: String,
+        /// The queue that dead-letters into it.
+        used_by: String,
+    },
+    /// A receipt handle that does not decode or belongs to another queue.
+    #[error("invalid receipt handle: {0}")]
+    ReceiptInvalid(&'static str),
+    /// A receipt handle that no longer names a delivery.
+    #[error("stale receipt handle: {0}")]
+    ReceiptStale(#[from] crate::queue::ReceiptError),
+    /// A queue's storage refused or failed.
+    #[error("queue {queue:?}: {source}")]
+    QueueStorage {
+        /// Queue name.
+        queue: String,
+        /// What storage said.
+        source: StorageError,
+    },
     /// The broker is stopping and takes no new work.
     #[error("broker is shutting down")]
     ShuttingDown,
@@ -109,6 +137,24 @@ impl BrokerError {
             source => BrokerError::Storage {
                 topic: topic.to_owned(),
                 partition,
+                source,
+            },
+        }
+    }
+}
+
+impl BrokerError {
+    /// Wraps a storage error with the queue it came from.
+    pub fn queue_storage(queue: &str, source: StorageError) -> Self {
+        match source {
+            StorageError::InvalidBatch(RecordError::RecordTooLarge { size, limit }) => {
+                BrokerError::MessageTooLarge { size, limit }
+            }
+            StorageError::BatchTooLarge { size, limit } => {
+                BrokerError::BatchTooLarge { size, limit }
+            }
+            source => BrokerError::QueueStorage {
+                queue: queue.to_owned(),
                 source,
             },
         }

@@ -14,6 +14,7 @@ pub mod meta;
 pub mod metrics;
 pub mod names;
 pub mod offsets;
+pub mod queue;
 pub mod service;
 pub mod standalone;
 pub mod topic;

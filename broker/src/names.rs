@@ -1,4 +1,4 @@
-//! Naming rules for topics and groups: they appear in file paths and metadata keys.
+//! Naming rules for topics, queues and groups: they appear in file paths and metadata keys.
 
 use crate::error::BrokerError;
 
@@ -13,6 +13,11 @@ pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
 /// Checks a consumer group name with the same rules as topics.
 pub fn validate_group_name(name: &str) -> Result<(), BrokerError> {
     validate("group", name)
+}
+
+/// Checks a queue name with the same rules as topics.
+pub fn validate_queue_name(name: &str) -> Result<(), BrokerError> {
+    validate("queue", name)
 }
 
 fn validate(kind: &'static str, name: &str) -> Result<(), BrokerError> {

@@ -92,6 +92,7 @@ pub async fn run(
         task.abort();
     }
     broker.topics.close_all().await;
+    broker.queues.close_all().await;
     tracing::info!("ferry broker stopped");
     Ok(())
 }

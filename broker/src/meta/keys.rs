@@ -32,6 +32,14 @@ pub fn parse_group_offset(key: &str) -> Option<(&str, &str, u32)> {
     Some((group, topic, partition.parse().ok()?))
 }
 
+/// Prefix of queue records.
+pub const QUEUES: &str = "/ferry/queues/";
+
+/// The record of one queue.
+pub fn queue(name: &str) -> String {
+    format!("{QUEUES}{name}")
+}
+
 /// The next idempotent producer id to hand out.
 pub const NEXT_PRODUCER_ID: &str = "/ferry/producer-ids/next";
 

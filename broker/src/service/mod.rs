@@ -5,6 +5,7 @@ mod admin;
 mod convert;
 mod group;
 mod metadata;
+mod queue;
 pub mod status;
 mod topic;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use ferry_proto::v1::admin_service_server::AdminServiceServer;
 use ferry_proto::v1::group_service_server::GroupServiceServer;
 use ferry_proto::v1::metadata_service_server::MetadataServiceServer;
+use ferry_proto::v1::queue_service_server::QueueServiceServer;
 use ferry_proto::v1::topic_service_server::TopicServiceServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -24,6 +26,7 @@ use crate::broker::Broker;
 pub use admin::AdminApi;
 pub use group::GroupApi;
 pub use metadata::MetadataApi;
+pub use queue::QueueApi;
 pub use topic::TopicApi;
 
 /// HTTP/2 keepalive ping period, so dead clients are noticed.
@@ -51,6 +54,9 @@ pub async fn serve(
         .await;
     health_reporter
         .set_serving::<MetadataServiceServer<MetadataApi>>()
+        .await;
+    health_reporter
+        .set_serving::<QueueServiceServer<QueueApi>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ferry_proto::FILE_DESCRIPTOR_SET)
@@ -83,6 +89,11 @@ pub async fn serve(
         .add_service(
             MetadataServiceServer::new(MetadataApi::new(Arc::clone(&broker)))
                 .max_decoding_message_size(limit),
+        )
+        .add_service(
+            QueueServiceServer::new(QueueApi::new(Arc::clone(&broker)))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX),
         );
     if let Ok(reflection) = reflection {
         router = router.add_service(reflection);

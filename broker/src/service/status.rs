@@ -31,6 +31,12 @@ fn classify(err: &BrokerError) -> (Code, ErrorCode) {
         E::GroupNotFound(_) => (Code::NotFound, ErrorCode::GroupNotFound),
         E::Meta(MetaError::Decode { .. }) => (Code::Internal, ErrorCode::Internal),
         E::Meta(_) => (Code::Unavailable, ErrorCode::MetadataUnavailable),
+        E::QueueNotFound(_) => (Code::NotFound, ErrorCode::QueueNotFound),
+        E::QueueExists(_) => (Code::AlreadyExists, ErrorCode::QueueAlreadyExists),
+        E::QueueInUse { .. } => (Code::FailedPrecondition, ErrorCode::QueueInUse),
+        E::ReceiptInvalid(_) => (Code::InvalidArgument, ErrorCode::ReceiptInvalid),
+        E::ReceiptStale(_) => (Code::FailedPrecondition, ErrorCode::ReceiptStale),
+        E::QueueStorage { source, .. } => classify_storage(source),
         E::ShuttingDown => (Code::Unavailable, ErrorCode::ShuttingDown),
         E::Internal(_) => (Code::Internal, ErrorCode::Internal),
     }

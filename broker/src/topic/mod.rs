@@ -10,6 +10,8 @@ pub use fetch::{FetchLimits, FetchTarget, FetchedData, FetchedPartition, fetch};
 pub use partition::{Partition, STANDALONE_LEADER_EPOCH};
 pub use produce::{BatchOutcome, IncomingBatch, IncomingMessage, ProduceOutcome, produce};
 pub use registry::{Topic, Topics};
+pub(crate) use registry::{remove_dir, remove_strays};
 pub use settings::{
-    DurabilitySetting, ReplicationSetting, TopicOverrides, TopicRecord, TopicSettings,
+    DurabilitySetting, MIN_SEGMENT_BYTES, ReplicationSetting, TopicOverrides, TopicRecord,
+    TopicSettings,
 };

@@ -328,7 +328,7 @@ fn spawn_interval_flusher(partitions: Vec<Arc<Partition>>, every: Duration) -> J
     })
 }
 
-fn remove_dir(dir: &Path) {
+pub(crate) fn remove_dir(dir: &Path) {
     if let Err(err) = std::fs::remove_dir_all(dir)
         && err.kind() != std::io::ErrorKind::NotFound
     {
@@ -337,7 +337,7 @@ fn remove_dir(dir: &Path) {
 }
 
 /// Removes topic directories that no topic record owns (a crash mid-create or mid-delete).
-fn remove_strays(root: &Path, known: &[PathBuf]) {
+pub(crate) fn remove_strays(root: &Path, known: &[PathBuf]) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };

@@ -12,7 +12,7 @@
 mod builder;
 mod header;
 mod reader;
-mod varint;
+pub mod varint;
 
 pub use builder::{BatchBuilder, ProducerStamp};
 pub use header::{BatchHeader, HEADER_LEN, MAGIC, NO_PRODUCER_ID, NO_SEQUENCE};

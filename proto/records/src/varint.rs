@@ -1,11 +1,13 @@
-//! LEB128 varints, zigzag-encoded for signed values.
+//! LEB128 varints, zigzag-encoded for signed values. Public so other compact
+//! encodings in Ferry (the queue journal) share one implementation.
 
 use crate::RecordError;
 
 /// Longest encoding of a u64.
 const MAX_VARINT_LEN: usize = 10;
 
-pub(crate) fn put_u64(buf: &mut Vec<u8>, mut value: u64) {
+/// Appends `value` as a varint.
+pub fn put_u64(buf: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         buf.push((value as u8) | 0x80);
         value >>= 7;
@@ -13,11 +15,13 @@ pub(crate) fn put_u64(buf: &mut Vec<u8>, mut value: u64) {
     buf.push(value as u8);
 }
 
-pub(crate) fn put_i64(buf: &mut Vec<u8>, value: i64) {
+/// Appends `value` zigzag-encoded.
+pub fn put_i64(buf: &mut Vec<u8>, value: i64) {
     put_u64(buf, ((value << 1) ^ (value >> 63)) as u64);
 }
 
-pub(crate) fn len_u64(mut value: u64) -> usize {
+/// Encoded length of `value`.
+pub fn len_u64(mut value: u64) -> usize {
     let mut len = 1;
     while value >= 0x80 {
         value >>= 7;
@@ -26,12 +30,13 @@ pub(crate) fn len_u64(mut value: u64) -> usize {
     len
 }
 
-pub(crate) fn len_i64(value: i64) -> usize {
+/// Encoded length of `value` zigzag-encoded.
+pub fn len_i64(value: i64) -> usize {
     len_u64(((value << 1) ^ (value >> 63)) as u64)
 }
 
 /// Reads a varint from the front of `buf`, advancing it.
-pub(crate) fn get_u64(buf: &mut &[u8]) -> Result<u64, RecordError> {
+pub fn get_u64(buf: &mut &[u8]) -> Result<u64, RecordError> {
     let mut value: u64 = 0;
     for (i, &byte) in buf.iter().enumerate().take(MAX_VARINT_LEN) {
         value |= u64::from(byte & 0x7f) << (7 * i);
@@ -43,7 +48,8 @@ pub(crate) fn get_u64(buf: &mut &[u8]) -> Result<u64, RecordError> {
     Err(RecordError::Malformed("bad varint"))
 }
 
-pub(crate) fn get_i64(buf: &mut &[u8]) -> Result<i64, RecordError> {
+/// Reads a zigzag varint from the front of `buf`, advancing it.
+pub fn get_i64(buf: &mut &[u8]) -> Result<i64, RecordError> {
     let raw = get_u64(buf)?;
     Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
 }

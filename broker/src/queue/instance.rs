@@ -1,0 +1,988 @@
+//! One queue on disk: its message log, its journal of state changes, its snapshot,
+//! and the state machine they rebuild.
+//!
+//! Every state change happens under the state lock together with its journal append,
+//! so the journal's order is the state's order. Waiting for fsync and reading message
+//! bodies happen outside the lock. Sent messages become receivable only once durable
+//! (with fsync durability), exactly as topic records become fetchable.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use ferry_records::{BatchBuilder, Batches};
+use ferry_storage::{DiskHooks, Log, StorageError};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::config::Limits;
+use crate::error::{BrokerError, BrokerResult};
+use crate::queue::codec::{RESERVED_PREFIX, Snapshot, StoredMessage, decode_event, encode_event};
+use crate::queue::receipt::{Receipt, encode_receipt, message_id};
+use crate::queue::settings::QueueRecord;
+use crate::queue::state::{Depth, Event, QueueState, ReceiptError, StateConfig};
+use crate::topic::{DurabilitySetting, STANDALONE_LEADER_EPOCH};
+
+/// Longest FIFO group id or dedup id.
+pub const MAX_ID_LEN: usize = 128;
+/// Bytes read from the message log per read call.
+const READ_CHUNK_BYTES: usize = 1 << 20;
+/// Snapshot file name inside the queue directory.
+const SNAPSHOT_FILE: &str = "snapshot";
+
+/// A message to send, already converted from the wire.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// Payload.
+    pub body: Vec<u8>,
+    /// String attributes.
+    pub attributes: Vec<(String, String)>,
+    /// Delay; the queue's default when `None`.
+    pub delay_ms: Option<u64>,
+    /// FIFO message group.
+    pub group: Option<String>,
+    /// Dedup id.
+    pub dedup_id: Option<String>,
+}
+
+/// The outcome of one sent message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendOutcome {
+    /// Offset of the stored message (the original one for a duplicate).
+    pub offset: u64,
+    /// It was a duplicate within the dedup window and was not stored again.
+    pub duplicate: bool,
+}
+
+/// A delivered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveredMessage {
+    /// Offset in the message log.
+    pub offset: u64,
+    /// Receipt handle for this delivery.
+    pub receipt: String,
+    /// Receives including this one.
+    pub receive_count: u32,
+    /// When it was stored.
+    pub sent_at_ms: i64,
+    /// Its content.
+    pub message: StoredMessage,
+}
+
+/// How a receive behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiveOptions {
+    /// Most messages to return.
+    pub max_messages: usize,
+    /// Invisibility after delivery.
+    pub visibility_timeout_ms: u64,
+    /// Delete on delivery.
+    pub at_most_once: bool,
+}
+
+/// Counters since the broker started.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    /// Messages stored.
+    pub sent: AtomicU64,
+    /// Deliveries.
+    pub received: AtomicU64,
+    /// Acks (at-most-once deliveries included).
+    pub acked: AtomicU64,
+    /// Messages moved to the dead-letter queue.
+    pub dead_lettered: AtomicU64,
+    /// Messages dropped by retention.
+    pub expired: AtomicU64,
+    /// Sends not stored because of dedup.
+    pub deduplicated: AtomicU64,
+}
+
+/// Depth and counters, for describe and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Counts by status.
+    pub depth: Depth,
+    /// Age of the oldest message.
+    pub oldest_age_ms: u64,
+    /// Distinct recent consumers.
+    pub consumers: u32,
+    /// Messages stored.
+    pub sent: u64,
+    /// Deliveries.
+    pub received: u64,
+    /// Acks.
+    pub acked: u64,
+    /// Deadlines that passed without an ack.
+    pub redelivered: u64,
+    /// Moved to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Dropped by retention.
+    pub expired: u64,
+    /// Sends not stored because of dedup.
+    pub deduplicated: u64,
+}
+
+/// Bookkeeping for compaction.
+#[derive(Debug, Clone, Copy)]
+struct SnapshotMark {
+    /// Message log offset the last snapshot covers.
+    messages_end: u64,
+    /// Journal size when it was taken.
+    journal_bytes: u64,
+    /// When it was taken.
+    at: Instant,
+}
+
+/// One open queue.
+pub struct Queue {
+    /// What the metadata store holds for it.
+    pub record: QueueRecord,
+    dir: PathBuf,
+    limits: Limits,
+    messages: Arc<Log>,
+    journal: Arc<Log>,
+    // A std mutex: nothing awaits under it; it covers a state change and its journal write.
+    state: Mutex<QueueState>,
+    /// Wakes long polls when messages may have become receivable.
+    changed: Notify,
+    /// Wakes the housekeeping task early (dead letters waiting).
+    housekeeping: Notify,
+    /// Counters since start.
+    pub counters: QueueCounters,
+    consumers: Mutex<HashMap<String, Instant>>,
+    snapshot: Mutex<SnapshotMark>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a panic mid-update elsewhere; the state machine keeps its
+    // own invariants per call, so carrying on is the least harmful choice.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Queue {
+    /// Opens (creating if missing) and recovers the queue in `dir`. Blocking.
+    pub fn open(
+        record: QueueRecord,
+        dir: &Path,
+        limits: &Limits,
+        hooks: DiskHooks,
+        now_ms: i64,
+    ) -> BrokerResult<Queue> {
+        let name = record.name.clone();
+        let fail = |err: StorageError| BrokerError::queue_storage(&name, err);
+        let config = record.settings.log_config(limits);
+        let messages = Log::open_with_hooks(&dir.join("messages"), config.clone(), hooks.clone())
+            .map_err(fail)?;
+        let journal = Log::open_with_hooks(
+            &dir.join("journal"),
+            ferry_storage::LogConfig {
+                max_record_bytes: 64,
+                ..config
+            },
+            hooks,
+        )
+        .map_err(fail)?;
+        let settings = &record.settings;
+        let mut state = QueueState::new(StateConfig {
+            fifo: settings.fifo,
+            max_receive_count: settings.max_receive_count,
+            dedup_window_ms: settings.dedup_window_ms,
+        });
+        let snapshot = read_snapshot(&dir.join(SNAPSHOT_FILE)).map_err(|reason| {
+            BrokerError::Internal(format!("queue {name:?}: unreadable snapshot: {reason}"))
+        })?;
+        let (messages_from, journal_from) = match snapshot {
+            Some(snapshot) => {
+                for (offset, message) in snapshot.messages {
+                    state.restore_snapshot_message(offset, message, now_ms);
+                }
+                for (id, offset, sent_at) in snapshot.dedup {
+                    state.restore_dedup(id, offset, sent_at);
+                }
+                (snapshot.messages_end, snapshot.journal_end)
+            }
+            None => (messages.start_offset(), journal.start_offset()),
+        };
+        let messages_from = messages_from.max(messages.start_offset());
+        let journal_from = journal_from.max(journal.start_offset());
+        for_each_record(&messages, messages_from, |offset, record| {
+            let message = StoredMessage::from_record(record)?;
+            state.restore_message(offset, message.state_entry(record.timestamp_ms), now_ms);
+            Ok(())
+        })
+        .map_err(|err| replay_error(&name, "message log", err))?;
+        for_each_record(&journal, journal_from, |_, record| {
+            state.apply(&decode_event(record.value)?, now_ms);
+            Ok(())
+        })
+        .map_err(|err| replay_error(&name, "journal", err))?;
+        state.advance(now_ms);
+        tracing::info!(
+            queue = %name,
+            messages = state.len(),
+            "queue recovered"
+        );
+        let journal_bytes = journal.size_bytes();
+        Ok(Queue {
+            record,
+            dir: dir.to_owned(),
+            limits: limits.clone(),
+            messages: Arc::new(messages),
+            journal: Arc::new(journal),
+            state: Mutex::new(state),
+            changed: Notify::new(),
+            housekeeping: Notify::new(),
+            counters: QueueCounters::default(),
+            consumers: Mutex::new(HashMap::new()),
+            snapshot: Mutex::new(SnapshotMark {
+                messages_end: messages_from,
+                journal_bytes,
+                at: Instant::now(),
+            }),
+        })
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.record.name
+    }
+
+    /// The directory holding its files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The id clients see for the message at `offset`.
+    pub fn message_id(&self, offset: u64) -> String {
+        message_id(self.record.incarnation, offset)
+    }
+
+    fn storage_error(&self, err: StorageError) -> BrokerError {
+        BrokerError::queue_storage(&self.record.name, err)
+    }
+
+    fn waits_for_disk(&self) -> bool {
+        self.record.settings.durability == DurabilitySetting::Fsync
+    }
+
+    /// Checks a send request before anything is stored.
+    pub fn validate_send(&self, messages: &[OutgoingMessage]) -> BrokerResult<()> {
+        let settings = &self.record.settings;
+        let limits = &self.limits;
+        if messages.is_empty() {
+            return Err(BrokerError::InvalidArgument(
+                "a send needs at least one message".into(),
+            ));
+        }
+        if messages.len() > limits.max_send_messages as usize {
+            return Err(BrokerError::LimitExceeded {
+                what: "messages per send request",
+                limit: u64::from(limits.max_send_messages),
+            });
+        }
+        let mut total = 0usize;
+        for message in messages {
+            let size = message.body.len()
+                + message
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>();
+            if size > settings.max_message_bytes as usize {
+                return Err(BrokerError::MessageTooLarge {
+                    size,
+                    limit: settings.max_message_bytes as usize,
+                });
+            }
+            total += size;
+            if message.attributes.len() > limits.max_message_attributes as usize {
+                return Err(BrokerError::LimitExceeded {
+                    what: "attributes per message",
+                    limit: u64::from(limits.max_message_attributes),
+                });
+            }
+            for (key, _) in &message.attributes {
+                if key.is_empty() || key.starts_with(RESERVED_PREFIX) {
+                    return Err(BrokerError::InvalidArgument(format!(
+                        "attribute name {key:?} is empty or uses the reserved prefix {RESERVED_PREFIX:?}"
+                    )));
+                }
+            }
+            if let Some(delay) = message.delay_ms
+                && delay > limits.max_delay_ms
+            {
+                return Err(BrokerError::InvalidArgument(format!(
+                    "delay of {delay} ms exceeds the maximum of {} ms",
+                    limits.max_delay_ms
+                )));
+            }
+            for (what, id) in [
+                ("group id", &message.group),
+                ("dedup id", &message.dedup_id),
+            ] {
+                if let Some(id) = id
+                    && (id.is_empty() || id.len() > MAX_ID_LEN)
+                {
+                    return Err(BrokerError::InvalidArgument(format!(
+                        "{what} must be 1 to {MAX_ID_LEN} bytes, got {}",
+                        id.len()
+                    )));
+                }
+            }
+            if settings.fifo && message.group.is_none() {
+                return Err(BrokerError::InvalidArgument(format!(
+                    "queue {:?} is FIFO: every message needs a group id",
+                    self.record.name
+                )));
+            }
+        }
+        // Headers for system fields add a little; the batch must fit the log's limit.
+        if total > (limits.max_batch_bytes as usize) / 2 {
+            return Err(BrokerError::BatchTooLarge {
+                size: total,
+                limit: (limits.max_batch_bytes as usize) / 2,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores messages (validated with [`Queue::validate_send`]). Blocking.
+    pub fn send_blocking(
+        &self,
+        outgoing: Vec<OutgoingMessage>,
+        now_ms: i64,
+    ) -> BrokerResult<Vec<SendOutcome>> {
+        let settings = &self.record.settings;
+        let stored: Vec<StoredMessage> = outgoing
+            .into_iter()
+            .map(|m| {
+                let dedup_id = m.dedup_id.or_else(|| {
+                    settings
+                        .content_based_dedup
+                        .then(|| content_dedup_id(&m.body))
+                });
+                let delay = m.delay_ms.unwrap_or(settings.delay_ms);
+                StoredMessage {
+                    body: m.body,
+                    attributes: m.attributes,
+                    visible_at_ms: (delay > 0)
+                        .then(|| now_ms.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX))),
+                    group: m.group,
+                    dedup_id,
+                    dead_letter: None,
+                }
+            })
+            .collect();
+        self.store(stored, now_ms)
+    }
+
+    /// Appends messages under the state lock, then waits for them to be durable and
+    /// makes them receivable.
+    fn store(&self, stored: Vec<StoredMessage>, now_ms: i64) -> BrokerResult<Vec<SendOutcome>> {
+        let mut outcomes = Vec::with_capacity(stored.len());
+        let last_offset = {
+            let mut state = lock(&self.state);
+            if state.len() + stored.len() > self.record.settings.max_messages as usize {
+                return Err(BrokerError::LimitExceeded {
+                    what: "messages held by the queue",
+                    limit: self.record.settings.max_messages,
+                });
+            }
+            let base = self.messages.end_offset();
+            let mut builder = BatchBuilder::new();
+            let mut batch_ids: HashMap<&str, u64> = HashMap::new();
+            let mut added = Vec::new();
+            for message in &stored {
+                let offset = base + u64::from(builder.record_count());
+                if let Some(id) = message.dedup_id.as_deref() {
+                    let original = batch_ids
+                        .get(id)
+                        .copied()
+                        .or_else(|| state.find_duplicate(id, now_ms));
+                    if let Some(original) = original {
+                        outcomes.push(SendOutcome {
+                            offset: original,
+                            duplicate: true,
+                        });
+                        continue;
+                    }
+                    batch_ids.insert(id, offset);
+                }
+                let headers = message.headers();
+                let refs: Vec<(&str, &[u8])> =
+                    headers.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+                builder.push(None, &message.body, &refs, now_ms);
+                added.push((offset, message.state_entry(now_ms)));
+                outcomes.push(SendOutcome {
+                    offset,
+                    duplicate: false,
+                });
+            }
+            let duplicates = (stored.len() - added.len()) as u64;
+            self.counters
+                .deduplicated
+                .fetch_add(duplicates, Ordering::Relaxed);
+            let Some(batch) = builder.finish() else {
+                return Ok(outcomes);
+            };
+            let appended = self
+                .messages
+                .append(batch, STANDALONE_LEADER_EPOCH, now_ms)
+                .map_err(|err| self.storage_error(err))?;
+            if appended.base_offset != base {
+                return Err(BrokerError::Internal(format!(
+                    "queue {:?}: append landed at {} instead of {base}",
+                    self.record.name, appended.base_offset
+                )));
+            }
+            self.counters
+                .sent
+                .fetch_add(added.len() as u64, Ordering::Relaxed);
+            for (offset, entry) in added {
+                state.add(offset, entry);
+            }
+            appended.last_offset
+        };
+        if self.waits_for_disk() {
+            self.messages
+                .wait_durable(last_offset + 1)
+                .map_err(|err| self.storage_error(err))?;
+        }
+        let visible = lock(&self.state).promote(self.messages.visible_end_offset(), now_ms);
+        if visible > 0 {
+            self.changed.notify_waiters();
+        }
+        Ok(outcomes)
+    }
+
+    /// Appends events to the journal (under the state lock: the caller holds it).
+    fn journal_events(&self, events: &[Event], now_ms: i64) -> BrokerResult<Option<u64>> {
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let mut builder = BatchBuilder::with_capacity(events.len() * 24 + 128);
+        let mut value = Vec::with_capacity(32);
+        for event in events {
+            value.clear();
+            encode_event(event, &mut value);
+            builder.push(None, &value, &[], now_ms);
+        }
+        let Some(batch) = builder.finish() else {
+            return Ok(None);
+        };
+        let appended = self
+            .journal
+            .append(batch, STANDALONE_LEADER_EPOCH, now_ms)
+            .map_err(|err| self.storage_error(err))?;
+        Ok(Some(appended.last_offset + 1))
+    }
+
+    fn wait_journal(&self, end: Option<u64>) -> BrokerResult<()> {
+        if let Some(end) = end
+            && self.waits_for_disk()
+        {
+            self.journal
+                .wait_durable(end)
+                .map_err(|err| self.storage_error(err))?;
+        }
+        Ok(())
+    }
+
+    /// Delivers up to `max_messages` messages without waiting. Blocking.
+    pub fn receive_blocking(
+        &self,
+        options: ReceiveOptions,
+        now_ms: i64,
+    ) -> BrokerResult<Vec<DeliveredMessage>> {
+        let mut events = Vec::new();
+        let (deliveries, journal_end) = {
+            let mut state = lock(&self.state);
+            let before = state.depth().dead_letter;
+            let deliveries = state.receive(
+                options.max_messages,
+                options.visibility_timeout_ms,
+                options.at_most_once,
+                now_ms,
+                new_token,
+                &mut events,
+            );
+            if state.depth().dead_letter > before {
+                self.housekeeping.notify_one();
+            }
+            let end = self.journal_events(&events, now_ms)?;
+            (deliveries, end)
+        };
+        if deliveries.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.wait_journal(journal_end)?;
+        let count = deliveries.len() as u64;
+        self.counters.received.fetch_add(count, Ordering::Relaxed);
+        if options.at_most_once {
+            self.counters.acked.fetch_add(count, Ordering::Relaxed);
+        }
+        let mut offsets: Vec<u64> = deliveries.iter().map(|d| d.offset).collect();
+        offsets.sort_unstable();
+        let mut bodies = self.read_messages(&offsets)?;
+        let incarnation = self.record.incarnation;
+        Ok(deliveries
+            .into_iter()
+            .filter_map(|delivery| {
+                let Some((message, sent_at_ms)) = bodies.remove(&delivery.offset) else {
+                    tracing::warn!(queue = %self.record.name, offset = delivery.offset, "delivered message missing from the log");
+                    return None;
+                };
+                Some(DeliveredMessage {
+                    offset: delivery.offset,
+                    receipt: encode_receipt(incarnation, delivery.offset, delivery.token),
+                    receive_count: delivery.receive_count,
+                    sent_at_ms,
+                    message,
+                })
+            })
+            .collect())
+    }
+
+    /// Reads the stored messages at `offsets` (sorted). Blocking.
+    fn read_messages(&self, offsets: &[u64]) -> BrokerResult<HashMap<u64, (StoredMessage, i64)>> {
+        let mut found = HashMap::with_capacity(offsets.len());
+        let end = self.messages.end_offset();
+        let mut next = 0;
+        while let Some(&offset) = offsets.get(next) {
+            let read = self
+                .messages
+                .read(offset, READ_CHUNK_BYTES, end)
+                .map_err(|err| self.storage_error(err))?;
+            for batch in Batches::new(&read.bytes) {
+                let batch = batch.map_err(|err| self.corrupt(err))?;
+                for record in batch.records() {
+                    let record = record.map_err(|err| self.corrupt(err))?;
+                    if offsets.binary_search(&record.offset).is_ok() {
+                        let message =
+                            StoredMessage::from_record(&record).map_err(|err| self.corrupt(err))?;
+                        found.insert(record.offset, (message, record.timestamp_ms));
+                    }
+                }
+            }
+            let resume = read.next_offset.max(offset + 1);
+            next += offsets[next..].partition_point(|o| *o < resume);
+        }
+        Ok(found)
+    }
+
+    fn corrupt(&self, err: ferry_records::RecordError) -> BrokerError {
+        BrokerError::Internal(format!(
+            "queue {:?}: unreadable stored message: {err}",
+            self.record.name
+        ))
+    }
+
+    /// Acks, nacks or changes visibility for a batch of receipts; per-receipt results.
+    /// Blocking.
+    pub fn settle_blocking(
+        &self,
+        receipts: &[Receipt],
+        action: Settle,
+        now_ms: i64,
+    ) -> BrokerResult<Vec<Result<(), ReceiptError>>> {
+        let mut events = Vec::with_capacity(receipts.len());
+        let (results, journal_end) = {
+            let mut state = lock(&self.state);
+            let results: Vec<Result<(), ReceiptError>> = receipts
+                .iter()
+                .map(|r| {
+                    let event = match action {
+                        Settle::Ack => state.ack(r.offset, r.token),
+                        Settle::Visibility(timeout_ms) => {
+                            state.change_visibility(r.offset, r.token, timeout_ms, now_ms)
+                        }
+                    }?;
+                    events.push(event);
+                    Ok(())
+                })
+                .collect();
+            (results, self.journal_events(&events, now_ms)?)
+        };
+        self.wait_journal(journal_end)?;
+        let settled = events.len() as u64;
+        match action {
+            Settle::Ack => {
+                self.counters.acked.fetch_add(settled, Ordering::Relaxed);
+            }
+            Settle::Visibility(0) if settled > 0 => self.changed.notify_waiters(),
+            Settle::Visibility(_) => {}
+        }
+        Ok(results)
+    }
+
+    /// Removes every message stored so far. Blocking.
+    pub fn purge_blocking(&self, now_ms: i64) -> BrokerResult<u64> {
+        let (purged, journal_end) = {
+            let mut state = lock(&self.state);
+            let (purged, event) = state.purge(self.messages.end_offset());
+            (purged, self.journal_events(&[event], now_ms)?)
+        };
+        self.wait_journal(journal_end)?;
+        Ok(purged as u64)
+    }
+
+    /// Applies time: wakes receivers for messages whose delay or deadline ended.
+    pub fn tick(&self, now_ms: i64) {
+        let visible = lock(&self.state).advance(now_ms);
+        if visible > 0 {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// The earliest time something changes by itself.
+    pub fn next_due_ms(&self) -> Option<i64> {
+        lock(&self.state).next_due_ms()
+    }
+
+    /// Dead-letter candidates with their content. Blocking.
+    pub fn dead_letter_batch(
+        &self,
+        max: usize,
+        now_ms: i64,
+    ) -> BrokerResult<Vec<(u64, StoredMessage, u32)>> {
+        let candidates: Vec<(u64, u32)> = {
+            let mut state = lock(&self.state);
+            state.advance(now_ms);
+            state
+                .dead_letter_candidates(max)
+                .into_iter()
+                .filter_map(|o| state.message(o).map(|m| (o, m.receive_count)))
+                .collect()
+        };
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let offsets: Vec<u64> = candidates.iter().map(|(o, _)| *o).collect();
+        let mut bodies = self.read_messages(&offsets)?;
+        Ok(candidates
+            .into_iter()
+            .filter_map(|(offset, count)| {
+                bodies
+                    .remove(&offset)
+                    .map(|(message, _)| (offset, message, count))
+            })
+            .collect())
+    }
+
+    /// Stores messages moved here from elsewhere (dead-lettering, redrive). Blocking.
+    pub fn store_moved_blocking(
+        &self,
+        messages: Vec<StoredMessage>,
+        now_ms: i64,
+    ) -> BrokerResult<Vec<SendOutcome>> {
+        self.store(messages, now_ms)
+    }
+
+    /// Removes messages that were copied to the dead-letter queue. Blocking.
+    pub fn finish_dead_letters(&self, offsets: &[u64], now_ms: i64) -> BrokerResult<u64> {
+        let (moved, journal_end) = {
+            let mut state = lock(&self.state);
+            let events: Vec<Event> = offsets
+                .iter()
+                .filter_map(|o| state.dead_lettered(*o))
+                .collect();
+            (events.len(), self.journal_events(&events, now_ms)?)
+        };
+        self.wait_journal(journal_end)?;
+        self.counters
+            .dead_lettered
+            .fetch_add(moved as u64, Ordering::Relaxed);
+        Ok(moved as u64)
+    }
+
+    /// Drops messages older than the retention period. Blocking.
+    pub fn expire_blocking(&self, now_ms: i64, max: usize) -> BrokerResult<usize> {
+        let retention = self.record.settings.retention_ms;
+        if retention == 0 {
+            return Ok(0);
+        }
+        let cutoff = now_ms.saturating_sub(i64::try_from(retention).unwrap_or(i64::MAX));
+        let mut events = Vec::new();
+        let (expired, journal_end) = {
+            let mut state = lock(&self.state);
+            let expired = state.expire(cutoff, max, &mut events);
+            (expired, self.journal_events(&events, now_ms)?)
+        };
+        self.wait_journal(journal_end)?;
+        if expired > 0 {
+            self.counters
+                .expired
+                .fetch_add(expired as u64, Ordering::Relaxed);
+            tracing::info!(queue = %self.record.name, expired, "retention dropped messages");
+        }
+        Ok(expired)
+    }
+
+    /// Flushes both logs (interval durability and shutdown). Blocking.
+    pub fn flush_blocking(&self) -> BrokerResult<()> {
+        self.messages
+            .flush()
+            .map_err(|err| self.storage_error(err))?;
+        self.journal
+            .flush()
+            .map_err(|err| self.storage_error(err))?;
+        let visible =
+            lock(&self.state).promote(self.messages.visible_end_offset(), crate::clock::now_ms());
+        if visible > 0 {
+            self.changed.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Snapshots the state and deletes the journal and message segments it makes
+    /// unnecessary, when the journal grew enough or long enough ago. Blocking.
+    pub fn compact_if_due(&self, every_bytes: u64, every_ms: u64) -> BrokerResult<bool> {
+        let mark = *lock(&self.snapshot);
+        let grown = self.journal.size_bytes().saturating_sub(mark.journal_bytes);
+        let due = grown >= every_bytes
+            || (grown > 0 && mark.at.elapsed().as_millis() >= u128::from(every_ms));
+        if due {
+            self.compact()?;
+        } else {
+            self.delete_consumed_messages(mark.messages_end)?;
+        }
+        Ok(due)
+    }
+
+    /// Takes a snapshot now and compacts. Blocking.
+    pub fn compact(&self) -> BrokerResult<()> {
+        let snapshot = {
+            let state = lock(&self.state);
+            Snapshot {
+                messages_end: self.messages.end_offset(),
+                journal_end: self.journal.end_offset(),
+                messages: state
+                    .messages()
+                    .map(|(o, m)| (o, m.clone()))
+                    .chain(state.pending().map(|(o, m)| {
+                        (
+                            o,
+                            crate::queue::state::MessageState {
+                                sent_at_ms: m.sent_at_ms,
+                                visible_at_ms: m.visible_at_ms,
+                                receive_count: 0,
+                                token: 0,
+                                group: m.group.clone(),
+                                status: crate::queue::state::Status::Delayed,
+                            },
+                        )
+                    }))
+                    .collect(),
+                dedup: state
+                    .dedup_entries()
+                    .map(|(id, o, at)| (id.to_owned(), o, at))
+                    .collect(),
+            }
+        };
+        // Everything the snapshot covers must be on disk before the snapshot exists.
+        self.messages
+            .flush()
+            .map_err(|err| self.storage_error(err))?;
+        self.journal
+            .flush()
+            .map_err(|err| self.storage_error(err))?;
+        write_snapshot(&self.dir.join(SNAPSHOT_FILE), &snapshot.encode()).map_err(|err| {
+            self.storage_error(StorageError::Io {
+                context: format!("writing {}", self.dir.join(SNAPSHOT_FILE).display()),
+                source: err,
+            })
+        })?;
+        self.journal
+            .delete_before(snapshot.journal_end)
+            .map_err(|err| self.storage_error(err))?;
+        *lock(&self.snapshot) = SnapshotMark {
+            messages_end: snapshot.messages_end,
+            journal_bytes: self.journal.size_bytes(),
+            at: Instant::now(),
+        };
+        self.delete_consumed_messages(snapshot.messages_end)
+    }
+
+    /// Deletes message segments below both the oldest held message and the last
+    /// snapshot (replay starts there).
+    fn delete_consumed_messages(&self, snapshot_end: u64) -> BrokerResult<()> {
+        let lowest = lock(&self.state)
+            .lowest_offset()
+            .unwrap_or_else(|| self.messages.end_offset());
+        self.messages
+            .delete_before(lowest.min(snapshot_end))
+            .map_err(|err| self.storage_error(err))?;
+        Ok(())
+    }
+
+    /// Depth, age and counters.
+    pub fn stats(&self, now_ms: i64) -> QueueStats {
+        let (depth, oldest, redelivered) = {
+            let mut state = lock(&self.state);
+            state.advance(now_ms);
+            (
+                state.depth(),
+                state.oldest_sent_at_ms(),
+                state.transitions().redelivered,
+            )
+        };
+        let c = &self.counters;
+        QueueStats {
+            depth,
+            oldest_age_ms: oldest.map_or(0, |at| u64::try_from(now_ms - at).unwrap_or(0)),
+            consumers: self.consumer_count(),
+            sent: c.sent.load(Ordering::Relaxed),
+            received: c.received.load(Ordering::Relaxed),
+            acked: c.acked.load(Ordering::Relaxed),
+            redelivered,
+            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+            expired: c.expired.load(Ordering::Relaxed),
+            deduplicated: c.deduplicated.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Notes that `consumer` is receiving.
+    pub fn saw_consumer(&self, consumer: &str) {
+        let mut consumers = lock(&self.consumers);
+        if let Some(seen) = consumers.get_mut(consumer) {
+            *seen = Instant::now();
+        } else if consumers.len() < MAX_TRACKED_CONSUMERS {
+            consumers.insert(consumer.to_owned(), Instant::now());
+        }
+    }
+
+    fn consumer_count(&self) -> u32 {
+        let mut consumers = lock(&self.consumers);
+        consumers.retain(|_, seen| seen.elapsed() < CONSUMER_WINDOW);
+        u32::try_from(consumers.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Resolves when messages may have become receivable; create it before trying.
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    /// Resolves when dead letters are waiting.
+    pub fn housekeeping(&self) -> &Notify {
+        &self.housekeeping
+    }
+
+    /// Wakes every long poll (shutdown, deletion).
+    pub fn wake_all(&self) {
+        self.changed.notify_waiters();
+    }
+
+    /// Flushes and closes both logs. Blocking.
+    pub fn close(&self) -> BrokerResult<()> {
+        self.messages
+            .close()
+            .map_err(|err| self.storage_error(err))?;
+        self.journal.close().map_err(|err| self.storage_error(err))
+    }
+
+    /// Checks the state machine's indexes (tests).
+    #[cfg(test)]
+    pub fn check_invariants(&self) {
+        lock(&self.state).check_invariants();
+    }
+}
+
+/// Consumers counted in describe: those seen receiving within this window.
+const CONSUMER_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Consumers tracked per queue; beyond it new ones are not counted.
+const MAX_TRACKED_CONSUMERS: usize = 10_000;
+
+/// What to do with the messages named by receipts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Delete them.
+    Ack,
+    /// Make them visible after this many ms (0: now).
+    Visibility(u64),
+}
+
+/// A nonzero random receipt token (0 means "never received").
+fn new_token() -> u64 {
+    fastrand::u64(1..)
+}
+
+/// The dedup id content-based dedup derives from a body.
+fn content_dedup_id(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    let mut id = String::with_capacity(64);
+    for byte in digest {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    id
+}
+
+fn replay_error(queue: &str, what: &str, err: ReplayError) -> BrokerError {
+    match err {
+        ReplayError::Storage(err) => BrokerError::queue_storage(queue, err),
+        ReplayError::Record(err) => {
+            BrokerError::Internal(format!("queue {queue:?}: unreadable {what} record: {err}"))
+        }
+    }
+}
+
+/// Why replaying a log failed.
+#[derive(Debug, thiserror::Error)]
+enum ReplayError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Record(#[from] ferry_records::RecordError),
+}
+
+/// Calls `visit` for every record of `log` from `from` to its end.
+fn for_each_record(
+    log: &Log,
+    from: u64,
+    mut visit: impl FnMut(u64, &ferry_records::Record<'_>) -> Result<(), ferry_records::RecordError>,
+) -> Result<(), ReplayError> {
+    let end = log.end_offset();
+    let mut offset = from;
+    while offset < end {
+        let read = log.read(offset, 4 * READ_CHUNK_BYTES, end)?;
+        for batch in Batches::new(&read.bytes) {
+            let batch = batch?;
+            for record in batch.records() {
+                let record = record?;
+                if record.offset >= from {
+                    visit(record.offset, &record)?;
+                }
+            }
+        }
+        if read.next_offset <= offset {
+            break;
+        }
+        offset = read.next_offset;
+    }
+    Ok(())
+}
+
+fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => Snapshot::decode(&bytes)
+            .map(Some)
+            .map_err(|err| err.to_string()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// Writes the snapshot atomically: a temporary file, fsync, rename, fsync the directory.
+fn write_snapshot(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

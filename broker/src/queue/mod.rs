@@ -1,0 +1,21 @@
+//! Point-to-point queues on the storage engine: each message goes to one consumer,
+//! is redelivered when not acked in time, and is dead-lettered after too many
+//! receives. Layout and recovery are described in `docs/queues.md`.
+
+pub mod codec;
+mod instance;
+pub mod receipt;
+mod registry;
+mod settings;
+pub mod state;
+
+pub use instance::{
+    DeliveredMessage, MAX_ID_LEN, OutgoingMessage, Queue, QueueStats, ReceiveOptions, SendOutcome,
+    Settle,
+};
+pub use registry::{Housekeeping, Queues, ReceiveRequest};
+pub use settings::{QueueOverrides, QueueRecord, QueueSettings};
+pub use state::ReceiptError;
+
+#[cfg(test)]
+mod tests;

@@ -42,6 +42,22 @@ pub struct GroupLabels {
     pub partition: u32,
 }
 
+/// Labels naming a queue.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// Queue name.
+    pub queue: String,
+}
+
+/// Labels naming a queue and a message state or event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueKindLabels {
+    /// Queue name.
+    pub queue: String,
+    /// `visible`, `in_flight`, … for depth; `sent`, `acked`, … for events.
+    pub kind: &'static str,
+}
+
 /// Labels naming an RPC outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -86,6 +102,15 @@ pub struct Metrics {
     pub group_lag: Family<GroupLabels, Gauge>,
     /// Failed requests by method and status code.
     pub request_errors: Family<ErrorLabels, Counter>,
+    /// Messages held per queue by state.
+    pub queue_messages: Family<QueueKindLabels, Gauge>,
+    /// Age of each queue's oldest message.
+    pub queue_oldest_age_seconds: Family<QueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Consumers seen receiving in the last minute, per queue.
+    pub queue_consumers: Family<QueueLabels, Gauge>,
+    /// Message events per queue (sent, received, acked, redelivered, dead_lettered,
+    /// expired, deduplicated), since the broker started.
+    pub queue_events: Family<QueueKindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -110,6 +135,10 @@ impl Metrics {
             log_size_bytes: Family::default(),
             group_lag: Family::default(),
             request_errors: Family::default(),
+            queue_messages: Family::default(),
+            queue_oldest_age_seconds: Family::default(),
+            queue_consumers: Family::default(),
+            queue_events: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -166,6 +195,26 @@ impl Metrics {
             "request_errors",
             "Failed requests by method and code",
             metrics.request_errors.clone(),
+        );
+        registry.register(
+            "queue_messages",
+            "Messages held by a queue, by state (visible, in_flight, delayed, dead_letter)",
+            metrics.queue_messages.clone(),
+        );
+        registry.register(
+            "queue_oldest_message_age_seconds",
+            "Age of the oldest message in a queue",
+            metrics.queue_oldest_age_seconds.clone(),
+        );
+        registry.register(
+            "queue_consumers",
+            "Consumers that received from a queue in the last minute",
+            metrics.queue_consumers.clone(),
+        );
+        registry.register(
+            "queue_events",
+            "Queue message events since start: sent, received, acked, redelivered, dead_lettered, expired, deduplicated",
+            metrics.queue_events.clone(),
         );
         Self {
             registry,
@@ -225,6 +274,64 @@ fn refresh_gauges(broker: &Broker) {
             partition,
         };
         metrics.group_lag.get_or_create(&labels).set(gauge(lag));
+    }
+    refresh_queue_metrics(broker);
+}
+
+/// Sets the per-queue metrics from each queue's state. Counters are re-created from
+/// the queue's own totals, so a deleted and re-created queue reads as a counter reset.
+fn refresh_queue_metrics(broker: &Broker) {
+    let metrics = &broker.metrics;
+    metrics.queue_messages.clear();
+    metrics.queue_oldest_age_seconds.clear();
+    metrics.queue_consumers.clear();
+    metrics.queue_events.clear();
+    let now = crate::clock::now_ms();
+    for queue in broker.queues.list() {
+        let stats = queue.stats(now);
+        let name = queue.name().to_owned();
+        let depth = [
+            ("visible", stats.depth.visible),
+            ("in_flight", stats.depth.in_flight),
+            ("delayed", stats.depth.delayed),
+            ("dead_letter", stats.depth.dead_letter),
+        ];
+        for (kind, value) in depth {
+            metrics
+                .queue_messages
+                .get_or_create(&QueueKindLabels {
+                    queue: name.clone(),
+                    kind,
+                })
+                .set(gauge(value));
+        }
+        let events = [
+            ("sent", stats.sent),
+            ("received", stats.received),
+            ("acked", stats.acked),
+            ("redelivered", stats.redelivered),
+            ("dead_lettered", stats.dead_lettered),
+            ("expired", stats.expired),
+            ("deduplicated", stats.deduplicated),
+        ];
+        for (kind, value) in events {
+            metrics
+                .queue_events
+                .get_or_create(&QueueKindLabels {
+                    queue: name.clone(),
+                    kind,
+                })
+                .inc_by(value);
+        }
+        let labels = QueueLabels { queue: name };
+        metrics
+            .queue_oldest_age_seconds
+            .get_or_create(&labels)
+            .set(stats.oldest_age_ms as f64 / 1000.0);
+        metrics
+            .queue_consumers
+            .get_or_create(&labels)
+            .set(i64::from(stats.consumers));
     }
 }
 

@@ -49,9 +49,21 @@ struct StandaloneArgs {
     /// Partitions of topics created without a count.
     #[arg(long, env = "FERRY_DEFAULT_PARTITIONS")]
     default_partitions: Option<u32>,
-    /// Durability of topics created without one: fsync, interval or none.
+    /// Durability of topics and queues created without one: fsync, interval or none.
     #[arg(long, env = "FERRY_DEFAULT_DURABILITY", value_parser = parse_durability)]
     default_durability: Option<DurabilitySetting>,
+    /// Longest queue receive long-poll wait, in ms.
+    #[arg(long, env = "FERRY_MAX_RECEIVE_WAIT_MS")]
+    max_receive_wait_ms: Option<u32>,
+    /// Longest queue visibility timeout, in ms.
+    #[arg(long, env = "FERRY_MAX_VISIBILITY_TIMEOUT_MS")]
+    max_visibility_timeout_ms: Option<u64>,
+    /// Longest queue message delay, in ms.
+    #[arg(long, env = "FERRY_MAX_DELAY_MS")]
+    max_delay_ms: Option<u64>,
+    /// How often queues look for dead letters, expired messages and compaction, in ms.
+    #[arg(long, env = "FERRY_QUEUE_HOUSEKEEPING_INTERVAL_MS")]
+    queue_housekeeping_interval_ms: Option<u64>,
     /// How often retention runs, in ms.
     #[arg(long, env = "FERRY_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
@@ -87,6 +99,8 @@ impl StandaloneArgs {
         if let Some(v) = self.max_message_bytes {
             limits.max_message_bytes = v;
             config.topic_defaults.max_message_bytes = v;
+            config.queue_defaults.max_message_bytes =
+                config.queue_defaults.max_message_bytes.min(v);
         }
         if let Some(v) = self.max_batch_bytes {
             limits.max_batch_bytes = v;
@@ -99,6 +113,22 @@ impl StandaloneArgs {
         }
         if let Some(v) = self.default_durability {
             config.topic_defaults.durability = v;
+            config.queue_defaults.durability = v;
+        }
+        if let Some(v) = self.max_receive_wait_ms {
+            limits.max_receive_wait_ms = v;
+            config.queue_defaults.receive_wait_ms = config.queue_defaults.receive_wait_ms.min(v);
+        }
+        if let Some(v) = self.max_visibility_timeout_ms {
+            limits.max_visibility_timeout_ms = v;
+            config.queue_defaults.visibility_timeout_ms =
+                config.queue_defaults.visibility_timeout_ms.min(v);
+        }
+        if let Some(v) = self.max_delay_ms {
+            limits.max_delay_ms = v;
+        }
+        if let Some(v) = self.queue_housekeeping_interval_ms {
+            config.queue_housekeeping_interval_ms = v;
         }
         if let Some(v) = self.retention_check_interval_ms {
             config.retention_check_interval_ms = v;

@@ -28,8 +28,11 @@ use crate::topic::{DurabilitySetting, STANDALONE_LEADER_EPOCH};
 
 /// Longest FIFO group id or dedup id.
 pub const MAX_ID_LEN: usize = 128;
-/// Bytes read from the message log per read call.
-const READ_CHUNK_BYTES: usize = 1 << 20;
+/// Bytes read from the message log per read call when delivering. Small: a receive
+/// usually wants a few neighbouring batches, and a read returns at least one whole batch.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Bytes read per call when replaying a log at start-up.
+const REPLAY_CHUNK_BYTES: usize = 4 << 20;
 /// Snapshot file name inside the queue directory.
 const SNAPSHOT_FILE: &str = "snapshot";
 
@@ -946,7 +949,7 @@ fn for_each_record(
     let end = log.end_offset();
     let mut offset = from;
     while offset < end {
-        let read = log.read(offset, 4 * READ_CHUNK_BYTES, end)?;
+        let read = log.read(offset, REPLAY_CHUNK_BYTES, end)?;
         for batch in Batches::new(&read.bytes) {
             let batch = batch?;
             for record in batch.records() {

@@ -132,13 +132,16 @@ impl ClientError {
         match self {
             Self::Transport { .. } => true,
             Self::Broker { status, code, .. } => {
-                matches!(
-                    status,
-                    Some(tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
-                ) || matches!(
-                    code,
-                    ErrorCode::NotLeader | ErrorCode::ShuttingDown | ErrorCode::MetadataUnavailable
-                )
+                !is_definitive(*code)
+                    && (matches!(
+                        status,
+                        Some(tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+                    ) || matches!(
+                        code,
+                        ErrorCode::NotLeader
+                            | ErrorCode::ShuttingDown
+                            | ErrorCode::MetadataUnavailable
+                    ))
             }
             _ => false,
         }
@@ -173,6 +176,20 @@ impl ClientError {
             _ => 0,
         }
     }
+}
+
+/// Codes that describe the named queue or receipt rather than a passing condition:
+/// sending the same request again gets the same answer, whatever the gRPC status. A
+/// stale receipt in particular stays stale; only a new receive yields a working one.
+fn is_definitive(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::QueueNotFound
+            | ErrorCode::QueueAlreadyExists
+            | ErrorCode::QueueInUse
+            | ErrorCode::ReceiptInvalid
+            | ErrorCode::ReceiptStale
+    )
 }
 
 /// Whether a detail-less status is tonic reporting a connection problem rather than
@@ -245,6 +262,31 @@ mod tests {
         assert_eq!(err.status_code(), Some(tonic::Code::InvalidArgument));
         assert_eq!(err.to_string(), "bad name");
         assert!(!err.is_retriable());
+    }
+
+    #[test]
+    fn queue_and_receipt_errors_are_not_retriable() {
+        for code in [
+            ErrorCode::QueueNotFound,
+            ErrorCode::QueueAlreadyExists,
+            ErrorCode::QueueInUse,
+            ErrorCode::ReceiptInvalid,
+            ErrorCode::ReceiptStale,
+        ] {
+            let detail = ErrorDetail {
+                code: code as i32,
+                ..ErrorDetail::default()
+            };
+            let inline = ClientError::from_detail(None, &detail);
+            assert_eq!(inline.code(), Some(code));
+            assert!(!inline.is_retriable(), "{code:?} inline");
+            // Even a status that usually means "try again" does not make them so.
+            let status = status_with(tonic::Code::Unavailable, &detail);
+            assert!(
+                !ClientError::from_status(&status, "h").is_retriable(),
+                "{code:?}"
+            );
+        }
     }
 
     #[test]

@@ -27,9 +27,10 @@ mod producer;
 mod types;
 
 pub use connection::{
-    BatchAck, Client, ClientConfig, Durability, FetchOptions, FetchTarget, FetchedPartition,
-    GroupDescription, GroupMember, PartitionLag, PartitionState, ProducerIdentity, ReplicationMode,
-    TopicDescription, TopicSettings,
+    BatchAck, Client, ClientConfig, DeadLetterOrigin, Durability, FetchOptions, FetchTarget,
+    FetchedPartition, GroupDescription, GroupMember, OutgoingMessage, PartitionLag, PartitionState,
+    ProducerIdentity, QueueDescription, QueueMessage, QueueSettings, QueueStats, ReceiveOptions,
+    ReplicationMode, SendReceipt, TopicDescription, TopicSettings,
 };
 pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
 pub use error::ClientError;

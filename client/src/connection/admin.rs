@@ -21,7 +21,7 @@ pub enum Durability {
 }
 
 impl Durability {
-    fn to_proto(self) -> pb::Durability {
+    pub(super) fn to_proto(self) -> pb::Durability {
         match self {
             Self::Fsync => pb::Durability::Fsync,
             Self::Interval => pb::Durability::Interval,
@@ -29,7 +29,7 @@ impl Durability {
         }
     }
 
-    fn from_proto(value: i32) -> Option<Self> {
+    pub(super) fn from_proto(value: i32) -> Option<Self> {
         match pb::Durability::try_from(value).ok()? {
             pb::Durability::Fsync => Some(Self::Fsync),
             pb::Durability::Interval => Some(Self::Interval),
@@ -74,14 +74,14 @@ pub enum ReplicationMode {
 }
 
 impl ReplicationMode {
-    fn to_proto(self) -> pb::ReplicationMode {
+    pub(super) fn to_proto(self) -> pb::ReplicationMode {
         match self {
             Self::Sync => pb::ReplicationMode::Sync,
             Self::Async => pb::ReplicationMode::Async,
         }
     }
 
-    fn from_proto(value: i32) -> Option<Self> {
+    pub(super) fn from_proto(value: i32) -> Option<Self> {
         match pb::ReplicationMode::try_from(value).ok()? {
             pb::ReplicationMode::Sync => Some(Self::Sync),
             pb::ReplicationMode::Async => Some(Self::Async),

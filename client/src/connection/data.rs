@@ -2,6 +2,7 @@
 //! offsets, allocate a producer id, commit and read group offsets.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_proto::v1 as pb;
@@ -150,9 +151,10 @@ impl Client {
             min_bytes: options.min_bytes,
             max_bytes: options.max_bytes,
         };
+        let wait = Duration::from_millis(u64::from(options.max_wait_ms));
         let response = self
             .topic_service()
-            .fetch(request)
+            .fetch(self.long_poll(request, wait))
             .await
             .map_err(|status| self.error(&status))?
             .into_inner();

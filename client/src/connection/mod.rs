@@ -7,13 +7,18 @@
 mod admin;
 mod data;
 mod group;
+mod queue;
+mod queue_settings;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_proto::v1::admin_service_client::AdminServiceClient;
 use ferry_proto::v1::group_service_client::GroupServiceClient;
+use ferry_proto::v1::queue_service_client::QueueServiceClient;
 use ferry_proto::v1::topic_service_client::TopicServiceClient;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::ClientError;
@@ -24,14 +29,16 @@ pub use admin::{
 };
 pub use data::{BatchAck, FetchOptions, FetchTarget, FetchedPartition, ProducerIdentity};
 pub(crate) use group::Assignment;
+pub use queue::{DeadLetterOrigin, OutgoingMessage, QueueMessage, ReceiveOptions, SendReceipt};
+pub use queue_settings::{QueueDescription, QueueSettings, QueueStats};
 
 /// How the client connects and how large its messages may be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     /// Give up connecting after this long (default 5 s).
     pub connect_timeout: Duration,
-    /// Fail any single request that takes longer than this (default 30 s). Long-polling
-    /// fetches wait at most their own `max_wait`, which must stay below it.
+    /// Fail any single request that takes longer than this (default 30 s). Long polls
+    /// (fetches, queue receives) get their wait on top of it.
     pub request_timeout: Duration,
     /// Largest gRPC message sent or accepted, in bytes (default 64 MiB). Fetch responses
     /// are bounded by the consumer's `fetch_max_bytes`, so this only needs to exceed it.
@@ -55,7 +62,34 @@ pub struct Client {
     channel: Channel,
     address: Arc<str>,
     max_message_bytes: usize,
+    request_timeout: Duration,
 }
+
+/// The channel with every request given a deadline (see [`DefaultDeadline`]).
+pub(crate) type Service = InterceptedService<Channel, DefaultDeadline>;
+
+/// Gives a request the client's request timeout unless the call set its own.
+///
+/// The deadline is per request rather than on the channel because tonic applies the
+/// shorter of a channel timeout and a request's own: a channel-wide 30 s would cut
+/// every long poll asking for more than 30 s of waiting.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DefaultDeadline(Duration);
+
+impl Interceptor for DefaultDeadline {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if !request.metadata().contains_key(GRPC_TIMEOUT_HEADER) {
+            request.set_timeout(self.0);
+        }
+        Ok(request)
+    }
+}
+
+/// The header `tonic::Request::set_timeout` writes and the channel enforces.
+const GRPC_TIMEOUT_HEADER: &str = "grpc-timeout";
 
 impl Client {
     /// Connects to `address` (`"127.0.0.1:7070"` or `"http://host:port"`) with defaults.
@@ -72,8 +106,9 @@ impl Client {
         };
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|err| invalid(err.to_string()))?
+            // No channel-wide `.timeout()`: `DefaultDeadline` sets one per request so
+            // long polls can ask for more.
             .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
             .tcp_nodelay(true)
             // Produce requests carry up to a MiB per partition; bigger windows keep
             // one connection from throttling throughput on fast local links.
@@ -90,6 +125,7 @@ impl Client {
             channel,
             address: address.into(),
             max_message_bytes: config.max_message_bytes,
+            request_timeout: config.request_timeout,
         })
     }
 
@@ -98,22 +134,40 @@ impl Client {
         &self.address
     }
 
-    pub(crate) fn admin_service(&self) -> AdminServiceClient<Channel> {
-        AdminServiceClient::new(self.channel.clone())
+    fn service(&self) -> Service {
+        InterceptedService::new(self.channel.clone(), DefaultDeadline(self.request_timeout))
+    }
+
+    pub(crate) fn admin_service(&self) -> AdminServiceClient<Service> {
+        AdminServiceClient::new(self.service())
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes)
     }
 
-    pub(crate) fn topic_service(&self) -> TopicServiceClient<Channel> {
-        TopicServiceClient::new(self.channel.clone())
+    pub(crate) fn topic_service(&self) -> TopicServiceClient<Service> {
+        TopicServiceClient::new(self.service())
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes)
     }
 
-    pub(crate) fn group_service(&self) -> GroupServiceClient<Channel> {
-        GroupServiceClient::new(self.channel.clone())
+    pub(crate) fn group_service(&self) -> GroupServiceClient<Service> {
+        GroupServiceClient::new(self.service())
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes)
+    }
+
+    pub(crate) fn queue_service(&self) -> QueueServiceClient<Service> {
+        QueueServiceClient::new(self.service())
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes)
+    }
+
+    /// A request whose deadline allows a long poll of `wait` plus the usual request
+    /// timeout for the answer once the wait is over.
+    pub(crate) fn long_poll<T>(&self, message: T, wait: Duration) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(wait.saturating_add(self.request_timeout));
+        request
     }
 
     /// Converts a failed call's status into a [`ClientError`].

@@ -7,6 +7,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod queue;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -17,6 +19,7 @@ use bytes::Bytes;
 use ferry_proto::v1 as pb;
 use ferry_proto::v1::admin_service_server::{AdminService, AdminServiceServer};
 use ferry_proto::v1::group_service_server::{GroupService, GroupServiceServer};
+use ferry_proto::v1::queue_service_server::QueueServiceServer;
 use ferry_proto::v1::topic_service_server::{TopicService, TopicServiceServer};
 use ferry_records::BatchHeader;
 use prost::Message;
@@ -82,12 +85,15 @@ pub struct Faults {
     pub reject_batches: AtomicU32,
     /// Set when two members ever owned one partition at once.
     pub double_ownership: AtomicBool,
+    /// Delay queue describes by this many milliseconds (request deadline tests).
+    pub stall_queue_admin_ms: AtomicU32,
 }
 
 /// A running mock broker.
 #[derive(Clone)]
 pub struct MockBroker {
     pub state: Arc<Mutex<State>>,
+    pub queues: Arc<Mutex<queue::QueueState>>,
     pub faults: Arc<Faults>,
     pub address: SocketAddr,
 }
@@ -104,13 +110,20 @@ impl MockBroker {
             state: Arc::clone(&state),
             faults: Arc::clone(&faults),
         };
+        let queues = Arc::new(Mutex::new(queue::QueueState::default()));
+        let queue_api = queue::QueueApi {
+            state: Arc::clone(&queues),
+            faults: Arc::clone(&faults),
+        };
         let router = tonic::transport::Server::builder()
             .add_service(TopicServiceServer::new(api.clone()))
             .add_service(AdminServiceServer::new(api.clone()))
-            .add_service(GroupServiceServer::new(api));
+            .add_service(GroupServiceServer::new(api))
+            .add_service(QueueServiceServer::new(queue_api));
         tokio::spawn(router.serve_with_incoming(incoming));
         Self {
             state,
+            queues,
             faults,
             address,
         }

@@ -1,10 +1,11 @@
-//! `ferryctl`: manage topics and groups, produce and consume from the shell, and
-//! benchmark a Ferry broker.
+//! `ferryctl`: manage topics, groups and queues, produce, consume, send and receive
+//! from the shell, and benchmark a Ferry broker.
 
 mod bench;
 mod group;
 mod output;
 mod parse;
+mod queue;
 mod topic;
 
 use std::process::ExitCode;
@@ -41,6 +42,9 @@ enum Command {
     /// Inspect consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Create and inspect queues; send, receive and settle messages.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Topic(command) => topic::run(&context, command).await,
             Command::Group(command) => group::run(&context, command).await,
+            Command::Queue(command) => queue::run(&context, command).await,
             Command::Bench(command) => bench::run(&context, command).await,
         }
     });

@@ -1,10 +1,12 @@
-//! `ferryctl bench …`: produce, consume and end-to-end throughput and latency.
+//! `ferryctl bench …`: produce, consume and end-to-end throughput and latency of
+//! topics, and send→receive→ack of queues.
 //!
 //! Each mode prints one report (one JSON document with `--output json`). Benchmarks
 //! are programs that print figures, not timed tests.
 
 mod consume;
 mod produce;
+mod queue;
 mod report;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +29,9 @@ pub enum BenchCommand {
     /// Produce at --rate while consuming; latency is produce time (first 8 bytes of
     /// each value) → consumer receive time.
     E2e(BenchArgs),
+    /// Send to a fresh queue while consumers receive and ack; latency per RPC and send
+    /// time (first 8 bytes of each body) → ack; checks that every message was acked.
+    Queue(queue::QueueBenchArgs),
 }
 
 /// Settings shared by every bench mode.
@@ -135,6 +140,7 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<()>
         BenchCommand::Produce(args) => ("produce", args),
         BenchCommand::Consume(args) => ("consume", args),
         BenchCommand::E2e(args) => ("e2e", args),
+        BenchCommand::Queue(args) => return queue::run(context, &args).await,
     };
     args.validate()?;
     let client = context.connect().await?;

@@ -48,20 +48,6 @@ impl Report {
         self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    fn percentile_ms(&self, quantile: f64) -> f64 {
-        if self.latency.is_empty() {
-            return 0.0;
-        }
-        self.latency.value_at_quantile(quantile) as f64 / 1000.0
-    }
-
-    fn max_ms(&self) -> f64 {
-        if self.latency.is_empty() {
-            return 0.0;
-        }
-        self.latency.max() as f64 / 1000.0
-    }
-
     /// The single JSON document printed with `--output json`.
     pub fn to_json(&self) -> serde_json::Value {
         let seconds = self.seconds();
@@ -73,12 +59,7 @@ impl Report {
             "seconds": round(seconds, 3),
             "msgs_per_sec": round(self.messages as f64 / seconds, 1),
             "mb_per_sec": round(self.bytes as f64 / 1e6 / seconds, 2),
-            "latency_ms": {
-                "p50": round(self.percentile_ms(0.50), 3),
-                "p99": round(self.percentile_ms(0.99), 3),
-                "p999": round(self.percentile_ms(0.999), 3),
-                "max": round(self.max_ms(), 3),
-            },
+            "latency_ms": latency_json(&self.latency),
             "config": self.config,
         })
     }
@@ -99,12 +80,9 @@ impl Report {
             self.bytes as f64 / 1e6 / seconds
         ));
         text.push_str(&format!(
-            "{} latency (ms): p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}\n",
+            "{} latency (ms): {}\n",
             self.latency_label,
-            self.percentile_ms(0.50),
-            self.percentile_ms(0.99),
-            self.percentile_ms(0.999),
-            self.max_ms()
+            latency_text(&self.latency)
         ));
         if self.failed > 0 {
             text.push_str(&format!("failed: {} messages\n", self.failed));
@@ -122,7 +100,45 @@ impl Report {
     }
 }
 
-fn round(value: f64, digits: i32) -> f64 {
+/// A latency quantile in milliseconds (0 when there are no samples).
+pub fn percentile_ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
+    if histogram.is_empty() {
+        return 0.0;
+    }
+    histogram.value_at_quantile(quantile) as f64 / 1000.0
+}
+
+/// The largest latency in milliseconds (0 when there are no samples).
+pub fn max_ms(histogram: &Histogram<u64>) -> f64 {
+    if histogram.is_empty() {
+        return 0.0;
+    }
+    histogram.max() as f64 / 1000.0
+}
+
+/// The `latency_ms` object of JSON reports: p50, p99, p99.9 and max in milliseconds.
+pub fn latency_json(histogram: &Histogram<u64>) -> serde_json::Value {
+    json!({
+        "p50": round(percentile_ms(histogram, 0.50), 3),
+        "p99": round(percentile_ms(histogram, 0.99), 3),
+        "p999": round(percentile_ms(histogram, 0.999), 3),
+        "max": round(max_ms(histogram), 3),
+    })
+}
+
+/// The same quantiles as one line of text.
+pub fn latency_text(histogram: &Histogram<u64>) -> String {
+    format!(
+        "p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        percentile_ms(histogram, 0.50),
+        percentile_ms(histogram, 0.99),
+        percentile_ms(histogram, 0.999),
+        max_ms(histogram)
+    )
+}
+
+/// Rounds to `digits` decimals so reports do not print float noise.
+pub fn round(value: f64, digits: i32) -> f64 {
     let factor = 10f64.powi(digits);
     (value * factor).round() / factor
 }

@@ -442,7 +442,8 @@ fn describe_text(queue: &QueueDescription) -> String {
         ),
         ("max messages", optional(s.max_messages)),
     ];
-    if let Some(ms) = s.flush_interval_ms {
+    // The broker fills the flush interval in for every queue; it only matters here.
+    if let (Some(ms), Some(Durability::Interval)) = (s.flush_interval_ms, s.durability) {
         lines.push(("flush interval", output::duration_ms(u64::from(ms))));
     }
     let dead_letter = match (&s.dead_letter_queue, s.max_receive_count) {
@@ -592,11 +593,15 @@ async fn send_batch(
         return Ok(());
     }
     let already = tally.message_ids.len();
-    let receipts = client
-        .send(name, std::mem::take(batch))
-        .await
-        .map_err(|err| queue_error(name, err))
-        .with_context(|| format!("{already} messages were sent before this failure"))?;
+    let receipts = match client.send(name, std::mem::take(batch)).await {
+        Ok(receipts) => receipts,
+        // The request stored nothing, but earlier ones did: say how many.
+        Err(err) if already > 0 => {
+            return Err(queue_error(name, err)
+                .context(format!("sending failed after {already} messages were sent")));
+        }
+        Err(err) => return Err(queue_error(name, err)),
+    };
     for receipt in receipts {
         tally.duplicates += u64::from(receipt.duplicate);
         tally.message_ids.push(receipt.message_id);

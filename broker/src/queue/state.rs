@@ -524,12 +524,12 @@ impl QueueState {
                 continue;
             };
             let next = match message.status {
-                Status::InFlight => {
-                    self.transitions.redelivered += 1;
-                    self.after_deadline(message.receive_count)
-                }
+                Status::InFlight => self.after_deadline(message.receive_count),
                 _ => Status::Visible,
             };
+            if message.status == Status::InFlight && next == Status::Visible {
+                self.transitions.redelivered += 1;
+            }
             self.set_status(offset, next);
             if next == Status::Visible {
                 visible += 1;
@@ -595,9 +595,15 @@ impl QueueState {
     }
 
     /// Deletes a received message. Works until the message is received again, even
-    /// after its visibility timeout expired.
+    /// after its visibility timeout expired, but not once it is due for the
+    /// dead-letter queue.
     pub fn ack(&mut self, offset: u64, token: u64) -> Result<Event, ReceiptError> {
-        self.check_receipt(offset, token)?;
+        let message = self.check_receipt(offset, token)?;
+        // Its copy may already be on the way to the dead-letter queue (outside the
+        // lock); deleting it here would leave it both acked and dead-lettered.
+        if message.status == Status::DeadLetter {
+            return Err(ReceiptError::NotInFlight);
+        }
         self.remove(offset);
         Ok(Event::Acked { offset })
     }

@@ -175,6 +175,25 @@ fn pending_messages_are_invisible_until_promoted() {
 }
 
 #[test]
+fn a_message_due_for_the_dead_letter_queue_no_longer_acks() {
+    let config = StateConfig {
+        max_receive_count: 1,
+        ..standard()
+    };
+    let mut state = with_messages(config, vec![message(T0)]);
+    let d = receive(&mut state, 1, 1_000, T0)[0];
+    state.advance(T0 + 1_000);
+    assert_eq!(state.dead_letter_candidates(10), vec![0]);
+    // The dead-letter copy is made outside the lock; an ack now must not win too.
+    assert_eq!(state.ack(0, d.token), Err(ReceiptError::NotInFlight));
+    assert_eq!(
+        state.dead_lettered(0),
+        Some(Event::DeadLettered { offset: 0 })
+    );
+    state.check_invariants();
+}
+
+#[test]
 fn dead_letter_after_exactly_max_receive_count() {
     let config = StateConfig {
         max_receive_count: 3,

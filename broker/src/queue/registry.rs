@@ -113,11 +113,20 @@ impl Queues {
             admin: tokio::sync::Mutex::new(()),
         };
         let mut known = Vec::new();
+        let mut opened = Vec::new();
         for kv in queues.meta.list(keys::QUEUES).await? {
             let record: QueueRecord = decode_json(&kv.key, &kv.value)?;
             known.push(queue_dir(&queues.root, &record));
             let queue = queues.open_queue(record).await?;
-            queues.insert(queue);
+            queues
+                .write_map()
+                .insert(queue.name().to_owned(), Arc::clone(&queue));
+            opened.push(queue);
+        }
+        // Housekeeping starts once every queue is in the map: a queue's dead-lettering
+        // looks its dead-letter queue up there, and that may recover after it.
+        for queue in opened {
+            queues.start_housekeeping(queue);
         }
         crate::topic::remove_strays(&queues.root, &known);
         Ok(queues)
@@ -137,8 +146,13 @@ impl Queues {
     }
 
     fn insert(&self, queue: Arc<Queue>) {
+        self.write_map()
+            .insert(queue.name().to_owned(), Arc::clone(&queue));
+        self.start_housekeeping(queue);
+    }
+
+    fn start_housekeeping(&self, queue: Arc<Queue>) {
         let name = queue.name().to_owned();
-        self.write_map().insert(name.clone(), Arc::clone(&queue));
         let task = tokio::spawn(housekeep(
             Arc::clone(&queue),
             Arc::clone(&self.queues),
@@ -344,12 +358,19 @@ impl Queues {
             let changed = queue.changed().notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let worker = Arc::clone(&queue);
             let options = request.options;
-            let delivered = blocking("receive", move || {
-                worker.receive_blocking(options, now_ms())
-            })
-            .await?;
+            let delivered = if queue.receive_waits_for_disk(&options) {
+                let worker = Arc::clone(&queue);
+                blocking("receive", move || {
+                    worker.receive_blocking(options, now_ms())
+                })
+                .await?
+            } else {
+                // Nothing here waits for an fsync: a state change, one buffered journal
+                // write and page-cache reads. Handing it to a blocking thread would cost
+                // more in context switches than the work itself.
+                queue.receive_blocking(options, now_ms())?
+            };
             let now = tokio::time::Instant::now();
             if !delivered.is_empty() || now >= deadline || *stopping.borrow() {
                 return Ok((Arc::clone(&queue), delivered));

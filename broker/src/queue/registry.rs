@@ -451,6 +451,13 @@ impl Queues {
     /// Moves messages from a dead-letter queue to their source queues (or `to`).
     pub async fn redrive(&self, name: &str, to: Option<&str>, max: u64) -> BrokerResult<u64> {
         let dlq = self.get(name)?;
+        if to == Some(name) {
+            // Each moved message would be visible here again at once: with no limit
+            // the redrive would never end.
+            return Err(BrokerError::InvalidArgument(format!(
+                "cannot redrive queue {name:?} into itself"
+            )));
+        }
         let fixed = to.map(|to| self.get(to)).transpose()?;
         let mut moved = 0u64;
         let mut skipped = std::collections::HashSet::new();

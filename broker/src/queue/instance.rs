@@ -202,7 +202,11 @@ impl Queue {
                 for (offset, message) in snapshot.messages {
                     state.restore_snapshot_message(offset, message, now_ms);
                 }
-                for (id, offset, sent_at) in snapshot.dedup {
+                let mut dedup = snapshot.dedup;
+                // Expiry walks dedup ids oldest first; a snapshot lists them in hash
+                // order, which would keep every id behind a younger one too long.
+                dedup.sort_by_key(|(_, _, sent_at)| *sent_at);
+                for (id, offset, sent_at) in dedup {
                     state.restore_dedup(id, offset, sent_at);
                 }
                 (snapshot.messages_end, snapshot.journal_end)

@@ -376,7 +376,7 @@ impl QueueState {
         self.enter(offset, status);
     }
 
-    /// Rebuilds a dedup entry from a snapshot.
+    /// Rebuilds a dedup entry from a snapshot; entries must come oldest first.
     pub fn restore_dedup(&mut self, dedup_id: String, offset: u64, sent_at_ms: i64) {
         self.remember_dedup(dedup_id, offset, sent_at_ms);
     }

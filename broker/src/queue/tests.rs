@@ -650,3 +650,35 @@ fn stored_message_keeps_system_fields_out_of_attributes() {
     let headers = m.headers();
     assert!(headers.iter().any(|(k, _)| *k == "ferry.group"));
 }
+
+#[test]
+fn dedup_ids_restored_from_a_snapshot_expire_on_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = QueueSettings {
+        dedup_window_ms: 1_000,
+        ..QueueSettings::default()
+    };
+    let now = crate::clock::now_ms();
+    let with_id = |i: i64| OutgoingMessage {
+        dedup_id: Some(format!("id-{i}")),
+        ..text(&format!("m{i}"))
+    };
+    {
+        let queue = open(dir.path(), settings.clone(), now);
+        for i in 0..50 {
+            let sent = queue
+                .send_blocking(vec![with_id(i)], now + i * 10)
+                .expect("send");
+            assert!(!sent[0].duplicate);
+        }
+        queue.compact().expect("compact");
+        queue.close().expect("close");
+    }
+    // Half the windows have ended: those ids must be accepted again, the rest not.
+    let at = now + 1_000 + 245;
+    let queue = open(dir.path(), settings, at);
+    for i in 0..50 {
+        let sent = queue.send_blocking(vec![with_id(i)], at).expect("send");
+        assert_eq!(sent[0].duplicate, i * 10 + 1_000 > 245 + 1_000, "id-{i}");
+    }
+}

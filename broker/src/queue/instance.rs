@@ -611,8 +611,9 @@ impl Queue {
         now_ms: i64,
     ) -> BrokerResult<Vec<Result<(), ReceiptError>>> {
         let mut events = Vec::with_capacity(receipts.len());
-        let (results, journal_end) = {
+        let (results, journal_end, readied) = {
             let mut state = lock(&self.state);
+            let readied = state.readied();
             let results: Vec<Result<(), ReceiptError>> = receipts
                 .iter()
                 .map(|r| {
@@ -626,16 +627,18 @@ impl Queue {
                     Ok(())
                 })
                 .collect();
-            (results, self.journal_events(&events, now_ms)?)
+            let readied = state.readied() > readied;
+            (results, self.journal_events(&events, now_ms)?, readied)
         };
         self.wait_journal(journal_end)?;
-        let settled = events.len() as u64;
-        match action {
-            Settle::Ack => {
-                self.counters.acked.fetch_add(settled, Ordering::Relaxed);
-            }
-            Settle::Visibility(0) if settled > 0 => self.changed.notify_waiters(),
-            Settle::Visibility(_) => {}
+        if let Settle::Ack = action {
+            let settled = events.len() as u64;
+            self.counters.acked.fetch_add(settled, Ordering::Relaxed);
+        }
+        // A nack makes its messages receivable; in a FIFO queue so does an ack of a
+        // group's head, for the group's next message.
+        if readied {
+            self.changed.notify_waiters();
         }
         Ok(results)
     }
@@ -705,15 +708,21 @@ impl Queue {
 
     /// Removes messages that were copied to the dead-letter queue. Blocking.
     pub fn finish_dead_letters(&self, offsets: &[u64], now_ms: i64) -> BrokerResult<u64> {
-        let (moved, journal_end) = {
+        let (moved, journal_end, readied) = {
             let mut state = lock(&self.state);
+            let readied = state.readied();
             let events: Vec<Event> = offsets
                 .iter()
                 .filter_map(|o| state.dead_lettered(*o))
                 .collect();
-            (events.len(), self.journal_events(&events, now_ms)?)
+            let readied = state.readied() > readied;
+            (events.len(), self.journal_events(&events, now_ms)?, readied)
         };
         self.wait_journal(journal_end)?;
+        // Moving a FIFO group's head lets the group's next message through.
+        if readied {
+            self.changed.notify_waiters();
+        }
         self.counters
             .dead_lettered
             .fetch_add(moved as u64, Ordering::Relaxed);
@@ -728,12 +737,18 @@ impl Queue {
         }
         let cutoff = now_ms.saturating_sub(i64::try_from(retention).unwrap_or(i64::MAX));
         let mut events = Vec::new();
-        let (expired, journal_end) = {
+        let (expired, journal_end, readied) = {
             let mut state = lock(&self.state);
+            let readied = state.readied();
             let expired = state.expire(cutoff, max, &mut events);
-            (expired, self.journal_events(&events, now_ms)?)
+            let readied = state.readied() > readied;
+            (expired, self.journal_events(&events, now_ms)?, readied)
         };
         self.wait_journal(journal_end)?;
+        // Dropping a FIFO group's head lets the group's next message through.
+        if readied {
+            self.changed.notify_waiters();
+        }
         if expired > 0 {
             self.counters
                 .expired

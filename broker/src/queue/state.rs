@@ -172,6 +172,8 @@ pub struct QueueState {
     dedup_expiry: VecDeque<(i64, String)>,
     depth: Depth,
     transitions: Transitions,
+    /// Times a message joined `ready`, so callers can tell when to wake receivers.
+    readied: u64,
 }
 
 /// What [`QueueState::add`] decided for one message.
@@ -198,6 +200,7 @@ impl QueueState {
             dedup_expiry: VecDeque::new(),
             depth: Depth::default(),
             transitions: Transitions::default(),
+            readied: 0,
         }
     }
 
@@ -219,6 +222,13 @@ impl QueueState {
     /// Counts by status.
     pub fn depth(&self) -> Depth {
         self.depth
+    }
+
+    /// How many times a message became receivable so far. A change that raises it
+    /// (a nack, or an ack that lets a FIFO group's next message through) must wake
+    /// waiting receivers.
+    pub fn readied(&self) -> u64 {
+        self.readied
     }
 
     /// Counters of unjournaled transitions.
@@ -429,6 +439,7 @@ impl QueueState {
             Status::Visible => {
                 if self.is_receivable_head(offset, message) {
                     self.ready.insert(offset);
+                    self.readied += 1;
                 }
             }
             Status::DeadLetter => {
@@ -503,6 +514,7 @@ impl QueueState {
                         .is_some_and(|m| m.status == Status::Visible)
                     {
                         self.ready.insert(next);
+                        self.readied += 1;
                     }
                 }
                 Some(_) => {}

@@ -248,6 +248,22 @@ fn fifo_keeps_group_order_with_one_in_flight_per_group() {
 }
 
 #[test]
+fn acking_a_fifo_head_counts_its_successor_as_readied() {
+    let config = StateConfig {
+        fifo: true,
+        ..standard()
+    };
+    let mut state = with_messages(config, vec![in_group(T0, "g"), in_group(T0, "g")]);
+    let head = receive(&mut state, 10, 60_000, T0);
+    assert_eq!(offsets(&head), vec![0]);
+    let before = state.readied();
+    state.ack(0, head[0].token).expect("ack");
+    // The queue wakes waiting receivers on this: message 1 is receivable now.
+    assert_eq!(state.readied(), before + 1);
+    assert_eq!(offsets(&receive(&mut state, 10, 60_000, T0)), vec![1]);
+}
+
+#[test]
 fn dedup_inside_the_window_and_not_outside() {
     let mut state = QueueState::new(StateConfig {
         dedup_window_ms: 1_000,

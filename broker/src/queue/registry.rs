@@ -375,7 +375,12 @@ impl Queues {
             if !delivered.is_empty() || now >= deadline || *stopping.borrow() {
                 return Ok((Arc::clone(&queue), delivered));
             }
-            if !self.read_map().contains_key(name) {
+            // Deleted (and maybe re-created): this poll belongs to the old queue.
+            if !self
+                .read_map()
+                .get(name)
+                .is_some_and(|current| Arc::ptr_eq(current, &queue))
+            {
                 return Err(BrokerError::QueueNotFound(name.to_owned()));
             }
             let wake = match queue.next_due_ms() {

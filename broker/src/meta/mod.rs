@@ -185,6 +185,25 @@ pub trait MetadataStoreExt: MetadataStore {
         })
     }
 
+    /// Sets `key` only if it does not exist; `Ok(false)` when it does.
+    fn create<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<bool, MetaError>> {
+        Box::pin(async move {
+            let compare = vec![Compare::ModRevision {
+                key: key.to_owned(),
+                revision: None,
+            }];
+            let ops = vec![Op::Put {
+                key: key.to_owned(),
+                value,
+            }];
+            Ok(self.txn(compare, ops).await?.succeeded)
+        })
+    }
+
     /// Removes one key unconditionally.
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Revision, MetaError>> {
         Box::pin(async move {

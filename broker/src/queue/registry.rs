@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
-use crate::meta::{Compare, MetadataStore, Op, decode_json, encode_json, keys};
+use crate::meta::{MetadataStore, MetadataStoreExt, Op, decode_json, encode_json, keys};
 use crate::names::validate_queue_name;
 use crate::queue::codec::{DeadLetterOrigin, StoredMessage};
 use crate::queue::instance::{
@@ -225,21 +225,11 @@ impl Queues {
             incarnation: crate::clock::unique_id(),
         };
         let queue = self.open_queue(record.clone()).await?;
-        let key = keys::queue(name);
         let outcome = self
             .meta
-            .txn(
-                vec![Compare::ModRevision {
-                    key: key.clone(),
-                    revision: None,
-                }],
-                vec![Op::Put {
-                    key,
-                    value: encode_json(&record),
-                }],
-            )
+            .create(&keys::queue(name), encode_json(&record))
             .await;
-        if !matches!(outcome, Ok(ref o) if o.succeeded) {
+        if !matches!(outcome, Ok(true)) {
             let dir = queue.dir().to_owned();
             blocking("remove queue", move || {
                 queue.close()?;

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
-use crate::meta::{Compare, MetadataStore, Op, decode_json, encode_json, keys};
+use crate::meta::{MetadataStore, MetadataStoreExt, Op, decode_json, encode_json, keys};
 use crate::names::validate_topic_name;
 use crate::topic::{DurabilitySetting, Partition, TopicOverrides, TopicRecord, TopicSettings};
 
@@ -213,21 +213,11 @@ impl Topics {
             incarnation: crate::clock::unique_id(),
         };
         let topic = self.open_topic(record.clone()).await?;
-        let key = keys::topic(name);
         let outcome = self
             .meta
-            .txn(
-                vec![Compare::ModRevision {
-                    key: key.clone(),
-                    revision: None,
-                }],
-                vec![Op::Put {
-                    key,
-                    value: encode_json(&record),
-                }],
-            )
+            .create(&keys::topic(name), encode_json(&record))
             .await;
-        let committed = matches!(outcome, Ok(ref o) if o.succeeded);
+        let committed = matches!(outcome, Ok(true));
         if !committed {
             topic.close();
             remove_dir(&topic.dir);

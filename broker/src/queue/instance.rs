@@ -33,6 +33,9 @@ pub const MAX_ID_LEN: usize = 128;
 const READ_CHUNK_BYTES: usize = 64 << 10;
 /// Bytes read per call when replaying a log at start-up.
 const REPLAY_CHUNK_BYTES: usize = 4 << 20;
+/// A send's user bytes may fill at most 1/N of `max_batch_bytes`: record framing and
+/// system headers (group, dedup id, delay) must still fit in the stored batch.
+const SEND_BATCH_HEADROOM: usize = 2;
 /// Snapshot file name inside the queue directory.
 const SNAPSHOT_FILE: &str = "snapshot";
 
@@ -346,12 +349,9 @@ impl Queue {
                 )));
             }
         }
-        // Headers for system fields add a little; the batch must fit the log's limit.
-        if total > (limits.max_batch_bytes as usize) / 2 {
-            return Err(BrokerError::BatchTooLarge {
-                size: total,
-                limit: (limits.max_batch_bytes as usize) / 2,
-            });
+        let limit = limits.max_batch_bytes as usize / SEND_BATCH_HEADROOM;
+        if total > limit {
+            return Err(BrokerError::BatchTooLarge { size: total, limit });
         }
         Ok(())
     }
@@ -386,9 +386,9 @@ impl Queue {
         self.store(stored, now_ms)
     }
 
-    /// Appends messages under the state lock, then waits for them to be durable and
-    /// makes them receivable.
-    fn store(&self, stored: Vec<StoredMessage>, now_ms: i64) -> BrokerResult<Vec<SendOutcome>> {
+    /// Appends messages (sent, dead-lettered or redriven here) under the state lock,
+    /// then waits for them to be durable and makes them receivable. Blocking.
+    pub fn store(&self, stored: Vec<StoredMessage>, now_ms: i64) -> BrokerResult<Vec<SendOutcome>> {
         let mut outcomes = Vec::with_capacity(stored.len());
         let last_offset = {
             let mut state = lock(&self.state);
@@ -697,15 +697,6 @@ impl Queue {
             .collect())
     }
 
-    /// Stores messages moved here from elsewhere (dead-lettering, redrive). Blocking.
-    pub fn store_moved_blocking(
-        &self,
-        messages: Vec<StoredMessage>,
-        now_ms: i64,
-    ) -> BrokerResult<Vec<SendOutcome>> {
-        self.store(messages, now_ms)
-    }
-
     /// Removes messages that were copied to the dead-letter queue. Blocking.
     pub fn finish_dead_letters(&self, offsets: &[u64], now_ms: i64) -> BrokerResult<u64> {
         let (moved, journal_end, readied) = {
@@ -948,10 +939,11 @@ fn new_token() -> u64 {
 
 /// The dedup id content-based dedup derives from a body.
 fn content_dedup_id(body: &[u8]) -> String {
-    let digest = Sha256::digest(body);
+    use std::fmt::Write;
     let mut id = String::with_capacity(64);
-    for byte in digest {
-        id.push_str(&format!("{byte:02x}"));
+    for byte in Sha256::digest(body) {
+        // Writing to a String cannot fail.
+        let _ = write!(id, "{byte:02x}");
     }
     id
 }

@@ -392,7 +392,7 @@ impl Queues {
     pub async fn settle(
         &self,
         name: &str,
-        receipts: Vec<String>,
+        receipts: &[String],
         action: Settle,
     ) -> BrokerResult<Vec<BrokerResult<()>>> {
         let queue = self.get(name)?;
@@ -514,11 +514,8 @@ impl Queues {
                     })
                     .collect();
                 let count = stored.len() as u64;
-                blocking("redrive", move || {
-                    target.store_moved_blocking(stored, now_ms())
-                })
-                .await?;
-                self.settle(name, receipts, Settle::Ack).await?;
+                blocking("redrive", move || target.store(stored, now_ms())).await?;
+                self.settle(name, &receipts, Settle::Ack).await?;
                 moved += count;
             }
         }
@@ -531,7 +528,7 @@ impl Queues {
         if receipts.is_empty() {
             return Ok(());
         }
-        self.settle(queue.name(), receipts, Settle::Visibility(0))
+        self.settle(queue.name(), &receipts, Settle::Visibility(0))
             .await
             .map(|_| ())
     }
@@ -654,7 +651,7 @@ async fn move_dead_letters(queue: &Arc<Queue>, queues: &QueueMap) -> BrokerResul
             })
             .collect();
         let count = moved.len();
-        blocking("dead letters", move || dlq.store_moved_blocking(moved, now)).await?;
+        blocking("dead letters", move || dlq.store(moved, now)).await?;
         let worker = Arc::clone(queue);
         blocking("dead letters", move || {
             worker.finish_dead_letters(&offsets, now)

@@ -14,6 +14,9 @@ use crate::queue::{Queue, ReceiveOptions, ReceiveRequest, Settle};
 use crate::service::convert::{outgoing_message, queue_info, queue_overrides, received_message};
 use crate::service::status::error_detail;
 
+/// Characters of a consumer id kept for the consumer count; longer ids are cut.
+const MAX_CONSUMER_ID_CHARS: usize = 256;
+
 /// The queue API over a broker.
 pub struct QueueApi {
     broker: Arc<Broker>,
@@ -79,7 +82,11 @@ impl QueueApi {
         let consumer = if request.consumer_id.is_empty() {
             peer.map_or_else(|| "unknown".to_owned(), |addr| addr.to_string())
         } else {
-            request.consumer_id.chars().take(256).collect()
+            request
+                .consumer_id
+                .chars()
+                .take(MAX_CONSUMER_ID_CHARS)
+                .collect()
         };
         Ok(ReceiveRequest {
             options: ReceiveOptions {
@@ -101,10 +108,7 @@ impl QueueApi {
     ) -> Result<Vec<pb::ReceiptResult>, Status> {
         let result = async {
             self.broker.check_accepting()?;
-            self.broker
-                .queues
-                .settle(queue, receipts.clone(), action)
-                .await
+            self.broker.queues.settle(queue, &receipts, action).await
         }
         .await;
         let outcomes = self.broker.answer(method, result)?;

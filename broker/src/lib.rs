@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod commit;
 pub mod config;
 pub mod error;
 pub mod group;

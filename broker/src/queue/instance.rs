@@ -18,6 +18,7 @@ use ferry_storage::{DiskHooks, Log, StorageError};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
+use crate::commit::GroupCommit;
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
 use crate::queue::codec::{RESERVED_PREFIX, Snapshot, StoredMessage, decode_event, encode_event};
@@ -150,6 +151,10 @@ pub struct Queue {
     limits: Limits,
     messages: Arc<Log>,
     journal: Arc<Log>,
+    /// Async fsync waits for `messages` (blocking callers use the log directly).
+    messages_commit: GroupCommit,
+    /// Async fsync waits for `journal`.
+    journal_commit: GroupCommit,
     // A std mutex: nothing awaits under it; it covers a state change and its journal write.
     state: Mutex<QueueState>,
     /// Wakes long polls when messages may have become receivable.
@@ -236,12 +241,15 @@ impl Queue {
             "queue recovered"
         );
         let journal_bytes = journal.size_bytes();
+        let (messages, journal) = (Arc::new(messages), Arc::new(journal));
         Ok(Queue {
             record,
             dir: dir.to_owned(),
             limits: limits.clone(),
-            messages: Arc::new(messages),
-            journal: Arc::new(journal),
+            messages_commit: GroupCommit::new(Arc::clone(&messages)),
+            journal_commit: GroupCommit::new(Arc::clone(&journal)),
+            messages,
+            journal,
             state: Mutex::new(state),
             changed: Notify::new(),
             housekeeping: Notify::new(),
@@ -356,14 +364,20 @@ impl Queue {
         Ok(())
     }
 
-    /// Stores messages (validated with [`Queue::validate_send`]). Blocking.
-    pub fn send_blocking(
+    /// Stores messages (validated with [`Queue::validate_send`]), answering once they
+    /// are durable.
+    pub async fn send(
         &self,
         outgoing: Vec<OutgoingMessage>,
         now_ms: i64,
     ) -> BrokerResult<Vec<SendOutcome>> {
+        self.store(self.to_stored(outgoing, now_ms), now_ms).await
+    }
+
+    /// The stored form of messages to send: dedup ids and delays resolved.
+    fn to_stored(&self, outgoing: Vec<OutgoingMessage>, now_ms: i64) -> Vec<StoredMessage> {
         let settings = &self.record.settings;
-        let stored: Vec<StoredMessage> = outgoing
+        outgoing
             .into_iter()
             .map(|m| {
                 let dedup_id = m.dedup_id.or_else(|| {
@@ -382,15 +396,47 @@ impl Queue {
                     dead_letter: None,
                 }
             })
-            .collect();
-        self.store(stored, now_ms)
+            .collect()
     }
 
-    /// Appends messages (sent, dead-lettered or redriven here) under the state lock,
-    /// then waits for them to be durable and makes them receivable. Blocking.
-    pub fn store(&self, stored: Vec<StoredMessage>, now_ms: i64) -> BrokerResult<Vec<SendOutcome>> {
+    /// Stores messages (sent, dead-lettered or redriven here), waits for them to be
+    /// durable and makes them receivable.
+    pub async fn store(
+        &self,
+        stored: Vec<StoredMessage>,
+        now_ms: i64,
+    ) -> BrokerResult<Vec<SendOutcome>> {
+        let (outcomes, end) = self.append_messages(stored, now_ms)?;
+        if let Some(end) = end
+            && self.waits_for_disk()
+        {
+            self.messages_commit
+                .wait(end)
+                .await
+                .map_err(|err| self.storage_error(err))?;
+        }
+        self.promote(now_ms);
+        Ok(outcomes)
+    }
+
+    /// Makes what became durable receivable and wakes long polls for it.
+    fn promote(&self, now_ms: i64) {
+        let visible = lock(&self.state).promote(self.messages.visible_end_offset(), now_ms);
+        if visible > 0 {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Appends messages under the state lock (dedup checked, entries added as pending).
+    /// Returns each message's outcome and the log end to wait for, if anything was
+    /// written. Writes to the page cache only; never waits for an fsync.
+    fn append_messages(
+        &self,
+        stored: Vec<StoredMessage>,
+        now_ms: i64,
+    ) -> BrokerResult<(Vec<SendOutcome>, Option<u64>)> {
         let mut outcomes = Vec::with_capacity(stored.len());
-        let last_offset = {
+        let end = {
             let mut state = lock(&self.state);
             if state.len() + stored.len() > self.record.settings.max_messages as usize {
                 return Err(BrokerError::LimitExceeded {
@@ -433,7 +479,7 @@ impl Queue {
                 .deduplicated
                 .fetch_add(duplicates, Ordering::Relaxed);
             let Some(batch) = builder.finish() else {
-                return Ok(outcomes);
+                return Ok((outcomes, None));
             };
             let appended = self
                 .messages
@@ -451,18 +497,9 @@ impl Queue {
             for (offset, entry) in added {
                 state.add(offset, entry);
             }
-            appended.last_offset
+            appended.last_offset + 1
         };
-        if self.waits_for_disk() {
-            self.messages
-                .wait_durable(last_offset + 1)
-                .map_err(|err| self.storage_error(err))?;
-        }
-        let visible = lock(&self.state).promote(self.messages.visible_end_offset(), now_ms);
-        if visible > 0 {
-            self.changed.notify_waiters();
-        }
-        Ok(outcomes)
+        Ok((outcomes, Some(end)))
     }
 
     /// Appends events to the journal (under the state lock: the caller holds it).
@@ -487,6 +524,19 @@ impl Queue {
         Ok(Some(appended.last_offset + 1))
     }
 
+    /// Waits for journal events to be durable (fsync durability only).
+    async fn journal_durable(&self, end: Option<u64>) -> BrokerResult<()> {
+        if let Some(end) = end
+            && self.waits_for_disk()
+        {
+            self.journal_commit
+                .wait(end)
+                .await
+                .map_err(|err| self.storage_error(err))?;
+        }
+        Ok(())
+    }
+
     fn wait_journal(&self, end: Option<u64>) -> BrokerResult<()> {
         if let Some(end) = end
             && self.waits_for_disk()
@@ -498,15 +548,10 @@ impl Queue {
         Ok(())
     }
 
-    /// True when a receive with `options` waits for an fsync (at-most-once deletes).
-    pub fn receive_waits_for_disk(&self, options: &ReceiveOptions) -> bool {
-        options.at_most_once && self.waits_for_disk()
-    }
-
-    /// Delivers up to `max_messages` messages without waiting for new ones. Blocking
-    /// only when [`Queue::receive_waits_for_disk`]; otherwise short enough for an
-    /// async thread.
-    pub fn receive_blocking(
+    /// Delivers up to `max_messages` messages without waiting for new ones. Nothing
+    /// here blocks for long (a state change, a buffered journal write, page-cache
+    /// reads) unless an at-most-once receive waits for its fsync, which it awaits.
+    pub async fn receive(
         &self,
         options: ReceiveOptions,
         now_ms: i64,
@@ -539,7 +584,7 @@ impl Queue {
         // the message comes back with a lower receive count, which at-least-once
         // delivery allows. Waiting would put a second fsync on every consumer cycle.
         if options.at_most_once {
-            self.wait_journal(journal_end)?;
+            self.journal_durable(journal_end).await?;
         }
         let count = deliveries.len() as u64;
         self.counters.received.fetch_add(count, Ordering::Relaxed);
@@ -603,8 +648,7 @@ impl Queue {
     }
 
     /// Acks, nacks or changes visibility for a batch of receipts; per-receipt results.
-    /// Blocking.
-    pub fn settle_blocking(
+    pub async fn settle(
         &self,
         receipts: &[Receipt],
         action: Settle,
@@ -630,7 +674,7 @@ impl Queue {
             let readied = state.readied() > readied;
             (results, self.journal_events(&events, now_ms)?, readied)
         };
-        self.wait_journal(journal_end)?;
+        self.journal_durable(journal_end).await?;
         if let Settle::Ack = action {
             let settled = events.len() as u64;
             self.counters.acked.fetch_add(settled, Ordering::Relaxed);

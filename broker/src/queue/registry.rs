@@ -328,8 +328,7 @@ impl Queues {
     ) -> BrokerResult<(Arc<Queue>, Vec<SendOutcome>)> {
         let queue = self.get(name)?;
         queue.validate_send(&messages)?;
-        let worker = Arc::clone(&queue);
-        let outcomes = blocking("send", move || worker.send_blocking(messages, now_ms())).await?;
+        let outcomes = queue.send(messages, now_ms()).await?;
         Ok((queue, outcomes))
     }
 
@@ -348,19 +347,9 @@ impl Queues {
             let changed = queue.changed().notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let options = request.options;
-            let delivered = if queue.receive_waits_for_disk(&options) {
-                let worker = Arc::clone(&queue);
-                blocking("receive", move || {
-                    worker.receive_blocking(options, now_ms())
-                })
-                .await?
-            } else {
-                // Nothing here waits for an fsync: a state change, one buffered journal
-                // write and page-cache reads. Handing it to a blocking thread would cost
-                // more in context switches than the work itself.
-                queue.receive_blocking(options, now_ms())?
-            };
+            // Runs on this async thread: handing a receive to a blocking thread would
+            // cost more in context switches than its work (see Queue::receive).
+            let delivered = queue.receive(request.options, now_ms()).await?;
             let now = tokio::time::Instant::now();
             if !delivered.is_empty() || now >= deadline || *stopping.borrow() {
                 return Ok((Arc::clone(&queue), delivered));
@@ -425,10 +414,7 @@ impl Queues {
             .filter_map(|d| d.as_ref().ok())
             .copied()
             .collect();
-        let outcomes = blocking("settle", move || {
-            queue.settle_blocking(&valid, action, now_ms())
-        })
-        .await?;
+        let outcomes = queue.settle(&valid, action, now_ms()).await?;
         let mut outcomes = outcomes.into_iter();
         Ok(decoded
             .into_iter()
@@ -468,11 +454,7 @@ impl Queues {
                 visibility_timeout_ms: REDRIVE_VISIBILITY_MS,
                 at_most_once: false,
             };
-            let worker = Arc::clone(&dlq);
-            let batch = blocking("redrive", move || {
-                worker.receive_blocking(options, now_ms())
-            })
-            .await?;
+            let batch = dlq.receive(options, now_ms()).await?;
             if batch.is_empty() || batch.iter().all(|m| skipped.contains(&m.offset)) {
                 self.release(&dlq, batch.iter().map(|m| m.receipt.clone()).collect())
                     .await?;
@@ -514,7 +496,7 @@ impl Queues {
                     })
                     .collect();
                 let count = stored.len() as u64;
-                blocking("redrive", move || target.store(stored, now_ms())).await?;
+                target.store(stored, now_ms()).await?;
                 self.settle(name, &receipts, Settle::Ack).await?;
                 moved += count;
             }
@@ -651,7 +633,7 @@ async fn move_dead_letters(queue: &Arc<Queue>, queues: &QueueMap) -> BrokerResul
             })
             .collect();
         let count = moved.len();
-        blocking("dead letters", move || dlq.store(moved, now)).await?;
+        dlq.store(moved, now).await?;
         let worker = Arc::clone(queue);
         blocking("dead letters", move || {
             worker.finish_dead_letters(&offsets, now)

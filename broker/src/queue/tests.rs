@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 use crate::config::Limits;
 use crate::queue::codec::{Snapshot, StoredMessage};
-use crate::queue::instance::{OutgoingMessage, Queue, ReceiveOptions, Settle};
+use crate::queue::instance::{DeliveredMessage, OutgoingMessage, Queue, ReceiveOptions, Settle};
 use crate::queue::receipt::decode_receipt;
 use crate::queue::settings::{QueueRecord, QueueSettings};
 use crate::queue::state::{
@@ -529,8 +529,8 @@ fn options(max: usize, visibility: u64) -> ReceiveOptions {
     }
 }
 
-#[test]
-fn queue_state_survives_reopen_with_and_without_a_snapshot() {
+#[tokio::test]
+async fn queue_state_survives_reopen_with_and_without_a_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = QueueSettings {
         dedup_window_ms: 60_000,
@@ -542,10 +542,10 @@ fn queue_state_survives_reopen_with_and_without_a_snapshot() {
         let mut batch: Vec<OutgoingMessage> = (0..5).map(|i| text(&format!("m{i}"))).collect();
         batch[4].dedup_id = Some("once".into());
         batch[1].attributes = vec![("k".into(), "v".into())];
-        let sent = queue.send_blocking(batch, now).expect("send");
+        let sent = queue.send(batch, now).await.expect("send");
         assert_eq!(sent.len(), 5);
         let got = queue
-            .receive_blocking(options(2, 60_000), now)
+            .receive(options(2, 60_000), now).await
             .expect("receive");
         assert_eq!(got.len(), 2);
         assert_eq!(
@@ -554,54 +554,54 @@ fn queue_state_survives_reopen_with_and_without_a_snapshot() {
         );
         let receipt = decode_receipt(&got[0].receipt, 7).expect("receipt");
         let acked = queue
-            .settle_blocking(&[receipt], Settle::Ack, now)
+            .settle(&[receipt], Settle::Ack, now).await
             .expect("ack");
         assert_eq!(acked, vec![Ok(())]);
         queue.check_invariants();
         // Crash-like: no close, no snapshot.
     }
-    let check = |queue: &Queue, now: i64| {
+    async fn check(queue: &Queue, now: i64) -> Vec<DeliveredMessage> {
         queue.check_invariants();
         let stats = queue.stats(now);
         assert_eq!(stats.depth.in_flight, 1, "m1 stays in flight");
         assert_eq!(stats.depth.visible, 3);
         let again = queue
-            .send_blocking(
+            .send(
                 vec![OutgoingMessage {
                     dedup_id: Some("once".into()),
                     ..text("dup")
                 }],
                 now,
-            )
+            ).await
             .expect("send");
         assert!(again[0].duplicate, "dedup id remembered across restarts");
         let got = queue
-            .receive_blocking(options(10, 60_000), now)
+            .receive(options(10, 60_000), now).await
             .expect("receive");
         let bodies: Vec<&[u8]> = got.iter().map(|m| m.message.body.as_slice()).collect();
         assert_eq!(bodies, vec![&b"m2"[..], b"m3", b"m4"]);
         got
-    };
+    }
     {
         let queue = open(dir.path(), settings.clone(), now + 1);
-        let got = check(&queue, now + 1);
+        let got = check(&queue, now + 1).await;
         // Put them back, then snapshot and compact.
         let receipts: Vec<_> = got
             .iter()
             .map(|m| decode_receipt(&m.receipt, 7).expect("receipt"))
             .collect();
         queue
-            .settle_blocking(&receipts, Settle::Visibility(0), now + 1)
+            .settle(&receipts, Settle::Visibility(0), now + 1).await
             .expect("nack");
         queue.compact().expect("compact");
         queue.close().expect("close");
     }
     let queue = open(dir.path(), settings, now + 2);
-    check(&queue, now + 2);
+    check(&queue, now + 2).await;
 }
 
-#[test]
-fn compaction_deletes_consumed_segments() {
+#[tokio::test]
+async fn compaction_deletes_consumed_segments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let limits = Limits {
         queue_segment_bytes: 4096,
@@ -620,16 +620,16 @@ fn compaction_deletes_consumed_segments() {
         let batch = (0..20)
             .map(|i| text(&format!("{round}-{i}-{}", "x".repeat(50))))
             .collect();
-        queue.send_blocking(batch, now).expect("send");
+        queue.send(batch, now).await.expect("send");
         let got = queue
-            .receive_blocking(options(20, 60_000), now)
+            .receive(options(20, 60_000), now).await
             .expect("receive");
         let receipts: Vec<_> = got
             .iter()
             .map(|m| decode_receipt(&m.receipt, 7).expect("receipt"))
             .collect();
         queue
-            .settle_blocking(&receipts, Settle::Ack, now)
+            .settle(&receipts, Settle::Ack, now).await
             .expect("ack");
     }
     let journal_before = std::fs::read_dir(dir.path().join("journal"))
@@ -667,8 +667,8 @@ fn stored_message_keeps_system_fields_out_of_attributes() {
     assert!(headers.iter().any(|(k, _)| *k == "ferry.group"));
 }
 
-#[test]
-fn dedup_ids_restored_from_a_snapshot_expire_on_time() {
+#[tokio::test]
+async fn dedup_ids_restored_from_a_snapshot_expire_on_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = QueueSettings {
         dedup_window_ms: 1_000,
@@ -683,7 +683,7 @@ fn dedup_ids_restored_from_a_snapshot_expire_on_time() {
         let queue = open(dir.path(), settings.clone(), now);
         for i in 0..50 {
             let sent = queue
-                .send_blocking(vec![with_id(i)], now + i * 10)
+                .send(vec![with_id(i)], now + i * 10).await
                 .expect("send");
             assert!(!sent[0].duplicate);
         }
@@ -694,7 +694,7 @@ fn dedup_ids_restored_from_a_snapshot_expire_on_time() {
     let at = now + 1_000 + 245;
     let queue = open(dir.path(), settings, at);
     for i in 0..50 {
-        let sent = queue.send_blocking(vec![with_id(i)], at).expect("send");
+        let sent = queue.send(vec![with_id(i)], at).await.expect("send");
         assert_eq!(sent[0].duplicate, i * 10 + 1_000 > 245 + 1_000, "id-{i}");
     }
 }

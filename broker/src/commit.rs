@@ -182,7 +182,10 @@ mod tests {
         let end = append(&log, 1);
         let commit = GroupCommit::new(Arc::clone(&log));
         let refused = commit.wait(end + 1).await;
-        assert!(matches!(refused, Err(StorageError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            refused,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
     }
 
     #[tokio::test]

@@ -545,7 +545,8 @@ async fn queue_state_survives_reopen_with_and_without_a_snapshot() {
         let sent = queue.send(batch, now).await.expect("send");
         assert_eq!(sent.len(), 5);
         let got = queue
-            .receive(options(2, 60_000), now).await
+            .receive(options(2, 60_000), now)
+            .await
             .expect("receive");
         assert_eq!(got.len(), 2);
         assert_eq!(
@@ -554,7 +555,8 @@ async fn queue_state_survives_reopen_with_and_without_a_snapshot() {
         );
         let receipt = decode_receipt(&got[0].receipt, 7).expect("receipt");
         let acked = queue
-            .settle(&[receipt], Settle::Ack, now).await
+            .settle(&[receipt], Settle::Ack, now)
+            .await
             .expect("ack");
         assert_eq!(acked, vec![Ok(())]);
         queue.check_invariants();
@@ -572,11 +574,13 @@ async fn queue_state_survives_reopen_with_and_without_a_snapshot() {
                     ..text("dup")
                 }],
                 now,
-            ).await
+            )
+            .await
             .expect("send");
         assert!(again[0].duplicate, "dedup id remembered across restarts");
         let got = queue
-            .receive(options(10, 60_000), now).await
+            .receive(options(10, 60_000), now)
+            .await
             .expect("receive");
         let bodies: Vec<&[u8]> = got.iter().map(|m| m.message.body.as_slice()).collect();
         assert_eq!(bodies, vec![&b"m2"[..], b"m3", b"m4"]);
@@ -591,7 +595,8 @@ async fn queue_state_survives_reopen_with_and_without_a_snapshot() {
             .map(|m| decode_receipt(&m.receipt, 7).expect("receipt"))
             .collect();
         queue
-            .settle(&receipts, Settle::Visibility(0), now + 1).await
+            .settle(&receipts, Settle::Visibility(0), now + 1)
+            .await
             .expect("nack");
         queue.compact().expect("compact");
         queue.close().expect("close");
@@ -622,14 +627,16 @@ async fn compaction_deletes_consumed_segments() {
             .collect();
         queue.send(batch, now).await.expect("send");
         let got = queue
-            .receive(options(20, 60_000), now).await
+            .receive(options(20, 60_000), now)
+            .await
             .expect("receive");
         let receipts: Vec<_> = got
             .iter()
             .map(|m| decode_receipt(&m.receipt, 7).expect("receipt"))
             .collect();
         queue
-            .settle(&receipts, Settle::Ack, now).await
+            .settle(&receipts, Settle::Ack, now)
+            .await
             .expect("ack");
     }
     let journal_before = std::fs::read_dir(dir.path().join("journal"))
@@ -683,7 +690,8 @@ async fn dedup_ids_restored_from_a_snapshot_expire_on_time() {
         let queue = open(dir.path(), settings.clone(), now);
         for i in 0..50 {
             let sent = queue
-                .send(vec![with_id(i)], now + i * 10).await
+                .send(vec![with_id(i)], now + i * 10)
+                .await
                 .expect("send");
             assert!(!sent[0].duplicate);
         }

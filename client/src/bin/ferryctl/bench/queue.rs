@@ -72,6 +72,10 @@ pub struct QueueBenchArgs {
     /// Keep the queue after the run instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+    /// Send everything first, then start the consumers: receive latency is then
+    /// measured on a queue that is never empty, and throughput is the drain rate.
+    #[arg(long)]
+    pub drain: bool,
 }
 
 impl QueueBenchArgs {
@@ -101,6 +105,7 @@ impl QueueBenchArgs {
             "messages": self.messages,
             "rate": self.rate,
             "timeout_s": self.timeout_s,
+            "drain": self.drain,
         })
     }
 }
@@ -182,10 +187,18 @@ async fn measure(context: &Context, args: &QueueBenchArgs) -> anyhow::Result<Out
         deadline: start + Duration::from_secs(args.timeout_s),
     });
     let mut consumers = JoinSet::new();
-    for index in 0..args.consumers {
-        let client = context.connect().await?;
-        let (args, shared) = (args.clone(), Arc::clone(&shared));
-        consumers.spawn(async move { consume(&client, &args, index, &shared).await });
+    let mut consumer_clients = Vec::with_capacity(args.consumers);
+    for _ in 0..args.consumers {
+        consumer_clients.push(context.connect().await?);
+    }
+    let start_consumers = |consumers: &mut JoinSet<_>, clients: Vec<Client>| {
+        for (index, client) in clients.into_iter().enumerate() {
+            let (args, shared) = (args.clone(), Arc::clone(&shared));
+            consumers.spawn(async move { consume(&client, &args, index, &shared).await });
+        }
+    };
+    if !args.drain {
+        start_consumers(&mut consumers, std::mem::take(&mut consumer_clients));
     }
     let mut producers = JoinSet::new();
     let count = args.producers as u64;
@@ -216,6 +229,10 @@ async fn measure(context: &Context, args: &QueueBenchArgs) -> anyhow::Result<Out
     }
     // Consumers stop once this many unique ids were acked.
     let _ = expected_tx.send(Some(sent.ids.len() as u64));
+    let drain_started = Instant::now();
+    if args.drain {
+        start_consumers(&mut consumers, consumer_clients);
+    }
     let mut received = Received::empty()?;
     while let Some(joined) = consumers.join_next().await {
         received.merge(joined.context("consumer task failed")??)?;
@@ -224,7 +241,11 @@ async fn measure(context: &Context, args: &QueueBenchArgs) -> anyhow::Result<Out
         return Err(err.context("a producer stopped"));
     }
     let acked_ids = std::mem::take(&mut *lock(&shared.acked_ids));
-    Ok(Outcome::new(sent, received, &acked_ids))
+    let mut outcome = Outcome::new(sent, received, &acked_ids);
+    if args.drain {
+        outcome.drain_started = Some(drain_started);
+    }
+    Ok(outcome)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -484,6 +505,8 @@ struct Outcome {
     unique_acked: u64,
     lost: u64,
     unexpected: u64,
+    /// When consumers started, in `--drain` runs.
+    drain_started: Option<Instant>,
 }
 
 impl Outcome {
@@ -501,12 +524,17 @@ impl Outcome {
             lost,
             sent,
             received,
+            drain_started: None,
         }
     }
 
-    /// First send → last ack: the span over which messages went all the way through.
+    /// First send → last ack: the span over which messages went all the way through;
+    /// in `--drain` runs, first receive → last ack.
     fn end_to_end_seconds(&self) -> f64 {
-        match (self.sent.first_at, self.received.last_ack_at) {
+        match (
+            self.drain_started.or(self.sent.first_at),
+            self.received.last_ack_at,
+        ) {
             (Some(first), Some(last)) if last > first => (last - first).as_secs_f64(),
             _ => 1e-9,
         }
@@ -622,6 +650,7 @@ mod tests {
             rate: None,
             timeout_s: 1,
             keep: false,
+            drain: false,
         }
     }
 

@@ -6,12 +6,14 @@
 //! `docs/metadata-keyspace.md`.
 
 mod embedded;
+mod etcd;
 pub mod keys;
 
 use std::future::Future;
 use std::pin::Pin;
 
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
+pub use etcd::{EtcdConfig, EtcdStore};
 use tokio::sync::broadcast;
 
 /// A boxed future, so the trait stays usable as `dyn MetadataStore`.
@@ -146,7 +148,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<TxnOutcome, MetaError>>;
 
     /// Subscribes to every later change of keys under `prefix`. A receiver that falls
-    /// behind gets `RecvError::Lagged` and should re-read with [`MetadataStore::list`].
+    /// behind gets `RecvError::Lagged`, and one whose store lost the change history
+    /// (etcd compaction) gets `RecvError::Closed`: either should re-read with
+    /// [`MetadataStore::list`] and watch again.
     fn watch(&self, prefix: &str) -> Watch;
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod queue;
 
 use std::io::{BufRead, BufReader};

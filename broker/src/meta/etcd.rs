@@ -1,0 +1,313 @@
+//! The metadata store on etcd, for broker clusters: the same contract as the embedded
+//! store, over etcd's KV, Txn and Watch APIs (etcd-client).
+//!
+//! One background task watches everything under the store's root and fans the changes
+//! out to every [`Watch`]. When the watch stream breaks (etcd restarted, network
+//! trouble) it resumes from the revision after the last event it delivered, so
+//! watchers see no gap; if etcd compacted that history away, watchers are told to
+//! re-read (their receiver closes) and a fresh stream starts at the current revision.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, DeleteOptions, EventType,
+    GetOptions, Txn, TxnOp, WatchOptions,
+};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use super::{
+    BoxFuture, Compare, KeyValue, MetaError, MetadataStore, Op, Revision, TxnOutcome, Watch,
+    WatchEvent,
+};
+
+/// Settings of the etcd store.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    /// Client URLs of the etcd members, e.g. `http://127.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    /// Keys this store reads, writes and watches all start with this.
+    pub root: String,
+    /// Longest wait for one etcd request.
+    pub request_timeout: Duration,
+    /// Longest wait for a connection to an etcd member.
+    pub connect_timeout: Duration,
+    /// Pause before re-opening a broken watch stream.
+    pub watch_retry: Duration,
+    /// Watch events buffered per watcher before it is told it lagged.
+    pub watch_buffer: usize,
+}
+
+impl EtcdConfig {
+    /// Defaults for `endpoints`, rooted at Ferry's key prefix.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self {
+            endpoints,
+            root: super::keys::ROOT.to_owned(),
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            watch_retry: Duration::from_millis(500),
+            watch_buffer: 1024,
+        }
+    }
+}
+
+/// The metadata store on an etcd cluster.
+pub struct EtcdStore {
+    client: Client,
+    /// Replaced when history was compacted away: dropping the old sender closes every
+    /// receiver, which is how watchers learn they must re-read.
+    events: Arc<Mutex<broadcast::Sender<WatchEvent>>>,
+    watcher: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore").finish_non_exhaustive()
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+fn classify(operation: &'static str, err: etcd_client::Error) -> MetaError {
+    use etcd_client::Error as E;
+    match err {
+        E::TransportError(err) => MetaError::Unavailable(format!("{operation}: {err}")),
+        // A broken connection reaches us as an `Unknown` status carrying the transport
+        // error as its source.
+        E::GRpcStatus(status)
+            if matches!(
+                status.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Aborted
+                    | tonic::Code::ResourceExhausted
+            ) || (status.code() == tonic::Code::Unknown
+                && std::error::Error::source(&status).is_some()) =>
+        {
+            MetaError::Unavailable(format!("{operation}: {}", status.message()))
+        }
+        other => MetaError::Backend {
+            operation,
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn revision(value: i64) -> Revision {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn key_value(kv: &etcd_client::KeyValue) -> Result<KeyValue, MetaError> {
+    let key = kv.key_str().map_err(|err| MetaError::Decode {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        reason: err.to_string(),
+    })?;
+    Ok(KeyValue {
+        key: key.to_owned(),
+        value: kv.value().to_vec(),
+        mod_revision: revision(kv.mod_revision()),
+    })
+}
+
+impl EtcdStore {
+    /// Connects to etcd and starts watching the root. Fails when no member answers
+    /// within the connect timeout.
+    pub async fn connect(config: EtcdConfig) -> Result<Self, MetaError> {
+        let options = ConnectOptions::new()
+            .with_timeout(config.request_timeout)
+            .with_connect_timeout(config.connect_timeout)
+            .with_keep_alive(Duration::from_secs(5), config.request_timeout);
+        let mut client = Client::connect(&config.endpoints, Some(options))
+            .await
+            .map_err(|err| classify("connect", err))?;
+        // Watch from the revision after the one current now, so no change made after
+        // `connect` returns is missed.
+        let current = client
+            .get(
+                config.root.as_str(),
+                Some(GetOptions::new().with_count_only()),
+            )
+            .await
+            .map_err(|err| classify("connect", err))?
+            .header()
+            .map(|header| header.revision())
+            .unwrap_or(0);
+        let (sender, _) = broadcast::channel(config.watch_buffer.max(1));
+        let events = Arc::new(Mutex::new(sender));
+        let watcher = tokio::spawn(watch_root(
+            client.clone(),
+            config.clone(),
+            Arc::clone(&events),
+            current + 1,
+        ));
+        Ok(Self {
+            client,
+            events,
+            watcher,
+        })
+    }
+
+    /// The etcd client, for the cluster work that needs more than key-value access
+    /// (leases, elections).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+}
+
+/// Fans etcd watch events under `config.root` out to the broadcast, resuming after
+/// stream failures without a gap.
+async fn watch_root(
+    mut client: Client,
+    config: EtcdConfig,
+    events: Arc<Mutex<broadcast::Sender<WatchEvent>>>,
+    mut next_revision: i64,
+) {
+    loop {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(next_revision);
+        let mut stream = match client.watch(config.root.as_str(), Some(options)).await {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "etcd watch could not start; retrying");
+                tokio::time::sleep(config.watch_retry).await;
+                continue;
+            }
+        };
+        loop {
+            let response = match stream.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "etcd watch stream broke; resuming");
+                    break;
+                }
+            };
+            if response.canceled() {
+                let compacted = response.compact_revision();
+                if compacted > 0 {
+                    tracing::warn!(
+                        from = next_revision,
+                        compacted,
+                        "etcd compacted watch history; watchers must re-read"
+                    );
+                    let fresh = broadcast::channel(config.watch_buffer.max(1)).0;
+                    *events.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+                    next_revision = compacted;
+                }
+                break;
+            }
+            let sender = events.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                next_revision = next_revision.max(kv.mod_revision() + 1);
+                let delivered = match event.event_type() {
+                    EventType::Put => match key_value(kv) {
+                        Ok(kv) => WatchEvent::Put(kv),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "skipping a watch event");
+                            continue;
+                        }
+                    },
+                    EventType::Delete => WatchEvent::Delete {
+                        key: String::from_utf8_lossy(kv.key()).into_owned(),
+                        revision: revision(kv.mod_revision()),
+                    },
+                };
+                let _ = sender.send(delivered);
+            }
+        }
+        tokio::time::sleep(config.watch_retry).await;
+    }
+}
+
+impl MetadataStore for EtcdStore {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, MetaError>> {
+        Box::pin(async move {
+            let mut client = self.client.clone();
+            let response = client
+                .get(key, None)
+                .await
+                .map_err(|err| classify("get", err))?;
+            response.kvs().first().map(key_value).transpose()
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<KeyValue>, MetaError>> {
+        Box::pin(async move {
+            let mut client = self.client.clone();
+            let response = client
+                .get(prefix, Some(GetOptions::new().with_prefix()))
+                .await
+                .map_err(|err| classify("list", err))?;
+            response.kvs().iter().map(key_value).collect()
+        })
+    }
+
+    fn txn(
+        &self,
+        compares: Vec<Compare>,
+        ops: Vec<Op>,
+    ) -> BoxFuture<'_, Result<TxnOutcome, MetaError>> {
+        Box::pin(async move {
+            let compares: Vec<EtcdCompare> = compares
+                .into_iter()
+                .map(|compare| match compare {
+                    Compare::ModRevision {
+                        key,
+                        revision: None,
+                    } => EtcdCompare::create_revision(key, CompareOp::Equal, 0),
+                    Compare::ModRevision {
+                        key,
+                        revision: Some(revision),
+                    } => EtcdCompare::mod_revision(
+                        key,
+                        CompareOp::Equal,
+                        i64::try_from(revision).unwrap_or(i64::MAX),
+                    ),
+                })
+                .collect();
+            let ops: Vec<TxnOp> = ops
+                .into_iter()
+                .map(|op| match op {
+                    Op::Put { key, value } => TxnOp::put(key, value, None),
+                    Op::Delete { key } => TxnOp::delete(key, None),
+                    Op::DeletePrefix { prefix } => {
+                        TxnOp::delete(prefix, Some(DeleteOptions::new().with_prefix()))
+                    }
+                })
+                .collect();
+            let mut client = self.client.clone();
+            let response = client
+                .txn(Txn::new().when(compares).and_then(ops))
+                .await
+                .map_err(|err| classify("transaction", err))?;
+            Ok(TxnOutcome {
+                succeeded: response.succeeded(),
+                revision: response
+                    .header()
+                    .map(|header| revision(header.revision()))
+                    .unwrap_or(0),
+            })
+        })
+    }
+
+    fn watch(&self, prefix: &str) -> Watch {
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .subscribe();
+        Watch {
+            prefix: prefix.to_owned(),
+            events,
+        }
+    }
+}

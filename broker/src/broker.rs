@@ -53,6 +53,7 @@ impl Broker {
             config.limits.clone(),
             config.topic_defaults.clone(),
             Arc::clone(&meta),
+            config.cluster.clone(),
         )
         .await?;
         let queues = Queues::open(
@@ -66,6 +67,7 @@ impl Broker {
                 snapshot_interval_ms: config.queue_snapshot_interval_ms,
             },
             Arc::clone(&meta),
+            config.cluster.clone(),
         )
         .await?;
         let offsets = OffsetStore::load(Arc::clone(&meta)).await?;

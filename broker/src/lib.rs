@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod commit;
 pub mod config;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod names;
 pub mod offsets;
 pub mod queue;
+pub mod serve;
 pub mod service;
 pub mod standalone;
 pub mod topic;

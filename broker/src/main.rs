@@ -2,10 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ferry_broker::config::BrokerConfig;
-use ferry_broker::standalone;
+use ferry_broker::meta::EtcdConfig;
+use ferry_broker::serve::{self, ServeOptions};
+use ferry_broker::standalone::{self, BoundAddresses};
 use ferry_broker::topic::DurabilitySetting;
 use tracing_subscriber::EnvFilter;
 
@@ -21,6 +24,51 @@ struct Cli {
 enum Command {
     /// Run one host with an embedded metadata store (the default).
     Standalone(StandaloneArgs),
+    /// Run one host of a broker cluster, with etcd as the cluster manager.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// The broker cluster to join.
+    #[arg(long, env = "FERRY_CLUSTER")]
+    cluster: String,
+    /// This host's id, unique in the cluster (e.g. the StatefulSet pod name).
+    #[arg(long, env = "FERRY_HOST_ID")]
+    host_id: String,
+    /// etcd client URLs, comma-separated.
+    #[arg(long, env = "FERRY_ETCD", value_delimiter = ',', required = true)]
+    etcd: Vec<String>,
+    /// Time to live of the host's etcd lease, in ms (rounded up to whole seconds).
+    #[arg(long, env = "FERRY_LEASE_TTL_MS", default_value_t = 5_000)]
+    lease_ttl_ms: u64,
+    /// How long a host may be gone before its replicas move to other hosts, in ms.
+    #[arg(long, env = "FERRY_HOST_GRACE_MS", default_value_t = 30_000)]
+    host_grace_ms: u64,
+    /// Longest wait for one etcd request, in ms.
+    #[arg(long, env = "FERRY_ETCD_TIMEOUT_MS", default_value_t = 5_000)]
+    etcd_timeout_ms: u64,
+    #[command(flatten)]
+    host: StandaloneArgs,
+}
+
+impl ServeArgs {
+    fn into_options(self) -> anyhow::Result<(BrokerConfig, ServeOptions)> {
+        let timeout = Duration::from_millis(self.etcd_timeout_ms);
+        let etcd = EtcdConfig {
+            request_timeout: timeout,
+            connect_timeout: timeout,
+            ..EtcdConfig::new(self.etcd)
+        };
+        let options = ServeOptions {
+            cluster: self.cluster,
+            host_id: self.host_id,
+            etcd,
+            lease_ttl: Duration::from_millis(self.lease_ttl_ms),
+            host_grace: Duration::from_millis(self.host_grace_ms),
+        };
+        Ok((self.host.into_config()?, options))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -149,26 +197,41 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Standalone(args)) => args,
-        None => StandaloneArgs::parse_defaults()?,
-    };
-    let config = args.into_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ferry-broker")
         .build()?;
-    runtime.block_on(standalone::run(
-        config,
-        standalone::termination_signal(),
-        |bound| {
-            // One line on stdout that scripts and tests can wait for.
-            let metrics = bound
-                .metrics
-                .map_or_else(|| "off".to_owned(), |a| a.to_string());
-            println!("ferry-broker ready grpc={} metrics={metrics}", bound.grpc);
-        },
-    ))
+    match cli.command {
+        Some(Command::Serve(args)) => {
+            let (config, options) = args.into_options()?;
+            runtime.block_on(serve::run(
+                config,
+                options,
+                standalone::termination_signal(),
+                print_ready,
+            ))
+        }
+        command => {
+            let args = match command {
+                Some(Command::Standalone(args)) => args,
+                _ => StandaloneArgs::parse_defaults()?,
+            };
+            let config = args.into_config()?;
+            runtime.block_on(standalone::run(
+                config,
+                standalone::termination_signal(),
+                print_ready,
+            ))
+        }
+    }
+}
+
+/// One line on stdout that scripts and tests can wait for.
+fn print_ready(bound: BoundAddresses) {
+    let metrics = bound
+        .metrics
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
+    println!("ferry-broker ready grpc={} metrics={metrics}", bound.grpc);
 }
 
 impl StandaloneArgs {

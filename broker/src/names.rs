@@ -20,6 +20,16 @@ pub fn validate_queue_name(name: &str) -> Result<(), BrokerError> {
     validate("queue", name)
 }
 
+/// Checks a broker cluster name.
+pub fn validate_cluster_name(name: &str) -> Result<(), BrokerError> {
+    validate("cluster", name)
+}
+
+/// Checks a host id.
+pub fn validate_host_id(name: &str) -> Result<(), BrokerError> {
+    validate("host id", name)
+}
+
 fn validate(kind: &'static str, name: &str) -> Result<(), BrokerError> {
     let reason = if name.is_empty() {
         Some("must not be empty")

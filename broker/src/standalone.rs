@@ -34,36 +34,71 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(BoundAddresses),
 ) -> anyhow::Result<()> {
-    config.validate()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let _lock = lock_data_dir(&config)?;
+    let _lock = prepare_data_dir(&config)?;
     let meta = EmbeddedStore::open(&EmbeddedConfig {
         path: EmbeddedStore::default_path(&config.data_dir),
         watch_buffer: config.metadata_watch_buffer,
     })?;
-    let grpc_listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(
-            crate::metrics::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
-        ),
-        None => None,
-    };
+    let listeners = Listeners::bind(&config).await?;
     let broker = Broker::open(config, Arc::new(meta)).await?;
-    let bound = BoundAddresses {
-        grpc: grpc_listener.local_addr()?,
-        metrics: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
-    };
+    serve_until(broker, listeners, shutdown, on_ready).await
+}
+
+/// Validates the configuration, creates the data directory and locks it; keep the
+/// returned file open for as long as the broker runs.
+pub(crate) fn prepare_data_dir(config: &BrokerConfig) -> anyhow::Result<File> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    lock_data_dir(config)
+}
+
+/// The bound gRPC and metrics listeners.
+pub(crate) struct Listeners {
+    grpc: TcpListener,
+    metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses the configuration names.
+    pub(crate) async fn bind(config: &BrokerConfig) -> anyhow::Result<Self> {
+        let grpc = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(
+                crate::metrics::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self { grpc, metrics })
+    }
+
+    /// The addresses actually bound.
+    pub(crate) fn bound(&self) -> anyhow::Result<BoundAddresses> {
+        Ok(BoundAddresses {
+            grpc: self.grpc.local_addr()?,
+            metrics: self.metrics.as_ref().and_then(|l| l.local_addr().ok()),
+        })
+    }
+}
+
+/// Serves `broker` on `listeners` until `shutdown` resolves, then stops gracefully.
+pub(crate) async fn serve_until(
+    broker: Arc<Broker>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(BoundAddresses),
+) -> anyhow::Result<()> {
+    let bound = listeners.bound()?;
     tracing::info!(grpc = %bound.grpc, metrics = ?bound.metrics, data_dir = %broker.config.data_dir.display(), "ferry broker ready");
     on_ready(bound);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let background = spawn_background(Arc::clone(&broker), stop_rx.clone());
-    let metrics_task = metrics_listener.map(|listener| {
+    let metrics_task = listeners.metrics.map(|listener| {
         tokio::spawn(crate::metrics::serve(
             listener,
             Arc::clone(&broker),
@@ -72,7 +107,7 @@ pub async fn run(
     });
     let grpc = tokio::spawn(crate::service::serve(
         Arc::clone(&broker),
-        grpc_listener,
+        listeners.grpc,
         wait_true(stop_rx.clone()),
     ));
 

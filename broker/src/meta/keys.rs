@@ -1,4 +1,4 @@
-//! The metadata keyspace, in one place (documented in `docs/metadata-keyspace.md`).
+//! The metadata keyspace, in one place (documented in `docs/etcd-keyspace.md`).
 
 /// Root of every Ferry key.
 pub const ROOT: &str = "/ferry/";
@@ -43,6 +43,50 @@ pub fn queue(name: &str) -> String {
 /// The next idempotent producer id to hand out.
 pub const NEXT_PRODUCER_ID: &str = "/ferry/producer-ids/next";
 
+/// Prefix of every broker cluster's keys.
+pub const CLUSTERS: &str = "/ferry/clusters/";
+
+/// Prefix of everything one cluster keeps.
+pub fn cluster(cluster: &str) -> String {
+    format!("{CLUSTERS}{cluster}/")
+}
+
+/// Prefix of a cluster's live hosts (each key attached to the host's lease).
+pub fn cluster_hosts(cluster: &str) -> String {
+    format!("{CLUSTERS}{cluster}/hosts/")
+}
+
+/// One live host of a cluster.
+pub fn cluster_host(cluster: &str, host: &str) -> String {
+    format!("{CLUSTERS}{cluster}/hosts/{host}")
+}
+
+/// The cluster's elected controller (attached to the controller's lease).
+pub fn cluster_controller(cluster: &str) -> String {
+    format!("{CLUSTERS}{cluster}/controller")
+}
+
+/// Prefix of a cluster's partition states (placement, leader, epoch, in-sync replicas).
+pub fn cluster_partitions(cluster: &str) -> String {
+    format!("{CLUSTERS}{cluster}/partitions/")
+}
+
+/// One partition's state: `kind` is `topics` or `queues`.
+pub fn partition_state(cluster: &str, kind: &str, name: &str, partition: u32) -> String {
+    format!("{CLUSTERS}{cluster}/partitions/{kind}/{name}/{partition}")
+}
+
+/// Splits a partition-state key of `cluster` into (kind, name, partition).
+pub fn parse_partition_state<'a>(cluster: &str, key: &'a str) -> Option<(&'a str, &'a str, u32)> {
+    let rest = key
+        .strip_prefix(CLUSTERS)?
+        .strip_prefix(cluster)?
+        .strip_prefix("/partitions/")?;
+    let (kind, rest) = rest.split_once('/')?;
+    let (name, partition) = rest.rsplit_once('/')?;
+    Some((kind, name, partition.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +96,16 @@ mod tests {
         let key = group_offset("billing", "orders", 7);
         assert_eq!(parse_group_offset(&key), Some(("billing", "orders", 7)));
         assert_eq!(parse_group_offset("/ferry/topics/x"), None);
+    }
+
+    #[test]
+    fn partition_state_keys_round_trip() {
+        let key = partition_state("c1", "topics", "orders", 3);
+        assert_eq!(
+            parse_partition_state("c1", &key),
+            Some(("topics", "orders", 3))
+        );
+        assert_eq!(parse_partition_state("c2", &key), None);
+        assert_eq!(parse_partition_state("c1", &cluster_host("c1", "h0")), None);
     }
 }

@@ -3,7 +3,7 @@
 //! One trait, [`MetadataStore`], with the semantics of etcd's key-value API (revisions,
 //! compare-and-swap transactions, prefix watches) so the same broker code runs on
 //! the embedded store (standalone) and on etcd (clusters). The keyspace is in
-//! `docs/metadata-keyspace.md`.
+//! `docs/etcd-keyspace.md`.
 
 mod embedded;
 mod etcd;

@@ -63,6 +63,8 @@ pub struct Queues {
     defaults: QueueSettings,
     housekeeping: Housekeeping,
     meta: Arc<dyn MetadataStore>,
+    /// The cluster this host belongs to, stamped on the records it creates.
+    cluster: Option<String>,
     queues: QueueMap,
     tasks: Mutex<HashMap<String, JoinHandle<()>>>,
     // Serializes create and delete so directories and metadata change together.
@@ -96,6 +98,7 @@ impl Queues {
         defaults: QueueSettings,
         housekeeping: Housekeeping,
         meta: Arc<dyn MetadataStore>,
+        cluster: Option<String>,
     ) -> BrokerResult<Self> {
         let root = data_dir.join("queues");
         std::fs::create_dir_all(&root).map_err(|err| {
@@ -108,6 +111,7 @@ impl Queues {
             defaults,
             housekeeping,
             meta,
+            cluster,
             queues: Arc::new(RwLock::new(HashMap::new())),
             tasks: Mutex::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
@@ -223,6 +227,7 @@ impl Queues {
             settings,
             created_at_ms: now_ms(),
             incarnation: crate::clock::unique_id(),
+            cluster: self.cluster.clone(),
         };
         let queue = self.open_queue(record.clone()).await?;
         let outcome = self

@@ -224,6 +224,10 @@ pub struct QueueRecord {
     /// Unique per incarnation (see `TopicRecord::incarnation`); also part of every
     /// receipt handle, so a receipt from a deleted queue never matches a new one.
     pub incarnation: u64,
+    /// The broker cluster that owns it (the external cluster manager's mapping);
+    /// `None` on a standalone host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 #[cfg(test)]

@@ -500,6 +500,7 @@ fn record(settings: QueueSettings) -> QueueRecord {
         settings,
         created_at_ms: T0,
         incarnation: 7,
+        cluster: None,
     }
 }
 

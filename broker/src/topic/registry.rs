@@ -70,6 +70,8 @@ pub struct Topics {
     limits: Limits,
     defaults: TopicSettings,
     meta: Arc<dyn MetadataStore>,
+    /// The cluster this host belongs to, stamped on the records it creates.
+    cluster: Option<String>,
     // A std lock: lookups are short and nothing awaits while holding it.
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     // Serializes create and delete so directories and metadata change together.
@@ -88,6 +90,7 @@ impl Topics {
         limits: Limits,
         defaults: TopicSettings,
         meta: Arc<dyn MetadataStore>,
+        cluster: Option<String>,
     ) -> BrokerResult<Self> {
         let root = data_dir.join("topics");
         std::fs::create_dir_all(&root).map_err(|err| {
@@ -99,6 +102,7 @@ impl Topics {
             limits,
             defaults,
             meta,
+            cluster,
             topics: RwLock::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
         };
@@ -211,6 +215,7 @@ impl Topics {
             settings,
             created_at_ms,
             incarnation: crate::clock::unique_id(),
+            cluster: self.cluster.clone(),
         };
         let topic = self.open_topic(record.clone()).await?;
         let outcome = self

@@ -190,4 +190,8 @@ pub struct TopicRecord {
     /// Unique per incarnation: a topic deleted and created again gets a new id,
     /// so a stale directory is never mistaken for the new topic's data.
     pub incarnation: u64,
+    /// The broker cluster that owns it (the external cluster manager's mapping);
+    /// `None` on a standalone host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }

@@ -1,0 +1,304 @@
+//! The cluster's internal manager: one host, elected through etcd, places partition
+//! replicas and elects partition leaders (see [`super::placement`]).
+//!
+//! Election: the controller key is created only if absent, attached to the winner's
+//! lease, so it disappears with the winner. The revision that created it is the
+//! controller's epoch, and every write the controller makes carries a comparison on
+//! it: a deposed controller that has not noticed yet cannot change anything.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use etcd_client::{Client, Compare as EtcdCompare, CompareOp, PutOptions, Txn, TxnOp};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::ClusterConfig;
+use super::membership::LeaseStatus;
+use super::placement::{Change, Desired, Hosts, PartitionKey, plan};
+use super::records::ControllerRecord;
+use super::view::ClusterView;
+use crate::clock::now_ms;
+use crate::meta::{
+    Compare, MetaError, MetadataStore, Op, Revision, decode_json, encode_json, keys,
+};
+use crate::queue::QueueRecord;
+use crate::topic::TopicRecord;
+
+/// The controller role of one host: campaigns while the host is live, leads when elected.
+#[derive(Debug)]
+pub struct Controller {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the controller role needs.
+#[derive(Clone)]
+pub struct ControllerContext {
+    /// etcd, for the lease-attached election key.
+    pub client: Client,
+    /// The metadata store (etcd) for desired state and partition states.
+    pub meta: Arc<dyn MetadataStore>,
+    /// This host's settings.
+    pub config: ClusterConfig,
+    /// This host's lease.
+    pub lease: watch::Receiver<LeaseStatus>,
+    /// The cluster as this host sees it.
+    pub view: watch::Receiver<Arc<ClusterView>>,
+}
+
+impl Controller {
+    /// Starts campaigning in the background.
+    pub fn start(context: ControllerContext) -> Self {
+        Self {
+            task: tokio::spawn(campaign_forever(context)),
+        }
+    }
+}
+
+async fn campaign_forever(mut context: ControllerContext) {
+    loop {
+        let Some(lease) = wait_live(&mut context.lease).await else {
+            return;
+        };
+        match campaign(&mut context.client, &context.config, lease).await {
+            Ok(Some(epoch)) => {
+                tracing::info!(cluster = %context.config.cluster, host = %context.config.host_id, epoch, "elected controller");
+                let reason = lead(&mut context, lease, epoch).await;
+                tracing::warn!(cluster = %context.config.cluster, host = %context.config.host_id, %reason, "stepped down as controller");
+            }
+            Ok(None) => wait_for_vacancy(&mut context, lease).await,
+            Err(err) => {
+                tracing::warn!(error = %err, "controller campaign failed; retrying");
+                tokio::time::sleep(context.config.retry_pause).await;
+            }
+        }
+    }
+}
+
+/// Waits until the host holds a live lease; `None` when the membership ended.
+async fn wait_live(lease: &mut watch::Receiver<LeaseStatus>) -> Option<i64> {
+    loop {
+        let status = *lease.borrow_and_update();
+        if status.is_live(Instant::now())
+            && let Some(id) = status.id
+        {
+            return Some(id);
+        }
+        lease.changed().await.ok()?;
+    }
+}
+
+/// Tries to create the controller key under `lease`; the epoch if this host won.
+async fn campaign(
+    client: &mut Client,
+    config: &ClusterConfig,
+    lease: i64,
+) -> Result<Option<Revision>, etcd_client::Error> {
+    let key = keys::cluster_controller(&config.cluster);
+    let record = ControllerRecord {
+        host_id: config.host_id.clone(),
+        elected_at_ms: now_ms(),
+    };
+    let txn = Txn::new()
+        .when([EtcdCompare::create_revision(
+            key.as_str(),
+            CompareOp::Equal,
+            0,
+        )])
+        .and_then([TxnOp::put(
+            key.as_str(),
+            encode_json(&record),
+            Some(PutOptions::new().with_lease(lease)),
+        )]);
+    let response = client.txn(txn).await?;
+    if !response.succeeded() {
+        return Ok(None);
+    }
+    let epoch = response
+        .header()
+        .map(|header| u64::try_from(header.revision()).unwrap_or(0))
+        .unwrap_or(0);
+    Ok(Some(epoch))
+}
+
+/// Waits until the controller seat is empty (or the lease changed), re-checking now
+/// and then in case a watch event was missed.
+async fn wait_for_vacancy(context: &mut ControllerContext, lease: i64) {
+    let recheck = context.config.lease_ttl;
+    let _ = tokio::time::timeout(recheck, async {
+        loop {
+            let vacant = context.view.borrow_and_update().controller.is_none();
+            let same_lease = context.lease.borrow().id == Some(lease);
+            if vacant || !same_lease {
+                return;
+            }
+            tokio::select! {
+                changed = context.view.changed() => if changed.is_err() { return },
+                changed = context.lease.changed() => if changed.is_err() { return },
+            }
+        }
+    })
+    .await;
+}
+
+/// Leads until deposed; returns why it stopped.
+async fn lead(context: &mut ControllerContext, lease: i64, epoch: Revision) -> String {
+    let mut gone_since: HashMap<String, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(context.config.reconcile_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = context.view.changed() => if changed.is_err() { return "view ended".into() },
+            changed = context.lease.changed() => if changed.is_err() { return "membership ended".into() },
+        }
+        let status = *context.lease.borrow();
+        if status.id != Some(lease) || !status.is_live(Instant::now()) {
+            return "the host's lease is gone".into();
+        }
+        let view = Arc::clone(&context.view.borrow());
+        if let Some((record, revision)) = &view.controller
+            && (record.host_id != context.config.host_id || *revision != epoch)
+        {
+            return format!("{} is controller now", record.host_id);
+        }
+        match reconcile(context, &view, epoch, &mut gone_since).await {
+            Ok(()) => {}
+            Err(ReconcileError::Deposed) => return "a write found another controller".into(),
+            Err(ReconcileError::Meta(err)) => {
+                tracing::warn!(%err, "reconcile failed; trying again");
+            }
+        }
+    }
+}
+
+/// Why one reconcile pass stopped.
+#[derive(Debug, thiserror::Error)]
+enum ReconcileError {
+    /// The controller key no longer carries this controller's epoch.
+    #[error("deposed")]
+    Deposed,
+    /// The store failed.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+/// One pass: read what should exist, plan, write each change fenced by the epoch.
+async fn reconcile(
+    context: &ControllerContext,
+    view: &ClusterView,
+    epoch: Revision,
+    gone_since: &mut HashMap<String, Instant>,
+) -> Result<(), ReconcileError> {
+    let config = &context.config;
+    let desired = desired(context.meta.as_ref(), &config.cluster).await?;
+    let hosts = hosts(view, config, gone_since);
+    let fence = Compare::ModRevision {
+        key: keys::cluster_controller(&config.cluster),
+        revision: Some(epoch),
+    };
+    for change in plan(&desired, &view.partitions, &hosts) {
+        let (key, expected, op) = match &change {
+            Change::Create { key, state } => (key, None, Some(encode_json(state))),
+            Change::Update {
+                key,
+                state,
+                revision,
+            } => (key, Some(*revision), Some(encode_json(state))),
+            Change::Delete { key, revision } => (key, Some(*revision), None),
+        };
+        let path = state_key(&config.cluster, key);
+        let compares = vec![
+            fence.clone(),
+            Compare::ModRevision {
+                key: path.clone(),
+                revision: expected,
+            },
+        ];
+        let ops = vec![match op {
+            Some(value) => Op::Put { key: path, value },
+            None => Op::Delete { key: path },
+        }];
+        if context.meta.txn(compares, ops).await?.succeeded {
+            tracing::info!(cluster = %config.cluster, change = ?change, "partition state written");
+            continue;
+        }
+        // Either the state moved under us (the view will catch up and the next pass
+        // plans again) or this controller was deposed.
+        let seat = context
+            .meta
+            .get(&keys::cluster_controller(&config.cluster))
+            .await?;
+        if seat.is_none_or(|kv| kv.mod_revision != epoch) {
+            return Err(ReconcileError::Deposed);
+        }
+        return Ok(());
+    }
+    Ok(())
+}
+
+fn state_key(cluster: &str, key: &PartitionKey) -> String {
+    keys::partition_state(cluster, &key.kind, &key.name, key.partition)
+}
+
+/// Live hosts, and replica holders gone longer than the grace period.
+fn hosts(
+    view: &ClusterView,
+    config: &ClusterConfig,
+    gone_since: &mut HashMap<String, Instant>,
+) -> Hosts {
+    let live: BTreeSet<String> = view.hosts.keys().cloned().collect();
+    let holders: BTreeSet<&String> = view
+        .partitions
+        .values()
+        .flat_map(|(state, _)| state.replicas.iter())
+        .collect();
+    let now = Instant::now();
+    gone_since.retain(|host, _| !live.contains(host) && holders.contains(host));
+    let mut departed = BTreeSet::new();
+    for host in holders {
+        if live.contains(host) {
+            continue;
+        }
+        let since = *gone_since.entry(host.clone()).or_insert(now);
+        if now.duration_since(since) >= config.host_grace {
+            departed.insert(host.clone());
+        }
+    }
+    Hosts { live, departed }
+}
+
+/// Topics and queues mapped to `cluster`.
+async fn desired(meta: &dyn MetadataStore, cluster: &str) -> Result<Vec<Desired>, MetaError> {
+    let mut desired = Vec::new();
+    for kv in meta.list(keys::TOPICS).await? {
+        let record: TopicRecord = decode_json(&kv.key, &kv.value)?;
+        if record.cluster.as_deref() == Some(cluster) {
+            desired.push(Desired {
+                kind: "topics",
+                partitions: record.settings.partitions,
+                replication_factor: record.settings.replication_factor,
+                name: record.name,
+            });
+        }
+    }
+    for kv in meta.list(keys::QUEUES).await? {
+        let record: QueueRecord = decode_json(&kv.key, &kv.value)?;
+        if record.cluster.as_deref() == Some(cluster) {
+            desired.push(Desired {
+                kind: "queues",
+                partitions: 1,
+                replication_factor: record.settings.replication_factor,
+                name: record.name,
+            });
+        }
+    }
+    Ok(desired)
+}

@@ -1,0 +1,418 @@
+//! The controller's decisions as a pure function: given what should exist, what the
+//! partition states say now and which hosts are live, the changes to write.
+//!
+//! - A partition with no state gets `replication_factor` replicas on the least-loaded
+//!   live hosts (fewest replicas, then fewest leaders, then host id rotated by the
+//!   partition number so equal hosts share the work), leader = its first replica,
+//!   epoch 1. It waits while fewer hosts are live than its replication factor.
+//! - A partition whose leader is not live gets a new leader from its in-sync replicas
+//!   that are live (fewest leaderships first) and the epoch goes up by one; if none is
+//!   live it is left without a leader — with the epoch bumped, so the old leader is
+//!   fenced even if it comes back — rather than elect a replica that may miss data.
+//! - A replica on a host gone longer than the grace period is replaced by a live host
+//!   not yet holding one; the newcomer is not in sync until it has caught up.
+//! - States of partitions that should not exist (deleted topics and queues, shrunk
+//!   counts never happen: partitions only grow) are deleted.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::records::PartitionState;
+use crate::meta::Revision;
+
+/// A topic or a queue the cluster should serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// `topics` or `queues`.
+    pub kind: &'static str,
+    /// Its name.
+    pub name: String,
+    /// Partitions (1 for a queue).
+    pub partitions: u32,
+    /// Replicas per partition.
+    pub replication_factor: u32,
+}
+
+/// Identifies one partition of a topic or queue.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionKey {
+    /// `topics` or `queues`.
+    pub kind: String,
+    /// Topic or queue name.
+    pub name: String,
+    /// Partition number.
+    pub partition: u32,
+}
+
+/// What the controller knows of the hosts.
+#[derive(Debug, Clone, Default)]
+pub struct Hosts {
+    /// Hosts registered now (their lease is alive).
+    pub live: BTreeSet<String>,
+    /// Hosts that hold replicas but have been gone longer than the grace period.
+    pub departed: BTreeSet<String>,
+}
+
+/// One write the controller makes, compare-and-swap on the revision it read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Create a state that does not exist yet.
+    Create {
+        /// The partition.
+        key: PartitionKey,
+        /// Its first state.
+        state: PartitionState,
+    },
+    /// Replace a state last written at `revision`.
+    Update {
+        /// The partition.
+        key: PartitionKey,
+        /// The new state.
+        state: PartitionState,
+        /// The revision it was read at.
+        revision: Revision,
+    },
+    /// Remove a state last written at `revision`.
+    Delete {
+        /// The partition.
+        key: PartitionKey,
+        /// The revision it was read at.
+        revision: Revision,
+    },
+}
+
+/// Replica and leader counts per host, kept current while planning.
+#[derive(Debug, Default)]
+struct Load {
+    replicas: HashMap<String, u32>,
+    leaders: HashMap<String, u32>,
+}
+
+impl Load {
+    fn add(&mut self, state: &PartitionState, sign: i64) {
+        for replica in &state.replicas {
+            bump(&mut self.replicas, replica, sign);
+        }
+        if let Some(leader) = &state.leader {
+            bump(&mut self.leaders, leader, sign);
+        }
+    }
+
+    fn replicas(&self, host: &str) -> u32 {
+        self.replicas.get(host).copied().unwrap_or(0)
+    }
+
+    fn leaders(&self, host: &str) -> u32 {
+        self.leaders.get(host).copied().unwrap_or(0)
+    }
+}
+
+fn bump(counts: &mut HashMap<String, u32>, host: &str, sign: i64) {
+    let count = counts.entry(host.to_owned()).or_default();
+    *count = if sign > 0 {
+        count.saturating_add(1)
+    } else {
+        count.saturating_sub(1)
+    };
+}
+
+/// The changes that bring `current` to what `desired` and the live hosts call for.
+pub fn plan(
+    desired: &[Desired],
+    current: &BTreeMap<PartitionKey, (PartitionState, Revision)>,
+    hosts: &Hosts,
+) -> Vec<Change> {
+    let mut load = Load::default();
+    for (state, _) in current.values() {
+        load.add(state, 1);
+    }
+    let mut wanted = BTreeSet::new();
+    let mut changes = Vec::new();
+    for resource in desired {
+        for partition in 0..resource.partitions {
+            let key = PartitionKey {
+                kind: resource.kind.to_owned(),
+                name: resource.name.clone(),
+                partition,
+            };
+            wanted.insert(key.clone());
+            let next = match current.get(&key) {
+                None => place(resource, partition, hosts, &load),
+                Some((state, _)) => repair(state, hosts, &load),
+            };
+            let Some(next) = next else { continue };
+            match current.get(&key) {
+                None => {
+                    load.add(&next, 1);
+                    changes.push(Change::Create { key, state: next });
+                }
+                Some((state, revision)) => {
+                    load.add(state, -1);
+                    load.add(&next, 1);
+                    changes.push(Change::Update {
+                        key,
+                        state: next,
+                        revision: *revision,
+                    });
+                }
+            }
+        }
+    }
+    for (key, (_, revision)) in current {
+        if !wanted.contains(key) {
+            changes.push(Change::Delete {
+                key: key.clone(),
+                revision: *revision,
+            });
+        }
+    }
+    changes
+}
+
+/// A first placement, or `None` while too few hosts are live.
+fn place(resource: &Desired, partition: u32, hosts: &Hosts, load: &Load) -> Option<PartitionState> {
+    let count = usize::try_from(resource.replication_factor).ok()?.max(1);
+    if hosts.live.len() < count {
+        return None;
+    }
+    let live: Vec<&String> = hosts.live.iter().collect();
+    let rotation = usize::try_from(partition).unwrap_or(0) % live.len();
+    let mut candidates: Vec<(usize, &String)> = live
+        .iter()
+        .enumerate()
+        .map(|(i, host)| ((i + live.len() - rotation) % live.len(), *host))
+        .collect();
+    candidates.sort_by_key(|(turn, host)| (load.replicas(host), load.leaders(host), *turn));
+    let mut replicas: Vec<String> = candidates
+        .into_iter()
+        .take(count)
+        .map(|(_, host)| host.clone())
+        .collect();
+    // The least-leading replica leads; it goes first as the preferred leader.
+    let leader_at = (0..replicas.len())
+        .min_by_key(|&i| load.leaders(&replicas[i]))
+        .unwrap_or(0);
+    replicas.swap(0, leader_at);
+    Some(PartitionState {
+        leader: replicas.first().cloned(),
+        leader_epoch: 1,
+        isr: replicas.clone(),
+        replicas,
+    })
+}
+
+/// A repaired state, or `None` when nothing needs to change.
+fn repair(state: &PartitionState, hosts: &Hosts, load: &Load) -> Option<PartitionState> {
+    let mut next = state.clone();
+    // Replace replicas on departed hosts with live hosts that hold none.
+    for slot in 0..next.replicas.len() {
+        if !hosts.departed.contains(&next.replicas[slot]) {
+            continue;
+        }
+        let replacement = hosts
+            .live
+            .iter()
+            .filter(|host| !next.has_replica(host))
+            .min_by_key(|host| (load.replicas(host), load.leaders(host)));
+        if let Some(host) = replacement {
+            let gone = std::mem::replace(&mut next.replicas[slot], host.clone());
+            next.isr.retain(|h| *h != gone);
+        }
+    }
+    let leader_live = next
+        .leader
+        .as_ref()
+        .is_some_and(|leader| hosts.live.contains(leader) && next.isr.contains(leader));
+    if !leader_live {
+        let candidate = next
+            .isr
+            .iter()
+            .filter(|host| hosts.live.contains(*host))
+            .min_by_key(|host| load.leaders(host))
+            .cloned();
+        if candidate.is_some() || next.leader.is_some() {
+            next.leader = candidate;
+            next.leader_epoch += 1;
+        }
+    }
+    (next != *state).then_some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(live: &[&str]) -> Hosts {
+        Hosts {
+            live: live.iter().map(|h| (*h).to_owned()).collect(),
+            departed: BTreeSet::new(),
+        }
+    }
+
+    fn topic(name: &str, partitions: u32, rf: u32) -> Desired {
+        Desired {
+            kind: "topics",
+            name: name.into(),
+            partitions,
+            replication_factor: rf,
+        }
+    }
+
+    fn apply(
+        current: &mut BTreeMap<PartitionKey, (PartitionState, Revision)>,
+        changes: Vec<Change>,
+    ) {
+        for change in changes {
+            match change {
+                Change::Create { key, state } => {
+                    current.insert(key, (state, 1));
+                }
+                Change::Update {
+                    key,
+                    state,
+                    revision,
+                } => {
+                    current.insert(key, (state, revision + 1));
+                }
+                Change::Delete { key, .. } => {
+                    current.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn step(
+        current: &mut BTreeMap<PartitionKey, (PartitionState, Revision)>,
+        desired: &[Desired],
+        hosts: &Hosts,
+    ) {
+        let changes = plan(desired, current, hosts);
+        apply(current, changes);
+    }
+
+    #[test]
+    fn new_partitions_spread_replicas_and_leaders_evenly() {
+        let mut current = BTreeMap::new();
+        let live = hosts(&["h0", "h1", "h2"]);
+        step(&mut current, &[topic("t", 6, 3)], &live);
+        assert_eq!(current.len(), 6);
+        let mut leaders: HashMap<String, u32> = HashMap::new();
+        for (state, _) in current.values() {
+            assert_eq!(state.replicas.len(), 3);
+            assert_eq!(state.isr, state.replicas);
+            assert_eq!(state.leader_epoch, 1);
+            let leader = state.leader.clone().expect("leader");
+            assert_eq!(Some(&leader), state.replicas.first());
+            *leaders.entry(leader).or_default() += 1;
+        }
+        assert_eq!(leaders.values().copied().collect::<Vec<_>>(), [2, 2, 2]);
+        // Nothing left to do.
+        assert!(plan(&[topic("t", 6, 3)], &current, &live).is_empty());
+    }
+
+    #[test]
+    fn replication_factor_one_spreads_partitions_over_hosts() {
+        let mut current = BTreeMap::new();
+        step(&mut current, &[topic("t", 4, 1)], &hosts(&["a", "b"]));
+        let per_host: BTreeSet<_> = current.values().map(|(s, _)| s.replicas.clone()).collect();
+        assert_eq!(per_host.len(), 2);
+    }
+
+    #[test]
+    fn placement_waits_for_enough_live_hosts() {
+        let current = BTreeMap::new();
+        assert!(plan(&[topic("t", 1, 3)], &current, &hosts(&["h0", "h1"])).is_empty());
+    }
+
+    #[test]
+    fn a_dead_leader_is_replaced_from_live_in_sync_replicas_with_a_new_epoch() {
+        let mut current = BTreeMap::new();
+        step(
+            &mut current,
+            &[topic("t", 1, 3)],
+            &hosts(&["h0", "h1", "h2"]),
+        );
+        let (before, _) = current.values().next().cloned().expect("state");
+        let old = before.leader.clone().expect("leader");
+        let survivors: Vec<&str> = ["h0", "h1", "h2"]
+            .into_iter()
+            .filter(|h| *h != old)
+            .collect();
+        let changes = plan(&[topic("t", 1, 3)], &current, &hosts(&survivors));
+        let [Change::Update { state, .. }] = changes.as_slice() else {
+            panic!("one update expected: {changes:?}");
+        };
+        assert_eq!(state.leader_epoch, before.leader_epoch + 1);
+        let new = state.leader.clone().expect("new leader");
+        assert_ne!(new, old);
+        assert!(state.isr.contains(&new));
+        assert_eq!(
+            state.replicas, before.replicas,
+            "replicas stay during the grace period"
+        );
+    }
+
+    #[test]
+    fn no_live_in_sync_replica_means_no_leader_but_a_fencing_epoch() {
+        let mut current = BTreeMap::new();
+        let key = PartitionKey {
+            kind: "topics".into(),
+            name: "t".into(),
+            partition: 0,
+        };
+        current.insert(
+            key,
+            (
+                PartitionState {
+                    replicas: vec!["h0".into(), "h1".into()],
+                    leader: Some("h0".into()),
+                    leader_epoch: 4,
+                    isr: vec!["h0".into()],
+                },
+                9,
+            ),
+        );
+        let changes = plan(&[topic("t", 1, 2)], &current, &hosts(&["h1"]));
+        let [
+            Change::Update {
+                state, revision, ..
+            },
+        ] = changes.as_slice()
+        else {
+            panic!("one update expected: {changes:?}");
+        };
+        assert_eq!(*revision, 9);
+        assert_eq!(state.leader, None, "h1 is not in sync: no unclean election");
+        assert_eq!(state.leader_epoch, 5);
+        apply(&mut current, changes);
+        // Stable afterwards: no epoch churn while nobody can lead.
+        assert!(plan(&[topic("t", 1, 2)], &current, &hosts(&["h1"])).is_empty());
+    }
+
+    #[test]
+    fn departed_hosts_lose_their_replicas_to_live_hosts() {
+        let mut current = BTreeMap::new();
+        step(&mut current, &[topic("t", 2, 2)], &hosts(&["h0", "h1"]));
+        let mut later = hosts(&["h1", "h2"]);
+        later.departed.insert("h0".into());
+        step(&mut current, &[topic("t", 2, 2)], &later);
+        for (state, _) in current.values() {
+            assert!(!state.has_replica("h0"));
+            assert!(state.has_replica("h2"));
+            assert!(
+                !state.isr.contains(&"h2".to_owned()),
+                "newcomers start out of sync"
+            );
+            assert_eq!(state.leader.as_deref(), Some("h1"));
+        }
+    }
+
+    #[test]
+    fn states_of_deleted_resources_are_removed() {
+        let mut current = BTreeMap::new();
+        let live = hosts(&["h0"]);
+        step(&mut current, &[topic("t", 2, 1)], &live);
+        let changes = plan(&[], &current, &live);
+        assert_eq!(changes.len(), 2);
+        assert!(changes.iter().all(|c| matches!(c, Change::Delete { .. })));
+    }
+}

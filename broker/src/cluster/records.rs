@@ -1,0 +1,47 @@
+//! The JSON values cluster mode keeps in etcd (see `docs/etcd-keyspace.md`).
+
+use serde::{Deserialize, Serialize};
+
+/// A live host, under `/ferry/clusters/{cluster}/hosts/{host}`, attached to its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// The host's id.
+    pub host_id: String,
+    /// Where its gRPC service is reached.
+    pub advertise: String,
+    /// When it registered (this lease), ms since the Unix epoch.
+    pub registered_at_ms: i64,
+}
+
+/// The elected controller, under `/ferry/clusters/{cluster}/controller`, attached to
+/// the controller host's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerRecord {
+    /// The controller host's id.
+    pub host_id: String,
+    /// When it was elected, ms since the Unix epoch.
+    pub elected_at_ms: i64,
+}
+
+/// One partition's placement and leadership, under
+/// `/ferry/clusters/{cluster}/partitions/{topics|queues}/{name}/{partition}`, written
+/// only by the controller with compare-and-swap on the key's revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Hosts holding a replica, preferred leader first.
+    pub replicas: Vec<String>,
+    /// The host leading it now, if any.
+    pub leader: Option<String>,
+    /// Bumped on every leader change (and when a leader is removed): replicas refuse
+    /// writes carrying an older epoch.
+    pub leader_epoch: u64,
+    /// Replicas known to hold everything committed; leaders are elected only from these.
+    pub isr: Vec<String>,
+}
+
+impl PartitionState {
+    /// Whether `host` holds a replica.
+    pub fn has_replica(&self, host: &str) -> bool {
+        self.replicas.iter().any(|r| r == host)
+    }
+}

@@ -1,0 +1,163 @@
+//! Every host's cached view of its cluster — live hosts, the controller, partition
+//! states — kept current by a watch on the cluster's prefix and re-read in full
+//! whenever the watch lagged or lost history.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use super::placement::PartitionKey;
+use super::records::{ControllerRecord, HostRecord, PartitionState};
+use crate::meta::{KeyValue, MetadataStore, Revision, WatchEvent, decode_json, keys};
+
+/// A consistent picture of one cluster's keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    /// Live hosts by id.
+    pub hosts: BTreeMap<String, HostRecord>,
+    /// The elected controller and the revision of its election (its epoch).
+    pub controller: Option<(ControllerRecord, Revision)>,
+    /// Partition states and the revision each was last written at.
+    pub partitions: BTreeMap<PartitionKey, (PartitionState, Revision)>,
+}
+
+impl ClusterView {
+    /// The state of one partition.
+    pub fn partition(&self, kind: &str, name: &str, partition: u32) -> Option<&PartitionState> {
+        self.partitions
+            .get(&PartitionKey {
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                partition,
+            })
+            .map(|(state, _)| state)
+    }
+
+    /// Applies one stored key (or its removal) to the view; keys it does not know
+    /// are ignored, and unreadable values are logged and skipped.
+    fn apply(&mut self, cluster: &str, key: &str, value: Option<&KeyValue>) {
+        let hosts = keys::cluster_hosts(cluster);
+        if let Some(host) = key.strip_prefix(&hosts) {
+            match value.map(|kv| decode_json::<HostRecord>(key, &kv.value)) {
+                Some(Ok(record)) => {
+                    self.hosts.insert(host.to_owned(), record);
+                }
+                Some(Err(err)) => tracing::warn!(%err, "skipping a host record"),
+                None => {
+                    self.hosts.remove(host);
+                }
+            }
+        } else if key == keys::cluster_controller(cluster) {
+            self.controller = match value.map(|kv| (decode_json(key, &kv.value), kv.mod_revision)) {
+                Some((Ok(record), revision)) => Some((record, revision)),
+                Some((Err(err), _)) => {
+                    tracing::warn!(%err, "skipping a controller record");
+                    None
+                }
+                None => None,
+            };
+        } else if let Some((kind, name, partition)) = keys::parse_partition_state(cluster, key) {
+            let id = PartitionKey {
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                partition,
+            };
+            match value.map(|kv| (decode_json(key, &kv.value), kv.mod_revision)) {
+                Some((Ok(state), revision)) => {
+                    self.partitions.insert(id, (state, revision));
+                }
+                Some((Err(err), _)) => tracing::warn!(%err, "skipping a partition state"),
+                None => {
+                    self.partitions.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps a [`ClusterView`] current in the background.
+#[derive(Debug)]
+pub struct ViewKeeper {
+    view: watch::Receiver<Arc<ClusterView>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ViewKeeper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ViewKeeper {
+    /// Starts following `cluster` in `meta`; the first view arrives after a full read.
+    pub fn start(meta: Arc<dyn MetadataStore>, cluster: String, retry_pause: Duration) -> Self {
+        let (sender, view) = watch::channel(Arc::new(ClusterView::default()));
+        let task = tokio::spawn(follow(meta, cluster, sender, retry_pause));
+        Self { view, task }
+    }
+
+    /// The current view, and changes to come.
+    pub fn view(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.view.clone()
+    }
+}
+
+async fn follow(
+    meta: Arc<dyn MetadataStore>,
+    cluster: String,
+    sender: watch::Sender<Arc<ClusterView>>,
+    retry_pause: Duration,
+) {
+    let prefix = keys::cluster(&cluster);
+    loop {
+        // Subscribe before reading, so nothing between the read and the watch is lost;
+        // events already covered by the read are applied again, which is harmless.
+        let mut changes = meta.watch(&prefix);
+        let listed = match meta.list(&prefix).await {
+            Ok(listed) => listed,
+            Err(err) => {
+                tracing::warn!(%err, "cannot read the cluster view; retrying");
+                tokio::time::sleep(retry_pause).await;
+                continue;
+            }
+        };
+        let mut view = ClusterView::default();
+        // The revision each key was last seen at: events the full read already covers
+        // arrive after it (the watch started first) and must not roll the view back.
+        let mut seen: HashMap<String, Revision> = HashMap::new();
+        for kv in &listed {
+            view.apply(&cluster, &kv.key, Some(kv));
+            seen.insert(kv.key.clone(), kv.mod_revision);
+        }
+        sender.send_replace(Arc::new(view.clone()));
+        loop {
+            match changes.next().await {
+                Ok(event) => {
+                    let revision = match &event {
+                        WatchEvent::Put(kv) => kv.mod_revision,
+                        WatchEvent::Delete { revision, .. } => *revision,
+                    };
+                    let key = event.key().to_owned();
+                    if seen.get(&key).is_some_and(|known| *known >= revision) {
+                        continue;
+                    }
+                    match &event {
+                        WatchEvent::Put(kv) => view.apply(&cluster, &key, Some(kv)),
+                        WatchEvent::Delete { .. } => view.apply(&cluster, &key, None),
+                    }
+                    seen.insert(key, revision);
+                    sender.send_replace(Arc::new(view.clone()));
+                }
+                Err(
+                    broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed,
+                ) => {
+                    tracing::info!(cluster = %cluster, "cluster view re-read after a watch gap");
+                    break;
+                }
+            }
+        }
+    }
+}

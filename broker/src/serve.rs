@@ -1,0 +1,79 @@
+//! Cluster mode: one host of a broker cluster, with etcd as the metadata store,
+//! registered under a lease, following the cluster's view, and campaigning for the
+//! controller role.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broker::Broker;
+use crate::cluster::ClusterConfig;
+use crate::cluster::controller::{Controller, ControllerContext};
+use crate::cluster::membership::Membership;
+use crate::cluster::view::ViewKeeper;
+use crate::config::BrokerConfig;
+use crate::meta::{EtcdConfig, EtcdStore, MetadataStore};
+use crate::standalone::{BoundAddresses, Listeners, prepare_data_dir, serve_until};
+
+/// What cluster mode adds to a broker's configuration.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The broker cluster to join.
+    pub cluster: String,
+    /// This host's id in it.
+    pub host_id: String,
+    /// How to reach etcd.
+    pub etcd: EtcdConfig,
+    /// The host's lease TTL.
+    pub lease_ttl: Duration,
+    /// How long a host may be gone before its replicas move.
+    pub host_grace: Duration,
+}
+
+/// Runs one cluster host until `shutdown` resolves; on the way out it gives up its
+/// lease at once, so the cluster does not wait for it to expire.
+pub async fn run(
+    mut config: BrokerConfig,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(BoundAddresses),
+) -> anyhow::Result<()> {
+    config.cluster = Some(options.cluster.clone());
+    let _lock = prepare_data_dir(&config)?;
+    let listeners = Listeners::bind(&config).await?;
+    let advertise = match &config.advertise {
+        Some(advertise) => advertise.clone(),
+        None => listeners.bound()?.grpc.to_string(),
+    };
+    config.advertise = Some(advertise.clone());
+    let mut cluster = ClusterConfig::with_lease_ttl(
+        &options.cluster,
+        &options.host_id,
+        &advertise,
+        options.lease_ttl,
+    );
+    cluster.host_grace = options.host_grace;
+    cluster.validate()?;
+    let store = EtcdStore::connect(options.etcd.clone()).await?;
+    let client = store.client();
+    let meta: Arc<dyn MetadataStore> = Arc::new(store);
+    let membership = Membership::start(client.clone(), cluster.clone());
+    let view = ViewKeeper::start(
+        Arc::clone(&meta),
+        cluster.cluster.clone(),
+        cluster.retry_pause,
+    );
+    let controller = Controller::start(ControllerContext {
+        client,
+        meta: Arc::clone(&meta),
+        config: cluster.clone(),
+        lease: membership.status(),
+        view: view.view(),
+    });
+    let broker = Broker::open(config, meta).await?;
+    let served = serve_until(broker, listeners, shutdown, on_ready).await;
+    drop(controller);
+    membership.leave().await;
+    drop(view);
+    served
+}

@@ -1,7 +1,22 @@
-//! End-to-end tests for Ferry clusters.
+//! End-to-end tests for Ferry clusters: a real etcd, several `ferry-broker`
+//! processes on their own loopback addresses, faults (kill, pause, restart, wiped
+//! disks), and a history checker that decides whether what clients saw was allowed.
 //!
 //! - [`history`]: record client operations from many tasks; [`history::check`] them.
+//! - [`etcd`]: a single-member etcd server.
+//! - [`broker`]: one broker host process in cluster mode.
+//! - [`cluster`]: etcd plus N hosts under one cluster name, in a temporary directory.
+//!
+//! Every process is wrapped in `timeout 600`, so a test killed midway leaves nothing
+//! running for long.
 
+pub mod broker;
+pub mod cluster;
+pub mod etcd;
 pub mod history;
+mod process;
 
+pub use broker::{BrokerHost, HostConfig};
+pub use cluster::{Cluster, ClusterOptions};
+pub use etcd::EtcdServer;
 pub use history::{CheckOptions, History, Verdict, check};

@@ -1,0 +1,301 @@
+//! One broker host in cluster mode (`ferry-broker serve`) as a separate process on
+//! its own loopback address, which a test can kill, pause, restart and wipe.
+//!
+//! The host prints `ferry-broker ready grpc=ADDR metrics=…` on stdout once it
+//! listens; its stderr is copied into the test's output with a `[host id]` prefix,
+//! so it shows when the test fails. Set `FERRY_LOG` to change the broker's log
+//! filter (default `warn`).
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::process::{self, Supervised};
+
+/// How long a host may take to print its ready line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a SIGTERM'd host may take to shut down before it is killed.
+const TERMINATE_GRACE: Duration = Duration::from_secs(30);
+/// The line a host prints once it listens, followed by `ADDR metrics=…`.
+const READY_PREFIX: &str = "ferry-broker ready grpc=";
+
+/// What a host is started with.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// The cluster it joins.
+    pub cluster: String,
+    /// Its host id, stable across restarts.
+    pub host_id: String,
+    /// etcd client URLs.
+    pub etcd_endpoints: Vec<String>,
+    /// The loopback address it listens on (127.0.0.2, 127.0.0.3, …).
+    pub ip: Ipv4Addr,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its etcd lease TTL, if not the broker's default.
+    pub lease_ttl_ms: Option<u64>,
+    /// More `ferry-broker serve` arguments.
+    pub extra_args: Vec<String>,
+}
+
+/// The broker binary: `FERRY_BROKER_BIN`, else the one built beside this test
+/// binary, else `$CARGO_TARGET_DIR/debug`, else the workspace's `target/debug`.
+fn broker_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("FERRY_BROKER_BIN") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "FERRY_BROKER_BIN={} is not a file",
+            path.display()
+        );
+        return path;
+    }
+    // Test binaries live in <target>/<profile>/deps/.
+    let beside_tests = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("ferry-broker")));
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    let candidates: Vec<PathBuf> = beside_tests
+        .into_iter()
+        .chain([target_dir.join("debug/ferry-broker")])
+        .collect();
+    match candidates.iter().find(|path| path.is_file()) {
+        Some(found) => found.clone(),
+        None => panic!(
+            "no ferry-broker binary at {candidates:?}: build it: cargo build -p ferry-broker \
+             (or set FERRY_BROKER_BIN)"
+        ),
+    }
+}
+
+/// A broker host process.
+pub struct BrokerHost {
+    config: HostConfig,
+    process: Option<Supervised>,
+    addr: SocketAddr,
+    paused: bool,
+}
+
+/// A host spawned but not yet ready.
+struct Launch {
+    process: Supervised,
+    ready: mpsc::Receiver<String>,
+}
+
+impl BrokerHost {
+    /// Starts a host on a free port of `config.ip`, waiting until it is ready.
+    pub fn start(config: HostConfig) -> Self {
+        Self::start_all(vec![config]).remove(0)
+    }
+
+    /// Starts several hosts at once, then waits for each to be ready: a host in
+    /// cluster mode may wait for its peers before it reports ready.
+    pub fn start_all(configs: Vec<HostConfig>) -> Vec<Self> {
+        let launches: Vec<Launch> = configs
+            .iter()
+            .map(|config| spawn(config, SocketAddrV4::new(config.ip, 0)))
+            .collect();
+        configs
+            .into_iter()
+            .zip(launches)
+            .map(|(config, launch)| match wait_ready(launch) {
+                Ok((process, addr)) => Self {
+                    config,
+                    process: Some(process),
+                    addr,
+                    paused: false,
+                },
+                Err(failure) => panic!("host {} did not start: {failure}", config.host_id),
+            })
+            .collect()
+    }
+
+    /// Its gRPC address (the last one it listened on).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its gRPC URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Its host id.
+    pub fn host_id(&self) -> &str {
+        &self.config.host_id
+    }
+
+    /// What it was started with.
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    /// Whether its process is running (a paused host is running).
+    pub fn is_running(&mut self) -> bool {
+        self.process.as_mut().is_some_and(|p| !p.has_exited())
+    }
+
+    /// Whether it is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// SIGKILL to the broker itself: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        // Dropping the handle SIGKILLs the broker (stopped or not) and reaps it.
+        self.process = None;
+        self.paused = false;
+    }
+
+    /// SIGTERM and wait for a graceful shutdown; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        self.paused = false;
+        self.process
+            .take()
+            .and_then(|process| process.terminate(TERMINATE_GRACE))
+            .is_some_and(|status| status.success())
+    }
+
+    /// Freezes it with SIGSTOP: its sockets stay open, nothing is answered, and
+    /// its etcd lease is no longer kept alive.
+    pub fn pause(&mut self) {
+        assert!(!self.paused, "host {} is already paused", self.host_id());
+        self.running().signal_program("STOP");
+        self.paused = true;
+    }
+
+    /// Lets a paused host continue with SIGCONT.
+    pub fn resume(&mut self) {
+        assert!(self.paused, "host {} is not paused", self.host_id());
+        self.running().signal_program("CONT");
+        self.paused = false;
+    }
+
+    /// Kills it if it runs, then starts it again with the same host id and data
+    /// directory, on the same address if that port is still free.
+    pub fn restart(&mut self) {
+        self.kill();
+        let same = match self.addr {
+            SocketAddr::V4(addr) => addr,
+            SocketAddr::V6(_) => SocketAddrV4::new(self.config.ip, 0),
+        };
+        let started = wait_ready(spawn(&self.config, same)).or_else(|first| {
+            let any_port = SocketAddrV4::new(self.config.ip, 0);
+            wait_ready(spawn(&self.config, any_port))
+                .map_err(|second| format!("on {same}: {first}; on a new port: {second}"))
+        });
+        match started {
+            Ok((process, addr)) => {
+                self.process = Some(process);
+                self.addr = addr;
+            }
+            Err(failure) => panic!("host {} did not restart: {failure}", self.host_id()),
+        }
+    }
+
+    /// Removes its data directory: a disk replaced while the host was down.
+    pub fn wipe_data(&mut self) {
+        assert!(
+            !self.is_running(),
+            "host {} must be stopped before its data is wiped",
+            self.host_id()
+        );
+        let dir = &self.config.data_dir;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .unwrap_or_else(|err| panic!("wipe {}: {err}", dir.display()));
+        }
+    }
+
+    fn running(&mut self) -> &mut Supervised {
+        let id = &self.config.host_id;
+        let process = self
+            .process
+            .as_mut()
+            .unwrap_or_else(|| panic!("host {id} is not running"));
+        assert!(!process.has_exited(), "host {id} has exited");
+        process
+    }
+}
+
+/// Spawns `ferry-broker serve` for `config` listening on `listen`.
+fn spawn(config: &HostConfig, listen: SocketAddrV4) -> Launch {
+    std::fs::create_dir_all(&config.data_dir)
+        .unwrap_or_else(|err| panic!("create {}: {err}", config.data_dir.display()));
+    let mut command = process::command(&broker_binary());
+    command
+        .arg("serve")
+        .args(["--cluster", &config.cluster])
+        .args(["--host-id", &config.host_id])
+        .args(["--etcd", &config.etcd_endpoints.join(",")])
+        .args(["--listen", &listen.to_string()])
+        .arg("--data-dir")
+        .arg(&config.data_dir)
+        .args(["--metrics-listen", "off"]);
+    if let Some(ttl_ms) = config.lease_ttl_ms {
+        command.args(["--lease-ttl-ms", &ttl_ms.to_string()]);
+    }
+    command
+        .args(&config.extra_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if std::env::var_os("FERRY_LOG").is_none() {
+        command.env("FERRY_LOG", "warn");
+    }
+    // Plain logs: they end up in test output, not on a terminal.
+    command.env("NO_COLOR", "1");
+    let mut process = Supervised::spawn(&format!("host {}", config.host_id), &mut command);
+    let child = process.child_mut();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, ready) = mpsc::channel();
+    std::thread::spawn(move || watch_stdout(stdout, &tx));
+    let prefix = format!("[{}]", config.host_id);
+    std::thread::spawn(move || {
+        // The test harness captures this thread's output with the test's.
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{prefix} {line}");
+        }
+    });
+    Launch { process, ready }
+}
+
+/// Sends the ready line's rest to `tx`, then keeps reading so the broker never
+/// blocks on a full pipe.
+fn watch_stdout(stdout: impl Read, tx: &mpsc::Sender<String>) {
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some(rest) = line.strip_prefix(READY_PREFIX) {
+            let _ = tx.send(rest.to_owned());
+        }
+    }
+}
+
+/// Waits for the ready line and parses the gRPC address from it.
+fn wait_ready(mut launch: Launch) -> Result<(Supervised, SocketAddr), String> {
+    match launch.ready.recv_timeout(START_TIMEOUT) {
+        Ok(rest) => {
+            let addr = rest
+                .split_whitespace()
+                .next()
+                .and_then(|addr| addr.parse().ok())
+                .ok_or_else(|| format!("ready line without an address: {rest:?}"))?;
+            Ok((launch.process, addr))
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            // stdout closed without a ready line: the broker exited.
+            let status = launch.process.wait_exit(Duration::from_secs(5));
+            Err(format!(
+                "exited before it was ready ({status:?}); its stderr is above"
+            ))
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            Err(format!("printed no ready line within {START_TIMEOUT:?}"))
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! A whole test cluster: one etcd and N broker hosts `h0..hN-1` under one cluster
+//! name, each host on its own loopback address, all data in one temporary directory.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use tempfile::TempDir;
+
+use crate::broker::{BrokerHost, HostConfig};
+use crate::etcd::EtcdServer;
+
+/// The most hosts a cluster may have: one loopback address each, from 127.0.0.2.
+const MAX_HOSTS: usize = 250;
+
+/// How to start a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// The cluster name.
+    pub name: String,
+    /// How many hosts.
+    pub hosts: usize,
+    /// The hosts' etcd lease TTL, if not the broker's default.
+    pub lease_ttl_ms: Option<u64>,
+    /// More `ferry-broker serve` arguments for every host.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            name: "e2e".to_owned(),
+            hosts: 3,
+            lease_ttl_ms: None,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// etcd plus broker hosts; everything stops and is deleted when it drops.
+pub struct Cluster {
+    // Fields drop in order: hosts before etcd, both before their directory.
+    hosts: Vec<BrokerHost>,
+    etcd: EtcdServer,
+    name: String,
+    dir: TempDir,
+}
+
+impl Cluster {
+    /// Starts etcd and `hosts` hosts with default options.
+    pub fn start(hosts: usize) -> Self {
+        Self::start_with(ClusterOptions {
+            hosts,
+            ..ClusterOptions::default()
+        })
+    }
+
+    /// Starts etcd and the hosts, waiting until every host is ready.
+    pub fn start_with(options: ClusterOptions) -> Self {
+        assert!(
+            (1..=MAX_HOSTS).contains(&options.hosts),
+            "a cluster has 1 to {MAX_HOSTS} hosts, not {}",
+            options.hosts
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-e2e-")
+            .tempdir()
+            .expect("a temporary directory");
+        let etcd = EtcdServer::start(&dir.path().join("etcd"));
+        let configs = (0..options.hosts)
+            .map(|index| HostConfig {
+                cluster: options.name.clone(),
+                host_id: format!("h{index}"),
+                etcd_endpoints: vec![etcd.endpoint()],
+                ip: host_ip(index),
+                data_dir: dir.path().join(format!("h{index}")),
+                lease_ttl_ms: options.lease_ttl_ms,
+                extra_args: options.extra_args.clone(),
+            })
+            .collect();
+        let hosts = BrokerHost::start_all(configs);
+        Self {
+            hosts,
+            etcd,
+            name: options.name,
+            dir,
+        }
+    }
+
+    /// The cluster name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The etcd client URL.
+    pub fn etcd_endpoint(&self) -> String {
+        self.etcd.endpoint()
+    }
+
+    /// The etcd server, to stop, restart or pause.
+    pub fn etcd_mut(&mut self) -> &mut EtcdServer {
+        &mut self.etcd
+    }
+
+    /// Every host, in host-id order.
+    pub fn hosts(&self) -> &[BrokerHost] {
+        &self.hosts
+    }
+
+    /// Every host, to kill, pause or restart.
+    pub fn hosts_mut(&mut self) -> &mut [BrokerHost] {
+        &mut self.hosts
+    }
+
+    /// The host with id `host_id`.
+    pub fn host(&self, host_id: &str) -> &BrokerHost {
+        self.hosts
+            .iter()
+            .find(|host| host.host_id() == host_id)
+            .unwrap_or_else(|| panic!("no host {host_id} in cluster {}", self.name))
+    }
+
+    /// The host with id `host_id`, to kill, pause or restart.
+    pub fn host_mut(&mut self, host_id: &str) -> &mut BrokerHost {
+        let name = &self.name;
+        self.hosts
+            .iter_mut()
+            .find(|host| host.host_id() == host_id)
+            .unwrap_or_else(|| panic!("no host {host_id} in cluster {name}"))
+    }
+
+    /// The directory holding etcd's and every host's data.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Host `index` listens on 127.0.0.(index + 2): Linux routes all of 127/8 to lo.
+fn host_ip(index: usize) -> Ipv4Addr {
+    let last = u8::try_from(index + 2).expect("at most MAX_HOSTS hosts");
+    Ipv4Addr::new(127, 0, 0, last)
+}

@@ -1,0 +1,166 @@
+//! A real single-member etcd for cluster tests: Debian's `etcd-server` on
+//! 127.0.0.1 with its own data directory, which a test can stop, restart, pause and
+//! resume. It runs under `timeout 600`, so a killed test leaves nothing running.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::process::{self, POLL_INTERVAL, Supervised};
+
+/// How long etcd may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a SIGTERM'd etcd may take to exit before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Port pairs tried before giving up, in case another process takes a free port
+/// between our probe and etcd's bind.
+const START_ATTEMPTS: usize = 3;
+
+/// Where the etcd binary is: `FERRY_ETCD`, else `etcd` on the path, else Debian's.
+fn etcd_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("FERRY_ETCD") {
+        return PathBuf::from(path);
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("etcd"))
+        .find(|candidate| candidate.is_file());
+    let found = on_path.unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
+    assert!(
+        found.is_file(),
+        "etcd is not installed: run ./.ci/test, which installs Debian's etcd-server \
+         (or set FERRY_ETCD to an etcd binary)"
+    );
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// One single-member etcd cluster.
+pub struct EtcdServer {
+    process: Option<Supervised>,
+    data_dir: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+    paused: bool,
+}
+
+impl EtcdServer {
+    /// Starts etcd with its data in `data_dir`, waiting until it accepts connections.
+    pub fn start(data_dir: &Path) -> Self {
+        let mut etcd = Self {
+            process: None,
+            data_dir: data_dir.to_owned(),
+            client_port: 0,
+            peer_port: 0,
+            paused: false,
+        };
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            etcd.client_port = free_port();
+            etcd.peer_port = free_port();
+            match etcd.launch() {
+                Ok(()) => return etcd,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("etcd did not start: {failures:?}");
+    }
+
+    /// The client URL brokers connect to.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Whether etcd is running (a paused etcd is running).
+    pub fn is_running(&mut self) -> bool {
+        self.process.as_mut().is_some_and(|p| !p.has_exited())
+    }
+
+    /// Stops etcd with SIGTERM and waits for it to exit, so its ports are free.
+    pub fn stop(&mut self) {
+        if let Some(process) = self.process.take() {
+            // `timeout` passes SIGTERM on and then SIGCONTs, so a paused etcd stops too;
+            // dropping the handle kills whatever is left after the grace period.
+            let _ = process.terminate(STOP_GRACE);
+        }
+        self.paused = false;
+    }
+
+    /// Stops etcd if it runs, then starts it again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        if let Err(failure) = self.launch() {
+            panic!("etcd did not restart: {failure}");
+        }
+    }
+
+    /// Freezes etcd with SIGSTOP: connections stay open, nothing is answered.
+    pub fn pause(&mut self) {
+        assert!(!self.paused, "etcd is already paused");
+        self.running().signal_program("STOP");
+        self.paused = true;
+    }
+
+    /// Lets a paused etcd continue with SIGCONT.
+    pub fn resume(&mut self) {
+        assert!(self.paused, "etcd is not paused");
+        self.running().signal_program("CONT");
+        self.paused = false;
+    }
+
+    fn running(&mut self) -> &mut Supervised {
+        let process = self.process.as_mut().expect("etcd is not running");
+        assert!(!process.has_exited(), "etcd has exited");
+        process
+    }
+
+    /// Spawns etcd on the current ports and waits until its client port accepts.
+    fn launch(&mut self) -> Result<(), String> {
+        assert!(self.process.is_none(), "etcd is already running");
+        let client = self.endpoint();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut command = process::command(&etcd_binary());
+        command
+            .args(["--name", "ferry-e2e"])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("ferry-e2e={peer}")])
+            .args(["--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut process = Supervised::spawn("etcd", &mut command);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
+            if process.has_exited() {
+                let status = process.wait_exit(Duration::ZERO);
+                return Err(format!("etcd on {client} exited: {status:?}"));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "etcd on {client} did not listen in {START_TIMEOUT:?}"
+                ));
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        self.process = Some(process);
+        Ok(())
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

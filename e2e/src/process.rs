@@ -1,0 +1,218 @@
+//! A child process run under `timeout`, so that it ends even if the test that
+//! started it is killed, and signals sent to the process itself rather than to
+//! `timeout` (which only forwards some of them).
+
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// Longest any test process lives, in seconds, even if its test is killed.
+const LIFETIME_S: &str = "600";
+/// How long `timeout` may take to start its command.
+const FORK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often waits poll.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A command that runs `program` under `timeout`.
+pub(crate) fn command(program: &Path) -> Command {
+    let mut command = Command::new("timeout");
+    command.arg(LIFETIME_S).arg(program);
+    command
+}
+
+/// A process started with [`command`]: `timeout` and the program it runs.
+pub(crate) struct Supervised {
+    name: String,
+    timeout: Child,
+    program_pid: Option<u32>,
+}
+
+impl Supervised {
+    /// Spawns `command`; `name` is used in messages.
+    pub(crate) fn spawn(name: &str, command: &mut Command) -> Self {
+        let timeout = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("spawn {name} under timeout: {err}"));
+        Self {
+            name: name.to_owned(),
+            timeout,
+            program_pid: None,
+        }
+    }
+
+    /// The `timeout` child, whose pipes are the program's.
+    pub(crate) fn child_mut(&mut self) -> &mut Child {
+        &mut self.timeout
+    }
+
+    /// The program's own pid (a child of `timeout`), or `None` once it has exited.
+    pub(crate) fn program_pid(&mut self) -> Option<u32> {
+        let pid = self.find_program_pid(FORK_TIMEOUT);
+        assert!(
+            pid.is_some() || self.has_exited(),
+            "{}: timeout did not start its program",
+            self.name
+        );
+        pid
+    }
+
+    /// Looks for the program's pid for up to `within` (`timeout` forks it right
+    /// after it starts); `None` if it is not found or has exited.
+    fn find_program_pid(&mut self, within: Duration) -> Option<u32> {
+        let deadline = Instant::now() + within;
+        while self.program_pid.is_none() && !self.has_exited() {
+            self.program_pid = child_of(self.timeout.id());
+            if self.program_pid.is_none() {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                std::thread::sleep(POLL_INTERVAL);
+            }
+        }
+        let pid = self.program_pid?;
+        (!self.has_exited()).then_some(pid)
+    }
+
+    /// Whether the process has exited (`timeout` exits with its program).
+    pub(crate) fn has_exited(&mut self) -> bool {
+        !matches!(self.timeout.try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` (a name such as `STOP`) to the program itself.
+    pub(crate) fn signal_program(&mut self, signal: &str) {
+        let Some(pid) = self.program_pid() else {
+            panic!("{}: cannot send SIG{signal}, it has exited", self.name);
+        };
+        send_signal(pid, signal);
+    }
+
+    /// Sends SIGTERM to `timeout`, which passes it on to the program and wakes the
+    /// program with SIGCONT if it was stopped; waits up to `grace` for the exit,
+    /// then kills it. Returns the exit status if it exited within `grace`.
+    pub(crate) fn terminate(mut self, grace: Duration) -> Option<ExitStatus> {
+        if self.has_exited() {
+            return self.timeout.wait().ok();
+        }
+        send_signal(self.timeout.id(), "TERM");
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.timeout.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        None
+    }
+
+    /// Waits up to `within` for the process to exit by itself.
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.timeout.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
+
+impl Drop for Supervised {
+    /// SIGKILL to the program (stopped or not), so that `timeout` reaps it and
+    /// exits; `timeout` itself is killed only if it lingers.
+    fn drop(&mut self) {
+        if let Some(pid) = self.find_program_pid(FORK_TIMEOUT) {
+            send_signal(pid, "KILL");
+        }
+        if self.wait_exit(FORK_TIMEOUT).is_none() {
+            let _ = self.timeout.kill();
+        }
+        let _ = self.timeout.wait();
+    }
+}
+
+/// Sends `signal` to `pid` with kill(1): the crate forbids unsafe code, so no libc.
+fn send_signal(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .map(|status| status.success());
+    // A process that exited in the meantime cannot be signalled; callers notice
+    // that through `has_exited`, so only a missing kill(1) is a harness failure.
+    if let Err(err) = sent {
+        panic!("run kill -s {signal} {pid}: {err}");
+    }
+}
+
+/// The pid of a child of `parent`, found by scanning `/proc/*/stat`.
+fn child_of(parent: u32) -> Option<u32> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+        // "pid (comm) state ppid …": comm may hold spaces and parentheses.
+        let after_comm = &stat[stat.rfind(')')? + 1..];
+        let ppid: u32 = after_comm.split_whitespace().nth(1)?.parse().ok()?;
+        (ppid == parent).then_some(pid)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `pid` runs: it exists and is not a zombie.
+    fn runs(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            let after_comm = &stat[stat.rfind(')').unwrap_or(0) + 1..];
+            after_comm.split_whitespace().next() != Some("Z")
+        })
+    }
+
+    fn sleeper() -> Supervised {
+        Supervised::spawn("sleep", command(Path::new("sleep")).arg("30"))
+    }
+
+    #[test]
+    fn signals_reach_the_program_under_timeout() {
+        let mut sleeper = sleeper();
+        let pid = sleeper.program_pid().expect("sleep is running");
+        assert_ne!(pid, sleeper.child_mut().id(), "the program, not timeout");
+        sleeper.signal_program("KILL");
+        let status = sleeper.wait_exit(Duration::from_secs(10)).expect("exited");
+        assert!(!status.success());
+        assert_eq!(sleeper.program_pid(), None);
+    }
+
+    #[test]
+    fn dropping_the_handle_kills_the_program_even_when_stopped() {
+        let mut sleeper = sleeper();
+        let pid = sleeper.program_pid().expect("sleep is running");
+        sleeper.signal_program("STOP");
+        drop(sleeper);
+        assert!(!runs(pid), "sleep {pid} outlived its handle");
+    }
+
+    #[test]
+    fn dropping_a_fresh_handle_leaves_nothing_running() {
+        // A duration no other test uses marks this sleep among all processes.
+        let marker = "29.4242";
+        drop(Supervised::spawn(
+            "sleep",
+            command(Path::new("sleep")).arg(marker),
+        ));
+        let cmdline = format!("sleep\0{marker}\0");
+        let left: Vec<u32> = std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == cmdline.as_bytes())
+            })
+            .filter(|pid| runs(*pid))
+            .collect();
+        assert_eq!(left, [] as [u32; 0], "sleep {marker} outlived its handle");
+    }
+}

@@ -289,9 +289,12 @@ fn wait_ready(mut launch: Launch) -> Result<(Supervised, SocketAddr), String> {
         }
         Err(mpsc::RecvTimeoutError::Disconnected) => {
             // stdout closed without a ready line: the broker exited.
-            let status = launch.process.wait_exit(Duration::from_secs(5));
+            let status = launch
+                .process
+                .wait_exit(Duration::from_secs(5))
+                .map_or_else(|| "still running".to_owned(), |status| status.to_string());
             Err(format!(
-                "exited before it was ready ({status:?}); its stderr is above"
+                "stdout closed before the ready line ({status}); its stderr is above"
             ))
         }
         Err(mpsc::RecvTimeoutError::Timeout) => {

@@ -20,7 +20,13 @@ const START_ATTEMPTS: usize = 3;
 /// Where the etcd binary is: `FERRY_ETCD`, else `etcd` on the path, else Debian's.
 fn etcd_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("FERRY_ETCD") {
-        return PathBuf::from(path);
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "FERRY_ETCD={} is not a file",
+            path.display()
+        );
+        return path;
     }
     let on_path = std::env::var_os("PATH")
         .into_iter()
@@ -145,7 +151,8 @@ impl EtcdServer {
         while TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
             if process.has_exited() {
                 let status = process.wait_exit(Duration::ZERO);
-                return Err(format!("etcd on {client} exited: {status:?}"));
+                let status = status.map_or_else(String::new, |status| status.to_string());
+                return Err(format!("etcd on {client} exited: {status}"));
             }
             if Instant::now() >= deadline {
                 return Err(format!(

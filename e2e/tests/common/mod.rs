@@ -1,0 +1,123 @@
+//! What the e2e scenarios read from etcd: the cluster keyspace the brokers keep.
+//!
+//! - `/ferry/clusters/{cluster}/hosts/{host_id}`: `{"host_id", "advertise",
+//!   "registered_at_ms"}` on the host's lease.
+//! - `/ferry/clusters/{cluster}/controller`: `{"host_id", "elected_at_ms"}` on the
+//!   controller's lease.
+
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use etcd_client::{Client, GetOptions};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+/// How often waits poll etcd.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A live host's registration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HostRecord {
+    pub host_id: String,
+    pub advertise: String,
+    pub registered_at_ms: u64,
+    /// The etcd lease the key is attached to (0: none).
+    #[serde(skip)]
+    pub lease: i64,
+}
+
+/// The elected controller.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ControllerRecord {
+    pub host_id: String,
+    pub elected_at_ms: u64,
+    /// The etcd lease the key is attached to (0: none).
+    #[serde(skip)]
+    pub lease: i64,
+}
+
+/// One read of a cluster's membership keys.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// Registered hosts by the host id in their key.
+    pub hosts: BTreeMap<String, HostRecord>,
+    pub controller: Option<ControllerRecord>,
+}
+
+impl ClusterView {
+    /// The controller's host id, if there is one and it is a registered host.
+    pub fn live_controller(&self) -> Option<&str> {
+        self.controller
+            .as_ref()
+            .map(|c| c.host_id.as_str())
+            .filter(|id| self.hosts.contains_key(*id))
+    }
+
+    /// Whether `host_id` is registered.
+    pub fn has_host(&self, host_id: &str) -> bool {
+        self.hosts.contains_key(host_id)
+    }
+}
+
+/// Reads the membership keys of `cluster`.
+pub async fn read_view(etcd: &mut Client, cluster: &str) -> Result<ClusterView, String> {
+    let prefix = format!("/ferry/clusters/{cluster}/hosts/");
+    let hosts = etcd
+        .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(|err| format!("list {prefix}: {err}"))?;
+    let mut view = ClusterView::default();
+    for kv in hosts.kvs() {
+        let key = kv.key_str().map_err(|err| err.to_string())?;
+        let host_id = key.strip_prefix(prefix.as_str()).unwrap_or(key).to_owned();
+        let mut record: HostRecord = parse(key, kv.value())?;
+        record.lease = kv.lease();
+        view.hosts.insert(host_id, record);
+    }
+    let key = format!("/ferry/clusters/{cluster}/controller");
+    let controller = etcd
+        .get(key.as_str(), None)
+        .await
+        .map_err(|err| format!("get {key}: {err}"))?;
+    if let Some(kv) = controller.kvs().first() {
+        let mut record: ControllerRecord = parse(&key, kv.value())?;
+        record.lease = kv.lease();
+        view.controller = Some(record);
+    }
+    Ok(view)
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(key: &str, value: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(value).map_err(|err| {
+        let shown = String::from_utf8_lossy(value);
+        format!("{key} holds {shown:?}, not the expected JSON: {err}")
+    })
+}
+
+/// Polls the cluster view until `done` holds, panicking with `what` and the last
+/// view (or read error) if it does not within `deadline`.
+pub async fn wait_for_view(
+    etcd: &mut Client,
+    cluster: &str,
+    deadline: Duration,
+    what: &str,
+    done: impl Fn(&ClusterView) -> bool,
+) -> ClusterView {
+    let until = Instant::now() + deadline;
+    loop {
+        let last: Box<dyn Debug> = match read_view(etcd, cluster).await {
+            Ok(view) if done(&view) => return view,
+            Ok(view) => Box::new(view),
+            Err(err) => Box::new(err),
+        };
+        assert!(
+            Instant::now() < until,
+            "not within {deadline:?}: {what}; last seen: {last:#?}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}

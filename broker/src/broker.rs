@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use crate::cluster::routing::Routing;
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, BrokerResult};
 use crate::group::{GroupCoordinator, TopicPartition};
@@ -29,6 +30,8 @@ pub struct Broker {
     pub offsets: OffsetStore,
     /// Metrics.
     pub metrics: Metrics,
+    /// Cluster mode: which partitions this host may serve. `None` standalone.
+    pub routing: Option<Routing>,
     // A std mutex: the coordinator is a pure state machine and nothing awaits under it.
     groups: Mutex<GroupCoordinator>,
     shutting_down: AtomicBool,
@@ -40,6 +43,7 @@ impl Broker {
     pub async fn open(
         config: BrokerConfig,
         meta: Arc<dyn MetadataStore>,
+        routing: Option<Routing>,
     ) -> anyhow::Result<Arc<Self>> {
         config.validate()?;
         let metrics = Metrics::new();
@@ -53,7 +57,7 @@ impl Broker {
             config.limits.clone(),
             config.topic_defaults.clone(),
             Arc::clone(&meta),
-            config.cluster.clone(),
+            routing.as_ref().map(|r| r.cluster().to_owned()),
         )
         .await?;
         let queues = Queues::open(
@@ -67,7 +71,7 @@ impl Broker {
                 snapshot_interval_ms: config.queue_snapshot_interval_ms,
             },
             Arc::clone(&meta),
-            config.cluster.clone(),
+            routing.clone(),
         )
         .await?;
         let offsets = OffsetStore::load(Arc::clone(&meta)).await?;
@@ -79,6 +83,7 @@ impl Broker {
             queues,
             offsets,
             metrics,
+            routing,
             groups: Mutex::new(groups),
             shutting_down: AtomicBool::new(false),
             stopping: tokio::sync::watch::channel(false).0,
@@ -144,6 +149,23 @@ impl Broker {
         for (group, member) in self.groups().expire(Instant::now()) {
             tracing::info!(%group, %member, "group member expired");
         }
+    }
+
+    /// Cluster mode: fails unless this host leads the partition now. Always Ok on a
+    /// standalone host.
+    pub fn check_leader(&self, kind: &'static str, name: &str, partition: u32) -> BrokerResult<()> {
+        match &self.routing {
+            Some(routing) => routing.check(kind, name, partition),
+            None => Ok(()),
+        }
+    }
+
+    /// The partitions of a topic this host may write to: all of them standalone,
+    /// those it leads in cluster mode.
+    pub fn writable_partitions(&self, topic: &str, partitions: u32) -> Option<Vec<u32>> {
+        self.routing
+            .as_ref()
+            .map(|routing| routing.led(crate::cluster::routing::TOPICS, topic, partitions))
     }
 
     /// Fails new work once shutdown began.

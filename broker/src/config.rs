@@ -126,8 +126,6 @@ pub struct BrokerConfig {
     pub shutdown_grace_ms: u64,
     /// Metadata watch events buffered per watcher: 1,024.
     pub metadata_watch_buffer: usize,
-    /// The broker cluster this host belongs to (cluster mode); `None` standalone.
-    pub cluster: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -149,7 +147,6 @@ impl Default for BrokerConfig {
             group_expiry_check_interval_ms: 500,
             shutdown_grace_ms: 30_000,
             metadata_watch_buffer: 1024,
-            cluster: None,
         }
     }
 }

@@ -118,6 +118,18 @@ pub enum BrokerError {
     /// The broker is stopping and takes no new work.
     #[error("broker is shutting down")]
     ShuttingDown,
+    /// Cluster mode: another host (or, for now, none) leads this partition.
+    #[error("this host does not lead {kind} {name:?} partition {partition}{}", leader_text(.leader))]
+    NotLeader {
+        /// `topics` or `queues`.
+        kind: &'static str,
+        /// The topic or queue.
+        name: String,
+        /// The partition.
+        partition: u32,
+        /// Where the leader is, when one is known.
+        leader: Option<LeaderLocation>,
+    },
     /// A bug or an impossible state; the message says which.
     #[error("internal error: {0}")]
     Internal(String),
@@ -163,3 +175,24 @@ impl BrokerError {
 
 /// Result alias for broker operations.
 pub type BrokerResult<T> = Result<T, BrokerError>;
+
+/// Where a partition's leader can be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderLocation {
+    /// The leader's host id.
+    pub host_id: String,
+    /// Its advertised gRPC address.
+    pub address: String,
+    /// The epoch it leads in.
+    pub leader_epoch: u64,
+}
+
+fn leader_text(leader: &Option<LeaderLocation>) -> String {
+    match leader {
+        Some(leader) => format!(
+            "; its leader is {} at {} (epoch {})",
+            leader.host_id, leader.address, leader.leader_epoch
+        ),
+        None => "; it has no leader right now".into(),
+    }
+}

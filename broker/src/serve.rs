@@ -9,7 +9,9 @@ use std::time::Duration;
 use crate::broker::Broker;
 use crate::cluster::ClusterConfig;
 use crate::cluster::controller::{Controller, ControllerContext};
+use crate::cluster::materialize::Materializer;
 use crate::cluster::membership::Membership;
+use crate::cluster::routing::Routing;
 use crate::cluster::view::ViewKeeper;
 use crate::config::BrokerConfig;
 use crate::meta::{EtcdConfig, EtcdStore, MetadataStore};
@@ -38,7 +40,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(BoundAddresses),
 ) -> anyhow::Result<()> {
-    config.cluster = Some(options.cluster.clone());
     let _lock = prepare_data_dir(&config)?;
     let listeners = Listeners::bind(&config).await?;
     let advertise = match &config.advertise {
@@ -70,8 +71,16 @@ pub async fn run(
         lease: membership.status(),
         view: view.view(),
     });
-    let broker = Broker::open(config, meta).await?;
+    let routing = Routing::new(
+        cluster.cluster.clone(),
+        cluster.host_id.clone(),
+        view.view(),
+        membership.status(),
+    );
+    let broker = Broker::open(config, meta, Some(routing)).await?;
+    let materializer = Materializer::start(Arc::clone(&broker), cluster.retry_pause);
     let served = serve_until(broker, listeners, shutdown, on_ready).await;
+    drop(materializer);
     drop(controller);
     membership.leave().await;
     drop(view);

@@ -40,7 +40,7 @@ pub async fn run(
         watch_buffer: config.metadata_watch_buffer,
     })?;
     let listeners = Listeners::bind(&config).await?;
-    let broker = Broker::open(config, Arc::new(meta)).await?;
+    let broker = Broker::open(config, Arc::new(meta), None).await?;
     serve_until(broker, listeners, shutdown, on_ready).await
 }
 

@@ -18,6 +18,7 @@ use super::ClusterConfig;
 use super::membership::LeaseStatus;
 use super::placement::{Change, Desired, Hosts, PartitionKey, plan};
 use super::records::ControllerRecord;
+use super::routing::{QUEUES, TOPICS};
 use super::view::ClusterView;
 use crate::clock::now_ms;
 use crate::meta::{
@@ -282,7 +283,7 @@ async fn desired(meta: &dyn MetadataStore, cluster: &str) -> Result<Vec<Desired>
         let record: TopicRecord = decode_json(&kv.key, &kv.value)?;
         if record.cluster.as_deref() == Some(cluster) {
             desired.push(Desired {
-                kind: "topics",
+                kind: TOPICS,
                 partitions: record.settings.partitions,
                 replication_factor: record.settings.replication_factor,
                 name: record.name,
@@ -293,7 +294,7 @@ async fn desired(meta: &dyn MetadataStore, cluster: &str) -> Result<Vec<Desired>
         let record: QueueRecord = decode_json(&kv.key, &kv.value)?;
         if record.cluster.as_deref() == Some(cluster) {
             desired.push(Desired {
-                kind: "queues",
+                kind: QUEUES,
                 partitions: 1,
                 replication_factor: record.settings.replication_factor,
                 name: record.name,

@@ -5,9 +5,11 @@
 //! The keyspace is in `docs/etcd-keyspace.md`; the protocol in `docs/cluster.md`.
 
 pub mod controller;
+pub mod materialize;
 pub mod membership;
 pub mod placement;
 pub mod records;
+pub mod routing;
 pub mod view;
 
 use std::time::Duration;

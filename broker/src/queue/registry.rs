@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::now_ms;
+use crate::cluster::routing::{QUEUES, Routing};
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{MetadataStore, MetadataStoreExt, Op, decode_json, encode_json, keys};
@@ -65,6 +66,9 @@ pub struct Queues {
     meta: Arc<dyn MetadataStore>,
     /// The cluster this host belongs to, stamped on the records it creates.
     cluster: Option<String>,
+    /// Cluster mode: which queues this host leads (it moves dead letters only between
+    /// queues it leads, and redrives only into them).
+    routing: Option<Routing>,
     queues: QueueMap,
     tasks: Mutex<HashMap<String, JoinHandle<()>>>,
     // Serializes create and delete so directories and metadata change together.
@@ -98,7 +102,7 @@ impl Queues {
         defaults: QueueSettings,
         housekeeping: Housekeeping,
         meta: Arc<dyn MetadataStore>,
-        cluster: Option<String>,
+        routing: Option<Routing>,
     ) -> BrokerResult<Self> {
         let root = data_dir.join("queues");
         std::fs::create_dir_all(&root).map_err(|err| {
@@ -111,7 +115,8 @@ impl Queues {
             defaults,
             housekeeping,
             meta,
-            cluster,
+            cluster: routing.as_ref().map(|r| r.cluster().to_owned()),
+            routing,
             queues: Arc::new(RwLock::new(HashMap::new())),
             tasks: Mutex::new(HashMap::new()),
             admin: tokio::sync::Mutex::new(()),
@@ -120,6 +125,9 @@ impl Queues {
         let mut opened = Vec::new();
         for kv in queues.meta.list(keys::QUEUES).await? {
             let record: QueueRecord = decode_json(&kv.key, &kv.value)?;
+            if record.cluster != queues.cluster {
+                continue;
+            }
             known.push(queue_dir(&queues.root, &record));
             let queue = queues.open_queue(record).await?;
             queues
@@ -161,6 +169,7 @@ impl Queues {
             Arc::clone(&queue),
             Arc::clone(&self.queues),
             self.housekeeping,
+            self.routing.clone(),
         ));
         if let Some(old) = self.tasks().insert(name, task) {
             old.abort();
@@ -299,7 +308,48 @@ impl Queues {
                 }],
             )
             .await?;
-        self.write_map().remove(name);
+        drop(queue);
+        self.close_local(name).await?;
+        tracing::info!(queue = name, "queue deleted");
+        Ok(())
+    }
+
+    /// Cluster mode: opens a queue another host created (seen in the metadata store),
+    /// replacing an older incarnation; nothing happens if it is already open.
+    pub async fn adopt(&self, record: QueueRecord) -> BrokerResult<()> {
+        if record.cluster != self.cluster {
+            return Ok(());
+        }
+        let _admin = self.admin.lock().await;
+        if let Some(open) = self.read_map().get(&record.name)
+            && open.record.incarnation == record.incarnation
+        {
+            return Ok(());
+        }
+        self.close_local(&record.name).await?;
+        let queue = self.open_queue(record).await?;
+        tracing::info!(queue = queue.name(), "queue adopted");
+        self.insert(queue);
+        Ok(())
+    }
+
+    /// Cluster mode: closes a queue deleted elsewhere and removes its local data.
+    pub async fn forget(&self, name: &str) -> BrokerResult<()> {
+        let _admin = self.admin.lock().await;
+        self.close_local(name).await
+    }
+
+    /// The names of the queues open here.
+    pub fn names(&self) -> Vec<String> {
+        self.read_map().keys().cloned().collect()
+    }
+
+    /// Takes a queue out of the map, stops its housekeeping, ends its long polls,
+    /// closes it and removes its directory (the caller holds the admin lock).
+    async fn close_local(&self, name: &str) -> BrokerResult<()> {
+        let Some(queue) = self.write_map().remove(name) else {
+            return Ok(());
+        };
         if let Some(task) = self.tasks().remove(name) {
             task.abort();
         }
@@ -312,9 +362,7 @@ impl Queues {
             crate::topic::remove_dir(&dir);
             Ok(())
         })
-        .await?;
-        tracing::info!(queue = name, "queue deleted");
-        Ok(())
+        .await
     }
 
     /// Removes every message in a queue.
@@ -501,6 +549,9 @@ impl Queues {
                     })
                     .collect();
                 let count = stored.len() as u64;
+                if let Some(routing) = &self.routing {
+                    routing.check(QUEUES, target.name(), 0)?;
+                }
                 target.store(stored, now_ms()).await?;
                 self.settle(name, &receipts, Settle::Ack).await?;
                 moved += count;
@@ -544,7 +595,12 @@ impl Queues {
 }
 
 /// One queue's background work, until the task is aborted.
-async fn housekeep(queue: Arc<Queue>, queues: QueueMap, config: Housekeeping) {
+async fn housekeep(
+    queue: Arc<Queue>,
+    queues: QueueMap,
+    config: Housekeeping,
+    routing: Option<Routing>,
+) {
     let settings = queue.record.settings.clone();
     let interval = Duration::from_millis(config.interval_ms);
     let flush_every = (settings.durability == DurabilitySetting::Interval)
@@ -555,7 +611,7 @@ async fn housekeep(queue: Arc<Queue>, queues: QueueMap, config: Housekeeping) {
         let now = now_ms();
         queue.tick(now);
         if settings.dead_letter_queue.is_some()
-            && let Err(err) = move_dead_letters(&queue, &queues).await
+            && let Err(err) = move_dead_letters(&queue, &queues, routing.as_ref()).await
         {
             tracing::warn!(queue = queue.name(), %err, "dead-lettering failed; will retry");
         }
@@ -597,11 +653,25 @@ async fn housekeep(queue: Arc<Queue>, queues: QueueMap, config: Housekeeping) {
 
 /// Copies dead-letter candidates to the dead-letter queue, then removes them here.
 /// A crash in between may copy a message twice (at-least-once), never lose it.
-async fn move_dead_letters(queue: &Arc<Queue>, queues: &QueueMap) -> BrokerResult<()> {
+async fn move_dead_letters(
+    queue: &Arc<Queue>,
+    queues: &QueueMap,
+    routing: Option<&Routing>,
+) -> BrokerResult<()> {
     let settings = &queue.record.settings;
     let Some(dlq_name) = settings.dead_letter_queue.clone() else {
         return Ok(());
     };
+    // In a cluster, both queues must be led here: a copy into a local replica that
+    // does not lead the dead-letter queue would never be seen. Until requests are
+    // forwarded between hosts, dead letters wait (counted as such) until one host
+    // leads both.
+    if let Some(routing) = routing
+        && (routing.check(QUEUES, queue.name(), 0).is_err()
+            || routing.check(QUEUES, &dlq_name, 0).is_err())
+    {
+        return Ok(());
+    }
     loop {
         let worker = Arc::clone(queue);
         let batch = blocking("dead letters", move || {

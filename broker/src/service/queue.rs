@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
+use crate::cluster::routing::QUEUES;
 use crate::error::{BrokerError, BrokerResult};
 use crate::queue::{Queue, ReceiveOptions, ReceiveRequest, Settle};
 use crate::service::convert::{outgoing_message, queue_info, queue_overrides, received_message};
@@ -108,6 +109,7 @@ impl QueueApi {
     ) -> Result<Vec<pb::ReceiptResult>, Status> {
         let result = async {
             self.broker.check_accepting()?;
+            self.broker.check_leader(QUEUES, queue, 0)?;
             self.broker.queues.settle(queue, &receipts, action).await
         }
         .await;
@@ -163,6 +165,7 @@ impl QueueService for QueueApi {
         let name = request.into_inner().name;
         let result = async {
             self.broker.check_accepting()?;
+            self.broker.check_leader(QUEUES, &name, 0)?;
             self.broker.queues.purge(&name).await
         }
         .await;
@@ -189,9 +192,11 @@ impl QueueService for QueueApi {
         request: Request<pb::DescribeQueueRequest>,
     ) -> Result<Response<pb::DescribeQueueResponse>, Status> {
         let name = request.into_inner().name;
-        let queue = self
+        let found = self
             .broker
-            .answer("DescribeQueue", self.broker.queues.get(&name))?;
+            .check_leader(QUEUES, &name, 0)
+            .and_then(|()| self.broker.queues.get(&name));
+        let queue = self.broker.answer("DescribeQueue", found)?;
         Ok(Response::new(pb::DescribeQueueResponse {
             queue: Some(self.info(&queue)),
         }))
@@ -205,6 +210,7 @@ impl QueueService for QueueApi {
         let messages = request.messages.into_iter().map(outgoing_message).collect();
         let result = async {
             self.broker.check_accepting()?;
+            self.broker.check_leader(QUEUES, &request.queue, 0)?;
             self.broker.queues.send(&request.queue, messages).await
         }
         .await;
@@ -228,6 +234,7 @@ impl QueueService for QueueApi {
         let request = request.into_inner();
         let result = async {
             self.broker.check_accepting()?;
+            self.broker.check_leader(QUEUES, &request.queue, 0)?;
             let queue = self.broker.queues.get(&request.queue)?;
             let receive = self.receive_request(&queue, &request, peer)?;
             self.broker
@@ -295,6 +302,7 @@ impl QueueService for QueueApi {
         let request = request.into_inner();
         let result = async {
             self.broker.check_accepting()?;
+            self.broker.check_leader(QUEUES, &request.queue, 0)?;
             self.broker
                 .queues
                 .redrive(

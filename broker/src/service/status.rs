@@ -1,6 +1,6 @@
 //! The one place that maps broker errors to gRPC status codes and `ErrorDetail`s.
 
-use ferry_proto::v1::{ErrorCode, ErrorDetail};
+use ferry_proto::v1::{ErrorCode, ErrorDetail, LeaderHint};
 use ferry_storage::StorageError;
 use prost::Message;
 use tonic::{Code, Status};
@@ -38,6 +38,7 @@ fn classify(err: &BrokerError) -> (Code, ErrorCode) {
         E::ReceiptStale(_) => (Code::FailedPrecondition, ErrorCode::ReceiptStale),
         E::QueueStorage { source, .. } => classify_storage(source),
         E::ShuttingDown => (Code::Unavailable, ErrorCode::ShuttingDown),
+        E::NotLeader { .. } => (Code::Unavailable, ErrorCode::NotLeader),
         E::Internal(_) => (Code::Internal, ErrorCode::Internal),
     }
 }
@@ -75,7 +76,21 @@ pub fn error_detail(err: &BrokerError) -> ErrorDetail {
     ErrorDetail {
         code: error_code as i32,
         message: err.to_string(),
-        leader_hint: None,
+        leader_hint: match err {
+            BrokerError::NotLeader {
+                name,
+                partition,
+                leader: Some(leader),
+                ..
+            } => Some(LeaderHint {
+                topic: name.clone(),
+                partition: *partition,
+                host_id: leader.host_id.clone(),
+                address: leader.address.clone(),
+                leader_epoch: leader.leader_epoch,
+            }),
+            _ => None,
+        },
         retry_after_ms: if code == Code::Unavailable {
             RETRY_AFTER_MS
         } else {
@@ -120,6 +135,34 @@ mod tests {
         assert_eq!(to_status(&limit).code(), Code::ResourceExhausted);
         let size = BrokerError::MessageTooLarge { size: 2, limit: 1 };
         assert_eq!(to_status(&size).code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn not_leader_carries_the_leader_hint() {
+        let err = BrokerError::NotLeader {
+            kind: "topics",
+            name: "orders".into(),
+            partition: 2,
+            leader: Some(crate::error::LeaderLocation {
+                host_id: "h1".into(),
+                address: "127.0.0.3:7070".into(),
+                leader_epoch: 4,
+            }),
+        };
+        let status = to_status(&err);
+        assert_eq!(status.code(), Code::Unavailable);
+        let detail = ErrorDetail::decode(status.details()).expect("detail decodes");
+        assert_eq!(detail.code, ErrorCode::NotLeader as i32);
+        let hint = detail.leader_hint.expect("hint");
+        assert_eq!(
+            (
+                hint.topic.as_str(),
+                hint.partition,
+                hint.address.as_str(),
+                hint.leader_epoch
+            ),
+            ("orders", 2, "127.0.0.3:7070", 4)
+        );
     }
 
     #[test]

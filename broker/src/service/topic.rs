@@ -8,12 +8,14 @@ use ferry_proto::v1::topic_service_server::TopicService;
 use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
+use crate::cluster::routing;
 use crate::error::BrokerError;
 use crate::metrics::TopicLabels;
 use crate::names::validate_topic_name;
 use crate::service::status::error_detail;
 use crate::topic::{
-    BatchOutcome, FetchLimits, FetchTarget, IncomingBatch, IncomingMessage, fetch, produce,
+    BatchOutcome, FetchLimits, FetchTarget, IncomingBatch, IncomingMessage, PartitionScope, fetch,
+    produce,
 };
 
 /// The topic data API over a broker.
@@ -104,7 +106,24 @@ impl TopicService for TopicApi {
                     timestamp_ms: m.timestamp_ms,
                 })
                 .collect();
-            let outcome = produce(&topic, batches, messages, &self.broker.config.limits).await?;
+            let check = |partition| {
+                self.broker
+                    .check_leader(routing::TOPICS, &request.topic, partition)
+            };
+            let scope = PartitionScope {
+                writable: self
+                    .broker
+                    .writable_partitions(&request.topic, topic.record.settings.partitions),
+                check: &check,
+            };
+            let outcome = produce(
+                &topic,
+                batches,
+                messages,
+                &self.broker.config.limits,
+                &scope,
+            )
+            .await?;
             self.broker
                 .metrics
                 .produce_bytes
@@ -146,7 +165,7 @@ impl TopicService for TopicApi {
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
         let request = request.into_inner();
-        let targets = request
+        let targets: Vec<FetchTarget> = request
             .partitions
             .into_iter()
             .map(|p| FetchTarget {
@@ -156,6 +175,12 @@ impl TopicService for TopicApi {
                 max_bytes: p.max_bytes,
             })
             .collect();
+        for target in &targets {
+            let leads = self
+                .broker
+                .check_leader(routing::TOPICS, &target.topic, target.partition);
+            self.broker.answer("Fetch", leads)?;
+        }
         let params = FetchLimits {
             max_wait: Duration::from_millis(u64::from(request.max_wait_ms)),
             min_bytes: request.min_bytes,
@@ -217,6 +242,8 @@ impl TopicService for TopicApi {
             let mut offsets = Vec::with_capacity(request.queries.len());
             for query in request.queries {
                 let partition = topic.partition(query.partition)?;
+                self.broker
+                    .check_leader(routing::TOPICS, &request.topic, query.partition)?;
                 let (offset, timestamp_ms) = match query.spec {
                     Some(pb::offset_query::Spec::Earliest(_)) => (partition.log_start_offset(), -1),
                     Some(pb::offset_query::Spec::Latest(_)) => (partition.high_watermark(), -1),

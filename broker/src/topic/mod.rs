@@ -8,7 +8,9 @@ mod settings;
 
 pub use fetch::{FetchLimits, FetchTarget, FetchedData, FetchedPartition, fetch};
 pub use partition::{Partition, STANDALONE_LEADER_EPOCH};
-pub use produce::{BatchOutcome, IncomingBatch, IncomingMessage, ProduceOutcome, produce};
+pub use produce::{
+    BatchOutcome, IncomingBatch, IncomingMessage, PartitionScope, ProduceOutcome, produce,
+};
 pub use registry::{Topic, Topics};
 pub(crate) use registry::{remove_dir, remove_strays};
 pub use settings::{

@@ -54,12 +54,44 @@ pub struct ProduceOutcome {
     pub message_batches: Vec<BatchOutcome>,
 }
 
-/// Appends a request's batches and messages to `topic`.
+/// Which partitions a produce may write to.
+pub struct PartitionScope<'a> {
+    /// The partitions writable here, or `None` for all of them (standalone). Keyless
+    /// records go round-robin over these.
+    pub writable: Option<Vec<u32>>,
+    /// Refuses a partition that is not writable here, with the reason (in cluster
+    /// mode, `NotLeader` with the leader's address).
+    pub check: &'a (dyn Fn(u32) -> BrokerResult<()> + Send + Sync),
+}
+
+impl PartitionScope<'_> {
+    /// Every partition, no checks: a standalone host.
+    pub const ALL: PartitionScope<'static> = PartitionScope {
+        writable: None,
+        check: &|_| Ok(()),
+    };
+
+    /// The next partition for records without a (common) key.
+    fn keyless(&self, topic: &Topic) -> BrokerResult<u32> {
+        let turn = topic.next_round_robin();
+        match &self.writable {
+            None => Ok(turn),
+            Some(writable) if writable.is_empty() => {
+                (self.check)(turn)?;
+                Ok(turn)
+            }
+            Some(writable) => Ok(writable[turn as usize % writable.len()]),
+        }
+    }
+}
+
+/// Appends a request's batches and messages to `topic`, within `scope`.
 pub async fn produce(
     topic: &Topic,
     batches: Vec<IncomingBatch>,
     messages: Vec<IncomingMessage>,
     limits: &Limits,
+    scope: &PartitionScope<'_>,
 ) -> BrokerResult<ProduceOutcome> {
     if batches.is_empty() && messages.is_empty() {
         return Err(BrokerError::EmptyBatch);
@@ -90,12 +122,16 @@ pub async fn produce(
         }
         let partition = match batch.partition {
             Some(partition) => partition,
-            None => choose_partition(topic, &batch.records)?,
+            None => choose_partition(topic, &batch.records, scope)?,
         };
         topic.partition(partition)?;
+        (scope.check)(partition)?;
         targets.push(partition);
     }
-    let (message_partitions, encoded) = encode_messages(topic, &messages, limits)?;
+    let (message_partitions, encoded) = encode_messages(topic, &messages, limits, scope)?;
+    for (partition, _) in &encoded {
+        (scope.check)(*partition)?;
+    }
 
     let mut jobs = JoinSet::new();
     for (slot, (batch, partition)) in batches.into_iter().zip(&targets).enumerate() {
@@ -173,7 +209,11 @@ fn check_batch_size(size: usize, limits: &Limits) -> BrokerResult<()> {
 
 /// Picks a partition for a (validated) batch sent without one: the key hash when
 /// every record has the same key, round-robin otherwise.
-fn choose_partition(topic: &Topic, records: &[u8]) -> BrokerResult<u32> {
+fn choose_partition(
+    topic: &Topic,
+    records: &[u8],
+    scope: &PartitionScope<'_>,
+) -> BrokerResult<u32> {
     let batch = Batches::new(records)
         .next()
         .ok_or(BrokerError::EmptyBatch)?
@@ -184,13 +224,13 @@ fn choose_partition(topic: &Topic, records: &[u8]) -> BrokerResult<u32> {
         match common_key {
             None => common_key = Some(record.key),
             Some(key) if key == record.key => {}
-            Some(_) => return Ok(topic.next_round_robin()),
+            Some(_) => return scope.keyless(topic),
         }
     }
-    Ok(match common_key.flatten() {
-        Some(key) => partition_for_key(key, topic.record.settings.partitions),
-        None => topic.next_round_robin(),
-    })
+    match common_key.flatten() {
+        Some(key) => Ok(partition_for_key(key, topic.record.settings.partitions)),
+        None => scope.keyless(topic),
+    }
 }
 
 type EncodedMessages = (Vec<u32>, Vec<(u32, Vec<u8>)>);
@@ -201,6 +241,7 @@ fn encode_messages(
     topic: &Topic,
     messages: &[IncomingMessage],
     limits: &Limits,
+    scope: &PartitionScope<'_>,
 ) -> BrokerResult<EncodedMessages> {
     if messages.is_empty() {
         return Ok((Vec::new(), Vec::new()));
@@ -228,7 +269,10 @@ fn encode_messages(
         }
         let partition = match &message.key {
             Some(key) => partition_for_key(key, partitions),
-            None => *keyless_partition.get_or_insert_with(|| topic.next_round_robin()),
+            None => match keyless_partition {
+                Some(partition) => partition,
+                None => *keyless_partition.insert(scope.keyless(topic)?),
+            },
         };
         let builder = builders.entry(partition).or_insert_with(|| {
             order.push(partition);

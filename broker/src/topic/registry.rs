@@ -109,6 +109,9 @@ impl Topics {
         let mut known = Vec::new();
         for kv in topics.meta.list(keys::TOPICS).await? {
             let record: TopicRecord = decode_json(&kv.key, &kv.value)?;
+            if record.cluster != topics.cluster {
+                continue;
+            }
             known.push(topic_dir(&topics.root, &record));
             let topic = topics.open_topic(record).await?;
             topics.insert(topic);
@@ -253,7 +256,48 @@ impl Topics {
             }
         }
         self.meta.txn(Vec::new(), ops).await?;
-        self.write_map().remove(name);
+        drop(topic);
+        self.close_local(name).await?;
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    /// Cluster mode: opens a topic another host created (seen in the metadata store),
+    /// replacing an older incarnation; nothing happens if it is already open.
+    pub async fn adopt(&self, record: TopicRecord) -> BrokerResult<()> {
+        if record.cluster != self.cluster {
+            return Ok(());
+        }
+        let _admin = self.admin.lock().await;
+        if let Some(open) = self.read_map().get(&record.name)
+            && open.record.incarnation == record.incarnation
+        {
+            return Ok(());
+        }
+        self.close_local(&record.name).await?;
+        let topic = self.open_topic(record).await?;
+        tracing::info!(topic = %topic.record.name, "topic adopted");
+        self.insert(topic);
+        Ok(())
+    }
+
+    /// Cluster mode: closes a topic deleted elsewhere and removes its local data.
+    pub async fn forget(&self, name: &str) -> BrokerResult<()> {
+        let _admin = self.admin.lock().await;
+        self.close_local(name).await
+    }
+
+    /// The names of the topics open here.
+    pub fn names(&self) -> Vec<String> {
+        self.read_map().keys().cloned().collect()
+    }
+
+    /// Takes a topic out of the map, closes it and removes its directory (the caller
+    /// holds the admin lock).
+    async fn close_local(&self, name: &str) -> BrokerResult<()> {
+        let Some(topic) = self.write_map().remove(name) else {
+            return Ok(());
+        };
         let dir = topic.dir.clone();
         tokio::task::spawn_blocking(move || {
             topic.close();
@@ -261,7 +305,7 @@ impl Topics {
         })
         .await
         .map_err(|err| BrokerError::Internal(format!("delete task failed: {err}")))?;
-        tracing::info!(topic = name, "topic deleted");
+        tracing::info!(topic = name, "topic closed and its data removed");
         Ok(())
     }
 

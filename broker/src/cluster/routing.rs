@@ -1,0 +1,82 @@
+//! Which requests this host may serve in cluster mode: those for partitions it leads
+//! while its lease holds. Everything else is refused with `NotLeader`, carrying where
+//! the leader is (when there is one) so the client can go there.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use super::membership::LeaseStatus;
+use super::view::ClusterView;
+use crate::error::{BrokerError, BrokerResult, LeaderLocation};
+
+/// The resource kinds partition states are kept for.
+pub const TOPICS: &str = "topics";
+/// See [`TOPICS`].
+pub const QUEUES: &str = "queues";
+
+/// Leadership checks against this host's view of the cluster.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    cluster: String,
+    host_id: String,
+    view: watch::Receiver<Arc<ClusterView>>,
+    lease: watch::Receiver<LeaseStatus>,
+}
+
+impl Routing {
+    /// Checks for `host_id` of `cluster` against the followed view and the host's lease.
+    pub fn new(
+        cluster: String,
+        host_id: String,
+        view: watch::Receiver<Arc<ClusterView>>,
+        lease: watch::Receiver<LeaseStatus>,
+    ) -> Self {
+        Self {
+            cluster,
+            host_id,
+            view,
+            lease,
+        }
+    }
+
+    /// The cluster this host belongs to.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// Ok when this host leads the partition now; `NotLeader` (with the leader, if
+    /// one is known) otherwise.
+    pub fn check(&self, kind: &'static str, name: &str, partition: u32) -> BrokerResult<()> {
+        let view = self.view.borrow();
+        let state = view.partition(kind, name, partition);
+        let leader = state.and_then(|s| s.leader.as_deref());
+        if leader == Some(self.host_id.as_str()) && self.lease.borrow().is_live(Instant::now()) {
+            return Ok(());
+        }
+        let location = match (state, leader) {
+            (Some(state), Some(host)) if host != self.host_id => {
+                view.hosts.get(host).map(|record| LeaderLocation {
+                    host_id: host.to_owned(),
+                    address: record.advertise.clone(),
+                    leader_epoch: state.leader_epoch,
+                })
+            }
+            _ => None,
+        };
+        Err(BrokerError::NotLeader {
+            kind,
+            name: name.to_owned(),
+            partition,
+            leader: location,
+        })
+    }
+
+    /// The partitions of a `partitions`-partition resource this host leads now.
+    pub fn led(&self, kind: &'static str, name: &str, partitions: u32) -> Vec<u32> {
+        (0..partitions)
+            .filter(|p| self.check(kind, name, *p).is_ok())
+            .collect()
+    }
+}

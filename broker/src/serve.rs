@@ -47,6 +47,7 @@ pub async fn run(
         None => listeners.bound()?.grpc.to_string(),
     };
     config.advertise = Some(advertise.clone());
+    config.host_id = options.host_id.clone();
     let mut cluster = ClusterConfig::with_lease_ttl(
         &options.cluster,
         &options.host_id,

@@ -44,6 +44,8 @@ pub enum ClientError {
         retry_after_ms: u32,
         /// `host:port` of the partition leader, sent with `NOT_LEADER`.
         leader_address: Option<String>,
+        /// The partition the leader hint is about, sent with `NOT_LEADER`.
+        leader_partition: Option<u32>,
     },
     /// A fetched record batch failed its checksum or could not be decoded.
     #[error("corrupt record batch in {topic}/{partition}: {source}")]
@@ -103,6 +105,7 @@ impl ClientError {
             message: status.message().to_owned(),
             retry_after_ms: 0,
             leader_address: None,
+            leader_partition: None,
         }
     }
 
@@ -124,6 +127,11 @@ impl ClientError {
                 .as_ref()
                 .map(|hint| hint.address.clone())
                 .filter(|address| !address.is_empty()),
+            leader_partition: detail
+                .leader_hint
+                .as_ref()
+                .filter(|hint| !hint.address.is_empty())
+                .map(|hint| hint.partition),
         }
     }
 

@@ -48,10 +48,11 @@ mod producer;
 mod types;
 
 pub use connection::{
-    BatchAck, Client, ClientConfig, DeadLetterOrigin, Durability, FetchOptions, FetchTarget,
-    FetchedPartition, GroupDescription, GroupMember, OutgoingMessage, PartitionLag, PartitionState,
-    ProducerIdentity, QueueDescription, QueueMessage, QueueSettings, QueueStats, ReceiveOptions,
-    ReplicationMode, SendReceipt, TopicDescription, TopicSettings,
+    BatchAck, Client, ClientConfig, ClusterMetadata, DeadLetterOrigin, Durability, FetchOptions,
+    FetchTarget, FetchedPartition, GroupDescription, GroupMember, HostInfo, OutgoingMessage,
+    PartitionLag, PartitionPlacement, PartitionState, ProducerIdentity, QueueDescription,
+    QueueMessage, QueueSettings, QueueStats, ReceiveOptions, ReplicationMode, ResourcePlacement,
+    SendReceipt, TopicDescription, TopicSettings,
 };
 pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
 pub use error::ClientError;

@@ -41,6 +41,11 @@ impl Routing {
         }
     }
 
+    /// The cluster as this host sees it now.
+    pub fn view(&self) -> Arc<ClusterView> {
+        Arc::clone(&self.view.borrow())
+    }
+
     /// The cluster this host belongs to.
     pub fn cluster(&self) -> &str {
         &self.cluster

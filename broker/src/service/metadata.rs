@@ -1,5 +1,6 @@
 //! `MetadataService`: which host serves which partition, for smart clients.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use ferry_proto::v1 as pb;
@@ -7,7 +8,8 @@ use ferry_proto::v1::metadata_service_server::MetadataService;
 use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
-use crate::topic::STANDALONE_LEADER_EPOCH;
+use crate::cluster::routing::{QUEUES, Routing, TOPICS};
+use crate::topic::{STANDALONE_LEADER_EPOCH, Topic};
 
 /// The metadata API over a broker.
 pub struct MetadataApi {
@@ -28,7 +30,6 @@ impl MetadataService for MetadataApi {
         request: Request<pb::GetMetadataRequest>,
     ) -> Result<Response<pb::GetMetadataResponse>, Status> {
         let wanted = request.into_inner().topics;
-        let host_id = self.broker.config.host_id.clone();
         let topics = if wanted.is_empty() {
             self.broker.topics.list()
         } else {
@@ -36,30 +37,118 @@ impl MetadataService for MetadataApi {
                 wanted.iter().map(|t| self.broker.topics.get(t)).collect();
             self.broker.answer("GetMetadata", found)?
         };
-        let topics = topics
-            .iter()
-            .map(|topic| pb::TopicMetadata {
-                name: topic.name().to_owned(),
-                partitions: topic
-                    .partitions
-                    .iter()
-                    .map(|p| pb::PartitionLeader {
-                        partition: p.index(),
-                        leader_host_id: host_id.clone(),
-                        leader_epoch: STANDALONE_LEADER_EPOCH,
-                        replicas: vec![host_id.clone()],
-                    })
-                    .collect(),
-            })
-            .collect();
-        Ok(Response::new(pb::GetMetadataResponse {
+        let response = match &self.broker.routing {
+            Some(routing) => self.cluster_metadata(routing, &topics),
+            None => self.standalone_metadata(&topics),
+        };
+        Ok(Response::new(response))
+    }
+}
+
+impl MetadataApi {
+    /// This host leads everything.
+    fn standalone_metadata(&self, topics: &[Arc<Topic>]) -> pb::GetMetadataResponse {
+        let host_id = self.broker.config.host_id.clone();
+        let leader = |partition: u32| pb::PartitionLeader {
+            partition,
+            leader_host_id: host_id.clone(),
+            leader_epoch: STANDALONE_LEADER_EPOCH,
+            replicas: vec![host_id.clone()],
+            in_sync_replicas: vec![host_id.clone()],
+        };
+        pb::GetMetadataResponse {
             cluster: "standalone".to_owned(),
             hosts: vec![pb::Host {
                 host_id: host_id.clone(),
                 address: self.broker.config.advertised_address(),
                 alive: true,
+                controller: true,
             }],
-            topics,
-        }))
+            topics: topics
+                .iter()
+                .map(|topic| pb::TopicMetadata {
+                    name: topic.name().to_owned(),
+                    partitions: topic.partitions.iter().map(|p| leader(p.index())).collect(),
+                })
+                .collect(),
+            queues: self
+                .broker
+                .queues
+                .list()
+                .iter()
+                .map(|queue| pb::TopicMetadata {
+                    name: queue.name().to_owned(),
+                    partitions: vec![leader(0)],
+                })
+                .collect(),
+        }
+    }
+
+    /// Placement and leaders as this host's view of the cluster has them.
+    fn cluster_metadata(
+        &self,
+        routing: &Routing,
+        topics: &[Arc<Topic>],
+    ) -> pb::GetMetadataResponse {
+        let view = routing.view();
+        let controller = view
+            .controller
+            .as_ref()
+            .map(|(record, _)| record.host_id.as_str());
+        let mut hosts: Vec<pb::Host> = view
+            .hosts
+            .values()
+            .map(|host| pb::Host {
+                host_id: host.host_id.clone(),
+                address: host.advertise.clone(),
+                alive: true,
+                controller: controller == Some(host.host_id.as_str()),
+            })
+            .collect();
+        let gone: BTreeSet<&String> = view
+            .partitions
+            .values()
+            .flat_map(|(state, _)| state.replicas.iter())
+            .filter(|host| !view.hosts.contains_key(*host))
+            .collect();
+        hosts.extend(gone.into_iter().map(|host| pb::Host {
+            host_id: host.clone(),
+            address: String::new(),
+            alive: false,
+            controller: false,
+        }));
+        let partition = |kind: &'static str, name: &str, index: u32| {
+            let state = view.partition(kind, name, index);
+            pb::PartitionLeader {
+                partition: index,
+                leader_host_id: state.and_then(|s| s.leader.clone()).unwrap_or_default(),
+                leader_epoch: state.map_or(0, |s| s.leader_epoch),
+                replicas: state.map(|s| s.replicas.clone()).unwrap_or_default(),
+                in_sync_replicas: state.map(|s| s.isr.clone()).unwrap_or_default(),
+            }
+        };
+        pb::GetMetadataResponse {
+            cluster: routing.cluster().to_owned(),
+            hosts,
+            topics: topics
+                .iter()
+                .map(|topic| pb::TopicMetadata {
+                    name: topic.name().to_owned(),
+                    partitions: (0..topic.record.settings.partitions)
+                        .map(|index| partition(TOPICS, topic.name(), index))
+                        .collect(),
+                })
+                .collect(),
+            queues: self
+                .broker
+                .queues
+                .list()
+                .iter()
+                .map(|queue| pb::TopicMetadata {
+                    name: queue.name().to_owned(),
+                    partitions: vec![partition(QUEUES, queue.name(), 0)],
+                })
+                .collect(),
+        }
     }
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_proto::v1 as pb;
 
+use tokio::task::JoinSet;
+
 use super::Client;
+use super::routing::{Kind, MAX_REDIRECTS, by_leader};
 use crate::error::ClientError;
 use crate::types::{OffsetSpec, PartitionOffset, TopicPartition};
 
@@ -85,7 +88,79 @@ impl Client {
     /// Appends already-encoded record batches (one `(partition, batch)` each) to a
     /// topic. The outer error is for the request as a whole; the inner results are per
     /// batch, in request order, and some may fail while others succeed.
+    ///
+    /// In a cluster the batches go to their partitions' leaders (one request per
+    /// leader, concurrently), following `NOT_LEADER` answers a few times; a request
+    /// to one leader that fails then fails just its own batches.
     pub async fn produce_batches(
+        &self,
+        topic: &str,
+        batches: &[(u32, Bytes)],
+    ) -> Result<Vec<Result<BatchAck, ClientError>>, ClientError> {
+        let mut results: Vec<Option<Result<BatchAck, ClientError>>> =
+            batches.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..batches.len()).collect();
+        for round in 0..=MAX_REDIRECTS {
+            let groups = by_leader(
+                self,
+                Kind::Topic,
+                topic,
+                pending.iter().map(|&i| (batches[i].0, i)),
+            );
+            let whole = round == 0 && groups.len() == 1;
+            pending.clear();
+            let mut calls = JoinSet::new();
+            for (client, items) in groups {
+                let positions: Vec<usize> = items.iter().map(|(_, i)| *i).collect();
+                let request: Vec<(u32, Bytes)> = items
+                    .iter()
+                    .map(|(partition, i)| (*partition, batches[*i].1.clone()))
+                    .collect();
+                let topic = topic.to_owned();
+                calls.spawn(async move {
+                    let outcome = client.produce_to_host(&topic, &request).await;
+                    (positions, outcome)
+                });
+            }
+            while let Some(joined) = calls.join_next().await {
+                let (positions, outcome) = joined
+                    .map_err(|err| ClientError::Protocol(format!("produce task failed: {err}")))?;
+                match outcome {
+                    Ok(acks) => {
+                        for (position, ack) in positions.into_iter().zip(acks) {
+                            results[position] = Some(ack);
+                        }
+                    }
+                    Err(err)
+                        if round < MAX_REDIRECTS && self.learn_leader(Kind::Topic, topic, &err) =>
+                    {
+                        pending.extend(positions);
+                    }
+                    Err(err) if whole => return Err(err),
+                    Err(err) => {
+                        for position in positions {
+                            results[position] = Some(Err(err.clone()));
+                        }
+                    }
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+            // Leaders moved or were never known: learn them all in one request rather
+            // than one NOT_LEADER hint per round.
+            self.refresh_leaders(Kind::Topic, topic).await;
+        }
+        Ok(results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| Err(ClientError::Protocol("a batch got no result".into())))
+            })
+            .collect())
+    }
+
+    /// One produce request to this client's host.
+    async fn produce_to_host(
         &self,
         topic: &str,
         batches: &[(u32, Bytes)],
@@ -132,7 +207,78 @@ impl Client {
     }
 
     /// Reads record batches from partitions, long-polling up to `options.max_wait_ms`.
+    ///
+    /// In a cluster each partition is read from its leader (one request per leader,
+    /// concurrently), following `NOT_LEADER` answers a few times.
     pub async fn fetch(
+        &self,
+        targets: &[FetchTarget],
+        options: FetchOptions,
+    ) -> Result<Vec<FetchedPartition>, ClientError> {
+        let mut fetched = Vec::with_capacity(targets.len());
+        let mut pending: Vec<FetchTarget> = targets.to_vec();
+        for round in 0..=MAX_REDIRECTS {
+            // Groups per topic name as well: leaders are known per topic partition.
+            let mut groups: Vec<(Client, Vec<FetchTarget>)> = Vec::new();
+            for target in pending.drain(..) {
+                let client = self.for_partition(
+                    Kind::Topic,
+                    &target.partition.topic,
+                    target.partition.partition,
+                );
+                match groups.iter_mut().find(|(c, _)| c.address == client.address) {
+                    Some((_, group)) => group.push(target),
+                    None => groups.push((client, vec![target])),
+                }
+            }
+            let whole = round == 0 && groups.len() == 1;
+            let mut calls = JoinSet::new();
+            for (client, group) in groups {
+                calls.spawn(async move {
+                    let outcome = client.fetch_from_host(&group, options).await;
+                    (group, outcome)
+                });
+            }
+            while let Some(joined) = calls.join_next().await {
+                let (group, outcome) = joined
+                    .map_err(|err| ClientError::Protocol(format!("fetch task failed: {err}")))?;
+                match outcome {
+                    Ok(partitions) => fetched.extend(partitions),
+                    Err(err) => {
+                        let learned = group.iter().any(|target| {
+                            self.learn_leader(Kind::Topic, &target.partition.topic, &err)
+                        });
+                        if learned && round < MAX_REDIRECTS {
+                            pending.extend(group);
+                        } else if whole {
+                            return Err(err);
+                        } else {
+                            fetched.extend(group.into_iter().map(|target| FetchedPartition {
+                                partition: target.partition,
+                                records: Bytes::new(),
+                                high_watermark: 0,
+                                log_start_offset: 0,
+                                error: Some(err.clone()),
+                            }));
+                        }
+                    }
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+            let mut topics: Vec<&str> =
+                pending.iter().map(|t| t.partition.topic.as_str()).collect();
+            topics.dedup();
+            for topic in topics {
+                self.refresh_leaders(Kind::Topic, topic).await;
+            }
+        }
+        Ok(fetched)
+    }
+
+    /// One fetch request to this client's host.
+    async fn fetch_from_host(
         &self,
         targets: &[FetchTarget],
         options: FetchOptions,
@@ -174,8 +320,38 @@ impl Client {
             .collect())
     }
 
-    /// Resolves earliest, latest or timestamp specs to offsets for partitions of a topic.
+    /// Resolves earliest, latest or timestamp specs to offsets for partitions of a topic
+    /// (in a cluster, each at its partition's leader).
     pub async fn list_offsets(
+        &self,
+        topic: &str,
+        queries: &[(u32, OffsetSpec)],
+    ) -> Result<Vec<PartitionOffset>, ClientError> {
+        let mut found = Vec::with_capacity(queries.len());
+        let mut pending: Vec<(u32, OffsetSpec)> = queries.to_vec();
+        for round in 0..=MAX_REDIRECTS {
+            let groups = by_leader(self, Kind::Topic, topic, std::mem::take(&mut pending));
+            for (client, group) in groups {
+                match client.list_offsets_at_host(topic, &group).await {
+                    Ok(answered) => found.extend(answered),
+                    Err(err)
+                        if round < MAX_REDIRECTS && self.learn_leader(Kind::Topic, topic, &err) =>
+                    {
+                        pending.extend(group);
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+            self.refresh_leaders(Kind::Topic, topic).await;
+        }
+        Ok(found)
+    }
+
+    /// One list-offsets request to this client's host.
+    async fn list_offsets_at_host(
         &self,
         topic: &str,
         queries: &[(u32, OffsetSpec)],

@@ -5,10 +5,12 @@
 //! API for tools that want exact control over requests.
 
 mod admin;
+mod cluster;
 mod data;
 mod group;
 mod queue;
 mod queue_settings;
+mod routing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,7 @@ pub use admin::{
     Durability, GroupDescription, GroupMember, PartitionLag, PartitionState, ReplicationMode,
     TopicDescription, TopicSettings,
 };
+pub use cluster::{ClusterMetadata, HostInfo, PartitionPlacement, ResourcePlacement};
 pub use data::{BatchAck, FetchOptions, FetchTarget, FetchedPartition, ProducerIdentity};
 pub(crate) use group::Assignment;
 pub use queue::{DeadLetterOrigin, OutgoingMessage, QueueMessage, ReceiveOptions, SendReceipt};
@@ -63,6 +66,9 @@ pub struct Client {
     address: Arc<str>,
     max_message_bytes: usize,
     request_timeout: Duration,
+    /// Other hosts of the cluster and which partitions they lead, learnt from
+    /// `NOT_LEADER` answers.
+    peers: Arc<routing::Peers>,
 }
 
 /// The channel with every request given a deadline (see [`DefaultDeadline`]).
@@ -99,33 +105,20 @@ impl Client {
 
     /// Connects to `address` with the given configuration.
     pub async fn connect_with(address: &str, config: ClientConfig) -> Result<Self, ClientError> {
-        let uri = normalize_address(address)?;
-        let invalid = |reason: String| ClientError::InvalidAddress {
-            address: address.to_owned(),
-            reason,
-        };
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|err| invalid(err.to_string()))?
-            // No channel-wide `.timeout()`: `DefaultDeadline` sets one per request so
-            // long polls can ask for more.
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
-            // Produce requests carry up to a MiB per partition; bigger windows keep
-            // one connection from throttling throughput on fast local links.
-            .initial_stream_window_size(Some(4 << 20))
-            .initial_connection_window_size(Some(16 << 20));
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|err| ClientError::Transport {
-                address: address.to_owned(),
-                reason: error_chain(&err),
-            })?;
+        let channel =
+            endpoint(address, &config)?
+                .connect()
+                .await
+                .map_err(|err| ClientError::Transport {
+                    address: address.to_owned(),
+                    reason: error_chain(&err),
+                })?;
         Ok(Self {
             channel,
             address: address.into(),
             max_message_bytes: config.max_message_bytes,
             request_timeout: config.request_timeout,
+            peers: Arc::new(routing::Peers::new(config)),
         })
     }
 
@@ -174,6 +167,24 @@ impl Client {
     pub(crate) fn error(&self, status: &tonic::Status) -> ClientError {
         ClientError::from_status(status, &self.address)
     }
+}
+
+/// The endpoint for `address` with the client's connection settings.
+fn endpoint(address: &str, config: &ClientConfig) -> Result<Endpoint, ClientError> {
+    let uri = normalize_address(address)?;
+    let endpoint = Endpoint::from_shared(uri).map_err(|err| ClientError::InvalidAddress {
+        address: address.to_owned(),
+        reason: err.to_string(),
+    })?;
+    Ok(endpoint
+        // No channel-wide `.timeout()`: `DefaultDeadline` sets one per request so
+        // long polls can ask for more.
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true)
+        // Produce requests carry up to a MiB per partition; bigger windows keep one
+        // connection from throttling throughput on fast local links.
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(16 << 20)))
 }
 
 /// Adds the `http://` scheme when the address has none, so `host:port` works.

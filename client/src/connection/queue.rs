@@ -5,13 +5,16 @@
 //! the outer `Result` is the request as a whole, the inner ones follow request order.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_proto::v1 as pb;
+use ferry_proto::v1::queue_service_client::QueueServiceClient;
 
-use super::Client;
 use super::queue_settings::{QueueDescription, QueueSettings, millis};
+use super::routing::Kind;
+use super::{Client, Service};
 use crate::error::ClientError;
 
 /// How long the client lets a receive without its own `wait` poll: such a receive
@@ -271,6 +274,25 @@ fn owned_receipts(receipts: impl IntoIterator<Item = impl Into<String>>) -> Vec<
 }
 
 impl Client {
+    /// Calls the queue's leader (any host when standalone), following `NOT_LEADER`
+    /// answers to the host they name.
+    async fn on_queue_leader<T, F, Fut>(&self, queue: &str, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(QueueServiceClient<Service>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.routed(Kind::Queue, queue, 0, |client| {
+            let answer = call(client.queue_service());
+            async move {
+                answer
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|status| client.error(&status))
+            }
+        })
+        .await
+    }
+
     /// Creates a queue and returns it as the broker made it.
     pub async fn create_queue(
         &self,
@@ -312,11 +334,11 @@ impl Client {
             name: name.to_owned(),
         };
         let response = self
-            .queue_service()
-            .purge_queue(request)
-            .await
-            .map_err(|status| self.error(&status))?
-            .into_inner();
+            .on_queue_leader(name, |mut service| {
+                let request = request.clone();
+                async move { service.purge_queue(request).await }
+            })
+            .await?;
         Ok(response.purged)
     }
 
@@ -343,11 +365,11 @@ impl Client {
             name: name.to_owned(),
         };
         let response = self
-            .queue_service()
-            .describe_queue(request)
-            .await
-            .map_err(|status| self.error(&status))?
-            .into_inner();
+            .on_queue_leader(name, |mut service| {
+                let request = request.clone();
+                async move { service.describe_queue(request).await }
+            })
+            .await?;
         let info = response
             .queue
             .ok_or_else(|| ClientError::Protocol("DescribeQueue returned no queue".into()))?;
@@ -373,11 +395,11 @@ impl Client {
                 .collect(),
         };
         let response = self
-            .queue_service()
-            .send(request)
-            .await
-            .map_err(|status| self.error(&status))?
-            .into_inner();
+            .on_queue_leader(queue, |mut service| {
+                let request = request.clone();
+                async move { service.send(request).await }
+            })
+            .await?;
         if response.results.len() != count {
             return Err(ClientError::Protocol(format!(
                 "sent {count} messages, got {} results",
@@ -405,11 +427,11 @@ impl Client {
         let request = options.to_proto(queue)?;
         let wait = options.wait.unwrap_or(QUEUE_WAIT_ALLOWANCE);
         let response = self
-            .queue_service()
-            .receive(self.long_poll(request, wait))
-            .await
-            .map_err(|status| self.error(&status))?
-            .into_inner();
+            .on_queue_leader(queue, |mut service| {
+                let request = self.long_poll(request.clone(), wait);
+                async move { service.receive(request).await }
+            })
+            .await?;
         Ok(response
             .messages
             .into_iter()
@@ -433,11 +455,11 @@ impl Client {
             receipts: receipts.clone(),
         };
         let response = self
-            .queue_service()
-            .ack(request)
-            .await
-            .map_err(|status| self.error(&status))?
-            .into_inner();
+            .on_queue_leader(queue, |mut service| {
+                let request = request.clone();
+                async move { service.ack(request).await }
+            })
+            .await?;
         receipt_results(&receipts, response.results)
     }
 
@@ -459,11 +481,11 @@ impl Client {
             delay_ms: millis(delay),
         };
         let response = self
-            .queue_service()
-            .nack(request)
-            .await
-            .map_err(|status| self.error(&status))?
-            .into_inner();
+            .on_queue_leader(queue, |mut service| {
+                let request = request.clone();
+                async move { service.nack(request).await }
+            })
+            .await?;
         receipt_results(&receipts, response.results)
     }
 
@@ -485,11 +507,11 @@ impl Client {
             visibility_timeout_ms: millis(timeout),
         };
         let response = self
-            .queue_service()
-            .change_visibility(request)
-            .await
-            .map_err(|status| self.error(&status))?
-            .into_inner();
+            .on_queue_leader(queue, |mut service| {
+                let request = request.clone();
+                async move { service.change_visibility(request).await }
+            })
+            .await?;
         receipt_results(&receipts, response.results)
     }
 
@@ -510,11 +532,11 @@ impl Client {
             max_messages: max.unwrap_or(0),
         };
         let response = self
-            .queue_service()
-            .redrive(request)
-            .await
-            .map_err(|status| self.error(&status))?
-            .into_inner();
+            .on_queue_leader(dead_letter_queue, |mut service| {
+                let request = request.clone();
+                async move { service.redrive(request).await }
+            })
+            .await?;
         Ok(response.moved)
     }
 }

@@ -87,6 +87,34 @@ pub struct Faults {
     pub double_ownership: AtomicBool,
     /// Delay queue describes by this many milliseconds (request deadline tests).
     pub stall_queue_admin_ms: AtomicU32,
+    /// Answer produce, fetch, send and receive with NOT_LEADER naming this address
+    /// (a cluster host that leads nothing).
+    pub leader_elsewhere: Mutex<Option<String>>,
+}
+
+impl Faults {
+    /// The NOT_LEADER answer for `name`/`partition`, when leadership is elsewhere.
+    pub fn not_leader(&self, name: &str, partition: u32) -> Option<Status> {
+        let address = self.leader_elsewhere.lock().unwrap().clone()?;
+        let message = format!("not the leader of {name}/{partition}");
+        let detail = pb::ErrorDetail {
+            code: pb::ErrorCode::NotLeader as i32,
+            message: message.clone(),
+            leader_hint: Some(pb::LeaderHint {
+                topic: name.to_owned(),
+                partition,
+                host_id: "elsewhere".into(),
+                address,
+                leader_epoch: 1,
+            }),
+            retry_after_ms: 0,
+        };
+        Some(Status::with_details(
+            tonic::Code::Unavailable,
+            message,
+            detail.encode_to_vec().into(),
+        ))
+    }
 }
 
 /// A running mock broker.
@@ -285,6 +313,14 @@ impl State {
 impl TopicService for Api {
     async fn produce(&self, request: Request<pb::ProduceRequest>) -> Reply<pb::ProduceResponse> {
         let request = request.into_inner();
+        let first = request
+            .batches
+            .first()
+            .and_then(|b| b.partition)
+            .unwrap_or(0);
+        if let Some(status) = self.faults.not_leader(&request.topic, first) {
+            return Err(status);
+        }
         if self.faults.always_unavailable.load(Ordering::SeqCst) || take(&self.faults.unavailable) {
             return Err(Status::unavailable("injected: unavailable"));
         }
@@ -317,6 +353,11 @@ impl TopicService for Api {
 
     async fn fetch(&self, request: Request<pb::FetchRequest>) -> Reply<pb::FetchResponse> {
         let request = request.into_inner();
+        if let Some(first) = request.partitions.first()
+            && let Some(status) = self.faults.not_leader(&first.topic, first.partition)
+        {
+            return Err(status);
+        }
         let mut partitions = Vec::new();
         let mut total = 0;
         {

@@ -350,6 +350,9 @@ impl QueueService for QueueApi {
 
     async fn send(&self, request: Request<pb::SendRequest>) -> Reply<pb::SendResponse> {
         let request = request.into_inner();
+        if let Some(status) = self.faults.not_leader(&request.queue, 0) {
+            return Err(status);
+        }
         let mut state = self.state.lock().unwrap();
         let mut next_id = state.next_id;
         let queue = state
@@ -398,6 +401,9 @@ impl QueueService for QueueApi {
     }
 
     async fn receive(&self, request: Request<pb::ReceiveRequest>) -> Reply<pb::ReceiveResponse> {
+        if let Some(status) = self.faults.not_leader(&request.get_ref().queue, 0) {
+            return Err(status);
+        }
         let deadline = request
             .metadata()
             .get("grpc-timeout")

@@ -2,6 +2,7 @@
 //! from the shell, and benchmark a Ferry broker.
 
 mod bench;
+mod cluster;
 mod group;
 mod output;
 mod parse;
@@ -48,6 +49,9 @@ enum Command {
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Show the broker cluster: hosts, partition leaders and in-sync replicas.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 /// Global settings every command gets.
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
             Command::Group(command) => group::run(&context, command).await,
             Command::Queue(command) => queue::run(&context, command).await,
             Command::Bench(command) => bench::run(&context, command).await,
+            Command::Cluster(command) => cluster::run(&context, command).await,
         }
     });
     match result {

@@ -790,6 +790,7 @@ mod tests {
             message: message.into(),
             retry_after_ms: 0,
             leader_address: None,
+            leader_partition: None,
         };
         let bare = queue_error("jobs", err("ERROR_CODE_QUEUE_NOT_FOUND"));
         assert_eq!(bare.to_string(), "queue 'jobs' not found");

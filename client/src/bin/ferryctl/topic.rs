@@ -533,6 +533,7 @@ mod tests {
             message: "no such topic".into(),
             retry_after_ms: 0,
             leader_address: None,
+            leader_partition: None,
         };
         assert_eq!(topic_error("x", err).to_string(), "topic 'x' not found");
     }

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod cluster;
 pub mod commit;
 pub mod config;
+pub mod dev;
 pub mod error;
 pub mod group;
 pub mod meta;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ferry_broker::config::BrokerConfig;
+use ferry_broker::dev::{self, DevOptions};
 use ferry_broker::meta::EtcdConfig;
 use ferry_broker::serve::{self, ServeOptions};
 use ferry_broker::standalone::{self, BoundAddresses};
@@ -26,6 +27,30 @@ enum Command {
     Standalone(StandaloneArgs),
     /// Run one host of a broker cluster, with etcd as the cluster manager.
     Serve(ServeArgs),
+    /// Start a local cluster for trying things out: etcd and three hosts on 127.0.0.1.
+    Dev(DevArgs),
+}
+
+#[derive(Args, Debug)]
+struct DevArgs {
+    /// Directory for etcd's and every host's data.
+    #[arg(long, env = "FERRY_DATA_DIR", default_value = "ferry-dev")]
+    data_dir: PathBuf,
+    /// Hosts to start.
+    #[arg(long, default_value_t = 3)]
+    hosts: u16,
+    /// gRPC port of the first host (the others take the next ports).
+    #[arg(long, default_value_t = 7070)]
+    first_port: u16,
+    /// etcd's client port (its peer port is the next one).
+    #[arg(long, default_value_t = 23790)]
+    etcd_port: u16,
+    /// The etcd binary (default: `etcd` on the path).
+    #[arg(long, env = "FERRY_ETCD_BINARY")]
+    etcd_binary: Option<PathBuf>,
+    /// The cluster's name.
+    #[arg(long, default_value = "dev")]
+    cluster: String,
 }
 
 #[derive(Args, Debug)]
@@ -202,6 +227,17 @@ fn main() -> anyhow::Result<()> {
         .thread_name("ferry-broker")
         .build()?;
     match cli.command {
+        Some(Command::Dev(args)) => runtime.block_on(dev::run(
+            DevOptions {
+                data_dir: args.data_dir,
+                hosts: args.hosts,
+                first_port: args.first_port,
+                etcd_port: args.etcd_port,
+                etcd_binary: args.etcd_binary,
+                cluster: args.cluster,
+            },
+            standalone::termination_signal(),
+        )),
         Some(Command::Serve(args)) => {
             let (config, options) = args.into_options()?;
             runtime.block_on(serve::run(

@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::broker::Broker;
+use crate::cluster::routing::{QUEUES, TOPICS};
 
 /// Labels naming a topic.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,6 +112,24 @@ pub struct Metrics {
     /// Message events per queue (sent, received, acked, redelivered, dead_lettered,
     /// expired, deduplicated), since the broker started.
     pub queue_events: Family<QueueKindLabels, Counter>,
+    /// Cluster mode: 1 while this host's lease (by its own conservative clock) holds;
+    /// the cluster gauges stay 0 on a standalone host.
+    pub cluster_lease_live: Gauge,
+    /// Cluster mode: 1 while this host is the cluster's controller.
+    pub cluster_controller: Gauge,
+    /// Cluster mode: hosts registered now, as this host sees them.
+    pub cluster_hosts_live: Gauge,
+    /// Cluster mode: partitions this host leads, by kind (topics, queues).
+    pub cluster_partitions_led: Family<KindLabels, Gauge>,
+    /// Cluster mode: partitions of the cluster without a leader, by kind.
+    pub cluster_partitions_leaderless: Family<KindLabels, Gauge>,
+}
+
+/// Labels for cluster gauges: `topics` or `queues`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `topics` or `queues`.
+    pub kind: String,
 }
 
 impl Default for Metrics {
@@ -139,6 +158,11 @@ impl Metrics {
             queue_oldest_age_seconds: Family::default(),
             queue_consumers: Family::default(),
             queue_events: Family::default(),
+            cluster_lease_live: Gauge::default(),
+            cluster_controller: Gauge::default(),
+            cluster_hosts_live: Gauge::default(),
+            cluster_partitions_led: Family::default(),
+            cluster_partitions_leaderless: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -212,6 +236,31 @@ impl Metrics {
             metrics.queue_consumers.clone(),
         );
         registry.register(
+            "cluster_lease_live",
+            "1 while this host's etcd lease holds by its own conservative deadline",
+            metrics.cluster_lease_live.clone(),
+        );
+        registry.register(
+            "cluster_controller",
+            "1 while this host is its cluster's controller",
+            metrics.cluster_controller.clone(),
+        );
+        registry.register(
+            "cluster_hosts_live",
+            "Hosts registered in the cluster, as this host sees them",
+            metrics.cluster_hosts_live.clone(),
+        );
+        registry.register(
+            "cluster_partitions_led",
+            "Partitions this host leads",
+            metrics.cluster_partitions_led.clone(),
+        );
+        registry.register(
+            "cluster_partitions_leaderless",
+            "Partitions of the cluster that have no leader",
+            metrics.cluster_partitions_leaderless.clone(),
+        );
+        registry.register(
             "queue_events",
             "Queue message events since start: sent, received, acked, redelivered, dead_lettered, expired, deduplicated",
             metrics.queue_events.clone(),
@@ -276,6 +325,51 @@ fn refresh_gauges(broker: &Broker) {
         metrics.group_lag.get_or_create(&labels).set(gauge(lag));
     }
     refresh_queue_metrics(broker);
+    refresh_cluster_metrics(broker);
+}
+
+/// Sets the cluster gauges from the host's view (nothing on a standalone host).
+fn refresh_cluster_metrics(broker: &Broker) {
+    let Some(routing) = &broker.routing else {
+        return;
+    };
+    let metrics = &broker.metrics;
+    let view = routing.view();
+    metrics
+        .cluster_lease_live
+        .set(i64::from(routing.lease_live()));
+    let controller = view
+        .controller
+        .as_ref()
+        .is_some_and(|(record, _)| record.host_id == routing.host_id());
+    metrics.cluster_controller.set(i64::from(controller));
+    metrics
+        .cluster_hosts_live
+        .set(gauge(view.hosts.len() as u64));
+    metrics.cluster_partitions_led.clear();
+    metrics.cluster_partitions_leaderless.clear();
+    for kind in [TOPICS, QUEUES] {
+        let labels = KindLabels {
+            kind: kind.to_owned(),
+        };
+        let states = view.partitions.iter().filter(|(key, _)| key.kind == kind);
+        let (mut led, mut leaderless) = (0u64, 0u64);
+        for (_, (state, _)) in states {
+            match state.leader.as_deref() {
+                Some(leader) if leader == routing.host_id() => led += 1,
+                Some(_) => {}
+                None => leaderless += 1,
+            }
+        }
+        metrics
+            .cluster_partitions_led
+            .get_or_create(&labels)
+            .set(gauge(led));
+        metrics
+            .cluster_partitions_leaderless
+            .get_or_create(&labels)
+            .set(gauge(leaderless));
+    }
 }
 
 /// Sets the per-queue metrics from each queue's state. Counters are re-created from

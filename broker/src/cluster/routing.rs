@@ -46,6 +46,16 @@ impl Routing {
         Arc::clone(&self.view.borrow())
     }
 
+    /// This host's id.
+    pub fn host_id(&self) -> &str {
+        &self.host_id
+    }
+
+    /// Whether this host's lease holds now (by its own conservative deadline).
+    pub fn lease_live(&self) -> bool {
+        self.lease.borrow().is_live(Instant::now())
+    }
+
     /// The cluster this host belongs to.
     pub fn cluster(&self) -> &str {
         &self.cluster

@@ -882,6 +882,27 @@ async fn purge_list_describe_and_delete() {
         .queues;
     let names: Vec<&str> = listed.iter().map(|q| q.name.as_str()).collect();
     assert_eq!(names, ["a-queue", "b-queue", "c-queue"]);
+    // Smart clients learn queue leaders from metadata: a standalone host leads all.
+    let metadata = ferry_client::Client::connect(&broker.url())
+        .await
+        .expect("connect")
+        .cluster_metadata(&[])
+        .await
+        .expect("metadata");
+    let mut led: Vec<(&str, Option<&str>)> = metadata
+        .queues
+        .iter()
+        .map(|q| (q.name.as_str(), q.partitions[0].leader.as_deref()))
+        .collect();
+    led.sort_unstable();
+    assert_eq!(
+        led,
+        [
+            ("a-queue", Some("standalone")),
+            ("b-queue", Some("standalone")),
+            ("c-queue", Some("standalone"))
+        ]
+    );
     let config = describe(&mut c, "b-queue")
         .await
         .config

@@ -56,6 +56,7 @@ impl MetadataApi {
             replicas: vec![host_id.clone()],
             in_sync_replicas: vec![host_id.clone()],
         };
+        let (topics, queues) = self.placements(topics, |_, _, partition| leader(partition));
         pb::GetMetadataResponse {
             cluster: "standalone".to_owned(),
             hosts: vec![pb::Host {
@@ -64,23 +65,8 @@ impl MetadataApi {
                 alive: true,
                 controller: true,
             }],
-            topics: topics
-                .iter()
-                .map(|topic| pb::TopicMetadata {
-                    name: topic.name().to_owned(),
-                    partitions: topic.partitions.iter().map(|p| leader(p.index())).collect(),
-                })
-                .collect(),
-            queues: self
-                .broker
-                .queues
-                .list()
-                .iter()
-                .map(|queue| pb::TopicMetadata {
-                    name: queue.name().to_owned(),
-                    partitions: vec![leader(0)],
-                })
-                .collect(),
+            topics,
+            queues,
         }
     }
 
@@ -127,28 +113,41 @@ impl MetadataApi {
                 in_sync_replicas: state.map(|s| s.isr.clone()).unwrap_or_default(),
             }
         };
+        let (topics, queues) = self.placements(topics, partition);
         pb::GetMetadataResponse {
             cluster: routing.cluster().to_owned(),
             hosts,
-            topics: topics
-                .iter()
-                .map(|topic| pb::TopicMetadata {
-                    name: topic.name().to_owned(),
-                    partitions: (0..topic.record.settings.partitions)
-                        .map(|index| partition(TOPICS, topic.name(), index))
-                        .collect(),
-                })
-                .collect(),
-            queues: self
-                .broker
-                .queues
-                .list()
-                .iter()
-                .map(|queue| pb::TopicMetadata {
-                    name: queue.name().to_owned(),
-                    partitions: vec![partition(QUEUES, queue.name(), 0)],
-                })
-                .collect(),
+            topics,
+            queues,
         }
+    }
+
+    /// The placement of `topics` and of every queue, each partition described by
+    /// `describe(kind, name, partition)`.
+    fn placements(
+        &self,
+        topics: &[Arc<Topic>],
+        describe: impl Fn(&'static str, &str, u32) -> pb::PartitionLeader,
+    ) -> (Vec<pb::TopicMetadata>, Vec<pb::TopicMetadata>) {
+        let topics = topics
+            .iter()
+            .map(|topic| pb::TopicMetadata {
+                name: topic.name().to_owned(),
+                partitions: (0..topic.record.settings.partitions)
+                    .map(|index| describe(TOPICS, topic.name(), index))
+                    .collect(),
+            })
+            .collect();
+        let queues = self
+            .broker
+            .queues
+            .list()
+            .iter()
+            .map(|queue| pb::TopicMetadata {
+                name: queue.name().to_owned(),
+                partitions: vec![describe(QUEUES, queue.name(), 0)],
+            })
+            .collect();
+        (topics, queues)
     }
 }

@@ -400,6 +400,11 @@ impl Queues {
             let changed = queue.changed().notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            // A long poll outlives checks made when it started: in a cluster, deliver
+            // only while this host still leads the queue.
+            if let Some(routing) = &self.routing {
+                routing.check(QUEUES, name, 0)?;
+            }
             // Runs on this async thread: handing a receive to a blocking thread would
             // cost more in context switches than its work (see Queue::receive).
             let delivered = queue.receive(request.options, now_ms()).await?;

@@ -44,7 +44,16 @@ pub async fn run(
     let listeners = Listeners::bind(&config).await?;
     let advertise = match &config.advertise {
         Some(advertise) => advertise.clone(),
-        None => listeners.bound()?.grpc.to_string(),
+        None => {
+            let bound = listeners.bound()?.grpc;
+            if bound.ip().is_unspecified() {
+                anyhow::bail!(
+                    "listening on {bound}: pass --advertise with an address other hosts and \
+                     clients can reach"
+                );
+            }
+            bound.to_string()
+        }
     };
     config.advertise = Some(advertise.clone());
     config.host_id = options.host_id.clone();

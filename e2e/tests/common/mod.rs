@@ -4,6 +4,8 @@
 //!   "registered_at_ms"}` on the host's lease.
 //! - `/ferry/clusters/{cluster}/controller`: `{"host_id", "elected_at_ms"}` on the
 //!   controller's lease.
+//! - `/ferry/clusters/{cluster}/partitions/{topics|queues}/{name}/{partition}`:
+//!   `{"replicas", "leader", "leader_epoch", "isr"}`, written by the controller.
 
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
@@ -40,12 +42,53 @@ pub struct ControllerRecord {
     pub lease: i64,
 }
 
-/// One read of a cluster's membership keys.
+/// One partition's placement and leadership.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PartitionState {
+    pub replicas: Vec<String>,
+    pub leader: Option<String>,
+    pub leader_epoch: u64,
+    pub isr: Vec<String>,
+}
+
+/// Which partition a state is for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionId {
+    /// `topics` or `queues`.
+    pub kind: String,
+    /// The topic or queue.
+    pub name: String,
+    pub partition: u32,
+}
+
+impl PartitionId {
+    /// Partition `partition` of topic `name`.
+    pub fn topic(name: &str, partition: u32) -> Self {
+        Self {
+            kind: "topics".to_owned(),
+            name: name.to_owned(),
+            partition,
+        }
+    }
+
+    /// Queue `name` (queues have one partition, 0).
+    pub fn queue(name: &str) -> Self {
+        Self {
+            kind: "queues".to_owned(),
+            name: name.to_owned(),
+            partition: 0,
+        }
+    }
+}
+
+/// One read of a cluster's keys.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterView {
     /// Registered hosts by the host id in their key.
     pub hosts: BTreeMap<String, HostRecord>,
     pub controller: Option<ControllerRecord>,
+    /// Partition states by the partition named in their key.
+    pub partitions: BTreeMap<PartitionId, PartitionState>,
 }
 
 impl ClusterView {
@@ -61,9 +104,19 @@ impl ClusterView {
     pub fn has_host(&self, host_id: &str) -> bool {
         self.hosts.contains_key(host_id)
     }
+
+    /// The state of `id`, if the controller wrote one.
+    pub fn partition(&self, id: &PartitionId) -> Option<&PartitionState> {
+        self.partitions.get(id)
+    }
+
+    /// The leader of `id`, if it has a state and a leader.
+    pub fn leader(&self, id: &PartitionId) -> Option<&str> {
+        self.partition(id)?.leader.as_deref()
+    }
 }
 
-/// Reads the membership keys of `cluster`.
+/// Reads the membership keys and partition states of `cluster`.
 pub async fn read_view(etcd: &mut Client, cluster: &str) -> Result<ClusterView, String> {
     let prefix = format!("/ferry/clusters/{cluster}/hosts/");
     let hosts = etcd
@@ -88,7 +141,29 @@ pub async fn read_view(etcd: &mut Client, cluster: &str) -> Result<ClusterView, 
         record.lease = kv.lease();
         view.controller = Some(record);
     }
+    let prefix = format!("/ferry/clusters/{cluster}/partitions/");
+    let partitions = etcd
+        .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(|err| format!("list {prefix}: {err}"))?;
+    for kv in partitions.kvs() {
+        let key = kv.key_str().map_err(|err| err.to_string())?;
+        let id = parse_partition_key(key.strip_prefix(prefix.as_str()).unwrap_or(key))
+            .ok_or_else(|| format!("unexpected partition state key {key:?}"))?;
+        view.partitions.insert(id, parse(key, kv.value())?);
+    }
     Ok(view)
+}
+
+/// `{kind}/{name}/{partition}`.
+fn parse_partition_key(rest: &str) -> Option<PartitionId> {
+    let (kind, rest) = rest.split_once('/')?;
+    let (name, partition) = rest.rsplit_once('/')?;
+    Some(PartitionId {
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        partition: partition.parse().ok()?,
+    })
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(key: &str, value: &[u8]) -> Result<T, String> {

@@ -2,18 +2,16 @@
 //! lists, compare-and-swap transactions, prefix watches), watches that resume without
 //! a gap across an etcd restart, and clear "unavailable" errors while etcd is down.
 
-mod common;
-
 use std::time::Duration;
 
-use common::etcd::EtcdProcess;
 use ferry_broker::meta::{
     Compare, EtcdConfig, EtcdStore, MetaError, MetadataStore, MetadataStoreExt, Op, WatchEvent,
 };
+use ferry_e2e::EtcdServer;
 
 const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn config(etcd: &EtcdProcess) -> EtcdConfig {
+fn config(etcd: &EtcdServer) -> EtcdConfig {
     EtcdConfig {
         request_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(2),
@@ -32,7 +30,7 @@ async fn next_event(watch: &mut ferry_broker::meta::Watch) -> WatchEvent {
 #[tokio::test]
 async fn etcd_store_keeps_the_metadata_contract() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let etcd = EtcdProcess::start(dir.path());
+    let etcd = EtcdServer::start(dir.path());
     let store = EtcdStore::connect(config(&etcd)).await.expect("connect");
     let mut watch = store.watch("/ferry/a/");
 
@@ -135,7 +133,7 @@ async fn etcd_store_keeps_the_metadata_contract() {
 #[tokio::test]
 async fn watch_resumes_without_a_gap_and_errors_say_unavailable_while_etcd_is_down() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut etcd = EtcdProcess::start(dir.path());
+    let mut etcd = EtcdServer::start(dir.path());
     let store = EtcdStore::connect(config(&etcd)).await.expect("connect");
     let mut watch = store.watch("/ferry/q/");
     store
@@ -143,7 +141,7 @@ async fn watch_resumes_without_a_gap_and_errors_say_unavailable_while_etcd_is_do
         .await
         .expect("put");
 
-    etcd.kill();
+    etcd.stop();
     match store.get("/ferry/q/before").await {
         Err(MetaError::Unavailable(_)) => {}
         other => panic!("expected Unavailable while etcd is down, got {other:?}"),

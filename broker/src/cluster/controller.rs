@@ -154,11 +154,20 @@ async fn lead(context: &mut ControllerContext, lease: i64, epoch: Revision) -> S
     let mut gone_since: HashMap<String, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(context.config.reconcile_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // New, changed and deleted topics and queues are placed at once, not on the tick.
+    let mut records = context.meta.watch(keys::ROOT);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             changed = context.view.changed() => if changed.is_err() { return "view ended".into() },
             changed = context.lease.changed() => if changed.is_err() { return "membership ended".into() },
+            event = records.next() => match event {
+                Ok(event) if !is_record(event.key()) => continue,
+                Ok(_) => {}
+                // Lagged or closed (history compacted): plan again from a full read,
+                // on a fresh subscription so a closed one does not spin.
+                Err(_) => records = context.meta.watch(keys::ROOT),
+            },
         }
         let status = *context.lease.borrow();
         if status.id != Some(lease) || !status.is_live(Instant::now()) {
@@ -243,6 +252,11 @@ async fn reconcile(
         return Ok(());
     }
     Ok(())
+}
+
+/// Whether `key` is a topic or queue record (the controller's desired state).
+fn is_record(key: &str) -> bool {
+    key.starts_with(keys::TOPICS) || key.starts_with(keys::QUEUES)
 }
 
 fn state_key(cluster: &str, key: &PartitionKey) -> String {

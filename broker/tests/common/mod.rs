@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-pub mod etcd;
 pub mod queue;
 
 use std::io::{BufRead, BufReader};

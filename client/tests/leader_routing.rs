@@ -113,3 +113,32 @@ async fn without_a_hint_the_not_leader_error_comes_back() {
     assert!(err.is(ErrorCode::NotLeader), "{err:?}");
     assert!(err.is_retriable());
 }
+
+#[tokio::test]
+async fn a_leader_that_cannot_be_reached_is_forgotten() {
+    let host = MockBroker::start().await;
+    let client = Client::connect(&host.addr()).await.unwrap();
+    client
+        .create_topic("t", &TopicSettings::new(1))
+        .await
+        .unwrap();
+    let mut builder = ferry_records::BatchBuilder::new();
+    builder.push(None, b"v", &[], 1);
+    let batch = bytes::Bytes::from(builder.finish().unwrap());
+    // The host names a leader nobody can reach: the produce fails retriably…
+    *host.faults.leader_elsewhere.lock().unwrap() = Some("127.0.0.1:1".into());
+    let failed = client.produce_batches("t", &[(0, batch.clone())]).await;
+    // After a redirect the failure is reported per batch.
+    let err = match failed {
+        Ok(mut results) => results.remove(0).unwrap_err(),
+        Err(err) => err,
+    };
+    assert!(err.is_retriable(), "{err:?}");
+    assert!(matches!(err, ClientError::Transport { .. }), "{err:?}");
+    // …and once the host leads again, the next produce goes to it, not to the
+    // unreachable address the client had been told about.
+    *host.faults.leader_elsewhere.lock().unwrap() = None;
+    let acks = client.produce_batches("t", &[(0, batch)]).await.unwrap();
+    assert!(acks[0].is_ok(), "{acks:?}");
+    assert_eq!(host.stored("t", 0), 1);
+}

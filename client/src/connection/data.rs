@@ -136,8 +136,16 @@ impl Client {
                     {
                         pending.extend(positions);
                     }
-                    Err(err) if whole => return Err(err),
                     Err(err) => {
+                        if let ClientError::Transport { .. } = err {
+                            // The host may be gone: ask the bootstrap host next time.
+                            for &position in &positions {
+                                self.forget_leader(Kind::Topic, topic, batches[position].0);
+                            }
+                        }
+                        if whole {
+                            return Err(err);
+                        }
                         for position in positions {
                             results[position] = Some(Err(err.clone()));
                         }
@@ -248,6 +256,15 @@ impl Client {
                         let learned = group.iter().any(|target| {
                             self.learn_leader(Kind::Topic, &target.partition.topic, &err)
                         });
+                        if let ClientError::Transport { .. } = err {
+                            for target in &group {
+                                self.forget_leader(
+                                    Kind::Topic,
+                                    &target.partition.topic,
+                                    target.partition.partition,
+                                );
+                            }
+                        }
                         if learned && round < MAX_REDIRECTS {
                             pending.extend(group);
                         } else if whole {
@@ -339,7 +356,14 @@ impl Client {
                     {
                         pending.extend(group);
                     }
-                    Err(err) => return Err(err),
+                    Err(err) => {
+                        if let ClientError::Transport { .. } = err {
+                            for (partition, _) in &group {
+                                self.forget_leader(Kind::Topic, topic, *partition);
+                            }
+                        }
+                        return Err(err);
+                    }
                 }
             }
             if pending.is_empty() {

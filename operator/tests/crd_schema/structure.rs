@@ -26,6 +26,21 @@ const READY_STATUS: &str = ".status.conditions[?(@.type==\"Ready\")].status";
 const READY_REASON: &str = ".status.conditions[?(@.type==\"Ready\")].reason";
 
 #[test]
+fn constants_match_the_derived_resources() {
+    use ferry_operator::crd::{BrokerCluster, CATEGORY, GROUP, Queue, Topic, VERSION};
+    use kube::core::Resource;
+
+    let api_version = format!("{GROUP}/{VERSION}");
+    assert_eq!(BrokerCluster::api_version(&()), api_version);
+    assert_eq!(Topic::api_version(&()), api_version);
+    assert_eq!(Queue::api_version(&()), api_version);
+    assert_eq!(
+        crd("queues")["spec"]["names"]["categories"],
+        json!([CATEGORY])
+    );
+}
+
+#[test]
 fn names_scope_and_categories() {
     for (plural, kind, short) in [
         ("brokerclusters", "BrokerCluster", "fbc"),

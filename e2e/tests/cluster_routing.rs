@@ -13,17 +13,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::rpc::{self, channels, not_leader_detail, probe, read_partition, show};
 use common::{ClusterView, PartitionId, PartitionState, read_view, wait_for_view};
-use ferry_e2e::history::{HistoryLog, ReadOp, SendOutcome, check_log};
-use ferry_e2e::{BrokerHost, CheckOptions, Cluster, ClusterOptions, History, Verdict, check};
+use ferry_e2e::history::{HistoryLog, SendOutcome, check_log};
+use ferry_e2e::{CheckOptions, Cluster, ClusterOptions, History, Verdict, check};
 use ferry_proto::v1 as pb;
-use ferry_records::{BatchBuilder, Batches, partition_for_key};
-use pb::admin_service_client::AdminServiceClient;
 use pb::queue_service_client::QueueServiceClient;
-use pb::topic_service_client::TopicServiceClient;
-use prost::Message;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
+use tonic::Status;
+use tonic::transport::Channel;
 
 /// A short lease so a dead leader is noticed in seconds.
 const LEASE_TTL_MS: u64 = 2_000;
@@ -42,8 +39,6 @@ const PLACEMENT_DEADLINE: Duration = Duration::from_secs(30);
 const ROUTING_DEADLINE: Duration = Duration::from_secs(15);
 const LEADER_LOSS_DEADLINE: Duration = Duration::from_millis(LEASE_TTL_MS + 15_000);
 const RELEAD_DEADLINE: Duration = Duration::from_secs(15);
-/// Any single request on loopback.
-const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 const ROUTING_POLL: Duration = Duration::from_millis(100);
 /// All sends come from the test task, one at a time: one producer in the history.
 const PRODUCER: u32 = 0;
@@ -80,7 +75,8 @@ async fn hosts_serve_only_partitions_they_lead_and_a_restarted_leader_keeps_its_
     let ids = partition_ids();
 
     // 1. A topic and a queue created through one host belong to the cluster.
-    create_topic_and_queue(&scenario.channels["h1"]).await;
+    rpc::create_topic(&scenario.channels["h1"], TOPIC, PARTITIONS).await;
+    rpc::create_queue(&scenario.channels["h1"], QUEUE).await;
     for key in [
         format!("/ferry/topics/{TOPIC}"),
         format!("/ferry/queues/{QUEUE}"),
@@ -229,7 +225,7 @@ async fn hosts_serve_only_partitions_they_lead_and_a_restarted_leader_keeps_its_
         let leader = &scenario.channels[back
             .leader(&PartitionId::topic(TOPIC, partition))
             .expect("led")];
-        let reads = read_partition(leader, partition)
+        let reads = read_partition(leader, TOPIC, partition)
             .await
             .unwrap_or_else(|status| {
                 panic!("final read of partition {partition}: {}", show(&status))
@@ -380,15 +376,12 @@ impl Scenario {
     ) -> Result<u64, Status> {
         let value = self.next_value(&format!("{TOPIC}/p{partition}"), phase, host);
         let op = self.history.record_send_invoke(PRODUCER, partition, &value);
-        let answer = produce(channel, partition, target, &value).await;
-        match &answer {
-            Ok(offset) => self.history.record_send_ok(op, *offset),
-            // Refused before anything was written: must never be read.
-            Err(status) if not_leader_detail(status).is_ok() => {
-                self.history.record_send_failed(op);
-            }
-            Err(_) => self.history.record_send_unknown(op),
-        }
+        let key = match target {
+            Target::Partition => None,
+            Target::Key => Some(rpc::key_for(partition, PARTITIONS)),
+        };
+        let answer = rpc::produce(channel, TOPIC, partition, key.as_deref(), &value).await;
+        rpc::record_outcome(&self.history, op, &answer);
         answer
     }
 
@@ -398,7 +391,7 @@ impl Scenario {
         for partition in 0..PARTITIONS {
             let id = PartitionId::topic(TOPIC, partition);
             for (host, channel) in self.channels.clone() {
-                let answer = read_partition(&channel, partition).await;
+                let answer = read_partition(&channel, TOPIC, partition).await;
                 if let Err(why) = judge(&answer, &host, &id, view) {
                     self.fail(view, &format!("fetch: {why}")).await;
                 }
@@ -467,7 +460,7 @@ impl Scenario {
                 self.fail(view, &why).await;
             }
         }
-        let visible = describe_queue(&channel)
+        let visible = rpc::describe_queue(&channel, QUEUE)
             .await
             .unwrap_or_else(|status| panic!("describe {QUEUE} on {leader}: {}", show(&status)))
             .stats
@@ -482,7 +475,7 @@ impl Scenario {
     /// One message to the queue through `host`.
     async fn send(&mut self, channel: &Channel, phase: &str, host: &str) -> Result<(), Status> {
         let body = self.next_value(QUEUE, phase, host);
-        let answer = send(channel, &body).await;
+        let answer = rpc::send(channel, QUEUE, &body).await;
         match &answer {
             Ok(()) => self.queue_acked.push(body),
             Err(status) if not_leader_detail(status).is_ok() => self.queue_refused.push(body),
@@ -496,7 +489,7 @@ impl Scenario {
     /// no refused one.
     async fn receive_queue(&self, view: &ClusterView) {
         let leader = view.leader(&PartitionId::queue(QUEUE)).expect("led");
-        let mut bodies = receive_all(&self.channels[leader])
+        let mut bodies = rpc::receive_all(&self.channels[leader], QUEUE)
             .await
             .unwrap_or_else(|status| panic!("receive {QUEUE} from {leader}: {}", show(&status)));
         bodies.sort();
@@ -524,7 +517,7 @@ impl Scenario {
             let leader = view
                 .leader(&PartitionId::topic(TOPIC, partition))
                 .expect("led");
-            let reads = read_partition(&self.channels[leader], partition)
+            let reads = read_partition(&self.channels[leader], TOPIC, partition)
                 .await
                 .unwrap_or_else(|status| {
                     panic!(
@@ -549,49 +542,6 @@ fn partition_ids() -> Vec<PartitionId> {
 fn all_led_by_live_hosts(view: &ClusterView, ids: &[PartitionId]) -> bool {
     ids.iter()
         .all(|id| view.leader(id).is_some_and(|leader| view.has_host(leader)))
-}
-
-fn channel(host: &BrokerHost) -> Channel {
-    Endpoint::from_shared(host.url())
-        .expect("a valid URL")
-        .connect_timeout(RPC_TIMEOUT)
-        .timeout(RPC_TIMEOUT)
-        .connect_lazy()
-}
-
-/// A channel to every running host.
-fn channels(cluster: &Cluster) -> BTreeMap<String, Channel> {
-    cluster
-        .hosts()
-        .iter()
-        .map(|host| (host.host_id().to_owned(), channel(host)))
-        .collect()
-}
-
-async fn create_topic_and_queue(channel: &Channel) {
-    AdminServiceClient::new(channel.clone())
-        .create_topic(pb::CreateTopicRequest {
-            name: TOPIC.to_owned(),
-            config: Some(pb::TopicConfig {
-                partitions: PARTITIONS,
-                replication_factor: 1,
-                durability: pb::Durability::Fsync as i32,
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap_or_else(|status| panic!("create topic {TOPIC}: {}", show(&status)));
-    QueueServiceClient::new(channel.clone())
-        .create_queue(pb::CreateQueueRequest {
-            name: QUEUE.to_owned(),
-            config: Some(pb::QueueConfig {
-                replication_factor: 1,
-                durability: pb::Durability::Fsync as i32,
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap_or_else(|status| panic!("create queue {QUEUE}: {}", show(&status)));
 }
 
 /// The `cluster` field of the topic or queue record at `key`.
@@ -649,48 +599,6 @@ fn expected_hint(view: &ClusterView, id: &PartitionId) -> Option<pb::LeaderHint>
     })
 }
 
-/// The detail of a NOT_LEADER refusal, which clients may retry (UNAVAILABLE, with a
-/// pause to wait).
-fn not_leader_detail(status: &Status) -> Result<pb::ErrorDetail, String> {
-    let detail = pb::ErrorDetail::decode(status.details())
-        .map_err(|err| format!("no ErrorDetail ({err}) in {}", show(status)))?;
-    if status.code() != Code::Unavailable
-        || detail.code != pb::ErrorCode::NotLeader as i32
-        || detail.retry_after_ms == 0
-    {
-        return Err(format!(
-            "expected UNAVAILABLE with NOT_LEADER and a retry pause, got {}",
-            show(status)
-        ));
-    }
-    Ok(detail)
-}
-
-/// A status with its decoded detail, for messages.
-fn show(status: &Status) -> String {
-    let detail = pb::ErrorDetail::decode(status.details())
-        .map_or_else(|_| "no detail".to_owned(), |detail| format!("{detail:?}"));
-    format!("{:?} {:?} ({detail})", status.code(), status.message())
-}
-
-/// A read-only request that only the leader of `id` answers.
-async fn probe(channel: &Channel, id: &PartitionId) -> Result<(), Status> {
-    if id.kind == "queues" {
-        describe_queue(channel).await.map(drop)
-    } else {
-        TopicServiceClient::new(channel.clone())
-            .list_offsets(pb::ListOffsetsRequest {
-                topic: id.name.clone(),
-                queries: vec![pb::OffsetQuery {
-                    partition: id.partition,
-                    spec: Some(pb::offset_query::Spec::Latest(true)),
-                }],
-            })
-            .await
-            .map(drop)
-    }
-}
-
 /// How a produce picks its partition.
 #[derive(Debug, Clone, Copy)]
 enum Target {
@@ -698,120 +606,6 @@ enum Target {
     Partition,
     /// The broker hashes the batch's one key, chosen to land on it.
     Key,
-}
-
-/// A key that [`partition_for_key`] maps to `partition`.
-fn key_for(partition: u32) -> Vec<u8> {
-    (0u32..)
-        .map(|n| format!("key-{n}").into_bytes())
-        .find(|key| partition_for_key(key, PARTITIONS) == partition)
-        .expect("some key hashes to every partition")
-}
-
-/// Produces a batch of one record to `partition`; its offset.
-async fn produce(
-    channel: &Channel,
-    partition: u32,
-    target: Target,
-    value: &str,
-) -> Result<u64, Status> {
-    let key = match target {
-        Target::Partition => None,
-        Target::Key => Some(key_for(partition)),
-    };
-    let mut builder = BatchBuilder::new();
-    builder.push(key.as_deref(), value.as_bytes(), &[], now_ms());
-    let records = builder.finish().expect("a batch of one record");
-    let response = TopicServiceClient::new(channel.clone())
-        .produce(pb::ProduceRequest {
-            topic: TOPIC.to_owned(),
-            batches: vec![pb::PartitionBatch {
-                partition: key.is_none().then_some(partition),
-                records: records.into(),
-            }],
-            messages: Vec::new(),
-        })
-        .await?
-        .into_inner();
-    let [result] = response.batches.as_slice() else {
-        panic!("one batch sent, results: {response:?}");
-    };
-    assert!(
-        result.error.is_none(),
-        "refusals come as the request's status, not per batch: {result:?}"
-    );
-    assert_eq!(result.partition, partition, "{result:?}");
-    assert_eq!(result.base_offset, result.last_offset, "{result:?}");
-    Ok(result.base_offset)
-}
-
-/// Reads `partition` from its start to its high watermark.
-async fn read_partition(channel: &Channel, partition: u32) -> Result<Vec<ReadOp>, Status> {
-    let mut client = TopicServiceClient::new(channel.clone());
-    let mut reads = Vec::new();
-    let mut offset = 0;
-    loop {
-        let response = client
-            .fetch(pb::FetchRequest {
-                partitions: vec![pb::FetchPartition {
-                    topic: TOPIC.to_owned(),
-                    partition,
-                    offset,
-                    max_bytes: 1024 * 1024,
-                }],
-                max_wait_ms: 0,
-                min_bytes: 0,
-                max_bytes: 0,
-            })
-            .await?
-            .into_inner();
-        let [fetched] = response.partitions.as_slice() else {
-            panic!("one partition fetched, got {response:?}");
-        };
-        assert!(
-            fetched.error.is_none(),
-            "fetch of partition {partition} at {offset}: {:?}",
-            fetched.error
-        );
-        if fetched.records.is_empty() {
-            assert_eq!(
-                offset, fetched.high_watermark,
-                "partition {partition}: an empty fetch below the high watermark"
-            );
-            return Ok(reads);
-        }
-        for batch in Batches::new(&fetched.records) {
-            let batch = batch.expect("a well-formed batch");
-            batch.verify_crc().expect("a served batch has a valid CRC");
-            for record in batch.records() {
-                let record = record.expect("a well-formed record");
-                if record.offset < offset {
-                    continue;
-                }
-                assert_eq!(
-                    record.offset, offset,
-                    "partition {partition}: offsets in order"
-                );
-                let value = String::from_utf8(record.value.to_vec()).expect("UTF-8 values");
-                reads.push(ReadOp {
-                    partition,
-                    offset,
-                    value,
-                });
-                offset += 1;
-            }
-        }
-    }
-}
-
-async fn describe_queue(channel: &Channel) -> Result<pb::QueueInfo, Status> {
-    let response = QueueServiceClient::new(channel.clone())
-        .describe_queue(pb::DescribeQueueRequest {
-            name: QUEUE.to_owned(),
-        })
-        .await?
-        .into_inner();
-    Ok(response.queue.expect("a described queue"))
 }
 
 /// Queue calls besides sends that only the queue's leader may serve.
@@ -848,58 +642,4 @@ impl QueueCall {
                 .map(drop),
         }
     }
-}
-
-async fn send(channel: &Channel, body: &str) -> Result<(), Status> {
-    let response = QueueServiceClient::new(channel.clone())
-        .send(pb::SendRequest {
-            queue: QUEUE.to_owned(),
-            messages: vec![pb::SendMessage {
-                body: body.as_bytes().to_vec().into(),
-                ..Default::default()
-            }],
-        })
-        .await?
-        .into_inner();
-    let [result] = response.results.as_slice() else {
-        panic!("one message sent, results: {response:?}");
-    };
-    assert!(
-        !result.duplicate,
-        "{body:?} taken for a duplicate: {result:?}"
-    );
-    assert!(!result.message_id.is_empty(), "{result:?}");
-    Ok(())
-}
-
-/// Receives every visible message of the queue (leaving them in flight); their bodies.
-async fn receive_all(channel: &Channel) -> Result<Vec<String>, Status> {
-    let mut client = QueueServiceClient::new(channel.clone());
-    let mut bodies = Vec::new();
-    loop {
-        let response = client
-            .receive(pb::ReceiveRequest {
-                queue: QUEUE.to_owned(),
-                max_messages: 100,
-                wait_ms: Some(0),
-                visibility_timeout_ms: Some(600_000),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        if response.messages.is_empty() {
-            return Ok(bodies);
-        }
-        for message in response.messages {
-            assert_eq!(message.receive_count, 1, "{message:?}");
-            bodies.push(String::from_utf8(message.body.to_vec()).expect("UTF-8 bodies"));
-        }
-    }
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

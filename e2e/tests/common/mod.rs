@@ -6,9 +6,15 @@
 //!   controller's lease.
 //! - `/ferry/clusters/{cluster}/partitions/{topics|queues}/{name}/{partition}`:
 //!   `{"replicas", "leader", "leader_epoch", "isr"}`, written by the controller.
+//!
+//! [`rpc`] has the plain gRPC requests scenarios send to hosts; [`timeline`] samples
+//! partition epochs in the background and checks them.
 
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
+
+pub mod rpc;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -153,6 +159,27 @@ pub async fn read_view(etcd: &mut Client, cluster: &str) -> Result<ClusterView, 
         view.partitions.insert(id, parse(key, kv.value())?);
     }
     Ok(view)
+}
+
+/// The state of one partition and the etcd revision that last wrote it; `None` if
+/// the controller wrote none.
+pub async fn read_partition_state(
+    etcd: &mut Client,
+    cluster: &str,
+    id: &PartitionId,
+) -> Result<Option<(PartitionState, i64)>, String> {
+    let key = format!(
+        "/ferry/clusters/{cluster}/partitions/{}/{}/{}",
+        id.kind, id.name, id.partition
+    );
+    let response = etcd
+        .get(key.as_str(), None)
+        .await
+        .map_err(|err| format!("get {key}: {err}"))?;
+    match response.kvs().first() {
+        Some(kv) => Ok(Some((parse(&key, kv.value())?, kv.mod_revision()))),
+        None => Ok(None),
+    }
 }
 
 /// `{kind}/{name}/{partition}`.

@@ -118,17 +118,34 @@ async fn keep_membership(
     config: ClusterConfig,
     status: watch::Sender<LeaseStatus>,
 ) {
+    let mut lost: Option<i64> = None;
     loop {
         match register(&mut client, &config, &status).await {
             Ok(id) => {
+                if let Some(old) = lost.take() {
+                    revoke_lost(&mut client, &config, old).await;
+                }
                 let reason = renew(&mut client, &config, &status, id).await;
                 tracing::warn!(lease = id, %reason, "host lease lost; registering again");
+                lost = Some(id);
             }
             Err(err) => tracing::warn!(error = %err, "host registration failed; retrying"),
         }
         // Whatever happened, the old lease is no longer ours to act on.
         status.send_replace(LeaseStatus::default());
         tokio::time::sleep(config.retry_pause).await;
+    }
+}
+
+/// Revokes a lease this host gave up on, once it holds a new one. Keys still attached
+/// to it — the controller seat, if this host held it — go at once instead of when
+/// etcd expires the lease, so the cluster elects a controller without waiting out a
+/// TTL. Best effort: etcd may already have expired it.
+async fn revoke_lost(client: &mut Client, config: &ClusterConfig, lease: i64) {
+    match tokio::time::timeout(config.keep_alive_interval, client.lease_revoke(lease)).await {
+        Ok(Ok(_)) => tracing::info!(lease, "revoked the lease this host lost"),
+        Ok(Err(err)) => tracing::debug!(lease, error = %err, "old lease already gone"),
+        Err(_) => tracing::debug!(lease, "revoking the old lease timed out"),
     }
 }
 
@@ -174,24 +191,60 @@ fn valid_until(sent: Instant, ttl_s: i64, config: &ClusterConfig) -> Option<Inst
         .map(|usable| sent + usable)
 }
 
-/// Renews the lease until it is lost; returns why.
+/// Renews the lease until it is lost; returns why. A broken keep-alive stream (an
+/// etcd member restarting, a network blip) is reopened on the same lease for as long
+/// as the lease may still be valid, so leadership rides out short interruptions.
 async fn renew(
     client: &mut Client,
     config: &ClusterConfig,
     status: &watch::Sender<LeaseStatus>,
     id: i64,
 ) -> String {
+    let mut last_failure = String::new();
+    loop {
+        if !status.borrow().is_live(Instant::now()) {
+            return format!("the lease ran out before it could be renewed ({last_failure})");
+        }
+        match renew_on_stream(client, config, status, id).await {
+            Renewal::Expired => return "etcd says the lease expired".into(),
+            Renewal::Broken(reason) => {
+                tracing::debug!(lease = id, %reason, "keep-alive interrupted; reopening");
+                last_failure = reason;
+                tokio::time::sleep(config.retry_pause.min(config.keep_alive_interval)).await;
+            }
+        }
+    }
+}
+
+/// How a keep-alive stream ended.
+enum Renewal {
+    /// etcd no longer knows the lease.
+    Expired,
+    /// The stream failed; the lease may still be valid.
+    Broken(String),
+}
+
+/// Renews over one keep-alive stream until it fails or the lease is gone.
+async fn renew_on_stream(
+    client: &mut Client,
+    config: &ClusterConfig,
+    status: &watch::Sender<LeaseStatus>,
+    id: i64,
+) -> Renewal {
     let (mut keeper, mut responses) = match client.lease_keep_alive(id).await {
         Ok(stream) => stream,
-        Err(err) => return format!("keep-alive stream failed to open: {err}"),
+        Err(err) => return Renewal::Broken(format!("keep-alive stream failed to open: {err}")),
     };
     let mut tick = tokio::time::interval(config.keep_alive_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !status.borrow().is_live(Instant::now()) {
+            return Renewal::Broken("no renewal before the lease ran out".into());
+        }
         let sent = Instant::now();
         if let Err(err) = keeper.keep_alive().await {
-            return format!("keep-alive failed: {err}");
+            return Renewal::Broken(format!("keep-alive failed: {err}"));
         }
         let answer = tokio::time::timeout(config.keep_alive_interval, responses.message()).await;
         match answer {
@@ -201,15 +254,11 @@ async fn renew(
                     valid_until: valid_until(sent, response.ttl(), config),
                 });
             }
-            Ok(Ok(Some(_))) => return "etcd says the lease expired".into(),
-            Ok(Ok(None)) => return "keep-alive stream closed".into(),
-            Ok(Err(err)) => return format!("keep-alive failed: {err}"),
-            Err(_) => {
-                // No answer yet: keep trying while the lease may still be valid.
-                if !status.borrow().is_live(Instant::now()) {
-                    return "no keep-alive answer before the lease ran out".into();
-                }
-            }
+            Ok(Ok(Some(_))) => return Renewal::Expired,
+            Ok(Ok(None)) => return Renewal::Broken("keep-alive stream closed".into()),
+            Ok(Err(err)) => return Renewal::Broken(format!("keep-alive failed: {err}")),
+            // No answer yet: the next tick tries again while the lease may be valid.
+            Err(_) => {}
         }
     }
 }

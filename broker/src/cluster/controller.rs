@@ -155,7 +155,10 @@ async fn lead(context: &mut ControllerContext, lease: i64, epoch: Revision) -> S
     let mut tick = tokio::time::interval(context.config.reconcile_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // New, changed and deleted topics and queues are placed at once, not on the tick.
+    // Subscribed before the first read, so no record change is missed; the records are
+    // read again only when one changed (ticks and view changes reuse them).
     let mut records = context.meta.watch(keys::ROOT);
+    let mut wanted: Option<Vec<Desired>> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -163,10 +166,13 @@ async fn lead(context: &mut ControllerContext, lease: i64, epoch: Revision) -> S
             changed = context.lease.changed() => if changed.is_err() { return "membership ended".into() },
             event = records.next() => match event {
                 Ok(event) if !is_record(event.key()) => continue,
-                Ok(_) => {}
+                Ok(_) => wanted = None,
                 // Lagged or closed (history compacted): plan again from a full read,
                 // on a fresh subscription so a closed one does not spin.
-                Err(_) => records = context.meta.watch(keys::ROOT),
+                Err(_) => {
+                    records = context.meta.watch(keys::ROOT);
+                    wanted = None;
+                }
             },
         }
         let status = *context.lease.borrow();
@@ -179,7 +185,17 @@ async fn lead(context: &mut ControllerContext, lease: i64, epoch: Revision) -> S
         {
             return format!("{} is controller now", record.host_id);
         }
-        match reconcile(context, &view, epoch, &mut gone_since).await {
+        if wanted.is_none() {
+            match desired(context.meta.as_ref(), &context.config.cluster).await {
+                Ok(read) => wanted = Some(read),
+                Err(err) => {
+                    tracing::warn!(%err, "cannot read topic and queue records; trying again");
+                    continue;
+                }
+            }
+        }
+        let desired = wanted.as_deref().unwrap_or_default();
+        match reconcile(context, &view, desired, epoch, &mut gone_since).await {
             Ok(()) => {}
             Err(ReconcileError::Deposed) => return "a write found another controller".into(),
             Err(ReconcileError::Meta(err)) => {
@@ -200,21 +216,21 @@ enum ReconcileError {
     Meta(#[from] MetaError),
 }
 
-/// One pass: read what should exist, plan, write each change fenced by the epoch.
+/// One pass: plan against what should exist, write each change fenced by the epoch.
 async fn reconcile(
     context: &ControllerContext,
     view: &ClusterView,
+    desired: &[Desired],
     epoch: Revision,
     gone_since: &mut HashMap<String, Instant>,
 ) -> Result<(), ReconcileError> {
     let config = &context.config;
-    let desired = desired(context.meta.as_ref(), &config.cluster).await?;
     let hosts = hosts(view, config, gone_since);
     let fence = Compare::ModRevision {
         key: keys::cluster_controller(&config.cluster),
         revision: Some(epoch),
     };
-    for change in plan(&desired, &view.partitions, &hosts) {
+    for change in plan(desired, &view.partitions, &hosts) {
         let (key, expected, op) = match &change {
             Change::Create { key, state } => (key, None, Some(encode_json(state))),
             Change::Update {

@@ -63,14 +63,16 @@ async fn resync(broker: &Broker) -> Result<(), crate::error::BrokerError> {
         listed.insert(kv.key.clone());
         adopt_queue(broker, kv).await;
     }
-    for name in broker.topics.names() {
-        if !listed.contains(&keys::topic(&name)) {
-            forget(broker, &keys::topic(&name)).await;
+    for topic in broker.topics.list() {
+        let key = keys::topic(topic.name());
+        if !listed.contains(&key) {
+            forget(broker, &key).await;
         }
     }
-    for name in broker.queues.names() {
-        if !listed.contains(&keys::queue(&name)) {
-            forget(broker, &keys::queue(&name)).await;
+    for queue in broker.queues.list() {
+        let key = keys::queue(queue.name());
+        if !listed.contains(&key) {
+            forget(broker, &key).await;
         }
     }
     Ok(())

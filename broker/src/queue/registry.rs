@@ -339,11 +339,6 @@ impl Queues {
         self.close_local(name).await
     }
 
-    /// The names of the queues open here.
-    pub fn names(&self) -> Vec<String> {
-        self.read_map().keys().cloned().collect()
-    }
-
     /// Takes a queue out of the map, stops its housekeeping, ends its long polls,
     /// closes it and removes its directory (the caller holds the admin lock).
     async fn close_local(&self, name: &str) -> BrokerResult<()> {

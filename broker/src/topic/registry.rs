@@ -287,11 +287,6 @@ impl Topics {
         self.close_local(name).await
     }
 
-    /// The names of the topics open here.
-    pub fn names(&self) -> Vec<String> {
-        self.read_map().keys().cloned().collect()
-    }
-
     /// Takes a topic out of the map, closes it and removes its directory (the caller
     /// holds the admin lock).
     async fn close_local(&self, name: &str) -> BrokerResult<()> {

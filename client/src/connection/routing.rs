@@ -122,14 +122,6 @@ impl Client {
                 self.peers.learn(kind, name, *partition, address);
                 true
             }
-            ClientError::Broker {
-                code: ErrorCode::NotLeader,
-                leader_partition: Some(partition),
-                ..
-            } => {
-                self.peers.forget(kind, name, *partition);
-                false
-            }
             _ => false,
         }
     }

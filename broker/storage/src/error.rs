@@ -82,6 +82,23 @@ pub enum StorageError {
     /// The log was closed.
     #[error("log is closed")]
     Closed,
+    /// An append carried a leader epoch older than one that already appended: its
+    /// writer is a deposed leader.
+    #[error("leader epoch {epoch} is older than epoch {latest}, which already appended")]
+    StaleLeaderEpoch {
+        /// The epoch of the refused append.
+        epoch: u64,
+        /// The newest epoch in the log's history.
+        latest: u64,
+    },
+    /// A replicated batch does not start at the log end.
+    #[error("replicated batch starts at offset {received}, the log ends at {expected}")]
+    ReplicaOffsetMismatch {
+        /// The log end.
+        expected: u64,
+        /// The batch's base offset.
+        received: u64,
+    },
 }
 
 /// Attaches a context message to `std::io::Result`s.

@@ -13,6 +13,7 @@
 
 mod config;
 mod disk;
+mod epochs;
 mod error;
 mod index;
 mod log;
@@ -27,6 +28,7 @@ pub use config::{
     SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 pub use disk::{DiskHooks, FaultInjector, FaultPoint, SyncObserver};
+pub use epochs::EpochStart;
 pub use error::StorageError;
 pub use log::{AppendOutcome, Log, RetentionOutcome};
 pub use read::ReadResult;

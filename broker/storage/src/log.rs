@@ -12,6 +12,7 @@ use tracing::error;
 
 use crate::config::{Durability, LogConfig};
 use crate::disk::{Disk, DiskHooks, FaultInjector, sync_dir};
+use crate::epochs::{EpochHistory, EpochStart};
 use crate::producer_state::{ProducerTable, Verdict};
 use crate::read::{ReadResult, SegmentView};
 use crate::recovery::{PRODUCER_SNAPSHOT_FILE, recover, reload_producers, write_recovery_point};
@@ -54,6 +55,8 @@ struct LogState {
     unsynced: Vec<(Arc<File>, PathBuf)>,
     /// The offset in the recovery-point file.
     recovery_point: u64,
+    /// Where each leader epoch began appending.
+    epochs: EpochHistory,
 }
 
 impl LogState {
@@ -150,6 +153,7 @@ impl Log {
         let recovered = recover(dir, &config)?;
         let start = recovered.segments.first().map_or(0, |s| s.base_offset);
         let end = recovered.segments.last().map_or(0, |s| s.next_offset);
+        let epochs = EpochHistory::load(dir, start, end)?;
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
@@ -160,6 +164,7 @@ impl Log {
                 producers: recovered.producers,
                 unsynced: Vec::new(),
                 recovery_point: recovered.recovery_point,
+                epochs,
             }),
             commit: Mutex::new(CommitState::default()),
             committed: Condvar::new(),
@@ -213,23 +218,17 @@ impl Log {
 
     /// Validates, deduplicates, stamps and writes one batch. Not yet durable in
     /// `Fsync` mode: call [`Log::wait_durable`] with `last_offset + 1`.
+    ///
+    /// `leader_epoch` is stamped on the batch; an epoch older than one that already
+    /// appended is refused ([`StorageError::StaleLeaderEpoch`]), so a deposed leader
+    /// cannot write behind its successor's back.
     pub fn append(
         &self,
         mut batch: Vec<u8>,
         leader_epoch: u64,
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
-        if batch.len() > self.config.max_batch_bytes {
-            return Err(StorageError::BatchTooLarge {
-                size: batch.len(),
-                limit: self.config.max_batch_bytes,
-            });
-        }
-        // CPU-heavy validation happens before taking the lock.
-        let mut header = validate_batch(&batch, self.config.max_record_bytes)?;
-        if header.has_producer() && header.base_sequence < 0 {
-            return Err(RecordError::Malformed("idempotent batch without a base sequence").into());
-        }
+        let mut header = self.validate(&batch)?;
         let mut state = self.lock_state()?;
         self.check_usable()?;
         if let Verdict::Duplicate(original) = state.producers.check(&header)? {
@@ -241,29 +240,85 @@ impl Log {
             });
         }
         let base_offset = state.active().next_offset;
-        base_offset
-            .checked_add(u64::from(header.record_count))
-            .ok_or(RecordError::Malformed("offsets exhausted"))?;
         header.base_offset = base_offset;
         header.leader_epoch = leader_epoch;
         BatchHeader::set_base_offset(&mut batch, base_offset);
         BatchHeader::set_leader_epoch(&mut batch, leader_epoch);
-        if self.should_roll(state.active(), &header, now_ms) {
-            self.roll(&mut state)?;
+        self.write_batch(&mut state, &batch, &header, now_ms)
+    }
+
+    /// Appends a batch exactly as another replica's log holds it (offsets and epoch
+    /// already stamped by the leader). It must start at this log's end. The producer
+    /// table learns it without judging it: the leader already did.
+    pub fn append_replicated(
+        &self,
+        batch: Vec<u8>,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
+        let header = self.validate(&batch)?;
+        let mut state = self.lock_state()?;
+        self.check_usable()?;
+        let end = state.active().next_offset;
+        if header.base_offset != end {
+            return Err(StorageError::ReplicaOffsetMismatch {
+                expected: end,
+                received: header.base_offset,
+            });
+        }
+        self.write_batch(&mut state, &batch, &header, now_ms)
+    }
+
+    /// Checks size and format before any lock is taken (the CPU-heavy part).
+    fn validate(&self, batch: &[u8]) -> Result<BatchHeader, StorageError> {
+        if batch.len() > self.config.max_batch_bytes {
+            return Err(StorageError::BatchTooLarge {
+                size: batch.len(),
+                limit: self.config.max_batch_bytes,
+            });
+        }
+        let header = validate_batch(batch, self.config.max_record_bytes)?;
+        if header.has_producer() && header.base_sequence < 0 {
+            return Err(RecordError::Malformed("idempotent batch without a base sequence").into());
+        }
+        Ok(header)
+    }
+
+    /// Writes a stamped batch at the log end: epoch history, roll, write, indexes,
+    /// producer table, end offset.
+    fn write_batch(
+        &self,
+        state: &mut LogState,
+        batch: &[u8],
+        header: &BatchHeader,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
+        let base_offset = header.base_offset;
+        base_offset
+            .checked_add(u64::from(header.record_count))
+            .ok_or(RecordError::Malformed("offsets exhausted"))?;
+        if state.epochs.begin(header.leader_epoch, base_offset)? {
+            // Written before the batch: a crash in between leaves an epoch that
+            // appended nothing, which the next epoch's start replaces.
+            if let Err(err) = state.epochs.persist(&self.dir) {
+                return Err(self.poison(err));
+            }
+        }
+        if self.should_roll(state.active(), header, now_ms) {
+            self.roll(state)?;
         }
         let active = state.active_mut();
         let position = active.size;
         if let Err(err) = self
             .disk
-            .write_at(&active.file, &active.path, &batch, position)
+            .write_at(&active.file, &active.path, batch, position)
         {
             return Err(self.poison(err));
         }
-        active.track_batch(&header, position, self.config.index_interval_bytes);
+        active.track_batch(header, position, self.config.index_interval_bytes);
         if position == 0 {
             active.roll_clock_ms = Some(now_ms);
         }
-        state.producers.record(&header);
+        state.producers.record(header);
         self.end_offset
             .store(header.next_offset(), Ordering::Release);
         Ok(AppendOutcome {
@@ -272,6 +327,25 @@ impl Log {
             max_timestamp_ms: header.max_timestamp_ms,
             duplicate: false,
         })
+    }
+
+    /// The newest leader epoch that appended to this log, if any.
+    pub fn latest_epoch(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self.lock_state()?.epochs.latest())
+    }
+
+    /// The leader-epoch history, oldest first.
+    pub fn epoch_history(&self) -> Result<Vec<EpochStart>, StorageError> {
+        Ok(self.lock_state()?.epochs.entries().to_vec())
+    }
+
+    /// The newest epoch at or below `epoch` that this log holds, and the offset where
+    /// its batches end here: what a replica compares to find where its log diverged.
+    pub fn end_offset_for_epoch(&self, epoch: u64) -> Result<(u64, u64), StorageError> {
+        let state = self.lock_state()?;
+        Ok(state
+            .epochs
+            .end_offset_for(epoch, state.active().next_offset))
     }
 
     fn should_roll(&self, active: &Segment, header: &BatchHeader, now_ms: i64) -> bool {
@@ -596,6 +670,11 @@ impl Log {
         let new_end = self
             .cut_segments(&mut state, index, cut)
             .map_err(|err| self.poison(err))?;
+        if state.epochs.truncate(new_end)
+            && let Err(err) = state.epochs.persist(&self.dir)
+        {
+            return Err(self.poison(err));
+        }
         let affected = state.producers.truncate(new_end);
         let LogState {
             segments,
@@ -614,6 +693,55 @@ impl Log {
             state.recovery_point = new_end;
         }
         Ok(new_end)
+    }
+
+    /// Removes every batch and restarts the log, empty, at `offset` (above its end):
+    /// a replica too far behind its leader to fetch what it lacks (the leader no
+    /// longer holds it) starts over at the leader's log start.
+    ///
+    /// Old segments go first, oldest first; a crash part-way leaves a shorter prefix
+    /// (or nothing), which the replica simply fetches or resets again.
+    pub fn reset_to(&self, offset: u64) -> Result<(), StorageError> {
+        let mut removing = self.lock_removing()?;
+        let mut state = self.lock_state()?;
+        self.check_usable()?;
+        let end = self.end_offset();
+        if offset <= end {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                start: self.start_offset(),
+                end,
+            });
+        }
+        // The new segment exists before the old ones go, so the log is never without
+        // one; a crash before they are removed leaves a gap, and recovery keeps the old
+        // prefix (the replica then resets again).
+        let segment = Segment::create(&self.dir, offset).map_err(|err| self.poison(err))?;
+        removing.extend(std::mem::replace(&mut state.segments, vec![segment]));
+        state.unsynced.clear();
+        state.epochs.clear();
+        state
+            .epochs
+            .persist(&self.dir)
+            .map_err(|err| self.poison(err))?;
+        state.producers = ProducerTable::new(self.config.max_producers);
+        write_recovery_point(&self.dir, offset).map_err(|err| self.poison(err))?;
+        state.recovery_point = offset;
+        self.start_offset.store(offset, Ordering::Release);
+        self.end_offset.store(offset, Ordering::Release);
+        {
+            let mut commit = self.lock_commit()?;
+            commit.generation += 1;
+            self.durable_end.store(offset, Ordering::Release);
+        }
+        drop(state);
+        // Readers may still hold the old files open; unlinking does not disturb them.
+        while let Some(segment) = removing.front() {
+            segment.remove_files()?;
+            sync_dir(&self.dir)?;
+            removing.pop_front();
+        }
+        Ok(())
     }
 
     /// Cuts segment `index` at byte `cut`, deletes the later segments, and rescans the cut

@@ -61,7 +61,7 @@ fn garbage_tail_is_cut() {
     assert_eq!(log.end_offset(), end);
     assert_reads_back(&log, &sent);
     assert_eq!(
-        log.append(batch(1, 1, 1), 1, 0)
+        log.append(batch(1, 1, 1), 7, 0)
             .expect("append")
             .base_offset,
         end
@@ -266,7 +266,7 @@ mod damage {
             prop_assert!(got.len() <= sent.len());
             prop_assert!(got[..] == sent[..got.len()], "served batches are an intact prefix");
             let end = log.end_offset();
-            prop_assert_eq!(log.append(batch(1, 1, 1), 1, 0).expect("append").base_offset, end);
+            prop_assert_eq!(log.append(batch(1, 1, 1), 7, 0).expect("append").base_offset, end);
         }
     }
 }

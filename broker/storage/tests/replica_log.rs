@@ -1,0 +1,164 @@
+//! What replication needs of a log: epoch stamping and fencing, appending a leader's
+//! batches unchanged, the epoch history across truncation and reopening, and starting
+//! over at a later offset.
+
+mod common;
+
+use common::*;
+use ferry_records::BatchHeader;
+use ferry_storage::{Durability, EpochStart, Log, StorageError};
+
+fn epoch_of(batch: &[u8]) -> u64 {
+    BatchHeader::parse(batch).expect("header").leader_epoch
+}
+
+fn starts(entries: &[(u64, u64)]) -> Vec<EpochStart> {
+    entries
+        .iter()
+        .map(|&(epoch, start_offset)| EpochStart {
+            epoch,
+            start_offset,
+        })
+        .collect()
+}
+
+#[test]
+fn appends_stamp_the_epoch_and_a_deposed_epoch_is_refused() {
+    let (_tmp, dir) = temp_log_dir();
+    let log = Log::open(&dir, small_config(Durability::Fsync)).expect("open");
+    log.append(batch(2, 10, 0), 3, 0).expect("epoch 3");
+    log.append(batch(1, 10, 0), 3, 0).expect("epoch 3 again");
+    log.append(batch(1, 10, 0), 5, 0).expect("epoch 5");
+    match log.append(batch(1, 10, 0), 4, 0) {
+        Err(StorageError::StaleLeaderEpoch {
+            epoch: 4,
+            latest: 5,
+        }) => {}
+        other => panic!("epoch 4 after 5 must be refused: {other:?}"),
+    }
+    assert_eq!(log.end_offset(), 4, "the refused batch wrote nothing");
+    let stored = read_all(&log);
+    assert_eq!(
+        stored.iter().map(|b| epoch_of(b)).collect::<Vec<_>>(),
+        [3, 3, 5]
+    );
+    assert_eq!(log.epoch_history().expect("history"), starts(&[(3, 0), (5, 3)]));
+    assert_eq!(log.end_offset_for_epoch(3).expect("end"), (3, 3));
+    assert_eq!(log.end_offset_for_epoch(4).expect("end"), (3, 3));
+    assert_eq!(log.end_offset_for_epoch(5).expect("end"), (5, 4));
+}
+
+#[test]
+fn a_follower_log_holds_the_leaders_batches_byte_for_byte() {
+    let (_tmp, leader_dir) = temp_log_dir();
+    let (_tmp2, follower_dir) = temp_log_dir();
+    let leader = Log::open(&leader_dir, small_config(Durability::Fsync)).expect("open");
+    let follower = Log::open(&follower_dir, small_config(Durability::Fsync)).expect("open");
+    for i in 0..20 {
+        let epoch = if i < 12 { 1 } else { 2 };
+        leader
+            .append(
+                stamped_batch(3, 40, i, producer(7, 0, (i * 3) as i32)),
+                epoch,
+                0,
+            )
+            .expect("leader append");
+    }
+    for stored in read_all(&leader) {
+        follower
+            .append_replicated(stored, 0)
+            .expect("follower append");
+    }
+    assert_eq!(read_all(&follower), read_all(&leader));
+    assert_eq!(
+        follower.epoch_history().expect("history"),
+        leader.epoch_history().expect("history")
+    );
+    // The follower learned the producer's sequence: as a new leader it recognises the
+    // retry of the last batch and refuses a gap.
+    let retry = stamped_batch(3, 40, 19, producer(7, 0, 57));
+    let outcome = follower.append(retry, 3, 0).expect("retry");
+    assert!(outcome.duplicate);
+    assert!(matches!(
+        follower.append(stamped_batch(1, 40, 0, producer(7, 0, 99)), 3, 0),
+        Err(StorageError::OutOfOrderSequence { .. })
+    ));
+}
+
+#[test]
+fn a_replicated_batch_must_start_at_the_log_end() {
+    let (_tmp, leader_dir) = temp_log_dir();
+    let (_tmp2, follower_dir) = temp_log_dir();
+    let leader = Log::open(&leader_dir, small_config(Durability::Fsync)).expect("open");
+    let follower = Log::open(&follower_dir, small_config(Durability::Fsync)).expect("open");
+    leader.append(batch(2, 10, 0), 1, 0).expect("append");
+    leader.append(batch(2, 10, 0), 1, 0).expect("append");
+    let stored = read_all(&leader);
+    match follower.append_replicated(stored[1].clone(), 0) {
+        Err(StorageError::ReplicaOffsetMismatch {
+            expected: 0,
+            received: 2,
+        }) => {}
+        other => panic!("a gap must be refused: {other:?}"),
+    }
+    assert_eq!(follower.end_offset(), 0);
+}
+
+#[test]
+fn truncation_and_reopening_keep_the_history_true() {
+    let (_tmp, dir) = temp_log_dir();
+    let log = Log::open(&dir, small_config(Durability::Fsync)).expect("open");
+    log.append(batch(2, 10, 0), 1, 0).expect("append");
+    log.append(batch(2, 10, 0), 2, 0).expect("append");
+    log.append(batch(2, 10, 0), 4, 0).expect("append");
+    assert_eq!(log.truncate_to(4).expect("truncate"), 4);
+    assert_eq!(log.epoch_history().expect("history"), starts(&[(1, 0), (2, 2)]));
+    // The next leader's epoch may be older than the removed one.
+    log.append(batch(1, 10, 0), 3, 0).expect("epoch 3 after the cut");
+    log.close().expect("close");
+    drop(log);
+    let reopened = Log::open(&dir, small_config(Durability::Fsync)).expect("reopen");
+    assert_eq!(
+        reopened.epoch_history().expect("history"),
+        starts(&[(1, 0), (2, 2), (3, 4)])
+    );
+    assert_eq!(reopened.latest_epoch().expect("latest"), Some(3));
+}
+
+#[test]
+fn reset_starts_over_empty_at_a_later_offset_and_survives_a_reopen() {
+    let (_tmp, dir) = temp_log_dir();
+    let log = Log::open(&dir, small_config(Durability::Fsync)).expect("open");
+    for _ in 0..30 {
+        log.append(batch(1, 100, 0), 1, 0).expect("append");
+    }
+    assert!(log.segment_count() > 1);
+    assert!(matches!(
+        log.reset_to(30),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    log.reset_to(500).expect("reset");
+    assert_eq!(
+        (log.start_offset(), log.end_offset(), log.durable_end_offset()),
+        (500, 500, 500)
+    );
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.latest_epoch().expect("latest"), None);
+
+    let (_tmp2, leader_dir) = temp_log_dir();
+    let leader = Log::open(&leader_dir, small_config(Durability::Fsync)).expect("open");
+    leader.reset_to(500).expect("leader starts at 500 too");
+    leader.append(batch(2, 10, 0), 6, 0).expect("append");
+    for stored in read_all(&leader) {
+        log.append_replicated(stored, 0).expect("replicated");
+    }
+    log.wait_durable(502).expect("durable");
+    drop(log);
+    let reopened = Log::open(&dir, small_config(Durability::Fsync)).expect("reopen");
+    assert_eq!((reopened.start_offset(), reopened.end_offset()), (500, 502));
+    assert_eq!(read_all(&reopened), read_all(&leader));
+    assert_eq!(
+        reopened.epoch_history().expect("history"),
+        starts(&[(6, 500)])
+    );
+}

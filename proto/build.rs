@@ -12,6 +12,7 @@ const PROTO_FILES: &[&str] = &[
     "ferry/v1/group.proto",
     "ferry/v1/metadata.proto",
     "ferry/v1/queue.proto",
+    "ferry/v1/replica.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

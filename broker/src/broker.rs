@@ -151,12 +151,32 @@ impl Broker {
         }
     }
 
-    /// Cluster mode: fails unless this host leads the partition now. Always Ok on a
-    /// standalone host.
-    pub fn check_leader(&self, kind: &'static str, name: &str, partition: u32) -> BrokerResult<()> {
+    /// Cluster mode: the leader epoch if this host leads the partition now, else
+    /// `NotLeader`. A standalone host always leads, in epoch 0.
+    pub fn check_leader(
+        &self,
+        kind: &'static str,
+        name: &str,
+        partition: u32,
+    ) -> BrokerResult<u64> {
         match &self.routing {
             Some(routing) => routing.check(kind, name, partition),
-            None => Ok(()),
+            None => Ok(crate::topic::STANDALONE_LEADER_EPOCH),
+        }
+    }
+
+    /// When a write to a topic with `settings` is acknowledged: after the in-sync
+    /// replicas stored it under `sync` replication with more than one replica, else
+    /// once this host stored it.
+    pub fn ack_policy(&self, settings: &crate::topic::TopicSettings) -> crate::topic::Ack {
+        let replicated = self.routing.is_some() && settings.replication_factor > 1;
+        if replicated && settings.replication == crate::topic::ReplicationSetting::Sync {
+            crate::topic::Ack::InSync {
+                min_in_sync: settings.replication_factor as usize / 2 + 1,
+                timeout: std::time::Duration::from_millis(self.config.replication.ack_timeout_ms),
+            }
+        } else {
+            crate::topic::Ack::Leader
         }
     }
 

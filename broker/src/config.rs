@@ -58,6 +58,8 @@ pub struct Limits {
     pub max_receipts_per_request: u32,
     /// Segment size of queue message logs and journals: 64 MiB.
     pub queue_segment_bytes: u64,
+    /// Most replicas of a topic partition in cluster mode: 7.
+    pub max_replication_factor: u32,
 }
 
 impl Default for Limits {
@@ -86,6 +88,7 @@ impl Default for Limits {
             max_message_attributes: 64,
             max_receipts_per_request: 10_000,
             queue_segment_bytes: 64 * 1024 * 1024,
+            max_replication_factor: 7,
         }
     }
 }
@@ -126,6 +129,37 @@ pub struct BrokerConfig {
     pub shutdown_grace_ms: u64,
     /// Metadata watch events buffered per watcher: 1,024.
     pub metadata_watch_buffer: usize,
+    /// How replicas of a partition keep up with its leader (cluster mode).
+    pub replication: ReplicationConfig,
+}
+
+/// Replication between the hosts of a broker cluster (`docs/replication.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// How long a `sync` write waits for the in-sync replicas before it is answered
+    /// "incomplete" (it may still commit): 30 s.
+    pub ack_timeout_ms: u64,
+    /// A follower that has not caught up with the leader for this long leaves the
+    /// in-sync set: 10 s.
+    pub max_lag_ms: u64,
+    /// Most bytes one replica fetch returns: 8 MiB.
+    pub fetch_max_bytes: u32,
+    /// How long a replica fetch waits at the leader's end for new batches: 500 ms.
+    pub fetch_max_wait_ms: u32,
+    /// How often a leader reviews its in-sync sets: 250 ms.
+    pub in_sync_check_interval_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            ack_timeout_ms: 30_000,
+            max_lag_ms: 10_000,
+            fetch_max_bytes: 8 * 1024 * 1024,
+            fetch_max_wait_ms: 500,
+            in_sync_check_interval_ms: 250,
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -147,6 +181,7 @@ impl Default for BrokerConfig {
             group_expiry_check_interval_ms: 500,
             shutdown_grace_ms: 30_000,
             metadata_watch_buffer: 1024,
+            replication: ReplicationConfig::default(),
         }
     }
 }
@@ -208,6 +243,19 @@ impl BrokerConfig {
                 "queue_housekeeping_interval_ms",
                 self.queue_housekeeping_interval_ms,
             ),
+            (
+                "replication.ack_timeout_ms",
+                self.replication.ack_timeout_ms,
+            ),
+            ("replication.max_lag_ms", self.replication.max_lag_ms),
+            (
+                "replication.fetch_max_bytes",
+                u64::from(self.replication.fetch_max_bytes),
+            ),
+            (
+                "replication.in_sync_check_interval_ms",
+                self.replication.in_sync_check_interval_ms,
+            ),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -231,7 +279,7 @@ impl BrokerConfig {
             .validate()
             .map_err(|err| ConfigError(err.to_string()))?;
         self.topic_defaults
-            .validate(l)
+            .validate(l, 1)
             .map_err(|err| ConfigError(format!("topic defaults: {err}")))?;
         self.queue_defaults
             .validate(l)

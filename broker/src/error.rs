@@ -130,6 +130,46 @@ pub enum BrokerError {
         /// Where the leader is, when one is known.
         leader: Option<LeaderLocation>,
     },
+    /// Under `sync` replication, fewer replicas are in sync than a write needs;
+    /// nothing was written.
+    #[error(
+        "topic {topic:?} partition {partition}: {in_sync} of {required} required replicas in sync"
+    )]
+    NotEnoughReplicas {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// Replicas in sync now (the leader included).
+        in_sync: usize,
+        /// Replicas a write needs.
+        required: usize,
+    },
+    /// A write reached the leader but was not confirmed by the in-sync replicas in
+    /// time, or leadership moved first: it may or may not survive.
+    #[error(
+        "topic {topic:?} partition {partition}: write not confirmed by the replicas ({reason})"
+    )]
+    ReplicationIncomplete {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// Timed out, or leadership moved.
+        reason: &'static str,
+    },
+    /// A replica request carried a leader epoch older than the partition's.
+    #[error("topic {topic:?} partition {partition}: epoch {epoch} is older than {current}")]
+    FencedLeaderEpoch {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// The request's epoch.
+        epoch: u64,
+        /// The partition's epoch on this host.
+        current: u64,
+    },
     /// A bug or an impossible state; the message says which.
     #[error("internal error: {0}")]
     Internal(String),

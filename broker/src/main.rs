@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ferry_broker::config::BrokerConfig;
+use ferry_broker::config::{BrokerConfig, ReplicationConfig};
 use ferry_broker::dev::{self, DevOptions};
 use ferry_broker::meta::EtcdConfig;
 use ferry_broker::serve::{self, ServeOptions};
@@ -73,6 +73,22 @@ struct ServeArgs {
     /// Longest wait for one etcd request, in ms.
     #[arg(long, env = "FERRY_ETCD_TIMEOUT_MS", default_value_t = 5_000)]
     etcd_timeout_ms: u64,
+    /// How long a `sync` write waits for the in-sync replicas, in ms.
+    #[arg(
+        long,
+        env = "FERRY_REPLICATION_ACK_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    replication_ack_timeout_ms: u64,
+    /// A follower behind the leader for longer than this leaves the in-sync set, in ms.
+    #[arg(long, env = "FERRY_REPLICA_MAX_LAG_MS", default_value_t = 10_000)]
+    replica_max_lag_ms: u64,
+    /// Most bytes one replica fetch carries.
+    #[arg(long, env = "FERRY_REPLICA_FETCH_MAX_BYTES", default_value_t = 8 * 1024 * 1024)]
+    replica_fetch_max_bytes: u32,
+    /// How long a replica fetch waits at the leader's log end, in ms.
+    #[arg(long, env = "FERRY_REPLICA_FETCH_MAX_WAIT_MS", default_value_t = 500)]
+    replica_fetch_max_wait_ms: u32,
     #[command(flatten)]
     host: StandaloneArgs,
 }
@@ -92,7 +108,15 @@ impl ServeArgs {
             lease_ttl: Duration::from_millis(self.lease_ttl_ms),
             host_grace: Duration::from_millis(self.host_grace_ms),
         };
-        Ok((self.host.into_config()?, options))
+        let mut config = self.host.into_config()?;
+        config.replication = ReplicationConfig {
+            ack_timeout_ms: self.replication_ack_timeout_ms,
+            max_lag_ms: self.replica_max_lag_ms,
+            fetch_max_bytes: self.replica_fetch_max_bytes,
+            fetch_max_wait_ms: self.replica_fetch_max_wait_ms,
+            ..ReplicationConfig::default()
+        };
+        Ok((config, options))
     }
 }
 

@@ -11,6 +11,7 @@ use crate::cluster::ClusterConfig;
 use crate::cluster::controller::{Controller, ControllerContext};
 use crate::cluster::materialize::Materializer;
 use crate::cluster::membership::Membership;
+use crate::cluster::replication::Replicator;
 use crate::cluster::routing::Routing;
 use crate::cluster::view::ViewKeeper;
 use crate::config::BrokerConfig;
@@ -87,9 +88,11 @@ pub async fn run(
         view.view(),
         membership.status(),
     );
-    let broker = Broker::open(config, meta, Some(routing)).await?;
+    let broker = Broker::open(config, Arc::clone(&meta), Some(routing.clone())).await?;
     let materializer = Materializer::start(Arc::clone(&broker), cluster.retry_pause);
+    let replicator = Replicator::start(Arc::clone(&broker), routing, meta, cluster.retry_pause);
     let served = serve_until(broker, listeners, shutdown, on_ready).await;
+    drop(replicator);
     drop(materializer);
     drop(controller);
     membership.leave().await;

@@ -9,6 +9,7 @@ pub mod materialize;
 pub mod membership;
 pub mod placement;
 pub mod records;
+pub mod replication;
 pub mod routing;
 pub mod view;
 

@@ -9,6 +9,8 @@
 //!   that are live (fewest leaderships first) and the epoch goes up by one; if none is
 //!   live it is left without a leader — with the epoch bumped, so the old leader is
 //!   fenced even if it comes back — rather than elect a replica that may miss data.
+//!   With a new leader, the in-sync set keeps only its live members; without one it
+//!   stays as it was, so any of them can lead when it returns.
 //! - A replica on a host gone longer than the grace period is replaced by a live host
 //!   not yet holding one; the newcomer is not in sync until it has caught up.
 //! - States of partitions that should not exist (deleted topics and queues, shrunk
@@ -230,6 +232,12 @@ fn repair(state: &PartitionState, hosts: &Hosts, load: &Load) -> Option<Partitio
             .min_by_key(|host| load.leaders(host))
             .cloned();
         if candidate.is_some() || next.leader.is_some() {
+            if candidate.is_some() {
+                // The new leader's high watermark counts only in-sync replicas: dead
+                // ones would hold it (and every `sync` write) until the leader drops
+                // them for lagging. They rejoin once they have caught up.
+                next.isr.retain(|host| hosts.live.contains(host));
+            }
             next.leader = candidate;
             next.leader_epoch += 1;
         }
@@ -345,6 +353,11 @@ mod tests {
         let new = state.leader.clone().expect("new leader");
         assert_ne!(new, old);
         assert!(state.isr.contains(&new));
+        assert!(
+            !state.isr.contains(&old),
+            "the dead leader leaves the in-sync set: {state:?}"
+        );
+        assert_eq!(state.isr.len(), 2);
         assert_eq!(
             state.replicas, before.replicas,
             "replicas stay during the grace period"

@@ -46,6 +46,11 @@ impl Routing {
         Arc::clone(&self.view.borrow())
     }
 
+    /// The view, and its changes to come.
+    pub fn watch_view(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.view.clone()
+    }
+
     /// This host's id.
     pub fn host_id(&self) -> &str {
         &self.host_id
@@ -61,14 +66,17 @@ impl Routing {
         &self.cluster
     }
 
-    /// Ok when this host leads the partition now; `NotLeader` (with the leader, if
-    /// one is known) otherwise.
-    pub fn check(&self, kind: &'static str, name: &str, partition: u32) -> BrokerResult<()> {
+    /// The leader epoch when this host leads the partition now; `NotLeader` (with
+    /// the leader, if one is known) otherwise.
+    pub fn check(&self, kind: &'static str, name: &str, partition: u32) -> BrokerResult<u64> {
         let view = self.view.borrow();
         let state = view.partition(kind, name, partition);
         let leader = state.and_then(|s| s.leader.as_deref());
-        if leader == Some(self.host_id.as_str()) && self.lease.borrow().is_live(Instant::now()) {
-            return Ok(());
+        if let Some(state) = state
+            && leader == Some(self.host_id.as_str())
+            && self.lease.borrow().is_live(Instant::now())
+        {
+            return Ok(state.leader_epoch);
         }
         let location = match (state, leader) {
             (Some(state), Some(host)) if host != self.host_id => {

@@ -110,7 +110,7 @@ impl QueueSettings {
         }
         if self.replication_factor != 1 {
             return invalid(format!(
-                "replication factor must be 1 on a standalone host, got {}",
+                "replication factor must be 1: queues are not replicated yet, got {}",
                 self.replication_factor
             ));
         }

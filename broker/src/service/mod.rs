@@ -6,6 +6,7 @@ mod convert;
 mod group;
 mod metadata;
 mod queue;
+mod replica;
 pub mod status;
 mod topic;
 
@@ -17,6 +18,7 @@ use ferry_proto::v1::admin_service_server::AdminServiceServer;
 use ferry_proto::v1::group_service_server::GroupServiceServer;
 use ferry_proto::v1::metadata_service_server::MetadataServiceServer;
 use ferry_proto::v1::queue_service_server::QueueServiceServer;
+use ferry_proto::v1::replica_service_server::ReplicaServiceServer;
 use ferry_proto::v1::topic_service_server::TopicServiceServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -27,6 +29,7 @@ pub use admin::AdminApi;
 pub use group::GroupApi;
 pub use metadata::MetadataApi;
 pub use queue::QueueApi;
+pub use replica::ReplicaApi;
 pub use topic::TopicApi;
 
 /// HTTP/2 keepalive ping period, so dead clients are noticed.
@@ -92,6 +95,11 @@ pub async fn serve(
         )
         .add_service(
             QueueServiceServer::new(QueueApi::new(Arc::clone(&broker)))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            ReplicaServiceServer::new(ReplicaApi::new(Arc::clone(&broker)))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(usize::MAX),
         );

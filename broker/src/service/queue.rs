@@ -195,7 +195,7 @@ impl QueueService for QueueApi {
         let found = self
             .broker
             .check_leader(QUEUES, &name, 0)
-            .and_then(|()| self.broker.queues.get(&name));
+            .and_then(|_epoch| self.broker.queues.get(&name));
         let queue = self.broker.answer("DescribeQueue", found)?;
         Ok(Response::new(pb::DescribeQueueResponse {
             queue: Some(self.info(&queue)),

@@ -39,6 +39,9 @@ fn classify(err: &BrokerError) -> (Code, ErrorCode) {
         E::QueueStorage { source, .. } => classify_storage(source),
         E::ShuttingDown => (Code::Unavailable, ErrorCode::ShuttingDown),
         E::NotLeader { .. } => (Code::Unavailable, ErrorCode::NotLeader),
+        E::NotEnoughReplicas { .. } => (Code::Unavailable, ErrorCode::NotEnoughReplicas),
+        E::ReplicationIncomplete { .. } => (Code::Unavailable, ErrorCode::ReplicationIncomplete),
+        E::FencedLeaderEpoch { .. } => (Code::FailedPrecondition, ErrorCode::FencedLeaderEpoch),
         E::Internal(_) => (Code::Internal, ErrorCode::Internal),
     }
 }
@@ -55,6 +58,9 @@ fn classify_storage(err: &StorageError) -> (Code, ErrorCode) {
         S::Closed => (Code::Unavailable, ErrorCode::ShuttingDown),
         S::Corrupt { .. } => (Code::DataLoss, ErrorCode::StorageFailed),
         S::Poisoned { .. } | S::Io { .. } => (Code::Unavailable, ErrorCode::StorageFailed),
+        // A deposed leader's append: nothing was written, the new leader takes it.
+        S::StaleLeaderEpoch { .. } => (Code::Unavailable, ErrorCode::FencedLeaderEpoch),
+        S::ReplicaOffsetMismatch { .. } => (Code::Internal, ErrorCode::Internal),
     }
 }
 

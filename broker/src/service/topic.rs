@@ -115,6 +115,7 @@ impl TopicService for TopicApi {
                     .broker
                     .writable_partitions(&request.topic, topic.record.settings.partitions),
                 check: &check,
+                ack: self.broker.ack_policy(&topic.record.settings),
             };
             let outcome = produce(
                 &topic,

@@ -1,7 +1,14 @@
-//! One partition of a topic: a storage log plus the notification that wakes long polls.
+//! One partition of a topic: a storage log, the high watermark consumers read below,
+//! and, in cluster mode, its part in replication (leader or follower).
+//!
+//! On a leader the high watermark is the lowest durable end among the in-sync
+//! replicas (itself included); a `sync` write is acknowledged once the high watermark
+//! passes it (`docs/replication.md`).
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use ferry_storage::{AppendOutcome, DiskHooks, Log, LogConfig, ReadResult, StorageError};
 use tokio::sync::watch;
@@ -12,17 +19,77 @@ use crate::topic::DurabilitySetting;
 /// Leader epoch stamped on batches by a standalone host (it is always the leader).
 pub const STANDALONE_LEADER_EPOCH: u64 = 0;
 
-/// A partition log and its readers' wake-up channel.
+/// How often a write waiting for its replicas re-checks that this host still leads.
+const LEADERSHIP_RECHECK: Duration = Duration::from_millis(50);
+
+/// When an append counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Once the leader stored it under its durability: standalone hosts and `async`
+    /// replication.
+    Leader,
+    /// Once every in-sync replica stored it (the high watermark passed it), with at
+    /// least `min_in_sync` replicas in sync: `sync` replication.
+    InSync {
+        /// Replicas (the leader included) that must be in sync to accept a write.
+        min_in_sync: usize,
+        /// How long to wait for the replicas before answering "incomplete".
+        timeout: Duration,
+    },
+}
+
+/// What the leader knows of one follower.
+#[derive(Debug, Clone)]
+struct FollowerProgress {
+    /// Everything below this is durable on the follower (its last fetch offset).
+    fetch_offset: Option<u64>,
+    /// When it last held everything the leader had (None: not since it lost data).
+    caught_up_at: Option<Instant>,
+    /// When it fetched last, and the leader's end at that moment.
+    last_fetch: Option<(Instant, u64)>,
+}
+
+/// The leader's side of replication for one epoch.
+#[derive(Debug, Clone)]
+struct LeaderState {
+    epoch: u64,
+    /// The log end when this host became leader in this epoch.
+    epoch_start_offset: u64,
+    /// The other replicas, in placement order.
+    followers: Vec<String>,
+    /// The other replicas in the in-sync set as etcd holds it (committed).
+    in_sync: BTreeSet<String>,
+    progress: HashMap<String, FollowerProgress>,
+}
+
+/// A partition's part in replication, as this host's view of the cluster has it.
+#[derive(Debug, Clone)]
+enum Role {
+    /// Serves alone: a standalone host. The high watermark is the log's visible end.
+    Alone,
+    /// Leads in an epoch.
+    Leader(LeaderState),
+    /// Follows a leader, or waits for one: serves nothing.
+    Follower,
+}
+
+/// A partition log, its high watermark and its replication role.
 pub struct Partition {
     topic: Arc<str>,
     index: u32,
     log: Arc<Log>,
     durability: DurabilitySetting,
-    visible_end: watch::Sender<u64>,
+    /// Consumers read below it; long polls wake when it moves.
+    high_watermark: watch::Sender<u64>,
+    /// The log end; replica fetches waiting at the end wake when it moves.
+    log_end: watch::Sender<u64>,
+    // A std mutex: never held across an await.
+    role: Mutex<Role>,
 }
 
 impl Partition {
-    /// Opens (recovering if needed) the log in `dir`. Blocking: call from a blocking thread.
+    /// Opens (recovering if needed) the log in `dir`. A `replicated` partition (cluster
+    /// mode) serves nothing until told it leads. Blocking: call from a blocking thread.
     pub fn open(
         topic: Arc<str>,
         index: u32,
@@ -30,16 +97,24 @@ impl Partition {
         config: LogConfig,
         durability: DurabilitySetting,
         hooks: DiskHooks,
+        replicated: bool,
     ) -> BrokerResult<Self> {
         let log = Log::open_with_hooks(dir, config, hooks)
             .map_err(|err| BrokerError::storage(&topic, index, err))?;
-        let (visible_end, _) = watch::channel(log.visible_end_offset());
+        let (role, high_watermark) = if replicated {
+            (Role::Follower, 0)
+        } else {
+            (Role::Alone, log.visible_end_offset())
+        };
+        let (log_end, _) = watch::channel(log.end_offset());
         Ok(Self {
             topic,
             index,
             log: Arc::new(log),
             durability,
-            visible_end,
+            high_watermark: watch::channel(high_watermark).0,
+            log_end,
+            role: Mutex::new(role),
         })
     }
 
@@ -48,22 +123,48 @@ impl Partition {
         self.index
     }
 
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     /// The underlying log.
     pub fn log(&self) -> &Arc<Log> {
         &self.log
+    }
+
+    /// The durability the topic asks for.
+    pub fn durability(&self) -> DurabilitySetting {
+        self.durability
     }
 
     fn error(&self, err: StorageError) -> BrokerError {
         BrokerError::storage(&self.topic, self.index, err)
     }
 
-    /// Appends one encoded batch and, with fsync durability, waits until it is on disk
+    fn lock_role(&self) -> MutexGuard<'_, Role> {
+        // The role is plain data updated in one step; a panic elsewhere cannot leave
+        // it half-written.
+        self.role.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends one encoded batch as the leader of `leader_epoch` and answers per `ack`.
+    /// With fsync durability it first waits until the batch is on the local disk
     /// (sharing the fsync with concurrent appends).
-    pub async fn append(&self, batch: Vec<u8>, now_ms: i64) -> BrokerResult<AppendOutcome> {
+    pub async fn append(
+        &self,
+        batch: Vec<u8>,
+        leader_epoch: u64,
+        now_ms: i64,
+        ack: Ack,
+    ) -> BrokerResult<AppendOutcome> {
+        if let Ack::InSync { min_in_sync, .. } = ack {
+            self.check_in_sync(leader_epoch, min_in_sync)?;
+        }
         let log = Arc::clone(&self.log);
         let wait_for_disk = self.durability == DurabilitySetting::Fsync;
         let outcome = tokio::task::spawn_blocking(move || {
-            let outcome = log.append(batch, STANDALONE_LEADER_EPOCH, now_ms)?;
+            let outcome = log.append(batch, leader_epoch, now_ms)?;
             if wait_for_disk {
                 log.wait_durable(outcome.last_offset + 1)?;
             }
@@ -72,8 +173,73 @@ impl Partition {
         .await
         .map_err(|err| BrokerError::Internal(format!("append task failed: {err}")))?
         .map_err(|err| self.error(err))?;
-        self.publish_visible_end();
+        self.publish_log_end();
+        self.advance_high_watermark();
+        if let Ack::InSync { timeout, .. } = ack {
+            self.wait_committed(outcome.last_offset + 1, leader_epoch, timeout)
+                .await?;
+        }
         Ok(outcome)
+    }
+
+    /// Refuses a `sync` write up front when too few replicas are in sync.
+    fn check_in_sync(&self, leader_epoch: u64, min_in_sync: usize) -> BrokerResult<()> {
+        let role = self.lock_role();
+        match &*role {
+            Role::Alone => Ok(()),
+            Role::Leader(leader) if leader.epoch == leader_epoch => {
+                let in_sync = leader.in_sync.len() + 1;
+                if in_sync < min_in_sync {
+                    return Err(BrokerError::NotEnoughReplicas {
+                        topic: self.topic.to_string(),
+                        partition: self.index,
+                        in_sync,
+                        required: min_in_sync,
+                    });
+                }
+                Ok(())
+            }
+            // The view moved between the routing check and here: nothing written yet.
+            _ => Err(self.error(StorageError::StaleLeaderEpoch {
+                epoch: leader_epoch,
+                latest: leader_epoch + 1,
+            })),
+        }
+    }
+
+    /// Waits until the high watermark reaches `end` while this host leads in
+    /// `leader_epoch`.
+    async fn wait_committed(
+        &self,
+        end: u64,
+        leader_epoch: u64,
+        timeout: Duration,
+    ) -> BrokerResult<()> {
+        let mut high_watermark = self.high_watermark.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.leader_epoch() != Some(leader_epoch) && !self.is_alone() {
+                return Err(self.incomplete("leadership moved before the replicas confirmed"));
+            }
+            if *high_watermark.borrow_and_update() >= end {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(self.incomplete("timed out waiting for the in-sync replicas"));
+            }
+            let pause = (deadline - now).min(LEADERSHIP_RECHECK);
+            // Either the high watermark moved or it is time to re-check leadership.
+            let _ = tokio::time::timeout(pause, high_watermark.changed()).await;
+        }
+    }
+
+    fn incomplete(&self, reason: &'static str) -> BrokerError {
+        BrokerError::ReplicationIncomplete {
+            topic: self.topic.to_string(),
+            partition: self.index,
+            reason,
+        }
     }
 
     /// Flushes written data to disk (interval durability and shutdown).
@@ -83,29 +249,68 @@ impl Partition {
             .await
             .map_err(|err| BrokerError::Internal(format!("flush task failed: {err}")))?
             .map_err(|err| self.error(err))?;
-        self.publish_visible_end();
+        self.advance_high_watermark();
         Ok(durable)
     }
 
-    fn publish_visible_end(&self) {
-        let visible = self.log.visible_end_offset();
-        self.visible_end.send_if_modified(|current| {
-            let advanced = visible > *current;
+    /// Tells replica fetches waiting at the old end that the log grew (or shrank).
+    pub fn publish_log_end(&self) {
+        self.log_end.send_replace(self.log.end_offset());
+    }
+
+    /// A receiver that changes whenever the log end moves.
+    pub fn subscribe_log_end(&self) -> watch::Receiver<u64> {
+        self.log_end.subscribe()
+    }
+
+    /// Moves the high watermark up to what the role allows now: the visible end when
+    /// alone, the lowest durable end of the in-sync replicas when leading.
+    fn advance_high_watermark(&self) {
+        let local = self.log.visible_end_offset();
+        let candidate = match &*self.lock_role() {
+            Role::Alone => local,
+            Role::Leader(leader) => leader
+                .in_sync
+                .iter()
+                .map(|host| {
+                    leader
+                        .progress
+                        .get(host)
+                        .and_then(|p| p.fetch_offset)
+                        .unwrap_or(0)
+                })
+                .fold(local, u64::min),
+            Role::Follower => return,
+        };
+        self.high_watermark.send_if_modified(|current| {
+            let advanced = candidate > *current;
             if advanced {
-                *current = visible;
+                *current = candidate;
             }
             advanced
         });
     }
 
-    /// Reads whole batches from `offset` below the visible end.
+    /// Reads whole batches from `offset` below the high watermark.
     ///
-    /// An offset at or past the visible end (but not past the log end) reads nothing:
-    /// the data is not acknowledged yet. Past the end or before the start is an error.
+    /// An offset at or past the high watermark (but not past the log end) reads
+    /// nothing: the data is not committed yet. Past the end or before the start is
+    /// an error.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> BrokerResult<ReadResult> {
-        let visible = self.log.visible_end_offset();
+        self.read_below(offset, max_bytes, self.high_watermark())
+            .await
+    }
+
+    /// Reads whole batches from `offset` below `limit` (a replica fetch reads up to
+    /// the log end).
+    pub async fn read_below(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        limit: u64,
+    ) -> BrokerResult<ReadResult> {
         let end = self.log.end_offset();
-        if offset >= visible && offset <= end {
+        if offset >= limit && offset <= end {
             return Ok(ReadResult {
                 bytes: Vec::new(),
                 batches: 0,
@@ -113,19 +318,19 @@ impl Partition {
             });
         }
         let log = Arc::clone(&self.log);
-        tokio::task::spawn_blocking(move || log.read(offset, max_bytes, visible))
+        tokio::task::spawn_blocking(move || log.read(offset, max_bytes, limit))
             .await
             .map_err(|err| BrokerError::Internal(format!("read task failed: {err}")))?
             .map_err(|err| self.error(err))
     }
 
-    /// First offset whose record timestamp is at least `timestamp_ms`, if it is visible.
+    /// First offset whose record timestamp is at least `timestamp_ms`, if committed.
     pub async fn offset_for_timestamp(
         &self,
         timestamp_ms: i64,
     ) -> BrokerResult<Option<(u64, i64)>> {
         let log = Arc::clone(&self.log);
-        let visible = self.log.visible_end_offset();
+        let visible = self.high_watermark();
         let found = tokio::task::spawn_blocking(move || log.offset_for_timestamp(timestamp_ms))
             .await
             .map_err(|err| BrokerError::Internal(format!("time index task failed: {err}")))?
@@ -135,7 +340,7 @@ impl Partition {
 
     /// One past the last offset consumers may read.
     pub fn high_watermark(&self) -> u64 {
-        self.log.visible_end_offset()
+        *self.high_watermark.borrow()
     }
 
     /// First offset still stored.
@@ -143,9 +348,185 @@ impl Partition {
         self.log.start_offset()
     }
 
-    /// A receiver that changes whenever the visible end advances.
+    /// A receiver that changes whenever the high watermark advances.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.visible_end.subscribe()
+        self.high_watermark.subscribe()
+    }
+
+    /// The epoch this host leads the partition in, if it leads it.
+    pub fn leader_epoch(&self) -> Option<u64> {
+        match &*self.lock_role() {
+            Role::Leader(leader) => Some(leader.epoch),
+            Role::Alone | Role::Follower => None,
+        }
+    }
+
+    fn is_alone(&self) -> bool {
+        matches!(&*self.lock_role(), Role::Alone)
+    }
+
+    /// Makes this host the leader in `epoch` with the other `replicas`, of which
+    /// `in_sync` are in the committed in-sync set. Within the same epoch only the
+    /// sets are updated; a new epoch starts with every follower given a full lag
+    /// allowance from now.
+    pub fn lead(&self, epoch: u64, followers: &[String], in_sync: &[String]) {
+        let now = Instant::now();
+        {
+            let mut role = self.lock_role();
+            let mut leader = match &*role {
+                Role::Leader(current) if current.epoch == epoch => current.clone(),
+                _ => LeaderState {
+                    epoch,
+                    epoch_start_offset: self.log.end_offset(),
+                    followers: Vec::new(),
+                    in_sync: BTreeSet::new(),
+                    progress: HashMap::new(),
+                },
+            };
+            leader.followers = followers.to_vec();
+            leader.in_sync = in_sync
+                .iter()
+                .filter(|host| followers.contains(host))
+                .cloned()
+                .collect();
+            leader.progress.retain(|host, _| followers.contains(host));
+            for host in followers {
+                leader
+                    .progress
+                    .entry(host.clone())
+                    .or_insert(FollowerProgress {
+                        fetch_offset: None,
+                        caught_up_at: Some(now),
+                        last_fetch: None,
+                    });
+            }
+            *role = Role::Leader(leader);
+        }
+        self.advance_high_watermark();
+    }
+
+    /// Stops leading (or never starts): the partition serves nothing here.
+    pub fn follow(&self) {
+        *self.lock_role() = Role::Follower;
+    }
+
+    /// Records a follower's fetch from `fetch_offset` (its durable end) and advances
+    /// the high watermark. Fails unless this host leads in `leader_epoch` and
+    /// `follower` holds a replica.
+    pub fn record_fetch(
+        &self,
+        follower: &str,
+        leader_epoch: u64,
+        fetch_offset: u64,
+    ) -> BrokerResult<()> {
+        let now = Instant::now();
+        let log_end = self.log.end_offset();
+        {
+            let mut role = self.lock_role();
+            let Role::Leader(leader) = &mut *role else {
+                return Err(self.not_leading());
+            };
+            if leader.epoch != leader_epoch {
+                return Err(self.not_leading());
+            }
+            let Some(progress) = leader.progress.get_mut(follower) else {
+                return Err(BrokerError::InvalidArgument(format!(
+                    "{follower:?} holds no replica of {} partition {}",
+                    self.topic, self.index
+                )));
+            };
+            if progress
+                .fetch_offset
+                .is_some_and(|previous| fetch_offset < previous)
+            {
+                // Its durable end went backwards in one epoch: it lost data (a wiped
+                // disk). It is out of sync until it catches up again.
+                progress.caught_up_at = None;
+            } else if fetch_offset >= log_end {
+                progress.caught_up_at = Some(now);
+            } else if let Some((at, end_then)) = progress.last_fetch
+                && fetch_offset >= end_then
+            {
+                // It holds all the leader had at its previous fetch: under steady
+                // writes a follower is never exactly at the end, yet keeps up.
+                progress.caught_up_at = Some(at);
+            }
+            progress.fetch_offset = Some(fetch_offset);
+            progress.last_fetch = Some((now, log_end));
+        }
+        self.advance_high_watermark();
+        Ok(())
+    }
+
+    fn not_leading(&self) -> BrokerError {
+        BrokerError::NotLeader {
+            kind: crate::cluster::routing::TOPICS,
+            name: self.topic.to_string(),
+            partition: self.index,
+            leader: None,
+        }
+    }
+
+    /// The in-sync set this leader wants, if it differs from the committed one: those
+    /// that fell behind for longer than `max_lag` leave; those that caught up (at or
+    /// above the high watermark and this epoch's start, recently) come back. The
+    /// leader itself always stays. `None` when nothing changes or not leading.
+    pub fn wanted_in_sync(&self, me: &str, max_lag: Duration) -> Option<Vec<String>> {
+        let now = Instant::now();
+        let high_watermark = self.high_watermark();
+        let role = self.lock_role();
+        let Role::Leader(leader) = &*role else {
+            return None;
+        };
+        let recent = |p: &FollowerProgress| {
+            p.caught_up_at
+                .is_some_and(|at| now.duration_since(at) <= max_lag)
+        };
+        let mut wanted = vec![me.to_owned()];
+        for host in &leader.followers {
+            let Some(progress) = leader.progress.get(host) else {
+                continue;
+            };
+            let keep = if leader.in_sync.contains(host) {
+                recent(progress)
+            } else {
+                recent(progress)
+                    && progress.fetch_offset.is_some_and(|offset| {
+                        offset >= high_watermark && offset >= leader.epoch_start_offset
+                    })
+            };
+            if keep {
+                wanted.push(host.clone());
+            }
+        }
+        let unchanged = wanted.len() == leader.in_sync.len() + 1
+            && wanted[1..].iter().all(|h| leader.in_sync.contains(h));
+        (!unchanged).then_some(wanted)
+    }
+
+    /// A follower learned the leader's high watermark: it keeps the lower of that and
+    /// its own end (it serves nothing; this is what it starts from if elected).
+    pub fn learn_high_watermark(&self, leader_high_watermark: u64) {
+        let value = leader_high_watermark.min(self.log.end_offset());
+        self.high_watermark.send_if_modified(|current| {
+            let changed = value != *current;
+            *current = value;
+            changed
+        });
+    }
+
+    /// After the log was truncated or reset: the high watermark cannot be above the
+    /// end, and waiting replica fetches must see the new end.
+    pub fn after_log_rewrite(&self) {
+        let end = self.log.end_offset();
+        self.high_watermark.send_if_modified(|current| {
+            let lowered = *current > end;
+            if lowered {
+                *current = end;
+            }
+            lowered
+        });
+        self.publish_log_end();
     }
 
     /// Flushes and closes the log. Blocking.

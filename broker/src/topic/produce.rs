@@ -10,7 +10,8 @@ use tokio::task::JoinSet;
 use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
-use crate::topic::{Partition, Topic};
+use crate::topic::partition::Ack;
+use crate::topic::{Partition, STANDALONE_LEADER_EPOCH, Topic};
 
 /// A pre-encoded batch from a client.
 #[derive(Debug)]
@@ -54,21 +55,24 @@ pub struct ProduceOutcome {
     pub message_batches: Vec<BatchOutcome>,
 }
 
-/// Which partitions a produce may write to.
+/// Which partitions a produce may write to, and when a write counts as done.
 pub struct PartitionScope<'a> {
     /// The partitions writable here, or `None` for all of them (standalone). Keyless
     /// records go round-robin over these.
     pub writable: Option<Vec<u32>>,
-    /// Refuses a partition that is not writable here, with the reason (in cluster
-    /// mode, `NotLeader` with the leader's address).
-    pub check: &'a (dyn Fn(u32) -> BrokerResult<()> + Send + Sync),
+    /// The leader epoch to stamp on a partition's batches, or why it is not writable
+    /// here (in cluster mode, `NotLeader` with the leader's address).
+    pub check: &'a (dyn Fn(u32) -> BrokerResult<u64> + Send + Sync),
+    /// When an append is acknowledged.
+    pub ack: Ack,
 }
 
 impl PartitionScope<'_> {
-    /// Every partition, no checks: a standalone host.
+    /// Every partition, no checks, acknowledged once stored: a standalone host.
     pub const ALL: PartitionScope<'static> = PartitionScope {
         writable: None,
-        check: &|_| Ok(()),
+        check: &|_| Ok(STANDALONE_LEADER_EPOCH),
+        ack: Ack::Leader,
     };
 
     /// The next partition for records without a (common) key.
@@ -125,23 +129,30 @@ pub async fn produce(
             None => choose_partition(topic, &batch.records, scope)?,
         };
         topic.partition(partition)?;
-        (scope.check)(partition)?;
-        targets.push(partition);
+        let epoch = (scope.check)(partition)?;
+        targets.push((partition, epoch));
     }
     let (message_partitions, encoded) = encode_messages(topic, &messages, limits, scope)?;
+    let mut message_epochs = Vec::with_capacity(encoded.len());
     for (partition, _) in &encoded {
-        (scope.check)(*partition)?;
+        message_epochs.push((scope.check)(*partition)?);
     }
 
     let mut jobs = JoinSet::new();
-    for (slot, (batch, partition)) in batches.into_iter().zip(&targets).enumerate() {
+    for (slot, (batch, (partition, epoch))) in batches.into_iter().zip(&targets).enumerate() {
         let target = Arc::clone(topic.partition(*partition)?);
-        jobs.spawn(append_job(slot, target, batch.records));
+        jobs.spawn(append_job(slot, target, batch.records, *epoch, scope.ack));
     }
     let first_message_slot = targets.len();
-    for (i, (partition, records)) in encoded.iter().enumerate() {
+    for (i, ((partition, records), epoch)) in encoded.iter().zip(message_epochs).enumerate() {
         let target = Arc::clone(topic.partition(*partition)?);
-        jobs.spawn(append_job(first_message_slot + i, target, records.clone()));
+        jobs.spawn(append_job(
+            first_message_slot + i,
+            target,
+            records.clone(),
+            epoch,
+            scope.ack,
+        ));
     }
     let mut results: Vec<Option<BrokerResult<AppendOutcome>>> = (0..first_message_slot
         + encoded.len())
@@ -158,7 +169,7 @@ pub async fn produce(
         .map(|r| r.unwrap_or_else(|| Err(BrokerError::Internal("append result missing".into()))));
 
     let mut outcome = ProduceOutcome::default();
-    for (partition, result) in targets.into_iter().zip(&mut results) {
+    for ((partition, _), result) in targets.into_iter().zip(&mut results) {
         outcome.batches.push(BatchOutcome { partition, result });
     }
     let mut base_offsets = BTreeMap::new();
@@ -190,8 +201,13 @@ async fn append_job(
     slot: usize,
     partition: Arc<Partition>,
     records: Vec<u8>,
+    leader_epoch: u64,
+    ack: Ack,
 ) -> (usize, BrokerResult<AppendOutcome>) {
-    (slot, partition.append(records, now_ms()).await)
+    (
+        slot,
+        partition.append(records, leader_epoch, now_ms(), ack).await,
+    )
 }
 
 fn check_batch_size(size: usize, limits: &Limits) -> BrokerResult<()> {

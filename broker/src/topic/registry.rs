@@ -142,6 +142,7 @@ impl Topics {
         let partition_count = record.settings.partitions;
         let open_dir = dir.clone();
         let hooks = self.hooks.clone();
+        let replicated = self.cluster.is_some();
         let partitions = tokio::task::spawn_blocking(move || {
             (0..partition_count)
                 .map(|index| {
@@ -152,6 +153,7 @@ impl Topics {
                         log_config.clone(),
                         durability,
                         hooks.clone(),
+                        replicated,
                     )
                     .map(Arc::new)
                 })
@@ -201,7 +203,12 @@ impl Topics {
     pub async fn create(&self, name: &str, overrides: &TopicOverrides) -> BrokerResult<Arc<Topic>> {
         validate_topic_name(name)?;
         let settings = overrides.resolve(&self.defaults);
-        settings.validate(&self.limits)?;
+        let max_replicas = if self.cluster.is_some() {
+            self.limits.max_replication_factor
+        } else {
+            1
+        };
+        settings.validate(&self.limits, max_replicas)?;
         let _admin = self.admin.lock().await;
         if self.read_map().contains_key(name) {
             return Err(BrokerError::TopicExists(name.to_owned()));

@@ -77,8 +77,9 @@ impl Default for TopicSettings {
 }
 
 impl TopicSettings {
-    /// Checks the settings against the broker's limits.
-    pub fn validate(&self, limits: &Limits) -> Result<(), BrokerError> {
+    /// Checks the settings against the broker's limits; `max_replicas` is 1 on a
+    /// standalone host.
+    pub fn validate(&self, limits: &Limits, max_replicas: u32) -> Result<(), BrokerError> {
         let invalid = |msg: String| Err(BrokerError::InvalidArgument(msg));
         if self.partitions == 0 || self.partitions > limits.max_partitions_per_topic {
             return invalid(format!(
@@ -86,9 +87,15 @@ impl TopicSettings {
                 limits.max_partitions_per_topic, self.partitions
             ));
         }
-        if self.replication_factor != 1 {
+        if max_replicas == 1 && self.replication_factor != 1 {
             return invalid(format!(
                 "replication factor must be 1 on a standalone host, got {}",
+                self.replication_factor
+            ));
+        }
+        if self.replication_factor == 0 || self.replication_factor > max_replicas {
+            return invalid(format!(
+                "replication factor must be between 1 and {max_replicas}, got {}",
                 self.replication_factor
             ));
         }

@@ -190,11 +190,19 @@ mod tests {
     fn end_offsets_come_from_the_next_epochs_start() {
         let h = history(&[(1, 0), (3, 10), (4, 25)]);
         assert_eq!(h.end_offset_for(1, 40), (1, 10));
-        assert_eq!(h.end_offset_for(2, 40), (1, 10), "2 never appended: 1 is newest below");
+        assert_eq!(
+            h.end_offset_for(2, 40),
+            (1, 10),
+            "2 never appended: 1 is newest below"
+        );
         assert_eq!(h.end_offset_for(3, 40), (3, 25));
         assert_eq!(h.end_offset_for(4, 40), (4, 40));
         assert_eq!(h.end_offset_for(9, 40), (4, 40));
-        assert_eq!(h.end_offset_for(0, 40), (0, 0), "older than all: nothing known");
+        assert_eq!(
+            h.end_offset_for(0, 40),
+            (0, 0),
+            "older than all: nothing known"
+        );
         assert_eq!(EpochHistory::default().end_offset_for(5, 7), (5, 7));
     }
 
@@ -209,7 +217,10 @@ mod tests {
                 latest: 2
             })
         ));
-        assert!(h.begin(4, 5).expect("newer"), "epoch 2 began at 5 and wrote nothing");
+        assert!(
+            h.begin(4, 5).expect("newer"),
+            "epoch 2 began at 5 and wrote nothing"
+        );
         assert_eq!(h, history(&[(1, 0), (4, 5)]));
     }
 

@@ -42,7 +42,10 @@ fn appends_stamp_the_epoch_and_a_deposed_epoch_is_refused() {
         stored.iter().map(|b| epoch_of(b)).collect::<Vec<_>>(),
         [3, 3, 5]
     );
-    assert_eq!(log.epoch_history().expect("history"), starts(&[(3, 0), (5, 3)]));
+    assert_eq!(
+        log.epoch_history().expect("history"),
+        starts(&[(3, 0), (5, 3)])
+    );
     assert_eq!(log.end_offset_for_epoch(3).expect("end"), (3, 3));
     assert_eq!(log.end_offset_for_epoch(4).expect("end"), (3, 3));
     assert_eq!(log.end_offset_for_epoch(5).expect("end"), (5, 4));
@@ -112,9 +115,13 @@ fn truncation_and_reopening_keep_the_history_true() {
     log.append(batch(2, 10, 0), 2, 0).expect("append");
     log.append(batch(2, 10, 0), 4, 0).expect("append");
     assert_eq!(log.truncate_to(4).expect("truncate"), 4);
-    assert_eq!(log.epoch_history().expect("history"), starts(&[(1, 0), (2, 2)]));
+    assert_eq!(
+        log.epoch_history().expect("history"),
+        starts(&[(1, 0), (2, 2)])
+    );
     // The next leader's epoch may be older than the removed one.
-    log.append(batch(1, 10, 0), 3, 0).expect("epoch 3 after the cut");
+    log.append(batch(1, 10, 0), 3, 0)
+        .expect("epoch 3 after the cut");
     log.close().expect("close");
     drop(log);
     let reopened = Log::open(&dir, small_config(Durability::Fsync)).expect("reopen");
@@ -139,7 +146,11 @@ fn reset_starts_over_empty_at_a_later_offset_and_survives_a_reopen() {
     ));
     log.reset_to(500).expect("reset");
     assert_eq!(
-        (log.start_offset(), log.end_offset(), log.durable_end_offset()),
+        (
+            log.start_offset(),
+            log.end_offset(),
+            log.durable_end_offset()
+        ),
         (500, 500, 500)
     );
     assert_eq!(log.segment_count(), 1);

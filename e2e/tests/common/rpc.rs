@@ -130,13 +130,26 @@ pub fn show(status: &Status) -> String {
 
 /// Creates a topic of `partitions` partitions, replication factor 1, fsync.
 pub async fn create_topic(channel: &Channel, topic: &str, partitions: u32) {
+    create_replicated_topic(channel, topic, partitions, 1, pb::ReplicationMode::Sync).await;
+}
+
+/// Creates a topic of `partitions` partitions with `replicas` replicas each,
+/// replicated in `mode`, fsync.
+pub async fn create_replicated_topic(
+    channel: &Channel,
+    topic: &str,
+    partitions: u32,
+    replicas: u32,
+    mode: pb::ReplicationMode,
+) {
     AdminServiceClient::new(channel.clone())
         .create_topic(pb::CreateTopicRequest {
             name: topic.to_owned(),
             config: Some(pb::TopicConfig {
                 partitions,
-                replication_factor: 1,
+                replication_factor: replicas,
                 durability: pb::Durability::Fsync as i32,
+                replication: mode as i32,
                 ..Default::default()
             }),
         })

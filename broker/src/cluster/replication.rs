@@ -1,0 +1,503 @@
+//! Replication of topic partitions between the hosts of a cluster
+//! (`docs/replication.md`): leader-based and pull-driven.
+//!
+//! - [`serve_fetch`] is the leader's side: it checks the follower's epoch, finds where
+//!   the follower's log diverged (by the epoch histories), records how far the
+//!   follower is durable (which moves the high watermark), and returns batches.
+//! - [`Replicator`] runs on every host: it gives each local partition its role from
+//!   the cluster view (leader, or follower with a fetcher pulling from the leader)
+//!   and, for the partitions it leads, proposes in-sync set changes to etcd with
+//!   compare-and-swap on the partition state.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_proto::v1 as pb;
+use ferry_proto::v1::replica_service_client::ReplicaServiceClient;
+use ferry_records::Batches;
+use ferry_storage::StorageError;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+
+use super::placement::PartitionKey;
+use super::records::PartitionState;
+use super::routing::{Routing, TOPICS};
+use super::view::ClusterView;
+use crate::broker::Broker;
+use crate::clock::now_ms;
+use crate::config::ReplicationConfig;
+use crate::error::{BrokerError, BrokerResult};
+use crate::meta::{Compare, MetadataStore, Op, Revision, encode_json, keys};
+use crate::topic::{DurabilitySetting, Partition};
+
+/// A follower's fetch, as the leader receives it.
+#[derive(Debug, Clone)]
+pub struct ReplicaFetch {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The epoch the follower believes current.
+    pub leader_epoch: u64,
+    /// The follower's host id.
+    pub follower_id: String,
+    /// Everything below it is durable on the follower.
+    pub fetch_offset: u64,
+    /// The newest epoch in the follower's history, if its log holds any batch.
+    pub last_fetched_epoch: Option<u64>,
+    /// Most bytes of batches to return.
+    pub max_bytes: usize,
+    /// How long to wait at the log end for new batches.
+    pub max_wait: Duration,
+}
+
+/// The leader's answer to a [`ReplicaFetch`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaData {
+    /// The leader's epoch.
+    pub leader_epoch: u64,
+    /// What consumers may read below, on the leader.
+    pub high_watermark: u64,
+    /// The leader's first stored offset.
+    pub log_start_offset: u64,
+    /// The leader's log end.
+    pub log_end_offset: u64,
+    /// `(epoch, end offset)` when the follower's log diverged from the leader's.
+    pub diverging: Option<(u64, u64)>,
+    /// Whole batches from the fetch offset.
+    pub records: Vec<u8>,
+}
+
+/// The leader's side of a replica fetch.
+pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<ReplicaData> {
+    let epoch = broker.check_leader(TOPICS, &fetch.topic, fetch.partition)?;
+    if fetch.leader_epoch < epoch {
+        return Err(BrokerError::FencedLeaderEpoch {
+            topic: fetch.topic,
+            partition: fetch.partition,
+            epoch: fetch.leader_epoch,
+            current: epoch,
+        });
+    }
+    let topic = broker.topics.get(&fetch.topic)?;
+    let partition = Arc::clone(topic.partition(fetch.partition)?);
+    if fetch.leader_epoch > epoch || partition.leader_epoch() != Some(epoch) {
+        // This host's view (or the partition's role) is behind: not yet the leader
+        // the follower is looking for.
+        return Err(BrokerError::NotLeader {
+            kind: TOPICS,
+            name: fetch.topic,
+            partition: fetch.partition,
+            leader: None,
+        });
+    }
+    let log = partition.log();
+    let storage = |err| BrokerError::storage(&fetch.topic, fetch.partition, err);
+    let mut answer = ReplicaData {
+        leader_epoch: epoch,
+        log_start_offset: log.start_offset(),
+        log_end_offset: log.end_offset(),
+        ..ReplicaData::default()
+    };
+    if let Some(last) = fetch.last_fetched_epoch {
+        let (found, end) = log.end_offset_for_epoch(last).map_err(storage)?;
+        if found != last || end < fetch.fetch_offset {
+            answer.diverging = Some((found, end));
+            answer.high_watermark = partition.high_watermark();
+            return Ok(answer);
+        }
+    }
+    if fetch.fetch_offset > answer.log_end_offset {
+        let latest = log.latest_epoch().map_err(storage)?.unwrap_or(epoch);
+        answer.diverging = Some((latest, answer.log_end_offset));
+        answer.high_watermark = partition.high_watermark();
+        return Ok(answer);
+    }
+    if fetch.fetch_offset < answer.log_start_offset {
+        // Too far behind: the follower starts over at the log start.
+        answer.high_watermark = partition.high_watermark();
+        return Ok(answer);
+    }
+    partition.record_fetch(&fetch.follower_id, epoch, fetch.fetch_offset)?;
+    let mut log_end = partition.subscribe_log_end();
+    if *log_end.borrow_and_update() <= fetch.fetch_offset && !fetch.max_wait.is_zero() {
+        let mut stopping = broker.stopping();
+        tokio::select! {
+            _ = tokio::time::timeout(fetch.max_wait, log_end.changed()) => {}
+            _ = stopping.wait_for(|stop| *stop) => {}
+        }
+    }
+    let read = partition
+        .read_below(fetch.fetch_offset, fetch.max_bytes, u64::MAX)
+        .await?;
+    answer.records = read.bytes;
+    answer.log_start_offset = log.start_offset();
+    answer.log_end_offset = log.end_offset();
+    answer.high_watermark = partition.high_watermark();
+    Ok(answer)
+}
+
+/// Gives every local partition its replication role and runs the followers'
+/// fetchers, until dropped.
+#[derive(Debug)]
+pub struct Replicator {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Replicator {
+    /// Starts following `routing`'s view for `broker`.
+    pub fn start(
+        broker: Arc<Broker>,
+        routing: Routing,
+        meta: Arc<dyn MetadataStore>,
+        retry_pause: Duration,
+    ) -> Self {
+        let config = broker.config.replication.clone();
+        let task = tokio::spawn(run(broker, routing, meta, config, retry_pause));
+        Self { task }
+    }
+}
+
+/// A running fetcher and what it follows.
+struct Fetcher {
+    target: FetchTarget,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The replicator's state between passes.
+struct Replication {
+    broker: Arc<Broker>,
+    routing: Routing,
+    meta: Arc<dyn MetadataStore>,
+    config: ReplicationConfig,
+    retry_pause: Duration,
+    fetchers: HashMap<(String, u32), Fetcher>,
+    /// The partition-state revision each pending in-sync proposal was made against,
+    /// so a proposal is not repeated before the view shows its outcome.
+    proposed: HashMap<PartitionKey, Revision>,
+}
+
+async fn run(
+    broker: Arc<Broker>,
+    routing: Routing,
+    meta: Arc<dyn MetadataStore>,
+    config: ReplicationConfig,
+    retry_pause: Duration,
+) {
+    let mut changes = routing.watch_view();
+    let mut tick = tokio::time::interval(Duration::from_millis(config.in_sync_check_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut replication = Replication {
+        broker,
+        routing,
+        meta,
+        config,
+        retry_pause,
+        fetchers: HashMap::new(),
+        proposed: HashMap::new(),
+    };
+    loop {
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        let view = replication.routing.view();
+        let lease_live = replication.routing.lease_live();
+        replication.assign_roles(&view, lease_live);
+        if lease_live {
+            replication.review_in_sync(&view).await;
+        }
+    }
+}
+
+impl Replication {
+    /// Leader, follower (with a fetcher) or neither, for every local partition.
+    fn assign_roles(&mut self, view: &ClusterView, lease_live: bool) {
+        let me = self.routing.host_id().to_owned();
+        let mut wanted: HashSet<(String, u32)> = HashSet::new();
+        for topic in self.broker.topics.list() {
+            for partition in &topic.partitions {
+                let id = (topic.name().to_owned(), partition.index());
+                let Some(state) = view.partition(TOPICS, topic.name(), partition.index()) else {
+                    partition.follow();
+                    continue;
+                };
+                match state.leader.as_deref() {
+                    Some(leader) if leader == me && lease_live => {
+                        let followers = others(&state.replicas, &me);
+                        let in_sync = others(&state.isr, &me);
+                        partition.lead(state.leader_epoch, &followers, &in_sync);
+                    }
+                    Some(leader) if leader != me && state.has_replica(&me) => {
+                        partition.follow();
+                        let Some(host) = view.hosts.get(leader) else {
+                            continue;
+                        };
+                        wanted.insert(id.clone());
+                        let target = FetchTarget {
+                            leader: leader.to_owned(),
+                            address: host.advertise.clone(),
+                            epoch: state.leader_epoch,
+                            me: me.clone(),
+                        };
+                        if self.fetchers.get(&id).is_none_or(|f| f.target != target) {
+                            let task = tokio::spawn(fetch_loop(
+                                Arc::clone(partition),
+                                target.clone(),
+                                self.config.clone(),
+                                self.retry_pause,
+                            ));
+                            self.fetchers.insert(id, Fetcher { target, task });
+                        }
+                    }
+                    _ => partition.follow(),
+                }
+            }
+        }
+        self.fetchers.retain(|id, _| wanted.contains(id));
+    }
+
+    /// For each partition led here, writes the in-sync set the leader wants when it
+    /// differs from etcd's, compare-and-swap on the state's revision (a controller or
+    /// newer leader that wrote in between wins, and the view then tells the outcome).
+    async fn review_in_sync(&mut self, view: &ClusterView) {
+        let me = self.routing.host_id().to_owned();
+        let max_lag = Duration::from_millis(self.config.max_lag_ms);
+        self.proposed.retain(|key, revision| {
+            view.partitions
+                .get(key)
+                .is_some_and(|(_, current)| current == revision)
+        });
+        for topic in self.broker.topics.list() {
+            for partition in &topic.partitions {
+                let key = PartitionKey {
+                    kind: TOPICS.to_owned(),
+                    name: topic.name().to_owned(),
+                    partition: partition.index(),
+                };
+                let Some((state, revision)) = view.partitions.get(&key) else {
+                    continue;
+                };
+                if state.leader.as_deref() != Some(me.as_str())
+                    || partition.leader_epoch() != Some(state.leader_epoch)
+                    || self.proposed.contains_key(&key)
+                {
+                    continue;
+                }
+                let Some(wanted) = partition.wanted_in_sync(&me, max_lag) else {
+                    continue;
+                };
+                let next = PartitionState {
+                    isr: state
+                        .replicas
+                        .iter()
+                        .filter(|h| wanted.contains(h))
+                        .cloned()
+                        .collect(),
+                    ..state.clone()
+                };
+                self.propose(key, state, *revision, next).await;
+            }
+        }
+    }
+
+    /// Writes `next` over `state` if etcd still holds it at `revision`.
+    async fn propose(
+        &mut self,
+        key: PartitionKey,
+        state: &PartitionState,
+        revision: Revision,
+        next: PartitionState,
+    ) {
+        let path = keys::partition_state(self.routing.cluster(), TOPICS, &key.name, key.partition);
+        let compares = vec![Compare::ModRevision {
+            key: path.clone(),
+            revision: Some(revision),
+        }];
+        let ops = vec![Op::Put {
+            key: path,
+            value: encode_json(&next),
+        }];
+        match self.meta.txn(compares, ops).await {
+            Ok(outcome) => {
+                if outcome.succeeded {
+                    tracing::info!(
+                        topic = %key.name,
+                        partition = key.partition,
+                        from = ?state.isr,
+                        to = ?next.isr,
+                        "in-sync replicas changed"
+                    );
+                } else {
+                    tracing::debug!(
+                        topic = %key.name,
+                        partition = key.partition,
+                        "in-sync change lost a race; the view will tell"
+                    );
+                }
+                self.proposed.insert(key, revision);
+            }
+            Err(err) => {
+                tracing::warn!(
+                    %err,
+                    topic = %key.name,
+                    partition = key.partition,
+                    "cannot write the in-sync replicas"
+                );
+            }
+        }
+    }
+}
+
+fn others(hosts: &[String], me: &str) -> Vec<String> {
+    hosts.iter().filter(|h| *h != me).cloned().collect()
+}
+
+/// Whom a fetcher pulls from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FetchTarget {
+    leader: String,
+    address: String,
+    epoch: u64,
+    me: String,
+}
+
+/// Pulls batches from the leader into `partition` until aborted (the replicator
+/// replaces it when the leader or epoch changes).
+async fn fetch_loop(
+    partition: Arc<Partition>,
+    target: FetchTarget,
+    config: ReplicationConfig,
+    retry_pause: Duration,
+) {
+    let channel = match Endpoint::from_shared(format!("http://{}", target.address)) {
+        Ok(endpoint) => endpoint
+            .connect_timeout(retry_pause.max(Duration::from_secs(1)))
+            .tcp_nodelay(true)
+            .connect_lazy(),
+        Err(err) => {
+            tracing::warn!(address = %target.address, %err, "leader address unusable");
+            return;
+        }
+    };
+    let mut client = ReplicaServiceClient::new(channel)
+        .max_decoding_message_size(config.fetch_max_bytes as usize * 2 + 1024 * 1024);
+    loop {
+        match fetch_once(&partition, &mut client, &target, &config).await {
+            Ok(()) => {}
+            Err(err) => {
+                tracing::debug!(
+                    topic = partition.topic(),
+                    partition = partition.index(),
+                    leader = %target.leader,
+                    %err,
+                    "replica fetch failed; retrying"
+                );
+                tokio::time::sleep(retry_pause).await;
+            }
+        }
+    }
+}
+
+/// Why a replica fetch round failed.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("leader refused or unreachable: {0}")]
+    Rpc(#[from] tonic::Status),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("corrupt batch from the leader: {0}")]
+    Records(#[from] ferry_records::RecordError),
+    #[error("blocking task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// One fetch and what follows from its answer: truncate, start over, or append.
+async fn fetch_once(
+    partition: &Arc<Partition>,
+    client: &mut ReplicaServiceClient<Channel>,
+    target: &FetchTarget,
+    config: &ReplicationConfig,
+) -> Result<(), FetchError> {
+    let log = Arc::clone(partition.log());
+    let fetch_offset = log.end_offset();
+    let request = pb::ReplicaFetchRequest {
+        topic: partition.topic().to_owned(),
+        partition: partition.index(),
+        leader_epoch: target.epoch,
+        follower_id: target.me.clone(),
+        fetch_offset,
+        last_fetched_epoch: log.latest_epoch()?,
+        max_bytes: config.fetch_max_bytes,
+        max_wait_ms: config.fetch_max_wait_ms,
+    };
+    let answer = client.replica_fetch(request).await?.into_inner();
+    if let Some(diverging) = answer.diverging {
+        let (_, own_end) = log.end_offset_for_epoch(diverging.epoch)?;
+        let cut = diverging.end_offset.min(own_end);
+        let truncating = Arc::clone(&log);
+        let new_end = tokio::task::spawn_blocking(move || truncating.truncate_to(cut)).await??;
+        tracing::info!(
+            topic = partition.topic(),
+            partition = partition.index(),
+            from = fetch_offset,
+            to = new_end,
+            epoch = diverging.epoch,
+            "truncated to where the leader's log diverges"
+        );
+        partition.after_log_rewrite();
+        return Ok(());
+    }
+    if answer.log_start_offset > fetch_offset {
+        let start = answer.log_start_offset;
+        let resetting = Arc::clone(&log);
+        tokio::task::spawn_blocking(move || resetting.reset_to(start)).await??;
+        tracing::info!(
+            topic = partition.topic(),
+            partition = partition.index(),
+            from = fetch_offset,
+            to = start,
+            "too far behind the leader: starting over at its log start"
+        );
+        partition.after_log_rewrite();
+        return Ok(());
+    }
+    if !answer.records.is_empty() {
+        let records = answer.records;
+        let appending = Arc::clone(&log);
+        let wait_for_disk = partition.durability() == DurabilitySetting::Fsync;
+        tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            for batch in Batches::new(&records) {
+                appending.append_replicated(batch?.bytes.to_vec(), now)?;
+            }
+            if wait_for_disk {
+                appending.wait_durable(appending.end_offset())?;
+            }
+            Ok::<_, FetchError>(())
+        })
+        .await??;
+        partition.publish_log_end();
+    }
+    partition.learn_high_watermark(answer.high_watermark);
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! `ReplicaService`: the leader's side of replication, for the other hosts of the
+//! cluster. Converts protobuf to [`ReplicaFetch`] and back; the logic is in
+//! `cluster::replication`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_proto::v1 as pb;
+use ferry_proto::v1::replica_service_server::ReplicaService;
+use tonic::{Request, Response, Status};
+
+use crate::broker::Broker;
+use crate::cluster::replication::{ReplicaFetch, serve_fetch};
+
+/// The replica service of one host.
+pub struct ReplicaApi {
+    broker: Arc<Broker>,
+}
+
+impl ReplicaApi {
+    /// Serves `broker`'s partitions to their followers.
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self { broker }
+    }
+}
+
+#[tonic::async_trait]
+impl ReplicaService for ReplicaApi {
+    async fn replica_fetch(
+        &self,
+        request: Request<pb::ReplicaFetchRequest>,
+    ) -> Result<Response<pb::ReplicaFetchResponse>, Status> {
+        let request = request.into_inner();
+        let replication = &self.broker.config.replication;
+        let fetch = ReplicaFetch {
+            topic: request.topic,
+            partition: request.partition,
+            leader_epoch: request.leader_epoch,
+            follower_id: request.follower_id,
+            fetch_offset: request.fetch_offset,
+            last_fetched_epoch: request.last_fetched_epoch,
+            max_bytes: request.max_bytes.min(replication.fetch_max_bytes) as usize,
+            max_wait: Duration::from_millis(u64::from(
+                request.max_wait_ms.min(replication.fetch_max_wait_ms),
+            )),
+        };
+        let answer = self
+            .broker
+            .answer("ReplicaFetch", serve_fetch(&self.broker, fetch).await)?;
+        Ok(Response::new(pb::ReplicaFetchResponse {
+            leader_epoch: answer.leader_epoch,
+            high_watermark: answer.high_watermark,
+            log_start_offset: answer.log_start_offset,
+            log_end_offset: answer.log_end_offset,
+            diverging: answer
+                .diverging
+                .map(|(epoch, end_offset)| pb::EpochEnd { epoch, end_offset }),
+            records: answer.records.into(),
+        }))
+    }
+}

@@ -6,6 +6,9 @@
 //! - [`etcd`]: a single-member etcd server.
 //! - [`broker`]: one broker host process in cluster mode.
 //! - [`cluster`]: etcd plus N hosts under one cluster name, in a temporary directory.
+//! - [`netns`]: a private network of namespaces, to cut one host off from the rest.
+//! - [`kube`]: a real kube-apiserver (and kube-controller-manager) on its own etcd,
+//!   with kubectl and helm, for the operator, CRD and chart tests.
 //!
 //! Every process is wrapped in `timeout 600`, so a test killed midway leaves nothing
 //! running for long.
@@ -14,9 +17,12 @@ pub mod broker;
 pub mod cluster;
 pub mod etcd;
 pub mod history;
+pub mod kube;
+pub mod netns;
 mod process;
 
 pub use broker::{BrokerHost, HostConfig};
-pub use cluster::{Cluster, ClusterOptions};
+pub use cluster::{Cluster, ClusterOptions, Network};
 pub use etcd::EtcdServer;
 pub use history::{CheckOptions, History, Verdict, check};
+pub use kube::{KubeApiServer, KubeTools};

@@ -1,0 +1,387 @@
+//! The Helm chart in `charts/ferry`: its CRDs are the repository's, `helm lint`
+//! passes and `helm template` renders for several value sets, the values schema
+//! refuses what cannot work, and what it renders is accepted by a real kube-apiserver
+//! (server-side apply) with RBAC that grants no wildcard and no more than listed.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use ferry_e2e::{KubeApiServer, KubeTools};
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
+}
+
+fn chart() -> PathBuf {
+    repo_path("charts/ferry")
+}
+
+/// Value sets every check renders the chart with: `--set` arguments each.
+const VALUE_SETS: &[(&str, &[&str])] = &[
+    ("defaults", &[]),
+    (
+        "external-etcd",
+        &[
+            "etcd.enabled=false",
+            "etcd.endpoints={http://etcd-0.example:2379,http://etcd-1.example:2379}",
+        ],
+    ),
+    (
+        "namespaced",
+        &[
+            "operator.watchNamespaces={team-a,team-b}",
+            "operator.replicas=2",
+        ],
+    ),
+    (
+        "everything",
+        &[
+            "etcd.replicas=3",
+            "defaultCluster.enabled=true",
+            "networkPolicy.enabled=true",
+            "serviceMonitor.enabled=true",
+            "serviceAccount.annotations.example\\.com/role=ferry",
+        ],
+    ),
+];
+
+fn set_args(sets: &[&str]) -> Vec<String> {
+    sets.iter()
+        .flat_map(|set| ["--set".to_owned(), (*set).to_owned()])
+        .collect()
+}
+
+fn helm(tools: &KubeTools, home: &Path, args: &[String]) -> Output {
+    tools
+        .helm_command(home)
+        .args(args)
+        .output()
+        .expect("run helm")
+}
+
+/// `helm template <release> charts/ferry -n <namespace>` with `sets`.
+fn template(
+    tools: &KubeTools,
+    home: &Path,
+    release: &str,
+    namespace: &str,
+    sets: &[&str],
+) -> Output {
+    let mut args = vec![
+        "template".to_owned(),
+        release.to_owned(),
+        chart().display().to_string(),
+        "--namespace".to_owned(),
+        namespace.to_owned(),
+    ];
+    args.extend(set_args(sets));
+    helm(tools, home, &args)
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|err| panic!("read {}: {err}", dir.display()))
+        .map(|entry| {
+            entry
+                .expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn chart_crds_are_the_repositorys_crds() {
+    // Helm packages crds/ as plain files (symlinks do not survive packaging), so the
+    // chart holds copies; they must stay byte-for-byte what the operator generates.
+    let generated = repo_path("crds");
+    let packaged = chart().join("crds");
+    assert_eq!(
+        file_names(&generated),
+        file_names(&packaged),
+        "charts/ferry/crds must hold exactly the files of crds/: cp crds/*.yaml charts/ferry/crds/"
+    );
+    for name in file_names(&generated) {
+        let want = std::fs::read(generated.join(&name)).expect("read crd");
+        let have = std::fs::read(packaged.join(&name)).expect("read chart crd");
+        assert!(
+            want == have,
+            "charts/ferry/crds/{name} differs from crds/{name}: cp crds/*.yaml charts/ferry/crds/"
+        );
+    }
+}
+
+#[test]
+fn helm_lint_and_template_pass_for_every_value_set() {
+    let tools = KubeTools::locate();
+    let home = tempfile::tempdir().expect("tempdir");
+    for (name, sets) in VALUE_SETS {
+        let mut args = vec![
+            "lint".to_owned(),
+            "--strict".to_owned(),
+            chart().display().to_string(),
+        ];
+        args.extend(set_args(sets));
+        let lint = helm(&tools, home.path(), &args);
+        assert!(
+            lint.status.success(),
+            "helm lint ({name}) failed:\n{}{}",
+            String::from_utf8_lossy(&lint.stdout),
+            String::from_utf8_lossy(&lint.stderr)
+        );
+        let rendered = template(&tools, home.path(), "ferry", "ferry-system", sets);
+        assert!(
+            rendered.status.success(),
+            "helm template ({name}) failed:\n{}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+    }
+}
+
+#[test]
+fn values_schema_refuses_what_cannot_work() {
+    let tools = KubeTools::locate();
+    let home = tempfile::tempdir().expect("tempdir");
+    let refused: &[(&[&str], &str)] = &[
+        // Neither a bundled nor an external etcd.
+        (&["etcd.enabled=false"], "endpoints"),
+        (
+            &["etcd.endpoints={etcd:2379}", "etcd.enabled=false"],
+            "endpoints",
+        ),
+        // An even etcd cluster has no better quorum than the odd one below it.
+        (&["etcd.replicas=2"], "replicas"),
+        (&["defaultCluster.name=Not_A_Label"], "name"),
+        (&["operator.port=0"], "port"),
+        (&["operator.unknownSetting=1"], "unknownSetting"),
+    ];
+    for (sets, field) in refused {
+        let output = template(&tools, home.path(), "ferry", "ferry-system", sets);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "helm template accepted {sets:?}");
+        assert!(
+            stderr.contains("values don't meet the specifications of the schema")
+                && stderr.contains(field),
+            "helm template refused {sets:?}, but not by the schema on {field}:\n{stderr}"
+        );
+    }
+}
+
+/// Every rule of every ClusterRole and Role the chart renders, from the server.
+fn rbac_rules(server: &KubeApiServer) -> Vec<serde_json::Value> {
+    let json = server.kubectl_ok([
+        "get",
+        "clusterroles,roles",
+        "--all-namespaces",
+        "-l",
+        "app.kubernetes.io/part-of=ferry",
+        "-o",
+        "json",
+    ]);
+    let list: serde_json::Value = serde_json::from_str(&json).expect("kubectl prints JSON");
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .flat_map(|role| role["rules"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// `kubectl auth can-i` as the chart's operator ServiceAccount.
+fn operator_can(
+    server: &KubeApiServer,
+    account: &str,
+    verb: &str,
+    resource: &str,
+    namespace: &str,
+) -> bool {
+    let output = server.kubectl([
+        "auth",
+        "can-i",
+        &format!("--as={account}"),
+        verb,
+        resource,
+        "-n",
+        namespace,
+    ]);
+    let answer = String::from_utf8_lossy(&output.stdout);
+    match answer.trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!(
+            "kubectl auth can-i {verb} {resource}: {other} {}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
+}
+
+#[test]
+fn rendered_chart_applies_to_a_real_api_server_with_least_privilege() {
+    let server = KubeApiServer::start();
+    let tools = server.tools().clone();
+    server.install_crds(&chart().join("crds"));
+    for extra in ["team-a", "team-b", "elsewhere"] {
+        server.create_namespace(extra);
+    }
+
+    for (index, (name, sets)) in VALUE_SETS.iter().enumerate() {
+        // The ServiceMonitor's CRD belongs to the Prometheus Operator, absent here;
+        // `helm template` above renders it.
+        if sets.contains(&"serviceMonitor.enabled=true") {
+            continue;
+        }
+        let release = format!("ferry{index}");
+        let namespace = format!("ferry-{name}");
+        server.create_namespace(&namespace);
+        // The API server warns about pod templates that break the restricted Pod
+        // Security Standard in a namespace labelled so.
+        server.kubectl_ok([
+            "label",
+            "namespace",
+            &namespace,
+            "pod-security.kubernetes.io/warn=restricted",
+        ]);
+        let rendered = template(
+            &tools,
+            &server.work_dir().join("helm"),
+            &release,
+            &namespace,
+            sets,
+        );
+        assert!(
+            rendered.status.success(),
+            "helm template ({name}): {}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+        let manifests = String::from_utf8(rendered.stdout).expect("UTF-8 manifests");
+        let applied = server.kubectl_stdin(
+            [
+                "apply",
+                "--server-side",
+                "--field-manager=helm-e2e",
+                "-f",
+                "-",
+            ],
+            &manifests,
+        );
+        let stderr = String::from_utf8_lossy(&applied.stderr);
+        assert!(applied.status.success(), "apply ({name}) failed:\n{stderr}");
+        assert!(
+            !stderr.contains("PodSecurity"),
+            "({name}) breaks the restricted Pod Security Standard:\n{stderr}"
+        );
+    }
+
+    // The restricted check above can fail: a pod template that runs as root is warned.
+    server.create_namespace("pss-probe");
+    server.kubectl_ok([
+        "label",
+        "namespace",
+        "pss-probe",
+        "pod-security.kubernetes.io/warn=restricted",
+    ]);
+    let root = server.kubectl([
+        "create",
+        "deployment",
+        "root",
+        "--image=busybox",
+        "-n",
+        "pss-probe",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&root.stderr).contains("PodSecurity"),
+        "the API server did not warn about a non-restricted pod template"
+    );
+
+    let rules = rbac_rules(&server);
+    assert!(!rules.is_empty(), "the chart created no RBAC rules");
+    for rule in &rules {
+        for key in [
+            "apiGroups",
+            "resources",
+            "verbs",
+            "resourceNames",
+            "nonResourceURLs",
+        ] {
+            let values = rule[key].as_array().cloned().unwrap_or_default();
+            assert!(
+                values
+                    .iter()
+                    .all(|value| value.as_str().is_some_and(|v| !v.contains('*'))),
+                "a rule grants a wildcard in {key}: {rule}"
+            );
+        }
+    }
+
+    // What the operator may and may not do, asked of the API server's authorizer.
+    let all = "system:serviceaccount:ferry-defaults:ferry0-operator";
+    for (verb, resource) in [
+        ("patch", "queues.ferry.dev"),
+        ("update", "topics.ferry.dev/status"),
+        ("update", "brokerclusters.ferry.dev/finalizers"),
+        ("create", "statefulsets.apps"),
+        ("patch", "poddisruptionbudgets.policy"),
+        ("create", "events.events.k8s.io"),
+        ("watch", "pods"),
+    ] {
+        assert!(
+            operator_can(&server, all, verb, resource, "elsewhere"),
+            "cannot {verb} {resource}"
+        );
+    }
+    for (verb, resource) in [
+        ("delete", "statefulsets.apps"),
+        ("get", "secrets"),
+        ("create", "pods"),
+        ("delete", "queues.ferry.dev"),
+        ("create", "clusterroles.rbac.authorization.k8s.io"),
+    ] {
+        assert!(
+            !operator_can(&server, all, verb, resource, "elsewhere"),
+            "may {verb} {resource}"
+        );
+    }
+    assert!(operator_can(
+        &server,
+        all,
+        "update",
+        "leases.coordination.k8s.io",
+        "ferry-defaults"
+    ));
+    assert!(!operator_can(
+        &server,
+        all,
+        "update",
+        "leases.coordination.k8s.io",
+        "elsewhere"
+    ));
+
+    // With watch namespaces the operator's rights end at them.
+    let namespaced = "system:serviceaccount:ferry-namespaced:ferry2-operator";
+    assert!(operator_can(
+        &server,
+        namespaced,
+        "patch",
+        "queues.ferry.dev",
+        "team-a"
+    ));
+    assert!(operator_can(
+        &server,
+        namespaced,
+        "patch",
+        "queues.ferry.dev",
+        "team-b"
+    ));
+    assert!(!operator_can(
+        &server,
+        namespaced,
+        "patch",
+        "queues.ferry.dev",
+        "elsewhere"
+    ));
+}

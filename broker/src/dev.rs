@@ -133,8 +133,20 @@ pub async fn run(
         children.0.push((host.clone(), child));
         println!("{host}: 127.0.0.1:{port}");
     }
+    let gateway_port = options.first_port + options.hosts;
+    let gateway = Command::new(&binary)
+        .arg("gateway")
+        .args(["--etcd", &client_url])
+        .args(["--listen", &format!("127.0.0.1:{gateway_port}")])
+        .env("FERRY_LOG", &log_level)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start the gateway")?;
+    children.0.push(("gateway".into(), gateway));
+    println!("gateway: 127.0.0.1:{gateway_port}");
     println!(
-        "cluster {} on etcd {client_url} (log: {}); try: ferryctl --server 127.0.0.1:{} cluster status",
+        "cluster {} on etcd {client_url} (log: {}); try: ferryctl --server 127.0.0.1:{gateway_port} \
+         topic create orders --replication-factor 3, then ferryctl --server 127.0.0.1:{} cluster status",
         options.cluster,
         etcd_log_path.display(),
         options.first_port

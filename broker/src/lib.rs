@@ -12,6 +12,7 @@ pub mod commit;
 pub mod config;
 pub mod dev;
 pub mod error;
+pub mod gateway;
 pub mod group;
 pub mod meta;
 pub mod metrics;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ferry_broker::config::{BrokerConfig, ReplicationConfig};
 use ferry_broker::dev::{self, DevOptions};
+use ferry_broker::gateway::{self, GatewayOptions};
 use ferry_broker::meta::EtcdConfig;
 use ferry_broker::serve::{self, ServeOptions};
 use ferry_broker::standalone::{self, BoundAddresses};
@@ -27,8 +28,64 @@ enum Command {
     Standalone(StandaloneArgs),
     /// Run one host of a broker cluster, with etcd as the cluster manager.
     Serve(ServeArgs),
-    /// Start a local cluster for trying things out: etcd and three hosts on 127.0.0.1.
+    /// Start a local cluster for trying things out: etcd, three hosts and a gateway
+    /// on 127.0.0.1.
     Dev(DevArgs),
+    /// Run a stateless gateway: the same API, each request forwarded to the host
+    /// that serves it (found through etcd).
+    Gateway(GatewayArgs),
+}
+
+#[derive(Args, Debug)]
+struct GatewayArgs {
+    /// etcd client URLs, comma-separated.
+    #[arg(long, env = "FERRY_ETCD", value_delimiter = ',', required = true)]
+    etcd: Vec<String>,
+    /// gRPC listen address.
+    #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:7080")]
+    listen: SocketAddr,
+    /// Address clients should use for this gateway (defaults to --listen).
+    #[arg(long, env = "FERRY_ADVERTISE")]
+    advertise: Option<String>,
+    /// This gateway's id in metadata answers.
+    #[arg(long, env = "FERRY_GATEWAY_ID", default_value = "gateway")]
+    gateway_id: String,
+    /// The broker cluster for creates and consumer groups when several exist.
+    #[arg(long, env = "FERRY_DEFAULT_CLUSTER")]
+    default_cluster: Option<String>,
+    /// How long a request is retried while its partition's leader moves, in ms.
+    #[arg(long, env = "FERRY_RETRY_DEADLINE_MS", default_value_t = 10_000)]
+    retry_deadline_ms: u64,
+    /// Longest wait to connect to a host, in ms.
+    #[arg(long, env = "FERRY_CONNECT_TIMEOUT_MS", default_value_t = 3_000)]
+    connect_timeout_ms: u64,
+    /// Longest wait for one etcd request, in ms.
+    #[arg(long, env = "FERRY_ETCD_TIMEOUT_MS", default_value_t = 5_000)]
+    etcd_timeout_ms: u64,
+    /// Largest request accepted, in bytes.
+    #[arg(long, env = "FERRY_MAX_REQUEST_BYTES", default_value_t = 64 * 1024 * 1024)]
+    max_request_bytes: usize,
+}
+
+impl GatewayArgs {
+    fn into_options(self) -> GatewayOptions {
+        let timeout = Duration::from_millis(self.etcd_timeout_ms);
+        GatewayOptions {
+            etcd: EtcdConfig {
+                request_timeout: timeout,
+                connect_timeout: timeout,
+                ..EtcdConfig::new(self.etcd)
+            },
+            listen: self.listen,
+            advertise: self.advertise,
+            gateway_id: self.gateway_id,
+            default_cluster: self.default_cluster,
+            retry_deadline: Duration::from_millis(self.retry_deadline_ms),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            max_request_bytes: self.max_request_bytes,
+            retry_pause: Duration::from_millis(500),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -261,6 +318,11 @@ fn main() -> anyhow::Result<()> {
                 cluster: args.cluster,
             },
             standalone::termination_signal(),
+        )),
+        Some(Command::Gateway(args)) => runtime.block_on(gateway::run(
+            args.into_options(),
+            standalone::termination_signal(),
+            |bound| println!("ferry-gateway ready grpc={bound}"),
         )),
         Some(Command::Serve(args)) => {
             let (config, options) = args.into_options()?;

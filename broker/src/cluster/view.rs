@@ -38,7 +38,7 @@ impl ClusterView {
 
     /// Applies one stored key (or its removal) to the view; keys it does not know
     /// are ignored, and unreadable values are logged and skipped.
-    fn apply(&mut self, cluster: &str, key: &str, value: Option<&KeyValue>) {
+    pub(crate) fn apply(&mut self, cluster: &str, key: &str, value: Option<&KeyValue>) {
         let hosts = keys::cluster_hosts(cluster);
         if let Some(host) = key.strip_prefix(&hosts) {
             match value.map(|kv| decode_json::<HostRecord>(key, &kv.value)) {
@@ -112,6 +112,30 @@ async fn follow(
     retry_pause: Duration,
 ) {
     let prefix = keys::cluster(&cluster);
+    follow_prefix(
+        meta,
+        prefix,
+        sender,
+        retry_pause,
+        move |view, key, value| {
+            view.apply(&cluster, key, value);
+            true
+        },
+    )
+    .await;
+}
+
+/// Keeps `sender`'s value — built by `apply` from every key under `prefix` — current:
+/// a full read, then watch events, re-reading in full after a gap. Events older than
+/// what the full read showed for a key are skipped, so the value never goes back.
+/// `apply` answers whether the key mattered; only then is a new value published.
+pub(crate) async fn follow_prefix<T: Clone + Default>(
+    meta: Arc<dyn MetadataStore>,
+    prefix: String,
+    sender: watch::Sender<Arc<T>>,
+    retry_pause: Duration,
+    apply: impl Fn(&mut T, &str, Option<&KeyValue>) -> bool,
+) {
     loop {
         // Subscribe before reading, so nothing between the read and the watch is lost;
         // events already covered by the read are applied again, which is harmless.
@@ -119,20 +143,20 @@ async fn follow(
         let listed = match meta.list(&prefix).await {
             Ok(listed) => listed,
             Err(err) => {
-                tracing::warn!(%err, "cannot read the cluster view; retrying");
+                tracing::warn!(%err, %prefix, "cannot read the metadata; retrying");
                 tokio::time::sleep(retry_pause).await;
                 continue;
             }
         };
-        let mut view = ClusterView::default();
+        let mut state = T::default();
         // The revision each key was last seen at: events the full read already covers
-        // arrive after it (the watch started first) and must not roll the view back.
+        // arrive after it (the watch started first) and must not roll the state back.
         let mut seen: HashMap<String, Revision> = HashMap::new();
         for kv in &listed {
-            view.apply(&cluster, &kv.key, Some(kv));
+            apply(&mut state, &kv.key, Some(kv));
             seen.insert(kv.key.clone(), kv.mod_revision);
         }
-        sender.send_replace(Arc::new(view.clone()));
+        sender.send_replace(Arc::new(state.clone()));
         loop {
             match changes.next().await {
                 Ok(event) => {
@@ -144,17 +168,19 @@ async fn follow(
                     if seen.get(&key).is_some_and(|known| *known >= revision) {
                         continue;
                     }
-                    match &event {
-                        WatchEvent::Put(kv) => view.apply(&cluster, &key, Some(kv)),
-                        WatchEvent::Delete { .. } => view.apply(&cluster, &key, None),
-                    }
+                    let mattered = match &event {
+                        WatchEvent::Put(kv) => apply(&mut state, &key, Some(kv)),
+                        WatchEvent::Delete { .. } => apply(&mut state, &key, None),
+                    };
                     seen.insert(key, revision);
-                    sender.send_replace(Arc::new(view.clone()));
+                    if mattered {
+                        sender.send_replace(Arc::new(state.clone()));
+                    }
                 }
                 Err(
                     broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed,
                 ) => {
-                    tracing::info!(cluster = %cluster, "cluster view re-read after a watch gap");
+                    tracing::info!(%prefix, "metadata re-read after a watch gap");
                     break;
                 }
             }

@@ -1,0 +1,935 @@
+//! The gateway's gRPC services: the same API as a host, each request sent on to the
+//! host that serves it. Requests spanning partitions led by several hosts (produce,
+//! fetch, list-offsets) are split per host, sent at once and put back together in
+//! the request's order.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ferry_proto::v1 as pb;
+use ferry_proto::v1::admin_service_client::AdminServiceClient;
+use ferry_proto::v1::admin_service_server::AdminService;
+use ferry_proto::v1::group_service_client::GroupServiceClient;
+use ferry_proto::v1::group_service_server::GroupService;
+use ferry_proto::v1::metadata_service_server::MetadataService;
+use ferry_proto::v1::queue_service_client::QueueServiceClient;
+use ferry_proto::v1::queue_service_server::QueueService;
+use ferry_proto::v1::topic_service_client::TopicServiceClient;
+use ferry_proto::v1::topic_service_server::TopicService;
+use ferry_records::{Batches, partition_for_key};
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::directory::{Directory, Target};
+use super::forward::{Forwarder, detail_of, is_moved};
+use crate::cluster::routing::{QUEUES, TOPICS};
+use crate::error::{BrokerError, BrokerResult};
+use crate::service::status::to_status;
+
+/// Everything the gateway's services share.
+#[derive(Clone)]
+pub struct Gateway {
+    forwarder: Forwarder,
+    /// The cluster for requests that name no topic or queue (creates, groups).
+    default_cluster: Option<String>,
+    /// This gateway's id and address in metadata answers.
+    host_id: String,
+    advertise: String,
+    round_robin: Arc<AtomicU32>,
+}
+
+impl Gateway {
+    /// A gateway forwarding through `forwarder`, answering metadata as `host_id` at
+    /// `advertise`.
+    pub fn new(
+        forwarder: Forwarder,
+        default_cluster: Option<String>,
+        host_id: String,
+        advertise: String,
+    ) -> Self {
+        Self {
+            forwarder,
+            default_cluster,
+            host_id,
+            advertise,
+            round_robin: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    fn turn(&self) -> usize {
+        self.round_robin.fetch_add(1, Ordering::Relaxed) as usize
+    }
+
+    /// A live host of the cluster for requests naming no resource, chosen by `key`
+    /// (so one group always meets the same coordinator) or in turn.
+    fn default_host(&self, directory: &Directory, key: Option<&str>) -> BrokerResult<Target> {
+        let cluster = directory.default_cluster(self.default_cluster.as_deref())?;
+        any_host(directory, &cluster, key.map_or(self.turn(), stable_hash))
+    }
+
+    /// Forwards a request about a topic to a live host of the cluster owning it.
+    async fn to_topic_cluster<T, Fut>(
+        &self,
+        topic: &str,
+        call: impl Fn(Channel) -> Fut,
+    ) -> Result<T, Status>
+    where
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let turn = self.turn();
+        self.forwarder
+            .routed(
+                |d| {
+                    let cluster = d.topic(topic)?.0.cluster.clone().unwrap_or_default();
+                    any_host(d, &cluster, turn)
+                },
+                call,
+            )
+            .await
+    }
+
+    /// Forwards a request about a queue to its leader.
+    async fn to_queue_leader<T, Fut>(
+        &self,
+        queue: &str,
+        call: impl Fn(Channel) -> Fut,
+    ) -> Result<T, Status>
+    where
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.forwarder
+            .routed(|d| d.leader(QUEUES, queue, 0), call)
+            .await
+    }
+
+    /// Forwards a group request to the host that coordinates `group`.
+    async fn to_coordinator<T, Fut>(
+        &self,
+        group: &str,
+        call: impl Fn(Channel) -> Fut,
+    ) -> Result<T, Status>
+    where
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.forwarder
+            .routed(|d| self.default_host(d, Some(group)), call)
+            .await
+    }
+
+    /// One live host of every cluster with live hosts.
+    fn one_host_per_cluster(&self) -> Vec<Target> {
+        let directory = self.forwarder.directory();
+        let turn = self.turn();
+        directory
+            .clusters
+            .keys()
+            .filter_map(|cluster| any_host(&directory, cluster, turn).ok())
+            .collect()
+    }
+}
+
+fn any_host(directory: &Directory, cluster: &str, turn: usize) -> BrokerResult<Target> {
+    let hosts = directory.hosts_of(cluster);
+    if hosts.is_empty() {
+        return Err(BrokerError::Meta(crate::meta::MetaError::Unavailable(
+            format!("broker cluster {cluster:?} has no live host"),
+        )));
+    }
+    Ok(hosts[turn % hosts.len()].clone())
+}
+
+/// FNV-1a: the same group name picks the same host on every gateway.
+fn stable_hash(key: &str) -> usize {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    usize::try_from(hash % (u32::MAX as u64)).unwrap_or(0)
+}
+
+fn answer<T>(result: Result<T, Status>) -> Result<Response<T>, Status> {
+    result.map(Response::new)
+}
+
+/// One part of a produce request, remembered by its place in the request.
+#[derive(Clone)]
+enum ProduceItem {
+    Batch {
+        index: usize,
+        batch: pb::PartitionBatch,
+        partition: u32,
+    },
+    Message {
+        index: usize,
+        message: pb::Message,
+        partition: u32,
+    },
+}
+
+impl ProduceItem {
+    fn partition(&self) -> u32 {
+        match self {
+            Self::Batch { partition, .. } | Self::Message { partition, .. } => *partition,
+        }
+    }
+}
+
+/// What a produce request's answer is assembled from.
+struct ProduceAnswer {
+    batches: Vec<Option<pb::BatchResult>>,
+    messages: Vec<Option<pb::RecordPosition>>,
+    message_batches: Vec<pb::BatchResult>,
+}
+
+/// The partition a batch without one goes to: its common key's, else the turn's.
+fn batch_partition(records: &[u8], partitions: u32, turn: u32) -> Result<u32, Status> {
+    let batch = Batches::new(records)
+        .next()
+        .ok_or_else(|| to_status(&BrokerError::EmptyBatch))?
+        .map_err(|err| to_status(&BrokerError::CorruptBatch(err)))?;
+    let mut common: Option<Option<&[u8]>> = None;
+    for record in batch.records() {
+        let record = record.map_err(|err| to_status(&BrokerError::CorruptBatch(err)))?;
+        match common {
+            None => common = Some(record.key),
+            Some(key) if key == record.key => {}
+            Some(_) => return Ok(turn % partitions),
+        }
+    }
+    Ok(match common.flatten() {
+        Some(key) => partition_for_key(key, partitions),
+        None => turn % partitions,
+    })
+}
+
+#[tonic::async_trait]
+impl TopicService for Gateway {
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let request = request.into_inner();
+        let directory = self.forwarder.directory();
+        let partitions = directory
+            .topic(&request.topic)
+            .map_err(|err| to_status(&err))?
+            .0
+            .settings
+            .partitions;
+        let turn = u32::try_from(self.turn() % partitions as usize).unwrap_or(0);
+        let mut items = Vec::with_capacity(request.batches.len() + request.messages.len());
+        for (index, batch) in request.batches.iter().enumerate() {
+            let partition = match batch.partition {
+                Some(partition) => partition,
+                None => batch_partition(&batch.records, partitions, turn)?,
+            };
+            items.push(ProduceItem::Batch {
+                index,
+                batch: pb::PartitionBatch {
+                    partition: Some(partition),
+                    records: batch.records.clone(),
+                },
+                partition,
+            });
+        }
+        // Keyless messages share one partition per request, as on a host; the host
+        // then picks among the partitions it leads.
+        for (index, message) in request.messages.iter().enumerate() {
+            let partition = match &message.key {
+                Some(key) => partition_for_key(key, partitions),
+                None => turn,
+            };
+            items.push(ProduceItem::Message {
+                index,
+                message: message.clone(),
+                partition,
+            });
+        }
+        let mut answer = ProduceAnswer {
+            batches: vec![None; request.batches.len()],
+            messages: vec![None; request.messages.len()],
+            message_batches: Vec::new(),
+        };
+        let deadline = self.forwarder.deadline();
+        let mut directory = self.forwarder.subscribe();
+        let mut pending = items;
+        let mut rounds = 0;
+        while !pending.is_empty() {
+            rounds += 1;
+            let groups = group_by_leader(&self.forwarder.directory(), &request.topic, pending);
+            let single = groups.len() == 1;
+            pending = Vec::new();
+            let mut sends = JoinSet::new();
+            for (target, group) in groups {
+                let topic = request.topic.clone();
+                let channel = match &target {
+                    Ok(target) => self
+                        .forwarder
+                        .channel(&target.address)
+                        .map_err(|s| (s, group.clone())),
+                    Err(err) => Err((to_status(err), group.clone())),
+                };
+                sends.spawn(async move {
+                    match channel {
+                        Ok(channel) => {
+                            let sent = send_group(channel, topic, &group).await;
+                            (group, sent)
+                        }
+                        Err((status, group)) => (group, Err(status)),
+                    }
+                });
+            }
+            while let Some(joined) = sends.join_next().await {
+                let (group, sent) = joined
+                    .map_err(|err| Status::internal(format!("produce task failed: {err}")))?;
+                match sent {
+                    Ok(response) => place_response(&mut answer, &group, response),
+                    Err(status) if is_moved(&status) && tokio::time::Instant::now() < deadline => {
+                        pending.extend(group);
+                    }
+                    Err(status) if single && rounds == 1 => return Err(status),
+                    Err(status) => place_failure(&mut answer, &group, &status),
+                }
+            }
+            if !pending.is_empty() {
+                self.forwarder.wait_for_change(&mut directory).await;
+            }
+        }
+        let missing = || Status::internal("a produce result went missing");
+        Ok(Response::new(pb::ProduceResponse {
+            batches: answer
+                .batches
+                .into_iter()
+                .map(|b| b.ok_or_else(missing))
+                .collect::<Result<_, _>>()?,
+            messages: answer
+                .messages
+                .into_iter()
+                .map(|m| m.ok_or_else(missing))
+                .collect::<Result<_, _>>()?,
+            message_batches: answer.message_batches,
+        }))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
+        let request = request.into_inner();
+        let mut results: Vec<Option<pb::FetchedPartition>> = vec![None; request.partitions.len()];
+        let deadline = self.forwarder.deadline();
+        let mut directory = self.forwarder.subscribe();
+        let mut pending: Vec<(usize, pb::FetchPartition)> =
+            request.partitions.iter().cloned().enumerate().collect();
+        while !pending.is_empty() {
+            let current = self.forwarder.directory();
+            let mut groups: BTreeMap<String, Vec<(usize, pb::FetchPartition)>> = BTreeMap::new();
+            for (index, wanted) in std::mem::take(&mut pending) {
+                match current.leader(TOPICS, &wanted.topic, wanted.partition) {
+                    Ok(target) => groups
+                        .entry(target.address)
+                        .or_default()
+                        .push((index, wanted)),
+                    Err(err) if tokio::time::Instant::now() >= deadline => {
+                        results[index] = Some(fetch_failure(&wanted, &to_status(&err)));
+                    }
+                    Err(_) => pending.push((index, wanted)),
+                }
+            }
+            let mut fetches = JoinSet::new();
+            for (address, group) in groups {
+                let channel = self.forwarder.channel(&address)?;
+                let sub = pb::FetchRequest {
+                    partitions: group.iter().map(|(_, p)| p.clone()).collect(),
+                    ..request.clone()
+                };
+                fetches.spawn(async move {
+                    let fetched = TopicServiceClient::new(channel)
+                        .max_decoding_message_size(usize::MAX)
+                        .fetch(sub)
+                        .await
+                        .map(Response::into_inner);
+                    (group, fetched)
+                });
+            }
+            while let Some(joined) = fetches.join_next().await {
+                let (group, fetched) =
+                    joined.map_err(|err| Status::internal(format!("fetch task failed: {err}")))?;
+                match fetched {
+                    Ok(response) => {
+                        for ((index, _), partition) in group.iter().zip(response.partitions) {
+                            results[*index] = Some(partition);
+                        }
+                    }
+                    Err(status) if is_moved(&status) && tokio::time::Instant::now() < deadline => {
+                        pending.extend(group);
+                    }
+                    Err(status) => {
+                        for (index, wanted) in &group {
+                            results[*index] = Some(fetch_failure(wanted, &status));
+                        }
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                self.forwarder.wait_for_change(&mut directory).await;
+            }
+        }
+        let partitions = results
+            .into_iter()
+            .map(|p| p.ok_or_else(|| Status::internal("a fetch result went missing")))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::FetchResponse { partitions }))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        // One query at a time through the retry loop: list-offsets is small and rare.
+        let mut offsets = Vec::with_capacity(request.queries.len());
+        for query in &request.queries {
+            let sub = pb::ListOffsetsRequest {
+                topic: request.topic.clone(),
+                queries: vec![*query],
+            };
+            let answer = self
+                .forwarder
+                .routed(
+                    |d| d.leader(TOPICS, &request.topic, query.partition),
+                    |channel| {
+                        let sub = sub.clone();
+                        async move {
+                            TopicServiceClient::new(channel)
+                                .list_offsets(sub)
+                                .await
+                                .map(Response::into_inner)
+                        }
+                    },
+                )
+                .await?;
+            offsets.extend(answer.offsets);
+        }
+        Ok(Response::new(pb::ListOffsetsResponse { offsets }))
+    }
+
+    async fn init_producer(
+        &self,
+        request: Request<pb::InitProducerRequest>,
+    ) -> Result<Response<pb::InitProducerResponse>, Status> {
+        let request = request.into_inner();
+        answer(
+            self.forwarder
+                .routed(
+                    |d| self.default_host(d, None),
+                    |channel| async move {
+                        TopicServiceClient::new(channel)
+                            .init_producer(request)
+                            .await
+                            .map(Response::into_inner)
+                    },
+                )
+                .await,
+        )
+    }
+}
+
+/// Splits produce items by the host leading their partition now; items whose
+/// partition has no leader go into one group with the error.
+fn group_by_leader(
+    directory: &Directory,
+    topic: &str,
+    items: Vec<ProduceItem>,
+) -> Vec<(BrokerResult<Target>, Vec<ProduceItem>)> {
+    let mut by_host: BTreeMap<String, (Target, Vec<ProduceItem>)> = BTreeMap::new();
+    let mut leaderless: Vec<(BrokerError, Vec<ProduceItem>)> = Vec::new();
+    for item in items {
+        match directory.leader(TOPICS, topic, item.partition()) {
+            Ok(target) => by_host
+                .entry(target.host_id.clone())
+                .or_insert_with(|| (target, Vec::new()))
+                .1
+                .push(item),
+            Err(err) => leaderless.push((err, vec![item])),
+        }
+    }
+    by_host
+        .into_values()
+        .map(|(target, items)| (Ok(target), items))
+        .chain(leaderless.into_iter().map(|(err, items)| (Err(err), items)))
+        .collect()
+}
+
+/// Sends one host's share of a produce request.
+async fn send_group(
+    channel: Channel,
+    topic: String,
+    group: &[ProduceItem],
+) -> Result<pb::ProduceResponse, Status> {
+    let mut request = pb::ProduceRequest {
+        topic,
+        batches: Vec::new(),
+        messages: Vec::new(),
+    };
+    for item in group {
+        match item {
+            ProduceItem::Batch { batch, .. } => request.batches.push(batch.clone()),
+            ProduceItem::Message { message, .. } => request.messages.push(message.clone()),
+        }
+    }
+    TopicServiceClient::new(channel)
+        .produce(request)
+        .await
+        .map(Response::into_inner)
+}
+
+/// Puts a host's answer back at the items' places in the request.
+fn place_response(
+    answer: &mut ProduceAnswer,
+    group: &[ProduceItem],
+    response: pb::ProduceResponse,
+) {
+    let mut batches = response.batches.into_iter();
+    let mut messages = response.messages.into_iter();
+    for item in group {
+        match item {
+            ProduceItem::Batch { index, .. } => answer.batches[*index] = batches.next(),
+            ProduceItem::Message { index, .. } => answer.messages[*index] = messages.next(),
+        }
+    }
+    answer.message_batches.extend(response.message_batches);
+}
+
+/// Marks every item of a failed share with the failure: batches carry the error, a
+/// message's position is unknown and its batch's error is in `message_batches`.
+fn place_failure(answer: &mut ProduceAnswer, group: &[ProduceItem], status: &Status) {
+    let detail = detail_of(status);
+    let mut message_partitions = Vec::new();
+    for item in group {
+        match item {
+            ProduceItem::Batch {
+                index, partition, ..
+            } => {
+                answer.batches[*index] = Some(failed_batch(*partition, &detail));
+            }
+            ProduceItem::Message {
+                index, partition, ..
+            } => {
+                answer.messages[*index] = Some(pb::RecordPosition {
+                    partition: u32::MAX,
+                    offset: u64::MAX,
+                });
+                if !message_partitions.contains(partition) {
+                    message_partitions.push(*partition);
+                }
+            }
+        }
+    }
+    for partition in message_partitions {
+        answer
+            .message_batches
+            .push(failed_batch(partition, &detail));
+    }
+}
+
+fn failed_batch(partition: u32, detail: &pb::ErrorDetail) -> pb::BatchResult {
+    pb::BatchResult {
+        partition,
+        error: Some(detail.clone()),
+        ..pb::BatchResult::default()
+    }
+}
+
+fn fetch_failure(wanted: &pb::FetchPartition, status: &Status) -> pb::FetchedPartition {
+    pb::FetchedPartition {
+        topic: wanted.topic.clone(),
+        partition: wanted.partition,
+        error: Some(detail_of(status)),
+        ..pb::FetchedPartition::default()
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for Gateway {
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        let request = request.into_inner();
+        answer(
+            self.forwarder
+                .routed(
+                    |d| self.default_host(d, None),
+                    |channel| {
+                        let request = request.clone();
+                        async move {
+                            AdminServiceClient::new(channel)
+                                .create_topic(request)
+                                .await
+                                .map(Response::into_inner)
+                        }
+                    },
+                )
+                .await,
+        )
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        let request = request.into_inner();
+        answer(
+            self.to_topic_cluster(&request.name, |channel| {
+                let request = request.clone();
+                async move {
+                    AdminServiceClient::new(channel)
+                        .delete_topic(request)
+                        .await
+                        .map(Response::into_inner)
+                }
+            })
+            .await,
+        )
+    }
+
+    async fn list_topics(
+        &self,
+        request: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let request = request.into_inner();
+        let mut topics = Vec::new();
+        for host in self.one_host_per_cluster() {
+            let channel = self.forwarder.channel(&host.address)?;
+            let listed = AdminServiceClient::new(channel)
+                .list_topics(request)
+                .await?
+                .into_inner();
+            topics.extend(listed.topics);
+        }
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(pb::ListTopicsResponse { topics }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        let request = request.into_inner();
+        answer(
+            self.to_topic_cluster(&request.name, |channel| {
+                let request = request.clone();
+                async move {
+                    AdminServiceClient::new(channel)
+                        .describe_topic(request)
+                        .await
+                        .map(Response::into_inner)
+                }
+            })
+            .await,
+        )
+    }
+}
+
+/// Forwards a queue request (its queue name in field `$field`) to the queue's leader.
+macro_rules! to_queue_leader {
+    ($self:ident, $request:ident, $field:ident, $method:ident) => {{
+        let request = $request.into_inner();
+        answer(
+            $self
+                .to_queue_leader(&request.$field, |channel| {
+                    let request = request.clone();
+                    async move {
+                        QueueServiceClient::new(channel)
+                            .max_decoding_message_size(usize::MAX)
+                            .$method(request)
+                            .await
+                            .map(Response::into_inner)
+                    }
+                })
+                .await,
+        )
+    }};
+}
+
+#[tonic::async_trait]
+impl QueueService for Gateway {
+    async fn create_queue(
+        &self,
+        request: Request<pb::CreateQueueRequest>,
+    ) -> Result<Response<pb::CreateQueueResponse>, Status> {
+        let request = request.into_inner();
+        answer(
+            self.forwarder
+                .routed(
+                    |d| self.default_host(d, None),
+                    |channel| {
+                        let request = request.clone();
+                        async move {
+                            QueueServiceClient::new(channel)
+                                .create_queue(request)
+                                .await
+                                .map(Response::into_inner)
+                        }
+                    },
+                )
+                .await,
+        )
+    }
+
+    async fn delete_queue(
+        &self,
+        request: Request<pb::DeleteQueueRequest>,
+    ) -> Result<Response<pb::DeleteQueueResponse>, Status> {
+        to_queue_leader!(self, request, name, delete_queue)
+    }
+
+    async fn purge_queue(
+        &self,
+        request: Request<pb::PurgeQueueRequest>,
+    ) -> Result<Response<pb::PurgeQueueResponse>, Status> {
+        to_queue_leader!(self, request, name, purge_queue)
+    }
+
+    async fn list_queues(
+        &self,
+        request: Request<pb::ListQueuesRequest>,
+    ) -> Result<Response<pb::ListQueuesResponse>, Status> {
+        let request = request.into_inner();
+        let mut queues = Vec::new();
+        for host in self.one_host_per_cluster() {
+            let channel = self.forwarder.channel(&host.address)?;
+            let listed = QueueServiceClient::new(channel)
+                .list_queues(request)
+                .await?
+                .into_inner();
+            queues.extend(listed.queues);
+        }
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(pb::ListQueuesResponse { queues }))
+    }
+
+    async fn describe_queue(
+        &self,
+        request: Request<pb::DescribeQueueRequest>,
+    ) -> Result<Response<pb::DescribeQueueResponse>, Status> {
+        to_queue_leader!(self, request, name, describe_queue)
+    }
+
+    async fn send(
+        &self,
+        request: Request<pb::SendRequest>,
+    ) -> Result<Response<pb::SendResponse>, Status> {
+        to_queue_leader!(self, request, queue, send)
+    }
+
+    async fn receive(
+        &self,
+        request: Request<pb::ReceiveRequest>,
+    ) -> Result<Response<pb::ReceiveResponse>, Status> {
+        to_queue_leader!(self, request, queue, receive)
+    }
+
+    async fn ack(
+        &self,
+        request: Request<pb::AckRequest>,
+    ) -> Result<Response<pb::AckResponse>, Status> {
+        to_queue_leader!(self, request, queue, ack)
+    }
+
+    async fn nack(
+        &self,
+        request: Request<pb::NackRequest>,
+    ) -> Result<Response<pb::NackResponse>, Status> {
+        to_queue_leader!(self, request, queue, nack)
+    }
+
+    async fn change_visibility(
+        &self,
+        request: Request<pb::ChangeVisibilityRequest>,
+    ) -> Result<Response<pb::ChangeVisibilityResponse>, Status> {
+        to_queue_leader!(self, request, queue, change_visibility)
+    }
+
+    async fn redrive(
+        &self,
+        request: Request<pb::RedriveRequest>,
+    ) -> Result<Response<pb::RedriveResponse>, Status> {
+        to_queue_leader!(self, request, queue, redrive)
+    }
+}
+
+/// Forwards a group request (its group in field `group`) to the group's coordinator.
+macro_rules! to_coordinator {
+    ($self:ident, $request:ident, $method:ident) => {{
+        let request = $request.into_inner();
+        answer(
+            $self
+                .to_coordinator(&request.group, |channel| {
+                    let request = request.clone();
+                    async move {
+                        GroupServiceClient::new(channel)
+                            .$method(request)
+                            .await
+                            .map(Response::into_inner)
+                    }
+                })
+                .await,
+        )
+    }};
+}
+
+#[tonic::async_trait]
+impl GroupService for Gateway {
+    async fn join_group(
+        &self,
+        request: Request<pb::JoinGroupRequest>,
+    ) -> Result<Response<pb::JoinGroupResponse>, Status> {
+        to_coordinator!(self, request, join_group)
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        to_coordinator!(self, request, heartbeat)
+    }
+
+    async fn leave_group(
+        &self,
+        request: Request<pb::LeaveGroupRequest>,
+    ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
+        to_coordinator!(self, request, leave_group)
+    }
+
+    async fn commit_offsets(
+        &self,
+        request: Request<pb::CommitOffsetsRequest>,
+    ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        to_coordinator!(self, request, commit_offsets)
+    }
+
+    async fn fetch_offsets(
+        &self,
+        request: Request<pb::FetchOffsetsRequest>,
+    ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
+        to_coordinator!(self, request, fetch_offsets)
+    }
+
+    async fn list_groups(
+        &self,
+        request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let request = request.into_inner();
+        let directory = self.forwarder.directory();
+        let cluster = directory
+            .default_cluster(self.default_cluster.as_deref())
+            .map_err(|err| to_status(&err))?;
+        let mut groups = Vec::new();
+        for host in directory.hosts_of(&cluster) {
+            let channel = self.forwarder.channel(&host.address)?;
+            let listed = GroupServiceClient::new(channel)
+                .list_groups(request)
+                .await?
+                .into_inner();
+            groups.extend(listed.groups);
+        }
+        groups.sort();
+        groups.dedup();
+        Ok(Response::new(pb::ListGroupsResponse { groups }))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        to_coordinator!(self, request, describe_group)
+    }
+}
+
+#[tonic::async_trait]
+impl MetadataService for Gateway {
+    /// The gateway answers for itself: it is the one host clients see, and it
+    /// "leads" every partition that has a leader somewhere, so clients send it
+    /// everything.
+    async fn get_metadata(
+        &self,
+        request: Request<pb::GetMetadataRequest>,
+    ) -> Result<Response<pb::GetMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let directory = self.forwarder.directory();
+        let wanted =
+            |name: &str| request.topics.is_empty() || request.topics.iter().any(|t| t == name);
+        let mut topics = Vec::new();
+        for (name, record) in directory.topics.iter().filter(|(name, _)| wanted(name)) {
+            let view = directory.topic(name).map(|(_, view)| view).ok();
+            let partitions = (0..record.settings.partitions)
+                .map(|p| self.partition_leader(view, TOPICS, name, p))
+                .collect();
+            topics.push(pb::TopicMetadata {
+                name: name.clone(),
+                partitions,
+            });
+        }
+        if let Some(missing) = request
+            .topics
+            .iter()
+            .find(|t| !directory.topics.contains_key(*t))
+        {
+            return Err(to_status(&BrokerError::TopicNotFound(missing.clone())));
+        }
+        let queues = directory
+            .queues
+            .keys()
+            .map(|name| {
+                let view = directory.queue(name).ok();
+                pb::TopicMetadata {
+                    name: name.clone(),
+                    partitions: vec![self.partition_leader(view, QUEUES, name, 0)],
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::GetMetadataResponse {
+            cluster: String::new(),
+            hosts: vec![pb::Host {
+                host_id: self.host_id.clone(),
+                address: self.advertise.clone(),
+                alive: true,
+                controller: false,
+            }],
+            topics,
+            queues,
+        }))
+    }
+}
+
+impl Gateway {
+    /// A partition as the gateway presents it: led by the gateway while some host
+    /// leads it, with the real replicas and in-sync set for information.
+    fn partition_leader(
+        &self,
+        view: Option<&crate::cluster::view::ClusterView>,
+        kind: &str,
+        name: &str,
+        partition: u32,
+    ) -> pb::PartitionLeader {
+        let state = view.and_then(|v| v.partition(kind, name, partition));
+        let led = state
+            .and_then(|s| s.leader.as_deref())
+            .is_some_and(|leader| view.is_some_and(|v| v.hosts.contains_key(leader)));
+        pb::PartitionLeader {
+            partition,
+            leader_host_id: if led {
+                self.host_id.clone()
+            } else {
+                String::new()
+            },
+            leader_epoch: state.map_or(0, |s| s.leader_epoch),
+            replicas: state.map(|s| s.replicas.clone()).unwrap_or_default(),
+            in_sync_replicas: state.map(|s| s.isr.clone()).unwrap_or_default(),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Sending a request on to the host that serves it: one lazily connected channel per
+//! host address, and a retry loop that waits for the directory to catch up when a
+//! host answers that it does not lead (nothing was done, so sending again is safe).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_proto::v1::{ErrorCode, ErrorDetail};
+use prost::Message;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tonic::Status;
+use tonic::transport::{Channel, Endpoint};
+
+use super::directory::{Directory, Target};
+use crate::error::BrokerResult;
+use crate::service::status::to_status;
+
+/// How long a retry waits for the directory to change before trying again anyway.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Channels to hosts and the directory that says which host serves what.
+#[derive(Clone)]
+pub struct Forwarder {
+    directory: watch::Receiver<Arc<Directory>>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    connect_timeout: Duration,
+    retry_deadline: Duration,
+}
+
+impl Forwarder {
+    /// Forwards by `directory`; gives up retrying a moved leader after `retry_deadline`.
+    pub fn new(
+        directory: watch::Receiver<Arc<Directory>>,
+        connect_timeout: Duration,
+        retry_deadline: Duration,
+    ) -> Self {
+        Self {
+            directory,
+            channels: Arc::new(Mutex::new(HashMap::new())),
+            connect_timeout,
+            retry_deadline,
+        }
+    }
+
+    /// The directory now.
+    pub fn directory(&self) -> Arc<Directory> {
+        Arc::clone(&self.directory.borrow())
+    }
+
+    /// A channel to `address`, connected on first use and kept.
+    pub fn channel(&self, address: &str) -> Result<Channel, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|err| Status::internal(format!("unusable host address {address:?}: {err}")))?;
+        let channel = endpoint
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Sends `call` to the host `resolve` picks from the directory; while the answer
+    /// is "not the leader" (nothing was done) and the retry deadline has not passed,
+    /// waits for the directory to change and tries again.
+    pub async fn routed<T, Fut>(
+        &self,
+        resolve: impl Fn(&Directory) -> BrokerResult<Target>,
+        call: impl Fn(Channel) -> Fut,
+    ) -> Result<T, Status>
+    where
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let deadline = Instant::now() + self.retry_deadline;
+        let mut directory = self.directory.clone();
+        loop {
+            let target = {
+                let current = directory.borrow_and_update();
+                resolve(&current)
+            };
+            let outcome = match target {
+                Ok(target) => match self.channel(&target.address) {
+                    Ok(channel) => call(channel).await,
+                    Err(status) => Err(status),
+                },
+                Err(err) => Err(to_status(&err)),
+            };
+            match outcome {
+                Err(status) if is_moved(&status) && Instant::now() < deadline => {
+                    self.wait_for_change(&mut directory).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits until the directory changes, at most [`RETRY_PAUSE`].
+    pub async fn wait_for_change(&self, directory: &mut watch::Receiver<Arc<Directory>>) {
+        let _ = tokio::time::timeout(RETRY_PAUSE, directory.changed()).await;
+    }
+
+    /// A receiver of directory changes for a caller's own retry loop.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Directory>> {
+        self.directory.clone()
+    }
+
+    /// When a caller's own retry loop must stop.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.retry_deadline
+    }
+}
+
+/// The broker's error detail in a status, or one made from the status itself.
+pub fn detail_of(status: &Status) -> ErrorDetail {
+    ErrorDetail::decode(status.details())
+        .ok()
+        .filter(|detail| detail.code != ErrorCode::Unspecified as i32)
+        .unwrap_or_else(|| ErrorDetail {
+            code: ErrorCode::Internal as i32,
+            message: status.message().to_owned(),
+            leader_hint: None,
+            retry_after_ms: 0,
+        })
+}
+
+/// Whether a host refused because it does not lead (or no leader is known): the
+/// request did nothing and can go to the leader once the directory knows it.
+pub fn is_moved(status: &Status) -> bool {
+    ErrorDetail::decode(status.details())
+        .is_ok_and(|detail| detail.code == ErrorCode::NotLeader as i32)
+}

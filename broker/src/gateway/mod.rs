@@ -1,0 +1,123 @@
+//! `ferry-broker gateway`: the stateless front end (seed 000). It serves the same
+//! gRPC API as a host, finds the cluster and host that serve each request from the
+//! etcd mapping (topic and queue records, cluster views; cached and kept current by
+//! a watch) and forwards it there, retrying while a leader moves. Clients need only
+//! its address; several gateways can run side by side, since they keep no state of
+//! their own.
+
+pub mod api;
+pub mod directory;
+pub mod forward;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ferry_proto::v1::admin_service_server::AdminServiceServer;
+use ferry_proto::v1::group_service_server::GroupServiceServer;
+use ferry_proto::v1::metadata_service_server::MetadataServiceServer;
+use ferry_proto::v1::queue_service_server::QueueServiceServer;
+use ferry_proto::v1::topic_service_server::TopicServiceServer;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+
+use self::api::Gateway;
+use self::directory::DirectoryKeeper;
+use self::forward::Forwarder;
+use crate::meta::{EtcdConfig, EtcdStore, MetadataStore};
+
+/// How a gateway runs.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// How to reach etcd.
+    pub etcd: EtcdConfig,
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// The address clients use for this gateway (metadata answers name it).
+    pub advertise: Option<String>,
+    /// Its id in metadata answers.
+    pub gateway_id: String,
+    /// The cluster for creates and groups when several exist.
+    pub default_cluster: Option<String>,
+    /// How long a request is retried while its leader moves.
+    pub retry_deadline: Duration,
+    /// Longest wait to connect to a host.
+    pub connect_timeout: Duration,
+    /// Largest request accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// Pause after a failed etcd read before trying again.
+    pub retry_pause: Duration,
+}
+
+/// Runs a gateway until `shutdown` resolves; `on_ready` gets the bound address.
+pub async fn run(
+    options: GatewayOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let bound = listener.local_addr()?;
+    let advertise = options
+        .advertise
+        .clone()
+        .unwrap_or_else(|| bound.to_string());
+    let store = EtcdStore::connect(options.etcd.clone()).await?;
+    let meta: Arc<dyn MetadataStore> = Arc::new(store);
+    let keeper = DirectoryKeeper::start(meta, options.retry_pause);
+    // Ready only once the first full read is in: before it, every topic would look
+    // unknown.
+    keeper
+        .directory()
+        .changed()
+        .await
+        .context("the etcd follower stopped")?;
+    let forwarder = Forwarder::new(
+        keeper.directory(),
+        options.connect_timeout,
+        options.retry_deadline,
+    );
+    let gateway = Gateway::new(
+        forwarder,
+        options.default_cluster.clone(),
+        options.gateway_id.clone(),
+        advertise,
+    );
+    let limit = options.max_request_bytes;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<TopicServiceServer<Gateway>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ferry_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            TopicServiceServer::new(gateway.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(AdminServiceServer::new(gateway.clone()).max_decoding_message_size(limit))
+        .add_service(GroupServiceServer::new(gateway.clone()).max_decoding_message_size(limit))
+        .add_service(MetadataServiceServer::new(gateway.clone()).max_decoding_message_size(limit))
+        .add_service(
+            QueueServiceServer::new(gateway)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX),
+        );
+    tracing::info!(grpc = %bound, "ferry gateway ready");
+    on_ready(bound);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    router
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    drop(keeper);
+    tracing::info!("ferry gateway stopped");
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! The gateway against real processes: a client that knows only the gateway's
+//! address creates, produces, fetches and uses a queue on a three-host cluster; one
+//! produce request spanning partitions led by different hosts is split and put back
+//! together; the gateway answers metadata as the leader of everything; and when a
+//! leader is killed, sends through the gateway keep being acknowledged (it retries
+//! while the leader moves) with nothing acknowledged lost.
+
+mod common;
+#[path = "common/gateway.rs"]
+mod gateway;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::rpc::{self, record_outcome, show, within};
+use common::{PartitionId, read_view, wait_for_view};
+use ferry_e2e::{CheckOptions, Cluster, ClusterOptions, History, check};
+use ferry_proto::v1 as pb;
+use ferry_records::BatchBuilder;
+use gateway::Gateway;
+use pb::metadata_service_client::MetadataServiceClient;
+use pb::topic_service_client::TopicServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+const LEASE_TTL_MS: u64 = 2_000;
+const TOPIC: &str = "through-gateway";
+const PARTITIONS: u32 = 3;
+const QUEUE: &str = "gateway-jobs";
+const FORM_DEADLINE: Duration = Duration::from_secs(30);
+const SEND_TIMEOUT: Duration = Duration::from_secs(15);
+const PRODUCER: u32 = 0;
+
+fn channel(url: String) -> Channel {
+    Endpoint::from_shared(url)
+        .expect("a valid URL")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy()
+}
+
+#[tokio::test]
+async fn a_client_that_knows_only_the_gateway_is_served_by_the_whole_cluster() {
+    let mut cluster = Cluster::start_with(ClusterOptions {
+        hosts: 3,
+        lease_ttl_ms: Some(LEASE_TTL_MS),
+        extra_args: vec!["--host-grace-ms".to_owned(), "600000".to_owned()],
+        ..ClusterOptions::default()
+    });
+    let name = cluster.name().to_owned();
+    let mut etcd = etcd_client::Client::connect([cluster.etcd_endpoint()], None)
+        .await
+        .expect("connect to etcd");
+    wait_for_view(
+        &mut etcd,
+        &name,
+        FORM_DEADLINE,
+        "three hosts and a controller",
+        |v| v.hosts.len() == 3 && v.live_controller().is_some(),
+    )
+    .await;
+    let gateway = Gateway::start(&cluster.etcd_endpoint(), "127.0.0.60", &[]);
+    let via = channel(gateway.url());
+
+    // 1. Create through the gateway; the cluster places the partitions on its hosts.
+    rpc::create_replicated_topic(&via, TOPIC, PARTITIONS, 3, pb::ReplicationMode::Sync).await;
+    rpc::create_queue(&via, QUEUE).await;
+    let placed = wait_for_view(
+        &mut etcd,
+        &name,
+        FORM_DEADLINE,
+        "every partition led",
+        |v| {
+            (0..PARTITIONS).all(|p| {
+                v.partition(&PartitionId::topic(TOPIC, p))
+                    .is_some_and(|s| s.leader.is_some() && s.isr.len() == 3)
+            }) && v.leader(&PartitionId::queue(QUEUE)).is_some()
+        },
+    )
+    .await;
+    let leaders: BTreeSet<&str> = (0..PARTITIONS)
+        .filter_map(|p| placed.leader(&PartitionId::topic(TOPIC, p)))
+        .collect();
+    assert!(
+        leaders.len() > 1,
+        "partitions spread over hosts: {leaders:?}"
+    );
+
+    // 2. Metadata: the gateway leads every partition, so clients send it everything.
+    let metadata = MetadataServiceClient::new(via.clone())
+        .get_metadata(pb::GetMetadataRequest {
+            topics: vec![TOPIC.to_owned()],
+        })
+        .await
+        .unwrap_or_else(|s| panic!("metadata: {}", show(&s)))
+        .into_inner();
+    assert_eq!(metadata.hosts.len(), 1, "{metadata:?}");
+    assert_eq!(
+        metadata.hosts[0].address,
+        gateway.url().trim_start_matches("http://")
+    );
+    let topic = &metadata.topics[0];
+    assert_eq!(topic.partitions.len(), PARTITIONS as usize);
+    for partition in &topic.partitions {
+        assert_eq!(partition.leader_host_id, "gateway", "{partition:?}");
+        assert_eq!(partition.in_sync_replicas.len(), 3, "{partition:?}");
+    }
+
+    // 3. One produce request for every partition, led by different hosts: split,
+    //    sent, and answered in the request's order.
+    let history = History::new();
+    let mut batches = Vec::new();
+    let mut ops = Vec::new();
+    for p in 0..PARTITIONS {
+        let value = format!("spread-{p}");
+        ops.push((history.record_send_invoke(PRODUCER, p, &value), p));
+        let mut builder = BatchBuilder::new();
+        builder.push(None, value.as_bytes(), &[], rpc::now_ms());
+        batches.push(pb::PartitionBatch {
+            partition: Some(p),
+            records: builder.finish().expect("one record").into(),
+        });
+    }
+    let spread = TopicServiceClient::new(via.clone())
+        .produce(pb::ProduceRequest {
+            topic: TOPIC.to_owned(),
+            batches,
+            messages: Vec::new(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("produce over every partition: {}", show(&s)))
+        .into_inner();
+    assert_eq!(spread.batches.len(), PARTITIONS as usize);
+    for ((op, p), result) in ops.iter().zip(&spread.batches) {
+        assert_eq!(result.partition, *p, "{result:?}");
+        assert!(result.error.is_none(), "{result:?}");
+        history.record_send_ok(*op, result.base_offset);
+    }
+
+    // 4. The queue through the gateway.
+    for n in 0..5 {
+        rpc::send(&via, QUEUE, &format!("job-{n}"))
+            .await
+            .unwrap_or_else(|s| panic!("send: {}", show(&s)));
+    }
+    let mut bodies = rpc::receive_all(&via, QUEUE)
+        .await
+        .unwrap_or_else(|s| panic!("receive: {}", show(&s)));
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        (0..5).map(|n| format!("job-{n}")).collect::<Vec<_>>()
+    );
+
+    // 5. Kill the leader of partition 0 while sending to it through the gateway:
+    //    the gateway waits for the new leader; nothing acknowledged is lost.
+    let victim = placed
+        .leader(&PartitionId::topic(TOPIC, 0))
+        .expect("a leader")
+        .to_owned();
+    let mut acked_after_kill = 0;
+    for n in 0..60 {
+        if n == 20 {
+            cluster.host_mut(&victim).kill();
+        }
+        let p = n % PARTITIONS;
+        let value = format!("steady-{n}");
+        let op = history.record_send_invoke(PRODUCER, p, &value);
+        let answer = within(SEND_TIMEOUT, rpc::produce(&via, TOPIC, p, None, &value)).await;
+        record_outcome(&history, op, &answer);
+        if n >= 20 && answer.is_ok() {
+            acked_after_kill += 1;
+        }
+    }
+    assert!(
+        acked_after_kill >= 30,
+        "sends after the kill should mostly succeed through the gateway: {acked_after_kill} of 40"
+    );
+
+    // 6. Read everything back through the gateway and judge it.
+    let view = read_view(&mut etcd, &name).await.expect("view");
+    assert_ne!(
+        view.leader(&PartitionId::topic(TOPIC, 0)),
+        Some(victim.as_str())
+    );
+    for p in 0..PARTITIONS {
+        for read in rpc::read_partition(&via, TOPIC, p)
+            .await
+            .unwrap_or_else(|s| panic!("read {p}: {}", show(&s)))
+        {
+            history.record_read(read.partition, read.offset, &read.value);
+        }
+    }
+    let verdict = check(
+        &history,
+        &CheckOptions {
+            idempotent_producer: true,
+            ..CheckOptions::default()
+        },
+    );
+    assert!(verdict.valid, "{}", verdict.to_json());
+    assert!(verdict.counts.acked >= 33, "{:?}", verdict.counts);
+}

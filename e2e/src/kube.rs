@@ -296,6 +296,33 @@ impl KubeApiServer {
         self.dir.path().join("kubeconfig")
     }
 
+    /// Writes a kubeconfig in which the admin impersonates `user` in `groups`
+    /// (`as`/`as-groups`), and returns its path: run the operator with it to test
+    /// it under the RBAC the chart grants, e.g. as
+    /// `system:serviceaccount:<namespace>:<name>` in `system:serviceaccounts` and
+    /// `system:serviceaccounts:<namespace>` (list `system:authenticated` too, as a
+    /// real token would carry it).
+    pub fn kubeconfig_as(&self, user: &str, groups: &[&str]) -> PathBuf {
+        let text = std::fs::read_to_string(self.kubeconfig_path()).expect("read kubeconfig");
+        let mut config: serde_json::Value = serde_json::from_str(&text).expect("kubeconfig JSON");
+        let users = config["users"].as_array_mut().expect("kubeconfig users");
+        let admin = users
+            .iter_mut()
+            .find(|entry| entry["name"] == "admin")
+            .expect("the admin user");
+        admin["user"]["as"] = user.into();
+        admin["user"]["as-groups"] = groups.into();
+        // One file per identity; the name only has to be unique and a file name.
+        let file: String = user
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let path = self.dir.path().join(format!("kubeconfig-as-{file}"));
+        let text = serde_json::to_string_pretty(&config).expect("kubeconfig JSON");
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
+    }
+
     /// The certificate kube-apiserver serves (and the CA that signed it).
     pub fn ca_cert_path(&self) -> PathBuf {
         self.dir.path().join("certs/apiserver.crt")

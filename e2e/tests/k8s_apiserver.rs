@@ -105,3 +105,27 @@ fn controller_manager_collects_owned_objects_and_deletes_namespaces() {
     server.kubectl_ok(["delete", "namespace", ns, "--wait=false"]);
     wait_gone(&server, &["namespace", ns]);
 }
+
+#[test]
+fn an_impersonating_kubeconfig_acts_as_the_named_identity() {
+    let server = KubeApiServer::shared();
+    let account = "system:serviceaccount:imp-probe:robot";
+    let kubeconfig =
+        server.kubeconfig_as(account, &["system:serviceaccounts", "system:authenticated"]);
+    // A later --kubeconfig overrides the harness's admin one.
+    let flag = format!("--kubeconfig={}", kubeconfig.display());
+    let whoami = server.kubectl_ok([
+        flag.as_str(),
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(whoami, account);
+    // And it has that identity's rights: none.
+    let refused = server.kubectl([flag.as_str(), "get", "secrets", "-n", "default"]);
+    assert!(
+        !refused.status.success(),
+        "the impersonated account may list secrets"
+    );
+}

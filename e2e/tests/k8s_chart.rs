@@ -222,7 +222,7 @@ fn operator_can(
 
 #[test]
 fn rendered_chart_applies_to_a_real_api_server_with_least_privilege() {
-    let server = KubeApiServer::start();
+    let server = KubeApiServer::shared();
     let tools = server.tools().clone();
     server.install_crds(&chart().join("crds"));
     for extra in ["team-a", "team-b", "elsewhere"] {
@@ -384,4 +384,61 @@ fn rendered_chart_applies_to_a_real_api_server_with_least_privilege() {
         "queues.ferry.dev",
         "elsewhere"
     ));
+}
+
+#[test]
+fn helm_install_creates_the_release_and_its_crds() {
+    let server = KubeApiServer::shared();
+    let install = server
+        .helm_command()
+        .args(["install", "ferry-helm"])
+        .arg(chart())
+        .args([
+            "--namespace",
+            "ferry-helm",
+            "--create-namespace",
+            "--set",
+            "defaultCluster.enabled=true",
+        ])
+        .output()
+        .expect("run helm");
+    assert!(
+        install.status.success(),
+        "helm install failed:\n{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let status = server
+        .helm_command()
+        .args([
+            "status",
+            "ferry-helm",
+            "--namespace",
+            "ferry-helm",
+            "-o",
+            "json",
+        ])
+        .output()
+        .expect("run helm");
+    let status: serde_json::Value =
+        serde_json::from_slice(&status.stdout).expect("helm status prints JSON");
+    assert_eq!(status["info"]["status"], "deployed");
+    // Helm installed the CRDs from the chart's crds/ before the default BrokerCluster.
+    let hosts = server.kubectl_ok([
+        "get",
+        "brokercluster",
+        "default",
+        "-n",
+        "ferry-helm",
+        "-o",
+        "jsonpath={.spec.hosts}",
+    ]);
+    assert_eq!(hosts, "3");
+    server.kubectl_ok([
+        "get",
+        "deployment",
+        "ferry-helm-operator",
+        "-n",
+        "ferry-helm",
+    ]);
+    server.kubectl_ok(["get", "statefulset", "ferry-helm-etcd", "-n", "ferry-helm"]);
 }

@@ -289,6 +289,19 @@ pub struct BrokerClusterStatus {
     #[serde(default)]
     pub ready_hosts: i32,
 
+    /// Hosts registered in etcd (live host keys of the cluster).
+    #[serde(default)]
+    pub registered_hosts: i32,
+
+    /// The cluster's name in etcd, `{namespace}.{name}`: etcd cluster names are
+    /// global, resource names only unique per namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_name: Option<String>,
+
+    /// The gRPC address (`host:port`) clients connect to: the client Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+
     /// The label selector of the broker pods, for the scale subresource (and so for
     /// HorizontalPodAutoscalers).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -222,6 +222,25 @@ pub struct QueueStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
 
+    /// The queue's name on the broker, which clients use: `spec.queueName`, else
+    /// `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_name: Option<String>,
+
+    /// The incarnation of the broker's queue this resource created (its etcd record's
+    /// `incarnation`). A record of the same name with another incarnation belongs to
+    /// someone else and is never overwritten. The operator claims it here before it
+    /// writes the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u64>,
+
+    /// A digest of the etcd record exactly as the operator last wrote it. A record
+    /// that no longer matches it was changed by someone else and is put back; one
+    /// that matches it but not the spec means the spec changed, which a live queue
+    /// cannot follow, so it is reported instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_digest: Option<String>,
+
     /// Messages held (visible, delayed and in flight), when the cluster publishes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth: Option<u64>,

@@ -183,6 +183,25 @@ pub struct TopicStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
 
+    /// The topic's name on the broker, which clients use: `spec.topicName`, else
+    /// `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_name: Option<String>,
+
+    /// The incarnation of the broker's topic this resource created (its etcd record's
+    /// `incarnation`). A record of the same name with another incarnation belongs to
+    /// someone else and is never overwritten. The operator claims it here before it
+    /// writes the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u64>,
+
+    /// A digest of the etcd record exactly as the operator last wrote it. A record
+    /// that no longer matches it was changed by someone else and is put back; one
+    /// that matches it but not the spec means the spec changed, which a live topic
+    /// cannot follow, so it is reported instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_digest: Option<String>,
+
     /// Partitions on the cluster, and how many have a live leader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<PartitionCounts>,

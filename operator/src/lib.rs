@@ -1,7 +1,21 @@
-//! The Ferry operator's library: the custom resource types (`crd`), the conditions
-//! they report (`conditions`) and the generator of the checked-in `crds/` directory
-//! (`crdgen`). Reconcilers come in a later slice and build on these types.
+//! The Ferry operator: the custom resource types (`crd`), the conditions they report
+//! (`conditions`), the generator of `crds/` (`crdgen`), and the reconcilers —
+//! `cluster` (BrokerCluster → StatefulSet and friends) and `mapping` (Topic and Queue
+//! → etcd records) — with the metadata store they write (`metadata`, `records`),
+//! leader election (`leader`), metrics, the HTTP endpoints and the controller wiring.
 
+pub mod cluster;
 pub mod conditions;
+pub mod context;
+pub mod controller;
 pub mod crd;
 pub mod crdgen;
+pub mod error;
+#[cfg(test)]
+mod fixtures;
+pub mod http;
+pub mod leader;
+pub mod mapping;
+pub mod metadata;
+pub mod metrics;
+pub mod records;

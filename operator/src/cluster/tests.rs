@@ -1,0 +1,291 @@
+//! Reconcile scenarios of the BrokerCluster reconciler over a scripted API server.
+
+use std::sync::Arc;
+
+use http::Method;
+use serde_json::{Value, json};
+
+use super::{KIND, reconcile};
+use crate::crd::BrokerCluster;
+use crate::fixtures::{Call, context, event, verify};
+use crate::metadata::MemoryMetadata;
+
+const NS: &str = "prod";
+
+fn cluster(hosts: i32) -> BrokerCluster {
+    serde_json::from_value(json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "BrokerCluster",
+        "metadata": {"name": "main", "namespace": NS, "uid": "uid-main", "generation": 2},
+        "spec": {"hosts": hosts, "podTemplate": {"tolerations": [{"key": "dedicated", "operator": "Exists"}]}},
+    }))
+    .expect("valid BrokerCluster")
+}
+
+fn path(group: &str, resource: &str, name: &str) -> String {
+    format!("{group}/namespaces/{NS}/{resource}/{name}")
+}
+
+fn owned_by_main(body: &Value) {
+    let owner = &body["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "BrokerCluster");
+    assert_eq!(owner["name"], "main");
+    assert_eq!(owner["uid"], "uid-main");
+    assert_eq!(owner["controller"], true);
+}
+
+fn existing_set(replicas: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "main", "namespace": NS},
+        "spec": {"replicas": replicas, "serviceName": "main-hosts",
+                 "selector": {"matchLabels": {}}, "template": {},
+                 "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                     "spec": {"resources": {"requests": {"storage": "10Gi"}}},
+                     "status": {"phase": "Pending"}}]},
+    })
+}
+
+/// The applies of every owned object, with the StatefulSet checked by `check_set`
+/// and answered with `ready` ready replicas.
+fn applies(check_set: impl Fn(&Value) + Send + 'static, ready: i32) -> Vec<Call> {
+    vec![
+        Call::new(
+            Method::PATCH,
+            path("/api/v1", "serviceaccounts", "main-broker"),
+        )
+        .check(|b| {
+            owned_by_main(b);
+            assert_eq!(b["automountServiceAccountToken"], false);
+        }),
+        Call::new(Method::PATCH, path("/api/v1", "configmaps", "main-config")).check(owned_by_main),
+        Call::new(Method::PATCH, path("/api/v1", "services", "main-hosts")).check(|b| {
+            owned_by_main(b);
+            assert_eq!(b["spec"]["clusterIP"], "None");
+            assert_eq!(b["spec"]["publishNotReadyAddresses"], true);
+        }),
+        Call::new(Method::PATCH, path("/api/v1", "services", "main-client")).check(|b| {
+            owned_by_main(b);
+            assert_eq!(b["spec"]["ports"][0]["port"], 7070);
+        }),
+        Call::new(Method::PATCH, path("/apis/apps/v1", "statefulsets", "main"))
+            .check(move |b| {
+                owned_by_main(b);
+                check_set(b);
+            })
+            .echo_with(move |b| {
+                let replicas = b["spec"]["replicas"].clone();
+                b["status"] = json!({"replicas": replicas, "readyReplicas": ready});
+            }),
+        Call::new(
+            Method::PATCH,
+            path("/apis/policy/v1", "poddisruptionbudgets", "main"),
+        )
+        .check(|b| {
+            owned_by_main(b);
+            assert_eq!(b["spec"]["maxUnavailable"], 1);
+        }),
+    ]
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("condition {type_} in {status}"))
+}
+
+#[tokio::test]
+async fn create_applies_every_owned_object_then_reports_status() {
+    let (ctx, server) = context(MemoryMetadata::new());
+    let mut calls =
+        vec![Call::new(Method::GET, path("/apis/apps/v1", "statefulsets", "main")).not_found()];
+    calls.extend(applies(
+        |set| {
+            let spec = &set["spec"];
+            assert_eq!(spec["replicas"], 3);
+            assert_eq!(spec["serviceName"], "main-hosts");
+            assert_eq!(spec["podManagementPolicy"], "OrderedReady");
+            assert_eq!(spec["updateStrategy"]["type"], "RollingUpdate");
+            assert_eq!(
+                spec["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+                "10Gi"
+            );
+            let pod = &spec["template"]["spec"];
+            assert_eq!(pod["tolerations"][0]["key"], "dedicated");
+            assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+            assert_eq!(
+                pod["securityContext"]["seccompProfile"]["type"],
+                "RuntimeDefault"
+            );
+            let broker = &pod["containers"][0];
+            let args: Vec<&str> = broker["args"]
+                .as_array()
+                .expect("args")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert_eq!(&args[..3], ["serve", "--cluster", "prod.main"]);
+            assert!(args.contains(&"$(FERRY_HOST_ID).main-hosts.prod.svc.cluster.local:7070"));
+            assert_eq!(broker["env"][0]["name"], "FERRY_HOST_ID");
+            assert_eq!(
+                broker["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+                "metadata.name"
+            );
+            assert_eq!(broker["readinessProbe"]["grpc"]["port"], 7070);
+            assert_eq!(broker["livenessProbe"]["grpc"]["port"], 7070);
+            assert_eq!(broker["securityContext"]["allowPrivilegeEscalation"], false);
+            assert_eq!(broker["securityContext"]["readOnlyRootFilesystem"], true);
+        },
+        0,
+    ));
+    calls.push(
+        Call::new(
+            Method::PATCH,
+            path("/apis/ferry.dev/v1alpha1", "brokerclusters", "main") + "/status",
+        )
+        .check(|b| {
+            let status = &b["status"];
+            assert_eq!(status["address"], "main-client.prod.svc:7070");
+            assert_eq!(status["etcdName"], "prod.main");
+            assert_eq!(status["hosts"], 3);
+            assert_eq!(status["readyHosts"], 0);
+            assert_eq!(status["observedGeneration"], 2);
+            assert_eq!(condition(b, "Ready")["reason"], "HostsNotReady");
+            assert_eq!(condition(b, "Synced")["status"], "True");
+            assert_eq!(condition(b, "Synced")["observedGeneration"], 2);
+        }),
+    );
+    calls.push(event(NS, "HostsNotReady"));
+    calls.push(event(NS, "Applied"));
+    let server = server.run(calls);
+    reconcile(Arc::new(cluster(3)), Arc::clone(&ctx))
+        .await
+        .expect("reconciled");
+    verify(server).await;
+    let metrics = ctx.metrics.encode().expect("metrics");
+    assert!(metrics.contains(&format!(
+        "ferry_operator_reconciles_total{{kind=\"{KIND}\"}} 1"
+    )));
+}
+
+#[tokio::test]
+async fn ready_when_every_host_is_ready_and_registered() {
+    let metadata = MemoryMetadata::new();
+    for host in 0..3 {
+        metadata.set(
+            &format!("/ferry/clusters/prod.main/hosts/main-{host}"),
+            "{}",
+        );
+    }
+    let (ctx, server) = context(metadata);
+    let mut calls = vec![
+        Call::new(Method::GET, path("/apis/apps/v1", "statefulsets", "main"))
+            .reply(http::StatusCode::OK, existing_set(3)),
+    ];
+    calls.extend(applies(
+        |set| {
+            // The volume claim templates are immutable: the existing ones are kept.
+            assert!(
+                set["spec"]["volumeClaimTemplates"][0]
+                    .get("status")
+                    .is_none()
+            );
+        },
+        3,
+    ));
+    calls.push(
+        Call::new(
+            Method::PATCH,
+            path("/apis/ferry.dev/v1alpha1", "brokerclusters", "main") + "/status",
+        )
+        .check(|b| {
+            assert_eq!(b["status"]["readyHosts"], 3);
+            assert_eq!(b["status"]["registeredHosts"], 3);
+            assert_eq!(b["status"]["etcdRegistered"], true);
+            assert_eq!(condition(b, "Ready")["status"], "True");
+        }),
+    );
+    calls.push(event(NS, "HostsReady"));
+    calls.push(event(NS, "Applied"));
+    let server = server.run(calls);
+    reconcile(Arc::new(cluster(3)), ctx)
+        .await
+        .expect("reconciled");
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn scale_down_is_refused_while_a_leaving_host_holds_replicas() {
+    let metadata = MemoryMetadata::new();
+    metadata.set(
+        "/ferry/clusters/prod.main/partitions/topics/orders/0",
+        r#"{"replicas":["main-0","main-2"],"leader":"main-0","leader_epoch":3,"isr":["main-0"]}"#,
+    );
+    let (ctx, server) = context(metadata);
+    let mut calls = vec![
+        Call::new(Method::GET, path("/apis/apps/v1", "statefulsets", "main"))
+            .reply(http::StatusCode::OK, existing_set(3)),
+    ];
+    calls.extend(applies(
+        |set| assert_eq!(set["spec"]["replicas"], 3, "kept at 3"),
+        3,
+    ));
+    calls.push(
+        Call::new(
+            Method::PATCH,
+            path("/apis/ferry.dev/v1alpha1", "brokerclusters", "main") + "/status",
+        )
+        .check(|b| {
+            let synced = condition(b, "Synced");
+            assert_eq!(synced["status"], "False");
+            assert_eq!(synced["reason"], "ScaleDownBlocked");
+            assert!(
+                synced["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("main-2"))
+            );
+        }),
+    );
+    calls.push(event(NS, "HostsNotReady"));
+    calls.push(event(NS, "ScaleDownBlocked"));
+    let server = server.run(calls);
+    reconcile(Arc::new(cluster(2)), ctx)
+        .await
+        .expect("reconciled");
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn scale_down_proceeds_once_leaving_hosts_hold_nothing() {
+    let metadata = MemoryMetadata::new();
+    metadata.set(
+        "/ferry/clusters/prod.main/partitions/topics/orders/0",
+        r#"{"replicas":["main-0","main-1"],"leader":"main-0","leader_epoch":3,"isr":["main-0","main-1"]}"#,
+    );
+    // Another cluster's partition on a host of the same name does not count.
+    metadata.set(
+        "/ferry/clusters/other.main/partitions/topics/orders/0",
+        r#"{"replicas":["main-2"],"leader":"main-2","leader_epoch":1,"isr":["main-2"]}"#,
+    );
+    let (ctx, server) = context(metadata);
+    let mut calls = vec![
+        Call::new(Method::GET, path("/apis/apps/v1", "statefulsets", "main"))
+            .reply(http::StatusCode::OK, existing_set(3)),
+    ];
+    calls.extend(applies(|set| assert_eq!(set["spec"]["replicas"], 2), 2));
+    calls.push(
+        Call::new(
+            Method::PATCH,
+            path("/apis/ferry.dev/v1alpha1", "brokerclusters", "main") + "/status",
+        )
+        .check(|b| assert_eq!(condition(b, "Synced")["reason"], "Applied")),
+    );
+    calls.push(event(NS, "HostsNotReady"));
+    calls.push(event(NS, "Applied"));
+    let server = server.run(calls);
+    reconcile(Arc::new(cluster(2)), ctx)
+        .await
+        .expect("reconciled");
+    verify(server).await;
+}

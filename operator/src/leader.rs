@@ -1,0 +1,177 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, so several operator replicas
+//! are safe: only the holder runs the controllers.
+//!
+//! The holder renews every `retry_period`. Another replica takes the lease over only
+//! after `lease_duration` passed without a renewal. The holder itself stops leading
+//! when it could not renew for `renew_deadline`, which is shorter than the lease
+//! duration, so it stops before anyone else can start (given clocks that agree to
+//! within the difference).
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// How this replica takes part in the election.
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    /// The Lease's name.
+    pub name: String,
+    /// The Lease's namespace.
+    pub namespace: String,
+    /// This replica's identity (its pod name).
+    pub identity: String,
+    /// How long a lease lasts without renewal (whole seconds on the wire).
+    pub lease_duration: Duration,
+    /// How long the holder keeps leading without a successful renewal.
+    pub renew_deadline: Duration,
+    /// How often to renew or try to acquire.
+    pub retry_period: Duration,
+}
+
+/// Takes part in the election for one Lease.
+#[derive(Debug, Clone)]
+pub struct LeaderElector {
+    api: Api<Lease>,
+    settings: LeaseSettings,
+}
+
+fn is_conflict(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == 409)
+}
+
+impl LeaderElector {
+    /// An elector for `settings` through `client`.
+    pub fn new(client: Client, settings: LeaseSettings) -> Self {
+        Self {
+            api: Api::namespaced(client, &settings.namespace),
+            settings,
+        }
+    }
+
+    fn duration_seconds(&self) -> i32 {
+        let seconds = self.settings.lease_duration.as_millis().div_ceil(1000);
+        i32::try_from(seconds).unwrap_or(i32::MAX).max(1)
+    }
+
+    /// One round: creates, renews or takes over the Lease. Returns whether this
+    /// replica holds it afterwards.
+    pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
+        let now = Timestamp::now();
+        let identity = self.settings.identity.clone();
+        let Some(lease) = self.api.get_opt(&self.settings.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.settings.name.clone()),
+                    namespace: Some(self.settings.namespace.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(identity),
+                    lease_duration_seconds: Some(self.duration_seconds()),
+                    acquire_time: Some(MicroTime(now)),
+                    renew_time: Some(MicroTime(now)),
+                    lease_transitions: Some(0),
+                    ..LeaseSpec::default()
+                }),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(err) if is_conflict(&err) => Ok(false),
+                Err(err) => Err(err),
+            };
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let ours = spec.holder_identity.as_deref() == Some(identity.as_str());
+        let held = spec
+            .holder_identity
+            .as_deref()
+            .is_some_and(|h| !h.is_empty());
+        let expires = spec.renew_time.as_ref().map(|renewed| {
+            let seconds = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+            renewed.0 + SignedDuration::from_secs(seconds)
+        });
+        let expired = expires.is_none_or(|at| at <= now);
+        if !ours && held && !expired {
+            return Ok(false);
+        }
+        let transitions = spec.lease_transitions.unwrap_or(0);
+        let renewed = Lease {
+            metadata: lease.metadata.clone(),
+            spec: Some(LeaseSpec {
+                holder_identity: Some(identity),
+                lease_duration_seconds: Some(self.duration_seconds()),
+                acquire_time: if ours {
+                    spec.acquire_time.clone()
+                } else {
+                    Some(MicroTime(now))
+                },
+                renew_time: Some(MicroTime(now)),
+                lease_transitions: Some(if ours { transitions } else { transitions + 1 }),
+                ..spec
+            }),
+        };
+        // The replace carries the resourceVersion read above: of two replicas taking
+        // over at once, one gets a conflict.
+        match self
+            .api
+            .replace(&lease.name_any(), &PostParams::default(), &renewed)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) if is_conflict(&err) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Gives the lease up if this replica holds it, so another takes over at once.
+    pub async fn release(&self) -> Result<(), kube::Error> {
+        let Some(lease) = self.api.get_opt(&self.settings.name).await? else {
+            return Ok(());
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.settings.identity.as_str()) {
+            return Ok(());
+        }
+        let released = Lease {
+            metadata: lease.metadata.clone(),
+            spec: Some(LeaseSpec {
+                holder_identity: None,
+                lease_duration_seconds: Some(1),
+                ..spec
+            }),
+        };
+        self.api
+            .replace(&lease.name_any(), &PostParams::default(), &released)
+            .await
+            .map(|_| ())
+    }
+
+    /// Takes part until the process ends, publishing whether this replica leads.
+    pub async fn run(self, leading: watch::Sender<bool>) {
+        let mut last_renewal: Option<Instant> = None;
+        loop {
+            match self.try_acquire_or_renew().await {
+                Ok(true) => last_renewal = Some(Instant::now()),
+                Ok(false) => last_renewal = None,
+                Err(err) => warn!(%err, "could not renew the leader lease"),
+            }
+            let now_leading =
+                last_renewal.is_some_and(|at| at.elapsed() < self.settings.renew_deadline);
+            leading.send_if_modified(|was| {
+                let changed = *was != now_leading;
+                if changed {
+                    info!(leading = now_leading, identity = %self.settings.identity, "leadership changed");
+                }
+                *was = now_leading;
+                changed
+            });
+            tokio::time::sleep(self.settings.retry_period).await;
+        }
+    }
+}

@@ -130,6 +130,9 @@ struct ServeArgs {
     /// Longest wait for one etcd request, in ms.
     #[arg(long, env = "FERRY_ETCD_TIMEOUT_MS", default_value_t = 5_000)]
     etcd_timeout_ms: u64,
+    /// How often leaders publish observed state (high watermarks, lag, depth) to etcd, in ms.
+    #[arg(long, env = "FERRY_OBSERVED_INTERVAL_MS", default_value_t = 5_000)]
+    observed_interval_ms: u64,
     /// How long a `sync` write waits for the in-sync replicas, in ms.
     #[arg(
         long,
@@ -164,6 +167,7 @@ impl ServeArgs {
             etcd,
             lease_ttl: Duration::from_millis(self.lease_ttl_ms),
             host_grace: Duration::from_millis(self.host_grace_ms),
+            observed_interval: Duration::from_millis(self.observed_interval_ms),
         };
         let mut config = self.host.into_config()?;
         config.replication = ReplicationConfig {

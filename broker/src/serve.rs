@@ -11,6 +11,7 @@ use crate::cluster::ClusterConfig;
 use crate::cluster::controller::{Controller, ControllerContext};
 use crate::cluster::materialize::Materializer;
 use crate::cluster::membership::Membership;
+use crate::cluster::observed::Publisher;
 use crate::cluster::replication::Replicator;
 use crate::cluster::routing::Routing;
 use crate::cluster::view::ViewKeeper;
@@ -31,6 +32,8 @@ pub struct ServeOptions {
     pub lease_ttl: Duration,
     /// How long a host may be gone before its replicas move.
     pub host_grace: Duration,
+    /// How often leaders publish observed state to etcd.
+    pub observed_interval: Duration,
 }
 
 /// Runs one cluster host until `shutdown` resolves; on the way out it gives up its
@@ -65,6 +68,7 @@ pub async fn run(
         options.lease_ttl,
     );
     cluster.host_grace = options.host_grace;
+    cluster.observed_interval = options.observed_interval;
     cluster.validate()?;
     let store = EtcdStore::connect(options.etcd.clone()).await?;
     let client = store.client();
@@ -90,8 +94,20 @@ pub async fn run(
     );
     let broker = Broker::open(config, Arc::clone(&meta), Some(routing.clone())).await?;
     let materializer = Materializer::start(Arc::clone(&broker), cluster.retry_pause);
-    let replicator = Replicator::start(Arc::clone(&broker), routing, meta, cluster.retry_pause);
+    let replicator = Replicator::start(
+        Arc::clone(&broker),
+        routing.clone(),
+        Arc::clone(&meta),
+        cluster.retry_pause,
+    );
+    let publisher = Publisher::start(
+        Arc::clone(&broker),
+        routing,
+        meta,
+        options.observed_interval,
+    );
     let served = serve_until(broker, listeners, shutdown, on_ready).await;
+    drop(publisher);
     drop(replicator);
     drop(materializer);
     drop(controller);

@@ -248,10 +248,16 @@ async fn reconcile(
                 revision: expected,
             },
         ];
-        let ops = vec![match op {
-            Some(value) => Op::Put { key: path, value },
-            None => Op::Delete { key: path },
-        }];
+        let ops = match op {
+            Some(value) => vec![Op::Put { key: path, value }],
+            // What its leader published goes with the state.
+            None => vec![
+                Op::Delete { key: path },
+                Op::Delete {
+                    key: keys::observed(&config.cluster, &key.kind, &key.name, key.partition),
+                },
+            ],
+        };
         if context.meta.txn(compares, ops).await?.succeeded {
             tracing::info!(cluster = %config.cluster, change = ?change, "partition state written");
             continue;

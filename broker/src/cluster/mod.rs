@@ -7,6 +7,7 @@
 pub mod controller;
 pub mod materialize;
 pub mod membership;
+pub mod observed;
 pub mod placement;
 pub mod records;
 pub mod replication;
@@ -39,6 +40,8 @@ pub struct ClusterConfig {
     pub reconcile_interval: Duration,
     /// Pause after a failed etcd call before trying again. Default 500 ms.
     pub retry_pause: Duration,
+    /// How often leaders publish observed state (high watermarks, lag, depth). Default 5 s.
+    pub observed_interval: Duration,
 }
 
 impl ClusterConfig {
@@ -59,6 +62,7 @@ impl ClusterConfig {
             host_grace: Duration::from_secs(30),
             reconcile_interval: Duration::from_secs(1),
             retry_pause: Duration::from_millis(500),
+            observed_interval: Duration::from_secs(5),
         }
     }
 
@@ -83,9 +87,13 @@ impl ClusterConfig {
                 "keep-alive interval plus safety margin must be shorter than the lease TTL".into(),
             ));
         }
-        if self.reconcile_interval.is_zero() || self.retry_pause.is_zero() {
+        if self.reconcile_interval.is_zero()
+            || self.retry_pause.is_zero()
+            || self.observed_interval.is_zero()
+        {
             return Err(BrokerError::InvalidArgument(
-                "reconcile interval and retry pause must be positive".into(),
+                "reconcile interval, retry pause and observed-state interval must be positive"
+                    .into(),
             ));
         }
         Ok(())

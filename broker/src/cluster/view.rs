@@ -37,8 +37,9 @@ impl ClusterView {
     }
 
     /// Applies one stored key (or its removal) to the view; keys it does not know
-    /// are ignored, and unreadable values are logged and skipped.
-    pub(crate) fn apply(&mut self, cluster: &str, key: &str, value: Option<&KeyValue>) {
+    /// are ignored (the answer is false), and unreadable values are logged and
+    /// skipped.
+    pub(crate) fn apply(&mut self, cluster: &str, key: &str, value: Option<&KeyValue>) -> bool {
         let hosts = keys::cluster_hosts(cluster);
         if let Some(host) = key.strip_prefix(&hosts) {
             match value.map(|kv| decode_json::<HostRecord>(key, &kv.value)) {
@@ -74,7 +75,10 @@ impl ClusterView {
                     self.partitions.remove(&id);
                 }
             }
+        } else {
+            return false;
         }
+        true
     }
 }
 

@@ -50,8 +50,7 @@ impl Directory {
                 return false;
             };
             let view = self.clusters.entry(cluster.to_owned()).or_default();
-            view.apply(cluster, key, value);
-            true
+            view.apply(cluster, key, value)
         } else {
             false
         }

@@ -76,6 +76,25 @@ pub fn partition_state(cluster: &str, kind: &str, name: &str, partition: u32) ->
     format!("{CLUSTERS}{cluster}/partitions/{kind}/{name}/{partition}")
 }
 
+/// What the leader of a topic partition last published about it.
+pub fn observed_topic(cluster: &str, topic: &str, partition: u32) -> String {
+    format!("{CLUSTERS}{cluster}/observed/topics/{topic}/{partition}")
+}
+
+/// What the leader of a queue last published about it.
+pub fn observed_queue(cluster: &str, queue: &str) -> String {
+    format!("{CLUSTERS}{cluster}/observed/queues/{queue}")
+}
+
+/// The observed-state key of one partition of a `kind` resource.
+pub fn observed(cluster: &str, kind: &str, name: &str, partition: u32) -> String {
+    if kind == "queues" {
+        observed_queue(cluster, name)
+    } else {
+        observed_topic(cluster, name, partition)
+    }
+}
+
 /// Splits a partition-state key of `cluster` into (kind, name, partition).
 pub fn parse_partition_state<'a>(cluster: &str, key: &'a str) -> Option<(&'a str, &'a str, u32)> {
     let rest = key

@@ -361,6 +361,22 @@ impl Partition {
         }
     }
 
+    /// On a leader: each follower's durable end as its last fetch reported it
+    /// (`None` before its first fetch in this epoch). Empty elsewhere.
+    pub fn follower_offsets(&self) -> Vec<(String, Option<u64>)> {
+        match &*self.lock_role() {
+            Role::Leader(leader) => leader
+                .followers
+                .iter()
+                .map(|host| {
+                    let offset = leader.progress.get(host).and_then(|p| p.fetch_offset);
+                    (host.clone(), offset)
+                })
+                .collect(),
+            Role::Alone | Role::Follower => Vec::new(),
+        }
+    }
+
     fn is_alone(&self) -> bool {
         matches!(&*self.lock_role(), Role::Alone)
     }

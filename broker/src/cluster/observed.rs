@@ -1,0 +1,203 @@
+//! Observed state: every host publishes to etcd what it sees of the partitions and
+//! queues it leads — high watermark, log ends, follower lag, queue depth — so that
+//! anything reading etcd (the operator, `ferryctl cluster status`) sees the truth
+//! without asking brokers. Keys in `docs/etcd-keyspace.md`.
+//!
+//! A value is written when it changed, and at least every [`REFRESH`] so that its
+//! `updated_at_ms` shows it is current; values say which leader and epoch wrote
+//! them, so a reader can tell a stale one from a dead leader.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+use super::routing::{QUEUES, Routing, TOPICS};
+use crate::broker::Broker;
+use crate::clock::now_ms;
+use crate::meta::{MetadataStore, Op, keys};
+
+/// Longest time between two writes of an unchanged value.
+const REFRESH: Duration = Duration::from_secs(60);
+
+/// What the leader of a topic partition publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedPartition {
+    /// The leader that wrote it.
+    pub leader: String,
+    /// Its epoch.
+    pub leader_epoch: u64,
+    /// First offset stored.
+    pub log_start: u64,
+    /// Consumers read below it.
+    pub high_watermark: u64,
+    /// Next offset to assign.
+    pub log_end: u64,
+    /// Each follower's lag behind the log end, in records (`null` before it fetched).
+    pub follower_lag: BTreeMap<String, Option<u64>>,
+    /// When it was written, ms since the Unix epoch.
+    pub updated_at_ms: i64,
+}
+
+/// What the leader of a queue publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedQueue {
+    /// The leader that wrote it.
+    pub leader: String,
+    /// Its epoch.
+    pub leader_epoch: u64,
+    /// Messages stored and not yet acked: visible, in flight, delayed, dead-lettering.
+    pub depth: u64,
+    /// Visible now.
+    pub visible: u64,
+    /// Received, not acked.
+    pub in_flight: u64,
+    /// Waiting for their delay.
+    pub delayed: u64,
+    /// Age of the oldest message.
+    pub oldest_age_ms: u64,
+    /// When it was written, ms since the Unix epoch.
+    pub updated_at_ms: i64,
+}
+
+/// Publishes in the background until dropped.
+#[derive(Debug)]
+pub struct Publisher {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Publisher {
+    /// Starts publishing for `broker` every `interval`.
+    pub fn start(
+        broker: Arc<Broker>,
+        routing: Routing,
+        meta: Arc<dyn MetadataStore>,
+        interval: Duration,
+    ) -> Self {
+        Self {
+            task: tokio::spawn(publish_forever(broker, routing, meta, interval)),
+        }
+    }
+}
+
+/// A value as last written, without its timestamp, and when.
+struct Written {
+    value: serde_json::Value,
+    at: Instant,
+}
+
+async fn publish_forever(
+    broker: Arc<Broker>,
+    routing: Routing,
+    meta: Arc<dyn MetadataStore>,
+    interval: Duration,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut written: HashMap<String, Written> = HashMap::new();
+    loop {
+        ticker.tick().await;
+        let observed = observe(&broker, &routing);
+        // Forget what is no longer led here: if it is led here again (or created
+        // again under the same name), it is written afresh.
+        written.retain(|key, _| observed.iter().any(|(k, _)| k == key));
+        let mut ops = Vec::new();
+        for (key, value) in observed {
+            let mut unstamped = value.clone();
+            if let Some(object) = unstamped.as_object_mut() {
+                object.remove("updated_at_ms");
+            }
+            let fresh = written
+                .get(&key)
+                .is_some_and(|w| w.value == unstamped && w.at.elapsed() < REFRESH);
+            if !fresh {
+                ops.push((key, value, unstamped));
+            }
+        }
+        for (key, value, unstamped) in ops {
+            let put = vec![Op::Put {
+                key: key.clone(),
+                value: value.to_string().into_bytes(),
+            }];
+            match meta.txn(Vec::new(), put).await {
+                Ok(_) => {
+                    written.insert(
+                        key,
+                        Written {
+                            value: unstamped,
+                            at: Instant::now(),
+                        },
+                    );
+                }
+                Err(err) => {
+                    tracing::debug!(%err, %key, "cannot publish observed state");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The observed values of everything this host leads now, by key.
+fn observe(broker: &Broker, routing: &Routing) -> Vec<(String, serde_json::Value)> {
+    let cluster = routing.cluster();
+    let me = routing.host_id();
+    let now = now_ms();
+    let mut out = Vec::new();
+    for topic in broker.topics.list() {
+        for partition in &topic.partitions {
+            let Ok(epoch) = routing.check(TOPICS, topic.name(), partition.index()) else {
+                continue;
+            };
+            let log_end = partition.log().end_offset();
+            let value = ObservedPartition {
+                leader: me.to_owned(),
+                leader_epoch: epoch,
+                log_start: partition.log_start_offset(),
+                high_watermark: partition.high_watermark(),
+                log_end,
+                follower_lag: partition
+                    .follower_offsets()
+                    .into_iter()
+                    .map(|(host, offset)| (host, offset.map(|o| log_end.saturating_sub(o))))
+                    .collect(),
+                updated_at_ms: now,
+            };
+            out.push((
+                keys::observed_topic(cluster, topic.name(), partition.index()),
+                json(&value),
+            ));
+        }
+    }
+    for queue in broker.queues.list() {
+        let Ok(epoch) = routing.check(QUEUES, queue.name(), 0) else {
+            continue;
+        };
+        let stats = queue.stats(now);
+        let depth = stats.depth;
+        let value = ObservedQueue {
+            leader: me.to_owned(),
+            leader_epoch: epoch,
+            depth: depth.visible + depth.in_flight + depth.delayed + depth.dead_letter,
+            visible: depth.visible,
+            in_flight: depth.in_flight,
+            delayed: depth.delayed,
+            oldest_age_ms: stats.oldest_age_ms,
+            updated_at_ms: now,
+        };
+        out.push((keys::observed_queue(cluster, queue.name()), json(&value)));
+    }
+    out
+}
+
+fn json<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}

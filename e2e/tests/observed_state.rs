@@ -1,0 +1,144 @@
+//! Observed state in etcd: the leaders of a replicated topic and of a queue publish
+//! their high watermarks, log ends, follower lag and queue depth under
+//! `/ferry/clusters/{cluster}/observed/`, so etcd alone tells how things stand; a
+//! deleted topic's observed keys go with it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::rpc::{self, show};
+use common::{PartitionId, wait_for_view};
+use ferry_e2e::{Cluster, ClusterOptions};
+use ferry_proto::v1 as pb;
+use pb::admin_service_client::AdminServiceClient;
+use serde_json::Value;
+use tokio::time::Instant;
+
+const TOPIC: &str = "observed";
+const PARTITIONS: u32 = 2;
+const QUEUE: &str = "observed-jobs";
+const PER_PARTITION: u64 = 25;
+const QUEUED: u64 = 7;
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `key` in etcd until `done` holds for its JSON value.
+async fn wait_for_key(
+    etcd: &mut etcd_client::Client,
+    key: &str,
+    what: &str,
+    done: impl Fn(Option<&Value>) -> bool,
+) -> Option<Value> {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let response = etcd.get(key, None).await.expect("etcd get");
+        let value: Option<Value> = response
+            .kvs()
+            .first()
+            .map(|kv| serde_json::from_slice(kv.value()).expect("JSON"));
+        if done(value.as_ref()) {
+            return value;
+        }
+        assert!(
+            Instant::now() < until,
+            "not within {DEADLINE:?}: {what}; {key} holds {value:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn leaders_publish_watermarks_lag_and_depth_to_etcd() {
+    let cluster = Cluster::start_with(ClusterOptions {
+        hosts: 3,
+        extra_args: vec!["--observed-interval-ms".to_owned(), "300".to_owned()],
+        ..ClusterOptions::default()
+    });
+    let name = cluster.name().to_owned();
+    let mut etcd = etcd_client::Client::connect([cluster.etcd_endpoint()], None)
+        .await
+        .expect("connect to etcd");
+    wait_for_view(
+        &mut etcd,
+        &name,
+        DEADLINE,
+        "three hosts and a controller",
+        |v| v.hosts.len() == 3 && v.live_controller().is_some(),
+    )
+    .await;
+    let channels = rpc::channels(&cluster);
+    rpc::create_replicated_topic(
+        &channels["h0"],
+        TOPIC,
+        PARTITIONS,
+        3,
+        pb::ReplicationMode::Sync,
+    )
+    .await;
+    rpc::create_queue(&channels["h0"], QUEUE).await;
+    let view = wait_for_view(
+        &mut etcd,
+        &name,
+        DEADLINE,
+        "everything led and in sync",
+        |v| {
+            (0..PARTITIONS).all(|p| {
+                v.partition(&PartitionId::topic(TOPIC, p))
+                    .is_some_and(|s| s.leader.is_some() && s.isr.len() == 3)
+            }) && v.leader(&PartitionId::queue(QUEUE)).is_some()
+        },
+    )
+    .await;
+
+    for p in 0..PARTITIONS {
+        let leader = view.leader(&PartitionId::topic(TOPIC, p)).expect("leader");
+        for n in 0..PER_PARTITION {
+            rpc::produce(&channels[leader], TOPIC, p, None, &format!("{p}-{n}"))
+                .await
+                .unwrap_or_else(|s| panic!("produce: {}", show(&s)));
+        }
+    }
+    let queue_leader = view.leader(&PartitionId::queue(QUEUE)).expect("leader");
+    for n in 0..QUEUED {
+        rpc::send(&channels[queue_leader], QUEUE, &format!("job-{n}"))
+            .await
+            .unwrap_or_else(|s| panic!("send: {}", show(&s)));
+    }
+
+    for p in 0..PARTITIONS {
+        let leader = view.leader(&PartitionId::topic(TOPIC, p)).expect("leader");
+        let key = format!("/ferry/clusters/{name}/observed/topics/{TOPIC}/{p}");
+        let observed = wait_for_key(&mut etcd, &key, "all committed, no lag", |v| {
+            v.is_some_and(|v| {
+                v["high_watermark"] == PER_PARTITION
+                    && v["log_end"] == PER_PARTITION
+                    && v["follower_lag"]
+                        .as_object()
+                        .is_some_and(|lag| lag.len() == 2 && lag.values().all(|l| *l == 0))
+            })
+        })
+        .await
+        .expect("a value");
+        assert_eq!(observed["leader"], leader, "{observed}");
+        assert_eq!(observed["log_start"], 0, "{observed}");
+    }
+    let key = format!("/ferry/clusters/{name}/observed/queues/{QUEUE}");
+    let observed = wait_for_key(&mut etcd, &key, "the queue's depth", |v| {
+        v.is_some_and(|v| v["depth"] == QUEUED && v["visible"] == QUEUED)
+    })
+    .await
+    .expect("a value");
+    assert_eq!(observed["leader"], queue_leader, "{observed}");
+    assert_eq!(observed["in_flight"], 0, "{observed}");
+
+    AdminServiceClient::new(channels["h0"].clone())
+        .delete_topic(pb::DeleteTopicRequest {
+            name: TOPIC.to_owned(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("delete: {}", show(&s)));
+    for p in 0..PARTITIONS {
+        let key = format!("/ferry/clusters/{name}/observed/topics/{TOPIC}/{p}");
+        wait_for_key(&mut etcd, &key, "gone with the topic", |v| v.is_none()).await;
+    }
+}

@@ -1,7 +1,8 @@
 //! Observed state in etcd: the leaders of a replicated topic and of a queue publish
 //! their high watermarks, log ends, follower lag and queue depth under
 //! `/ferry/clusters/{cluster}/observed/`, so etcd alone tells how things stand; a
-//! deleted topic's observed keys go with it.
+//! deleted topic's observed keys go with it. Every host's metadata answers carry
+//! what the leaders published (what `ferryctl cluster status` shows as HW and LAG).
 
 mod common;
 
@@ -12,6 +13,7 @@ use common::{PartitionId, wait_for_view};
 use ferry_e2e::{Cluster, ClusterOptions};
 use ferry_proto::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
+use pb::metadata_service_client::MetadataServiceClient;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -121,6 +123,33 @@ async fn leaders_publish_watermarks_lag_and_depth_to_etcd() {
         .expect("a value");
         assert_eq!(observed["leader"], leader, "{observed}");
         assert_eq!(observed["log_start"], 0, "{observed}");
+    }
+    // Every host answers metadata with what the leaders published.
+    for host in ["h0", "h1", "h2"] {
+        let metadata = MetadataServiceClient::new(channels[host].clone())
+            .get_metadata(pb::GetMetadataRequest {
+                topics: vec![TOPIC.to_owned()],
+            })
+            .await
+            .unwrap_or_else(|s| panic!("metadata from {host}: {}", show(&s)))
+            .into_inner();
+        for partition in &metadata.topics[0].partitions {
+            assert_eq!(
+                partition.high_watermark,
+                Some(PER_PARTITION),
+                "{partition:?}"
+            );
+            assert_eq!(
+                partition.log_end_offset,
+                Some(PER_PARTITION),
+                "{partition:?}"
+            );
+            assert_eq!(partition.follower_lag.len(), 2, "{partition:?}");
+            assert!(
+                partition.follower_lag.values().all(|lag| *lag == 0),
+                "{partition:?}"
+            );
+        }
     }
     let key = format!("/ferry/clusters/{name}/observed/queues/{QUEUE}");
     let observed = wait_for_key(&mut etcd, &key, "the queue's depth", |v| {

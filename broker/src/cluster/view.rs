@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use super::observed::ObservedPartition;
 use super::placement::PartitionKey;
 use super::records::{ControllerRecord, HostRecord, PartitionState};
 use crate::meta::{KeyValue, MetadataStore, Revision, WatchEvent, decode_json, keys};
@@ -22,9 +23,23 @@ pub struct ClusterView {
     pub controller: Option<(ControllerRecord, Revision)>,
     /// Partition states and the revision each was last written at.
     pub partitions: BTreeMap<PartitionKey, (PartitionState, Revision)>,
+    /// What the leaders of topic partitions last published.
+    pub observed: BTreeMap<(String, u32), ObservedPartition>,
 }
 
 impl ClusterView {
+    /// What the current leader of a topic partition last published, if the view has
+    /// it from that leader in its current epoch.
+    pub fn observed_topic(&self, topic: &str, partition: u32) -> Option<&ObservedPartition> {
+        let state = self.partition(super::routing::TOPICS, topic, partition)?;
+        self.observed
+            .get(&(topic.to_owned(), partition))
+            .filter(|o| {
+                state.leader.as_deref() == Some(o.leader.as_str())
+                    && state.leader_epoch == o.leader_epoch
+            })
+    }
+
     /// The state of one partition.
     pub fn partition(&self, kind: &str, name: &str, partition: u32) -> Option<&PartitionState> {
         self.partitions
@@ -73,6 +88,17 @@ impl ClusterView {
                 Some((Err(err), _)) => tracing::warn!(%err, "skipping a partition state"),
                 None => {
                     self.partitions.remove(&id);
+                }
+            }
+        } else if let Some((topic, partition)) = keys::parse_observed_topic(cluster, key) {
+            let id = (topic.to_owned(), partition);
+            match value.map(|kv| decode_json::<ObservedPartition>(key, &kv.value)) {
+                Some(Ok(observed)) => {
+                    self.observed.insert(id, observed);
+                }
+                Some(Err(err)) => tracing::warn!(%err, "skipping an observed state"),
+                None => {
+                    self.observed.remove(&id);
                 }
             }
         } else {

@@ -920,7 +920,7 @@ impl Gateway {
         let led = state
             .and_then(|s| s.leader.as_deref())
             .is_some_and(|leader| view.is_some_and(|v| v.hosts.contains_key(leader)));
-        pb::PartitionLeader {
+        let mut placement = pb::PartitionLeader {
             partition,
             leader_host_id: if led {
                 self.host_id.clone()
@@ -930,6 +930,13 @@ impl Gateway {
             leader_epoch: state.map_or(0, |s| s.leader_epoch),
             replicas: state.map(|s| s.replicas.clone()).unwrap_or_default(),
             in_sync_replicas: state.map(|s| s.isr.clone()).unwrap_or_default(),
+            ..Default::default()
+        };
+        if let Some(view) = view
+            && kind == TOPICS
+        {
+            crate::service::add_observed(&mut placement, view, name);
         }
+        placement
     }
 }

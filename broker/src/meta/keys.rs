@@ -95,6 +95,16 @@ pub fn observed(cluster: &str, kind: &str, name: &str, partition: u32) -> String
     }
 }
 
+/// Splits an observed-state key of a topic partition of `cluster` into (topic, partition).
+pub fn parse_observed_topic<'a>(cluster: &str, key: &'a str) -> Option<(&'a str, u32)> {
+    let rest = key
+        .strip_prefix(CLUSTERS)?
+        .strip_prefix(cluster)?
+        .strip_prefix("/observed/topics/")?;
+    let (name, partition) = rest.rsplit_once('/')?;
+    Some((name, partition.parse().ok()?))
+}
+
 /// Splits a partition-state key of `cluster` into (kind, name, partition).
 pub fn parse_partition_state<'a>(cluster: &str, key: &'a str) -> Option<(&'a str, &'a str, u32)> {
     let rest = key

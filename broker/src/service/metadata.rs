@@ -49,14 +49,23 @@ impl MetadataApi {
     /// This host leads everything.
     fn standalone_metadata(&self, topics: &[Arc<Topic>]) -> pb::GetMetadataResponse {
         let host_id = self.broker.config.host_id.clone();
-        let leader = |partition: u32| pb::PartitionLeader {
-            partition,
-            leader_host_id: host_id.clone(),
-            leader_epoch: STANDALONE_LEADER_EPOCH,
-            replicas: vec![host_id.clone()],
-            in_sync_replicas: vec![host_id.clone()],
+        let leader = |kind: &str, name: &str, partition: u32| {
+            let local = (kind == TOPICS)
+                .then(|| self.broker.topics.get(name).ok())
+                .flatten()
+                .and_then(|topic| topic.partition(partition).ok().cloned());
+            pb::PartitionLeader {
+                partition,
+                leader_host_id: host_id.clone(),
+                leader_epoch: STANDALONE_LEADER_EPOCH,
+                replicas: vec![host_id.clone()],
+                in_sync_replicas: vec![host_id.clone()],
+                high_watermark: local.as_ref().map(|p| p.high_watermark()),
+                log_end_offset: local.as_ref().map(|p| p.log().end_offset()),
+                follower_lag: Default::default(),
+            }
         };
-        let (topics, queues) = self.placements(topics, |_, _, partition| leader(partition));
+        let (topics, queues) = self.placements(topics, leader);
         pb::GetMetadataResponse {
             cluster: "standalone".to_owned(),
             hosts: vec![pb::Host {
@@ -105,13 +114,18 @@ impl MetadataApi {
         }));
         let partition = |kind: &'static str, name: &str, index: u32| {
             let state = view.partition(kind, name, index);
-            pb::PartitionLeader {
+            let mut placement = pb::PartitionLeader {
                 partition: index,
                 leader_host_id: state.and_then(|s| s.leader.clone()).unwrap_or_default(),
                 leader_epoch: state.map_or(0, |s| s.leader_epoch),
                 replicas: state.map(|s| s.replicas.clone()).unwrap_or_default(),
                 in_sync_replicas: state.map(|s| s.isr.clone()).unwrap_or_default(),
+                ..Default::default()
+            };
+            if kind == TOPICS {
+                add_observed(&mut placement, &view, name);
             }
+            placement
         };
         let (topics, queues) = self.placements(topics, partition);
         pb::GetMetadataResponse {
@@ -149,5 +163,22 @@ impl MetadataApi {
             })
             .collect();
         (topics, queues)
+    }
+}
+
+/// Adds what the partition's current leader last published to `placement`.
+pub(crate) fn add_observed(
+    placement: &mut pb::PartitionLeader,
+    view: &crate::cluster::view::ClusterView,
+    topic: &str,
+) {
+    if let Some(observed) = view.observed_topic(topic, placement.partition) {
+        placement.high_watermark = Some(observed.high_watermark);
+        placement.log_end_offset = Some(observed.log_end);
+        placement.follower_lag = observed
+            .follower_lag
+            .iter()
+            .filter_map(|(host, lag)| lag.map(|lag| (host.clone(), lag)))
+            .collect();
     }
 }

@@ -28,6 +28,7 @@ use crate::broker::Broker;
 pub use admin::AdminApi;
 pub use group::GroupApi;
 pub use metadata::MetadataApi;
+pub(crate) use metadata::add_observed;
 pub use queue::QueueApi;
 pub use replica::ReplicaApi;
 pub use topic::TopicApi;

@@ -33,6 +33,12 @@ pub struct PartitionPlacement {
     pub replicas: Vec<String>,
     /// Replicas holding everything committed.
     pub in_sync_replicas: Vec<String>,
+    /// What consumers may read below, as the leader last published it.
+    pub high_watermark: Option<u64>,
+    /// The leader's log end, as it last published it.
+    pub log_end_offset: Option<u64>,
+    /// Each follower's lag behind the leader's log end, in records.
+    pub follower_lag: std::collections::BTreeMap<String, u64>,
 }
 
 /// A topic's or queue's placement.
@@ -70,6 +76,9 @@ impl ClusterMetadata {
                     leader_epoch: p.leader_epoch,
                     replicas: p.replicas,
                     in_sync_replicas: p.in_sync_replicas,
+                    high_watermark: p.high_watermark,
+                    log_end_offset: p.log_end_offset,
+                    follower_lag: p.follower_lag.into_iter().collect(),
                 })
                 .collect(),
         };

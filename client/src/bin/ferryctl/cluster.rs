@@ -2,7 +2,7 @@
 //! partition's replicas, leader, epoch and in-sync replicas.
 
 use clap::Subcommand;
-use ferry_client::{ClusterMetadata, ResourcePlacement};
+use ferry_client::{ClusterMetadata, PartitionPlacement, ResourcePlacement};
 use serde_json::json;
 
 use crate::Context;
@@ -51,10 +51,23 @@ fn placement_rows(kind: &str, resources: &[ResourcePlacement]) -> Vec<Vec<String
                     p.leader_epoch.to_string(),
                     list(&p.replicas),
                     list(&p.in_sync_replicas),
+                    p.high_watermark
+                        .map_or_else(|| "-".to_owned(), |hw| hw.to_string()),
+                    lag_text(p),
                 ]
             })
         })
         .collect()
+}
+
+/// The largest follower lag and who has it, `0` when every follower is caught up,
+/// `-` when unknown (no follower has fetched, or nothing was published).
+fn lag_text(p: &PartitionPlacement) -> String {
+    match p.follower_lag.iter().max_by_key(|(_, lag)| **lag) {
+        Some((_, 0)) => "0".to_owned(),
+        Some((host, lag)) => format!("{lag} ({host})"),
+        None => "-".to_owned(),
+    }
 }
 
 fn status_text(metadata: &ClusterMetadata) -> String {
@@ -88,7 +101,9 @@ fn status_text(metadata: &ClusterMetadata) -> String {
                 "LEADER",
                 "EPOCH",
                 "REPLICAS",
-                "IN-SYNC"
+                "IN-SYNC",
+                "HW",
+                "LAG"
             ],
             &rows
         )
@@ -107,6 +122,9 @@ fn placement_json(resources: &[ResourcePlacement]) -> serde_json::Value {
                     "leader_epoch": p.leader_epoch,
                     "replicas": p.replicas,
                     "in_sync_replicas": p.in_sync_replicas,
+                    "high_watermark": p.high_watermark,
+                    "log_end_offset": p.log_end_offset,
+                    "follower_lag": p.follower_lag,
                 })).collect::<Vec<_>>(),
             })
         })
@@ -130,7 +148,7 @@ fn status_json(metadata: &ClusterMetadata) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_client::{HostInfo, PartitionPlacement};
+    use ferry_client::HostInfo;
 
     #[test]
     fn status_lists_hosts_and_leaderless_partitions() {
@@ -158,6 +176,9 @@ mod tests {
                     leader_epoch: 3,
                     replicas: vec!["h1".into()],
                     in_sync_replicas: vec!["h1".into()],
+                    high_watermark: Some(40),
+                    log_end_offset: Some(42),
+                    follower_lag: [("h2".to_owned(), 2), ("h3".to_owned(), 0)].into(),
                 }],
             }],
             queues: Vec::new(),
@@ -166,8 +187,10 @@ mod tests {
         assert!(text.contains("controller"));
         assert!(text.contains("gone"));
         assert!(text.contains("none"));
+        assert!(text.contains("2 (h2)"), "{text}");
         let value = status_json(&metadata);
         assert_eq!(value["topics"][0]["partitions"][0]["leader_epoch"], 3);
+        assert_eq!(value["topics"][0]["partitions"][0]["follower_lag"]["h2"], 2);
         assert_eq!(value["hosts"][1]["alive"], false);
     }
 }

@@ -120,6 +120,7 @@ pub async fn run_consume(
         latency: outcome.latency,
         latency_label: "poll",
         config: args.config_json(&topic, None),
+        by_leader: None,
     })
 }
 
@@ -179,6 +180,7 @@ pub async fn run_e2e(
         latency: outcome.latency,
         latency_label: "end-to-end",
         config: args.config_json(topic, Some(rate)),
+        by_leader: None,
     })
 }
 

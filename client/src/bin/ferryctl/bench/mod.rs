@@ -9,11 +9,14 @@ mod produce;
 mod queue;
 mod report;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Args, Subcommand};
-use ferry_client::{Client, Durability, ErrorCode, TopicDescription, TopicSettings};
+use ferry_client::{
+    Client, Durability, ErrorCode, ReplicationMode, TopicDescription, TopicSettings,
+};
 use serde_json::json;
 
 use crate::Context;
@@ -67,6 +70,14 @@ pub struct BenchArgs {
     /// Durability of a topic the bench creates: fsync, interval or none.
     #[arg(long, value_parser = parse_durability)]
     pub durability: Option<Durability>,
+    /// Replicas per partition of a topic the bench creates (more than 1 needs a
+    /// cluster).
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: u32,
+    /// Replication mode of a topic the bench creates: sync (acknowledged once the
+    /// in-sync replicas have it) or async (once the leader has it).
+    #[arg(long, value_parser = parse_replication, default_value = "sync")]
+    pub replication: ReplicationMode,
     /// Target messages per second across producers (e2e default 50 000; otherwise
     /// unlimited).
     #[arg(long)]
@@ -80,6 +91,20 @@ fn parse_durability(text: &str) -> Result<Durability, String> {
     text.parse()
         .map_err(|err: ferry_client::ClientError| err.to_string())
 }
+
+fn parse_replication(text: &str) -> Result<ReplicationMode, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "sync" => Ok(ReplicationMode::Sync),
+        "async" => Ok(ReplicationMode::Async),
+        other => Err(format!("unknown replication '{other}' (expected sync or async)")),
+    }
+}
+
+/// How long the bench waits for a topic's partitions to have leaders and in-sync
+/// replicas before it starts.
+const PLACEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between placement checks.
+const PLACEMENT_POLL: Duration = Duration::from_millis(100);
 
 /// How much to produce.
 #[derive(Debug, Clone, Copy)]
@@ -99,8 +124,12 @@ impl BenchArgs {
             || self.producers == 0
             || self.consumers == 0
             || self.partitions == 0
+            || self.replication_factor == 0
         {
-            bail!("--batch-size, --producers, --consumers and --partitions must be positive");
+            bail!(
+                "--batch-size, --producers, --consumers, --partitions and \
+                 --replication-factor must be positive"
+            );
         }
         if self.rate == Some(0) {
             bail!("--rate must be positive");
@@ -128,6 +157,8 @@ impl BenchArgs {
             "messages": self.messages,
             "duration_s": self.duration_s,
             "durability": topic.settings.durability.map(|d| d.to_string()),
+            "replication_factor": topic.settings.replication_factor,
+            "replication": topic.settings.replication.map(|r| r.to_string()),
             "rate": rate,
             "idempotent": self.idempotent,
         })
@@ -145,11 +176,12 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<()>
     args.validate()?;
     let client = context.connect().await?;
     let topic = prepare_topic(&client, &args).await?;
+    let leaders = wait_for_leaders(&client, &topic).await?;
     let report = match mode {
         "produce" => {
             let amount = args.amount(1_000_000);
             let outcome = produce::run(context, &topic, &args, amount, args.rate).await?;
-            outcome.into_report(args.config_json(&topic, args.rate))
+            outcome.into_report(args.config_json(&topic, args.rate), &leaders)
         }
         "consume" => consume::run_consume(context, &client, &topic, &args).await?,
         _ => {
@@ -171,12 +203,21 @@ async fn prepare_topic(client: &Client, args: &BenchArgs) -> anyhow::Result<Topi
             if args.durability.is_some() && args.durability != topic.settings.durability {
                 eprintln!("note: topic '{name}' exists; keeping its durability");
             }
+            let replication = (
+                topic.settings.replication_factor.unwrap_or(1),
+                topic.settings.replication,
+            );
+            if replication != (args.replication_factor, Some(args.replication)) {
+                eprintln!("note: topic '{name}' exists; keeping its replication");
+            }
             Ok(topic)
         }
         Err(err) if err.is(ErrorCode::TopicNotFound) => {
             let settings = TopicSettings {
                 partitions: args.partitions,
                 durability: args.durability,
+                replication_factor: Some(args.replication_factor),
+                replication: Some(args.replication),
                 ..TopicSettings::default()
             };
             client
@@ -185,6 +226,57 @@ async fn prepare_topic(client: &Client, args: &BenchArgs) -> anyhow::Result<Topi
                 .with_context(|| format!("creating bench topic '{name}'"))
         }
         Err(err) => Err(err.into()),
+    }
+}
+
+/// Waits until every partition of `topic` has a leader and all its replicas in sync,
+/// and returns each partition's leader host id.
+///
+/// A cluster places a new topic's partitions and elects their leaders shortly after
+/// the create returns; producing before that would measure retries, not the broker.
+async fn wait_for_leaders(
+    client: &Client,
+    topic: &TopicDescription,
+) -> anyhow::Result<BTreeMap<u32, String>> {
+    let deadline = Instant::now() + PLACEMENT_TIMEOUT;
+    loop {
+        let metadata = client
+            .cluster_metadata(&[&topic.name])
+            .await
+            .with_context(|| format!("reading the placement of '{}'", topic.name))?;
+        let partitions = metadata
+            .topics
+            .iter()
+            .find(|placed| placed.name == topic.name)
+            .map(|placed| placed.partitions.as_slice())
+            .unwrap_or_default();
+        let led = partitions.len() == topic.partition_count() as usize
+            && partitions.iter().all(|p| p.leader.is_some());
+        let in_sync = partitions
+            .iter()
+            .all(|p| p.in_sync_replicas.len() == p.replicas.len());
+        let leaders = || {
+            partitions
+                .iter()
+                .filter_map(|p| Some((p.partition, p.leader.clone()?)))
+                .collect()
+        };
+        if led && in_sync {
+            return Ok(leaders());
+        }
+        if Instant::now() >= deadline {
+            // A cluster missing a replica can still be measured; one missing a
+            // leader would only measure retries.
+            if led {
+                eprintln!("note: not every replica of '{}' is in sync", topic.name);
+                return Ok(leaders());
+            }
+            bail!(
+                "some partitions of '{}' had no leader after {PLACEMENT_TIMEOUT:?}",
+                topic.name
+            );
+        }
+        tokio::time::sleep(PLACEMENT_POLL).await;
     }
 }
 

@@ -1,11 +1,15 @@
 //! Producer workers: each connects, sends `send_batch` chunks (at a rate when asked)
 //! and measures send→ack latency per chunk.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use ferry_client::{Client, Producer, ProducerConfig, RecordRef, TopicDescription};
+use ferry_client::{
+    Client, Producer, ProducerConfig, RecordMetadata, RecordRef, TopicDescription,
+};
 use hdrhistogram::Histogram;
+use serde_json::json;
 use tokio::task::JoinSet;
 
 use super::report::{self, Report};
@@ -27,7 +31,14 @@ pub struct ProduceOutcome {
     pub latency: Histogram<u64>,
     /// The first delivery error seen.
     pub first_error: Option<String>,
+    /// Messages acknowledged per partition: shows whether the load reached every
+    /// partition (and so every leader).
+    pub acked_by_partition: BTreeMap<u32, u64>,
 }
+
+/// What one acknowledgement task reports: latency, records sent, the error or the
+/// acknowledged records per partition.
+type Acked = (Duration, u64, Result<BTreeMap<u32, u64>, String>);
 
 impl ProduceOutcome {
     fn empty() -> anyhow::Result<Self> {
@@ -38,6 +49,7 @@ impl ProduceOutcome {
             elapsed: Duration::ZERO,
             latency: report::histogram()?,
             first_error: None,
+            acked_by_partition: BTreeMap::new(),
         })
     }
 
@@ -50,11 +62,15 @@ impl ProduceOutcome {
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
+        for (partition, count) in other.acked_by_partition {
+            *self.acked_by_partition.entry(partition).or_default() += count;
+        }
         Ok(())
     }
 
-    /// The produce report.
-    pub fn into_report(self, config: serde_json::Value) -> Report {
+    /// The produce report; `leaders` maps partitions to the hosts leading them.
+    pub fn into_report(self, config: serde_json::Value, leaders: &BTreeMap<u32, String>) -> Report {
+        let by_leader = self.by_leader(leaders);
         if let Some(err) = &self.first_error {
             eprintln!(
                 "warning: {} messages failed; first error: {err}",
@@ -70,7 +86,26 @@ impl ProduceOutcome {
             latency: self.latency,
             latency_label: "send→ack",
             config,
+            by_leader: Some(by_leader),
         }
+    }
+
+    /// Per leading host: the partitions it leads and the messages it acknowledged.
+    fn by_leader(&self, leaders: &BTreeMap<u32, String>) -> serde_json::Value {
+        let mut hosts: BTreeMap<&str, (Vec<u32>, u64)> = BTreeMap::new();
+        for (partition, host) in leaders {
+            let entry = hosts.entry(host.as_str()).or_default();
+            entry.0.push(*partition);
+            entry.1 += self.acked_by_partition.get(partition).copied().unwrap_or(0);
+        }
+        hosts
+            .into_iter()
+            .map(|(host, (partitions, acked))| {
+                let value = json!({ "partitions": partitions, "acked": acked });
+                (host.to_owned(), value)
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
     }
 }
 
@@ -156,7 +191,7 @@ async fn worker(
         None => u64::from(shape.batch_size),
     } as usize;
     let mut values = vec![b'x'; chunk * size];
-    let mut acks: JoinSet<(Duration, u64, Option<String>)> = JoinSet::new();
+    let mut acks: JoinSet<Acked> = JoinSet::new();
     let mut outcome = ProduceOutcome::empty()?;
     let start = Instant::now();
     let mut sent = 0u64;
@@ -186,11 +221,11 @@ async fn worker(
         let delivery = producer.send_batch(&records).await?;
         acks.spawn(async move {
             let result = delivery.await;
-            (
-                sent_at.elapsed(),
-                count as u64,
-                result.err().map(|e| e.to_string()),
-            )
+            let latency = sent_at.elapsed();
+            let result = result
+                .map(|acked| per_partition(&acked))
+                .map_err(|err| err.to_string());
+            (latency, count as u64, result)
         });
         sent += count as u64;
         while let Some(done) = acks.try_join_next() {
@@ -206,19 +241,31 @@ async fn worker(
     Ok(outcome)
 }
 
+/// Acknowledged records counted per partition.
+fn per_partition(acked: &[RecordMetadata]) -> BTreeMap<u32, u64> {
+    let mut counts = BTreeMap::new();
+    for record in acked {
+        *counts.entry(record.partition).or_default() += 1;
+    }
+    counts
+}
+
 fn account(
     outcome: &mut ProduceOutcome,
-    done: Result<(Duration, u64, Option<String>), tokio::task::JoinError>,
+    done: Result<Acked, tokio::task::JoinError>,
     size: usize,
 ) -> anyhow::Result<()> {
-    let (latency, count, error) = done.context("delivery task failed")?;
-    match error {
-        None => {
+    let (latency, count, result) = done.context("delivery task failed")?;
+    match result {
+        Ok(partitions) => {
             outcome.acked += count;
             outcome.bytes += count * size as u64;
             report::record(&mut outcome.latency, latency, count);
+            for (partition, acked) in partitions {
+                *outcome.acked_by_partition.entry(partition).or_default() += acked;
+            }
         }
-        Some(err) => {
+        Err(err) => {
             outcome.failed += count;
             outcome.first_error.get_or_insert(err);
         }

@@ -41,6 +41,9 @@ pub struct Report {
     pub latency_label: &'static str,
     /// The settings of the run.
     pub config: serde_json::Value,
+    /// Produce only: per leading host, its partitions and the messages it
+    /// acknowledged (one host on a standalone broker).
+    pub by_leader: Option<serde_json::Value>,
 }
 
 impl Report {
@@ -51,7 +54,7 @@ impl Report {
     /// The single JSON document printed with `--output json`.
     pub fn to_json(&self) -> serde_json::Value {
         let seconds = self.seconds();
-        json!({
+        let mut value = json!({
             "mode": self.mode,
             "messages": self.messages,
             "bytes": self.bytes,
@@ -61,7 +64,11 @@ impl Report {
             "mb_per_sec": round(self.bytes as f64 / 1e6 / seconds, 2),
             "latency_ms": latency_json(&self.latency),
             "config": self.config,
-        })
+        });
+        if let (Some(by_leader), Some(object)) = (&self.by_leader, value.as_object_mut()) {
+            object.insert("by_leader".to_owned(), by_leader.clone());
+        }
+        value
     }
 
     /// The human-readable summary.
@@ -84,6 +91,15 @@ impl Report {
             self.latency_label,
             latency_text(&self.latency)
         ));
+        if let Some(hosts) = self.by_leader.as_ref().and_then(|v| v.as_object()) {
+            let summary: Vec<String> = hosts
+                .iter()
+                .map(|(host, led)| {
+                    format!("{host} {} (partitions {})", led["acked"], led["partitions"])
+                })
+                .collect();
+            text.push_str(&format!("acked by leader: {}\n", summary.join(", ")));
+        }
         if self.failed > 0 {
             text.push_str(&format!("failed: {} messages\n", self.failed));
         }
@@ -161,6 +177,7 @@ mod tests {
             latency,
             latency_label: "send→ack",
             config: json!({ "partitions": 4 }),
+            by_leader: Some(json!({ "h0": { "partitions": [0, 1], "acked": 1_000 } })),
         };
         let value = report.to_json();
         assert_eq!(value["mode"], "produce");
@@ -169,6 +186,7 @@ mod tests {
         assert_eq!(value["latency_ms"]["p50"], 2.0);
         assert!(value["latency_ms"]["max"].as_f64().unwrap_or(0.0) >= 40.0);
         assert_eq!(value["config"]["partitions"], 4);
+        assert_eq!(value["by_leader"]["h0"]["acked"], 1_000);
         assert!(
             report
                 .to_text()

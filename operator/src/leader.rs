@@ -175,3 +175,123 @@ impl LeaderElector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::{Method, StatusCode};
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::fixtures::{Call, context, verify};
+    use crate::metadata::MemoryMetadata;
+
+    const PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/ferry-system/leases/ferry-operator";
+
+    fn elector(client: Client, identity: &str) -> LeaderElector {
+        LeaderElector::new(
+            client,
+            LeaseSettings {
+                name: "ferry-operator".to_owned(),
+                namespace: "ferry-system".to_owned(),
+                identity: identity.to_owned(),
+                lease_duration: Duration::from_millis(15_000),
+                renew_deadline: Duration::from_millis(10_000),
+                retry_period: Duration::from_millis(2_000),
+            },
+        )
+    }
+
+    fn lease(holder: &str, renewed_s_ago: i64, transitions: i32) -> Value {
+        let renewed = Timestamp::now() - SignedDuration::from_secs(renewed_s_ago);
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "ferry-operator", "namespace": "ferry-system", "resourceVersion": "7"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                     "renewTime": MicroTime(renewed), "acquireTime": MicroTime(renewed),
+                     "leaseTransitions": transitions},
+        })
+    }
+
+    #[tokio::test]
+    async fn an_absent_lease_is_created_and_held() {
+        let (ctx, server) = context(MemoryMetadata::new());
+        let server = server.run(vec![
+            Call::new(Method::GET, PATH).not_found(),
+            Call::new(
+                Method::POST,
+                "/apis/coordination.k8s.io/v1/namespaces/ferry-system/leases",
+            )
+            .check(|b| {
+                assert_eq!(b["spec"]["holderIdentity"], "a");
+                assert_eq!(b["spec"]["leaseDurationSeconds"], 15);
+            }),
+        ]);
+        let held = elector(ctx.client.clone(), "a")
+            .try_acquire_or_renew()
+            .await;
+        assert!(held.expect("no API error"));
+        verify(server).await;
+    }
+
+    #[tokio::test]
+    async fn a_fresh_lease_of_another_replica_is_left_alone() {
+        let (ctx, server) = context(MemoryMetadata::new());
+        let server = server.run(vec![
+            Call::new(Method::GET, PATH).reply(StatusCode::OK, lease("b", 3, 0)),
+        ]);
+        let held = elector(ctx.client.clone(), "a")
+            .try_acquire_or_renew()
+            .await;
+        assert!(!held.expect("no API error"));
+        verify(server).await;
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over_with_its_resource_version() {
+        let (ctx, server) = context(MemoryMetadata::new());
+        let server = server.run(vec![
+            Call::new(Method::GET, PATH).reply(StatusCode::OK, lease("b", 20, 4)),
+            Call::new(Method::PUT, PATH).check(|b| {
+                assert_eq!(b["metadata"]["resourceVersion"], "7");
+                assert_eq!(b["spec"]["holderIdentity"], "a");
+                assert_eq!(b["spec"]["leaseTransitions"], 5);
+            }),
+        ]);
+        let held = elector(ctx.client.clone(), "a")
+            .try_acquire_or_renew()
+            .await;
+        assert!(held.expect("no API error"));
+        verify(server).await;
+    }
+
+    #[tokio::test]
+    async fn losing_a_takeover_race_is_not_an_error() {
+        let (ctx, server) = context(MemoryMetadata::new());
+        let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                              "reason": "Conflict", "code": 409, "message": "conflict"});
+        let server = server.run(vec![
+            Call::new(Method::GET, PATH).reply(StatusCode::OK, lease("b", 20, 4)),
+            Call::new(Method::PUT, PATH).reply(StatusCode::CONFLICT, conflict),
+        ]);
+        let held = elector(ctx.client.clone(), "a")
+            .try_acquire_or_renew()
+            .await;
+        assert!(!held.expect("no API error"));
+        verify(server).await;
+    }
+
+    #[tokio::test]
+    async fn the_holder_renews_without_a_transition() {
+        let (ctx, server) = context(MemoryMetadata::new());
+        let server = server.run(vec![
+            Call::new(Method::GET, PATH).reply(StatusCode::OK, lease("a", 3, 2)),
+            Call::new(Method::PUT, PATH).check(|b| assert_eq!(b["spec"]["leaseTransitions"], 2)),
+        ]);
+        let held = elector(ctx.client.clone(), "a")
+            .try_acquire_or_renew()
+            .await;
+        assert!(held.expect("no API error"));
+        verify(server).await;
+    }
+}

@@ -120,11 +120,11 @@ async fn apply<K: Mapped, M: MetadataClient>(
             Some(*incarnation),
             Some(digest.clone()),
         ),
-        SyncOutcome::Refused { observation } => (
-            observation.clone(),
-            view.incarnation,
-            view.record_digest.clone(),
-        ),
+        SyncOutcome::Refused {
+            observation,
+            incarnation,
+            digest,
+        } => (observation.clone(), *incarnation, digest.clone()),
         SyncOutcome::Raced => return Ok(Action::requeue(std::time::Duration::ZERO)),
     };
     let owned = !matches!(outcome, SyncOutcome::Refused { .. });

@@ -2,6 +2,7 @@
 //! reading what the cluster publishes about it.
 
 use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::events::EventType;
 use serde_json::Value;
 
@@ -41,6 +42,10 @@ pub enum SyncOutcome {
     },
     /// The name belongs to another record; nothing was written.
     Refused {
+        /// This resource's own claim, as the API server has it.
+        incarnation: Option<u64>,
+        /// The digest of what this resource last wrote, as the API server has it.
+        digest: Option<String>,
         /// The `Synced` condition.
         observation: Decided,
     },
@@ -130,8 +135,17 @@ pub async fn sync_record<K: Mapped, M: MetadataClient>(
     };
 
     let incarnation = owned_record(&entry.value);
+    let mut view = view;
+    if incarnation.is_some() && incarnation != view.incarnation {
+        // The cached object may predate this operator's own claim (the watch lags the
+        // status write): ask the API server before calling the record someone else's.
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+        view = api.get(&object.name_any()).await?.status_view();
+    }
     if incarnation.is_none() || incarnation != view.incarnation {
         return Ok(SyncOutcome::Refused {
+            incarnation: view.incarnation,
+            digest: view.record_digest.clone(),
             observation: Decided {
                 status: Status::False,
                 reason: "NameTaken",

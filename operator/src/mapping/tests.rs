@@ -158,6 +158,12 @@ async fn a_record_someone_else_created_is_never_overwritten() {
     let (ctx, server) = context(metadata.clone());
     let server = server.run(vec![
         get_cluster("main", 3),
+        // The cached object could predate a claim of its own: asked afresh.
+        Call::new(
+            Method::GET,
+            format!("/apis/ferry.dev/v1alpha1/namespaces/{NS}/queues/orders"),
+        )
+        .reply(StatusCode::OK, stored_queue()),
         Call::new(Method::PATCH, status_path("queues", "orders")).check(|b| {
             let synced = condition(b, "Synced");
             assert_eq!(
@@ -495,4 +501,37 @@ async fn a_gone_cluster_releases_the_finalizer_with_an_event() {
         Some(written),
         "DeleteIfEmpty cannot know: kept"
     );
+}
+
+#[tokio::test]
+async fn a_stale_cached_object_does_not_disown_its_own_record() {
+    let metadata = MemoryMetadata::new();
+    let written = record(9, 0);
+    metadata.set(QUEUE_KEY, written.clone());
+    let (ctx, server) = context(metadata.clone());
+    let mut fresh = stored_queue();
+    fresh["status"] = json!({"cluster": "main", "incarnation": 9});
+    let server = server.run(vec![
+        get_cluster("main", 3),
+        Call::new(
+            Method::GET,
+            format!("/apis/ferry.dev/v1alpha1/namespaces/{NS}/queues/orders"),
+        )
+        .reply(StatusCode::OK, fresh),
+        Call::new(Method::PATCH, status_path("queues", "orders")).check(|b| {
+            assert_eq!(b["status"]["incarnation"], 9);
+            assert_eq!(condition(b, "Synced")["reason"], "Mapped");
+        }),
+        event(NS, "Mapped"),
+        event(NS, "LeadersMissing"),
+    ]);
+    // The cache has not seen the claim yet: no incarnation in its status.
+    let object = queue(
+        json!({"clusterRef": "main"}),
+        json!({"cluster": "main"}),
+        false,
+    );
+    reconcile(Arc::new(object), ctx).await.expect("reconciled");
+    verify(server).await;
+    assert_eq!(metadata.value(QUEUE_KEY), Some(written));
 }

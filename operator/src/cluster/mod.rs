@@ -71,10 +71,17 @@ pub async fn reconcile<M: MetadataClient>(
         .unwrap_or(0);
 
     let wanted_hosts = cluster.spec.hosts;
-    let leaving_with_replicas = if wanted_hosts < current_hosts {
+    let shared_etcd = uses_operator_etcd(&cluster, settings);
+    let leaving_with_replicas = if wanted_hosts >= current_hosts {
+        BTreeSet::new()
+    } else if shared_etcd {
         leaving_hosts_with_replicas(&ctx.metadata, &names, wanted_hosts, current_hosts).await?
     } else {
-        BTreeSet::new()
+        // The operator cannot read an etcd of the cluster's own, so it cannot tell
+        // whether the leaving hosts are drained: it keeps them.
+        (wanted_hosts.max(0)..current_hosts)
+            .map(|o| names.pod(o))
+            .collect()
     };
     let hosts = if leaving_with_replicas.is_empty() {
         wanted_hosts
@@ -110,8 +117,13 @@ pub async fn reconcile<M: MetadataClient>(
         expand_volumes(&client, &names, current_hosts, &cluster.spec.storage.size).await?;
     }
 
-    let registered = registered_hosts(&ctx.metadata, &names.etcd_name).await?;
     let set_status = applied.status.unwrap_or_default();
+    let registered = if shared_etcd {
+        registered_hosts(&ctx.metadata, &names.etcd_name).await?
+    } else {
+        // Registrations live in the cluster's own etcd; readiness is the pods'.
+        set_status.ready_replicas.unwrap_or(0)
+    };
     let status = cluster_status(
         &cluster,
         &names,
@@ -138,6 +150,17 @@ pub async fn reconcile<M: MetadataClient>(
         .await;
     info!(hosts, registered, "reconciled");
     Ok(Action::requeue(ctx.settings.resync_interval))
+}
+
+/// Whether the cluster's hosts use the operator's etcd (`spec.etcd` unset or the
+/// same endpoints). Topic and queue records can only be written, and registrations
+/// and placements only read, in that etcd.
+pub fn uses_operator_etcd(cluster: &BrokerCluster, settings: &crate::context::Settings) -> bool {
+    cluster
+        .spec
+        .etcd
+        .as_ref()
+        .is_none_or(|etcd| etcd.endpoints == settings.etcd_endpoints)
 }
 
 /// Server-side apply as `ferry-operator`, taking over fields others set: the

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::kinds::Mapped;
-use crate::cluster::apply_params;
+use crate::cluster::{apply_params, uses_operator_etcd};
 use crate::context::Context;
 use crate::crd::BrokerCluster;
 use crate::error::Error;
@@ -48,6 +48,12 @@ pub async fn choose<K: Mapped, M: MetadataClient>(
     }
     if let Some(name) = object.cluster_ref().or(chosen.as_deref()) {
         return Ok(match clusters.get_opt(name).await? {
+            Some(cluster) if !uses_operator_etcd(&cluster, &ctx.settings) => Err(Unplaced {
+                reason: "SeparateEtcdUnsupported",
+                message: format!(
+                    "BrokerCluster {name} uses an etcd of its own; the operator writes topic and queue records only to its own etcd."
+                ),
+            }),
             Some(cluster) if cluster.meta().deletion_timestamp.is_none() => Ok(cluster),
             Some(_) => Err(Unplaced {
                 reason: "ClusterDeleting",
@@ -64,7 +70,7 @@ pub async fn choose<K: Mapped, M: MetadataClient>(
         .await?
         .items
         .into_iter()
-        .filter(|c| c.meta().deletion_timestamp.is_none())
+        .filter(|c| c.meta().deletion_timestamp.is_none() && uses_operator_etcd(c, &ctx.settings))
         .collect();
     if candidates.is_empty() {
         return create_default(object, namespace, ctx).await.map(Ok);

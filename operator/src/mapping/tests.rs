@@ -535,3 +535,25 @@ async fn a_stale_cached_object_does_not_disown_its_own_record() {
     verify(server).await;
     assert_eq!(metadata.value(QUEUE_KEY), Some(written));
 }
+
+#[tokio::test]
+async fn a_cluster_with_an_etcd_of_its_own_is_not_written_to() {
+    let (ctx, server) = context(MemoryMetadata::new());
+    let mut own_etcd = broker_cluster("main", 3);
+    own_etcd["spec"]["etcd"] = json!({"endpoints": ["http://elsewhere:2379"]});
+    let server = server.run(vec![
+        Call::new(Method::GET, format!("{}/main", clusters_path())).reply(StatusCode::OK, own_etcd),
+        Call::new(Method::PATCH, status_path("queues", "orders"))
+            .check(|b| assert_eq!(condition(b, "Synced")["reason"], "SeparateEtcdUnsupported")),
+        event(NS, "SeparateEtcdUnsupported"),
+        event(NS, "SeparateEtcdUnsupported"),
+    ]);
+    reconcile(
+        Arc::new(queue(json!({"clusterRef": "main"}), json!({}), false)),
+        ctx.clone(),
+    )
+    .await
+    .expect("reconciled");
+    verify(server).await;
+    assert!(ctx.metadata.keys().is_empty());
+}

@@ -1,5 +1,6 @@
 //! One broker host in cluster mode (`ferry-broker serve`) as a separate process on
-//! its own loopback address, which a test can kill, pause, restart and wipe.
+//! its own loopback address, or in a network namespace of its own (see
+//! [`crate::netns`]), which a test can kill, pause, restart and wipe.
 //!
 //! The host prints `ferry-broker ready grpc=ADDR metrics=…` on stdout once it
 //! listens; its stderr is copied into the test's output with a `[host id]` prefix,
@@ -13,6 +14,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::netns::HOST_PORT;
 use crate::process::{self, Supervised};
 
 /// How long a host may take to print its ready line.
@@ -31,8 +33,11 @@ pub struct HostConfig {
     pub host_id: String,
     /// etcd client URLs.
     pub etcd_endpoints: Vec<String>,
-    /// The loopback address it listens on (127.0.0.2, 127.0.0.3, …).
+    /// The address it listens on and advertises: 127.0.0.2, 127.0.0.3, … on
+    /// loopback, or its cluster-link address in its namespace.
     pub ip: Ipv4Addr,
+    /// The network namespace it runs in, if not the test's own.
+    pub netns: Option<String>,
     /// Its data directory.
     pub data_dir: PathBuf,
     /// Its etcd lease TTL, if not the broker's default.
@@ -106,9 +111,9 @@ impl BrokerHost {
             .zip(launches)
             .map(|(config, launch)| match wait_ready(launch) {
                 Ok((process, addr)) => Self {
+                    addr: reachable(&config, addr),
                     config,
                     process: Some(process),
-                    addr,
                     paused: false,
                 },
                 Err(failure) => panic!("host {} did not start: {failure}", config.host_id),
@@ -193,7 +198,7 @@ impl BrokerHost {
         match started {
             Ok((process, addr)) => {
                 self.process = Some(process);
-                self.addr = addr;
+                self.addr = reachable(&self.config, addr);
             }
             Err(failure) => panic!("host {} did not restart: {failure}", self.host_id()),
         }
@@ -225,16 +230,27 @@ impl BrokerHost {
 }
 
 /// Spawns `ferry-broker serve` for `config` listening on `listen`.
+///
+/// In a namespace the host listens on every address of it — its cluster link and
+/// its side door — on a fixed port, since the namespace's ports are its own, and
+/// advertises its cluster-link address: the side door is for the test alone.
 fn spawn(config: &HostConfig, listen: SocketAddrV4) -> Launch {
     std::fs::create_dir_all(&config.data_dir)
         .unwrap_or_else(|err| panic!("create {}: {err}", config.data_dir.display()));
-    let mut command = process::command(&broker_binary());
+    let mut command = process::command_in(config.netns.as_deref(), &broker_binary());
     command
         .arg("serve")
         .args(["--cluster", &config.cluster])
         .args(["--host-id", &config.host_id])
-        .args(["--etcd", &config.etcd_endpoints.join(",")])
-        .args(["--listen", &listen.to_string()])
+        .args(["--etcd", &config.etcd_endpoints.join(",")]);
+    if config.netns.is_some() {
+        command
+            .args(["--listen", &format!("0.0.0.0:{HOST_PORT}")])
+            .args(["--advertise", &format!("{}:{HOST_PORT}", config.ip)]);
+    } else {
+        command.args(["--listen", &listen.to_string()]);
+    }
+    command
         .arg("--data-dir")
         .arg(&config.data_dir)
         .args(["--metrics-listen", "off"]);
@@ -264,6 +280,16 @@ fn spawn(config: &HostConfig, listen: SocketAddrV4) -> Launch {
         }
     });
     Launch { process, ready }
+}
+
+/// Where the test reaches a host that printed `bound`: in a namespace it listens on
+/// 0.0.0.0, and the test reaches it at its cluster-link address.
+fn reachable(config: &HostConfig, bound: SocketAddr) -> SocketAddr {
+    if config.netns.is_some() {
+        SocketAddr::new(config.ip.into(), bound.port())
+    } else {
+        bound
+    }
 }
 
 /// Sends the ready line's rest to `tx`, then keeps reading so the broker never

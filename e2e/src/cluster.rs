@@ -1,5 +1,6 @@
 //! A whole test cluster: one etcd and N broker hosts `h0..hN-1` under one cluster
-//! name, each host on its own loopback address, all data in one temporary directory.
+//! name, each host on its own loopback address or in its own network namespace, all
+//! data in one temporary directory.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -8,8 +9,22 @@ use tempfile::TempDir;
 
 use crate::broker::{BrokerHost, HostConfig};
 use crate::etcd::EtcdServer;
+use crate::netns::{self, TestNetwork};
 
-/// The most hosts a cluster may have: one loopback address each, from 127.0.0.2.
+/// Where a cluster's hosts run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Network {
+    /// In the test's namespace, each on its own loopback address: hosts cannot be
+    /// cut off from each other.
+    #[default]
+    Loopback,
+    /// Each in a namespace of its own on a private test network
+    /// ([`crate::netns`]), so [`Cluster::cut`] can isolate one.
+    Namespaces,
+}
+
+/// The most hosts a cluster may have: one loopback address each, from 127.0.0.2
+/// (a network of namespaces allows fewer: `netns::MAX_HOSTS`).
 const MAX_HOSTS: usize = 250;
 
 /// How to start a cluster.
@@ -23,6 +38,8 @@ pub struct ClusterOptions {
     pub lease_ttl_ms: Option<u64>,
     /// More `ferry-broker serve` arguments for every host.
     pub extra_args: Vec<String>,
+    /// Where the hosts run.
+    pub network: Network,
 }
 
 impl Default for ClusterOptions {
@@ -32,15 +49,18 @@ impl Default for ClusterOptions {
             hosts: 3,
             lease_ttl_ms: None,
             extra_args: Vec::new(),
+            network: Network::Loopback,
         }
     }
 }
 
 /// etcd plus broker hosts; everything stops and is deleted when it drops.
 pub struct Cluster {
-    // Fields drop in order: hosts before etcd, both before their directory.
+    // Fields drop in order: hosts before etcd, both before their network and their
+    // directory.
     hosts: Vec<BrokerHost>,
     etcd: EtcdServer,
+    network: Option<TestNetwork>,
     name: String,
     dir: TempDir,
 }
@@ -65,22 +85,44 @@ impl Cluster {
             .prefix("ferry-e2e-")
             .tempdir()
             .expect("a temporary directory");
-        let etcd = EtcdServer::start(&dir.path().join("etcd"));
+        let network = match options.network {
+            Network::Loopback => None,
+            Network::Namespaces => Some(
+                TestNetwork::create(options.hosts)
+                    .unwrap_or_else(|err| panic!("create the test network: {err}")),
+            ),
+        };
+        let etcd = EtcdServer::start_also_on(
+            &dir.path().join("etcd"),
+            network.as_ref().map(TestNetwork::gateway),
+        );
         let configs = (0..options.hosts)
-            .map(|index| HostConfig {
-                cluster: options.name.clone(),
-                host_id: format!("h{index}"),
-                etcd_endpoints: vec![etcd.endpoint()],
-                ip: host_ip(index),
-                data_dir: dir.path().join(format!("h{index}")),
-                lease_ttl_ms: options.lease_ttl_ms,
-                extra_args: options.extra_args.clone(),
+            .map(|index| {
+                let (ip, netns, etcd_endpoint) = match &network {
+                    None => (host_ip(index), None, etcd.endpoint()),
+                    Some(network) => {
+                        let host = network.host(index);
+                        let endpoint = etcd.endpoint_on(network.gateway());
+                        (host.ip, Some(host.namespace.clone()), endpoint)
+                    }
+                };
+                HostConfig {
+                    cluster: options.name.clone(),
+                    host_id: format!("h{index}"),
+                    etcd_endpoints: vec![etcd_endpoint],
+                    ip,
+                    netns,
+                    data_dir: dir.path().join(format!("h{index}")),
+                    lease_ttl_ms: options.lease_ttl_ms,
+                    extra_args: options.extra_args.clone(),
+                }
             })
             .collect();
         let hosts = BrokerHost::start_all(configs);
         Self {
             hosts,
             etcd,
+            network,
             name: options.name,
             dir,
         }
@@ -126,6 +168,48 @@ impl Cluster {
             .iter_mut()
             .find(|host| host.host_id() == host_id)
             .unwrap_or_else(|| panic!("no host {host_id} in cluster {name}"))
+    }
+
+    /// Cuts host `host_id` off from etcd and the other hosts (see [`TestNetwork::cut`]).
+    pub fn cut(&self, host_id: &str) {
+        self.namespaced(host_id, "cut")
+            .0
+            .cut(self.host_index(host_id));
+    }
+
+    /// Lets a cut host reach etcd and the other hosts again.
+    pub fn heal(&self, host_id: &str) {
+        self.namespaced(host_id, "heal")
+            .0
+            .heal(self.host_index(host_id));
+    }
+
+    /// The URL of host `host_id`'s side door: reachable from the test even while the
+    /// host is cut off, so the test can be a client on the host's side of a cut.
+    pub fn side_door_url(&self, host_id: &str) -> String {
+        let (network, index) = self.namespaced(host_id, "reach through a side door");
+        let ip = network.host(index).side_door_ip;
+        format!("http://{ip}:{}", netns::HOST_PORT)
+    }
+
+    /// The test network and the index of `host_id` in it, or a panic saying this
+    /// cluster was not started in namespaces, so it cannot `what`.
+    fn namespaced(&self, host_id: &str, what: &str) -> (&TestNetwork, usize) {
+        let network = self.network.as_ref().unwrap_or_else(|| {
+            panic!(
+                "cluster {} runs on loopback and cannot {what}: start it with \
+                 network: Network::Namespaces",
+                self.name
+            )
+        });
+        (network, self.host_index(host_id))
+    }
+
+    fn host_index(&self, host_id: &str) -> usize {
+        self.hosts
+            .iter()
+            .position(|host| host.host_id() == host_id)
+            .unwrap_or_else(|| panic!("no host {host_id} in cluster {}", self.name))
     }
 
     /// The directory holding etcd's and every host's data.

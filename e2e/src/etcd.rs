@@ -1,8 +1,9 @@
 //! A real single-member etcd for cluster tests: Debian's `etcd-server` on
-//! 127.0.0.1 with its own data directory, which a test can stop, restart, pause and
-//! resume. It runs under `timeout 600`, so a killed test leaves nothing running.
+//! 127.0.0.1 (and, for hosts in network namespaces, on a test network's bridge
+//! address too) with its own data directory, which a test can stop, restart, pause
+//! and resume. It runs under `timeout 600`, so a killed test leaves nothing running.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -55,17 +56,26 @@ pub struct EtcdServer {
     data_dir: PathBuf,
     client_port: u16,
     peer_port: u16,
+    /// Another address clients reach it on, beside 127.0.0.1.
+    also_on: Option<Ipv4Addr>,
     paused: bool,
 }
 
 impl EtcdServer {
     /// Starts etcd with its data in `data_dir`, waiting until it accepts connections.
     pub fn start(data_dir: &Path) -> Self {
+        Self::start_also_on(data_dir, None)
+    }
+
+    /// Starts etcd like [`Self::start`], taking client connections on `also_on`
+    /// (an address of the test's namespace) as well as on 127.0.0.1.
+    pub fn start_also_on(data_dir: &Path, also_on: Option<Ipv4Addr>) -> Self {
         let mut etcd = Self {
             process: None,
             data_dir: data_dir.to_owned(),
             client_port: 0,
             peer_port: 0,
+            also_on,
             paused: false,
         };
         let mut failures = Vec::new();
@@ -82,7 +92,12 @@ impl EtcdServer {
 
     /// The client URL brokers connect to.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        self.endpoint_on(Ipv4Addr::LOCALHOST)
+    }
+
+    /// The client URL on `ip` (127.0.0.1, or the address it was started `also_on`).
+    pub fn endpoint_on(&self, ip: Ipv4Addr) -> String {
+        format!("http://{ip}:{}", self.client_port)
     }
 
     /// Whether etcd is running (a paused etcd is running).
@@ -132,14 +147,18 @@ impl EtcdServer {
     fn launch(&mut self) -> Result<(), String> {
         assert!(self.process.is_none(), "etcd is already running");
         let client = self.endpoint();
+        let clients = match self.also_on {
+            Some(ip) => format!("{client},{}", self.endpoint_on(ip)),
+            None => client.clone(),
+        };
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut command = process::command(&etcd_binary());
         command
             .args(["--name", "ferry-e2e"])
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
+            .args(["--listen-client-urls", &clients])
+            .args(["--advertise-client-urls", &clients])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("ferry-e2e={peer}")])

@@ -15,8 +15,19 @@ pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// A command that runs `program` under `timeout`.
 pub(crate) fn command(program: &Path) -> Command {
+    command_in(None, program)
+}
+
+/// A command that runs `program` under `timeout`, in network namespace `namespace`
+/// if one is given (see `crate::netns`). `ip netns exec` execs the program in its
+/// own process, so `timeout`'s child is still the program, and signals reach it.
+pub(crate) fn command_in(namespace: Option<&str>, program: &Path) -> Command {
     let mut command = Command::new("timeout");
-    command.arg(LIFETIME_S).arg(program);
+    command.arg(LIFETIME_S);
+    if let Some(namespace) = namespace {
+        command.args(["ip", "netns", "exec", namespace]);
+    }
+    command.arg(program);
     command
 }
 

@@ -12,18 +12,14 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::rpc::{self, record_outcome, within};
+use common::load::{self, Load, LoadSpec};
+use common::rpc;
 use common::{ClusterView, PartitionId, read_view, wait_for_view};
 use ferry_e2e::{CheckOptions, Cluster, ClusterOptions, History, Verdict, check};
 use ferry_proto::v1 as pb;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
 
 const LEASE_TTL_MS: u64 = 2_000;
 /// The killed host's replicas stay where they are: it must come back to them.
@@ -41,6 +37,12 @@ const FAILOVER_DEADLINE: Duration = Duration::from_secs(10);
 const CATCH_UP_DEADLINE: Duration = Duration::from_secs(60);
 const PHASE_DEADLINE: Duration = Duration::from_secs(60);
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+const LOAD: LoadSpec = LoadSpec {
+    topic: TOPIC,
+    partitions: PARTITIONS,
+    producers: PRODUCERS,
+    send_timeout: SEND_TIMEOUT,
+};
 
 fn options() -> ClusterOptions {
     ClusterOptions {
@@ -57,177 +59,11 @@ fn options() -> ClusterOptions {
 }
 
 fn partition(p: u32) -> PartitionId {
-    PartitionId::topic(TOPIC, p)
-}
-
-/// Producers writing unique values to every partition's current leader, recording
-/// each send; the leader is looked up in etcd whenever a send fails.
-struct Load {
-    history: History,
-    stop: Arc<AtomicBool>,
-    acked: Arc<AtomicU64>,
-    /// Acknowledgements by host id, to see who serves.
-    acked_by: Arc<Mutex<HashMap<String, u64>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(etcd_endpoint: String, cluster: String, history: History) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(AtomicU64::new(0));
-        let acked_by = Arc::new(Mutex::new(HashMap::new()));
-        let tasks = (0..PRODUCERS)
-            .map(|producer| {
-                tokio::spawn(produce_until_stopped(
-                    producer,
-                    etcd_endpoint.clone(),
-                    cluster.clone(),
-                    history.clone(),
-                    Arc::clone(&stop),
-                    Arc::clone(&acked),
-                    Arc::clone(&acked_by),
-                ))
-            })
-            .collect();
-        Self {
-            history,
-            stop,
-            acked,
-            acked_by,
-            tasks,
-        }
-    }
-
-    fn acked(&self) -> u64 {
-        self.acked.load(Ordering::Acquire)
-    }
-
-    /// Waits until `more` further sends were acknowledged.
-    async fn wait_for_acks(&self, more: u64, what: &str) {
-        let target = self.acked() + more;
-        let until = Instant::now() + PHASE_DEADLINE;
-        while self.acked() < target {
-            assert!(
-                Instant::now() < until,
-                "{what}: only {} of {target} sends acknowledged within {PHASE_DEADLINE:?}",
-                self.acked()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn stop(self) -> History {
-        self.stop.store(true, Ordering::Release);
-        for task in self.tasks {
-            task.await.expect("producer task");
-        }
-        self.history
-    }
-}
-
-async fn produce_until_stopped(
-    producer: u32,
-    etcd_endpoint: String,
-    cluster: String,
-    history: History,
-    stop: Arc<AtomicBool>,
-    acked: Arc<AtomicU64>,
-    acked_by: Arc<Mutex<HashMap<String, u64>>>,
-) {
-    let mut etcd = etcd_client::Client::connect([etcd_endpoint], None)
-        .await
-        .expect("connect to etcd");
-    let mut channels: HashMap<String, Channel> = HashMap::new();
-    let mut view: Option<ClusterView> = None;
-    let mut n = 0u64;
-    while !stop.load(Ordering::Acquire) {
-        let p = (n % u64::from(PARTITIONS)) as u32;
-        n += 1;
-        if view.is_none() {
-            view = read_view(&mut etcd, &cluster).await.ok();
-        }
-        let target = view.as_ref().and_then(|v| {
-            let leader = v.leader(&partition(p))?;
-            Some((leader.to_owned(), v.hosts.get(leader)?.advertise.clone()))
-        });
-        let Some((leader, address)) = target else {
-            view = None;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let channel = channels
-            .entry(address.clone())
-            .or_insert_with(|| {
-                Endpoint::from_shared(format!("http://{address}"))
-                    .expect("a valid address")
-                    .connect_timeout(SEND_TIMEOUT)
-                    .connect_lazy()
-            })
-            .clone();
-        let value = format!("p{producer}-{n}");
-        let op = history.record_send_invoke(producer, p, &value);
-        let answer = within(SEND_TIMEOUT, rpc::produce(&channel, TOPIC, p, None, &value)).await;
-        record_outcome(&history, op, &answer);
-        if answer.is_ok() {
-            acked.fetch_add(1, Ordering::AcqRel);
-            *acked_by.lock().await.entry(leader).or_default() += 1;
-        } else {
-            view = None;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-/// Reads every partition back from its leader into the history, once two reads a
-/// moment apart agree (the high watermark may still be catching up with the
-/// followers' last fetches when the load stops).
-async fn read_back(etcd: &mut etcd_client::Client, cluster: &str, history: &History) {
-    let view = read_view(etcd, cluster).await.expect("read the view");
-    for p in 0..PARTITIONS {
-        let leader = view.leader(&partition(p)).expect("a leader");
-        let address = &view.hosts[leader].advertise;
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .expect("a valid address")
-            .connect_lazy();
-        let mut previous = None;
-        let reads = loop {
-            let reads = rpc::read_partition(&channel, TOPIC, p)
-                .await
-                .unwrap_or_else(|status| {
-                    panic!("read {TOPIC}/{p} from {leader}: {}", rpc::show(&status))
-                });
-            if previous == Some(reads.len()) {
-                break reads;
-            }
-            previous = Some(reads.len());
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
-        for read in reads {
-            history.record_read(read.partition, read.offset, &read.value);
-        }
-    }
+    LOAD.partition(p)
 }
 
 fn all_in_sync(view: &ClusterView) -> bool {
-    (0..PARTITIONS).all(|p| {
-        view.partition(&partition(p))
-            .is_some_and(|s| s.leader.is_some() && s.isr.len() == 3)
-    })
-}
-
-/// The host leading the most partitions.
-fn busiest_leader(view: &ClusterView) -> String {
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for p in 0..PARTITIONS {
-        if let Some(leader) = view.leader(&partition(p)) {
-            *counts.entry(leader).or_default() += 1;
-        }
-    }
-    counts
-        .into_iter()
-        .max_by_key(|(host, count)| (*count, std::cmp::Reverse(*host)))
-        .map(|(host, _)| host.to_owned())
-        .expect("some leader")
+    view.all_led_in_sync(&LOAD.partitions(), 3)
 }
 
 async fn start_replicated(mode: pb::ReplicationMode) -> (Cluster, etcd_client::Client) {
@@ -265,13 +101,16 @@ async fn kill_leader_under_load(
     load: &Load,
 ) -> (String, Duration) {
     let name = cluster.name().to_owned();
-    load.wait_for_acks(SENDS_PER_PHASE, "before the kill").await;
+    load.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE, "before the kill")
+        .await;
     let view = read_view(etcd, &name).await.expect("view");
-    let victim = busiest_leader(&view);
+    let victim = view
+        .busiest_leader(&LOAD.partitions())
+        .expect("some leader");
     let led: Vec<u32> = (0..PARTITIONS)
         .filter(|p| view.leader(&partition(*p)) == Some(victim.as_str()))
         .collect();
-    let before = load.acked_by.lock().await.clone();
+    let before = load.acked_by().await;
     cluster.host_mut(&victim).kill();
     let killed_at = Instant::now();
     // Served again: a produce acknowledged by another host, on each partition it led.
@@ -291,7 +130,7 @@ async fn kill_leader_under_load(
         .filter_map(|p| served.leader(&partition(*p)).map(str::to_owned))
         .collect();
     loop {
-        let now = load.acked_by.lock().await.clone();
+        let now = load.acked_by().await;
         let serving = new_leaders
             .iter()
             .all(|h| now.get(h).copied().unwrap_or(0) > before.get(h).copied().unwrap_or(0));
@@ -316,12 +155,12 @@ fn assert_valid(verdict: &Verdict, what: &str) {
 async fn sync_replication_loses_nothing_acknowledged_when_the_leader_dies_and_replicas_catch_up() {
     let (mut cluster, mut etcd) = start_replicated(pb::ReplicationMode::Sync).await;
     let name = cluster.name().to_owned();
-    let load = Load::start(cluster.etcd_endpoint(), name.clone(), History::new());
+    let load = Load::start(&LOAD, cluster.etcd_endpoint(), name.clone(), History::new());
 
     // 1. The leader dies mid-produce: a new leader serves within 10 s.
     let (victim, failover) = kill_leader_under_load(&mut cluster, &mut etcd, &load).await;
     eprintln!("sync: {victim} killed; a new leader acknowledged after {failover:?}");
-    load.wait_for_acks(SENDS_PER_PHASE, "after the failover")
+    load.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE, "after the failover")
         .await;
 
     // 2. It returns with its data, truncates by epoch, catches up, rejoins.
@@ -334,7 +173,7 @@ async fn sync_replication_loses_nothing_acknowledged_when_the_leader_dies_and_re
         all_in_sync,
     )
     .await;
-    load.wait_for_acks(SENDS_PER_PHASE, "with the returned host")
+    load.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE, "with the returned host")
         .await;
 
     // 3. A follower loses its disk: it leaves the in-sync set, copies everything
@@ -353,7 +192,7 @@ async fn sync_replication_loses_nothing_acknowledged_when_the_leader_dies_and_re
         host.kill();
         host.wipe_data();
     }
-    load.wait_for_acks(SENDS_PER_PHASE, "while a replica is down")
+    load.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE, "while a replica is down")
         .await;
     cluster.host_mut(&wiped).restart();
     wait_for_view(
@@ -364,8 +203,12 @@ async fn sync_replication_loses_nothing_acknowledged_when_the_leader_dies_and_re
         all_in_sync,
     )
     .await;
-    load.wait_for_acks(SENDS_PER_PHASE, "after the wiped host returned")
-        .await;
+    load.wait_for_acks(
+        SENDS_PER_PHASE,
+        PHASE_DEADLINE,
+        "after the wiped host returned",
+    )
+    .await;
     let history = load.stop().await;
 
     // 4. Only the wiped host is left: it must hold everything acknowledged.
@@ -388,7 +231,7 @@ async fn sync_replication_loses_nothing_acknowledged_when_the_leader_dies_and_re
         },
     )
     .await;
-    read_back(&mut etcd, &name, &history).await;
+    load::record_reads(&history, &load::read_back(&mut etcd, &name, &LOAD).await);
     let verdict = check(
         &history,
         &CheckOptions {
@@ -412,12 +255,12 @@ async fn sync_replication_loses_nothing_acknowledged_when_the_leader_dies_and_re
 async fn async_replication_loss_on_a_leader_kill_is_measured() {
     let (mut cluster, mut etcd) = start_replicated(pb::ReplicationMode::Async).await;
     let name = cluster.name().to_owned();
-    let load = Load::start(cluster.etcd_endpoint(), name.clone(), History::new());
+    let load = Load::start(&LOAD, cluster.etcd_endpoint(), name.clone(), History::new());
     let (victim, failover) = kill_leader_under_load(&mut cluster, &mut etcd, &load).await;
-    load.wait_for_acks(SENDS_PER_PHASE, "after the failover")
+    load.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE, "after the failover")
         .await;
     let history = load.stop().await;
-    read_back(&mut etcd, &name, &history).await;
+    load::record_reads(&history, &load::read_back(&mut etcd, &name, &LOAD).await);
     let verdict = check(
         &history,
         &CheckOptions {

@@ -8,11 +8,13 @@
 //!   `{"replicas", "leader", "leader_epoch", "isr"}`, written by the controller.
 //!
 //! [`rpc`] has the plain gRPC requests scenarios send to hosts; [`timeline`] samples
-//! partition epochs in the background and checks them.
+//! partition epochs in the background and checks them; [`load`] keeps producers
+//! writing to a topic's leaders and reads the topic back.
 
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod load;
 pub mod rpc;
 pub mod timeline;
 
@@ -119,6 +121,36 @@ impl ClusterView {
     /// The leader of `id`, if it has a state and a leader.
     pub fn leader(&self, id: &PartitionId) -> Option<&str> {
         self.partition(id)?.leader.as_deref()
+    }
+
+    /// Whether every partition of `ids` has a leader and `replicas` in-sync replicas.
+    pub fn all_led_in_sync(&self, ids: &[PartitionId], replicas: usize) -> bool {
+        ids.iter().all(|id| {
+            self.partition(id)
+                .is_some_and(|s| s.leader.is_some() && s.isr.len() == replicas)
+        })
+    }
+
+    /// The host leading the most partitions of `ids` (the lowest host id on a tie).
+    pub fn busiest_leader(&self, ids: &[PartitionId]) -> Option<String> {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for id in ids {
+            if let Some(leader) = self.leader(id) {
+                *counts.entry(leader).or_default() += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .max_by_key(|(host, count)| (*count, std::cmp::Reverse(*host)))
+            .map(|(host, _)| host.to_owned())
+    }
+
+    /// The partitions of `ids` that `host_id` leads.
+    pub fn led_by(&self, ids: &[PartitionId], host_id: &str) -> Vec<PartitionId> {
+        ids.iter()
+            .filter(|id| self.leader(id) == Some(host_id))
+            .cloned()
+            .collect()
     }
 }
 

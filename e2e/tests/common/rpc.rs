@@ -182,7 +182,7 @@ pub fn key_for(partition: u32, partitions: u32) -> Vec<u8> {
 
 /// Produces a batch of one record to `partition` of `topic`: the request names the
 /// partition, or, with a `key` (which must hash to `partition`), leaves it to the
-/// broker. The acknowledged offset.
+/// broker. The acknowledged offset, or the request's status, or the batch's error.
 pub async fn produce(
     channel: &Channel,
     topic: &str,
@@ -207,10 +207,14 @@ pub async fn produce(
     let [result] = response.batches.as_slice() else {
         panic!("one batch sent, results: {response:?}");
     };
-    assert!(
-        result.error.is_none(),
-        "refusals come as the request's status, not per batch: {result:?}"
-    );
+    if let Some(detail) = &result.error {
+        // A batch can fail after the request was accepted (REPLICATION_INCOMPLETE:
+        // written, but not confirmed by the replicas). Such an error has no gRPC
+        // code of its own; it comes back as UNKNOWN carrying the batch's detail.
+        let message = format!("batch failed: {}", detail.message);
+        let details = detail.encode_to_vec().into();
+        return Err(Status::with_details(Code::Unknown, message, details));
+    }
     assert_eq!(result.partition, partition, "{result:?}");
     assert_eq!(result.base_offset, result.last_offset, "{result:?}");
     Ok(result.base_offset)

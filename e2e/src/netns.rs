@@ -35,6 +35,7 @@
 use std::net::Ipv4Addr;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 /// The most hosts: one /30 side-door link each in a /24.
@@ -278,6 +279,18 @@ fn claim_subnet() -> Result<(u8, UnixListener), String> {
     Err(format!("all {SUBNETS} test subnets are in use"))
 }
 
+/// iproute2's `ip`: on the path, else where Debian puts it (`/usr/sbin`, which is
+/// not on every user's path).
+pub(crate) fn ip_binary() -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join("ip"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from("ip"))
+}
+
 /// Runs `ip ARGS`; its stderr on failure.
 fn ip(args: &[&str]) -> Result<(), String> {
     ip_output(args).map(drop)
@@ -285,7 +298,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 /// Runs `ip ARGS` and returns its stdout, or its stderr on failure.
 fn ip_output(args: &[&str]) -> Result<String, String> {
-    let output = Command::new("ip")
+    let output = Command::new(ip_binary())
         .args(args)
         .stdin(Stdio::null())
         .output()

@@ -25,7 +25,9 @@ pub(crate) fn command_in(namespace: Option<&str>, program: &Path) -> Command {
     let mut command = Command::new("timeout");
     command.arg(LIFETIME_S);
     if let Some(namespace) = namespace {
-        command.args(["ip", "netns", "exec", namespace]);
+        command
+            .arg(crate::netns::ip_binary())
+            .args(["netns", "exec", namespace]);
     }
     command.arg(program);
     command

@@ -25,8 +25,9 @@
 //! `N` is a subnet number claimed for the network's lifetime by binding the abstract
 //! Unix socket `ferry-e2e-netns-N`, which the kernel releases when the process dies,
 //! however it dies. So parallel tests and parallel test runs never share a subnet,
-//! and whatever carries `N` in its name once the claim succeeds — namespaces, links —
-//! was left by a test run that was killed: it is deleted before the network is built.
+//! and whatever carries `N` in its name while nobody holds the claim — namespaces,
+//! links — was left by a test run that was killed: before a network is built, such
+//! leftovers are deleted on every unclaimed subnet, and on the one it claims.
 //! Everything is deleted again on drop, also when a test panics.
 //!
 //! Needs root and iproute2's `ip`. [`available_or_skip`] decides what a test does
@@ -80,13 +81,14 @@ impl TestNetwork {
                 "a test network has 1 to {MAX_HOSTS} hosts, not {hosts}"
             ));
         }
+        sweep_unclaimed();
         let (subnet, claim) = claim_subnet()?;
         let mut network = Self {
             subnet,
             hosts: Vec::new(),
             _claim: claim,
         };
-        network.remove_leftovers()?;
+        remove_leftovers(subnet)?;
         // From here on, a failure drops `network`, which deletes what was made.
         network.build(hosts)?;
         Ok(network)
@@ -120,11 +122,6 @@ impl TestNetwork {
 
     fn bridge(&self) -> String {
         format!("fe2e{}-br", self.subnet)
-    }
-
-    /// Links and namespaces of this subnet all start with these.
-    fn link_prefix(&self) -> String {
-        format!("fe2e{}-", self.subnet)
     }
 
     fn build(&mut self, hosts: usize) -> Result<(), String> {
@@ -210,24 +207,6 @@ impl TestNetwork {
         Ok(())
     }
 
-    /// Deletes namespaces and links of this subnet that a killed run left behind:
-    /// the claim proves their owner is gone.
-    fn remove_leftovers(&self) -> Result<(), String> {
-        let prefix = self.link_prefix();
-        for namespace in list_namespaces()? {
-            if namespace.starts_with(&prefix) {
-                ip(&["netns", "delete", &namespace])?;
-            }
-        }
-        for link in list_links()? {
-            // Deleting one end of a veth pair deletes the other, in whatever namespace.
-            if link.starts_with(&prefix) {
-                ip(&["link", "delete", &link])?;
-            }
-        }
-        Ok(())
-    }
-
     /// Deletes the namespaces (their processes lose their links), then the root ends
     /// of the veth pairs and the bridge. Best effort: a step that fails is reported
     /// and the rest still runs; what is left goes when the subnet is claimed again.
@@ -266,17 +245,77 @@ fn claim_subnet() -> Result<(u8, UnixListener), String> {
     let start = u16::try_from(std::process::id() % u32::from(SUBNETS)).unwrap_or(0);
     for step in 0..SUBNETS {
         let subnet = u8::try_from((start + step) % SUBNETS).expect("below 256");
-        let name = format!("{CLAIM_PREFIX}{subnet}");
-        let addr = SocketAddr::from_abstract_name(name.as_bytes())
-            .map_err(|err| format!("abstract socket name {name}: {err}"))?;
-        // Only "in use" means another network holds it; any other error is ours.
-        match UnixListener::bind_addr(&addr) {
-            Ok(listener) => return Ok((subnet, listener)),
-            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {}
-            Err(err) => return Err(format!("claim subnet {subnet} ({name}): {err}")),
+        if let Some(claim) = claim(subnet)? {
+            return Ok((subnet, claim));
         }
     }
     Err(format!("all {SUBNETS} test subnets are in use"))
+}
+
+/// Claims subnet number `subnet`; `None` if another network holds it.
+fn claim(subnet: u8) -> Result<Option<UnixListener>, String> {
+    let name = format!("{CLAIM_PREFIX}{subnet}");
+    let addr = SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(|err| format!("abstract socket name {name}: {err}"))?;
+    // Only "in use" means another network holds it; any other error is ours.
+    match UnixListener::bind_addr(&addr) {
+        Ok(listener) => Ok(Some(listener)),
+        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => Ok(None),
+        Err(err) => Err(format!("claim subnet {subnet} ({name}): {err}")),
+    }
+}
+
+/// Namespaces and links of subnet `subnet` all start with this.
+fn name_prefix(subnet: u8) -> String {
+    format!("fe2e{subnet}-")
+}
+
+/// The subnet number in a namespace or link name made here (`fe2eN-…`).
+fn subnet_of(name: &str) -> Option<u8> {
+    let (number, _) = name.strip_prefix("fe2e")?.split_once('-')?;
+    number.parse().ok()
+}
+
+/// Deletes namespaces and links of `subnet` that a killed run left behind; the
+/// caller holds the subnet's claim, which proves their owner is gone.
+fn remove_leftovers(subnet: u8) -> Result<(), String> {
+    let prefix = name_prefix(subnet);
+    for namespace in list_namespaces()? {
+        if namespace.starts_with(&prefix) {
+            ip(&["netns", "delete", &namespace])?;
+        }
+    }
+    for link in list_links()? {
+        // Deleting one end of a veth pair deletes the other, in whatever namespace.
+        if link.starts_with(&prefix) {
+            ip(&["link", "delete", &link])?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes what killed runs left on subnets nobody holds now, so leftovers do not
+/// pile up on subnets this process does not happen to claim. Best effort: what
+/// cannot be deleted is reported and left for the next run.
+fn sweep_unclaimed() {
+    let names = list_namespaces().and_then(|mut names| {
+        names.extend(list_links()?);
+        Ok(names)
+    });
+    let subnets: std::collections::BTreeSet<u8> = match names {
+        Ok(names) => names.iter().filter_map(|name| subnet_of(name)).collect(),
+        Err(err) => return eprintln!("test network sweep: {err}"),
+    };
+    for subnet in subnets {
+        // Held only for the sweep; another network may claim the subnet right after.
+        let swept = claim(subnet).and_then(|held| match held {
+            Some(_claim) => remove_leftovers(subnet),
+            None => Ok(()),
+        });
+        if let Err(err) = swept {
+            eprintln!("test network sweep of subnet {subnet}: {err}");
+        }
+    }
 }
 
 /// iproute2's `ip`: on the path, else where Debian puts it (`/usr/sbin`, which is
@@ -404,5 +443,27 @@ mod tests {
         drop(network);
         assert!(!list_namespaces().expect("namespaces").contains(&names.0));
         assert!(!list_links().expect("links").contains(&names.1));
+    }
+
+    /// What a killed run left (a namespace and a link on a subnet it held) is gone
+    /// once the next network is made, whichever subnet that one claims.
+    #[test]
+    fn leftovers_of_a_killed_run_are_swept() {
+        if !available_or_skip("netns::leftovers_of_a_killed_run_are_swept") {
+            return;
+        }
+        let (subnet, held) = claim_subnet().expect("a free subnet");
+        // Names no network makes, so a test running alongside cannot be mistaken for
+        // a leftover, whichever subnet it claims.
+        let namespace = format!("fe2e{subnet}-left");
+        let link = format!("fe2e{subnet}-left");
+        ip(&["netns", "add", &namespace]).expect("a leftover namespace");
+        ip(&["link", "add", &link, "type", "bridge"]).expect("a leftover bridge");
+        // The run dies: its claim goes with it.
+        drop(held);
+        let network = TestNetwork::create(1).expect("a test network");
+        assert!(!list_namespaces().expect("namespaces").contains(&namespace));
+        assert!(!list_links().expect("links").contains(&link));
+        drop(network);
     }
 }

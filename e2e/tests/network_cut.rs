@@ -64,9 +64,10 @@ const LOAD: LoadSpec = LoadSpec {
 };
 /// Acknowledged sends before the cut, and after the heal.
 const SENDS_PER_PHASE: u64 = 200;
-/// Pause between side-door sends: short, so some land between the cut and the cut
-/// host's lease deadline, which it stores alone and must later truncate.
-const SIDE_PAUSE: Duration = Duration::from_millis(20);
+/// Pause between the starts of side-door sends: short, so some land between the cut
+/// and the cut host's lease deadline (≥ 0.9 s apart with a 2 s TTL), which it
+/// stores alone and must later truncate.
+const SIDE_PAUSE: Duration = Duration::from_millis(50);
 /// Generous deadlines: these are correctness checks, not timing checks.
 const FORM_DEADLINE: Duration = Duration::from_secs(30);
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(20);
@@ -441,7 +442,7 @@ struct SideSend {
 }
 
 /// A client that reaches only the cut host (its side door): sends to the partitions
-/// it led, one at a time, recorded in the history and with when they were invoked.
+/// it led, recorded in the history and with when they were invoked.
 struct SideClient {
     stop: Arc<AtomicBool>,
     sends: Arc<Mutex<Vec<SideSend>>>,
@@ -495,6 +496,9 @@ impl SideClient {
     }
 }
 
+/// Starts a send every [`SIDE_PAUSE`] without waiting for the ones in flight: a
+/// send waiting for replicas that the cut keeps away must not hold back the next,
+/// or nothing would be sent between the cut and the host's lease deadline.
 async fn side_sends(
     channel: Channel,
     partitions: Vec<u32>,
@@ -502,34 +506,59 @@ async fn side_sends(
     stop: Arc<AtomicBool>,
     sends: Arc<Mutex<Vec<SideSend>>>,
 ) {
+    let mut in_flight = tokio::task::JoinSet::new();
     let mut n = 0usize;
     while !stop.load(Ordering::Acquire) {
         let p = partitions[n % partitions.len()];
         n += 1;
-        let value = format!("side-{n}");
-        let invoked = Instant::now();
-        let op = history.record_send_invoke(SIDE_PRODUCER, p, &value);
-        let answer = within(SEND_TIMEOUT, rpc::produce(&channel, TOPIC, p, None, &value)).await;
-        record_outcome(&history, op, &answer);
-        let answer = match answer {
-            Ok(_) => SideAnswer::Acked,
-            Err(status) => match error_detail(&status) {
-                Some(detail) => {
-                    let code =
-                        pb::ErrorCode::try_from(detail.code).unwrap_or(pb::ErrorCode::Unspecified);
-                    SideAnswer::Refused(format!("{:?} {code:?}", status.code()))
-                }
-                None => SideAnswer::NoAnswer(show(&status)),
-            },
-        };
-        sends
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(SideSend {
-                invoked,
-                op,
-                answer,
-            });
+        in_flight.spawn(side_send(
+            channel.clone(),
+            p,
+            format!("side-{n}"),
+            history.clone(),
+            Arc::clone(&sends),
+        ));
+        // Finished sends are reaped as they go, so the set stays at most
+        // SEND_TIMEOUT / SIDE_PAUSE long.
+        while let Some(done) = in_flight.try_join_next() {
+            done.expect("side-door send");
+        }
         tokio::time::sleep(SIDE_PAUSE).await;
     }
+    while let Some(done) = in_flight.join_next().await {
+        done.expect("side-door send");
+    }
+}
+
+/// One side-door send of `value` to partition `p`, recorded.
+async fn side_send(
+    channel: Channel,
+    p: u32,
+    value: String,
+    history: History,
+    sends: Arc<Mutex<Vec<SideSend>>>,
+) {
+    let invoked = Instant::now();
+    let op = history.record_send_invoke(SIDE_PRODUCER, p, &value);
+    let answer = within(SEND_TIMEOUT, rpc::produce(&channel, TOPIC, p, None, &value)).await;
+    record_outcome(&history, op, &answer);
+    let answer = match answer {
+        Ok(_) => SideAnswer::Acked,
+        Err(status) => match error_detail(&status) {
+            Some(detail) => {
+                let code =
+                    pb::ErrorCode::try_from(detail.code).unwrap_or(pb::ErrorCode::Unspecified);
+                SideAnswer::Refused(format!("{:?} {code:?}", status.code()))
+            }
+            None => SideAnswer::NoAnswer(show(&status)),
+        },
+    };
+    sends
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(SideSend {
+            invoked,
+            op,
+            answer,
+        });
 }

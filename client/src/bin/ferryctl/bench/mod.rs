@@ -96,7 +96,9 @@ fn parse_replication(text: &str) -> Result<ReplicationMode, String> {
     match text.to_ascii_lowercase().as_str() {
         "sync" => Ok(ReplicationMode::Sync),
         "async" => Ok(ReplicationMode::Async),
-        other => Err(format!("unknown replication '{other}' (expected sync or async)")),
+        other => Err(format!(
+            "unknown replication '{other}' (expected sync or async)"
+        )),
     }
 }
 

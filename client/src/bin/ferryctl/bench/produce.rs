@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use ferry_client::{
-    Client, Producer, ProducerConfig, RecordMetadata, RecordRef, TopicDescription,
-};
+use ferry_client::{Client, Producer, ProducerConfig, RecordMetadata, RecordRef, TopicDescription};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::task::JoinSet;

@@ -1,0 +1,400 @@
+//! `bench_cluster`: produce throughput and latency of a three-host cluster (RF=3,
+//! `sync` replication) next to one standalone host, measured in one run on one
+//! machine, so the ratio between them means something on a busy box.
+//!
+//! It starts `ferry-broker standalone` on 127.0.0.100 with its own temporary data
+//! directory and runs `ferryctl bench produce` against it for each message size;
+//! stops it; then starts etcd and three `ferry-broker serve` hosts
+//! ([`ferry_e2e::Cluster`]) and runs the same bench against one host with
+//! `--replication-factor 3 --replication sync`. Every case uses the same partitions,
+//! producers, batch size, linger and amount, with `fsync` durability, on a fresh
+//! topic. It prints one JSON document: per size, both cases' throughput (msg/s,
+//! MB/s) and send→ack latency (p50, p99, p99.9, max), which host acknowledged what,
+//! and `ratio_to_standalone` (cluster msg/s ÷ standalone msg/s).
+//!
+//! ```sh
+//! CARGO_TARGET_DIR=/work/target-bench cargo build --release \
+//!     -p ferry-broker -p ferry-client -p ferry-e2e
+//! /work/target-bench/release/bench_cluster            # defaults: about 2 minutes
+//! /work/target-bench/release/bench_cluster --duration-s 30 --partitions 6 \
+//!     --producers 2 --batch-size 1000 --sizes 100,1024
+//! ```
+//!
+//! `ferry-broker` and `ferryctl` are taken from beside this binary unless
+//! `FERRY_BROKER_BIN` / `FERRYCTL_BIN` name them; etcd as the e2e harness finds it.
+//! Every process runs under `timeout 600`, so the cluster phase must end within ten
+//! minutes. Broker logs (level `FERRY_LOG`, default `warn`) go to stderr; only the
+//! JSON goes to stdout.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use ferry_e2e::{Cluster, ClusterOptions};
+use serde_json::{Value, json};
+
+/// Where the standalone host listens: apart from the cluster hosts' 127.0.0.2…
+const STANDALONE_IP: &str = "127.0.0.100";
+/// How long the standalone host may take to print its ready line.
+const STANDALONE_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The line a broker prints once it listens, followed by `ADDR metrics=…`.
+const READY_PREFIX: &str = "ferry-broker ready grpc=";
+/// Longest any process this program starts lives, in seconds (as the harness's).
+const LIFETIME_S: u64 = 600;
+/// Time a cluster case needs beyond its produce duration: topic creation, leader
+/// election, flushing what is in flight.
+const CASE_OVERHEAD_S: u64 = 30;
+/// Hosts in the cluster.
+const CLUSTER_HOSTS: usize = 3;
+/// Replicas per partition in the cluster.
+const REPLICATION_FACTOR: u32 = 3;
+
+/// Produce throughput and p99 latency: a three-host RF=3 sync cluster against a
+/// standalone host, on this machine, in one run.
+#[derive(Debug, Parser)]
+#[command(name = "bench_cluster")]
+struct Args {
+    /// Produce for this many seconds per case.
+    #[arg(long, default_value_t = 20)]
+    duration_s: u64,
+    /// Produce this many messages per case instead of for a duration.
+    #[arg(long, conflicts_with = "duration_s")]
+    messages: Option<u64>,
+    /// Message sizes in bytes, comma-separated (at least 8 each).
+    #[arg(long, value_delimiter = ',', default_value = "100,1024")]
+    sizes: Vec<usize>,
+    /// Partitions of each bench topic (a multiple of 3 gives every host as many
+    /// leaders).
+    #[arg(long, default_value_t = 6)]
+    partitions: u32,
+    /// Concurrent producers, each with its own connection.
+    #[arg(long, default_value_t = 2)]
+    producers: u32,
+    /// Records per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: u32,
+    /// Producer linger in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+    /// Replication of the cluster's topics: sync or async.
+    #[arg(long, default_value = "sync")]
+    replication: String,
+}
+
+impl Args {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.sizes.is_empty() || self.sizes.iter().any(|&size| size < 8) {
+            bail!("--sizes must list sizes of at least 8 bytes");
+        }
+        if !["sync", "async"].contains(&self.replication.as_str()) {
+            bail!("--replication must be sync or async");
+        }
+        let cases = self.sizes.len() as u64;
+        if self.messages.is_none() && cases * (self.duration_s + CASE_OVERHEAD_S) > LIFETIME_S {
+            bail!(
+                "{cases} cases of --duration-s {} do not fit the {LIFETIME_S} s the \
+                 harness lets a cluster live",
+                self.duration_s
+            );
+        }
+        Ok(())
+    }
+
+    /// The `ferryctl bench produce` arguments every case shares.
+    fn bench_args(&self, size: usize) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "bench",
+            "produce",
+            "--durability",
+            "fsync",
+            "--message-size",
+            &size.to_string(),
+            "--partitions",
+            &self.partitions.to_string(),
+            "--producers",
+            &self.producers.to_string(),
+            "--batch-size",
+            &self.batch_size.to_string(),
+            "--linger-ms",
+            &self.linger_ms.to_string(),
+        ]
+        .map(String::from)
+        .into();
+        match self.messages {
+            Some(messages) => args.extend(["--messages".to_owned(), messages.to_string()]),
+            None => args.extend(["--duration-s".to_owned(), self.duration_s.to_string()]),
+        }
+        args
+    }
+
+    fn settings_json(&self) -> Value {
+        json!({
+            "partitions": self.partitions,
+            "producers": self.producers,
+            "batch_size": self.batch_size,
+            "linger_ms": self.linger_ms,
+            "duration_s": self.messages.is_none().then_some(self.duration_s),
+            "messages": self.messages,
+            "durability": "fsync",
+            "cluster_hosts": CLUSTER_HOSTS,
+            "replication_factor": REPLICATION_FACTOR,
+            "replication": self.replication,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    args.validate()?;
+    let binaries = Binaries::find()?;
+    if std::env::var_os("FERRY_BROKER_BIN").is_none() {
+        // The harness reads FERRY_BROKER_BIN; setting our own environment is unsafe
+        // in a process that may have threads, so run again with it set.
+        return rerun_with_broker(&binaries.broker);
+    }
+    let mut standalone = Vec::new();
+    {
+        let data = tempfile::Builder::new()
+            .prefix("ferry-bench-standalone-")
+            .tempdir()
+            .context("creating the standalone data directory")?;
+        let host = Standalone::start(&binaries.broker, data.path())?;
+        for &size in &args.sizes {
+            eprintln!("bench_cluster: standalone, {size}-byte messages");
+            let load = load_average();
+            let report = bench(&binaries.ferryctl, &host.url(), &args.bench_args(size))?;
+            standalone.push(summary(&report, load));
+        }
+    }
+    eprintln!("bench_cluster: starting etcd and {CLUSTER_HOSTS} hosts");
+    let cluster = Cluster::start_with(ClusterOptions {
+        name: "bench".to_owned(),
+        hosts: CLUSTER_HOSTS,
+        ..ClusterOptions::default()
+    });
+    let mut clustered = Vec::new();
+    for &size in &args.sizes {
+        eprintln!("bench_cluster: cluster, {size}-byte messages");
+        let mut bench_args = args.bench_args(size);
+        bench_args.extend([
+            "--replication-factor".to_owned(),
+            REPLICATION_FACTOR.to_string(),
+            "--replication".to_owned(),
+            args.replication.clone(),
+        ]);
+        let load = load_average();
+        let report = bench(&binaries.ferryctl, &cluster.hosts()[0].url(), &bench_args)?;
+        clustered.push(summary(&report, load));
+    }
+    drop(cluster);
+    let cases: Vec<Value> = args
+        .sizes
+        .iter()
+        .zip(standalone.iter().zip(&clustered))
+        .map(|(size, (alone, together))| {
+            let ratio = together["msgs_per_sec"].as_f64().unwrap_or(0.0)
+                / alone["msgs_per_sec"].as_f64().unwrap_or(0.0).max(1e-9);
+            json!({
+                "message_size": size,
+                "standalone": alone,
+                "cluster": together,
+                "ratio_to_standalone": round(ratio, 3),
+            })
+        })
+        .collect();
+    let document = json!({
+        "benchmark": "produce",
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "settings": args.settings_json(),
+        "cases": cases,
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&document).context("encoding the report")?
+    );
+    Ok(())
+}
+
+/// The binaries this program runs.
+struct Binaries {
+    broker: PathBuf,
+    ferryctl: PathBuf,
+}
+
+impl Binaries {
+    /// `FERRY_BROKER_BIN` / `FERRYCTL_BIN`, else the ones beside this binary (cargo
+    /// puts every binary of a build in the same directory).
+    fn find() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating this binary")?;
+        let dir = exe.parent().context("this binary has no directory")?;
+        let pick = |variable: &str, name: &str| -> anyhow::Result<PathBuf> {
+            let path = std::env::var_os(variable).map_or_else(|| dir.join(name), PathBuf::from);
+            if !path.is_file() {
+                bail!(
+                    "no {name} at {}: build it (cargo build --release -p ferry-broker -p \
+                     ferry-client) or set {variable}",
+                    path.display()
+                );
+            }
+            Ok(path)
+        };
+        Ok(Self {
+            broker: pick("FERRY_BROKER_BIN", "ferry-broker")?,
+            ferryctl: pick("FERRYCTL_BIN", "ferryctl")?,
+        })
+    }
+}
+
+/// Runs this program again with `FERRY_BROKER_BIN` set and exits as it does.
+fn rerun_with_broker(broker: &Path) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let status = Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .env("FERRY_BROKER_BIN", broker)
+        .status()
+        .with_context(|| format!("running {} again", exe.display()))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// A `ferry-broker standalone` process, stopped when dropped.
+struct Standalone {
+    /// The `timeout` process running the broker.
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Standalone {
+    /// Starts it on a free port of [`STANDALONE_IP`] and waits for its ready line.
+    fn start(broker: &Path, data_dir: &Path) -> anyhow::Result<Self> {
+        let mut child = Command::new("timeout")
+            .arg(LIFETIME_S.to_string())
+            .arg(broker)
+            .arg("standalone")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", &format!("{STANDALONE_IP}:0")])
+            .args(["--metrics-listen", "off"])
+            .env(
+                "FERRY_LOG",
+                std::env::var("FERRY_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {} standalone", broker.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("the broker's stdout is piped")?;
+        let (tx, ready) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep reading after the ready line so the broker never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix(READY_PREFIX) {
+                    let _ = tx.send(rest.to_owned());
+                }
+            }
+        });
+        // Own the child before waiting, so a failed start still stops it.
+        let mut host = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 100], 0)),
+        };
+        let rest = ready
+            .recv_timeout(STANDALONE_START_TIMEOUT)
+            .context("the standalone broker printed no ready line")?;
+        host.addr = rest
+            .split_whitespace()
+            .next()
+            .and_then(|addr| addr.parse().ok())
+            .with_context(|| format!("a ready line without an address: {rest:?}"))?;
+        Ok(host)
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        // SIGTERM to `timeout`, which passes it on: the broker shuts down cleanly.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `ferryctl --output json` with `args` against `url`; returns its report.
+fn bench(ferryctl: &Path, url: &str, args: &[String]) -> anyhow::Result<Value> {
+    let output = Command::new(ferryctl)
+        .args(["--server", url, "--output", "json"])
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", ferryctl.display()))?;
+    if !output.status.success() {
+        bail!("ferryctl {} failed: {}", args.join(" "), output.status);
+    }
+    serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "ferryctl printed no JSON report: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// The figures of one case, from a `ferryctl bench produce` report.
+fn summary(report: &Value, load_average_1m: Option<f64>) -> Value {
+    json!({
+        "messages": report["messages"],
+        "failed": report["failed"],
+        "seconds": report["seconds"],
+        "msgs_per_sec": report["msgs_per_sec"],
+        "mb_per_sec": report["mb_per_sec"],
+        "latency_ms": report["latency_ms"],
+        "by_leader": report["by_leader"],
+        "load_average_1m_before": load_average_1m,
+    })
+}
+
+/// The machine's one-minute load average: others' work on a shared box skews results.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Rounds to `digits` decimals so the report does not print float noise.
+fn round(value: f64, digits: i32) -> f64 {
+    let factor = 10f64.powi(digits);
+    (value * factor).round() / factor
+}

@@ -146,6 +146,9 @@ pub struct ReplicationConfig {
     pub fetch_max_bytes: u32,
     /// How long a replica fetch waits at the leader's end for new batches: 500 ms.
     pub fetch_max_wait_ms: u32,
+    /// How much longer than its wait a replica fetch may take before the follower
+    /// gives up on it and asks again (a lost connection is noticed this soon): 2 s.
+    pub fetch_timeout_slack_ms: u64,
     /// How often a leader reviews its in-sync sets: 250 ms.
     pub in_sync_check_interval_ms: u64,
 }
@@ -157,6 +160,7 @@ impl Default for ReplicationConfig {
             max_lag_ms: 10_000,
             fetch_max_bytes: 8 * 1024 * 1024,
             fetch_max_wait_ms: 500,
+            fetch_timeout_slack_ms: 2_000,
             in_sync_check_interval_ms: 250,
         }
     }
@@ -255,6 +259,10 @@ impl BrokerConfig {
             (
                 "replication.in_sync_check_interval_ms",
                 self.replication.in_sync_check_interval_ms,
+            ),
+            (
+                "replication.fetch_timeout_slack_ms",
+                self.replication.fetch_timeout_slack_ms,
             ),
         ];
         for (name, value) in positive {

@@ -149,6 +149,14 @@ struct ServeArgs {
     /// How long a replica fetch waits at the leader's log end, in ms.
     #[arg(long, env = "FERRY_REPLICA_FETCH_MAX_WAIT_MS", default_value_t = 500)]
     replica_fetch_max_wait_ms: u32,
+    /// How much longer than its wait a replica fetch may take before it is sent
+    /// again, in ms.
+    #[arg(
+        long,
+        env = "FERRY_REPLICA_FETCH_TIMEOUT_SLACK_MS",
+        default_value_t = 2_000
+    )]
+    replica_fetch_timeout_slack_ms: u64,
     #[command(flatten)]
     host: StandaloneArgs,
 }
@@ -175,6 +183,7 @@ impl ServeArgs {
             max_lag_ms: self.replica_max_lag_ms,
             fetch_max_bytes: self.replica_fetch_max_bytes,
             fetch_max_wait_ms: self.replica_fetch_max_wait_ms,
+            fetch_timeout_slack_ms: self.replica_fetch_timeout_slack_ms,
             ..ReplicationConfig::default()
         };
         Ok((config, options))

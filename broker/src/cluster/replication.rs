@@ -31,6 +31,11 @@ use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{Compare, MetadataStore, Op, Revision, encode_json, keys};
 use crate::topic::{DurabilitySetting, Partition};
 
+/// How often a follower pings its leader's connection while fetching.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a ping may go unanswered before the connection counts as lost.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A follower's fetch, as the leader receives it.
 #[derive(Debug, Clone)]
 pub struct ReplicaFetch {
@@ -391,6 +396,11 @@ async fn fetch_loop(
         Ok(endpoint) => endpoint
             .connect_timeout(retry_pause.max(Duration::from_secs(1)))
             .tcp_nodelay(true)
+            // A leader that vanished (a cut link, a frozen host) is noticed by
+            // keep-alive pings, not after TCP's retransmission backoff.
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             .connect_lazy(),
         Err(err) => {
             tracing::warn!(address = %target.address, %err, "leader address unusable");
@@ -450,6 +460,12 @@ async fn fetch_once(
         max_bytes: config.fetch_max_bytes,
         max_wait_ms: config.fetch_max_wait_ms,
     };
+    let mut request = tonic::Request::new(request);
+    // The leader answers within its wait; longer means the answer is lost.
+    request.set_timeout(
+        Duration::from_millis(u64::from(config.fetch_max_wait_ms))
+            + Duration::from_millis(config.fetch_timeout_slack_ms),
+    );
     let answer = client.replica_fetch(request).await?.into_inner();
     if let Some(diverging) = answer.diverging {
         let (_, own_end) = log.end_offset_for_epoch(diverging.epoch)?;

@@ -103,3 +103,45 @@ impl Routing {
             .collect()
     }
 }
+
+/// The host coordinating consumer group `group` among `live` hosts (sorted by id):
+/// chosen by a hash of the name that every host and gateway computes alike, so a
+/// group's members meet on one host whichever host they connect to.
+pub fn coordinator_index(group: &str, live: usize) -> Option<usize> {
+    // FNV-1a: stable across processes and versions, unlike std's SipHash seed.
+    let hash = group.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let live = u64::try_from(live).ok().filter(|n| *n > 0)?;
+    usize::try_from(hash % live).ok()
+}
+
+impl Routing {
+    /// Cluster mode: the id and address of the live host coordinating `group`.
+    pub fn group_coordinator(&self, group: &str) -> Option<(String, String)> {
+        let view = self.view.borrow();
+        let index = coordinator_index(group, view.hosts.len())?;
+        view.hosts
+            .iter()
+            .nth(index)
+            .map(|(id, host)| (id.clone(), host.advertise.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coordinator_index;
+
+    #[test]
+    fn a_group_always_maps_to_the_same_host_and_groups_spread() {
+        assert_eq!(coordinator_index("orders", 0), None);
+        assert_eq!(
+            coordinator_index("orders", 3),
+            coordinator_index("orders", 3)
+        );
+        let hosts: std::collections::BTreeSet<usize> = (0..30)
+            .filter_map(|n| coordinator_index(&format!("group-{n}"), 3))
+            .collect();
+        assert_eq!(hosts.len(), 3, "thirty groups use every one of three hosts");
+    }
+}

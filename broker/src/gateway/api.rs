@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status};
 
 use super::directory::{Directory, Target};
 use super::forward::{Forwarder, detail_of, is_moved};
-use crate::cluster::routing::{QUEUES, TOPICS};
+use crate::cluster::routing::{QUEUES, TOPICS, coordinator_index};
 use crate::error::{BrokerError, BrokerResult};
 use crate::service::status::to_status;
 
@@ -63,11 +63,17 @@ impl Gateway {
         self.round_robin.fetch_add(1, Ordering::Relaxed) as usize
     }
 
-    /// A live host of the cluster for requests naming no resource, chosen by `key`
-    /// (so one group always meets the same coordinator) or in turn.
-    fn default_host(&self, directory: &Directory, key: Option<&str>) -> BrokerResult<Target> {
+    /// A live host of the cluster for requests naming no resource, in turn, or the
+    /// host coordinating `group` (hosts pick it the same way).
+    fn default_host(&self, directory: &Directory, group: Option<&str>) -> BrokerResult<Target> {
         let cluster = directory.default_cluster(self.default_cluster.as_deref())?;
-        any_host(directory, &cluster, key.map_or(self.turn(), stable_hash))
+        let turn = match group {
+            Some(group) => {
+                coordinator_index(group, directory.hosts_of(&cluster).len()).unwrap_or(0)
+            }
+            None => self.turn(),
+        };
+        any_host(directory, &cluster, turn)
     }
 
     /// Forwards a request about a topic to a live host of the cluster owning it.
@@ -139,14 +145,6 @@ fn any_host(directory: &Directory, cluster: &str, turn: usize) -> BrokerResult<T
         )));
     }
     Ok(hosts[turn % hosts.len()].clone())
-}
-
-/// FNV-1a: the same group name picks the same host on every gateway.
-fn stable_hash(key: &str) -> usize {
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    usize::try_from(hash % (u32::MAX as u64)).unwrap_or(0)
 }
 
 fn answer<T>(result: Result<T, Status>) -> Result<Response<T>, Status> {

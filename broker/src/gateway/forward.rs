@@ -2,9 +2,8 @@
 //! host address, and a retry loop that waits for the directory to catch up when a
 //! host answers that it does not lead (nothing was done, so sending again is safe).
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_proto::v1::{ErrorCode, ErrorDetail};
@@ -12,10 +11,11 @@ use prost::Message;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::directory::{Directory, Target};
 use crate::error::BrokerResult;
+use crate::service::peers::PeerChannels;
 use crate::service::status::to_status;
 
 /// How long a retry waits for the directory to change before trying again anyway.
@@ -25,8 +25,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub struct Forwarder {
     directory: watch::Receiver<Arc<Directory>>,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
-    connect_timeout: Duration,
+    channels: Arc<PeerChannels>,
     retry_deadline: Duration,
 }
 
@@ -39,8 +38,7 @@ impl Forwarder {
     ) -> Self {
         Self {
             directory,
-            channels: Arc::new(Mutex::new(HashMap::new())),
-            connect_timeout,
+            channels: Arc::new(PeerChannels::new(connect_timeout)),
             retry_deadline,
         }
     }
@@ -52,18 +50,7 @@ impl Forwarder {
 
     /// A channel to `address`, connected on first use and kept.
     pub fn channel(&self, address: &str) -> Result<Channel, Status> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(address) {
-            return Ok(channel.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|err| Status::internal(format!("unusable host address {address:?}: {err}")))?;
-        let channel = endpoint
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        channels.insert(address.to_owned(), channel.clone());
-        Ok(channel)
+        self.channels.channel(address)
     }
 
     /// Sends `call` to the host `resolve` picks from the directory; while the answer

@@ -1,27 +1,84 @@
 //! `GroupService`: membership, assignment and committed offsets.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferry_proto::v1 as pb;
+use ferry_proto::v1::group_service_client::GroupServiceClient;
 use ferry_proto::v1::group_service_server::GroupService;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use super::peers::{FORWARDED, PeerChannels};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::group::TopicPartition;
 use crate::names::{validate_group_name, validate_topic_name};
 
+/// How long passing a group request on waits to connect to its coordinator.
+const PASS_ON_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The consumer group API over a broker.
 pub struct GroupApi {
     broker: Arc<Broker>,
+    /// Cluster mode: channels to the hosts coordinating other groups.
+    peers: PeerChannels,
 }
 
 impl GroupApi {
     /// Serves group requests for `broker`.
     pub fn new(broker: Arc<Broker>) -> Self {
-        Self { broker }
+        Self {
+            broker,
+            peers: PeerChannels::new(PASS_ON_CONNECT_TIMEOUT),
+        }
     }
+
+    /// Cluster mode: the address of the host coordinating `group` when it is not this
+    /// one — unless the request was passed on already, which is then served here.
+    fn coordinator_elsewhere<T>(&self, group: &str, request: &Request<T>) -> Option<String> {
+        if request.metadata().contains_key(FORWARDED) {
+            return None;
+        }
+        let routing = self.broker.routing.as_ref()?;
+        let (host, address) = routing.group_coordinator(group)?;
+        (host != routing.host_id()).then_some(address)
+    }
+
+    /// Passes a group request on to the host coordinating its group, so a group's
+    /// members meet on one host whichever host each one talks to.
+    async fn pass_on<Req, Resp, Fut>(
+        &self,
+        address: &str,
+        request: Req,
+        call: impl FnOnce(GroupServiceClient<Channel>, Request<Req>) -> Fut,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let channel = self.peers.channel(address)?;
+        let mut forwarded = Request::new(request);
+        forwarded
+            .metadata_mut()
+            .insert(FORWARDED, MetadataValue::from_static("1"));
+        call(GroupServiceClient::new(channel), forwarded).await
+    }
+}
+
+/// Passes the request on when another host coordinates its group.
+macro_rules! pass_on_if_elsewhere {
+    ($self:ident, $request:ident, $method:ident) => {
+        if let Some(address) = $self.coordinator_elsewhere(&$request.get_ref().group, &$request) {
+            return $self
+                .pass_on(
+                    &address,
+                    $request.into_inner(),
+                    |mut client, request| async move { client.$method(request).await },
+                )
+                .await;
+        }
+    };
 }
 
 fn to_pb(partitions: Vec<TopicPartition>) -> Vec<pb::TopicPartition> {
@@ -47,6 +104,7 @@ impl GroupService for GroupApi {
         &self,
         request: Request<pb::JoinGroupRequest>,
     ) -> Result<Response<pb::JoinGroupResponse>, Status> {
+        pass_on_if_elsewhere!(self, request, join_group);
         let request = request.into_inner();
         let result = (|| {
             validate_group_name(&request.group)?;
@@ -82,6 +140,7 @@ impl GroupService for GroupApi {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        pass_on_if_elsewhere!(self, request, heartbeat);
         let request = request.into_inner();
         let owned = from_pb(&request.owned);
         let result = self
@@ -101,6 +160,7 @@ impl GroupService for GroupApi {
         &self,
         request: Request<pb::LeaveGroupRequest>,
     ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
+        pass_on_if_elsewhere!(self, request, leave_group);
         let request = request.into_inner();
         let result = self
             .broker
@@ -116,6 +176,7 @@ impl GroupService for GroupApi {
         &self,
         request: Request<pb::CommitOffsetsRequest>,
     ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        pass_on_if_elsewhere!(self, request, commit_offsets);
         let request = request.into_inner();
         let member = (!request.member_id.is_empty()).then_some(request.member_id.as_str());
         let offsets = request
@@ -135,6 +196,7 @@ impl GroupService for GroupApi {
         &self,
         request: Request<pb::FetchOffsetsRequest>,
     ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
+        pass_on_if_elsewhere!(self, request, fetch_offsets);
         let request = request.into_inner();
         let result = validate_group_name(&request.group);
         self.broker.answer("FetchOffsets", result)?;
@@ -174,6 +236,7 @@ impl GroupService for GroupApi {
         &self,
         request: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        pass_on_if_elsewhere!(self, request, describe_group);
         let group = request.into_inner().group;
         self.broker
             .answer("DescribeGroup", validate_group_name(&group))?;

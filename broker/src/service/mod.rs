@@ -5,6 +5,7 @@ mod admin;
 mod convert;
 mod group;
 mod metadata;
+pub mod peers;
 mod queue;
 mod replica;
 pub mod status;

@@ -1,0 +1,47 @@
+//! Channels to other hosts, one per address, connected on first use and kept: for
+//! requests a host or gateway passes on to the host that serves them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tonic::Status;
+use tonic::transport::{Channel, Endpoint};
+
+/// Metadata key marking a request one host passed to another: the receiver serves
+/// it itself rather than pass it on again (two hosts whose views differ for a
+/// moment must not bounce a request between them).
+pub const FORWARDED: &str = "ferry-forwarded";
+
+/// A cache of channels by host address.
+#[derive(Debug)]
+pub struct PeerChannels {
+    channels: Mutex<HashMap<String, Channel>>,
+    connect_timeout: Duration,
+}
+
+impl PeerChannels {
+    /// Channels that give up connecting after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Self {
+        Self {
+            channels: Mutex::new(HashMap::new()),
+            connect_timeout,
+        }
+    }
+
+    /// A channel to `address` (`host:port`).
+    pub fn channel(&self, address: &str) -> Result<Channel, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|err| Status::internal(format!("unusable host address {address:?}: {err}")))?;
+        let channel = endpoint
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}

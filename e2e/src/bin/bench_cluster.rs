@@ -18,6 +18,7 @@
 //! /work/target-bench/release/bench_cluster            # defaults: about 2 minutes
 //! /work/target-bench/release/bench_cluster --duration-s 30 --partitions 6 \
 //!     --producers 2 --batch-size 1000 --sizes 100,1024
+//! /work/target-bench/release/bench_cluster --rate 20000 # latency below saturation
 //! ```
 //!
 //! `ferry-broker` and `ferryctl` are taken from beside this binary unless
@@ -84,12 +85,25 @@ struct Args {
     /// Replication of the cluster's topics: sync or async.
     #[arg(long, default_value = "sync")]
     replication: String,
+    /// Offer this many messages per second in every case instead of as many as the
+    /// host takes: latency then shows the commit path rather than the client's
+    /// queue, which at saturation holds `2 × batch size × partitions` records per
+    /// producer.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// One more `ferry-broker serve` argument for every cluster host (repeatable;
+    /// `--host-arg=--replica-fetch-max-wait-ms=50`), to see what a setting changes.
+    #[arg(long = "host-arg", allow_hyphen_values = true)]
+    host_args: Vec<String>,
 }
 
 impl Args {
     fn validate(&self) -> anyhow::Result<()> {
         if self.sizes.is_empty() || self.sizes.iter().any(|&size| size < 8) {
             bail!("--sizes must list sizes of at least 8 bytes");
+        }
+        if self.rate == Some(0) {
+            bail!("--rate must be positive");
         }
         if !["sync", "async"].contains(&self.replication.as_str()) {
             bail!("--replication must be sync or async");
@@ -129,6 +143,9 @@ impl Args {
             Some(messages) => args.extend(["--messages".to_owned(), messages.to_string()]),
             None => args.extend(["--duration-s".to_owned(), self.duration_s.to_string()]),
         }
+        if let Some(rate) = self.rate {
+            args.extend(["--rate".to_owned(), rate.to_string()]);
+        }
         args
     }
 
@@ -140,10 +157,12 @@ impl Args {
             "linger_ms": self.linger_ms,
             "duration_s": self.messages.is_none().then_some(self.duration_s),
             "messages": self.messages,
+            "rate": self.rate,
             "durability": "fsync",
             "cluster_hosts": CLUSTER_HOSTS,
             "replication_factor": REPLICATION_FACTOR,
             "replication": self.replication,
+            "host_args": self.host_args,
         })
     }
 }
@@ -185,6 +204,7 @@ fn run() -> anyhow::Result<()> {
     let cluster = Cluster::start_with(ClusterOptions {
         name: "bench".to_owned(),
         hosts: CLUSTER_HOSTS,
+        extra_args: args.host_args.clone(),
         ..ClusterOptions::default()
     });
     let mut clustered = Vec::new();

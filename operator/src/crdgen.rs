@@ -99,10 +99,25 @@ pub fn render(crd: &CustomResourceDefinition) -> Result<CrdFile, CrdgenError> {
 
 /// The repository's `crds/` directory (beside this crate's directory).
 pub fn crds_dir() -> PathBuf {
+    repository().join("crds")
+}
+
+/// The Helm chart's copy of the CRDs (`charts/ferry/crds/`): Helm packages only
+/// files inside the chart, so the chart carries its own copy, kept equal by crdgen.
+pub fn chart_crds_dir() -> PathBuf {
+    repository().join("charts/ferry/crds")
+}
+
+/// Every directory crdgen writes: `crds/` and the chart's copy.
+pub fn output_dirs() -> [PathBuf; 2] {
+    [crds_dir(), chart_crds_dir()]
+}
+
+fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap_or_else(|| Path::new(".."))
-        .join("crds")
+        .to_path_buf()
 }
 
 /// Compares `dir` with what the types generate; an empty list means it is current.

@@ -1,5 +1,5 @@
-//! `crdgen`: writes the CustomResourceDefinitions into the repository's `crds/`, one
-//! file per CRD. With `--check` it writes nothing and exits with status 1 when a file
+//! `crdgen`: writes the CustomResourceDefinitions into the repository's `crds/` and
+//! the Helm chart's `charts/ferry/crds/`, one file per CRD. With `--check` it writes nothing and exits with status 1 when a file
 //! there is missing, differs from what the Rust types generate, or is no longer
 //! generated.
 
@@ -23,20 +23,25 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let dir = crdgen::crds_dir();
-    let result = if check {
-        crdgen::stale_files(&dir)
-    } else {
-        crdgen::write_all(&dir)
-    };
-    let changed = match result {
-        Ok(changed) => changed,
-        Err(err) => {
-            eprintln!("crdgen: {err}");
-            return ExitCode::FAILURE;
+    let mut status = ExitCode::SUCCESS;
+    for dir in crdgen::output_dirs() {
+        let result = if check {
+            crdgen::stale_files(&dir)
+        } else {
+            crdgen::write_all(&dir)
+        };
+        let changed = match result {
+            Ok(changed) => changed,
+            Err(err) => {
+                eprintln!("crdgen: {}: {err}", dir.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        if report(check, &dir, &changed) != ExitCode::SUCCESS {
+            status = ExitCode::FAILURE;
         }
-    };
-    report(check, &dir, &changed)
+    }
+    status
 }
 
 fn report(check: bool, dir: &Path, changed: &[Stale]) -> ExitCode {
@@ -53,7 +58,7 @@ fn report(check: bool, dir: &Path, changed: &[Stale]) -> ExitCode {
         }
     }
     if check {
-        eprintln!("crds/ is stale: run `{REGENERATE}`");
+        eprintln!("{} is stale: run `{REGENERATE}`", dir.display());
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

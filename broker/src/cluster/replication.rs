@@ -31,6 +31,8 @@ use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{Compare, MetadataStore, Op, Revision, encode_json, keys};
 use crate::topic::{DurabilitySetting, Partition};
 
+/// The first pause after a failed replica fetch; it doubles up to the retry pause.
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// How often a follower pings its leader's connection while fetching.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a ping may go unanswered before the connection counts as lost.
@@ -409,9 +411,12 @@ async fn fetch_loop(
     };
     let mut client = ReplicaServiceClient::new(channel)
         .max_decoding_message_size(config.fetch_max_bytes as usize * 2 + 1024 * 1024);
+    // Failures right after a leader change are usually the leader's view catching
+    // up: retry soon, then back off to `retry_pause`.
+    let mut pause = FIRST_RETRY_PAUSE.min(retry_pause);
     loop {
         match fetch_once(&partition, &mut client, &target, &config).await {
-            Ok(()) => {}
+            Ok(()) => pause = FIRST_RETRY_PAUSE.min(retry_pause),
             Err(err) => {
                 tracing::debug!(
                     topic = partition.topic(),
@@ -420,7 +425,8 @@ async fn fetch_loop(
                     %err,
                     "replica fetch failed; retrying"
                 );
-                tokio::time::sleep(retry_pause).await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(retry_pause);
             }
         }
     }

@@ -162,18 +162,21 @@ impl Partition {
             self.check_in_sync(leader_epoch, min_in_sync)?;
         }
         let log = Arc::clone(&self.log);
-        let wait_for_disk = self.durability == DurabilitySetting::Fsync;
-        let outcome = tokio::task::spawn_blocking(move || {
-            let outcome = log.append(batch, leader_epoch, now_ms)?;
-            if wait_for_disk {
-                log.wait_durable(outcome.last_offset + 1)?;
-            }
-            Ok::<_, StorageError>(outcome)
-        })
-        .await
-        .map_err(|err| BrokerError::Internal(format!("append task failed: {err}")))?
-        .map_err(|err| self.error(err))?;
+        let outcome = tokio::task::spawn_blocking(move || log.append(batch, leader_epoch, now_ms))
+            .await
+            .map_err(|err| BrokerError::Internal(format!("append task failed: {err}")))?
+            .map_err(|err| self.error(err))?;
+        // Followers may fetch the batch now, so their fsyncs overlap this one; the
+        // high watermark still waits for this host's own durable end.
         self.publish_log_end();
+        if self.durability == DurabilitySetting::Fsync {
+            let log = Arc::clone(&self.log);
+            let end = outcome.last_offset + 1;
+            tokio::task::spawn_blocking(move || log.wait_durable(end))
+                .await
+                .map_err(|err| BrokerError::Internal(format!("fsync task failed: {err}")))?
+                .map_err(|err| self.error(err))?;
+        }
         self.advance_high_watermark();
         if let Ack::InSync { timeout, .. } = ack {
             self.wait_committed(outcome.last_offset + 1, leader_epoch, timeout)

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::rpc::{self, channels, show};
-use common::{PartitionId, wait_for_view};
-use ferry_e2e::{Cluster, ClusterOptions};
+use common::{PartitionId, start_formed, wait_for_view};
+use ferry_e2e::ClusterOptions;
 use ferry_proto::v1 as pb;
 use pb::group_service_client::GroupServiceClient;
 use tokio::time::Instant;
@@ -70,22 +70,12 @@ impl Member {
 
 #[tokio::test]
 async fn members_on_different_hosts_share_one_coordinator() {
-    let cluster = Cluster::start_with(ClusterOptions {
+    let (cluster, mut etcd) = start_formed(ClusterOptions {
         hosts: 3,
         ..ClusterOptions::default()
-    });
-    let name = cluster.name().to_owned();
-    let mut etcd = etcd_client::Client::connect([cluster.etcd_endpoint()], None)
-        .await
-        .expect("connect to etcd");
-    wait_for_view(
-        &mut etcd,
-        &name,
-        DEADLINE,
-        "three hosts and a controller",
-        |v| v.hosts.len() == 3 && v.live_controller().is_some(),
-    )
+    })
     .await;
+    let name = cluster.name().to_owned();
     let channels = channels(&cluster);
     rpc::create_topic(&channels["h0"], TOPIC, PARTITIONS).await;
     wait_for_view(&mut etcd, &name, DEADLINE, "every partition led", |v| {

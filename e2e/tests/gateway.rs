@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::rpc::{self, record_outcome, show, within};
-use common::{PartitionId, read_view, wait_for_view};
-use ferry_e2e::{CheckOptions, Cluster, ClusterOptions, History, check};
+use common::{FORM_DEADLINE, PartitionId, read_view, start_formed, wait_for_view};
+use ferry_e2e::{CheckOptions, ClusterOptions, History, check};
 use ferry_proto::v1 as pb;
 use ferry_records::BatchBuilder;
 use gateway::Gateway;
@@ -26,7 +26,6 @@ const LEASE_TTL_MS: u64 = 2_000;
 const TOPIC: &str = "through-gateway";
 const PARTITIONS: u32 = 3;
 const QUEUE: &str = "gateway-jobs";
-const FORM_DEADLINE: Duration = Duration::from_secs(30);
 const SEND_TIMEOUT: Duration = Duration::from_secs(15);
 const PRODUCER: u32 = 0;
 
@@ -39,24 +38,14 @@ fn channel(url: String) -> Channel {
 
 #[tokio::test]
 async fn a_client_that_knows_only_the_gateway_is_served_by_the_whole_cluster() {
-    let mut cluster = Cluster::start_with(ClusterOptions {
+    let (mut cluster, mut etcd) = start_formed(ClusterOptions {
         hosts: 3,
         lease_ttl_ms: Some(LEASE_TTL_MS),
         extra_args: vec!["--host-grace-ms".to_owned(), "600000".to_owned()],
         ..ClusterOptions::default()
-    });
-    let name = cluster.name().to_owned();
-    let mut etcd = etcd_client::Client::connect([cluster.etcd_endpoint()], None)
-        .await
-        .expect("connect to etcd");
-    wait_for_view(
-        &mut etcd,
-        &name,
-        FORM_DEADLINE,
-        "three hosts and a controller",
-        |v| v.hosts.len() == 3 && v.live_controller().is_some(),
-    )
+    })
     .await;
+    let name = cluster.name().to_owned();
     let gateway = Gateway::start(&cluster.etcd_endpoint(), "127.0.0.60", &[]);
     let via = channel(gateway.url());
 

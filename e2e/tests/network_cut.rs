@@ -32,9 +32,9 @@ use std::time::Duration;
 use common::load::{self, Load, LoadSpec};
 use common::rpc::{self, error_detail, record_outcome, show, within};
 use common::timeline::EpochSampler;
-use common::{PartitionId, read_view, wait_for_view};
+use common::{FORM_DEADLINE, PartitionId, read_view, start_formed, wait_for_view};
 use ferry_e2e::history::{ReadOp, SendOutcome};
-use ferry_e2e::{CheckOptions, Cluster, ClusterOptions, History, Network, check, netns};
+use ferry_e2e::{CheckOptions, ClusterOptions, History, Network, check, netns};
 use ferry_proto::v1 as pb;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
@@ -69,7 +69,6 @@ const SENDS_PER_PHASE: u64 = 200;
 /// stores alone and must later truncate.
 const SIDE_PAUSE: Duration = Duration::from_millis(50);
 /// Generous deadlines: these are correctness checks, not timing checks.
-const FORM_DEADLINE: Duration = Duration::from_secs(30);
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(20);
 const CATCH_UP_DEADLINE: Duration = Duration::from_secs(60);
 const PHASE_DEADLINE: Duration = Duration::from_secs(60);
@@ -84,7 +83,7 @@ async fn a_host_cut_off_acknowledges_nothing_while_the_majority_serves_and_all_c
     if !netns::available_or_skip("network_cut") {
         return;
     }
-    let mut cluster = Cluster::start_with(ClusterOptions {
+    let (mut cluster, mut etcd) = start_formed(ClusterOptions {
         hosts: 3,
         lease_ttl_ms: Some(LEASE_TTL_MS),
         extra_args: vec![
@@ -95,19 +94,9 @@ async fn a_host_cut_off_acknowledges_nothing_while_the_majority_serves_and_all_c
         ],
         network: Network::Namespaces,
         ..ClusterOptions::default()
-    });
-    let name = cluster.name().to_owned();
-    let mut etcd = etcd_client::Client::connect([cluster.etcd_endpoint()], None)
-        .await
-        .expect("connect to etcd");
-    wait_for_view(
-        &mut etcd,
-        &name,
-        FORM_DEADLINE,
-        "three hosts and a controller",
-        |v| v.hosts.len() == 3 && v.live_controller().is_some(),
-    )
+    })
     .await;
+    let name = cluster.name().to_owned();
     let channels = rpc::channels(&cluster);
     rpc::create_replicated_topic(
         &channels["h0"],

@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::rpc::{self, show};
-use common::{PartitionId, wait_for_view};
-use ferry_e2e::{Cluster, ClusterOptions};
+use common::{PartitionId, start_formed, wait_for_view};
+use ferry_e2e::ClusterOptions;
 use ferry_proto::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use pb::metadata_service_client::MetadataServiceClient;
@@ -51,23 +51,13 @@ async fn wait_for_key(
 
 #[tokio::test]
 async fn leaders_publish_watermarks_lag_and_depth_to_etcd() {
-    let cluster = Cluster::start_with(ClusterOptions {
+    let (cluster, mut etcd) = start_formed(ClusterOptions {
         hosts: 3,
         extra_args: vec!["--observed-interval-ms".to_owned(), "300".to_owned()],
         ..ClusterOptions::default()
-    });
-    let name = cluster.name().to_owned();
-    let mut etcd = etcd_client::Client::connect([cluster.etcd_endpoint()], None)
-        .await
-        .expect("connect to etcd");
-    wait_for_view(
-        &mut etcd,
-        &name,
-        DEADLINE,
-        "three hosts and a controller",
-        |v| v.hosts.len() == 3 && v.live_controller().is_some(),
-    )
+    })
     .await;
+    let name = cluster.name().to_owned();
     let channels = rpc::channels(&cluster);
     rpc::create_replicated_topic(
         &channels["h0"],

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::load::{self, Load, LoadSpec};
 use common::rpc;
-use common::{ClusterView, PartitionId, read_view, wait_for_view};
+use common::{ClusterView, FORM_DEADLINE, PartitionId, read_view, start_formed, wait_for_view};
 use ferry_e2e::{CheckOptions, Cluster, ClusterOptions, History, Verdict, check};
 use ferry_proto::v1 as pb;
 use tokio::time::Instant;
@@ -31,7 +31,6 @@ const PARTITIONS: u32 = 2;
 const PRODUCERS: u32 = 4;
 /// Acknowledged sends before the leader is killed, and after a new one serves.
 const SENDS_PER_PHASE: u64 = 300;
-const FORM_DEADLINE: Duration = Duration::from_secs(30);
 /// The promise: a new leader serves within 10 s of the kill.
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(10);
 const CATCH_UP_DEADLINE: Duration = Duration::from_secs(60);
@@ -67,19 +66,8 @@ fn all_in_sync(view: &ClusterView) -> bool {
 }
 
 async fn start_replicated(mode: pb::ReplicationMode) -> (Cluster, etcd_client::Client) {
-    let cluster = Cluster::start_with(options());
+    let (cluster, mut etcd) = start_formed(options()).await;
     let name = cluster.name().to_owned();
-    let mut etcd = etcd_client::Client::connect([cluster.etcd_endpoint()], None)
-        .await
-        .expect("connect to etcd");
-    wait_for_view(
-        &mut etcd,
-        &name,
-        FORM_DEADLINE,
-        "three hosts and a controller",
-        |v| v.hosts.len() == 3 && v.live_controller().is_some(),
-    )
-    .await;
     let channels = rpc::channels(&cluster);
     rpc::create_replicated_topic(&channels["h0"], TOPIC, PARTITIONS, 3, mode).await;
     wait_for_view(

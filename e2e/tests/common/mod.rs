@@ -232,6 +232,28 @@ fn parse<T: for<'de> Deserialize<'de>>(key: &str, value: &[u8]) -> Result<T, Str
     })
 }
 
+/// How long a new cluster may take to register every host and elect a controller.
+pub const FORM_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Starts a cluster, connects to its etcd, and waits until every host registered
+/// and a controller was elected.
+pub async fn start_formed(options: ferry_e2e::ClusterOptions) -> (ferry_e2e::Cluster, Client) {
+    let hosts = options.hosts;
+    let cluster = ferry_e2e::Cluster::start_with(options);
+    let mut etcd = Client::connect([cluster.etcd_endpoint()], None)
+        .await
+        .expect("connect to etcd");
+    wait_for_view(
+        &mut etcd,
+        cluster.name(),
+        FORM_DEADLINE,
+        "every host registered and a controller elected",
+        |view| view.hosts.len() == hosts && view.live_controller().is_some(),
+    )
+    .await;
+    (cluster, etcd)
+}
+
 /// Polls the cluster view until `done` holds, panicking with `what` and the last
 /// view (or read error) if it does not within `deadline`.
 pub async fn wait_for_view(

@@ -202,11 +202,9 @@ impl Partition {
                 }
                 Ok(())
             }
-            // The view moved between the routing check and here: nothing written yet.
-            _ => Err(self.error(StorageError::StaleLeaderEpoch {
-                epoch: leader_epoch,
-                latest: leader_epoch + 1,
-            })),
+            // The view moved between the routing check and here, or this host has not
+            // taken up the leadership yet: nothing was written, try the leader again.
+            _ => Err(self.not_leading()),
         }
     }
 

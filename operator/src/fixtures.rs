@@ -25,6 +25,7 @@ pub struct Call {
     path: String,
     check: BodyCheck,
     respond: Responder,
+    stall: bool,
 }
 
 impl Call {
@@ -35,7 +36,15 @@ impl Call {
             path: path.into(),
             check: Box::new(|_| {}),
             respond: Box::new(|body| (StatusCode::OK, as_stored(body))),
+            stall: false,
         }
+    }
+
+    /// Never answers, as an API server that stopped responding; the script ends
+    /// here (later calls never come), so a test with one does not `verify`.
+    pub fn stall(mut self) -> Self {
+        self.stall = true;
+        self
     }
 
     /// Checks the request body (JSON; `null` when empty).
@@ -139,6 +148,12 @@ impl ApiServer {
                     serde_json::from_slice(&bytes).expect("JSON request body")
                 };
                 (call.check)(&body);
+                if call.stall {
+                    // Holding the responder (and the handle, in this task) keeps the
+                    // request open for as long as the test runs.
+                    let _open = send;
+                    match std::future::pending::<std::convert::Infallible>().await {}
+                }
                 let (status, reply) = (call.respond)(&body);
                 let response = Response::builder()
                     .status(status)

@@ -7,7 +7,7 @@
 //! duration, so it stops before anyone else can start (given clocks that agree to
 //! within the difference).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -15,6 +15,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 /// How this replica takes part in the election.
@@ -153,26 +154,46 @@ impl LeaderElector {
     }
 
     /// Takes part until the process ends, publishing whether this replica leads.
+    ///
+    /// Leadership is counted from when the round that renewed it was *sent* (the API
+    /// server may have written the renewal at any moment after), and it ends at the
+    /// renew deadline even while a request hangs: each round is cut off at the
+    /// deadline of the leadership it would extend, and the wait between rounds wakes
+    /// at that deadline. Otherwise a request stuck on an unreachable API server would
+    /// keep this replica reconciling after another took the expired lease over.
     pub async fn run(self, leading: watch::Sender<bool>) {
-        let mut last_renewal: Option<Instant> = None;
+        let deadline = self.settings.renew_deadline;
+        let mut renewed: Option<Instant> = None;
         loop {
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewal = Some(Instant::now()),
-                Ok(false) => last_renewal = None,
-                Err(err) => warn!(%err, "could not renew the leader lease"),
+            let sent = Instant::now();
+            renewed = renewed.filter(|at| sent < *at + deadline);
+            self.publish(&leading, renewed.is_some());
+            let bound = renewed.map_or(deadline, |at| at + deadline - sent);
+            match tokio::time::timeout(bound, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => renewed = Some(sent),
+                Ok(Ok(false)) => renewed = None,
+                Ok(Err(err)) => warn!(%err, "could not renew the leader lease"),
+                Err(_) => warn!(?bound, "renewing the leader lease timed out"),
             }
-            let now_leading =
-                last_renewal.is_some_and(|at| at.elapsed() < self.settings.renew_deadline);
-            leading.send_if_modified(|was| {
-                let changed = *was != now_leading;
-                if changed {
-                    info!(leading = now_leading, identity = %self.settings.identity, "leadership changed");
-                }
-                *was = now_leading;
-                changed
-            });
-            tokio::time::sleep(self.settings.retry_period).await;
+            let now = Instant::now();
+            renewed = renewed.filter(|at| now < *at + deadline);
+            self.publish(&leading, renewed.is_some());
+            let retry_at = now + self.settings.retry_period;
+            let next = renewed.map_or(retry_at, |at| retry_at.min(at + deadline));
+            tokio::time::sleep_until(next).await;
         }
+    }
+
+    /// Tells the watchers whether this replica leads, if that changed.
+    fn publish(&self, leading: &watch::Sender<bool>, now_leading: bool) {
+        leading.send_if_modified(|was| {
+            let changed = *was != now_leading;
+            if changed {
+                info!(leading = now_leading, identity = %self.settings.identity, "leadership changed");
+            }
+            *was = now_leading;
+            changed
+        });
     }
 }
 
@@ -293,5 +314,37 @@ mod tests {
             .await;
         assert!(held.expect("no API error"));
         verify(server).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leadership_ends_at_the_renew_deadline_while_a_renewal_hangs() {
+        let (ctx, server) = context(MemoryMetadata::new());
+        let _server = server.run(vec![
+            Call::new(Method::GET, PATH).not_found(),
+            Call::new(
+                Method::POST,
+                "/apis/coordination.k8s.io/v1/namespaces/ferry-system/leases",
+            ),
+            // The first renewal's read never comes back.
+            Call::new(Method::GET, PATH).stall(),
+        ]);
+        let elector = elector(ctx.client.clone(), "a");
+        let renew_deadline = elector.settings.renew_deadline;
+        let (tx, mut leading) = watch::channel(false);
+        let acquired = Instant::now();
+        tokio::spawn(elector.run(tx));
+        leading
+            .wait_for(|now| *now)
+            .await
+            .expect("the elector runs");
+        // Time is paused: it only moves when every task waits, so the deadline the
+        // elector keeps is exactly what ends its leadership.
+        let ended = tokio::time::timeout(renew_deadline * 2, leading.wait_for(|now| !*now)).await;
+        assert!(
+            ended.is_ok(),
+            "still leading {:?} after the last renewal",
+            renew_deadline * 2
+        );
+        assert_eq!(acquired.elapsed(), renew_deadline);
     }
 }

@@ -327,11 +327,12 @@ async fn run(cli: Cli) -> Result<(), MainError> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    // FERRY_LOG, the broker's variable, is what the chart sets from
+    // `operator.logLevel`; RUST_LOG is honoured when it is absent.
+    let filter = EnvFilter::try_from_env("FERRY_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

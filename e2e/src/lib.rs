@@ -9,6 +9,7 @@
 //! - [`netns`]: a private network of namespaces, to cut one host off from the rest.
 //! - [`kube`]: a real kube-apiserver (and kube-controller-manager) on its own etcd,
 //!   with kubectl and helm, for the operator, CRD and chart tests.
+//! - [`operator`]: a `ferry-operator` process against that API server.
 //!
 //! Every process is wrapped in `timeout 600`, so a test killed midway leaves nothing
 //! running for long.
@@ -19,6 +20,7 @@ pub mod etcd;
 pub mod history;
 pub mod kube;
 pub mod netns;
+pub mod operator;
 mod process;
 
 pub use broker::{BrokerHost, HostConfig};
@@ -26,3 +28,4 @@ pub use cluster::{Cluster, ClusterOptions, Network};
 pub use etcd::EtcdServer;
 pub use history::{CheckOptions, History, Verdict, check};
 pub use kube::{KubeApiServer, KubeTools};
+pub use operator::{OperatorConfig, OperatorProcess};

@@ -3,8 +3,8 @@
 //! admin's, or one impersonating the chart's ServiceAccount) and an etcd, killed on
 //! drop, its `/health` and `/metrics` on a port of 127.0.0.1 the test can scrape.
 //!
-//! Its stderr is copied into the test's output with an `[identity]` prefix, so it
-//! shows when the test fails. Set `FERRY_LOG` to change its log filter (default
+//! Its output (logs on stdout, panics on stderr) is copied into the test's output
+//! with an `[identity]` prefix, so it shows when the test fails. Set `FERRY_LOG` to change its log filter (default
 //! `info`: leadership changes and reconciles are what a failed test needs).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -114,7 +114,7 @@ impl OperatorProcess {
             }
         }
         panic!(
-            "operator {} did not start (its stderr is above): {failures:?}",
+            "operator {} did not start (its output is above): {failures:?}",
             config.identity
         );
     }
@@ -185,21 +185,28 @@ fn spawn(config: &OperatorConfig, listen: SocketAddr) -> Supervised {
         .env("NO_COLOR", "1")
         .envs(config.env.iter().map(|(key, value)| (key, value)))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if std::env::var_os("FERRY_LOG").is_none() && !config.env.iter().any(|(k, _)| k == "FERRY_LOG")
     {
         command.env("FERRY_LOG", "info");
     }
     let mut process = Supervised::spawn(&format!("operator {}", config.identity), &mut command);
-    let stderr = process.child_mut().stderr.take().expect("stderr is piped");
-    let prefix = format!("[{}]", config.identity);
-    std::thread::spawn(move || {
-        // The test harness captures this thread's output with the test's.
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("{prefix} {line}");
-        }
-    });
+    // Its logs go to stdout (tracing's default), panics to stderr: both are copied.
+    let child = process.child_mut();
+    let outputs: [Box<dyn Read + Send>; 2] = [
+        Box::new(child.stdout.take().expect("stdout is piped")),
+        Box::new(child.stderr.take().expect("stderr is piped")),
+    ];
+    for output in outputs {
+        let prefix = format!("[{}]", config.identity);
+        std::thread::spawn(move || {
+            // The test harness captures this thread's output with the test's.
+            for line in BufReader::new(output).lines().map_while(Result::ok) {
+                eprintln!("{prefix} {line}");
+            }
+        });
+    }
     process
 }
 

@@ -160,8 +160,28 @@ impl Broker {
         partition: u32,
     ) -> BrokerResult<u64> {
         match &self.routing {
-            Some(routing) => routing.check(kind, name, partition),
+            Some(routing) => routing.check(kind, name, partition).map_err(|refused| {
+                // A resource no host is placed for and this host does not know is gone
+                // (or never was): say so, rather than send the client after a leader
+                // that will never come.
+                if routing.is_placed(kind, name, partition) || self.knows(kind, name) {
+                    refused
+                } else if kind == crate::cluster::routing::QUEUES {
+                    BrokerError::QueueNotFound(name.to_owned())
+                } else {
+                    BrokerError::TopicNotFound(name.to_owned())
+                }
+            }),
             None => Ok(crate::topic::STANDALONE_LEADER_EPOCH),
+        }
+    }
+
+    /// Whether this host has the topic or queue open.
+    fn knows(&self, kind: &str, name: &str) -> bool {
+        if kind == crate::cluster::routing::QUEUES {
+            self.queues.get(name).is_ok()
+        } else {
+            self.topics.get(name).is_ok()
         }
     }
 

@@ -160,4 +160,21 @@ async fn leaders_publish_watermarks_lag_and_depth_to_etcd() {
         let key = format!("/ferry/clusters/{name}/observed/topics/{TOPIC}/{p}");
         wait_for_key(&mut etcd, &key, "gone with the topic", |v| v.is_none()).await;
     }
+    // Once nothing is placed for it, every host says the topic is gone (not
+    // NOT_LEADER, which would send a client after a leader that never comes).
+    for host in ["h0", "h1", "h2"] {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let probe = rpc::probe(&channels[host], &PartitionId::topic(TOPIC, 0)).await;
+            match probe {
+                Err(status) if status.code() == tonic::Code::NotFound => break,
+                other => assert!(
+                    Instant::now() < until,
+                    "{host} still answers {:?} for the deleted topic",
+                    other.map_err(|s| show(&s))
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

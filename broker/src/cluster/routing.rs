@@ -96,6 +96,14 @@ impl Routing {
         })
     }
 
+    /// Whether the controller has placed the partition (its state exists), led or not.
+    pub fn is_placed(&self, kind: &str, name: &str, partition: u32) -> bool {
+        self.view
+            .borrow()
+            .partition(kind, name, partition)
+            .is_some()
+    }
+
     /// The partitions of a `partitions`-partition resource this host leads now.
     pub fn led(&self, kind: &'static str, name: &str, partitions: u32) -> Vec<u32> {
         (0..partitions)

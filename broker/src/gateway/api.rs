@@ -209,6 +209,9 @@ impl TopicService for Gateway {
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         let request = request.into_inner();
+        if request.batches.is_empty() && request.messages.is_empty() {
+            return Err(to_status(&BrokerError::EmptyBatch));
+        }
         let directory = self.forwarder.directory();
         let partitions = directory
             .topic(&request.topic)

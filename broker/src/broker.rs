@@ -160,19 +160,54 @@ impl Broker {
         partition: u32,
     ) -> BrokerResult<u64> {
         match &self.routing {
-            Some(routing) => routing.check(kind, name, partition).map_err(|refused| {
-                // A resource no host is placed for and this host does not know is gone
-                // (or never was): say so, rather than send the client after a leader
-                // that will never come.
-                if routing.is_placed(kind, name, partition) || self.knows(kind, name) {
-                    refused
-                } else if kind == crate::cluster::routing::QUEUES {
-                    BrokerError::QueueNotFound(name.to_owned())
-                } else {
-                    BrokerError::TopicNotFound(name.to_owned())
-                }
-            }),
+            Some(routing) => routing
+                .check(kind, name, partition)
+                .inspect(|epoch| self.take_up_leadership(routing, kind, name, partition, *epoch))
+                .map_err(|refused| {
+                    // A resource no host is placed for and this host does not know is gone
+                    // (or never was): say so, rather than send the client after a leader
+                    // that will never come.
+                    if routing.is_placed(kind, name, partition) || self.knows(kind, name) {
+                        refused
+                    } else if kind == crate::cluster::routing::QUEUES {
+                        BrokerError::QueueNotFound(name.to_owned())
+                    } else {
+                        BrokerError::TopicNotFound(name.to_owned())
+                    }
+                }),
             None => Ok(crate::topic::STANDALONE_LEADER_EPOCH),
+        }
+    }
+
+    /// The view says this host leads a topic partition in `epoch`; the replicator
+    /// applies that to the partition on its next pass. A request that arrives first
+    /// applies it now, so what it writes is served at once.
+    fn take_up_leadership(
+        &self,
+        routing: &crate::cluster::routing::Routing,
+        kind: &str,
+        name: &str,
+        partition: u32,
+        epoch: u64,
+    ) {
+        if kind != crate::cluster::routing::TOPICS {
+            return;
+        }
+        let Ok(local) = self
+            .topics
+            .get(name)
+            .and_then(|t| Ok(Arc::clone(t.partition(partition)?)))
+        else {
+            return;
+        };
+        if local.leader_epoch() == Some(epoch) {
+            return;
+        }
+        let view = routing.view();
+        if let Some(state) = view.partition(kind, name, partition)
+            && state.leader_epoch == epoch
+        {
+            crate::cluster::replication::lead(&local, state, routing.host_id());
         }
     }
 

@@ -247,11 +247,7 @@ impl Replication {
                     continue;
                 };
                 match state.leader.as_deref() {
-                    Some(leader) if leader == me && lease_live => {
-                        let followers = others(&state.replicas, &me);
-                        let in_sync = others(&state.isr, &me);
-                        partition.lead(state.leader_epoch, &followers, &in_sync);
-                    }
+                    Some(leader) if leader == me && lease_live => lead(partition, state, &me),
                     Some(leader) if leader != me && state.has_replica(&me) => {
                         partition.follow();
                         let Some(host) = view.hosts.get(leader) else {
@@ -371,6 +367,14 @@ impl Replication {
             }
         }
     }
+}
+
+/// Makes `partition` lead as `state` (which names `me` leader) says: its epoch, the
+/// other replicas as followers, the committed in-sync set.
+pub fn lead(partition: &Partition, state: &PartitionState, me: &str) {
+    let followers = others(&state.replicas, me);
+    let in_sync = others(&state.isr, me);
+    partition.lead(state.leader_epoch, &followers, &in_sync);
 }
 
 fn others(hosts: &[String], me: &str) -> Vec<String> {

@@ -158,9 +158,11 @@ impl Partition {
         now_ms: i64,
         ack: Ack,
     ) -> BrokerResult<AppendOutcome> {
-        if let Ack::InSync { min_in_sync, .. } = ack {
-            self.check_in_sync(leader_epoch, min_in_sync)?;
-        }
+        let min_in_sync = match ack {
+            Ack::InSync { min_in_sync, .. } => min_in_sync,
+            Ack::Leader => 1,
+        };
+        self.check_writable(leader_epoch, min_in_sync)?;
         let log = Arc::clone(&self.log);
         let outcome = tokio::task::spawn_blocking(move || log.append(batch, leader_epoch, now_ms))
             .await
@@ -185,8 +187,10 @@ impl Partition {
         Ok(outcome)
     }
 
-    /// Refuses a `sync` write up front when too few replicas are in sync.
-    fn check_in_sync(&self, leader_epoch: u64, min_in_sync: usize) -> BrokerResult<()> {
+    /// Refuses a write up front unless this host leads in `leader_epoch` (or stands
+    /// alone) with at least `min_in_sync` replicas in sync. A write taken while the
+    /// role still says follower would never become visible until the role caught up.
+    fn check_writable(&self, leader_epoch: u64, min_in_sync: usize) -> BrokerResult<()> {
         let role = self.lock_role();
         match &*role {
             Role::Alone => Ok(()),
@@ -549,5 +553,61 @@ impl Partition {
     /// Flushes and closes the log. Blocking.
     pub fn close(&self) -> BrokerResult<()> {
         self.log.close().map_err(|err| self.error(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_records::BatchBuilder;
+
+    fn batch() -> Vec<u8> {
+        let mut builder = BatchBuilder::new();
+        builder.push(None, b"payload", &[], 1);
+        builder.finish().expect("one record")
+    }
+
+    fn open_replicated(dir: &Path) -> Partition {
+        Partition::open(
+            Arc::from("orders"),
+            0,
+            dir,
+            LogConfig::default(),
+            DurabilitySetting::Fsync,
+            DiskHooks::default(),
+            true,
+        )
+        .expect("open partition")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replicated_partition_takes_no_write_until_it_leads_and_then_serves_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let partition = open_replicated(dir.path());
+
+        let refused = partition.append(batch(), 1, 1, Ack::Leader).await;
+        assert!(
+            matches!(refused, Err(BrokerError::NotLeader { .. })),
+            "a follower refuses: {refused:?}"
+        );
+        assert_eq!(partition.log.end_offset(), 0, "nothing was written");
+
+        partition.lead(1, &[], &[]);
+        let stale = partition.append(batch(), 0, 1, Ack::Leader).await;
+        assert!(
+            matches!(stale, Err(BrokerError::NotLeader { .. })),
+            "an older epoch is refused: {stale:?}"
+        );
+        let written = partition
+            .append(batch(), 1, 1, Ack::Leader)
+            .await
+            .expect("the leader writes");
+        assert_eq!(
+            partition.high_watermark(),
+            written.last_offset + 1,
+            "a single replica's acknowledged write is readable at once"
+        );
+        let read = partition.read(0, 1 << 20).await.expect("read");
+        assert_eq!(read.batches, 1);
     }
 }

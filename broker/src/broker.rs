@@ -72,6 +72,7 @@ impl Broker {
             },
             Arc::clone(&meta),
             routing.clone(),
+            std::time::Duration::from_millis(config.replication.ack_timeout_ms),
         )
         .await?;
         let offsets = OffsetStore::load(Arc::clone(&meta)).await?;
@@ -163,6 +164,7 @@ impl Broker {
             Some(routing) => routing
                 .check(kind, name, partition)
                 .inspect(|epoch| self.take_up_leadership(routing, kind, name, partition, *epoch))
+                .and_then(|epoch| self.check_queue_served(kind, name, epoch))
                 .map_err(|refused| {
                     // A resource no host is placed for and this host does not know is gone
                     // (or never was): say so, rather than send the client after a leader
@@ -191,6 +193,8 @@ impl Broker {
         epoch: u64,
     ) {
         if kind != crate::cluster::routing::TOPICS {
+            // A queue is taken up by the replicator alone: its state is rebuilt from
+            // the logs first (see `check_queue_served`).
             return;
         }
         let Ok(local) = self
@@ -211,6 +215,37 @@ impl Broker {
         }
     }
 
+    /// A queue this host leads is served only once its state was rebuilt for the
+    /// epoch; until then the request is refused as by a non-leader (retriable).
+    fn check_queue_served(&self, kind: &'static str, name: &str, epoch: u64) -> BrokerResult<u64> {
+        if kind != crate::cluster::routing::QUEUES {
+            return Ok(epoch);
+        }
+        match self.queues.get(name) {
+            Ok(queue) if queue.serving_epoch() != Some(epoch) => Err(BrokerError::NotLeader {
+                kind,
+                name: name.to_owned(),
+                partition: 0,
+                leader: None,
+            }),
+            _ => Ok(epoch),
+        }
+    }
+
+    /// A replicated log: a topic partition, or one of a queue's logs.
+    pub fn replicated_log(
+        &self,
+        kind: &str,
+        name: &str,
+        index: u32,
+    ) -> BrokerResult<Arc<crate::topic::Partition>> {
+        if kind == crate::cluster::routing::QUEUES {
+            self.queues.get(name)?.replicated_log(index)
+        } else {
+            Ok(Arc::clone(self.topics.get(name)?.partition(index)?))
+        }
+    }
+
     /// Whether this host has the topic or queue open.
     fn knows(&self, kind: &str, name: &str) -> bool {
         if kind == crate::cluster::routing::QUEUES {
@@ -224,15 +259,12 @@ impl Broker {
     /// replicas stored it under `sync` replication with more than one replica, else
     /// once this host stored it.
     pub fn ack_policy(&self, settings: &crate::topic::TopicSettings) -> crate::topic::Ack {
-        let replicated = self.routing.is_some() && settings.replication_factor > 1;
-        if replicated && settings.replication == crate::topic::ReplicationSetting::Sync {
-            crate::topic::Ack::InSync {
-                min_in_sync: settings.replication_factor as usize / 2 + 1,
-                timeout: std::time::Duration::from_millis(self.config.replication.ack_timeout_ms),
-            }
-        } else {
-            crate::topic::Ack::Leader
-        }
+        crate::topic::Ack::for_settings(
+            self.routing.is_some(),
+            settings.replication_factor,
+            settings.replication,
+            std::time::Duration::from_millis(self.config.replication.ack_timeout_ms),
+        )
     }
 
     /// The partitions of a topic this host may write to: all of them standalone,

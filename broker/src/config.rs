@@ -290,7 +290,7 @@ impl BrokerConfig {
             .validate(l, 1)
             .map_err(|err| ConfigError(format!("topic defaults: {err}")))?;
         self.queue_defaults
-            .validate(l)
+            .validate(l, 1)
             .map_err(|err| ConfigError(format!("queue defaults: {err}")))?;
         if l.queue_segment_bytes < crate::topic::MIN_SEGMENT_BYTES {
             return Err(ConfigError(format!(

@@ -22,14 +22,14 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::placement::PartitionKey;
 use super::records::PartitionState;
-use super::routing::{Routing, TOPICS};
+use super::routing::{QUEUES, Routing, TOPICS};
 use super::view::ClusterView;
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::config::ReplicationConfig;
 use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{Compare, MetadataStore, Op, Revision, encode_json, keys};
-use crate::topic::{DurabilitySetting, Partition};
+use crate::topic::{DurabilitySetting, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG};
 
 /// The first pause after a failed replica fetch; it doubles up to the retry pause.
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(20);
@@ -41,9 +41,11 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A follower's fetch, as the leader receives it.
 #[derive(Debug, Clone)]
 pub struct ReplicaFetch {
-    /// Topic name.
+    /// `topics` or `queues`.
+    pub kind: &'static str,
+    /// Topic (or queue) name.
     pub topic: String,
-    /// Partition index.
+    /// Partition index; for a queue, which of its logs.
     pub partition: u32,
     /// The epoch the follower believes current.
     pub leader_epoch: u64,
@@ -78,7 +80,12 @@ pub struct ReplicaData {
 
 /// The leader's side of a replica fetch.
 pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<ReplicaData> {
-    let epoch = broker.check_leader(TOPICS, &fetch.topic, fetch.partition)?;
+    let resource_partition = if fetch.kind == QUEUES {
+        0
+    } else {
+        fetch.partition
+    };
+    let epoch = broker.check_leader(fetch.kind, &fetch.topic, resource_partition)?;
     if fetch.leader_epoch < epoch {
         return Err(BrokerError::FencedLeaderEpoch {
             topic: fetch.topic,
@@ -87,13 +94,12 @@ pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<R
             current: epoch,
         });
     }
-    let topic = broker.topics.get(&fetch.topic)?;
-    let partition = Arc::clone(topic.partition(fetch.partition)?);
+    let partition = broker.replicated_log(fetch.kind, &fetch.topic, fetch.partition)?;
     if fetch.leader_epoch > epoch || partition.leader_epoch() != Some(epoch) {
         // This host's view (or the partition's role) is behind: not yet the leader
         // the follower is looking for.
         return Err(BrokerError::NotLeader {
-            kind: TOPICS,
+            kind: fetch.kind,
             name: fetch.topic,
             partition: fetch.partition,
             leader: None,
@@ -191,7 +197,10 @@ struct Replication {
     meta: Arc<dyn MetadataStore>,
     config: ReplicationConfig,
     retry_pause: Duration,
-    fetchers: HashMap<(String, u32), Fetcher>,
+    fetchers: HashMap<FetcherKey, Fetcher>,
+    /// Queues being taken over (state rebuilt on a blocking thread), by name, with
+    /// the epoch.
+    taking_over: HashMap<String, (u64, JoinHandle<()>)>,
     /// The partition-state revision each pending in-sync proposal was made against,
     /// so a proposal is not repeated before the view shows its outcome.
     proposed: HashMap<PartitionKey, Revision>,
@@ -214,6 +223,7 @@ async fn run(
         config,
         retry_pause,
         fetchers: HashMap::new(),
+        taking_over: HashMap::new(),
         proposed: HashMap::new(),
     };
     loop {
@@ -238,10 +248,10 @@ impl Replication {
     /// Leader, follower (with a fetcher) or neither, for every local partition.
     fn assign_roles(&mut self, view: &ClusterView, lease_live: bool) {
         let me = self.routing.host_id().to_owned();
-        let mut wanted: HashSet<(String, u32)> = HashSet::new();
+        let mut wanted: HashSet<FetcherKey> = HashSet::new();
         for topic in self.broker.topics.list() {
             for partition in &topic.partitions {
-                let id = (topic.name().to_owned(), partition.index());
+                let id = (TOPICS, topic.name().to_owned(), partition.index());
                 let Some(state) = view.partition(TOPICS, topic.name(), partition.index()) else {
                     partition.follow();
                     continue;
@@ -250,31 +260,105 @@ impl Replication {
                     Some(leader) if leader == me && lease_live => lead(partition, state, &me),
                     Some(leader) if leader != me && state.has_replica(&me) => {
                         partition.follow();
-                        let Some(host) = view.hosts.get(leader) else {
-                            continue;
-                        };
-                        wanted.insert(id.clone());
-                        let target = FetchTarget {
-                            leader: leader.to_owned(),
-                            address: host.advertise.clone(),
-                            epoch: state.leader_epoch,
-                            me: me.clone(),
-                        };
-                        if self.fetchers.get(&id).is_none_or(|f| f.target != target) {
-                            let task = tokio::spawn(fetch_loop(
-                                Arc::clone(partition),
-                                target.clone(),
-                                self.config.clone(),
-                                self.retry_pause,
-                            ));
-                            self.fetchers.insert(id, Fetcher { target, task });
-                        }
+                        self.follow(view, state, leader, id, partition, &mut wanted);
                     }
                     _ => partition.follow(),
                 }
             }
         }
+        self.assign_queue_roles(view, lease_live, &me, &mut wanted);
         self.fetchers.retain(|id, _| wanted.contains(id));
+    }
+
+    /// Queues: the leader rebuilds its state once per epoch (on a blocking thread)
+    /// before it serves; followers fetch both logs.
+    fn assign_queue_roles(
+        &mut self,
+        view: &ClusterView,
+        lease_live: bool,
+        me: &str,
+        wanted: &mut HashSet<FetcherKey>,
+    ) {
+        self.taking_over.retain(|_, (_, task)| !task.is_finished());
+        for queue in self.broker.queues.list() {
+            let name = queue.name().to_owned();
+            let Some(state) = view.partition(QUEUES, &name, 0) else {
+                queue.step_down();
+                continue;
+            };
+            match state.leader.as_deref() {
+                Some(leader) if leader == me && lease_live => {
+                    let epoch = state.leader_epoch;
+                    let followers = others(&state.replicas, me);
+                    let in_sync = others(&state.isr, me);
+                    if queue.serving_epoch() == Some(epoch) {
+                        // Same epoch: only the replica sets change; nothing blocks.
+                        if let Err(err) = queue.take_leadership(epoch, &followers, &in_sync, now_ms())
+                        {
+                            tracing::warn!(queue = %name, %err, "updating the queue's replicas failed");
+                        }
+                        continue;
+                    }
+                    if self
+                        .taking_over
+                        .get(&name)
+                        .is_some_and(|(taking, _)| *taking == epoch)
+                    {
+                        continue;
+                    }
+                    let task = tokio::task::spawn_blocking(move || {
+                        if let Err(err) =
+                            queue.take_leadership(epoch, &followers, &in_sync, now_ms())
+                        {
+                            tracing::error!(queue = queue.name(), epoch, %err, "cannot take up the queue's leadership");
+                            queue.step_down();
+                        }
+                    });
+                    self.taking_over.insert(name, (epoch, task));
+                }
+                Some(leader) if leader != me && state.has_replica(me) => {
+                    queue.step_down();
+                    for index in [QUEUE_MESSAGES_LOG, QUEUE_JOURNAL_LOG] {
+                        let Ok(log) = queue.replicated_log(index) else {
+                            continue;
+                        };
+                        self.follow(view, state, leader, (QUEUES, name.clone(), index), &log, wanted);
+                    }
+                }
+                _ => queue.step_down(),
+            }
+        }
+    }
+
+    /// Keeps a fetcher pulling `log` (the replicated log `id`) from `leader`.
+    fn follow(
+        &mut self,
+        view: &ClusterView,
+        state: &PartitionState,
+        leader: &str,
+        id: FetcherKey,
+        log: &Arc<Partition>,
+        wanted: &mut HashSet<FetcherKey>,
+    ) {
+        let Some(host) = view.hosts.get(leader) else {
+            return;
+        };
+        wanted.insert(id.clone());
+        let target = FetchTarget {
+            leader: leader.to_owned(),
+            address: host.advertise.clone(),
+            epoch: state.leader_epoch,
+            me: self.routing.host_id().to_owned(),
+        };
+        if self.fetchers.get(&id).is_none_or(|f| f.target != target) {
+            let task = tokio::spawn(fetch_loop(
+                Arc::clone(log),
+                target.clone(),
+                self.config.clone(),
+                self.retry_pause,
+            ));
+            self.fetchers.insert(id, Fetcher { target, task });
+        }
     }
 
     /// For each partition led here, writes the in-sync set the leader wants when it
@@ -319,6 +403,53 @@ impl Replication {
                 self.propose(key, state, *revision, next).await;
             }
         }
+        for queue in self.broker.queues.list() {
+            let key = PartitionKey {
+                kind: QUEUES.to_owned(),
+                name: queue.name().to_owned(),
+                partition: 0,
+            };
+            let Some((state, revision)) = view.partitions.get(&key) else {
+                continue;
+            };
+            if state.leader.as_deref() != Some(me.as_str())
+                || queue.serving_epoch() != Some(state.leader_epoch)
+                || self.proposed.contains_key(&key)
+            {
+                continue;
+            }
+            // A replica is in sync only when it keeps up with both logs.
+            let judged: Option<Vec<Vec<String>>> = [QUEUE_MESSAGES_LOG, QUEUE_JOURNAL_LOG]
+                .into_iter()
+                .map(|index| {
+                    queue
+                        .replicated_log(index)
+                        .ok()
+                        .and_then(|log| log.in_sync_now(&me, max_lag))
+                })
+                .collect();
+            let Some(judged) = judged else {
+                continue;
+            };
+            let isr: Vec<String> = state
+                .replicas
+                .iter()
+                .filter(|h| judged.iter().all(|wanted| wanted.contains(h)))
+                .cloned()
+                .collect();
+            let mut current = state.isr.clone();
+            let mut proposed = isr.clone();
+            current.sort();
+            proposed.sort();
+            if current == proposed {
+                continue;
+            }
+            let next = PartitionState {
+                isr,
+                ..state.clone()
+            };
+            self.propose(key, state, *revision, next).await;
+        }
     }
 
     /// Writes `next` over `state` if etcd still holds it at `revision`.
@@ -329,7 +460,12 @@ impl Replication {
         revision: Revision,
         next: PartitionState,
     ) {
-        let path = keys::partition_state(self.routing.cluster(), TOPICS, &key.name, key.partition);
+        let path = keys::partition_state(
+            self.routing.cluster(),
+            &key.kind,
+            &key.name,
+            key.partition,
+        );
         let compares = vec![Compare::ModRevision {
             key: path.clone(),
             revision: Some(revision),
@@ -380,6 +516,9 @@ pub fn lead(partition: &Partition, state: &PartitionState, me: &str) {
 fn others(hosts: &[String], me: &str) -> Vec<String> {
     hosts.iter().filter(|h| *h != me).cloned().collect()
 }
+
+/// A replicated log: kind, name, and partition (or queue log) index.
+type FetcherKey = (&'static str, String, u32);
 
 /// Whom a fetcher pulls from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -461,6 +600,7 @@ async fn fetch_once(
     let log = Arc::clone(partition.log());
     let fetch_offset = log.end_offset();
     let request = pb::ReplicaFetchRequest {
+        kind: partition.kind().to_owned(),
         topic: partition.topic().to_owned(),
         partition: partition.index(),
         leader_epoch: target.epoch,
@@ -480,8 +620,15 @@ async fn fetch_once(
     if let Some(diverging) = answer.diverging {
         let (_, own_end) = log.end_offset_for_epoch(diverging.epoch)?;
         let cut = diverging.end_offset.min(own_end);
-        let truncating = Arc::clone(&log);
-        let new_end = tokio::task::spawn_blocking(move || truncating.truncate_to(cut)).await??;
+        let truncating = Arc::clone(partition);
+        let Some(new_end) = tokio::task::spawn_blocking(move || {
+            truncating.while_following(|| truncating.log().truncate_to(cut))
+        })
+        .await?
+        .transpose()?
+        else {
+            return Ok(());
+        };
         tracing::info!(
             topic = partition.topic(),
             partition = partition.index(),
@@ -495,8 +642,15 @@ async fn fetch_once(
     }
     if answer.log_start_offset > fetch_offset {
         let start = answer.log_start_offset;
-        let resetting = Arc::clone(&log);
-        tokio::task::spawn_blocking(move || resetting.reset_to(start)).await??;
+        let resetting = Arc::clone(partition);
+        let reset = tokio::task::spawn_blocking(move || {
+            resetting.while_following(|| resetting.log().reset_to(start))
+        })
+        .await?
+        .transpose()?;
+        if reset.is_none() {
+            return Ok(());
+        }
         tracing::info!(
             topic = partition.topic(),
             partition = partition.index(),
@@ -509,15 +663,22 @@ async fn fetch_once(
     }
     if !answer.records.is_empty() {
         let records = answer.records;
-        let appending = Arc::clone(&log);
+        let appending = Arc::clone(partition);
         let wait_for_disk = partition.durability() == DurabilitySetting::Fsync;
         tokio::task::spawn_blocking(move || {
-            let now = now_ms();
-            for batch in Batches::new(&records) {
-                appending.append_replicated(batch?.bytes.to_vec(), now)?;
-            }
+            let log = appending.log();
+            appending.while_following(|| {
+                let now = now_ms();
+                for batch in Batches::new(&records) {
+                    log.append_replicated(batch?.bytes.to_vec(), now)?;
+                }
+                Ok::<_, FetchError>(())
+            })
+            .transpose()?;
+            // Outside the lock: the fsync may take a while and is harmless after a
+            // role change.
             if wait_for_disk {
-                appending.wait_durable(appending.end_offset())?;
+                log.wait_durable(log.end_offset())?;
             }
             Ok::<_, FetchError>(())
         })

@@ -25,7 +25,11 @@ use crate::queue::codec::{RESERVED_PREFIX, Snapshot, StoredMessage, decode_event
 use crate::queue::receipt::{Receipt, encode_receipt, message_id};
 use crate::queue::settings::QueueRecord;
 use crate::queue::state::{Depth, Event, QueueState, ReceiptError, StateConfig};
-use crate::topic::{DurabilitySetting, STANDALONE_LEADER_EPOCH};
+use crate::cluster::routing::QUEUES;
+use crate::topic::{
+    Ack, DurabilitySetting, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG,
+    STANDALONE_LEADER_EPOCH,
+};
 
 /// Longest FIFO group id or dedup id.
 pub const MAX_ID_LEN: usize = 128;
@@ -155,6 +159,20 @@ pub struct Queue {
     messages_commit: GroupCommit,
     /// Async fsync waits for `journal`.
     journal_commit: GroupCommit,
+    /// `messages` as a replicated log: its role and high watermark.
+    messages_replica: Arc<Partition>,
+    /// `journal` as a replicated log.
+    journal_replica: Arc<Partition>,
+    /// Cluster mode: the logs are replicated and the state is served only while
+    /// this host leads.
+    replicated: bool,
+    /// When a write counts as done.
+    ack: Ack,
+    /// How long compaction waits for the replicas to confirm what a snapshot covers.
+    commit_timeout: std::time::Duration,
+    /// The leader epoch the state was rebuilt for and is served in (always the
+    /// standalone epoch outside a cluster); `None` while following.
+    serving: Mutex<Option<u64>>,
     // A std mutex: nothing awaits under it; it covers a state change and its journal write.
     state: Mutex<QueueState>,
     /// Wakes long polls when messages may have become receivable.
@@ -173,6 +191,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How a queue takes part in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueMode {
+    /// A standalone host: serves at once, writes in the standalone epoch.
+    Standalone,
+    /// Cluster mode: replicated logs, served once this host leads.
+    Cluster {
+        /// How long a `sync` write waits for the in-sync replicas.
+        ack_timeout: std::time::Duration,
+    },
+}
+
 impl Queue {
     /// Opens (creating if missing) and recovers the queue in `dir`. Blocking.
     pub fn open(
@@ -181,6 +211,18 @@ impl Queue {
         limits: &Limits,
         hooks: DiskHooks,
         now_ms: i64,
+    ) -> BrokerResult<Queue> {
+        Self::open_in(record, dir, limits, hooks, now_ms, QueueMode::Standalone)
+    }
+
+    /// Opens the queue in `dir` for `mode`. Blocking.
+    pub fn open_in(
+        record: QueueRecord,
+        dir: &Path,
+        limits: &Limits,
+        hooks: DiskHooks,
+        now_ms: i64,
+        mode: QueueMode,
     ) -> BrokerResult<Queue> {
         let name = record.name.clone();
         let fail = |err: StorageError| BrokerError::queue_storage(&name, err);
@@ -196,53 +238,42 @@ impl Queue {
             hooks,
         )
         .map_err(fail)?;
-        let settings = &record.settings;
-        let mut state = QueueState::new(StateConfig {
-            fifo: settings.fifo,
-            max_receive_count: settings.max_receive_count,
-            dedup_window_ms: settings.dedup_window_ms,
-        });
-        let snapshot = read_snapshot(&dir.join(SNAPSHOT_FILE)).map_err(|reason| {
-            BrokerError::Internal(format!("queue {name:?}: unreadable snapshot: {reason}"))
-        })?;
-        let (messages_from, journal_from) = match snapshot {
-            Some(snapshot) => {
-                for (offset, message) in snapshot.messages {
-                    state.restore_snapshot_message(offset, message, now_ms);
-                }
-                let mut dedup = snapshot.dedup;
-                // Expiry walks dedup ids oldest first; a snapshot lists them in hash
-                // order, which would keep every id behind a younger one too long.
-                dedup.sort_by_key(|(_, _, sent_at)| *sent_at);
-                for (id, offset, sent_at) in dedup {
-                    state.restore_dedup(id, offset, sent_at);
-                }
-                (snapshot.messages_end, snapshot.journal_end)
-            }
-            None => (messages.start_offset(), journal.start_offset()),
-        };
-        let messages_from = messages_from.max(messages.start_offset());
-        let journal_from = journal_from.max(journal.start_offset());
-        for_each_record(&messages, messages_from, |offset, record| {
-            let message = StoredMessage::from_record(record)?;
-            state.restore_message(offset, message.state_entry(record.timestamp_ms), now_ms);
-            Ok(())
-        })
-        .map_err(|err| replay_error(&name, "message log", err))?;
-        for_each_record(&journal, journal_from, |_, record| {
-            state.apply(&decode_event(record.value)?, now_ms);
-            Ok(())
-        })
-        .map_err(|err| replay_error(&name, "journal", err))?;
-        state.advance(now_ms);
-        tracing::info!(
-            queue = %name,
-            messages = state.len(),
-            "queue recovered"
-        );
+        let (state, messages_from) = recover(&record, dir, &messages, &journal, now_ms)?;
         let journal_bytes = journal.size_bytes();
         let (messages, journal) = (Arc::new(messages), Arc::new(journal));
+        let settings = &record.settings;
+        let (replicated, ack, commit_timeout) = match mode {
+            QueueMode::Standalone => (false, Ack::Leader, std::time::Duration::ZERO),
+            QueueMode::Cluster { ack_timeout } => (
+                true,
+                Ack::for_settings(
+                    true,
+                    settings.replication_factor,
+                    settings.replication,
+                    ack_timeout,
+                ),
+                ack_timeout,
+            ),
+        };
+        let replica = |log: &Arc<Log>, index| {
+            Arc::new(Partition::over(
+                QUEUES,
+                Arc::from(name.as_str()),
+                index,
+                Arc::clone(log),
+                settings.durability,
+                replicated,
+            ))
+        };
+        let messages_replica = replica(&messages, QUEUE_MESSAGES_LOG);
+        let journal_replica = replica(&journal, QUEUE_JOURNAL_LOG);
         Ok(Queue {
+            messages_replica,
+            journal_replica,
+            replicated,
+            ack,
+            commit_timeout,
+            serving: Mutex::new((!replicated).then_some(STANDALONE_LEADER_EPOCH)),
             record,
             dir: dir.to_owned(),
             limits: limits.clone(),
@@ -406,22 +437,74 @@ impl Queue {
         stored: Vec<StoredMessage>,
         now_ms: i64,
     ) -> BrokerResult<Vec<SendOutcome>> {
+        let epoch = self.check_writable()?;
         let (outcomes, end) = self.append_messages(stored, now_ms)?;
-        if let Some(end) = end
-            && self.waits_for_disk()
-        {
-            self.messages_commit
-                .wait(end)
-                .await
-                .map_err(|err| self.storage_error(err))?;
+        if let Some(end) = end {
+            if self.waits_for_disk() {
+                self.messages_commit
+                    .wait(end)
+                    .await
+                    .map_err(|err| self.storage_error(err))?;
+            }
+            self.wait_replicated(&self.messages_replica, end, epoch)
+                .await?;
         }
         self.promote(now_ms);
         Ok(outcomes)
     }
 
-    /// Makes what became durable receivable and wakes long polls for it.
-    fn promote(&self, now_ms: i64) {
-        let visible = lock(&self.state).promote(self.messages.visible_end_offset(), now_ms);
+    /// The epoch writes are stamped with now; `NotLeader` unless this host serves
+    /// the queue. For `sync` replication also refuses (`NotEnoughReplicas`, nothing
+    /// written) while too few replicas are in sync.
+    fn check_writable(&self) -> BrokerResult<u64> {
+        let epoch = self.write_epoch()?;
+        if let Ack::InSync { min_in_sync, .. } = self.ack {
+            self.messages_replica.check_writable(epoch, min_in_sync)?;
+        }
+        Ok(epoch)
+    }
+
+    fn write_epoch(&self) -> BrokerResult<u64> {
+        match *lock(&self.serving) {
+            Some(epoch) => Ok(epoch),
+            None => Err(self.messages_replica.write_epoch().err().unwrap_or_else(|| {
+                BrokerError::NotLeader {
+                    kind: QUEUES,
+                    name: self.record.name.clone(),
+                    partition: 0,
+                    leader: None,
+                }
+            })),
+        }
+    }
+
+    /// Moves `log`'s high watermark past what is durable here and, for `sync`
+    /// replication, waits until the in-sync replicas hold everything below `end`.
+    async fn wait_replicated(&self, log: &Partition, end: u64, epoch: u64) -> BrokerResult<()> {
+        if !self.replicated {
+            return Ok(());
+        }
+        log.advance_high_watermark();
+        if let Ack::InSync { timeout, .. } = self.ack {
+            log.wait_committed(end, epoch, timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// Where receivable messages end: what is durable here, or in a cluster what the
+    /// in-sync replicas hold (a new leader never takes back a delivered message).
+    fn deliverable_end(&self) -> u64 {
+        if self.replicated {
+            self.messages_replica.high_watermark()
+        } else {
+            self.messages.visible_end_offset()
+        }
+    }
+
+    /// Makes what became durable (and, in a cluster, committed) receivable and wakes
+    /// long polls for it.
+    pub fn promote(&self, now_ms: i64) {
+        let visible = lock(&self.state).promote(self.deliverable_end(), now_ms);
         if visible > 0 {
             self.changed.notify_waiters();
         }
@@ -483,7 +566,7 @@ impl Queue {
             };
             let appended = self
                 .messages
-                .append(batch, STANDALONE_LEADER_EPOCH, now_ms)
+                .append(batch, self.write_epoch()?, now_ms)
                 .map_err(|err| self.storage_error(err))?;
             if appended.base_offset != base {
                 return Err(BrokerError::Internal(format!(
@@ -519,7 +602,7 @@ impl Queue {
         };
         let appended = self
             .journal
-            .append(batch, STANDALONE_LEADER_EPOCH, now_ms)
+            .append(batch, self.write_epoch()?, now_ms)
             .map_err(|err| self.storage_error(err))?;
         Ok(Some(appended.last_offset + 1))
     }
@@ -585,6 +668,10 @@ impl Queue {
         // delivery allows. Waiting would put a second fsync on every consumer cycle.
         if options.at_most_once {
             self.journal_durable(journal_end).await?;
+            if let Some(end) = journal_end {
+                self.wait_replicated(&self.journal_replica, end, self.write_epoch()?)
+                    .await?;
+            }
         }
         let count = deliveries.len() as u64;
         self.counters.received.fetch_add(count, Ordering::Relaxed);
@@ -675,6 +762,10 @@ impl Queue {
             (results, self.journal_events(&events, now_ms)?, readied)
         };
         self.journal_durable(journal_end).await?;
+        if let Some(end) = journal_end {
+            self.wait_replicated(&self.journal_replica, end, self.write_epoch()?)
+                .await?;
+        }
         if let Settle::Ack = action {
             let settled = events.len() as u64;
             self.counters.acked.fetch_add(settled, Ordering::Relaxed);
@@ -801,11 +892,11 @@ impl Queue {
         self.journal
             .flush()
             .map_err(|err| self.storage_error(err))?;
-        let visible =
-            lock(&self.state).promote(self.messages.visible_end_offset(), crate::clock::now_ms());
-        if visible > 0 {
-            self.changed.notify_waiters();
+        if self.replicated {
+            self.messages_replica.advance_high_watermark();
+            self.journal_replica.advance_high_watermark();
         }
+        self.promote(crate::clock::now_ms());
         Ok(())
     }
 
@@ -861,6 +952,9 @@ impl Queue {
         self.journal
             .flush()
             .map_err(|err| self.storage_error(err))?;
+        if self.replicated {
+            self.wait_snapshot_committed(&snapshot)?;
+        }
         write_snapshot(&self.dir.join(SNAPSHOT_FILE), &snapshot.encode()).map_err(|err| {
             self.storage_error(StorageError::Io {
                 context: format!("writing {}", self.dir.join(SNAPSHOT_FILE).display()),
@@ -876,6 +970,26 @@ impl Queue {
             at: Instant::now(),
         };
         self.delete_consumed_messages(snapshot.messages_end)
+    }
+
+    /// In a cluster a snapshot is kept only once the in-sync replicas hold all it
+    /// covers: a snapshot holding a write a later leader never saw would outlive
+    /// that write's truncation (followers copy the leader's snapshots). Blocking:
+    /// called from a blocking thread of the runtime.
+    fn wait_snapshot_committed(&self, snapshot: &Snapshot) -> BrokerResult<()> {
+        let epoch = self.write_epoch()?;
+        self.messages_replica.advance_high_watermark();
+        self.journal_replica.advance_high_watermark();
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|err| BrokerError::Internal(format!("compaction outside the runtime: {err}")))?;
+        runtime.block_on(async {
+            self.messages_replica
+                .wait_committed(snapshot.messages_end, epoch, self.commit_timeout)
+                .await?;
+            self.journal_replica
+                .wait_committed(snapshot.journal_end, epoch, self.commit_timeout)
+                .await
+        })
     }
 
     /// Deletes message segments below both the oldest held message and the last
@@ -947,6 +1061,78 @@ impl Queue {
         self.changed.notify_waiters();
     }
 
+    /// Whether this host serves the queue now (always outside a cluster).
+    pub fn serving_epoch(&self) -> Option<u64> {
+        *lock(&self.serving)
+    }
+
+    /// The replicated log at `index` ([`QUEUE_MESSAGES_LOG`] or [`QUEUE_JOURNAL_LOG`]).
+    pub fn replicated_log(&self, index: u32) -> BrokerResult<Arc<Partition>> {
+        match index {
+            QUEUE_MESSAGES_LOG => Ok(Arc::clone(&self.messages_replica)),
+            QUEUE_JOURNAL_LOG => Ok(Arc::clone(&self.journal_replica)),
+            other => Err(BrokerError::InvalidArgument(format!(
+                "a queue has logs {QUEUE_MESSAGES_LOG} (messages) and {QUEUE_JOURNAL_LOG} \
+                 (journal), not {other}"
+            ))),
+        }
+    }
+
+    /// Leads the queue in `epoch` with these other replicas and in-sync set. On a new
+    /// epoch the logs stop taking fetched batches first, then the state is rebuilt
+    /// from the snapshot and logs (a follower's state is stale), and only then does
+    /// the queue serve. Within the serving epoch only the sets change. Blocking.
+    pub fn take_leadership(
+        &self,
+        epoch: u64,
+        followers: &[String],
+        in_sync: &[String],
+        now_ms: i64,
+    ) -> BrokerResult<()> {
+        if self.serving_epoch() == Some(epoch) {
+            self.messages_replica.lead(epoch, followers, in_sync);
+            self.journal_replica.lead(epoch, followers, in_sync);
+            return Ok(());
+        }
+        *lock(&self.serving) = None;
+        self.messages_replica
+            .lead_exclusively(epoch, followers, in_sync);
+        self.journal_replica
+            .lead_exclusively(epoch, followers, in_sync);
+        {
+            let mut state = lock(&self.state);
+            let (fresh, messages_from) =
+                recover(&self.record, &self.dir, &self.messages, &self.journal, now_ms)?;
+            *state = fresh;
+            *lock(&self.snapshot) = SnapshotMark {
+                messages_end: messages_from,
+                journal_bytes: self.journal.size_bytes(),
+                at: Instant::now(),
+            };
+            *lock(&self.serving) = Some(epoch);
+        }
+        tracing::info!(queue = %self.record.name, epoch, "leading the queue");
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Stops serving: the logs follow a leader (or wait for one).
+    pub fn step_down(&self) {
+        let was = lock(&self.serving).take();
+        self.messages_replica.follow();
+        self.journal_replica.follow();
+        if let Some(epoch) = was {
+            tracing::info!(queue = %self.record.name, epoch, "no longer leading the queue");
+            // Long polls answer (empty) instead of waiting on a state nobody updates.
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// A receiver that changes when the message log's high watermark moves.
+    pub fn subscribe_committed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.messages_replica.subscribe()
+    }
+
     /// Flushes and closes both logs. Blocking.
     pub fn close(&self) -> BrokerResult<()> {
         self.messages
@@ -990,6 +1176,59 @@ fn content_dedup_id(body: &[u8]) -> String {
         let _ = write!(id, "{byte:02x}");
     }
     id
+}
+
+/// Rebuilds the state machine from the snapshot in `dir` and the logs after it.
+/// Returns the state and the message offset replay started from. Blocking.
+fn recover(
+    record: &QueueRecord,
+    dir: &Path,
+    messages: &Log,
+    journal: &Log,
+    now_ms: i64,
+) -> BrokerResult<(QueueState, u64)> {
+    let name = &record.name;
+    let settings = &record.settings;
+    let mut state = QueueState::new(StateConfig {
+        fifo: settings.fifo,
+        max_receive_count: settings.max_receive_count,
+        dedup_window_ms: settings.dedup_window_ms,
+    });
+    let snapshot = read_snapshot(&dir.join(SNAPSHOT_FILE)).map_err(|reason| {
+        BrokerError::Internal(format!("queue {name:?}: unreadable snapshot: {reason}"))
+    })?;
+    let (messages_from, journal_from) = match snapshot {
+        Some(snapshot) => {
+            for (offset, message) in snapshot.messages {
+                state.restore_snapshot_message(offset, message, now_ms);
+            }
+            let mut dedup = snapshot.dedup;
+            // Expiry walks dedup ids oldest first; a snapshot lists them in hash
+            // order, which would keep every id behind a younger one too long.
+            dedup.sort_by_key(|(_, _, sent_at)| *sent_at);
+            for (id, offset, sent_at) in dedup {
+                state.restore_dedup(id, offset, sent_at);
+            }
+            (snapshot.messages_end, snapshot.journal_end)
+        }
+        None => (messages.start_offset(), journal.start_offset()),
+    };
+    let messages_from = messages_from.max(messages.start_offset());
+    let journal_from = journal_from.max(journal.start_offset());
+    for_each_record(messages, messages_from, |offset, record| {
+        let message = StoredMessage::from_record(record)?;
+        state.restore_message(offset, message.state_entry(record.timestamp_ms), now_ms);
+        Ok(())
+    })
+    .map_err(|err| replay_error(name, "message log", err))?;
+    for_each_record(journal, journal_from, |_, record| {
+        state.apply(&decode_event(record.value)?, now_ms);
+        Ok(())
+    })
+    .map_err(|err| replay_error(name, "journal", err))?;
+    state.advance(now_ms);
+    tracing::info!(queue = %name, messages = state.len(), "queue recovered");
+    Ok((state, messages_from))
 }
 
 fn replay_error(queue: &str, what: &str, err: ReplayError) -> BrokerError {

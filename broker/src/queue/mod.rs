@@ -10,6 +10,7 @@ mod settings;
 pub mod state;
 
 pub use instance::{
+    QueueMode,
     DeliveredMessage, MAX_ID_LEN, OutgoingMessage, Queue, QueueStats, ReceiveOptions, SendOutcome,
     Settle,
 };

@@ -19,7 +19,7 @@ use crate::meta::{MetadataStore, MetadataStoreExt, Op, decode_json, encode_json,
 use crate::names::validate_queue_name;
 use crate::queue::codec::{DeadLetterOrigin, StoredMessage};
 use crate::queue::instance::{
-    DeliveredMessage, OutgoingMessage, Queue, ReceiveOptions, SendOutcome, Settle,
+    DeliveredMessage, OutgoingMessage, Queue, QueueMode, ReceiveOptions, SendOutcome, Settle,
 };
 use crate::queue::receipt::decode_receipt;
 use crate::queue::settings::{QueueOverrides, QueueRecord, QueueSettings};
@@ -69,6 +69,8 @@ pub struct Queues {
     /// Cluster mode: which queues this host leads (it moves dead letters only between
     /// queues it leads, and redrives only into them).
     routing: Option<Routing>,
+    /// Standalone, or cluster mode with replicated logs.
+    mode: QueueMode,
     queues: QueueMap,
     tasks: Mutex<HashMap<String, JoinHandle<()>>>,
     // Serializes create and delete so directories and metadata change together.
@@ -103,6 +105,7 @@ impl Queues {
         housekeeping: Housekeeping,
         meta: Arc<dyn MetadataStore>,
         routing: Option<Routing>,
+        ack_timeout: Duration,
     ) -> BrokerResult<Self> {
         let root = data_dir.join("queues");
         std::fs::create_dir_all(&root).map_err(|err| {
@@ -116,6 +119,11 @@ impl Queues {
             housekeeping,
             meta,
             cluster: routing.as_ref().map(|r| r.cluster().to_owned()),
+            mode: if routing.is_some() {
+                QueueMode::Cluster { ack_timeout }
+            } else {
+                QueueMode::Standalone
+            },
             routing,
             queues: Arc::new(RwLock::new(HashMap::new())),
             tasks: Mutex::new(HashMap::new()),
@@ -180,8 +188,9 @@ impl Queues {
         let dir = queue_dir(&self.root, &record);
         let limits = self.limits.clone();
         let hooks = self.hooks.clone();
+        let mode = self.mode;
         blocking("open queue", move || {
-            Queue::open(record, &dir, &limits, hooks, now_ms()).map(Arc::new)
+            Queue::open_in(record, &dir, &limits, hooks, now_ms(), mode).map(Arc::new)
         })
         .await
     }
@@ -217,7 +226,12 @@ impl Queues {
     pub async fn create(&self, name: &str, overrides: &QueueOverrides) -> BrokerResult<Arc<Queue>> {
         validate_queue_name(name)?;
         let settings = overrides.resolve(&self.defaults);
-        settings.validate(&self.limits)?;
+        let max_replicas = if self.cluster.is_some() {
+            self.limits.max_replication_factor
+        } else {
+            1
+        };
+        settings.validate(&self.limits, max_replicas)?;
         let _admin = self.admin.lock().await;
         if self.read_map().contains_key(name) {
             return Err(BrokerError::QueueExists(name.to_owned()));
@@ -607,10 +621,18 @@ async fn housekeep(
         .then(|| Duration::from_millis(u64::from(settings.flush_interval_ms)));
     let mut last_flush = tokio::time::Instant::now();
     let mut last_full_round = tokio::time::Instant::now();
+    let mut committed = queue.subscribe_committed();
     loop {
         let now = now_ms();
-        queue.tick(now);
-        if settings.dead_letter_queue.is_some()
+        // A follower keeps its logs (flushing them below) but changes no state: the
+        // leader's journal says what happened, and its state is rebuilt on taking
+        // over.
+        let serving = queue.serving_epoch().is_some();
+        if serving {
+            queue.tick(now);
+        }
+        if serving
+            && settings.dead_letter_queue.is_some()
             && let Err(err) = move_dead_letters(&queue, &queues, routing.as_ref()).await
         {
             tracing::warn!(queue = queue.name(), %err, "dead-lettering failed; will retry");
@@ -624,7 +646,7 @@ async fn housekeep(
                 tracing::warn!(queue = queue.name(), %err, "interval flush failed");
             }
         }
-        if last_full_round.elapsed() >= interval {
+        if serving && last_full_round.elapsed() >= interval {
             last_full_round = tokio::time::Instant::now();
             let worker = Arc::clone(&queue);
             let result = blocking("housekeeping", move || {
@@ -644,9 +666,24 @@ async fn housekeep(
             let in_ms = u64::try_from(due.saturating_sub(now_ms())).unwrap_or(0);
             wake = wake.min(Duration::from_millis(in_ms.max(1)));
         }
-        tokio::select! {
-            () = tokio::time::sleep(wake) => {}
-            () = queue.housekeeping().notified() => {}
+        let sleep = tokio::time::sleep(wake);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => break,
+                () = queue.housekeeping().notified() => break,
+                // In a cluster, sent messages become receivable as the replicas
+                // confirm them (an `async` send was answered before that).
+                changed = committed.changed() => {
+                    if changed.is_err() {
+                        (&mut sleep).await;
+                        break;
+                    }
+                    if queue.serving_epoch().is_some() {
+                        queue.promote(now_ms());
+                    }
+                }
+            }
         }
     }
 }

@@ -71,7 +71,7 @@ impl Default for QueueSettings {
 impl QueueSettings {
     /// Checks the settings against the broker's limits (the dead-letter queue's
     /// existence is checked by the registry).
-    pub fn validate(&self, limits: &Limits) -> Result<(), BrokerError> {
+    pub fn validate(&self, limits: &Limits, max_replicas: u32) -> Result<(), BrokerError> {
         let invalid = |msg: String| Err(BrokerError::InvalidArgument(msg));
         let in_range = |name: &str, value: u64, max: u64| {
             if value > max {
@@ -108,9 +108,15 @@ impl QueueSettings {
         if self.flush_interval_ms == 0 {
             return invalid("flush_interval_ms must be at least 1".into());
         }
-        if self.replication_factor != 1 {
+        if max_replicas == 1 && self.replication_factor != 1 {
             return invalid(format!(
-                "replication factor must be 1: queues are not replicated yet, got {}",
+                "replication factor must be 1 on a standalone host, got {}",
+                self.replication_factor
+            ));
+        }
+        if self.replication_factor == 0 || self.replication_factor > max_replicas {
+            return invalid(format!(
+                "replication factor must be between 1 and {max_replicas}, got {}",
                 self.replication_factor
             ));
         }
@@ -238,22 +244,22 @@ mod tests {
     fn defaults_are_valid_and_ranges_checked() {
         let limits = Limits::default();
         QueueSettings::default()
-            .validate(&limits)
+            .validate(&limits, 1)
             .expect("defaults valid");
         let too_long = QueueSettings {
             visibility_timeout_ms: limits.max_visibility_timeout_ms + 1,
             ..QueueSettings::default()
         };
-        assert!(too_long.validate(&limits).is_err());
+        assert!(too_long.validate(&limits, 1).is_err());
         let dlq_without_count = QueueSettings {
             dead_letter_queue: Some("dlq".into()),
             ..QueueSettings::default()
         };
-        assert!(dlq_without_count.validate(&limits).is_err());
+        assert!(dlq_without_count.validate(&limits, 1).is_err());
         let count_without_dlq = QueueSettings {
             max_receive_count: 3,
             ..QueueSettings::default()
         };
-        assert!(count_without_dlq.validate(&limits).is_err());
+        assert!(count_without_dlq.validate(&limits, 1).is_err());
     }
 }

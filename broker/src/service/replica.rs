@@ -11,6 +11,8 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
 use crate::cluster::replication::{ReplicaFetch, serve_fetch};
+use crate::cluster::routing::{QUEUES, TOPICS};
+use crate::error::BrokerError;
 
 /// The replica service of one host.
 pub struct ReplicaApi {
@@ -32,7 +34,18 @@ impl ReplicaService for ReplicaApi {
     ) -> Result<Response<pb::ReplicaFetchResponse>, Status> {
         let request = request.into_inner();
         let replication = &self.broker.config.replication;
+        let kind = match request.kind.as_str() {
+            "" | TOPICS => TOPICS,
+            QUEUES => QUEUES,
+            other => {
+                let refused = BrokerError::InvalidArgument(format!(
+                    "replica fetch kind must be {TOPICS:?} or {QUEUES:?}, got {other:?}"
+                ));
+                return Err(self.broker.fail("ReplicaFetch", &refused));
+            }
+        };
         let fetch = ReplicaFetch {
+            kind,
             topic: request.topic,
             partition: request.partition,
             leader_epoch: request.leader_epoch,

@@ -7,7 +7,9 @@ mod registry;
 mod settings;
 
 pub use fetch::{FetchLimits, FetchTarget, FetchedData, FetchedPartition, fetch};
-pub use partition::{Ack, Partition, STANDALONE_LEADER_EPOCH};
+pub use partition::{
+    Ack, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, STANDALONE_LEADER_EPOCH,
+};
 pub use produce::{
     BatchOutcome, IncomingBatch, IncomingMessage, PartitionScope, ProduceOutcome, produce,
 };

@@ -38,6 +38,30 @@ pub enum Ack {
     },
 }
 
+impl Ack {
+    /// The ack for a resource with these settings: `sync` replication with more than
+    /// one replica in a cluster waits for a majority in sync; anything else is done
+    /// once the leader stored it.
+    pub fn for_settings(
+        cluster: bool,
+        replication_factor: u32,
+        replication: crate::topic::ReplicationSetting,
+        timeout: Duration,
+    ) -> Ack {
+        if cluster
+            && replication_factor > 1
+            && replication == crate::topic::ReplicationSetting::Sync
+        {
+            Ack::InSync {
+                min_in_sync: replication_factor as usize / 2 + 1,
+                timeout,
+            }
+        } else {
+            Ack::Leader
+        }
+    }
+}
+
 /// What the leader knows of one follower.
 #[derive(Debug, Clone)]
 struct FollowerProgress {
@@ -73,8 +97,12 @@ enum Role {
     Follower,
 }
 
-/// A partition log, its high watermark and its replication role.
+/// A partition log, its high watermark and its replication role. A queue's message
+/// log and journal are replicated as partitions too (kind `queues`, index
+/// [`QUEUE_MESSAGES_LOG`] or [`QUEUE_JOURNAL_LOG`]).
 pub struct Partition {
+    /// `topics` or `queues` (routing's kinds): names the resource in errors and fetches.
+    kind: &'static str,
     topic: Arc<str>,
     index: u32,
     log: Arc<Log>,
@@ -85,7 +113,15 @@ pub struct Partition {
     log_end: watch::Sender<u64>,
     // A std mutex: never held across an await.
     role: Mutex<Role>,
+    /// Held while a follower appends what it fetched, so a host taking up leadership
+    /// knows no fetched batch lands after it (checked under this lock).
+    replica_writes: Mutex<()>,
 }
+
+/// Index of a queue's message log among its replicated logs.
+pub const QUEUE_MESSAGES_LOG: u32 = 0;
+/// Index of a queue's journal among its replicated logs.
+pub const QUEUE_JOURNAL_LOG: u32 = 1;
 
 impl Partition {
     /// Opens (recovering if needed) the log in `dir`. A `replicated` partition (cluster
@@ -101,21 +137,47 @@ impl Partition {
     ) -> BrokerResult<Self> {
         let log = Log::open_with_hooks(dir, config, hooks)
             .map_err(|err| BrokerError::storage(&topic, index, err))?;
+        Ok(Self::over(
+            crate::cluster::routing::TOPICS,
+            topic,
+            index,
+            Arc::new(log),
+            durability,
+            replicated,
+        ))
+    }
+
+    /// Wraps an open log of a `kind` resource (a queue's logs are opened by the queue).
+    pub fn over(
+        kind: &'static str,
+        name: Arc<str>,
+        index: u32,
+        log: Arc<Log>,
+        durability: DurabilitySetting,
+        replicated: bool,
+    ) -> Self {
         let (role, high_watermark) = if replicated {
             (Role::Follower, 0)
         } else {
             (Role::Alone, log.visible_end_offset())
         };
         let (log_end, _) = watch::channel(log.end_offset());
-        Ok(Self {
-            topic,
+        Self {
+            kind,
+            topic: name,
             index,
-            log: Arc::new(log),
+            log,
             durability,
             high_watermark: watch::channel(high_watermark).0,
             log_end,
             role: Mutex::new(role),
-        })
+            replica_writes: Mutex::new(()),
+        }
+    }
+
+    /// `topics` or `queues`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
     }
 
     /// Partition index within its topic.
@@ -190,7 +252,7 @@ impl Partition {
     /// Refuses a write up front unless this host leads in `leader_epoch` (or stands
     /// alone) with at least `min_in_sync` replicas in sync. A write taken while the
     /// role still says follower would never become visible until the role caught up.
-    fn check_writable(&self, leader_epoch: u64, min_in_sync: usize) -> BrokerResult<()> {
+    pub fn check_writable(&self, leader_epoch: u64, min_in_sync: usize) -> BrokerResult<()> {
         let role = self.lock_role();
         match &*role {
             Role::Alone => Ok(()),
@@ -213,8 +275,8 @@ impl Partition {
     }
 
     /// Waits until the high watermark reaches `end` while this host leads in
-    /// `leader_epoch`.
-    async fn wait_committed(
+    /// `leader_epoch`; `ReplicationIncomplete` on timeout or lost leadership.
+    pub async fn wait_committed(
         &self,
         end: u64,
         leader_epoch: u64,
@@ -270,7 +332,7 @@ impl Partition {
 
     /// Moves the high watermark up to what the role allows now: the visible end when
     /// alone, the lowest durable end of the in-sync replicas when leading.
-    fn advance_high_watermark(&self) {
+    pub fn advance_high_watermark(&self) {
         let local = self.log.visible_end_offset();
         let candidate = match &*self.lock_role() {
             Role::Alone => local,
@@ -382,6 +444,40 @@ impl Partition {
         }
     }
 
+    /// The epoch a write made now is stamped with: the leader's epoch, or the
+    /// standalone epoch when alone; `NotLeader` on a follower.
+    pub fn write_epoch(&self) -> BrokerResult<u64> {
+        match &*self.lock_role() {
+            Role::Alone => Ok(STANDALONE_LEADER_EPOCH),
+            Role::Leader(leader) => Ok(leader.epoch),
+            Role::Follower => Err(self.not_leading()),
+        }
+    }
+
+    /// Runs `append` (a follower storing fetched batches) unless this host stopped
+    /// following meanwhile: a host taking up leadership changes the role under the
+    /// same lock, so nothing fetched lands after that. `None` when skipped. Blocking.
+    pub fn while_following<T>(&self, append: impl FnOnce() -> T) -> Option<T> {
+        let _writes = self
+            .replica_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !matches!(&*self.lock_role(), Role::Follower) {
+            return None;
+        }
+        Some(append())
+    }
+
+    /// Like [`Partition::lead`], but first waits for a follower append in flight to
+    /// finish, so none lands after this returns. Blocking.
+    pub fn lead_exclusively(&self, epoch: u64, followers: &[String], in_sync: &[String]) {
+        let _writes = self
+            .replica_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.lead(epoch, followers, in_sync);
+    }
+
     fn is_alone(&self) -> bool {
         matches!(&*self.lock_role(), Role::Alone)
     }
@@ -481,7 +577,7 @@ impl Partition {
 
     fn not_leading(&self) -> BrokerError {
         BrokerError::NotLeader {
-            kind: crate::cluster::routing::TOPICS,
+            kind: self.kind,
             name: self.topic.to_string(),
             partition: self.index,
             leader: None,
@@ -493,6 +589,19 @@ impl Partition {
     /// above the high watermark and this epoch's start, recently) come back. The
     /// leader itself always stays. `None` when nothing changes or not leading.
     pub fn wanted_in_sync(&self, me: &str, max_lag: Duration) -> Option<Vec<String>> {
+        let wanted = self.in_sync_now(me, max_lag)?;
+        let role = self.lock_role();
+        let Role::Leader(leader) = &*role else {
+            return None;
+        };
+        let unchanged = wanted.len() == leader.in_sync.len() + 1
+            && wanted[1..].iter().all(|h| leader.in_sync.contains(h));
+        (!unchanged).then_some(wanted)
+    }
+
+    /// The in-sync set as this leader judges it now (itself first), changed or not;
+    /// `None` when not leading.
+    pub fn in_sync_now(&self, me: &str, max_lag: Duration) -> Option<Vec<String>> {
         let now = Instant::now();
         let high_watermark = self.high_watermark();
         let role = self.lock_role();
@@ -520,9 +629,7 @@ impl Partition {
                 wanted.push(host.clone());
             }
         }
-        let unchanged = wanted.len() == leader.in_sync.len() + 1
-            && wanted[1..].iter().all(|h| leader.in_sync.contains(h));
-        (!unchanged).then_some(wanted)
+        Some(wanted)
     }
 
     /// A follower learned the leader's high watermark: it keeps the lower of that and

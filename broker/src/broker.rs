@@ -12,7 +12,7 @@ use crate::group::{GroupCoordinator, TopicPartition};
 use crate::meta::MetadataStore;
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::offsets::OffsetStore;
-use crate::queue::{Housekeeping, Queues};
+use crate::queue::{Housekeeping, QueueCluster, Queues};
 use crate::service::status::to_status;
 use crate::topic::{Topic, TopicOverrides, Topics};
 
@@ -71,8 +71,10 @@ impl Broker {
                 snapshot_interval_ms: config.queue_snapshot_interval_ms,
             },
             Arc::clone(&meta),
-            routing.clone(),
-            std::time::Duration::from_millis(config.replication.ack_timeout_ms),
+            routing.clone().map(|routing| QueueCluster {
+                routing,
+                ack_timeout: std::time::Duration::from_millis(config.replication.ack_timeout_ms),
+            }),
         )
         .await?;
         let offsets = OffsetStore::load(Arc::clone(&meta)).await?;

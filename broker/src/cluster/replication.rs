@@ -293,7 +293,8 @@ impl Replication {
                     let in_sync = others(&state.isr, me);
                     if queue.serving_epoch() == Some(epoch) {
                         // Same epoch: only the replica sets change; nothing blocks.
-                        if let Err(err) = queue.take_leadership(epoch, &followers, &in_sync, now_ms())
+                        if let Err(err) =
+                            queue.take_leadership(epoch, &followers, &in_sync, now_ms())
                         {
                             tracing::warn!(queue = %name, %err, "updating the queue's replicas failed");
                         }
@@ -322,7 +323,14 @@ impl Replication {
                         let Ok(log) = queue.replicated_log(index) else {
                             continue;
                         };
-                        self.follow(view, state, leader, (QUEUES, name.clone(), index), &log, wanted);
+                        self.follow(
+                            view,
+                            state,
+                            leader,
+                            (QUEUES, name.clone(), index),
+                            &log,
+                            wanted,
+                        );
                     }
                 }
                 _ => queue.step_down(),
@@ -460,12 +468,8 @@ impl Replication {
         revision: Revision,
         next: PartitionState,
     ) {
-        let path = keys::partition_state(
-            self.routing.cluster(),
-            &key.kind,
-            &key.name,
-            key.partition,
-        );
+        let path =
+            keys::partition_state(self.routing.cluster(), &key.kind, &key.name, key.partition);
         let compares = vec![Compare::ModRevision {
             key: path.clone(),
             revision: Some(revision),
@@ -667,14 +671,15 @@ async fn fetch_once(
         let wait_for_disk = partition.durability() == DurabilitySetting::Fsync;
         tokio::task::spawn_blocking(move || {
             let log = appending.log();
-            appending.while_following(|| {
-                let now = now_ms();
-                for batch in Batches::new(&records) {
-                    log.append_replicated(batch?.bytes.to_vec(), now)?;
-                }
-                Ok::<_, FetchError>(())
-            })
-            .transpose()?;
+            appending
+                .while_following(|| {
+                    let now = now_ms();
+                    for batch in Batches::new(&records) {
+                        log.append_replicated(batch?.bytes.to_vec(), now)?;
+                    }
+                    Ok::<_, FetchError>(())
+                })
+                .transpose()?;
             // Outside the lock: the fsync may take a while and is harmless after a
             // role change.
             if wait_for_disk {

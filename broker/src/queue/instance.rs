@@ -18,6 +18,7 @@ use ferry_storage::{DiskHooks, Log, StorageError};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
+use crate::cluster::routing::QUEUES;
 use crate::commit::GroupCommit;
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
@@ -25,7 +26,6 @@ use crate::queue::codec::{RESERVED_PREFIX, Snapshot, StoredMessage, decode_event
 use crate::queue::receipt::{Receipt, encode_receipt, message_id};
 use crate::queue::settings::QueueRecord;
 use crate::queue::state::{Depth, Event, QueueState, ReceiptError, StateConfig};
-use crate::cluster::routing::QUEUES;
 use crate::topic::{
     Ack, DurabilitySetting, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG,
     STANDALONE_LEADER_EPOCH,
@@ -467,14 +467,16 @@ impl Queue {
     fn write_epoch(&self) -> BrokerResult<u64> {
         match *lock(&self.serving) {
             Some(epoch) => Ok(epoch),
-            None => Err(self.messages_replica.write_epoch().err().unwrap_or_else(|| {
-                BrokerError::NotLeader {
+            None => Err(self
+                .messages_replica
+                .write_epoch()
+                .err()
+                .unwrap_or_else(|| BrokerError::NotLeader {
                     kind: QUEUES,
                     name: self.record.name.clone(),
                     partition: 0,
                     leader: None,
-                }
-            })),
+                })),
         }
     }
 
@@ -580,6 +582,10 @@ impl Queue {
             for (offset, entry) in added {
                 state.add(offset, entry);
             }
+            if self.replicated {
+                // Followers waiting at the end fetch it now; their fsyncs overlap ours.
+                self.messages_replica.publish_log_end();
+            }
             appended.last_offset + 1
         };
         Ok((outcomes, Some(end)))
@@ -604,6 +610,9 @@ impl Queue {
             .journal
             .append(batch, self.write_epoch()?, now_ms)
             .map_err(|err| self.storage_error(err))?;
+        if self.replicated {
+            self.journal_replica.publish_log_end();
+        }
         Ok(Some(appended.last_offset + 1))
     }
 
@@ -980,8 +989,9 @@ impl Queue {
         let epoch = self.write_epoch()?;
         self.messages_replica.advance_high_watermark();
         self.journal_replica.advance_high_watermark();
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|err| BrokerError::Internal(format!("compaction outside the runtime: {err}")))?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|err| {
+            BrokerError::Internal(format!("compaction outside the runtime: {err}"))
+        })?;
         runtime.block_on(async {
             self.messages_replica
                 .wait_committed(snapshot.messages_end, epoch, self.commit_timeout)
@@ -1101,8 +1111,13 @@ impl Queue {
             .lead_exclusively(epoch, followers, in_sync);
         {
             let mut state = lock(&self.state);
-            let (fresh, messages_from) =
-                recover(&self.record, &self.dir, &self.messages, &self.journal, now_ms)?;
+            let (fresh, messages_from) = recover(
+                &self.record,
+                &self.dir,
+                &self.messages,
+                &self.journal,
+                now_ms,
+            )?;
             *state = fresh;
             *lock(&self.snapshot) = SnapshotMark {
                 messages_end: messages_from,

@@ -10,11 +10,10 @@ mod settings;
 pub mod state;
 
 pub use instance::{
-    QueueMode,
-    DeliveredMessage, MAX_ID_LEN, OutgoingMessage, Queue, QueueStats, ReceiveOptions, SendOutcome,
-    Settle,
+    DeliveredMessage, MAX_ID_LEN, OutgoingMessage, Queue, QueueMode, QueueStats, ReceiveOptions,
+    SendOutcome, Settle,
 };
-pub use registry::{Housekeeping, Queues, ReceiveRequest};
+pub use registry::{Housekeeping, QueueCluster, Queues, ReceiveRequest};
 pub use settings::{QueueOverrides, QueueRecord, QueueSettings};
 pub use state::ReceiptError;
 

@@ -43,6 +43,15 @@ pub struct Housekeeping {
     pub snapshot_interval_ms: u64,
 }
 
+/// What queues need of cluster mode.
+#[derive(Debug, Clone)]
+pub struct QueueCluster {
+    /// Which queues this host leads.
+    pub routing: Routing,
+    /// How long a `sync` write waits for the in-sync replicas.
+    pub ack_timeout: Duration,
+}
+
 /// A receive request after defaults are applied.
 #[derive(Debug, Clone)]
 pub struct ReceiveRequest {
@@ -104,9 +113,15 @@ impl Queues {
         defaults: QueueSettings,
         housekeeping: Housekeeping,
         meta: Arc<dyn MetadataStore>,
-        routing: Option<Routing>,
-        ack_timeout: Duration,
+        cluster: Option<QueueCluster>,
     ) -> BrokerResult<Self> {
+        let (routing, mode) = match cluster {
+            Some(QueueCluster {
+                routing,
+                ack_timeout,
+            }) => (Some(routing), QueueMode::Cluster { ack_timeout }),
+            None => (None, QueueMode::Standalone),
+        };
         let root = data_dir.join("queues");
         std::fs::create_dir_all(&root).map_err(|err| {
             BrokerError::Internal(format!("cannot create {}: {err}", root.display()))
@@ -119,11 +134,7 @@ impl Queues {
             housekeeping,
             meta,
             cluster: routing.as_ref().map(|r| r.cluster().to_owned()),
-            mode: if routing.is_some() {
-                QueueMode::Cluster { ack_timeout }
-            } else {
-                QueueMode::Standalone
-            },
+            mode,
             routing,
             queues: Arc::new(RwLock::new(HashMap::new())),
             tasks: Mutex::new(HashMap::new()),

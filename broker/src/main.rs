@@ -231,6 +231,15 @@ struct StandaloneArgs {
     /// How often queues look for dead letters, expired messages and compaction, in ms.
     #[arg(long, env = "FERRY_QUEUE_HOUSEKEEPING_INTERVAL_MS")]
     queue_housekeeping_interval_ms: Option<u64>,
+    /// Size at which a queue's message log and journal roll to a new segment, in bytes.
+    #[arg(long, env = "FERRY_QUEUE_SEGMENT_BYTES")]
+    queue_segment_bytes: Option<u64>,
+    /// Journal growth after which a queue takes a snapshot and compacts, in bytes.
+    #[arg(long, env = "FERRY_QUEUE_SNAPSHOT_BYTES")]
+    queue_snapshot_bytes: Option<u64>,
+    /// Longest time between a queue's snapshots while its journal grows, in ms.
+    #[arg(long, env = "FERRY_QUEUE_SNAPSHOT_INTERVAL_MS")]
+    queue_snapshot_interval_ms: Option<u64>,
     /// How often retention runs, in ms.
     #[arg(long, env = "FERRY_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
@@ -296,6 +305,15 @@ impl StandaloneArgs {
         }
         if let Some(v) = self.queue_housekeeping_interval_ms {
             config.queue_housekeeping_interval_ms = v;
+        }
+        if let Some(v) = self.queue_segment_bytes {
+            config.limits.queue_segment_bytes = v;
+        }
+        if let Some(v) = self.queue_snapshot_bytes {
+            config.queue_snapshot_bytes = v;
+        }
+        if let Some(v) = self.queue_snapshot_interval_ms {
+            config.queue_snapshot_interval_ms = v;
         }
         if let Some(v) = self.retention_check_interval_ms {
             config.retention_check_interval_ms = v;

@@ -73,6 +73,14 @@ pub async fn run(
     let store = EtcdStore::connect(options.etcd.clone()).await?;
     let client = store.client();
     let meta: Arc<dyn MetadataStore> = Arc::new(store);
+    // Before registering: a new or wiped disk must not stay in any in-sync set.
+    crate::cluster::disk::claim(
+        meta.as_ref(),
+        &cluster.cluster,
+        &cluster.host_id,
+        &config.data_dir,
+    )
+    .await?;
     let membership = Membership::start(client.clone(), cluster.clone());
     let view = ViewKeeper::start(
         Arc::clone(&meta),

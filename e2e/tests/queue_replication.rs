@@ -4,9 +4,11 @@
 //! queue's leader is SIGKILLed. A new leader serves within 10 s; no acknowledged
 //! send is lost (every one is delivered); no message is delivered again by a
 //! receive that began after its ack was acknowledged; nothing is delivered that was
-//! never sent. The killed host then comes back and rejoins the in-sync set; once the
-//! other two are gone it leads alone and holds exactly the messages not acked (the
-//! journal of acks was replicated, and it rebuilt the state from it).
+//! never sent. The killed host then comes back and rejoins the in-sync set. Its disk
+//! is then wiped: it copies the leader's snapshot (the leader compacts often here)
+//! and the logs after it, and rejoins; once the other two are gone it leads alone
+//! and holds exactly the messages not acked (acks came through the replicated
+//! journal and snapshot, and it rebuilt the state from them).
 
 mod common;
 #[path = "common/gateway.rs"]
@@ -173,6 +175,17 @@ async fn a_replicated_queue_survives_its_leader_kill_without_losing_or_redeliver
             HOST_GRACE_MS.to_string(),
             "--replica-max-lag-ms".to_owned(),
             MAX_LAG_MS.to_string(),
+            // Small segments and frequent snapshots: the leader compacts (and
+            // deletes segments) during the test, so a wiped replica must copy its
+            // snapshot.
+            "--queue-segment-bytes".to_owned(),
+            "4096".to_owned(),
+            "--queue-snapshot-bytes".to_owned(),
+            "4096".to_owned(),
+            "--queue-snapshot-interval-ms".to_owned(),
+            "200".to_owned(),
+            "--queue-housekeeping-interval-ms".to_owned(),
+            "100".to_owned(),
         ],
         ..ClusterOptions::default()
     })
@@ -386,11 +399,15 @@ async fn a_replicated_queue_survives_its_leader_kill_without_losing_or_redeliver
             assert!(results.iter().all(|r| r.error.is_none()), "{results:?}");
         }
     }
+    // Its disk is replaced: it copies the leader's snapshot and the logs after it.
+    cluster.host_mut(&victim).kill();
+    cluster.host_mut(&victim).wipe_data();
+    cluster.host_mut(&victim).restart();
     let view = wait_for_view(
         &mut etcd,
         &name,
         CATCH_UP_DEADLINE,
-        "the returned host in sync before the others go",
+        "the wiped host back in sync before the others go",
         |v| {
             v.partition(&id)
                 .is_some_and(|s| s.isr.len() == 3 && s.isr.contains(&victim))
@@ -408,6 +425,19 @@ async fn a_replicated_queue_survives_its_leader_kill_without_losing_or_redeliver
     for host in &others {
         cluster.host_mut(host).kill();
     }
+    let snapshots: Vec<std::path::PathBuf> =
+        std::fs::read_dir(cluster.host(&victim).config().data_dir.join("queues"))
+            .expect("the wiped host's queue directory")
+            .filter_map(Result::ok)
+            .map(|entry| entry.path().join("snapshot"))
+            .filter(|path| path.is_file())
+            .collect();
+    assert_eq!(
+        snapshots.len(),
+        1,
+        "the wiped host copied the leader's snapshot of {QUEUE}: {:?}",
+        walk(&cluster.host(&victim).config().data_dir)
+    );
     wait_for_view(
         &mut etcd,
         &name,
@@ -452,4 +482,21 @@ async fn a_replicated_queue_survives_its_leader_kill_without_losing_or_redeliver
         left, expected,
         "{victim}, alone, holds exactly the messages not acked"
     );
+}
+
+/// Every file under `dir` (for failure messages).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
 }

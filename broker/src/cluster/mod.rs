@@ -5,6 +5,7 @@
 //! The keyspace is in `docs/etcd-keyspace.md`; the protocol in `docs/cluster.md`.
 
 pub mod controller;
+pub mod disk;
 pub mod materialize;
 pub mod membership;
 pub mod observed;

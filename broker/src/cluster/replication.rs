@@ -29,6 +29,7 @@ use crate::clock::now_ms;
 use crate::config::ReplicationConfig;
 use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{Compare, MetadataStore, Op, Revision, encode_json, keys};
+use crate::queue::{Queue, SnapshotChunk, SnapshotId};
 use crate::topic::{DurabilitySetting, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG};
 
 /// The first pause after a failed replica fetch; it doubles up to the retry pause.
@@ -76,6 +77,8 @@ pub struct ReplicaData {
     pub diverging: Option<(u64, u64)>,
     /// Whole batches from the fetch offset.
     pub records: Vec<u8>,
+    /// Queues: the snapshot the leader holds.
+    pub snapshot: Option<SnapshotId>,
 }
 
 /// The leader's side of a replica fetch.
@@ -95,6 +98,11 @@ pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<R
         });
     }
     let partition = broker.replicated_log(fetch.kind, &fetch.topic, fetch.partition)?;
+    let snapshot = if fetch.kind == QUEUES {
+        broker.queues.get(&fetch.topic)?.snapshot_id()
+    } else {
+        None
+    };
     if fetch.leader_epoch > epoch || partition.leader_epoch() != Some(epoch) {
         // This host's view (or the partition's role) is behind: not yet the leader
         // the follower is looking for.
@@ -109,6 +117,7 @@ pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<R
     let storage = |err| BrokerError::storage(&fetch.topic, fetch.partition, err);
     let mut answer = ReplicaData {
         leader_epoch: epoch,
+        snapshot,
         log_start_offset: log.start_offset(),
         log_end_offset: log.end_offset(),
         ..ReplicaData::default()
@@ -128,7 +137,9 @@ pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<R
         return Ok(answer);
     }
     if fetch.fetch_offset < answer.log_start_offset {
-        // Too far behind: the follower starts over at the log start.
+        // Too far behind: the follower starts over at the log start. Recorded, so a
+        // replica that lost its disk is not judged by what it held before.
+        partition.record_fetch(&fetch.follower_id, epoch, fetch.fetch_offset)?;
         answer.high_watermark = partition.high_watermark();
         return Ok(answer);
     }
@@ -149,6 +160,42 @@ pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<R
     answer.log_end_offset = log.end_offset();
     answer.high_watermark = partition.high_watermark();
     Ok(answer)
+}
+
+/// A follower's request for a piece of a queue's snapshot.
+#[derive(Debug, Clone)]
+pub struct SnapshotFetch {
+    /// The queue.
+    pub queue: String,
+    /// The epoch the follower believes current.
+    pub leader_epoch: u64,
+    /// Byte offset in the snapshot file.
+    pub offset: u64,
+    /// Most bytes to return.
+    pub max_bytes: usize,
+}
+
+/// The leader's side of a snapshot copy: the epoch and the piece.
+pub async fn serve_snapshot(
+    broker: &Broker,
+    fetch: SnapshotFetch,
+) -> BrokerResult<(u64, SnapshotChunk)> {
+    let epoch = broker.check_leader(QUEUES, &fetch.queue, 0)?;
+    if fetch.leader_epoch != epoch {
+        return Err(BrokerError::FencedLeaderEpoch {
+            topic: fetch.queue,
+            partition: 0,
+            epoch: fetch.leader_epoch,
+            current: epoch,
+        });
+    }
+    let queue = broker.queues.get(&fetch.queue)?;
+    let chunk = tokio::task::spawn_blocking(move || {
+        queue.read_snapshot_chunk(fetch.offset, fetch.max_bytes)
+    })
+    .await
+    .map_err(|err| BrokerError::Internal(format!("snapshot read task failed: {err}")))??;
+    Ok((epoch, chunk))
 }
 
 /// Gives every local partition its replication role and runs the followers'
@@ -260,7 +307,7 @@ impl Replication {
                     Some(leader) if leader == me && lease_live => lead(partition, state, &me),
                     Some(leader) if leader != me && state.has_replica(&me) => {
                         partition.follow();
-                        self.follow(view, state, leader, id, partition, &mut wanted);
+                        self.follow(view, state, id, partition, None, &mut wanted);
                     }
                     _ => partition.follow(),
                 }
@@ -326,9 +373,9 @@ impl Replication {
                         self.follow(
                             view,
                             state,
-                            leader,
                             (QUEUES, name.clone(), index),
                             &log,
+                            Some(Arc::clone(&queue)),
                             wanted,
                         );
                     }
@@ -338,16 +385,20 @@ impl Replication {
         }
     }
 
-    /// Keeps a fetcher pulling `log` (the replicated log `id`) from `leader`.
+    /// Keeps a fetcher pulling `log` (the replicated log `id`) from the leader `state`
+    /// names.
     fn follow(
         &mut self,
         view: &ClusterView,
         state: &PartitionState,
-        leader: &str,
         id: FetcherKey,
         log: &Arc<Partition>,
+        queue: Option<Arc<Queue>>,
         wanted: &mut HashSet<FetcherKey>,
     ) {
+        let Some(leader) = state.leader.as_deref() else {
+            return;
+        };
         let Some(host) = view.hosts.get(leader) else {
             return;
         };
@@ -361,6 +412,7 @@ impl Replication {
         if self.fetchers.get(&id).is_none_or(|f| f.target != target) {
             let task = tokio::spawn(fetch_loop(
                 Arc::clone(log),
+                queue,
                 target.clone(),
                 self.config.clone(),
                 self.retry_pause,
@@ -396,6 +448,10 @@ impl Replication {
                 {
                     continue;
                 }
+                // Judge against the in-sync set this proposal replaces: the role may
+                // still hold an older one (a host that left it itself, with a wiped
+                // disk, would be put back).
+                lead(partition, state, &me);
                 let Some(wanted) = partition.wanted_in_sync(&me, max_lag) else {
                     continue;
                 };
@@ -424,6 +480,15 @@ impl Replication {
                 || queue.serving_epoch() != Some(state.leader_epoch)
                 || self.proposed.contains_key(&key)
             {
+                continue;
+            }
+            // Judged against the in-sync set this proposal replaces (as for topics).
+            let followers = others(&state.replicas, &me);
+            let in_sync = others(&state.isr, &me);
+            if let Err(err) =
+                queue.take_leadership(state.leader_epoch, &followers, &in_sync, now_ms())
+            {
+                tracing::warn!(queue = queue.name(), %err, "updating the queue's replicas failed");
                 continue;
             }
             // A replica is in sync only when it keeps up with both logs.
@@ -537,6 +602,7 @@ struct FetchTarget {
 /// replaces it when the leader or epoch changes).
 async fn fetch_loop(
     partition: Arc<Partition>,
+    queue: Option<Arc<Queue>>,
     target: FetchTarget,
     config: ReplicationConfig,
     retry_pause: Duration,
@@ -562,7 +628,7 @@ async fn fetch_loop(
     // up: retry soon, then back off to `retry_pause`.
     let mut pause = FIRST_RETRY_PAUSE.min(retry_pause);
     loop {
-        match fetch_once(&partition, &mut client, &target, &config).await {
+        match fetch_once(&partition, queue.as_ref(), &mut client, &target, &config).await {
             Ok(()) => pause = FIRST_RETRY_PAUSE.min(retry_pause),
             Err(err) => {
                 tracing::debug!(
@@ -592,11 +658,72 @@ enum FetchError {
     Records(#[from] ferry_records::RecordError),
     #[error("blocking task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("the leader's snapshot copy made no progress at byte {0}")]
+    SnapshotStalled(u64),
+}
+
+/// Copies the leader's snapshot `wanted` of `queue` unless this replica holds it
+/// already, and installs it (unless the replica stopped following meanwhile).
+async fn copy_snapshot(
+    partition: &Arc<Partition>,
+    queue: &Arc<Queue>,
+    client: &mut ReplicaServiceClient<Channel>,
+    target: &FetchTarget,
+    config: &ReplicationConfig,
+    wanted: Option<SnapshotId>,
+) -> Result<(), FetchError> {
+    if wanted.is_none() || queue.snapshot_id() == wanted {
+        return Ok(());
+    }
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut copying: Option<SnapshotId> = None;
+    loop {
+        let mut request = tonic::Request::new(pb::ReplicaSnapshotRequest {
+            queue: queue.name().to_owned(),
+            leader_epoch: target.epoch,
+            follower_id: target.me.clone(),
+            offset: bytes.len() as u64,
+            max_bytes: config.fetch_max_bytes,
+        });
+        request.set_timeout(
+            Duration::from_millis(u64::from(config.fetch_max_wait_ms))
+                + Duration::from_millis(config.fetch_timeout_slack_ms),
+        );
+        let answer = client.replica_snapshot(request).await?.into_inner();
+        let Some(id) = answer.snapshot.map(|id| SnapshotId {
+            messages_end: id.messages_end,
+            journal_end: id.journal_end,
+        }) else {
+            return Ok(());
+        };
+        if copying.is_some_and(|copying| copying != id) {
+            // The leader took a newer snapshot mid-copy: start over.
+            bytes.clear();
+            copying = None;
+            continue;
+        }
+        copying = Some(id);
+        if answer.data.is_empty() && (bytes.len() as u64) < answer.total_bytes {
+            return Err(FetchError::SnapshotStalled(bytes.len() as u64));
+        }
+        bytes.extend_from_slice(&answer.data);
+        if bytes.len() as u64 >= answer.total_bytes {
+            break;
+        }
+    }
+    let (installing, queue) = (Arc::clone(partition), Arc::clone(queue));
+    tokio::task::spawn_blocking(move || {
+        installing.while_following(|| queue.install_snapshot(&bytes))
+    })
+    .await?
+    .transpose()?;
+    Ok(())
 }
 
 /// One fetch and what follows from its answer: truncate, start over, or append.
 async fn fetch_once(
     partition: &Arc<Partition>,
+    queue: Option<&Arc<Queue>>,
     client: &mut ReplicaServiceClient<Channel>,
     target: &FetchTarget,
     config: &ReplicationConfig,
@@ -643,6 +770,26 @@ async fn fetch_once(
         );
         partition.after_log_rewrite();
         return Ok(());
+    }
+    if let Some(queue) = queue
+        && answer.log_start_offset > log.start_offset()
+    {
+        // The leader compacted past what this replica keeps: its snapshot must be
+        // here before the logs start over or drop what it covers.
+        let leader_snapshot = answer.snapshot.map(|id| SnapshotId {
+            messages_end: id.messages_end,
+            journal_end: id.journal_end,
+        });
+        copy_snapshot(partition, queue, client, target, config, leader_snapshot).await?;
+        if fetch_offset >= answer.log_start_offset {
+            let (deleting, queue) = (Arc::clone(partition), Arc::clone(queue));
+            let (index, start) = (partition.index(), answer.log_start_offset);
+            tokio::task::spawn_blocking(move || {
+                deleting.while_following(|| queue.delete_covered_prefix(index, start))
+            })
+            .await?
+            .transpose()?;
+        }
     }
     if answer.log_start_offset > fetch_offset {
         let start = answer.log_start_offset;

@@ -183,6 +183,40 @@ pub struct Queue {
     pub counters: QueueCounters,
     consumers: Mutex<HashMap<String, Instant>>,
     snapshot: Mutex<SnapshotMark>,
+    /// Which snapshot the snapshot file holds; held while the file is written or
+    /// read for a follower, so a copy never mixes two snapshots.
+    snapshot_file: Mutex<Option<SnapshotId>>,
+}
+
+/// Names a snapshot by the log ends it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotId {
+    /// Message log offset the snapshot covers up to.
+    pub messages_end: u64,
+    /// Journal offset the snapshot covers up to.
+    pub journal_end: u64,
+}
+
+impl SnapshotId {
+    /// Where replay of the replicated log `index` starts after this snapshot.
+    pub fn end_of(&self, index: u32) -> u64 {
+        if index == QUEUE_JOURNAL_LOG {
+            self.journal_end
+        } else {
+            self.messages_end
+        }
+    }
+}
+
+/// A piece of a queue's snapshot file, as a follower copies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// The snapshot the file holds (`None`: the queue has none).
+    pub id: Option<SnapshotId>,
+    /// The file's size.
+    pub total_bytes: u64,
+    /// Bytes from the requested offset.
+    pub data: Vec<u8>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -238,7 +272,8 @@ impl Queue {
             hooks,
         )
         .map_err(fail)?;
-        let (state, messages_from) = recover(&record, dir, &messages, &journal, now_ms)?;
+        let (state, messages_from, snapshot_id) =
+            recover(&record, dir, &messages, &journal, now_ms)?;
         let journal_bytes = journal.size_bytes();
         let (messages, journal) = (Arc::new(messages), Arc::new(journal));
         let settings = &record.settings;
@@ -291,6 +326,7 @@ impl Queue {
                 journal_bytes,
                 at: Instant::now(),
             }),
+            snapshot_file: Mutex::new(snapshot_id),
         })
     }
 
@@ -964,12 +1000,7 @@ impl Queue {
         if self.replicated {
             self.wait_snapshot_committed(&snapshot)?;
         }
-        write_snapshot(&self.dir.join(SNAPSHOT_FILE), &snapshot.encode()).map_err(|err| {
-            self.storage_error(StorageError::Io {
-                context: format!("writing {}", self.dir.join(SNAPSHOT_FILE).display()),
-                source: err,
-            })
-        })?;
+        self.write_snapshot_file(&snapshot.encode(), snapshot_id_of(&snapshot))?;
         self.journal
             .delete_before(snapshot.journal_end)
             .map_err(|err| self.storage_error(err))?;
@@ -979,6 +1010,103 @@ impl Queue {
             at: Instant::now(),
         };
         self.delete_consumed_messages(snapshot.messages_end)
+    }
+
+    /// Replaces the snapshot file (atomically) and records which snapshot it holds.
+    fn write_snapshot_file(&self, bytes: &[u8], id: SnapshotId) -> BrokerResult<()> {
+        let mut current = lock(&self.snapshot_file);
+        let path = self.dir.join(SNAPSHOT_FILE);
+        write_snapshot(&path, bytes).map_err(|err| {
+            self.storage_error(StorageError::Io {
+                context: format!("writing {}", path.display()),
+                source: err,
+            })
+        })?;
+        *current = Some(id);
+        Ok(())
+    }
+
+    /// The snapshot the snapshot file holds, if any.
+    pub fn snapshot_id(&self) -> Option<SnapshotId> {
+        *lock(&self.snapshot_file)
+    }
+
+    /// Up to `max_bytes` of the snapshot file from `offset`, for a follower copying
+    /// it. Blocking.
+    pub fn read_snapshot_chunk(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+    ) -> BrokerResult<SnapshotChunk> {
+        use std::io::{Read, Seek, SeekFrom};
+        let current = lock(&self.snapshot_file);
+        let Some(id) = *current else {
+            return Ok(SnapshotChunk {
+                id: None,
+                total_bytes: 0,
+                data: Vec::new(),
+            });
+        };
+        let path = self.dir.join(SNAPSHOT_FILE);
+        let io = |err: std::io::Error| {
+            self.storage_error(StorageError::Io {
+                context: format!("reading {}", path.display()),
+                source: err,
+            })
+        };
+        let mut file = std::fs::File::open(&path).map_err(io)?;
+        let total_bytes = file.metadata().map_err(io)?.len();
+        if offset > total_bytes {
+            return Err(BrokerError::InvalidArgument(format!(
+                "snapshot offset {offset} is past its end {total_bytes}"
+            )));
+        }
+        file.seek(SeekFrom::Start(offset)).map_err(io)?;
+        let want = usize::try_from(total_bytes - offset)
+            .unwrap_or(usize::MAX)
+            .min(max_bytes);
+        let mut data = vec![0; want];
+        file.read_exact(&mut data).map_err(io)?;
+        Ok(SnapshotChunk {
+            id: Some(id),
+            total_bytes,
+            data,
+        })
+    }
+
+    /// A follower installs the leader's snapshot (checked whole before it replaces
+    /// the file). Blocking.
+    pub fn install_snapshot(&self, bytes: &[u8]) -> BrokerResult<SnapshotId> {
+        let snapshot = Snapshot::decode(bytes).map_err(|err| {
+            BrokerError::Internal(format!(
+                "queue {:?}: the leader's snapshot is unreadable: {err}",
+                self.record.name
+            ))
+        })?;
+        let id = snapshot_id_of(&snapshot);
+        if self.snapshot_id() == Some(id) {
+            // The other log's fetcher installed it first.
+            return Ok(id);
+        }
+        self.write_snapshot_file(bytes, id)?;
+        tracing::info!(queue = %self.record.name, ?id, "installed the leader's snapshot");
+        Ok(id)
+    }
+
+    /// A follower drops what its snapshot covers and the leader no longer keeps:
+    /// segments of log `index` below both. Nothing without a snapshot. Blocking.
+    pub fn delete_covered_prefix(&self, index: u32, leader_start: u64) -> BrokerResult<()> {
+        let Some(id) = self.snapshot_id() else {
+            return Ok(());
+        };
+        let log = if index == QUEUE_JOURNAL_LOG {
+            &self.journal
+        } else {
+            &self.messages
+        };
+        log.delete_before(leader_start.min(id.end_of(index)))
+            .map_err(|err| self.storage_error(err))?;
+        Ok(())
     }
 
     /// In a cluster a snapshot is kept only once the in-sync replicas hold all it
@@ -1111,7 +1239,7 @@ impl Queue {
             .lead_exclusively(epoch, followers, in_sync);
         {
             let mut state = lock(&self.state);
-            let (fresh, messages_from) = recover(
+            let (fresh, messages_from, _) = recover(
                 &self.record,
                 &self.dir,
                 &self.messages,
@@ -1201,7 +1329,7 @@ fn recover(
     messages: &Log,
     journal: &Log,
     now_ms: i64,
-) -> BrokerResult<(QueueState, u64)> {
+) -> BrokerResult<(QueueState, u64, Option<SnapshotId>)> {
     let name = &record.name;
     let settings = &record.settings;
     let mut state = QueueState::new(StateConfig {
@@ -1212,6 +1340,7 @@ fn recover(
     let snapshot = read_snapshot(&dir.join(SNAPSHOT_FILE)).map_err(|reason| {
         BrokerError::Internal(format!("queue {name:?}: unreadable snapshot: {reason}"))
     })?;
+    let snapshot_id = snapshot.as_ref().map(snapshot_id_of);
     let (messages_from, journal_from) = match snapshot {
         Some(snapshot) => {
             for (offset, message) in snapshot.messages {
@@ -1243,7 +1372,7 @@ fn recover(
     .map_err(|err| replay_error(name, "journal", err))?;
     state.advance(now_ms);
     tracing::info!(queue = %name, messages = state.len(), "queue recovered");
-    Ok((state, messages_from))
+    Ok((state, messages_from, snapshot_id))
 }
 
 fn replay_error(queue: &str, what: &str, err: ReplayError) -> BrokerError {
@@ -1289,6 +1418,13 @@ fn for_each_record(
         offset = read.next_offset;
     }
     Ok(())
+}
+
+fn snapshot_id_of(snapshot: &Snapshot) -> SnapshotId {
+    SnapshotId {
+        messages_end: snapshot.messages_end,
+        journal_end: snapshot.journal_end,
+    }
 }
 
 fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, String> {

@@ -11,7 +11,7 @@ pub mod state;
 
 pub use instance::{
     DeliveredMessage, MAX_ID_LEN, OutgoingMessage, Queue, QueueMode, QueueStats, ReceiveOptions,
-    SendOutcome, Settle,
+    SendOutcome, Settle, SnapshotChunk, SnapshotId,
 };
 pub use registry::{Housekeeping, QueueCluster, Queues, ReceiveRequest};
 pub use settings::{QueueOverrides, QueueRecord, QueueSettings};

@@ -10,7 +10,7 @@ use ferry_proto::v1::replica_service_server::ReplicaService;
 use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
-use crate::cluster::replication::{ReplicaFetch, serve_fetch};
+use crate::cluster::replication::{ReplicaFetch, SnapshotFetch, serve_fetch, serve_snapshot};
 use crate::cluster::routing::{QUEUES, TOPICS};
 use crate::error::BrokerError;
 
@@ -69,6 +69,39 @@ impl ReplicaService for ReplicaApi {
                 .diverging
                 .map(|(epoch, end_offset)| pb::EpochEnd { epoch, end_offset }),
             records: answer.records.into(),
+            snapshot: answer.snapshot.map(snapshot_id),
         }))
+    }
+
+    async fn replica_snapshot(
+        &self,
+        request: Request<pb::ReplicaSnapshotRequest>,
+    ) -> Result<Response<pb::ReplicaSnapshotResponse>, Status> {
+        let request = request.into_inner();
+        let fetch = SnapshotFetch {
+            queue: request.queue,
+            leader_epoch: request.leader_epoch,
+            offset: request.offset,
+            max_bytes: request
+                .max_bytes
+                .min(self.broker.config.replication.fetch_max_bytes)
+                as usize,
+        };
+        let (leader_epoch, chunk) = self
+            .broker
+            .answer("ReplicaSnapshot", serve_snapshot(&self.broker, fetch).await)?;
+        Ok(Response::new(pb::ReplicaSnapshotResponse {
+            leader_epoch,
+            snapshot: chunk.id.map(snapshot_id),
+            total_bytes: chunk.total_bytes,
+            data: chunk.data.into(),
+        }))
+    }
+}
+
+fn snapshot_id(id: crate::queue::SnapshotId) -> pb::SnapshotId {
+    pb::SnapshotId {
+        messages_end: id.messages_end,
+        journal_end: id.journal_end,
     }
 }

@@ -501,11 +501,24 @@ impl Partition {
                 },
             };
             leader.followers = followers.to_vec();
-            leader.in_sync = in_sync
+            let in_sync: BTreeSet<String> = in_sync
                 .iter()
                 .filter(|host| followers.contains(host))
                 .cloned()
                 .collect();
+            // A replica that left the in-sync set (by this leader's doing or its
+            // own: a host back with a wiped disk leaves it) proves it caught up
+            // afresh; what it held before says nothing now.
+            for gone in leader.in_sync.difference(&in_sync) {
+                if let Some(progress) = leader.progress.get_mut(gone) {
+                    *progress = FollowerProgress {
+                        fetch_offset: None,
+                        caught_up_at: None,
+                        last_fetch: None,
+                    };
+                }
+            }
+            leader.in_sync = in_sync;
             leader.progress.retain(|host, _| followers.contains(host));
             for host in followers {
                 leader

@@ -1,0 +1,213 @@
+//! A host's claim on its data directory, and what a replaced disk means.
+//!
+//! The in-sync set in etcd says which replicas hold everything committed. A host
+//! that comes back with an empty data directory (a replaced disk, a wiped volume)
+//! holds nothing, yet etcd may still list it as in sync until its leader notices;
+//! were the others to die in that window, it could be elected and serve an empty
+//! log. So before it registers, a host whose data directory carries no claim
+//! removes itself from every in-sync set (and gives up any leadership it still
+//! holds), then writes the claim. It rejoins the sets the normal way, by catching up.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::records::PartitionState;
+use crate::error::{BrokerError, BrokerResult};
+use crate::meta::{Compare, MetadataStore, Op, decode_json, encode_json, keys};
+
+/// The claim file in a host's data directory: `{cluster}/{host}`.
+const CLAIM_FILE: &str = "cluster-host";
+/// Compare-and-swap attempts per partition state before giving up (another writer
+/// keeps winning: the start fails and is retried by the supervisor).
+const MAX_ATTEMPTS: usize = 20;
+
+/// Makes sure the data directory belongs to this host; if it carries no claim yet
+/// (a new or wiped disk), first leaves every in-sync set in etcd.
+pub async fn claim(
+    meta: &dyn MetadataStore,
+    cluster: &str,
+    host_id: &str,
+    data_dir: &Path,
+) -> BrokerResult<()> {
+    let owner = format!("{cluster}/{host_id}");
+    let path = data_dir.join(CLAIM_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found.trim() == owner => return Ok(()),
+        Ok(found) => {
+            return Err(BrokerError::Internal(format!(
+                "data directory {} belongs to {:?}, not {owner:?}: refusing to serve another \
+                 host's data",
+                data_dir.display(),
+                found.trim()
+            )));
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            return Err(BrokerError::Internal(format!(
+                "cannot read {}: {err}",
+                path.display()
+            )));
+        }
+    }
+    let left = leave_in_sync_sets(meta, cluster, host_id).await?;
+    if left > 0 {
+        tracing::warn!(
+            host = host_id,
+            partitions = left,
+            "new data directory: left the in-sync sets this host was in; it rejoins by catching up"
+        );
+    }
+    write_claim(data_dir, &path, &owner)
+}
+
+/// Removes `host_id` from every in-sync set of `cluster` (a leader among them is
+/// deposed: leader cleared, epoch bumped, so the controller elects another).
+/// Returns how many partition states changed.
+async fn leave_in_sync_sets(
+    meta: &dyn MetadataStore,
+    cluster: &str,
+    host_id: &str,
+) -> BrokerResult<usize> {
+    let mut changed = 0;
+    for kv in meta.list(&keys::cluster_partitions(cluster)).await? {
+        let mut current = kv;
+        for attempt in 0.. {
+            let state: PartitionState = decode_json(&current.key, &current.value)?;
+            if !state.isr.iter().any(|h| h == host_id) && state.leader.as_deref() != Some(host_id) {
+                break;
+            }
+            let deposed = state.leader.as_deref() == Some(host_id);
+            let next = PartitionState {
+                isr: state
+                    .isr
+                    .iter()
+                    .filter(|h| *h != host_id)
+                    .cloned()
+                    .collect(),
+                leader: if deposed { None } else { state.leader.clone() },
+                leader_epoch: state.leader_epoch + u64::from(deposed),
+                ..state
+            };
+            let outcome = meta
+                .txn(
+                    vec![Compare::ModRevision {
+                        key: current.key.clone(),
+                        revision: Some(current.mod_revision),
+                    }],
+                    vec![Op::Put {
+                        key: current.key.clone(),
+                        value: encode_json(&next),
+                    }],
+                )
+                .await?;
+            if outcome.succeeded {
+                changed += 1;
+                break;
+            }
+            if attempt + 1 >= MAX_ATTEMPTS {
+                return Err(BrokerError::Internal(format!(
+                    "{}: the partition state kept changing while this host left its in-sync set",
+                    current.key
+                )));
+            }
+            match meta.get(&current.key).await? {
+                Some(fresh) => current = fresh,
+                // Deleted meanwhile: nothing to leave.
+                None => break,
+            }
+        }
+    }
+    Ok(changed)
+}
+
+fn write_claim(data_dir: &Path, path: &Path, owner: &str) -> BrokerResult<()> {
+    let io = |err: std::io::Error| {
+        BrokerError::Internal(format!("cannot write {}: {err}", path.display()))
+    };
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    file.write_all(owner.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    std::fs::File::open(data_dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{EmbeddedConfig, EmbeddedStore, MetadataStoreExt};
+
+    fn state(leader: &str, isr: &[&str]) -> PartitionState {
+        PartitionState {
+            replicas: vec!["h0".into(), "h1".into(), "h2".into()],
+            leader: Some(leader.to_owned()),
+            leader_epoch: 4,
+            isr: isr.iter().map(|h| (*h).to_owned()).collect(),
+        }
+    }
+
+    async fn read(store: &EmbeddedStore, key: &str) -> PartitionState {
+        let kv = store.get(key).await.expect("get").expect("present");
+        decode_json(&kv.key, &kv.value).expect("a partition state")
+    }
+
+    #[tokio::test]
+    async fn a_new_disk_leaves_every_in_sync_set_once_and_a_claimed_disk_is_kept() {
+        let meta_dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(&EmbeddedConfig {
+            path: EmbeddedStore::default_path(meta_dir.path()),
+            watch_buffer: 16,
+        })
+        .expect("open store");
+        let led = keys::partition_state("c", "topics", "orders", 0);
+        let followed = keys::partition_state("c", "queues", "jobs", 0);
+        let elsewhere = keys::partition_state("c", "topics", "orders", 1);
+        store
+            .put(&led, encode_json(&state("h0", &["h0", "h1"])))
+            .await
+            .expect("put");
+        store
+            .put(&followed, encode_json(&state("h1", &["h1", "h0", "h2"])))
+            .await
+            .expect("put");
+        store
+            .put(&elsewhere, encode_json(&state("h2", &["h2", "h1"])))
+            .await
+            .expect("put");
+        let data = tempfile::tempdir().expect("tempdir");
+
+        claim(&store, "c", "h0", data.path()).await.expect("claim");
+
+        let deposed = read(&store, &led).await;
+        assert_eq!(
+            (deposed.leader, deposed.leader_epoch, deposed.isr),
+            (None, 5, vec!["h1".to_owned()]),
+            "a leader with a new disk is deposed and leaves the set"
+        );
+        let followed_now = read(&store, &followed).await;
+        assert_eq!(
+            (followed_now.leader.as_deref(), followed_now.leader_epoch),
+            (Some("h1"), 4)
+        );
+        assert_eq!(followed_now.isr, vec!["h1".to_owned(), "h2".to_owned()]);
+        assert_eq!(read(&store, &elsewhere).await, state("h2", &["h2", "h1"]));
+
+        // Claimed now: a restart with the same disk changes nothing.
+        store
+            .put(&followed, encode_json(&state("h1", &["h1", "h0", "h2"])))
+            .await
+            .expect("put");
+        claim(&store, "c", "h0", data.path()).await.expect("claim again");
+        assert_eq!(
+            read(&store, &followed).await.isr,
+            vec!["h1".to_owned(), "h0".to_owned(), "h2".to_owned()]
+        );
+
+        // Another host's disk is refused.
+        let refused = claim(&store, "c", "h1", data.path()).await;
+        assert!(refused.is_err(), "{refused:?}");
+    }
+}

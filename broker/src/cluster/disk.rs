@@ -200,7 +200,9 @@ mod tests {
             .put(&followed, encode_json(&state("h1", &["h1", "h0", "h2"])))
             .await
             .expect("put");
-        claim(&store, "c", "h0", data.path()).await.expect("claim again");
+        claim(&store, "c", "h0", data.path())
+            .await
+            .expect("claim again");
         assert_eq!(
             read(&store, &followed).await.isr,
             vec!["h1".to_owned(), "h0".to_owned(), "h2".to_owned()]

@@ -823,14 +823,20 @@ impl Queue {
         Ok(results)
     }
 
-    /// Removes every message stored so far. Blocking.
-    pub fn purge_blocking(&self, now_ms: i64) -> BrokerResult<u64> {
+    /// Removes every message stored so far; under `sync` replication, answered once the
+    /// in-sync replicas hold the purge.
+    pub async fn purge(&self, now_ms: i64) -> BrokerResult<u64> {
+        let epoch = self.check_writable()?;
         let (purged, journal_end) = {
             let mut state = lock(&self.state);
             let (purged, event) = state.purge(self.messages.end_offset());
             (purged, self.journal_events(&[event], now_ms)?)
         };
-        self.wait_journal(journal_end)?;
+        self.journal_durable(journal_end).await?;
+        if let Some(end) = journal_end {
+            self.wait_replicated(&self.journal_replica, end, epoch)
+                .await?;
+        }
         Ok(purged as u64)
     }
 

@@ -388,7 +388,7 @@ impl Queues {
     /// Removes every message in a queue.
     pub async fn purge(&self, name: &str) -> BrokerResult<u64> {
         let queue = self.get(name)?;
-        let purged = blocking("purge", move || queue.purge_blocking(now_ms())).await?;
+        let purged = queue.purge(now_ms()).await?;
         tracing::info!(queue = name, purged, "queue purged");
         Ok(purged)
     }

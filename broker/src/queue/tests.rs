@@ -707,3 +707,59 @@ async fn dedup_ids_restored_from_a_snapshot_expire_on_time() {
         assert_eq!(sent[0].duplicate, i * 10 + 1_000 > 245 + 1_000, "id-{i}");
     }
 }
+
+#[tokio::test]
+async fn a_snapshot_copied_in_pieces_installs_whole_on_another_replica() {
+    let (leader_dir, follower_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let now = crate::clock::now_ms();
+    let leader = open(leader_dir.path(), QueueSettings::default(), now);
+    assert_eq!(
+        leader.read_snapshot_chunk(0, 64).expect("read").id,
+        None,
+        "no snapshot yet"
+    );
+    let batch = (0..50)
+        .map(|i| text(&format!("{i}-{}", "x".repeat(40))))
+        .collect();
+    leader.send(batch, now).await.expect("send");
+    leader.compact().expect("compact");
+    let id = leader.snapshot_id().expect("a snapshot");
+    assert_eq!(id.messages_end, 50);
+
+    let mut copied = Vec::new();
+    loop {
+        let chunk = leader
+            .read_snapshot_chunk(copied.len() as u64, 100)
+            .expect("read");
+        assert_eq!(chunk.id, Some(id));
+        assert!(chunk.data.len() <= 100);
+        copied.extend_from_slice(&chunk.data);
+        if copied.len() as u64 >= chunk.total_bytes {
+            break;
+        }
+    }
+    assert!(
+        leader
+            .read_snapshot_chunk(copied.len() as u64 + 1, 100)
+            .is_err(),
+        "past the end is refused"
+    );
+
+    let follower = open(follower_dir.path(), QueueSettings::default(), now);
+    let mut torn = copied.clone();
+    torn.truncate(copied.len() / 2);
+    assert!(
+        follower.install_snapshot(&torn).is_err(),
+        "a torn copy fails its checksum"
+    );
+    assert_eq!(follower.snapshot_id(), None, "and installs nothing");
+    assert_eq!(follower.install_snapshot(&copied).expect("install"), id);
+    assert_eq!(follower.snapshot_id(), Some(id));
+    assert_eq!(
+        std::fs::read(follower_dir.path().join("snapshot")).expect("the installed file"),
+        copied
+    );
+}

@@ -273,7 +273,7 @@ impl Queue {
         )
         .map_err(fail)?;
         let (state, messages_from, snapshot_id) =
-            recover(&record, dir, &messages, &journal, now_ms)?;
+            recover(&record, dir, &messages, &journal, now_ms, None)?;
         let journal_bytes = journal.size_bytes();
         let (messages, journal) = (Arc::new(messages), Arc::new(journal));
         let settings = &record.settings;
@@ -1251,6 +1251,7 @@ impl Queue {
                 &self.messages,
                 &self.journal,
                 now_ms,
+                Some(self.messages_replica.high_watermark()),
             )?;
             *state = fresh;
             *lock(&self.snapshot) = SnapshotMark {
@@ -1329,12 +1330,18 @@ fn content_dedup_id(body: &[u8]) -> String {
 
 /// Rebuilds the state machine from the snapshot in `dir` and the logs after it.
 /// Returns the state and the message offset replay started from. Blocking.
+///
+/// `committed` (a new leader in a cluster: its message log's high watermark) keeps
+/// messages that may not be committed pending, receivable once the replicas confirm
+/// them: those at or above both it and every offset the journal names (a journaled
+/// message was delivered, so it and all below it were committed).
 fn recover(
     record: &QueueRecord,
     dir: &Path,
     messages: &Log,
     journal: &Log,
     now_ms: i64,
+    committed: Option<u64>,
 ) -> BrokerResult<(QueueState, u64, Option<SnapshotId>)> {
     let name = &record.name;
     let settings = &record.settings;
@@ -1365,9 +1372,28 @@ fn recover(
     };
     let messages_from = messages_from.max(messages.start_offset());
     let journal_from = journal_from.max(journal.start_offset());
+    let pending_from = match committed {
+        Some(committed) => {
+            let mut named_end = 0;
+            for_each_record(journal, journal_from, |_, record| {
+                if let Some(offset) = named_offset(&decode_event(record.value)?) {
+                    named_end = named_end.max(offset + 1);
+                }
+                Ok(())
+            })
+            .map_err(|err| replay_error(name, "journal", err))?;
+            committed.max(named_end)
+        }
+        None => u64::MAX,
+    };
     for_each_record(messages, messages_from, |offset, record| {
         let message = StoredMessage::from_record(record)?;
-        state.restore_message(offset, message.state_entry(record.timestamp_ms), now_ms);
+        let entry = message.state_entry(record.timestamp_ms);
+        if offset < pending_from {
+            state.restore_message(offset, entry, now_ms);
+        } else {
+            state.add(offset, entry);
+        }
         Ok(())
     })
     .map_err(|err| replay_error(name, "message log", err))?;
@@ -1379,6 +1405,18 @@ fn recover(
     state.advance(now_ms);
     tracing::info!(queue = %name, messages = state.len(), "queue recovered");
     Ok((state, messages_from, snapshot_id))
+}
+
+/// The message a journal event is about (a purge names none).
+fn named_offset(event: &Event) -> Option<u64> {
+    match *event {
+        Event::Received { offset, .. }
+        | Event::Acked { offset }
+        | Event::VisibilityChanged { offset, .. }
+        | Event::DeadLettered { offset }
+        | Event::Expired { offset } => Some(offset),
+        Event::Purged { .. } => None,
+    }
 }
 
 fn replay_error(queue: &str, what: &str, err: ReplayError) -> BrokerError {

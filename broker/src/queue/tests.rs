@@ -763,3 +763,80 @@ async fn a_snapshot_copied_in_pieces_installs_whole_on_another_replica() {
         copied
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_serves_only_what_the_replicas_confirmed_and_keeps_acks() {
+    use crate::queue::instance::QueueMode;
+    use crate::topic::QUEUE_MESSAGES_LOG;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = crate::clock::now_ms();
+    let queue = Queue::open_in(
+        record(QueueSettings::default()),
+        dir.path(),
+        &Limits::default(),
+        ferry_storage::DiskHooks::default(),
+        now,
+        QueueMode::Cluster {
+            ack_timeout: std::time::Duration::from_secs(5),
+        },
+    )
+    .expect("queue opens");
+    let refused = queue.send(vec![text("too early")], now).await;
+    assert!(
+        matches!(refused, Err(crate::error::BrokerError::NotLeader { .. })),
+        "a replica that does not lead takes no write: {refused:?}"
+    );
+
+    // Epoch 1, alone: six messages; the first two are received and acked.
+    queue.take_leadership(1, &[], &[], now).expect("lead");
+    let batch = (0..6).map(|i| text(&format!("m{i}"))).collect();
+    queue.send(batch, now).await.expect("send");
+    let got = queue
+        .receive(options(2, 60_000), now)
+        .await
+        .expect("receive");
+    let receipts: Vec<_> = got
+        .iter()
+        .map(|m| decode_receipt(&m.receipt, 7).expect("receipt"))
+        .collect();
+    queue
+        .settle(&receipts, Settle::Ack, now)
+        .await
+        .expect("ack");
+
+    // It follows for a while and learns that only offsets below 3 are committed.
+    queue.step_down();
+    let messages = queue.replicated_log(QUEUE_MESSAGES_LOG).expect("log");
+    messages.learn_high_watermark(3);
+
+    // Epoch 2 with a follower in sync that has not fetched yet: m2 (committed) is
+    // served at once; m3..m5 wait for the follower; the acked m0, m1 never return.
+    queue
+        .take_leadership(2, &["h1".to_owned()], &["h1".to_owned()], now)
+        .expect("lead again");
+    let first: Vec<String> = queue
+        .receive(options(10, 60_000), now)
+        .await
+        .expect("receive")
+        .into_iter()
+        .map(|m| String::from_utf8(m.message.body).expect("UTF-8"))
+        .collect();
+    assert_eq!(first, vec!["m2".to_owned()]);
+    messages
+        .record_fetch("h1", 2, 6)
+        .expect("the follower fetched");
+    queue.promote(now);
+    let rest: Vec<String> = queue
+        .receive(options(10, 60_000), now)
+        .await
+        .expect("receive")
+        .into_iter()
+        .map(|m| String::from_utf8(m.message.body).expect("UTF-8"))
+        .collect();
+    assert_eq!(
+        rest,
+        vec!["m3".to_owned(), "m4".to_owned(), "m5".to_owned()]
+    );
+    queue.check_invariants();
+}

@@ -1,6 +1,7 @@
 //! `bench_cluster`: produce throughput and latency of a three-host cluster (RF=3,
 //! `sync` replication) next to one standalone host, measured in one run on one
-//! machine, so the ratio between them means something on a busy box.
+//! machine, so the ratio between them means something on a busy box; and the same
+//! for a queue (send, receive and ack, `ferryctl bench queue`, RF=3 in the cluster).
 //!
 //! It starts `ferry-broker standalone` on 127.0.0.100 with its own temporary data
 //! directory and runs `ferryctl bench produce` against it for each message size;
@@ -54,6 +55,8 @@ const CASE_OVERHEAD_S: u64 = 30;
 const CLUSTER_HOSTS: usize = 3;
 /// Replicas per partition in the cluster.
 const REPLICATION_FACTOR: u32 = 3;
+/// Longest the queue case may take in each phase, in seconds.
+const QUEUE_CASE_S: u64 = 120;
 
 /// Produce throughput and p99 latency: a three-host RF=3 sync cluster against a
 /// standalone host, on this machine, in one run.
@@ -95,6 +98,19 @@ struct Args {
     /// `--host-arg=--replica-fetch-max-wait-ms=50`), to see what a setting changes.
     #[arg(long = "host-arg", allow_hyphen_values = true)]
     host_args: Vec<String>,
+    /// Messages of the queue case (send, receive, ack: `ferryctl bench queue`, 100-byte
+    /// bodies) in each phase; 0 skips it.
+    #[arg(long, default_value_t = 200_000)]
+    queue_messages: u64,
+    /// Messages per send and most per receive in the queue case.
+    #[arg(long, default_value_t = 200)]
+    queue_batch: u32,
+    /// Sending tasks of the queue case.
+    #[arg(long, default_value_t = 4)]
+    queue_producers: u32,
+    /// Receiving (and acking) tasks of the queue case.
+    #[arg(long, default_value_t = 8)]
+    queue_consumers: u32,
 }
 
 impl Args {
@@ -109,7 +125,14 @@ impl Args {
             bail!("--replication must be sync or async");
         }
         let cases = self.sizes.len() as u64;
-        if self.messages.is_none() && cases * (self.duration_s + CASE_OVERHEAD_S) > LIFETIME_S {
+        let queue_case = if self.queue_messages > 0 {
+            QUEUE_CASE_S
+        } else {
+            0
+        };
+        if self.messages.is_none()
+            && cases * (self.duration_s + CASE_OVERHEAD_S) + queue_case > LIFETIME_S
+        {
             bail!(
                 "{cases} cases of --duration-s {} do not fit the {LIFETIME_S} s the \
                  harness lets a cluster live",
@@ -149,6 +172,32 @@ impl Args {
         args
     }
 
+    /// The `ferryctl bench queue` arguments of the queue case.
+    fn queue_args(&self, queue: &str) -> Vec<String> {
+        [
+            "bench",
+            "queue",
+            "--queue",
+            queue,
+            "--durability",
+            "fsync",
+            "--message-size",
+            "100",
+            "--messages",
+            &self.queue_messages.to_string(),
+            "--batch",
+            &self.queue_batch.to_string(),
+            "--producers",
+            &self.queue_producers.to_string(),
+            "--consumers",
+            &self.queue_consumers.to_string(),
+            "--timeout-s",
+            &QUEUE_CASE_S.to_string(),
+        ]
+        .map(String::from)
+        .into()
+    }
+
     fn settings_json(&self) -> Value {
         json!({
             "partitions": self.partitions,
@@ -163,6 +212,13 @@ impl Args {
             "replication_factor": REPLICATION_FACTOR,
             "replication": self.replication,
             "host_args": self.host_args,
+            "queue": (self.queue_messages > 0).then(|| json!({
+                "messages": self.queue_messages,
+                "batch": self.queue_batch,
+                "producers": self.queue_producers,
+                "consumers": self.queue_consumers,
+                "message_size": 100,
+            })),
         })
     }
 }
@@ -187,6 +243,7 @@ fn run() -> anyhow::Result<()> {
         return rerun_with_broker(&binaries.broker);
     }
     let mut standalone = Vec::new();
+    let mut standalone_queue = None;
     {
         let data = tempfile::Builder::new()
             .prefix("ferry-bench-standalone-")
@@ -198,6 +255,16 @@ fn run() -> anyhow::Result<()> {
             let load = load_average();
             let report = bench(&binaries.ferryctl, &host.url(), &args.bench_args(size))?;
             standalone.push(summary(&report, load));
+        }
+        if args.queue_messages > 0 {
+            eprintln!("bench_cluster: standalone, queue");
+            let load = load_average();
+            let report = bench(
+                &binaries.ferryctl,
+                &host.url(),
+                &args.queue_args("bench-queue"),
+            )?;
+            standalone_queue = Some(queue_summary(&report, load));
         }
     }
     eprintln!("bench_cluster: starting etcd and {CLUSTER_HOSTS} hosts");
@@ -221,6 +288,20 @@ fn run() -> anyhow::Result<()> {
         let report = bench(&binaries.ferryctl, &cluster.hosts()[0].url(), &bench_args)?;
         clustered.push(summary(&report, load));
     }
+    let mut clustered_queue = None;
+    if args.queue_messages > 0 {
+        eprintln!("bench_cluster: cluster, queue");
+        let mut queue_args = args.queue_args("bench-queue");
+        queue_args.extend([
+            "--replication-factor".to_owned(),
+            REPLICATION_FACTOR.to_string(),
+            "--replication".to_owned(),
+            args.replication.clone(),
+        ]);
+        let load = load_average();
+        let report = bench(&binaries.ferryctl, &cluster.hosts()[0].url(), &queue_args)?;
+        clustered_queue = Some(queue_summary(&report, load));
+    }
     drop(cluster);
     let cases: Vec<Value> = args
         .sizes
@@ -237,11 +318,24 @@ fn run() -> anyhow::Result<()> {
             })
         })
         .collect();
+    let queue = match (standalone_queue, clustered_queue) {
+        (Some(alone), Some(together)) => {
+            let ratio = together["msgs_per_sec"].as_f64().unwrap_or(0.0)
+                / alone["msgs_per_sec"].as_f64().unwrap_or(0.0).max(1e-9);
+            json!({
+                "standalone": alone,
+                "cluster": together,
+                "ratio_to_standalone": round(ratio, 3),
+            })
+        }
+        _ => Value::Null,
+    };
     let document = json!({
         "benchmark": "produce",
         "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "settings": args.settings_json(),
         "cases": cases,
+        "queue": queue,
     });
     println!(
         "{}",
@@ -399,6 +493,21 @@ fn summary(report: &Value, load_average_1m: Option<f64>) -> Value {
         "mb_per_sec": report["mb_per_sec"],
         "latency_ms": report["latency_ms"],
         "by_leader": report["by_leader"],
+        "load_average_1m_before": load_average_1m,
+    })
+}
+
+/// The figures of a queue case, from a `ferryctl bench queue` report: throughput is
+/// messages sent, received and acked per second end to end.
+fn queue_summary(report: &Value, load_average_1m: Option<f64>) -> Value {
+    json!({
+        "sent": report["sent"],
+        "unique_acked": report["unique_acked"],
+        "lost": report["lost"],
+        "redelivered": report["redelivered"],
+        "seconds": report["seconds"],
+        "msgs_per_sec": report["msgs_per_sec"],
+        "latency_ms": report["latency_ms"],
         "load_average_1m_before": load_average_1m,
     })
 }

@@ -16,6 +16,7 @@ use bytes::{BufMut, BytesMut};
 use clap::Args;
 use ferry_client::{
     Client, ClientError, Durability, ErrorCode, OutgoingMessage, QueueSettings, ReceiveOptions,
+    ReplicationMode,
 };
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -42,6 +43,13 @@ pub struct QueueBenchArgs {
     /// Durability of the queue: fsync, interval or none.
     #[arg(long, default_value = "fsync", value_parser = super::parse_durability)]
     pub durability: Durability,
+    /// Replicas of the queue (more than 1 needs a cluster).
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: u32,
+    /// Replication mode of the queue: sync (acknowledged once the in-sync replicas
+    /// have it) or async (once the leader has it).
+    #[arg(long, value_parser = super::parse_replication, default_value = "sync")]
+    pub replication: ReplicationMode,
     /// Make the queue FIFO; messages are dealt round-robin over --groups groups.
     #[arg(long)]
     pub fifo: bool,
@@ -83,6 +91,9 @@ impl QueueBenchArgs {
         if self.message_size < 8 {
             bail!("--message-size must be at least 8 (the send time is embedded)");
         }
+        if self.replication_factor == 0 {
+            bail!("--replication-factor must be positive");
+        }
         if self.producers == 0 || self.consumers == 0 || self.batch == 0 || self.groups == 0 {
             bail!("--producers, --consumers, --batch and --groups must be positive");
         }
@@ -96,6 +107,8 @@ impl QueueBenchArgs {
         json!({
             "queue": self.queue,
             "durability": self.durability.to_string(),
+            "replication_factor": self.replication_factor,
+            "replication": format!("{:?}", self.replication).to_lowercase(),
             "fifo": self.fifo,
             "groups": self.fifo.then_some(self.groups),
             "producers": self.producers,
@@ -110,11 +123,32 @@ impl QueueBenchArgs {
     }
 }
 
+/// Waits until the queue's leader serves it (in a cluster it is placed, elected and
+/// its state rebuilt after the create returns).
+async fn wait_until_served(client: &Client, queue: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + super::PLACEMENT_TIMEOUT;
+    loop {
+        match client.describe_queue(queue).await {
+            Ok(_) => return Ok(()),
+            Err(err) if Instant::now() < deadline && err.is_retriable() => {
+                tokio::time::sleep(super::PLACEMENT_POLL).await;
+            }
+            Err(err) => {
+                return Err(anyhow::Error::from(err)
+                    .context(format!("waiting for queue '{queue}' to be served")));
+            }
+        }
+    }
+}
+
 /// Runs the bench: create the queue, measure, delete it (unless `--keep`), report.
 pub async fn run(context: &Context, args: &QueueBenchArgs) -> anyhow::Result<()> {
     args.validate()?;
     let client = context.connect().await?;
-    let mut settings = QueueSettings::new().with_durability(args.durability);
+    let mut settings = QueueSettings::new()
+        .with_durability(args.durability)
+        .with_replication_factor(args.replication_factor)
+        .with_replication(args.replication);
     settings.fifo = args.fifo;
     client
         .create_queue(&args.queue, &settings)
@@ -131,6 +165,7 @@ pub async fn run(context: &Context, args: &QueueBenchArgs) -> anyhow::Result<()>
                 anyhow::Error::from(err).context(format!("creating queue '{}'", args.queue))
             }
         })?;
+    wait_until_served(&client, &args.queue).await?;
     let measured = measure(context, args).await;
     if !args.keep
         && let Err(err) = client.delete_queue(&args.queue).await
@@ -640,6 +675,8 @@ mod tests {
         QueueBenchArgs {
             queue: "q".into(),
             durability: Durability::Fsync,
+            replication_factor: 1,
+            replication: ReplicationMode::Sync,
             fifo: true,
             groups: 3,
             producers: 2,

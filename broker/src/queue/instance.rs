@@ -500,20 +500,15 @@ impl Queue {
         Ok(epoch)
     }
 
+    /// The epoch this host serves the queue in; `NotLeader` (nothing written) while
+    /// it follows or is still rebuilding the state.
     fn write_epoch(&self) -> BrokerResult<u64> {
-        match *lock(&self.serving) {
-            Some(epoch) => Ok(epoch),
-            None => Err(self
-                .messages_replica
-                .write_epoch()
-                .err()
-                .unwrap_or_else(|| BrokerError::NotLeader {
-                    kind: QUEUES,
-                    name: self.record.name.clone(),
-                    partition: 0,
-                    leader: None,
-                })),
-        }
+        lock(&self.serving).ok_or_else(|| BrokerError::NotLeader {
+            kind: QUEUES,
+            name: self.record.name.clone(),
+            partition: 0,
+            leader: None,
+        })
     }
 
     /// Moves `log`'s high watermark past what is durable here and, for `sync`
@@ -684,6 +679,9 @@ impl Queue {
         options: ReceiveOptions,
         now_ms: i64,
     ) -> BrokerResult<Vec<DeliveredMessage>> {
+        // Taken before anything is written: a leadership lost after the journal write
+        // makes the wait below answer "incomplete", not "not leader".
+        let epoch = self.write_epoch()?;
         let mut events = Vec::new();
         let (deliveries, journal_end) = {
             let mut state = lock(&self.state);
@@ -714,7 +712,7 @@ impl Queue {
         if options.at_most_once {
             self.journal_durable(journal_end).await?;
             if let Some(end) = journal_end {
-                self.wait_replicated(&self.journal_replica, end, self.write_epoch()?)
+                self.wait_replicated(&self.journal_replica, end, epoch)
                     .await?;
             }
         }
@@ -786,6 +784,7 @@ impl Queue {
         action: Settle,
         now_ms: i64,
     ) -> BrokerResult<Vec<Result<(), ReceiptError>>> {
+        let epoch = self.check_writable()?;
         let mut events = Vec::with_capacity(receipts.len());
         let (results, journal_end, readied) = {
             let mut state = lock(&self.state);
@@ -808,7 +807,7 @@ impl Queue {
         };
         self.journal_durable(journal_end).await?;
         if let Some(end) = journal_end {
-            self.wait_replicated(&self.journal_replica, end, self.write_epoch()?)
+            self.wait_replicated(&self.journal_replica, end, epoch)
                 .await?;
         }
         if let Settle::Ack = action {

@@ -178,9 +178,14 @@ fn observe(broker: &Broker, routing: &Routing) -> Vec<(String, serde_json::Value
         }
     }
     for queue in broker.queues.list() {
+        // Led here, and its state rebuilt for this epoch: a queue still being taken
+        // over would publish a follower's stale depth.
         let Ok(epoch) = routing.check(QUEUES, queue.name(), 0) else {
             continue;
         };
+        if queue.serving_epoch() != Some(epoch) {
+            continue;
+        }
         let stats = queue.stats(now);
         let depth = stats.depth;
         let value = ObservedQueue {

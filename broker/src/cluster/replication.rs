@@ -36,6 +36,9 @@ use crate::topic::{DurabilitySetting, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAG
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// How often a follower pings its leader's connection while fetching.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Times a snapshot copy starts over because the leader took a newer snapshot,
+/// before the copy fails its fetch round.
+const MAX_SNAPSHOT_RESTARTS: u32 = 3;
 /// How long a ping may go unanswered before the connection counts as lost.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -336,8 +339,7 @@ impl Replication {
             match state.leader.as_deref() {
                 Some(leader) if leader == me && lease_live => {
                     let epoch = state.leader_epoch;
-                    let followers = others(&state.replicas, me);
-                    let in_sync = others(&state.isr, me);
+                    let (followers, in_sync) = replica_sets(state, me);
                     if queue.serving_epoch() == Some(epoch) {
                         // Same epoch: only the replica sets change; nothing blocks.
                         if let Err(err) =
@@ -483,8 +485,7 @@ impl Replication {
                 continue;
             }
             // Judged against the in-sync set this proposal replaces (as for topics).
-            let followers = others(&state.replicas, &me);
-            let in_sync = others(&state.isr, &me);
+            let (followers, in_sync) = replica_sets(state, &me);
             if let Err(err) =
                 queue.take_leadership(state.leader_epoch, &followers, &in_sync, now_ms())
             {
@@ -577,13 +578,22 @@ impl Replication {
 /// Makes `partition` lead as `state` (which names `me` leader) says: its epoch, the
 /// other replicas as followers, the committed in-sync set.
 pub fn lead(partition: &Partition, state: &PartitionState, me: &str) {
-    let followers = others(&state.replicas, me);
-    let in_sync = others(&state.isr, me);
+    let (followers, in_sync) = replica_sets(state, me);
     partition.lead(state.leader_epoch, &followers, &in_sync);
 }
 
-fn others(hosts: &[String], me: &str) -> Vec<String> {
-    hosts.iter().filter(|h| *h != me).cloned().collect()
+/// The replicas other than `me`, and those of them in the committed in-sync set.
+fn replica_sets(state: &PartitionState, me: &str) -> (Vec<String>, Vec<String>) {
+    let others = |hosts: &[String]| hosts.iter().filter(|h| *h != me).cloned().collect();
+    (others(&state.replicas), others(&state.isr))
+}
+
+/// A snapshot's name as the leader sent it.
+fn snapshot_id(wire: pb::SnapshotId) -> SnapshotId {
+    SnapshotId {
+        messages_end: wire.messages_end,
+        journal_end: wire.journal_end,
+    }
 }
 
 /// A replicated log: kind, name, and partition (or queue log) index.
@@ -645,6 +655,13 @@ async fn fetch_loop(
     }
 }
 
+/// How long a fetch (or snapshot piece) may take: the leader answers within its
+/// wait; longer means the answer is lost.
+fn fetch_deadline(config: &ReplicationConfig) -> Duration {
+    Duration::from_millis(u64::from(config.fetch_max_wait_ms))
+        + Duration::from_millis(config.fetch_timeout_slack_ms)
+}
+
 /// Why a replica fetch round failed.
 #[derive(Debug, thiserror::Error)]
 enum FetchError {
@@ -660,6 +677,8 @@ enum FetchError {
     Task(#[from] tokio::task::JoinError),
     #[error("the leader's snapshot copy made no progress at byte {0}")]
     SnapshotStalled(u64),
+    #[error("the leader replaced its snapshot {0} times during one copy")]
+    SnapshotMoving(u32),
 }
 
 /// Copies the leader's snapshot `wanted` of `queue` unless this replica holds it
@@ -677,6 +696,7 @@ async fn copy_snapshot(
     }
     let mut bytes: Vec<u8> = Vec::new();
     let mut copying: Option<SnapshotId> = None;
+    let mut restarts = 0;
     loop {
         let mut request = tonic::Request::new(pb::ReplicaSnapshotRequest {
             queue: queue.name().to_owned(),
@@ -685,19 +705,18 @@ async fn copy_snapshot(
             offset: bytes.len() as u64,
             max_bytes: config.fetch_max_bytes,
         });
-        request.set_timeout(
-            Duration::from_millis(u64::from(config.fetch_max_wait_ms))
-                + Duration::from_millis(config.fetch_timeout_slack_ms),
-        );
+        request.set_timeout(fetch_deadline(config));
         let answer = client.replica_snapshot(request).await?.into_inner();
-        let Some(id) = answer.snapshot.map(|id| SnapshotId {
-            messages_end: id.messages_end,
-            journal_end: id.journal_end,
-        }) else {
+        let Some(id) = answer.snapshot.map(snapshot_id) else {
             return Ok(());
         };
         if copying.is_some_and(|copying| copying != id) {
-            // The leader took a newer snapshot mid-copy: start over.
+            // The leader took a newer snapshot mid-copy: start over (a few times;
+            // then the fetch round fails and is retried after a pause).
+            restarts += 1;
+            if restarts > MAX_SNAPSHOT_RESTARTS {
+                return Err(FetchError::SnapshotMoving(restarts));
+            }
             bytes.clear();
             copying = None;
             continue;
@@ -742,11 +761,7 @@ async fn fetch_once(
         max_wait_ms: config.fetch_max_wait_ms,
     };
     let mut request = tonic::Request::new(request);
-    // The leader answers within its wait; longer means the answer is lost.
-    request.set_timeout(
-        Duration::from_millis(u64::from(config.fetch_max_wait_ms))
-            + Duration::from_millis(config.fetch_timeout_slack_ms),
-    );
+    request.set_timeout(fetch_deadline(config));
     let answer = client.replica_fetch(request).await?.into_inner();
     if let Some(diverging) = answer.diverging {
         let (_, own_end) = log.end_offset_for_epoch(diverging.epoch)?;
@@ -776,10 +791,7 @@ async fn fetch_once(
     {
         // The leader compacted past what this replica keeps: its snapshot must be
         // here before the logs start over or drop what it covers.
-        let leader_snapshot = answer.snapshot.map(|id| SnapshotId {
-            messages_end: id.messages_end,
-            journal_end: id.journal_end,
-        });
+        let leader_snapshot = answer.snapshot.map(snapshot_id);
         copy_snapshot(partition, queue, client, target, config, leader_snapshot).await?;
         if fetch_offset >= answer.log_start_offset {
             let (deleting, queue) = (Arc::clone(partition), Arc::clone(queue));

@@ -1104,12 +1104,9 @@ impl Queue {
         let Some(id) = self.snapshot_id() else {
             return Ok(());
         };
-        let log = if index == QUEUE_JOURNAL_LOG {
-            &self.journal
-        } else {
-            &self.messages
-        };
-        log.delete_before(leader_start.min(id.end_of(index)))
+        self.replicated_log(index)?
+            .log()
+            .delete_before(leader_start.min(id.end_of(index)))
             .map_err(|err| self.storage_error(err))?;
         Ok(())
     }
@@ -1333,7 +1330,8 @@ fn content_dedup_id(body: &[u8]) -> String {
 /// `committed` (a new leader in a cluster: its message log's high watermark) keeps
 /// messages that may not be committed pending, receivable once the replicas confirm
 /// them: those at or above both it and every offset the journal names (a journaled
-/// message was delivered, so it and all below it were committed).
+/// message was delivered, so it and all below it were committed; an event naming a
+/// pending message makes it and those below it present before it applies).
 fn recover(
     record: &QueueRecord,
     dir: &Path,
@@ -1371,20 +1369,7 @@ fn recover(
     };
     let messages_from = messages_from.max(messages.start_offset());
     let journal_from = journal_from.max(journal.start_offset());
-    let pending_from = match committed {
-        Some(committed) => {
-            let mut named_end = 0;
-            for_each_record(journal, journal_from, |_, record| {
-                if let Some(offset) = named_offset(&decode_event(record.value)?) {
-                    named_end = named_end.max(offset + 1);
-                }
-                Ok(())
-            })
-            .map_err(|err| replay_error(name, "journal", err))?;
-            committed.max(named_end)
-        }
-        None => u64::MAX,
-    };
+    let mut pending_from = committed.unwrap_or(u64::MAX);
     for_each_record(messages, messages_from, |offset, record| {
         let message = StoredMessage::from_record(record)?;
         let entry = message.state_entry(record.timestamp_ms);
@@ -1397,7 +1382,14 @@ fn recover(
     })
     .map_err(|err| replay_error(name, "message log", err))?;
     for_each_record(journal, journal_from, |_, record| {
-        state.apply(&decode_event(record.value)?, now_ms);
+        let event = decode_event(record.value)?;
+        if let Some(offset) = named_offset(&event)
+            && offset >= pending_from
+        {
+            pending_from = offset + 1;
+            state.promote(pending_from, now_ms);
+        }
+        state.apply(&event, now_ms);
         Ok(())
     })
     .map_err(|err| replay_error(name, "journal", err))?;

@@ -840,3 +840,68 @@ async fn a_new_leader_serves_only_what_the_replicas_confirmed_and_keeps_acks() {
     );
     queue.check_invariants();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acked_message_above_the_learned_high_watermark_stays_acked_on_a_new_leader() {
+    use crate::queue::instance::QueueMode;
+    use crate::topic::QUEUE_MESSAGES_LOG;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = crate::clock::now_ms();
+    let queue = Queue::open_in(
+        record(QueueSettings::default()),
+        dir.path(),
+        &Limits::default(),
+        ferry_storage::DiskHooks::default(),
+        now,
+        QueueMode::Cluster {
+            ack_timeout: std::time::Duration::from_secs(5),
+        },
+    )
+    .expect("queue opens");
+    queue.take_leadership(1, &[], &[], now).expect("lead");
+    let batch = (0..4).map(|i| text(&format!("m{i}"))).collect();
+    queue.send(batch, now).await.expect("send");
+    let got = queue
+        .receive(options(2, 60_000), now)
+        .await
+        .expect("receive");
+    let receipts: Vec<_> = got
+        .iter()
+        .map(|m| decode_receipt(&m.receipt, 7).expect("receipt"))
+        .collect();
+    queue
+        .settle(&receipts, Settle::Ack, now)
+        .await
+        .expect("ack");
+
+    // What it learned as a follower lags: only offset 0 known committed, yet its
+    // journal says m1 was delivered and acked (so m1 was committed too).
+    queue.step_down();
+    let messages = queue.replicated_log(QUEUE_MESSAGES_LOG).expect("log");
+    messages.learn_high_watermark(1);
+    queue
+        .take_leadership(2, &["h1".to_owned()], &["h1".to_owned()], now)
+        .expect("lead again");
+    let early = queue
+        .receive(options(10, 60_000), now)
+        .await
+        .expect("receive");
+    assert!(
+        early.is_empty(),
+        "m0 and m1 were acked, m2 and m3 await the follower: {early:?}"
+    );
+    messages
+        .record_fetch("h1", 2, 4)
+        .expect("the follower fetched");
+    queue.promote(now);
+    let rest: Vec<String> = queue
+        .receive(options(10, 60_000), now)
+        .await
+        .expect("receive")
+        .into_iter()
+        .map(|m| String::from_utf8(m.message.body).expect("UTF-8"))
+        .collect();
+    assert_eq!(rest, vec!["m2".to_owned(), "m3".to_owned()]);
+    queue.check_invariants();
+}

@@ -444,16 +444,6 @@ impl Partition {
         }
     }
 
-    /// The epoch a write made now is stamped with: the leader's epoch, or the
-    /// standalone epoch when alone; `NotLeader` on a follower.
-    pub fn write_epoch(&self) -> BrokerResult<u64> {
-        match &*self.lock_role() {
-            Role::Alone => Ok(STANDALONE_LEADER_EPOCH),
-            Role::Leader(leader) => Ok(leader.epoch),
-            Role::Follower => Err(self.not_leading()),
-        }
-    }
-
     /// Runs `append` (a follower storing fetched batches) unless this host stopped
     /// following meanwhile: a host taking up leadership changes the role under the
     /// same lock, so nothing fetched lands after that. `None` when skipped. Blocking.

@@ -175,6 +175,9 @@ pub struct CreateArgs {
     /// Most messages the queue holds.
     #[arg(long)]
     max_messages: Option<u64>,
+    /// Replicas of the queue (clusters only).
+    #[arg(long)]
+    replication_factor: Option<u32>,
 }
 
 fn parse_durability(text: &str) -> Result<Durability, String> {
@@ -214,6 +217,7 @@ impl CreateArgs {
             dedup_window_ms: self.dedup_window,
             content_based_dedup: self.content_based_dedup,
             max_messages: self.max_messages,
+            replication_factor: self.replication_factor,
             ..QueueSettings::default()
         })
     }

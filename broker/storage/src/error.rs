@@ -76,6 +76,20 @@ pub enum StorageError {
         /// What is wrong.
         reason: String,
     },
+    /// A read found a batch whose bytes changed since they were written (its CRC fails).
+    /// [`crate::Log::read`] confines it to a lost range and reads again; callers see this
+    /// only if that failed.
+    #[error("damaged batch at offset {offset} in {} at position {position}: {reason}", path.display())]
+    DamagedBatch {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte position of the batch.
+        position: u64,
+        /// The offset the batch holds.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// A configuration value is outside its bounds.
     #[error("invalid storage config: {0}")]
     InvalidConfig(String),

@@ -20,6 +20,7 @@ mod log;
 mod producer_state;
 mod read;
 mod recovery;
+mod repair;
 mod scan;
 mod segment;
 
@@ -32,3 +33,4 @@ pub use epochs::EpochStart;
 pub use error::StorageError;
 pub use log::{AppendOutcome, Log, RetentionOutcome};
 pub use read::ReadResult;
+pub use repair::LostRecords;

@@ -15,7 +15,9 @@ use crate::disk::{Disk, DiskHooks, FaultInjector, sync_dir};
 use crate::epochs::{EpochHistory, EpochStart};
 use crate::producer_state::{ProducerTable, Verdict};
 use crate::read::{ReadResult, SegmentView};
+use crate::recovery::{Limit, scan_confining};
 use crate::recovery::{PRODUCER_SNAPSHOT_FILE, recover, reload_producers, write_recovery_point};
+use crate::repair::LostRecords;
 use crate::scan::ScanMode;
 use crate::segment::Segment;
 use crate::{StorageError, disk};
@@ -57,6 +59,8 @@ struct LogState {
     recovery_point: u64,
     /// Where each leader epoch began appending.
     epochs: EpochHistory,
+    /// Records lost to damage on disk, found by recovery or reads, oldest first.
+    lost: Vec<LostRecords>,
 }
 
 impl LogState {
@@ -165,6 +169,7 @@ impl Log {
                 unsynced: Vec::new(),
                 recovery_point: recovered.recovery_point,
                 epochs,
+                lost: recovered.lost,
             }),
             commit: Mutex::new(CommitState::default()),
             committed: Condvar::new(),
@@ -229,6 +234,10 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
         let mut header = self.validate(&batch)?;
+        if header.is_lost_range() {
+            // Only storage may say records were lost; a producer's batch holds records.
+            return Err(RecordError::Malformed("a lost-range batch cannot be produced").into());
+        }
         let mut state = self.lock_state()?;
         self.check_usable()?;
         if let Verdict::Duplicate(original) = state.producers.check(&header)? {
@@ -464,41 +473,109 @@ impl Log {
     /// Whole batches from the one holding `offset`: at most `max_bytes` (but at least one
     /// batch if any is available), none whose records reach `max_offset` (exclusive).
     /// Reads from one segment per call; `next_offset` continues in the next one.
+    ///
+    /// A batch whose CRC fails (damage since recovery last read it) is confined to a
+    /// lost range, which the read then returns in its place: readers get past it, and
+    /// [`Log::lost_records`] reports it.
     pub fn read(
         &self,
         offset: u64,
         max_bytes: usize,
         max_offset: u64,
     ) -> Result<ReadResult, StorageError> {
-        let view = {
-            let state = self.lock_state()?;
-            if self.closed.load(Ordering::Acquire) {
-                return Err(StorageError::Closed);
-            }
-            let (start, end) = (self.start_offset(), self.end_offset());
-            if offset < start || offset > end {
-                return Err(StorageError::OffsetOutOfRange {
-                    requested: offset,
-                    start,
-                    end,
-                });
-            }
-            if offset >= end.min(max_offset) {
-                return Ok(ReadResult {
-                    bytes: Vec::new(),
-                    batches: 0,
-                    next_offset: offset,
-                });
-            }
-            let index = state.segment_for(offset);
-            let segment = &state.segments[index];
-            let relative = u32::try_from(offset - segment.base_offset).unwrap_or(u32::MAX);
-            state.view(
-                index,
-                u64::from(segment.index.position_for_offset(relative)),
-            )
+        let Some((view, segment_base)) = self.view_for(offset, max_offset)? else {
+            return Ok(ReadResult {
+                bytes: Vec::new(),
+                batches: 0,
+                next_offset: offset,
+            });
         };
-        view.read_from(offset, max_bytes, max_offset)
+        match view.read_from(offset, max_bytes, max_offset) {
+            Err(StorageError::DamagedBatch { .. } | StorageError::Corrupt { .. }) => {
+                self.confine_damage_in(segment_base)?;
+                match self.view_for(offset, max_offset)? {
+                    Some((view, _)) => view.read_from(offset, max_bytes, max_offset),
+                    None => Ok(ReadResult {
+                        bytes: Vec::new(),
+                        batches: 0,
+                        next_offset: offset,
+                    }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Takes what a read of `offset` needs under the lock; `None` when there is nothing
+    /// to read below `max_offset` yet.
+    fn view_for(
+        &self,
+        offset: u64,
+        max_offset: u64,
+    ) -> Result<Option<(SegmentView, u64)>, StorageError> {
+        let state = self.lock_state()?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Closed);
+        }
+        let (start, end) = (self.start_offset(), self.end_offset());
+        if offset < start || offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                start,
+                end,
+            });
+        }
+        if offset >= end.min(max_offset) {
+            return Ok(None);
+        }
+        let index = state.segment_for(offset);
+        let segment = &state.segments[index];
+        let relative = u32::try_from(offset - segment.base_offset).unwrap_or(u32::MAX);
+        let view = state.view(
+            index,
+            u64::from(segment.index.position_for_offset(relative)),
+        );
+        Ok(Some((view, segment.base_offset)))
+    }
+
+    /// Scans the segment starting at `segment_base` in full, as recovery would, and
+    /// confines each damaged place in it to a lost range (a read found one). Appends
+    /// wait meanwhile; damage is rare and a segment is bounded by `segment_bytes`.
+    fn confine_damage_in(&self, segment_base: u64) -> Result<(), StorageError> {
+        let mut state = self.lock_state()?;
+        let Ok(index) = state
+            .segments
+            .binary_search_by_key(&segment_base, |s| s.base_offset)
+        else {
+            return Ok(());
+        };
+        let before = match index.checked_sub(1) {
+            Some(prev) => {
+                let prev = &state.segments[prev];
+                (prev.last_epoch, prev.max_timestamp_ms.max(0))
+            }
+            None => (0, 0),
+        };
+        let sealed = index + 1 < state.segments.len();
+        let limit = match state.segments.get(index + 1) {
+            Some(next) => Limit::NextSegment(next.base_offset),
+            // Everything in the active segment was written whole under the lock: it
+            // holds exactly the offsets up to its end.
+            None => Limit::NextSegment(state.segments[index].next_offset),
+        };
+        let interval = self.config.index_interval_bytes;
+        let lost = scan_confining(&mut state.segments[index], limit, before, interval)?;
+        if sealed && !lost.is_empty() {
+            state.segments[index].write_index_files(&self.dir)?;
+        }
+        state.lost.extend(lost);
+        Ok(())
+    }
+
+    /// Records lost to damage on disk since the log was opened (found by recovery or by
+    /// reads), oldest first. Each is a lost-range batch in the log now.
+    pub fn lost_records(&self) -> Result<Vec<LostRecords>, StorageError> {
+        Ok(self.lock_state()?.lost.clone())
     }
 
     /// First offset still stored.

@@ -126,13 +126,26 @@ impl SegmentView {
         let mut expected = first.base_offset;
         for batch in Batches::new(&bytes) {
             // A torn batch at the end of the buffer is simply not returned.
-            let Ok(Batch { header, .. }) = batch else {
+            let Ok(batch @ Batch { header, .. }) = batch else {
                 break;
             };
             let len = header.total_len();
             // `base_offset` is outside the CRC; a damaged one must not reach a consumer.
             if header.base_offset != expected {
                 break;
+            }
+            // Recovery trusts sealed segments without reading them, so damage that
+            // happened since is found here; what came before it is returned first.
+            if let Err(err) = batch.verify_crc() {
+                if result.batches > 0 {
+                    break;
+                }
+                return Err(StorageError::DamagedBatch {
+                    path: self.path.clone(),
+                    position: position + kept as u64,
+                    offset: expected,
+                    reason: err.to_string(),
+                });
             }
             if next_offset(&header) > max_offset || (result.batches > 0 && kept + len > max_bytes) {
                 break;

@@ -3,13 +3,14 @@
 
 use std::path::Path;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::StorageError;
 use crate::config::LogConfig;
 use crate::disk::{TMP_SUFFIX, read_optional, remove_if_exists, sync_dir, write_atomically};
 use crate::error::IoContext;
 use crate::producer_state::{CACHED_BATCHES, ProducerTable};
+use crate::repair::{DAMAGED_EXT, Damage, LostRecords, confine, find_resume};
 use crate::scan::ScanMode;
 use crate::segment::{INDEX_EXT, LOG_EXT, Segment, TIME_INDEX_EXT, file_name, parse_log_name};
 use ferry_records::BatchHeader;
@@ -62,6 +63,8 @@ pub(crate) struct Recovered {
     pub(crate) producers: ProducerTable,
     /// The recovery point in force after recovery.
     pub(crate) recovery_point: u64,
+    /// Records lost to damage, each now a lost range in the log.
+    pub(crate) lost: Vec<LostRecords>,
 }
 
 /// Recovers the log in `dir` (created if missing). See `docs/storage-format.md`.
@@ -78,9 +81,18 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
         })
         .unwrap_or(0);
     let snapshot = take_producer_snapshot(dir, config.max_producers)?;
-    let mut segments = load_segments(dir, &bases, recovery_point, config.index_interval_bytes)?;
+    let (mut segments, lost) =
+        load_segments(dir, &bases, recovery_point, config.index_interval_bytes)?;
     if segments.is_empty() {
         segments.push(Segment::create(dir, 0)?);
+    }
+    let mut lost = lost;
+    if let Some(last) = segments.last_mut()
+        && last.next_offset < recovery_point
+    {
+        // Segments the checkpoint vouched for are gone from the end: mark the offsets lost
+        // rather than hand them out again.
+        lost.push(fill_gap(last, recovery_point, config.index_interval_bytes)?);
     }
     let end_offset = segments.last().map_or(0, |s| s.next_offset);
     // Everything recovery saw may still be only in the page cache (a process crash in
@@ -108,6 +120,7 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
         segments,
         producers,
         recovery_point: recovery_point.min(end_offset),
+        lost,
     })
 }
 
@@ -143,28 +156,37 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
     Ok(bases)
 }
 
+/// Bound on the damaged places confined in one segment: each repair lets the rescan go
+/// on past it, so this only stops on a file that is damage from end to end.
+const MAX_REPAIRS_PER_SEGMENT: usize = 4096;
+
 /// Loads every segment, trusting those below the recovery point whose index files check
-/// out and fully scanning the rest. Cuts the log at the first bad batch or gap.
+/// out and fully scanning the rest. Damage never removes an intact batch: a bad batch in
+/// a sealed segment, or below the recovery point, is confined to a lost range (see
+/// `repair.rs`); only a torn tail of the last segment above the recovery point, with no
+/// intact batch after it, is cut.
 fn load_segments(
     dir: &Path,
     bases: &[u64],
     recovery_point: u64,
     interval: u32,
-) -> Result<Vec<Segment>, StorageError> {
+) -> Result<(Vec<Segment>, Vec<LostRecords>), StorageError> {
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
     let mut scanned = Vec::with_capacity(bases.len());
+    let mut lost = Vec::new();
     for (i, &base) in bases.iter().enumerate() {
-        if let Some(prev) = segments.last()
-            && prev.next_offset != base
-        {
-            warn!(
-                dir = %dir.display(),
-                expected = prev.next_offset,
-                found = base,
-                "gap between segments; deleting this and later segments"
-            );
-            delete_segments(dir, &bases[i..])?;
-            break;
+        if let Some(prev) = segments.last_mut() {
+            if prev.next_offset > base {
+                // Overlapping offsets cannot be what the engine wrote: keep the file aside.
+                set_aside(dir, base)?;
+                continue;
+            }
+            if prev.next_offset < base {
+                lost.push(fill_gap(prev, base, interval)?);
+                if let Some(last) = scanned.last_mut() {
+                    *last = true;
+                }
+            }
         }
         let mut segment = Segment::open_existing(dir, base)?;
         if base < recovery_point && try_trust(&mut segment, recovery_point)? {
@@ -172,22 +194,14 @@ fn load_segments(
             scanned.push(false);
             continue;
         }
-        let end = segment.load_by_scan(ScanMode::Full, interval)?;
-        if let Some(problem) = end.problem {
-            warn!(
-                segment = %segment.path.display(),
-                position = end.valid_len,
-                offset = end.next_offset,
-                %problem,
-                "cutting the log at a bad batch"
-            );
-            segment.cut_file(end.valid_len)?;
-            segment.remove_index_files()?;
-            segments.push(segment);
-            scanned.push(true);
-            delete_segments(dir, &bases[i + 1..])?;
-            break;
-        }
+        let before = segments
+            .last()
+            .map_or((0, 0), |s| (s.last_epoch, s.max_timestamp_ms.max(0)));
+        let limit = match bases.get(i + 1) {
+            Some(&next) => Limit::NextSegment(next),
+            None => Limit::RecoveryPoint(recovery_point),
+        };
+        lost.extend(scan_confining(&mut segment, limit, before, interval)?);
         segments.push(segment);
         scanned.push(true);
     }
@@ -201,7 +215,145 @@ fn load_segments(
     {
         segment.write_index_files(dir)?;
     }
-    Ok(segments)
+    Ok((segments, lost))
+}
+
+/// What is known of the offsets a scanned segment held.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Limit {
+    /// A later segment starts here: this one held every offset below it.
+    NextSegment(u64),
+    /// The last segment: everything below the recovery point was durable.
+    RecoveryPoint(u64),
+}
+
+/// Scans a segment in full, confining each damaged place to a lost range, until the
+/// scan is clean or a torn tail is cut. `before` is the epoch and timestamp of the
+/// batch before the segment.
+pub(crate) fn scan_confining(
+    segment: &mut Segment,
+    limit: Limit,
+    before: (u64, i64),
+    interval: u32,
+) -> Result<Vec<LostRecords>, StorageError> {
+    let mut lost = Vec::new();
+    for _ in 0..MAX_REPAIRS_PER_SEGMENT {
+        let end = segment.load_by_scan(ScanMode::Full, interval)?;
+        let Some(problem) = end.problem else {
+            return Ok(lost);
+        };
+        let file_len = segment
+            .file
+            .metadata()
+            .context(|| format!("reading metadata of {}", segment.path.display()))?
+            .len();
+        let damage = Damage {
+            file: &segment.file,
+            path: &segment.path,
+            segment_base: segment.base_offset,
+            position: end.valid_len,
+            offset: end.next_offset,
+            len: file_len,
+            reason: problem.clone(),
+            epoch: if segment.is_empty() {
+                before.0
+            } else {
+                segment.last_epoch
+            },
+            timestamp_ms: if segment.is_empty() {
+                before.1
+            } else {
+                segment.max_timestamp_ms
+            },
+        };
+        let resume_bound = match limit {
+            Limit::NextSegment(next) => next,
+            Limit::RecoveryPoint(_) => u64::MAX,
+        };
+        let resume = find_resume(&damage, resume_bound)?;
+        let end_offset = match (resume, limit) {
+            (Some(_), _) => end.next_offset,
+            (None, Limit::NextSegment(next)) => next,
+            (None, Limit::RecoveryPoint(point)) if end.next_offset < point => point,
+            (None, Limit::RecoveryPoint(_)) => {
+                // A torn tail: written after the last fsync, never acknowledged as durable.
+                warn!(
+                    segment = %segment.path.display(),
+                    position = end.valid_len,
+                    offset = end.next_offset,
+                    %problem,
+                    "cutting a torn tail"
+                );
+                segment.cut_file(end.valid_len)?;
+                segment.remove_index_files()?;
+                return Ok(lost);
+            }
+        };
+        lost.push(confine(&damage, resume, end_offset)?);
+        segment.remove_index_files()?;
+    }
+    Err(StorageError::Corrupt {
+        path: segment.path.clone(),
+        position: 0,
+        reason: format!("more than {MAX_REPAIRS_PER_SEGMENT} damaged places in one segment"),
+    })
+}
+
+/// Fills the offsets between a segment and the next one (segment files are missing)
+/// with a lost range appended to the earlier segment.
+fn fill_gap(
+    prev: &mut Segment,
+    next_base: u64,
+    interval: u32,
+) -> Result<LostRecords, StorageError> {
+    let file_len = prev
+        .file
+        .metadata()
+        .context(|| format!("reading metadata of {}", prev.path.display()))?
+        .len();
+    let damage = Damage {
+        file: &prev.file,
+        path: &prev.path,
+        segment_base: prev.base_offset,
+        position: prev.size,
+        offset: prev.next_offset,
+        len: file_len,
+        reason: format!(
+            "offsets {}..{next_base} are missing between segments",
+            prev.next_offset
+        ),
+        epoch: prev.last_epoch,
+        timestamp_ms: prev.max_timestamp_ms.max(0),
+    };
+    let lost = confine(&damage, None, next_base)?;
+    prev.remove_index_files()?;
+    let end = prev.load_by_scan(ScanMode::HeadersOnly, interval)?;
+    if let Some(problem) = end.problem {
+        return Err(StorageError::Corrupt {
+            path: prev.path.clone(),
+            position: end.valid_len,
+            reason: format!("after filling a gap: {problem}"),
+        });
+    }
+    Ok(lost)
+}
+
+/// Renames a segment whose offsets overlap the one before it (and its index files)
+/// out of the log, keeping its bytes for inspection.
+fn set_aside(dir: &Path, base: u64) -> Result<(), StorageError> {
+    let name = file_name(base, LOG_EXT);
+    let target = format!("{name}.overlapping.{DAMAGED_EXT}");
+    error!(
+        segment = name,
+        kept_as = target,
+        "segment overlaps the one before it; set aside"
+    );
+    std::fs::rename(dir.join(&name), dir.join(&target))
+        .context(|| format!("setting {name} aside"))?;
+    for ext in [INDEX_EXT, TIME_INDEX_EXT] {
+        remove_if_exists(&dir.join(file_name(base, ext)))?;
+    }
+    sync_dir(dir)
 }
 
 /// Loads a segment from its index files if they are consistent and it ends at or below
@@ -215,22 +367,6 @@ fn try_trust(segment: &mut Segment, recovery_point: u64) -> Result<bool, Storage
             Ok(false)
         }
     }
-}
-
-fn delete_segments(dir: &Path, bases: &[u64]) -> Result<(), StorageError> {
-    if bases.is_empty() {
-        return Ok(());
-    }
-    for &base in bases.iter().rev() {
-        warn!(
-            segment = file_name(base, LOG_EXT),
-            "deleting segment after the cut"
-        );
-        for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT] {
-            remove_if_exists(&dir.join(file_name(base, ext)))?;
-        }
-    }
-    sync_dir(dir)
 }
 
 /// Reads and removes the producer snapshot: it describes the log only as it was at the

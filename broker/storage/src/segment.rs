@@ -58,6 +58,8 @@ pub(crate) struct Segment {
     bytes_since_index: u64,
     /// Relative offset and position of the last batch, indexed when the segment is sealed.
     last_batch: Option<(u32, u32)>,
+    /// Leader epoch of the last batch (0 while empty): a lost range put after it takes it.
+    pub(crate) last_epoch: u64,
 }
 
 impl Segment {
@@ -73,6 +75,7 @@ impl Segment {
             index: SegmentIndex::default(),
             bytes_since_index: 0,
             last_batch: None,
+            last_epoch: 0,
         }
     }
 
@@ -129,6 +132,7 @@ impl Segment {
         self.size = position + len;
         self.next_offset = header.next_offset();
         self.last_batch = Some((relative, position32));
+        self.last_epoch = header.leader_epoch;
         if self.roll_clock_ms.is_none() {
             self.roll_clock_ms = Some(header.max_timestamp_ms);
         }
@@ -207,6 +211,7 @@ impl Segment {
         let mut max_timestamp_ms = last.max_timestamp_ms;
         let mut last_batch = None;
         let mut first_max_ts = None;
+        let mut last_epoch = 0;
         let end = scan_segment(
             &self.file,
             &self.path,
@@ -218,6 +223,7 @@ impl Segment {
                 let relative = u32::try_from(h.base_offset - start.offset).unwrap_or(u32::MAX);
                 last_batch = Some((last.relative_offset.saturating_add(relative), pos as u32));
                 first_max_ts.get_or_insert(h.max_timestamp_ms);
+                last_epoch = h.leader_epoch;
             },
         )?;
         if let Some(problem) = end.problem {
@@ -231,6 +237,7 @@ impl Segment {
         self.next_offset = end.next_offset;
         self.max_timestamp_ms = max_timestamp_ms;
         self.last_batch = last_batch;
+        self.last_epoch = last_epoch;
         self.bytes_since_index = end.valid_len - start.position;
         // The first batch's timestamp is not in the index; the segment is sealed, so the
         // roll clock only matters if it becomes active again, which rescans it.
@@ -246,6 +253,7 @@ impl Segment {
         self.index = SegmentIndex::default();
         self.bytes_since_index = 0;
         self.last_batch = None;
+        self.last_epoch = 0;
     }
 
     /// Writes the index files, first indexing the last batch so that recovery can find

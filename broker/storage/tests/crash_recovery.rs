@@ -68,8 +68,76 @@ fn garbage_tail_is_cut() {
     );
 }
 
+/// Base offset of each batch `fill` appended.
+fn offsets_of(sent: &[Vec<u8>]) -> Vec<u64> {
+    let mut next = 0;
+    sent.iter()
+        .map(|b| {
+            let at = next;
+            next += u64::from(
+                ferry_records::BatchHeader::parse(b)
+                    .expect("header")
+                    .record_count,
+            );
+            at
+        })
+        .collect()
+}
+
+/// Every batch from start to end as (base offset, next offset, the batch unstamped or
+/// `None` for a lost range).
+fn read_classified(log: &Log) -> Vec<(u64, u64, Option<Vec<u8>>)> {
+    read_all(log)
+        .iter()
+        .map(|b| {
+            let h = ferry_records::BatchHeader::parse(b).expect("header");
+            let body = (!h.is_lost_range()).then(|| unstamped(b));
+            (h.base_offset, h.next_offset(), body)
+        })
+        .collect()
+}
+
+/// Checks that the log holds exactly `sent`, except that the batches at `lost` (indexes
+/// into `sent`) are one lost range per run of consecutive indexes, with their offsets.
+fn assert_all_but(log: &Log, sent: &[Vec<u8>], lost: &[usize]) {
+    let offsets = offsets_of(sent);
+    let got = read_classified(log);
+    let mut expected = Vec::new();
+    let mut i = 0;
+    while i < sent.len() {
+        if lost.contains(&i) {
+            let from = offsets[i];
+            while i < sent.len() && lost.contains(&i) {
+                i += 1;
+            }
+            let to = offsets.get(i).copied().unwrap_or(log.end_offset());
+            expected.push((from, to, None));
+        } else {
+            let h = ferry_records::BatchHeader::parse(&sent[i]).expect("header");
+            expected.push((
+                offsets[i],
+                offsets[i] + u64::from(h.record_count),
+                Some(sent[i].clone()),
+            ));
+            i += 1;
+        }
+    }
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "batches: {:?}",
+        got.iter()
+            .map(|g| (g.0, g.1, g.2.is_some()))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        got == expected,
+        "the log differs from what was sent less the lost batches"
+    );
+}
+
 #[test]
-fn flipped_byte_in_earlier_batch_cuts_there() {
+fn flipped_byte_in_an_earlier_batch_loses_only_that_batch() {
     let (_tmp, dir) = temp_log_dir();
     // One big segment, so the damage is in the active segment.
     let config = LogConfig {
@@ -85,13 +153,39 @@ fn flipped_byte_in_earlier_batch_cuts_there() {
     bytes[keep + 70] ^= 0x01; // inside the records of the fifth batch
     std::fs::write(&path, &bytes).expect("write segment");
 
-    let log = Log::open(&dir, config).expect("reopen");
-    assert_reads_back(&log, &sent[..4]);
-    assert_eq!(std::fs::metadata(&path).expect("meta").len(), keep as u64);
+    let log = Log::open(&dir, config.clone()).expect("reopen");
+    assert_all_but(&log, &sent, &[4]);
+    let lost = log.lost_records().expect("lost");
+    assert_eq!(lost.len(), 1);
+    let offsets = offsets_of(&sent);
+    assert_eq!(
+        (lost[0].from_offset, lost[0].to_offset),
+        (offsets[4], offsets[5])
+    );
+    let copied = lost[0]
+        .copied_to
+        .clone()
+        .expect("damaged bytes copied aside");
+    assert_eq!(
+        std::fs::read(copied).expect("copy"),
+        bytes[keep..keep + sent[4].len()]
+    );
+    // The file keeps its length: the lost range took the damaged batch's exact place.
+    assert_eq!(
+        std::fs::metadata(&path).expect("meta").len(),
+        bytes.len() as u64
+    );
+    log.close().expect("close");
+    let log = Log::open(&dir, config).expect("reopen again");
+    assert_all_but(&log, &sent, &[4]);
+    assert!(
+        log.lost_records().expect("lost").is_empty(),
+        "nothing new is damaged"
+    );
 }
 
 #[test]
-fn damage_in_a_middle_segment_deletes_later_segments() {
+fn damage_in_a_middle_segment_keeps_every_later_segment() {
     let (_tmp, dir) = temp_log_dir();
     let config = small_config(Durability::None);
     let log = Log::open(&dir, config.clone()).expect("open");
@@ -99,18 +193,147 @@ fn damage_in_a_middle_segment_deletes_later_segments() {
     drop(log); // crash in None mode: nothing below the (absent) recovery point is trusted
     let files = segment_files(&dir);
     assert!(files.len() >= 4, "{files:?}");
+    let segments = files.len();
     let victim = &files[1];
     let mut bytes = std::fs::read(victim).expect("read");
     bytes[30] ^= 0xff; // inside the first batch's header fields covered by the CRC
     std::fs::write(victim, &bytes).expect("write");
 
     let log = Log::open(&dir, config).expect("reopen");
-    assert_eq!(log.segment_count(), 2);
-    let kept = read_all(&log);
-    assert!(kept.len() < sent.len());
-    let kept: Vec<Vec<u8>> = kept.iter().map(|b| unstamped(b)).collect();
-    assert!(kept == sent[..kept.len()]);
-    assert_eq!(segment_files(&dir).len(), 2);
+    assert_eq!(log.segment_count(), segments);
+    let first_of_victim = victim
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse::<u64>().ok())
+        .expect("base");
+    let damaged = offsets_of(&sent)
+        .iter()
+        .position(|o| *o == first_of_victim)
+        .expect("a batch starts the segment");
+    assert_all_but(&log, &sent, &[damaged]);
+    assert_eq!(log.lost_records().expect("lost").len(), 1);
+}
+
+#[test]
+fn a_sealed_segment_cut_in_half_loses_only_its_second_half() {
+    let (_tmp, dir) = temp_log_dir();
+    let config = small_config(Durability::Fsync);
+    let log = Log::open(&dir, config.clone()).expect("open");
+    let sent = fill(&log, 40);
+    log.close()
+        .expect("clean close: every segment trusted on open");
+    let files = segment_files(&dir);
+    let segments = files.len();
+    let victim = &files[2];
+    let len = std::fs::metadata(victim).expect("meta").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(victim)
+        .and_then(|f| f.set_len(len / 2))
+        .expect("truncate");
+
+    let log = Log::open(&dir, config.clone()).expect("reopen");
+    assert_eq!(log.segment_count(), segments);
+    let base = |path: &std::path::Path| {
+        path.file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok())
+            .expect("base")
+    };
+    let (victim_base, next_base) = (base(victim), base(&files[3]));
+    let lost = log.lost_records().expect("lost");
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert!(lost[0].from_offset > victim_base && lost[0].to_offset == next_base);
+    let offsets = offsets_of(&sent);
+    let gone: Vec<usize> = (0..sent.len())
+        .filter(|i| offsets[*i] >= lost[0].from_offset && offsets[*i] < next_base)
+        .collect();
+    assert_all_but(&log, &sent, &gone);
+    // Appends go on after the intact later segments.
+    let end = log.end_offset();
+    assert_eq!(
+        log.append(batch(1, 1, 1), 7, 0)
+            .expect("append")
+            .base_offset,
+        end
+    );
+}
+
+#[test]
+fn bit_rot_in_a_trusted_segment_is_confined_when_read() {
+    let (_tmp, dir) = temp_log_dir();
+    let config = small_config(Durability::Fsync);
+    let log = Log::open(&dir, config.clone()).expect("open");
+    let sent = fill(&log, 40);
+    log.close()
+        .expect("clean close: every segment trusted on open");
+    let files = segment_files(&dir);
+    let victim = &files[1];
+    let mut bytes = std::fs::read(victim).expect("read");
+    bytes[100] ^= 0x04; // in the records of the segment's first batch (CRC-covered)
+    std::fs::write(victim, &bytes).expect("write");
+
+    let log = Log::open(&dir, config.clone()).expect("reopen: the segment is trusted");
+    assert!(log.lost_records().expect("lost").is_empty());
+    let first_of_victim: u64 = victim
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .expect("base");
+    let damaged = offsets_of(&sent)
+        .iter()
+        .position(|o| *o == first_of_victim)
+        .expect("a batch starts the segment");
+    assert_all_but(&log, &sent, &[damaged]);
+    assert_eq!(
+        log.lost_records().expect("lost").len(),
+        1,
+        "the read found it"
+    );
+    log.close().expect("close");
+    let log = Log::open(&dir, config).expect("reopen");
+    assert_all_but(&log, &sent, &[damaged]);
+}
+
+#[test]
+fn a_missing_segment_file_becomes_a_lost_range() {
+    let (_tmp, dir) = temp_log_dir();
+    let config = small_config(Durability::Fsync);
+    let log = Log::open(&dir, config.clone()).expect("open");
+    let sent = fill(&log, 40);
+    log.close().expect("close");
+    let files = segment_files(&dir);
+    let segments = files.len();
+    std::fs::remove_file(&files[2]).expect("remove a segment");
+    let log = Log::open(&dir, config).expect("reopen");
+    assert_eq!(log.segment_count(), segments - 1);
+    let base = |path: &std::path::Path| {
+        path.file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok())
+            .expect("base")
+    };
+    let (from, to) = (base(&files[2]), base(&files[3]));
+    let offsets = offsets_of(&sent);
+    let gone: Vec<usize> = (0..sent.len())
+        .filter(|i| offsets[*i] >= from && offsets[*i] < to)
+        .collect();
+    assert_all_but(&log, &sent, &gone);
+}
+
+#[test]
+fn a_producer_cannot_send_a_lost_range() {
+    let (_tmp, dir) = temp_log_dir();
+    let log = Log::open(&dir, small_config(Durability::Fsync)).expect("open");
+    let range = ferry_records::LostRange {
+        base_offset: 0,
+        count: 5,
+        leader_epoch: 0,
+        timestamp_ms: 0,
+    };
+    let forged = ferry_records::lost_range_batch(range, 64).expect("batch");
+    assert!(log.append(forged, 0, 0).is_err());
+    assert_eq!(log.end_offset(), 0);
 }
 
 #[test]
@@ -210,9 +433,10 @@ mod damage {
         #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
         /// Whatever bytes a crash leaves in the segment files, open never panics and
-        /// serves a prefix of what was written, with appends continuing after it.
+        /// serves what was written with damaged batches as lost ranges, with appends
+        /// continuing after it.
         #[test]
-        fn damaged_segments_recover_to_a_prefix(
+        fn damaged_segments_serve_every_intact_batch(
             edits in prop::collection::vec((0.0..1.0f64, 0.0..1.0f64, any::<u8>()), 1..4),
             tail in prop::collection::vec(any::<u8>(), 0..200),
             clean in any::<bool>(),
@@ -242,29 +466,25 @@ mod damage {
             append_raw(files.last().expect("file"), &tail);
 
             let log = Log::open(&dir, config).expect("reopen never fails on bad bytes");
-            // Trusted segments are not re-checked, so damage there can surface on read;
-            // it must be an error, never a panic, and never a batch with a bad CRC.
+            // Reads always make progress to the end (damage found on read is confined
+            // then), every batch served has a valid CRC, and every batch that is not a
+            // lost range is exactly what was sent at its offset.
+            let offsets = offsets_of(&sent);
             let mut offset = log.start_offset();
-            let mut got = Vec::new();
-            // A consumer stops at the first batch whose CRC fails (bit rot in a trusted
-            // segment is served as is; consumers verify CRCs).
-            'reading: while offset < log.end_offset() {
-                match log.read(offset, 500, u64::MAX) {
-                    Ok(r) if r.batches > 0 => {
-                        for b in ferry_records::Batches::new(&r.bytes) {
-                            let b = b.expect("whole");
-                            if b.verify_crc().is_err() {
-                                break 'reading;
-                            }
-                            got.push(unstamped(b.bytes));
-                        }
-                        offset = r.next_offset;
+            while offset < log.end_offset() {
+                let r = log.read(offset, 500, u64::MAX).expect("reads never fail on bad bytes");
+                prop_assert!(r.batches > 0, "no progress at {}", offset);
+                for b in ferry_records::Batches::new(&r.bytes) {
+                    let b = b.expect("whole");
+                    prop_assert!(b.verify_crc().is_ok());
+                    prop_assert_eq!(b.header.base_offset, offset);
+                    if !b.header.is_lost_range() {
+                        let i = offsets.iter().position(|o| *o == offset);
+                        prop_assert!(i.is_some_and(|i| unstamped(b.bytes) == sent[i]));
                     }
-                    _ => break,
+                    offset = b.header.next_offset();
                 }
             }
-            prop_assert!(got.len() <= sent.len());
-            prop_assert!(got[..] == sent[..got.len()], "served batches are an intact prefix");
             let end = log.end_offset();
             prop_assert_eq!(log.append(batch(1, 1, 1), 7, 0).expect("append").base_offset, end);
         }

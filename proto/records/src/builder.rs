@@ -182,3 +182,47 @@ impl BatchBuilder {
         Some(self.buf)
     }
 }
+
+/// What a lost-range batch stands for: see [`lost_range_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LostRange {
+    /// First lost offset.
+    pub base_offset: u64,
+    /// Lost offsets, at least 1.
+    pub count: u32,
+    /// Leader epoch to stamp (the epoch of the batch before the damage keeps the
+    /// epoch history unchanged).
+    pub leader_epoch: u64,
+    /// Timestamp to give it (the previous batch's keeps time indexes monotonic).
+    pub timestamp_ms: i64,
+}
+
+/// Encodes a lost-range batch ([`crate::ATTR_LOST_RANGE`]) of exactly `total_len`
+/// bytes (at least [`HEADER_LEN`]): a header and zero padding, with a valid CRC, so
+/// the storage engine can put it in the place of damaged bytes without moving any
+/// other batch. `None` if `count` is 0 or `total_len` is out of range.
+pub fn lost_range_batch(range: LostRange, total_len: usize) -> Option<Vec<u8>> {
+    if range.count == 0 || total_len < HEADER_LEN {
+        return None;
+    }
+    let batch_length = u32::try_from(total_len - LENGTH_PREFIX_LEN).ok()?;
+    let mut buf = vec![0u8; total_len];
+    let mut header = BatchHeader {
+        base_offset: range.base_offset,
+        batch_length,
+        leader_epoch: range.leader_epoch,
+        crc: 0,
+        magic: MAGIC,
+        attributes: crate::ATTR_LOST_RANGE,
+        record_count: range.count,
+        first_timestamp_ms: range.timestamp_ms,
+        max_timestamp_ms: range.timestamp_ms,
+        producer_id: NO_PRODUCER_ID,
+        producer_epoch: -1,
+        base_sequence: NO_SEQUENCE,
+    };
+    header.write(&mut buf);
+    header.crc = crc32c::crc32c(&buf[CRC_START..]);
+    header.write(&mut buf);
+    Some(buf)
+}

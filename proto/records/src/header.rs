@@ -10,6 +10,10 @@ pub const MAGIC: u8 = 1;
 pub const NO_PRODUCER_ID: i64 = -1;
 /// `base_sequence` of a batch without sequence numbers.
 pub const NO_SEQUENCE: i32 = -1;
+/// Attribute bit of a *lost-range* batch: it stands for `record_count` offsets whose
+/// records were lost to damage on disk. It holds no records (its body is padding, so it
+/// can take the exact place of the damaged bytes), and only the storage engine writes it.
+pub const ATTR_LOST_RANGE: u8 = 0x80;
 
 /// Bytes before `batch_length` ends: `batch_length` counts what follows them.
 pub(crate) const LENGTH_PREFIX_LEN: usize = 12;
@@ -106,6 +110,11 @@ impl BatchHeader {
     /// Offset after the last record.
     pub fn next_offset(&self) -> u64 {
         self.base_offset + u64::from(self.record_count)
+    }
+
+    /// Whether the batch stands for lost records ([`ATTR_LOST_RANGE`]) instead of holding any.
+    pub fn is_lost_range(&self) -> bool {
+        self.attributes & ATTR_LOST_RANGE != 0
     }
 
     /// Whether the batch carries an idempotent producer id.

@@ -14,8 +14,8 @@ mod header;
 mod reader;
 pub mod varint;
 
-pub use builder::{BatchBuilder, ProducerStamp};
-pub use header::{BatchHeader, HEADER_LEN, MAGIC, NO_PRODUCER_ID, NO_SEQUENCE};
+pub use builder::{BatchBuilder, LostRange, ProducerStamp, lost_range_batch};
+pub use header::{ATTR_LOST_RANGE, BatchHeader, HEADER_LEN, MAGIC, NO_PRODUCER_ID, NO_SEQUENCE};
 pub use reader::{Batch, Batches, Header, Record, Records, validate_batch};
 
 /// Why bytes could not be read as record batches.

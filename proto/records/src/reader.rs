@@ -37,12 +37,13 @@ pub struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    /// Iterates over the records of the batch.
+    /// Iterates over the records of the batch (none for a lost-range batch).
     pub fn records(&self) -> Records<'a> {
+        let lost = self.header.is_lost_range();
         Records {
-            rest: &self.bytes[HEADER_LEN..],
+            rest: if lost { &[] } else { &self.bytes[HEADER_LEN..] },
             header: self.header,
-            remaining: self.header.record_count,
+            remaining: if lost { 0 } else { self.header.record_count },
         }
     }
 
@@ -194,6 +195,10 @@ fn usize_from(value: u64) -> Result<usize, RecordError> {
 /// Fully checks one encoded batch as it arrives from a producer: exactly one batch,
 /// valid header and CRC, every record well formed with consecutive offset deltas,
 /// and no record larger than `max_record_bytes`. Returns the header.
+///
+/// A lost-range batch ([`crate::ATTR_LOST_RANGE`]) passes with a valid CRC and equal
+/// timestamps (its body is padding); whoever accepts batches from producers must
+/// refuse it, since only the storage engine may say that records were lost.
 pub fn validate_batch(bytes: &[u8], max_record_bytes: usize) -> Result<BatchHeader, RecordError> {
     let header = BatchHeader::parse(bytes)?;
     if header.total_len() != bytes.len() {
@@ -208,6 +213,12 @@ pub fn validate_batch(bytes: &[u8], max_record_bytes: usize) -> Result<BatchHead
     }
     let batch = Batch { header, bytes };
     batch.verify_crc()?;
+    if header.is_lost_range() {
+        if header.first_timestamp_ms != header.max_timestamp_ms {
+            return Err(RecordError::Malformed("lost-range batch with a time span"));
+        }
+        return Ok(header);
+    }
     let mut records = batch.records();
     let mut expected_delta = 0u64;
     let mut max_timestamp = i64::MIN;

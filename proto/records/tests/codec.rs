@@ -134,3 +134,31 @@ fn concatenated_batches_split_cleanly() {
         .collect();
     assert_eq!(offsets, vec![0, 1, 2]);
 }
+
+#[test]
+fn a_lost_range_batch_fills_its_place_exactly_and_holds_no_records() {
+    let range = ferry_records::LostRange {
+        base_offset: 40,
+        count: 7,
+        leader_epoch: 3,
+        timestamp_ms: 1_000,
+    };
+    let bytes = ferry_records::lost_range_batch(range, 300).expect("valid size");
+    assert_eq!(bytes.len(), 300);
+    let header = ferry_records::validate_batch(&bytes, 16).expect("a lost range validates");
+    assert!(header.is_lost_range());
+    assert_eq!((header.base_offset, header.next_offset()), (40, 47));
+    assert_eq!(header.leader_epoch, 3);
+    let batch = ferry_records::Batches::new(&bytes)
+        .next()
+        .expect("one batch")
+        .expect("parses");
+    assert_eq!(batch.records().count(), 0);
+    // The padding is covered by the CRC like any batch body.
+    let mut flipped = bytes.clone();
+    flipped[200] ^= 1;
+    assert!(ferry_records::validate_batch(&flipped, 16).is_err());
+    assert!(ferry_records::lost_range_batch(range, 63).is_none());
+    let empty = ferry_records::LostRange { count: 0, ..range };
+    assert!(ferry_records::lost_range_batch(empty, 64).is_none());
+}

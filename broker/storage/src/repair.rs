@@ -1,0 +1,250 @@
+//! Confining damage: the damaged bytes of a segment are copied aside, then replaced by a
+//! lost-range batch that stands for exactly the offsets they held, so every intact batch
+//! before and after them stays where it is and keeps its offsets.
+//!
+//! Used by recovery (a bad batch found while scanning a sealed segment, or below the
+//! recovery point) and, through the same rescan, by reads (a CRC mismatch in a segment
+//! recovery trusted without scanning). A torn tail above the recovery point with nothing
+//! intact after it is not damage: recovery cuts it.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use ferry_records::{BatchHeader, HEADER_LEN, LostRange, lost_range_batch, validate_batch};
+use tracing::error;
+
+use crate::StorageError;
+use crate::disk::{TMP_SUFFIX, sync_dir};
+use crate::error::IoContext;
+
+/// Extension of the files holding damaged bytes copied aside (kept for inspection;
+/// nothing reads them).
+pub(crate) const DAMAGED_EXT: &str = "damaged";
+/// Bytes read at a time while looking for the first intact batch after damage.
+const RESUME_WINDOW_BYTES: usize = 1 << 20;
+
+/// Offsets whose records were lost to damage on disk, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostRecords {
+    /// The segment file that held them.
+    pub segment: PathBuf,
+    /// Byte position of the damage in it.
+    pub position: u64,
+    /// First lost offset.
+    pub from_offset: u64,
+    /// Offset after the last lost one.
+    pub to_offset: u64,
+    /// What was wrong with the bytes.
+    pub reason: String,
+    /// Where the damaged bytes were copied, if there were any.
+    pub copied_to: Option<PathBuf>,
+}
+
+/// One damaged place in a segment and what is known around it.
+#[derive(Debug, Clone)]
+pub(crate) struct Damage<'a> {
+    /// The segment file and its path.
+    pub(crate) file: &'a File,
+    /// Its path.
+    pub(crate) path: &'a Path,
+    /// The segment's base offset (batches must fit its u32 relative range).
+    pub(crate) segment_base: u64,
+    /// Where the first bad batch starts.
+    pub(crate) position: u64,
+    /// The offset it should have started at.
+    pub(crate) offset: u64,
+    /// Bytes of the segment that count (the file length in recovery, the committed
+    /// size in a read).
+    pub(crate) len: u64,
+    /// What was wrong.
+    pub(crate) reason: String,
+    /// Leader epoch of the batch before the damage.
+    pub(crate) epoch: u64,
+    /// Largest timestamp before the damage (0 if none).
+    pub(crate) timestamp_ms: i64,
+}
+
+/// The first intact batch after damage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Resume {
+    /// Its byte position.
+    pub(crate) position: u64,
+    /// Its base offset.
+    pub(crate) offset: u64,
+}
+
+/// Finds the first position after `damage.position` (at least a header's length on,
+/// since the damaged batch was at least that long) holding an intact batch that could
+/// follow: a base offset above the damaged one, below `bound_offset`, within the
+/// segment's relative offset range, a valid CRC and valid records.
+pub(crate) fn find_resume(
+    damage: &Damage<'_>,
+    bound_offset: u64,
+) -> Result<Option<Resume>, StorageError> {
+    let relative_max = damage.segment_base.saturating_add(u64::from(u32::MAX));
+    let bound = bound_offset.min(relative_max);
+    let mut window = vec![0u8; RESUME_WINDOW_BYTES + HEADER_LEN];
+    let mut start = damage.position + HEADER_LEN as u64;
+    while start + HEADER_LEN as u64 <= damage.len {
+        let want = usize::try_from(damage.len - start)
+            .unwrap_or(usize::MAX)
+            .min(window.len());
+        let buf = &mut window[..want];
+        damage
+            .file
+            .read_exact_at(buf, start)
+            .context(|| format!("reading {} at {start}", damage.path.display()))?;
+        let candidates = want.saturating_sub(HEADER_LEN) + 1;
+        for at in 0..candidates.min(RESUME_WINDOW_BYTES) {
+            let Ok(header) = BatchHeader::parse(&buf[at..]) else {
+                continue;
+            };
+            let position = start + at as u64;
+            let fits = header.base_offset > damage.offset
+                && header.next_offset() <= bound
+                && position + header.total_len() as u64 <= damage.len;
+            if fits && intact_at(damage, position, &header)? {
+                return Ok(Some(Resume {
+                    position,
+                    offset: header.base_offset,
+                }));
+            }
+        }
+        start += RESUME_WINDOW_BYTES as u64;
+    }
+    Ok(None)
+}
+
+/// Whether the whole batch at `position` validates.
+fn intact_at(
+    damage: &Damage<'_>,
+    position: u64,
+    header: &BatchHeader,
+) -> Result<bool, StorageError> {
+    let mut bytes = vec![0u8; header.total_len()];
+    damage
+        .file
+        .read_exact_at(&mut bytes, position)
+        .context(|| format!("reading {} at {position}", damage.path.display()))?;
+    Ok(validate_batch(&bytes, usize::MAX).is_ok())
+}
+
+/// Copies the damaged bytes aside, then puts a lost-range batch in their place: exactly
+/// over them when an intact batch resumes after them, else at a cut of the file where
+/// they start, standing for the offsets up to `end_offset` (the next segment's base, the
+/// recovery point, or the segment's known end). fsyncs the file. Returns what was lost;
+/// the caller rescans the segment.
+pub(crate) fn confine(
+    damage: &Damage<'_>,
+    resume: Option<Resume>,
+    end_offset: u64,
+) -> Result<LostRecords, StorageError> {
+    let (region_end, end_offset) = match resume {
+        Some(resume) => (resume.position, resume.offset),
+        None => (damage.len, end_offset),
+    };
+    let copied_to = copy_aside(damage, region_end)?;
+    let lost = |count: u32| LostRange {
+        base_offset: damage.offset,
+        count,
+        leader_epoch: damage.epoch,
+        timestamp_ms: damage.timestamp_ms,
+    };
+    let total = end_offset.saturating_sub(damage.offset);
+    if resume.is_none() {
+        // One 64-byte lost-range batch per u32 of offsets (in practice one).
+        let mut bytes = Vec::new();
+        let mut from = damage.offset;
+        while from < end_offset {
+            let count = u32::try_from(end_offset - from).unwrap_or(u32::MAX);
+            let range = LostRange {
+                base_offset: from,
+                ..lost(count)
+            };
+            bytes.extend(lost_range_batch(range, HEADER_LEN).unwrap_or_default());
+            from += u64::from(count);
+        }
+        damage
+            .file
+            .set_len(damage.position)
+            .and_then(|()| damage.file.write_all_at(&bytes, damage.position))
+            .context(|| format!("replacing the damaged tail of {}", damage.path.display()))?;
+    } else if total > 0 {
+        let count = u32::try_from(total).map_err(|_| StorageError::Corrupt {
+            path: damage.path.to_path_buf(),
+            position: damage.position,
+            reason: format!("{total} offsets lost inside one segment"),
+        })?;
+        let len = usize::try_from(region_end - damage.position).unwrap_or(usize::MAX);
+        let bytes = lost_range_batch(lost(count), len).ok_or_else(|| StorageError::Corrupt {
+            path: damage.path.to_path_buf(),
+            position: damage.position,
+            reason: format!("damaged region of {len} bytes is shorter than a batch header"),
+        })?;
+        damage
+            .file
+            .write_all_at(&bytes, damage.position)
+            .context(|| format!("replacing damaged bytes of {}", damage.path.display()))?;
+    }
+    damage
+        .file
+        .sync_all()
+        .context(|| format!("fsync of {}", damage.path.display()))?;
+    let report = LostRecords {
+        segment: damage.path.to_path_buf(),
+        position: damage.position,
+        from_offset: damage.offset,
+        to_offset: end_offset.max(damage.offset),
+        reason: damage.reason.clone(),
+        copied_to,
+    };
+    error!(
+        segment = %report.segment.display(),
+        position = report.position,
+        from_offset = report.from_offset,
+        to_offset = report.to_offset,
+        reason = %report.reason,
+        copied_to = ?report.copied_to,
+        "records lost to damage on disk; every intact batch is kept and the lost offsets are marked"
+    );
+    Ok(report)
+}
+
+/// Copies bytes `[damage.position, region_end)` to `{segment}.{offset}.damaged` beside
+/// the segment (written atomically, directory fsynced). `None` if there are none.
+fn copy_aside(damage: &Damage<'_>, region_end: u64) -> Result<Option<PathBuf>, StorageError> {
+    if region_end <= damage.position {
+        return Ok(None);
+    }
+    let dir = damage.path.parent().unwrap_or_else(|| Path::new("."));
+    let stem = damage
+        .path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = format!("{stem}.{:020}.{DAMAGED_EXT}", damage.offset);
+    let target = dir.join(&name);
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let context = || format!("copying damaged bytes of {} aside", damage.path.display());
+    let mut out = File::create(&tmp).context(context)?;
+    let mut chunk = vec![0u8; RESUME_WINDOW_BYTES];
+    let mut at = damage.position;
+    while at < region_end {
+        let len = usize::try_from(region_end - at)
+            .unwrap_or(usize::MAX)
+            .min(chunk.len());
+        // Positional reads: the segment's file offset may be shared with a scan.
+        damage
+            .file
+            .read_exact_at(&mut chunk[..len], at)
+            .and_then(|()| out.write_all(&chunk[..len]))
+            .context(context)?;
+        at += len as u64;
+    }
+    out.sync_all().context(context)?;
+    std::fs::rename(&tmp, &target).context(context)?;
+    sync_dir(dir)?;
+    Ok(Some(target))
+}

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -17,7 +18,7 @@ use crate::producer_state::{ProducerTable, Verdict};
 use crate::read::{ReadResult, SegmentView};
 use crate::recovery::{Limit, scan_confining};
 use crate::recovery::{PRODUCER_SNAPSHOT_FILE, recover, reload_producers, write_recovery_point};
-use crate::repair::LostRecords;
+use crate::repair::{LostRecords, clip, load_lost, persist_lost};
 use crate::scan::ScanMode;
 use crate::segment::Segment;
 use crate::{StorageError, disk};
@@ -59,8 +60,24 @@ struct LogState {
     recovery_point: u64,
     /// Where each leader epoch began appending.
     epochs: EpochHistory,
-    /// Records lost to damage on disk, found by recovery or reads, oldest first.
+    /// Records lost to damage on disk, found by recovery or reads since the log was
+    /// opened, oldest first.
     lost: Vec<LostRecords>,
+    /// Every lost range still in the log (persisted in `lost-ranges`), found by this
+    /// open or an earlier one.
+    lost_ranges: Vec<Range<u64>>,
+}
+
+impl LogState {
+    /// Keeps the lost ranges inside `[start, end)`, persisting them if that changed.
+    fn clip_lost_ranges(&mut self, dir: &Path, start: u64, end: u64) -> Result<(), StorageError> {
+        let before = self.lost_ranges.clone();
+        self.lost_ranges = clip(std::mem::take(&mut self.lost_ranges), start, end);
+        if self.lost_ranges != before {
+            persist_lost(dir, &self.lost_ranges)?;
+        }
+        Ok(())
+    }
 }
 
 impl LogState {
@@ -158,6 +175,11 @@ impl Log {
         let start = recovered.segments.first().map_or(0, |s| s.base_offset);
         let end = recovered.segments.last().map_or(0, |s| s.next_offset);
         let epochs = EpochHistory::load(dir, start, end)?;
+        let mut lost_ranges = load_lost(dir, start, end)?;
+        if !recovered.lost.is_empty() {
+            lost_ranges.extend(recovered.lost.iter().map(|l| l.from_offset..l.to_offset));
+            persist_lost(dir, &lost_ranges)?;
+        }
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
@@ -170,6 +192,7 @@ impl Log {
                 recovery_point: recovered.recovery_point,
                 epochs,
                 lost: recovered.lost,
+                lost_ranges,
             }),
             commit: Mutex::new(CommitState::default()),
             committed: Condvar::new(),
@@ -565,11 +588,25 @@ impl Log {
         };
         let interval = self.config.index_interval_bytes;
         let lost = scan_confining(&mut state.segments[index], limit, before, interval)?;
-        if sealed && !lost.is_empty() {
+        if lost.is_empty() {
+            return Ok(());
+        }
+        if sealed {
             state.segments[index].write_index_files(&self.dir)?;
         }
+        state
+            .lost_ranges
+            .extend(lost.iter().map(|l| l.from_offset..l.to_offset));
+        persist_lost(&self.dir, &state.lost_ranges)?;
         state.lost.extend(lost);
         Ok(())
+    }
+
+    /// Every lost range still in the log, oldest first: offsets whose records were lost
+    /// to damage on disk (found by this open or an earlier one) and that no truncation or
+    /// retention has removed since. A replica with any is not a whole copy.
+    pub fn lost_ranges(&self) -> Result<Vec<Range<u64>>, StorageError> {
+        Ok(self.lock_state()?.lost_ranges.clone())
     }
 
     /// Records lost to damage on disk since the log was opened (found by recovery or by
@@ -707,8 +744,9 @@ impl Log {
             let mut state = self.lock_state()?;
             let count = choose(&state)?.min(state.segments.len() - 1);
             removing.extend(state.segments.drain(..count));
-            self.start_offset
-                .store(state.segments[0].base_offset, Ordering::Release);
+            let start = state.segments[0].base_offset;
+            self.start_offset.store(start, Ordering::Release);
+            state.clip_lost_ranges(&self.dir, start, self.end_offset())?;
         }
         // Readers may still hold these files open; unlinking does not disturb them.
         let mut outcome = RetentionOutcome::default();
@@ -740,10 +778,16 @@ impl Log {
             index,
             u64::from(segment.index.position_for_offset(relative)),
         );
-        let cut = match view.find_batch(|h| crate::read::next_offset(h) > target)? {
-            Some((position, _)) => position,
-            None => segment.size,
+        let (cut, cut_offset) = match view.find_batch(|h| crate::read::next_offset(h) > target)? {
+            Some((position, header)) => (position, header.base_offset),
+            None => (segment.size, segment.next_offset),
         };
+        // Lowered before anything is removed: recovery marks offsets below the recovery
+        // point that are missing as lost, and these are removed on purpose.
+        if state.recovery_point > cut_offset {
+            write_recovery_point(&self.dir, cut_offset).map_err(|err| self.poison(err))?;
+            state.recovery_point = cut_offset;
+        }
         let new_end = self
             .cut_segments(&mut state, index, cut)
             .map_err(|err| self.poison(err))?;
@@ -752,6 +796,10 @@ impl Log {
         {
             return Err(self.poison(err));
         }
+        let start = self.start_offset();
+        state
+            .clip_lost_ranges(&self.dir, start, new_end)
+            .map_err(|err| self.poison(err))?;
         let affected = state.producers.truncate(new_end);
         let LogState {
             segments,
@@ -776,8 +824,11 @@ impl Log {
     /// a replica too far behind its leader to fetch what it lacks (the leader no
     /// longer holds it) starts over at the leader's log start.
     ///
-    /// Old segments go first, oldest first; a crash part-way leaves a shorter prefix
-    /// (or nothing), which the replica simply fetches or resets again.
+    /// The recovery point drops to 0 first and the old segments go newest first, each
+    /// removal durable, before the new segment exists: recovery marks missing offsets
+    /// below the recovery point, and gaps between segments, as lost, so a crash part-way
+    /// must leave a shorter contiguous prefix (or nothing), which the replica simply
+    /// fetches or resets again. Appends and reads wait meanwhile; this is rare.
     pub fn reset_to(&self, offset: u64) -> Result<(), StorageError> {
         let mut removing = self.lock_removing()?;
         let mut state = self.lock_state()?;
@@ -790,11 +841,28 @@ impl Log {
                 end,
             });
         }
-        // The new segment exists before the old ones go, so the log is never without
-        // one; a crash before they are removed leaves a gap, and recovery keeps the old
-        // prefix (the replica then resets again).
+        write_recovery_point(&self.dir, 0).map_err(|err| self.poison(err))?;
+        state.recovery_point = 0;
+        // Segments an earlier deletion left queued are older than every kept one.
+        while let Some(segment) = removing.front() {
+            segment.remove_files()?;
+            sync_dir(&self.dir)?;
+            removing.pop_front();
+        }
+        while let Some(newest) = state.segments.last() {
+            let removed = newest.remove_files().and_then(|()| sync_dir(&self.dir));
+            if let Err(err) = removed {
+                // What is left is a contiguous prefix, still on disk: the log stays whole.
+                return Err(self.poison(err));
+            }
+            if state.segments.len() == 1 {
+                break;
+            }
+            state.segments.pop();
+        }
         let segment = Segment::create(&self.dir, offset).map_err(|err| self.poison(err))?;
-        removing.extend(std::mem::replace(&mut state.segments, vec![segment]));
+        // Readers may still hold the old file open; unlinking did not disturb them.
+        state.segments = vec![segment];
         state.unsynced.clear();
         state.epochs.clear();
         state
@@ -802,40 +870,36 @@ impl Log {
             .persist(&self.dir)
             .map_err(|err| self.poison(err))?;
         state.producers = ProducerTable::new(self.config.max_producers);
+        state.lost_ranges.clear();
+        persist_lost(&self.dir, &[]).map_err(|err| self.poison(err))?;
         write_recovery_point(&self.dir, offset).map_err(|err| self.poison(err))?;
         state.recovery_point = offset;
         self.start_offset.store(offset, Ordering::Release);
         self.end_offset.store(offset, Ordering::Release);
-        {
-            let mut commit = self.lock_commit()?;
-            commit.generation += 1;
-            self.durable_end.store(offset, Ordering::Release);
-        }
-        drop(state);
-        // Readers may still hold the old files open; unlinking does not disturb them.
-        while let Some(segment) = removing.front() {
-            segment.remove_files()?;
-            sync_dir(&self.dir)?;
-            removing.pop_front();
-        }
+        let mut commit = self.lock_commit()?;
+        commit.generation += 1;
+        self.durable_end.store(offset, Ordering::Release);
         Ok(())
     }
 
-    /// Cuts segment `index` at byte `cut`, deletes the later segments, and rescans the cut
-    /// one as the new active segment. The cut comes first: if we crash before the
-    /// deletions, recovery sees a gap and deletes the later segments itself.
+    /// Deletes the segments after `index`, cuts segment `index` at byte `cut`, and
+    /// rescans it as the new active segment. Newest first, each deletion made durable
+    /// before the next: recovery fills a gap between segments with a lost range (it
+    /// keeps every intact segment), so a crash part-way must leave a shorter but
+    /// contiguous log, which the caller simply truncates again.
     fn cut_segments(
         &self,
         state: &mut LogState,
         index: usize,
         cut: u64,
     ) -> Result<u64, StorageError> {
+        for later in state.segments.drain(index + 1..).rev() {
+            later.remove_files()?;
+            sync_dir(&self.dir)?;
+        }
         let segment = &state.segments[index];
         segment.cut_file(cut)?;
         segment.remove_index_files()?;
-        for later in state.segments.drain(index + 1..).rev() {
-            later.remove_files()?;
-        }
         sync_dir(&self.dir)?;
         let active = state.active_mut();
         let end = active.load_by_scan(ScanMode::HeadersOnly, self.config.index_interval_bytes)?;

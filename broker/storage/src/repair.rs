@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -16,7 +17,7 @@ use ferry_records::{BatchHeader, HEADER_LEN, LostRange, lost_range_batch, valida
 use tracing::error;
 
 use crate::StorageError;
-use crate::disk::{TMP_SUFFIX, sync_dir};
+use crate::disk::{TMP_SUFFIX, read_optional, remove_if_exists, sync_dir, write_atomically};
 use crate::error::IoContext;
 
 /// Extension of the files holding damaged bytes copied aside (kept for inspection;
@@ -247,4 +248,101 @@ fn copy_aside(damage: &Damage<'_>, region_end: u64) -> Result<Option<PathBuf>, S
     std::fs::rename(&tmp, &target).context(context)?;
     sync_dir(dir)?;
     Ok(Some(target))
+}
+
+/// File listing the log's lost ranges that are still in it (not yet truncated away or
+/// deleted by retention), so a restart knows the log is damaged after recovery stopped
+/// finding anything: `b"FRYLST01"`, u32 count, per range u64 from and u64 to, CRC32C
+/// of everything before it.
+pub(crate) const LOST_FILE: &str = "lost-ranges";
+/// First bytes of the lost-ranges file: name and format version.
+const LOST_MAGIC: &[u8; 8] = b"FRYLST01";
+
+/// Encodes the lost-ranges file.
+pub(crate) fn encode_lost(ranges: &[Range<u64>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + ranges.len() * 16);
+    out.extend_from_slice(LOST_MAGIC);
+    out.extend_from_slice(
+        &u32::try_from(ranges.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    for range in ranges.iter().take(u32::MAX as usize) {
+        out.extend_from_slice(&range.start.to_le_bytes());
+        out.extend_from_slice(&range.end.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes the lost-ranges file; `None` if it is not one.
+pub(crate) fn decode_lost(bytes: &[u8]) -> Option<Vec<Range<u64>>> {
+    let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+    if crc32c::crc32c(body).to_le_bytes() != crc || !body.starts_with(LOST_MAGIC) {
+        return None;
+    }
+    let count = u32::from_le_bytes(body.get(8..12)?.try_into().ok()?) as usize;
+    let entries = body.get(12..)?;
+    if entries.len() != count.checked_mul(16)? {
+        return None;
+    }
+    let word = |chunk: &[u8]| chunk.try_into().ok().map(u64::from_le_bytes);
+    entries
+        .chunks_exact(16)
+        .map(|e| Some(word(&e[..8])?..word(&e[8..])?))
+        .collect()
+}
+
+/// Reads the lost ranges recorded for the log in `dir` that still fall inside
+/// `[start, end)`. An unreadable file means the log's damage is unknown: the whole log
+/// counts as lost until it is repaired.
+pub(crate) fn load_lost(dir: &Path, start: u64, end: u64) -> Result<Vec<Range<u64>>, StorageError> {
+    let Some(bytes) = read_optional(&dir.join(LOST_FILE))? else {
+        return Ok(Vec::new());
+    };
+    let ranges = decode_lost(&bytes).unwrap_or_else(|| {
+        error!(dir = %dir.display(), "unreadable lost-ranges file: the whole log counts as damaged");
+        vec![start..end]
+    });
+    Ok(clip(ranges, start, end))
+}
+
+/// Keeps the parts of `ranges` inside `[start, end)`, dropping empty ones.
+pub(crate) fn clip(ranges: Vec<Range<u64>>, start: u64, end: u64) -> Vec<Range<u64>> {
+    ranges
+        .into_iter()
+        .map(|r| r.start.max(start)..r.end.min(end))
+        .filter(|r| r.start < r.end)
+        .collect()
+}
+
+/// Writes the lost-ranges file atomically (removes it when there are none).
+pub(crate) fn persist_lost(dir: &Path, ranges: &[Range<u64>]) -> Result<(), StorageError> {
+    if ranges.is_empty() {
+        if dir.join(LOST_FILE).exists() {
+            remove_if_exists(&dir.join(LOST_FILE))?;
+            sync_dir(dir)?;
+        }
+        return Ok(());
+    }
+    write_atomically(dir, LOST_FILE, &encode_lost(ranges))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lost_ranges_file_round_trips_and_rejects_damage() {
+        let ranges = vec![3..9, 20..21];
+        let bytes = encode_lost(&ranges);
+        assert_eq!(decode_lost(&bytes), Some(ranges));
+        let mut flipped = bytes.clone();
+        flipped[14] ^= 1;
+        assert_eq!(decode_lost(&flipped), None);
+        assert_eq!(decode_lost(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode_lost(&encode_lost(&[])), Some(Vec::new()));
+        assert_eq!(clip(vec![0..5, 7..12, 15..16], 3, 10), vec![3..5, 7..10]);
+    }
 }

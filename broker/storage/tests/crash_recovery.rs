@@ -490,3 +490,40 @@ mod damage {
         }
     }
 }
+
+#[test]
+fn lost_ranges_are_remembered_until_truncated_away() {
+    let (_tmp, dir) = temp_log_dir();
+    let config = small_config(Durability::Fsync);
+    let log = Log::open(&dir, config.clone()).expect("open");
+    let sent = fill(&log, 40);
+    log.close().expect("close");
+    let files = segment_files(&dir);
+    std::fs::remove_file(&files[2]).expect("remove a segment");
+    let base = |path: &std::path::Path| {
+        path.file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok())
+            .expect("base")
+    };
+    let (from, to) = (base(&files[2]), base(&files[3]));
+
+    let log = Log::open(&dir, config.clone()).expect("reopen");
+    assert_eq!(log.lost_ranges().expect("ranges"), vec![from..to]);
+    log.close().expect("close");
+    // A later open finds nothing new but still knows the log is not whole.
+    let log = Log::open(&dir, config.clone()).expect("reopen");
+    assert!(log.lost_records().expect("records").is_empty());
+    assert_eq!(log.lost_ranges().expect("ranges"), vec![from..to]);
+    // A replica repairs by truncating below the lost range and fetching again.
+    log.truncate_to(from).expect("truncate");
+    assert!(log.lost_ranges().expect("ranges").is_empty());
+    log.close().expect("close");
+    let log = Log::open(&dir, config).expect("reopen");
+    assert!(log.lost_ranges().expect("ranges").is_empty());
+    assert_eq!(log.end_offset(), from);
+    assert_eq!(
+        read_all(&log).len(),
+        offsets_of(&sent).iter().filter(|o| **o < from).count()
+    );
+}

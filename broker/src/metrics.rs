@@ -99,6 +99,9 @@ pub struct Metrics {
     pub log_start_offset: Family<PartitionLabels, Gauge>,
     /// Bytes on disk, per partition.
     pub log_size_bytes: Family<PartitionLabels, Gauge>,
+    /// Offsets lost to damage on disk since the partition was opened (each now a
+    /// lost range that readers skip), per partition.
+    pub log_lost_records: Family<PartitionLabels, Gauge>,
     /// High watermark minus committed offset, per group partition.
     pub group_lag: Family<GroupLabels, Gauge>,
     /// Failed requests by method and status code.
@@ -152,6 +155,7 @@ impl Metrics {
             log_end_offset: Family::default(),
             log_start_offset: Family::default(),
             log_size_bytes: Family::default(),
+            log_lost_records: Family::default(),
             group_lag: Family::default(),
             request_errors: Family::default(),
             queue_messages: Family::default(),
@@ -194,6 +198,11 @@ impl Metrics {
             "fsync_seconds",
             "Duration of one log fsync",
             metrics.fsync_seconds.0.clone(),
+        );
+        registry.register(
+            "log_lost_records",
+            "Offsets lost to damage on disk since the partition was opened",
+            metrics.log_lost_records.clone(),
         );
         registry.register(
             "log_end_offset",
@@ -287,6 +296,7 @@ fn refresh_gauges(broker: &Broker) {
     metrics.log_end_offset.clear();
     metrics.log_start_offset.clear();
     metrics.log_size_bytes.clear();
+    metrics.log_lost_records.clear();
     metrics.group_lag.clear();
     for topic in broker.topics.list() {
         for partition in &topic.partitions {
@@ -307,6 +317,16 @@ fn refresh_gauges(broker: &Broker) {
                 .log_size_bytes
                 .get_or_create(&labels)
                 .set(gauge(log.size_bytes()));
+            let lost: u64 = log
+                .lost_records()
+                .unwrap_or_default()
+                .iter()
+                .map(|l| l.to_offset - l.from_offset)
+                .sum();
+            metrics
+                .log_lost_records
+                .get_or_create(&labels)
+                .set(gauge(lost));
         }
     }
     for ((group, topic, partition), committed) in broker.offsets.all() {

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-
 use common::{BrokerProcess, batch, channel, create_topic, topics};
 use ferry_proto::v1 as pb;
 use ferry_proto::v1::group_service_client::GroupServiceClient;
@@ -14,16 +12,6 @@ use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-
-fn scrape(addr: std::net::SocketAddr) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to metrics");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .expect("request");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).expect("response");
-    body
-}
 
 /// The value of the first sample line starting with `prefix`.
 fn sample(metrics: &str, prefix: &str) -> f64 {
@@ -78,7 +66,7 @@ async fn metrics_health_and_reflection() {
         })
         .await;
 
-    let metrics = scrape(broker.metrics_addr.expect("metrics enabled"));
+    let metrics = common::scrape(broker.metrics_addr.expect("metrics enabled"));
     assert_eq!(
         sample(&metrics, "ferry_produce_messages_total{topic=\"watched\"}"),
         6.0

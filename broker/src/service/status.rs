@@ -56,7 +56,7 @@ fn classify_storage(err: &StorageError) -> (Code, ErrorCode) {
         S::BatchTooLarge { .. } => (Code::InvalidArgument, ErrorCode::BatchTooLarge),
         S::InvalidConfig(_) => (Code::InvalidArgument, ErrorCode::InvalidArgument),
         S::Closed => (Code::Unavailable, ErrorCode::ShuttingDown),
-        S::Corrupt { .. } => (Code::DataLoss, ErrorCode::StorageFailed),
+        S::Corrupt { .. } | S::DamagedBatch { .. } => (Code::DataLoss, ErrorCode::StorageFailed),
         S::Poisoned { .. } | S::Io { .. } => (Code::Unavailable, ErrorCode::StorageFailed),
         // A deposed leader's append: nothing was written, the new leader takes it.
         S::StaleLeaderEpoch { .. } => (Code::Unavailable, ErrorCode::FencedLeaderEpoch),

@@ -255,3 +255,15 @@ pub fn detail(status: &tonic::Status) -> pb::ErrorDetail {
     use prost::Message;
     pb::ErrorDetail::decode(status.details()).expect("status carries an ErrorDetail")
 }
+
+/// The body of a plain HTTP GET of `/metrics` (the raw response, headers included).
+pub fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("response");
+    body
+}

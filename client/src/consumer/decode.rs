@@ -39,6 +39,17 @@ pub(crate) fn decode_records(
             next_offset = Some(position);
             continue;
         }
+        if batch.header.is_lost_range() {
+            // The broker found these offsets damaged on disk and kept everything else;
+            // consuming goes on after them, but say so: they were acknowledged once.
+            tracing::warn!(
+                topic = %topic,
+                partition,
+                from_offset = batch.header.base_offset.max(position),
+                to_offset = batch.header.next_offset(),
+                "records lost to damage on the broker's disk; skipping them"
+            );
+        }
         for record in batch.records() {
             let record = record.map_err(corrupt)?;
             if record.offset < position {
@@ -100,6 +111,24 @@ mod tests {
         );
         assert_eq!(first.timestamp_ms, 1_001);
         assert_eq!(first.partition, 4);
+    }
+
+    #[test]
+    fn a_lost_range_is_stepped_over() {
+        let mut data = batch(0, &[b"a", b"b"]);
+        let range = ferry_records::LostRange {
+            base_offset: 2,
+            count: 5,
+            leader_epoch: 0,
+            timestamp_ms: 1_000,
+        };
+        data.extend(ferry_records::lost_range_batch(range, 100).unwrap_or_default());
+        data.extend(batch(7, &[b"c"]));
+        let mut out = VecDeque::new();
+        let next = decode_records(&"t".into(), 0, &Bytes::from(data), 0, &mut out);
+        assert_eq!(next.ok().flatten(), Some(8));
+        let offsets: Vec<u64> = out.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![0, 1, 7]);
     }
 
     #[test]

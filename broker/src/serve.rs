@@ -81,6 +81,15 @@ pub async fn run(
         &config.data_dir,
     )
     .await?;
+    // Before registering: a host whose logs lost records to damage must not stay in an
+    // in-sync set another replica shares (it could be elected over a whole copy).
+    crate::cluster::disk::leave_if_damaged(
+        meta.as_ref(),
+        &cluster.cluster,
+        &cluster.host_id,
+        &config.data_dir,
+    )
+    .await?;
     let membership = Membership::start(client.clone(), cluster.clone());
     let view = ViewKeeper::start(
         Arc::clone(&meta),

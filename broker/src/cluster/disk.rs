@@ -1,4 +1,4 @@
-//! A host's claim on its data directory, and what a replaced disk means.
+//! A host's claim on its data directory, and what a replaced or damaged disk means.
 //!
 //! The in-sync set in etcd says which replicas hold everything committed. A host
 //! that comes back with an empty data directory (a replaced disk, a wiped volume)
@@ -7,9 +7,17 @@
 //! log. So before it registers, a host whose data directory carries no claim
 //! removes itself from every in-sync set (and gives up any leadership it still
 //! holds), then writes the claim. It rejoins the sets the normal way, by catching up.
+//!
+//! A host whose logs lost records to damage (recovery confined it to lost ranges,
+//! now or on an earlier start) does the same before it registers, except where it is
+//! the last in-sync replica: then no other replica is known to hold what it lost, and
+//! it stays the best copy. As a follower it repairs by truncating below its first lost
+//! range and fetching again (`replication.rs`).
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use ferry_storage::{Log, LogConfig, StorageError};
 
 use super::records::PartitionState;
 use crate::error::{BrokerError, BrokerResult};
@@ -49,7 +57,7 @@ pub async fn claim(
             )));
         }
     }
-    let left = leave_in_sync_sets(meta, cluster, host_id).await?;
+    let left = leave_in_sync_sets(meta, cluster, host_id, Leaving::Always).await?;
     if left > 0 {
         tracing::warn!(
             host = host_id,
@@ -60,6 +68,88 @@ pub async fn claim(
     write_claim(data_dir, &path, &owner)
 }
 
+/// Recovers every log under `data_dir` (confining any damage to lost ranges) and, if
+/// any still holds a lost range, leaves every in-sync set this host is not the last
+/// member of, before the host registers. Returns the damaged log directories.
+pub async fn leave_if_damaged(
+    meta: &dyn MetadataStore,
+    cluster: &str,
+    host_id: &str,
+    data_dir: &Path,
+) -> BrokerResult<Vec<PathBuf>> {
+    let root = data_dir.to_path_buf();
+    let damaged = tokio::task::spawn_blocking(move || damaged_logs(&root))
+        .await
+        .map_err(|err| BrokerError::Internal(format!("checking the logs failed: {err}")))?
+        .map_err(|err| BrokerError::Internal(format!("checking the logs failed: {err}")))?;
+    if damaged.is_empty() {
+        return Ok(damaged);
+    }
+    let left = leave_in_sync_sets(meta, cluster, host_id, Leaving::UnlessLast).await?;
+    tracing::error!(
+        host = host_id,
+        logs = ?damaged,
+        partitions_left = left,
+        "logs hold records lost to damage on disk: left the in-sync sets (except where this \
+         host is the last member); each damaged replica repairs from its leader"
+    );
+    Ok(damaged)
+}
+
+/// How deep log directories sit under the data directory (`topics/{t}/{p}`,
+/// `queues/{q}/{log}`), bounding the walk.
+const MAX_LOG_DEPTH: usize = 4;
+
+/// Opens and closes every log directory under `root` (recovery confines damage and
+/// records it), returning those that hold lost ranges.
+fn damaged_logs(root: &Path) -> Result<Vec<PathBuf>, StorageError> {
+    let mut damaged = Vec::new();
+    let mut pending = vec![(root.to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut is_log = false;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if depth < MAX_LOG_DEPTH {
+                    pending.push((path, depth + 1));
+                }
+            } else if is_segment_file(&path) {
+                is_log = true;
+            }
+        }
+        if is_log {
+            let log = Log::open(&dir, LogConfig::default())?;
+            let lost = log.lost_ranges()?;
+            log.close()?;
+            if !lost.is_empty() {
+                damaged.push(dir);
+            }
+        }
+    }
+    Ok(damaged)
+}
+
+/// Whether `path` names a segment file (`{base_offset:020}.log`), as storage writes them.
+fn is_segment_file(path: &Path) -> bool {
+    path.extension().is_some_and(|ext| ext == "log")
+        && path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .is_some_and(|stem| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether a host leaves an in-sync set it is the only member of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaving {
+    /// Always (its disk is new: it holds nothing).
+    Always,
+    /// Only where another member remains (it holds everything but its lost ranges).
+    UnlessLast,
+}
+
 /// Removes `host_id` from every in-sync set of `cluster` (a leader among them is
 /// deposed: leader cleared, epoch bumped, so the controller elects another).
 /// Returns how many partition states changed.
@@ -67,6 +157,7 @@ async fn leave_in_sync_sets(
     meta: &dyn MetadataStore,
     cluster: &str,
     host_id: &str,
+    leaving: Leaving,
 ) -> BrokerResult<usize> {
     let mut changed = 0;
     for kv in meta.list(&keys::cluster_partitions(cluster)).await? {
@@ -74,6 +165,9 @@ async fn leave_in_sync_sets(
         for attempt in 0.. {
             let state: PartitionState = decode_json(&current.key, &current.value)?;
             if !state.isr.iter().any(|h| h == host_id) && state.leader.as_deref() != Some(host_id) {
+                break;
+            }
+            if leaving == Leaving::UnlessLast && state.isr.iter().all(|h| h == host_id) {
                 break;
             }
             let deposed = state.leader.as_deref() == Some(host_id);

@@ -450,6 +450,11 @@ impl Replication {
                 {
                     continue;
                 }
+                if has_lost_ranges(partition) && state.isr.iter().any(|h| *h != me) {
+                    let next = stepping_down(state, &me);
+                    self.propose(key, state, *revision, next).await;
+                    continue;
+                }
                 // Judge against the in-sync set this proposal replaces: the role may
                 // still hold an older one (a host that left it itself, with a wiped
                 // disk, would be put back).
@@ -482,6 +487,15 @@ impl Replication {
                 || queue.serving_epoch() != Some(state.leader_epoch)
                 || self.proposed.contains_key(&key)
             {
+                continue;
+            }
+            let damaged = [QUEUE_MESSAGES_LOG, QUEUE_JOURNAL_LOG]
+                .into_iter()
+                .filter_map(|index| queue.replicated_log(index).ok())
+                .any(|log| has_lost_ranges(&log));
+            if damaged && state.isr.iter().any(|h| *h != me) {
+                let next = stepping_down(state, &me);
+                self.propose(key, state, *revision, next).await;
                 continue;
             }
             // Judged against the in-sync set this proposal replaces (as for topics).
@@ -580,6 +594,30 @@ impl Replication {
 pub fn lead(partition: &Partition, state: &PartitionState, me: &str) {
     let (followers, in_sync) = replica_sets(state, me);
     partition.lead(state.leader_epoch, &followers, &in_sync);
+}
+
+/// Whether a replicated log here lost records to damage (a lost range still in it).
+fn has_lost_ranges(partition: &Partition) -> bool {
+    partition
+        .log()
+        .lost_ranges()
+        .map_or(true, |ranges| !ranges.is_empty())
+}
+
+/// `state` with `me` out of the in-sync set and no longer leading (a new epoch fences
+/// it): a leader whose log lost records gives way to an in-sync replica that holds them.
+fn stepping_down(state: &PartitionState, me: &str) -> PartitionState {
+    tracing::error!(
+        replicas = ?state.isr,
+        "this leader's log lost records to damage on disk: leaving the in-sync set so a \
+         whole copy leads"
+    );
+    PartitionState {
+        isr: state.isr.iter().filter(|h| *h != me).cloned().collect(),
+        leader: None,
+        leader_epoch: state.leader_epoch + 1,
+        ..state.clone()
+    }
 }
 
 /// The replicas other than `me`, and those of them in the committed in-sync set.
@@ -739,6 +777,29 @@ async fn copy_snapshot(
     Ok(())
 }
 
+/// A follower whose log lost records to damage truncates below the first lost range,
+/// then fetches what it lacks from the leader like any replica behind.
+async fn repair_lost(partition: &Arc<Partition>, first_lost: u64) -> Result<(), FetchError> {
+    let truncating = Arc::clone(partition);
+    let from = partition.log().end_offset();
+    let new_end = tokio::task::spawn_blocking(move || {
+        truncating.while_following(|| truncating.log().truncate_to(first_lost))
+    })
+    .await?
+    .transpose()?;
+    if let Some(new_end) = new_end {
+        tracing::warn!(
+            topic = partition.topic(),
+            partition = partition.index(),
+            from,
+            to = new_end,
+            "repairing records lost to damage: truncated below them to fetch them from the leader"
+        );
+        partition.after_log_rewrite();
+    }
+    Ok(())
+}
+
 /// One fetch and what follows from its answer: truncate, start over, or append.
 async fn fetch_once(
     partition: &Arc<Partition>,
@@ -748,6 +809,10 @@ async fn fetch_once(
     config: &ReplicationConfig,
 ) -> Result<(), FetchError> {
     let log = Arc::clone(partition.log());
+    if let Some(first_lost) = log.lost_ranges()?.iter().map(|r| r.start).min() {
+        repair_lost(partition, first_lost).await?;
+        return Ok(());
+    }
     let fetch_offset = log.end_offset();
     let request = pb::ReplicaFetchRequest {
         kind: partition.kind().to_owned(),

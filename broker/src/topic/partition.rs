@@ -364,8 +364,26 @@ impl Partition {
     /// nothing: the data is not committed yet. Past the end or before the start is
     /// an error.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> BrokerResult<ReadResult> {
-        self.read_below(offset, max_bytes, self.high_watermark())
-            .await
+        let read = self
+            .read_below(offset, max_bytes, self.high_watermark())
+            .await?;
+        if holds_lost_range(&read.bytes) && self.leads_with_others_in_sync() {
+            // This copy lost records that in-sync replicas still hold: refuse (clients
+            // retry) rather than hand out the gap; the replicator steps this host down
+            // so one of them leads.
+            return Err(BrokerError::NotLeader {
+                kind: self.kind(),
+                name: self.topic().to_owned(),
+                partition: self.index(),
+                leader: None,
+            });
+        }
+        Ok(read)
+    }
+
+    /// Whether this host leads with other replicas in the committed in-sync set.
+    pub fn leads_with_others_in_sync(&self) -> bool {
+        matches!(&*self.lock_role(), Role::Leader(leader) if !leader.in_sync.is_empty())
     }
 
     /// Reads whole batches from `offset` below `limit` (a replica fetch reads up to
@@ -664,6 +682,13 @@ impl Partition {
     pub fn close(&self) -> BrokerResult<()> {
         self.log.close().map_err(|err| self.error(err))
     }
+}
+
+/// Whether `bytes` (whole batches) hold a lost-range batch.
+fn holds_lost_range(bytes: &[u8]) -> bool {
+    ferry_records::Batches::new(bytes)
+        .filter_map(Result::ok)
+        .any(|batch| batch.header.is_lost_range())
 }
 
 #[cfg(test)]

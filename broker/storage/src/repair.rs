@@ -303,7 +303,7 @@ pub(crate) fn load_lost(dir: &Path, start: u64, end: u64) -> Result<Vec<Range<u6
     };
     let ranges = decode_lost(&bytes).unwrap_or_else(|| {
         error!(dir = %dir.display(), "unreadable lost-ranges file: the whole log counts as damaged");
-        vec![start..end]
+        std::iter::once(start..end).collect()
     });
     Ok(clip(ranges, start, end))
 }
@@ -335,7 +335,7 @@ mod tests {
 
     #[test]
     fn the_lost_ranges_file_round_trips_and_rejects_damage() {
-        let ranges = vec![3..9, 20..21];
+        let ranges = [3..9, 20..21].into_iter().collect::<Vec<_>>();
         let bytes = encode_lost(&ranges);
         assert_eq!(decode_lost(&bytes), Some(ranges));
         let mut flipped = bytes.clone();

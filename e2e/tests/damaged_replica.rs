@@ -1,0 +1,365 @@
+//! A damaged replica is never elected over whole copies, and repairs itself from them
+//! (issue 11, defect 2). Real etcd, three `ferry-broker serve` hosts, one partition
+//! replicated three times with `sync` acknowledgements in 64 KiB segments, 5,000
+//! acknowledged messages.
+//!
+//! - Truncated segment: a follower is stopped, the other two are SIGKILLed within a
+//!   second, and the follower's third segment is cut mid-batch. Started alone, it must
+//!   not be elected (its recovery found the damage: it leaves the in-sync set before it
+//!   registers), so the partition stays leaderless. When the others return, one of them
+//!   leads with all 5,000 messages; the damaged host truncates below its lost range,
+//!   fetches it back and rejoins the in-sync set; finally, alone again, it serves all
+//!   5,000 by itself.
+//! - Flipped byte: a follower stopped cleanly (its segments are trusted on restart, so
+//!   recovery does not see the damage) rejoins; leaders are killed until it leads with a
+//!   whole copy in the in-sync set. Readers still get every acknowledged message: the
+//!   damaged leader finds the damage on a read, refuses it (retriable), and steps down
+//!   so the whole copy leads; it then repairs from it and rejoins.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::rpc;
+use common::{ClusterView, FORM_DEADLINE, PartitionId, read_view, start_formed, wait_for_view};
+use ferry_e2e::{Cluster, ClusterOptions};
+use ferry_proto::v1 as pb;
+use ferry_proto::v1::admin_service_client::AdminServiceClient;
+use ferry_proto::v1::topic_service_client::TopicServiceClient;
+use ferry_records::BatchBuilder;
+use tokio::time::Instant;
+
+const LEASE_TTL_MS: u64 = 2_000;
+/// Hosts keep their replicas while down: they must come back to them.
+const HOST_GRACE_MS: u64 = 600_000;
+const MAX_LAG_MS: u64 = 3_000;
+const TOPIC: &str = "ledger";
+const MESSAGES: usize = 5_000;
+const PER_REQUEST: usize = 50;
+const SEGMENT_BYTES: u64 = 64 * 1024;
+/// How long the damaged host alone must stay unelected: several lease TTLs, during
+/// which the controller (itself) would have elected it if it were eligible.
+const LEADERLESS_HOLD: Duration = Duration::from_secs(8);
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn partition() -> PartitionId {
+    PartitionId::topic(TOPIC, 0)
+}
+
+fn options() -> ClusterOptions {
+    ClusterOptions {
+        hosts: 3,
+        lease_ttl_ms: Some(LEASE_TTL_MS),
+        extra_args: vec![
+            "--host-grace-ms".to_owned(),
+            HOST_GRACE_MS.to_string(),
+            "--replica-max-lag-ms".to_owned(),
+            MAX_LAG_MS.to_string(),
+        ],
+        ..ClusterOptions::default()
+    }
+}
+
+fn value(i: usize) -> String {
+    format!("message-{i:05}-{}", "x".repeat(120))
+}
+
+fn all_in_sync(view: &ClusterView) -> bool {
+    view.all_led_in_sync(&[partition()], 3)
+}
+
+/// A formed cluster holding the topic with `MESSAGES` acknowledged messages, every
+/// replica in sync.
+async fn filled_cluster() -> (Cluster, etcd_client::Client) {
+    let (cluster, mut etcd) = start_formed(options()).await;
+    let name = cluster.name().to_owned();
+    let channels = rpc::channels(&cluster);
+    AdminServiceClient::new(channels["h0"].clone())
+        .create_topic(pb::CreateTopicRequest {
+            name: TOPIC.to_owned(),
+            config: Some(pb::TopicConfig {
+                partitions: 1,
+                replication_factor: 3,
+                durability: pb::Durability::Fsync as i32,
+                replication: pb::ReplicationMode::Sync as i32,
+                segment_bytes: Some(SEGMENT_BYTES),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_or_else(|status| panic!("create topic: {}", rpc::show(&status)));
+    let view = wait_for_view(&mut etcd, &name, FORM_DEADLINE, "all in sync", all_in_sync).await;
+    let leader = view.leader(&partition()).expect("a leader").to_owned();
+    let mut client = TopicServiceClient::new(channels[&leader].clone());
+    for (chunk, start) in (0..MESSAGES)
+        .step_by(PER_REQUEST)
+        .map(|s| (s..s + PER_REQUEST, s))
+    {
+        let mut builder = BatchBuilder::new();
+        for i in chunk {
+            builder.push(None, value(i).as_bytes(), &[], rpc::now_ms());
+        }
+        let response = client
+            .produce(pb::ProduceRequest {
+                topic: TOPIC.to_owned(),
+                batches: vec![pb::PartitionBatch {
+                    partition: Some(0),
+                    records: builder.finish().expect("a batch").into(),
+                }],
+                messages: Vec::new(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("produce: {}", rpc::show(&status)))
+            .into_inner();
+        let result = &response.batches[0];
+        assert!(result.error.is_none(), "produce {start}: {result:?}");
+        assert_eq!(result.base_offset, start as u64, "offsets follow on");
+    }
+    wait_for_view(
+        &mut etcd,
+        &name,
+        DEADLINE,
+        "all in sync after the load",
+        all_in_sync,
+    )
+    .await;
+    (cluster, etcd)
+}
+
+/// Reads the whole partition from whoever leads it, retrying while leadership moves,
+/// and checks it holds exactly the acknowledged messages, in order.
+async fn assert_every_message_served(cluster: &Cluster, etcd: &mut etcd_client::Client) {
+    let until = Instant::now() + DEADLINE;
+    let mut last = String::new();
+    while Instant::now() < until {
+        let view = read_view(etcd, cluster.name()).await.expect("view");
+        if let Some(leader) = view.leader(&partition()) {
+            let channel = rpc::channel(cluster.host(leader));
+            match read_all(&channel).await {
+                Ok(values) if values.len() == MESSAGES => {
+                    for (i, read) in values.iter().enumerate() {
+                        assert_eq!(*read, value(i), "message {i}");
+                    }
+                    return;
+                }
+                Ok(values) => last = format!("{leader} served {} messages", values.len()),
+                Err(why) => last = format!("{leader}: {why}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("not every acknowledged message was served within {DEADLINE:?}: {last}");
+}
+
+/// Every value of the partition from offset 0 to the high watermark, as one host
+/// serves it; an error (the host refused, or served a lost range) as text.
+async fn read_all(channel: &tonic::transport::Channel) -> Result<Vec<String>, String> {
+    let mut client = TopicServiceClient::new(channel.clone());
+    let mut values = Vec::new();
+    let mut offset = 0u64;
+    for _ in 0..MESSAGES {
+        let response = client
+            .fetch(pb::FetchRequest {
+                partitions: vec![pb::FetchPartition {
+                    topic: TOPIC.to_owned(),
+                    partition: 0,
+                    offset,
+                    max_bytes: 1024 * 1024,
+                }],
+                max_wait_ms: 0,
+                min_bytes: 0,
+                max_bytes: 0,
+            })
+            .await
+            .map_err(|status| rpc::show(&status))?
+            .into_inner();
+        let fetched = &response.partitions[0];
+        if let Some(error) = &fetched.error {
+            return Err(format!("at {offset}: {}", error.message));
+        }
+        if fetched.records.is_empty() {
+            return Ok(values);
+        }
+        for batch in ferry_records::Batches::new(&fetched.records) {
+            let batch = batch.map_err(|err| err.to_string())?;
+            batch.verify_crc().map_err(|err| err.to_string())?;
+            if batch.header.is_lost_range() {
+                return Err(format!("a lost range at {offset} reached a reader"));
+            }
+            for record in batch.records() {
+                let record = record.map_err(|err| err.to_string())?;
+                values.push(String::from_utf8_lossy(record.value).into_owned());
+            }
+            offset = batch.header.next_offset();
+        }
+    }
+    Err("the read made no progress".to_owned())
+}
+
+fn segments(data_dir: &Path) -> Vec<PathBuf> {
+    let topic_dir = std::fs::read_dir(data_dir.join("topics"))
+        .expect("topics dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{TOPIC}-")))
+        })
+        .expect("topic directory");
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(topic_dir.join("0"))
+        .expect("partition dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    assert!(logs.len() >= 8, "{} segments", logs.len());
+    logs
+}
+
+fn followers(view: &ClusterView) -> Vec<String> {
+    let state = view.partition(&partition()).expect("partition state");
+    state
+        .replicas
+        .iter()
+        .filter(|h| state.leader.as_deref() != Some(h.as_str()))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_truncated_segment_is_not_elected_and_repairs_from_a_whole_copy() {
+    let (mut cluster, mut etcd) = filled_cluster().await;
+    let name = cluster.name().to_owned();
+    let view = read_view(&mut etcd, &name).await.expect("view");
+    let victim = followers(&view)[0].clone();
+    let others: Vec<String> = ["h0", "h1", "h2"]
+        .iter()
+        .filter(|h| **h != victim)
+        .map(|h| (*h).to_owned())
+        .collect();
+
+    assert!(cluster.host_mut(&victim).terminate(), "clean stop");
+    for host in &others {
+        cluster.host_mut(host).kill();
+    }
+    let data_dir = cluster.host(&victim).config().data_dir.clone();
+    let third = &segments(&data_dir)[2];
+    let len = std::fs::metadata(third).expect("segment").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(third)
+        .and_then(|f| f.set_len(len / 2 + 7))
+        .expect("cut the third segment mid-batch");
+
+    // Alone: registered, the controller, and never the leader.
+    cluster.host_mut(&victim).restart();
+    wait_for_view(&mut etcd, &name, DEADLINE, "the damaged host alone", |v| {
+        v.hosts.len() == 1 && v.has_host(&victim)
+    })
+    .await;
+    let until = Instant::now() + LEADERLESS_HOLD;
+    while Instant::now() < until {
+        let view = read_view(&mut etcd, &name).await.expect("view");
+        let state = view.partition(&partition()).expect("partition state");
+        assert_ne!(
+            state.leader.as_deref(),
+            Some(victim.as_str()),
+            "the damaged replica was elected: {state:?}"
+        );
+        assert!(
+            !state.isr.contains(&victim),
+            "the damaged replica is in the in-sync set: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The whole copies return: one leads with everything; the damaged one repairs.
+    for host in &others {
+        cluster.host_mut(host).restart();
+    }
+    wait_for_view(
+        &mut etcd,
+        &name,
+        DEADLINE,
+        "all three in sync again",
+        all_in_sync,
+    )
+    .await;
+    assert_every_message_served(&cluster, &mut etcd).await;
+
+    // Alone again, the repaired host serves everything by itself.
+    for host in &others {
+        cluster.host_mut(host).kill();
+    }
+    wait_for_view(&mut etcd, &name, DEADLINE, "the repaired host leads", |v| {
+        v.leader(&partition()) == Some(victim.as_str())
+    })
+    .await;
+    assert_every_message_served(&cluster, &mut etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_flipped_byte_never_serves_the_damage_to_readers() {
+    let (mut cluster, mut etcd) = filled_cluster().await;
+    let name = cluster.name().to_owned();
+    let view = read_view(&mut etcd, &name).await.expect("view");
+    let leader = view.leader(&partition()).expect("a leader").to_owned();
+    let victim = followers(&view)[0].clone();
+
+    assert!(cluster.host_mut(&victim).terminate(), "clean stop");
+    let data_dir = cluster.host(&victim).config().data_dir.clone();
+    let third = &segments(&data_dir)[2];
+    let mut bytes = std::fs::read(third).expect("read segment");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(third, &bytes).expect("flip a byte");
+    cluster.host_mut(&victim).restart();
+    wait_for_view(
+        &mut etcd,
+        &name,
+        DEADLINE,
+        "the stopped host back in sync",
+        all_in_sync,
+    )
+    .await;
+
+    // Kill leaders until the damaged host takes over with a whole copy still in the
+    // in-sync set (an election picks either; each round restarts the killed host).
+    let mut killed = leader;
+    for round in 0..8 {
+        cluster.host_mut(&killed).kill();
+        let view = wait_for_view(&mut etcd, &name, DEADLINE, "a new leader", |v| {
+            v.leader(&partition()).is_some_and(|l| l != killed)
+        })
+        .await;
+        let now = view.leader(&partition()).expect("a leader").to_owned();
+        if now == victim {
+            break;
+        }
+        assert!(round < 7, "the damaged host was never elected");
+        cluster.host_mut(&killed).restart();
+        wait_for_view(&mut etcd, &name, DEADLINE, "all in sync", all_in_sync).await;
+        killed = now;
+    }
+    // Readers get every acknowledged message: the damaged leader refuses what it lost
+    // and gives way to the whole copy, then repairs from it.
+    assert_every_message_served(&cluster, &mut etcd).await;
+    let view = read_view(&mut etcd, &name).await.expect("view");
+    assert_ne!(
+        view.leader(&partition()),
+        Some(victim.as_str()),
+        "it gave way"
+    );
+    cluster.host_mut(&killed).restart();
+    wait_for_view(
+        &mut etcd,
+        &name,
+        DEADLINE,
+        "all three in sync again",
+        all_in_sync,
+    )
+    .await;
+}

@@ -262,6 +262,12 @@ pub mod keys {
         format!("/ferry/{}/", kind.plural())
     }
 
+    /// The deletion record of one incarnation of a topic or queue: brokers remove its
+    /// data only once it exists.
+    pub fn tombstone(kind: Kind, name: &str, incarnation: u64) -> String {
+        format!("/ferry/tombstones/{}/{name}/{incarnation}", kind.plural())
+    }
+
     /// Prefix of a cluster's live hosts.
     pub fn hosts(cluster: &str) -> String {
         format!("/ferry/clusters/{cluster}/hosts/")

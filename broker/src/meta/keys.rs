@@ -40,6 +40,15 @@ pub fn queue(name: &str) -> String {
     format!("{QUEUES}{name}")
 }
 
+/// Prefix of deletion records: a topic or queue incarnation whose data may be removed.
+pub const TOMBSTONES: &str = "/ferry/tombstones/";
+
+/// The deletion record of one incarnation of a topic or queue (`kind`: `topics` or
+/// `queues`), written in the same transaction that deletes its record.
+pub fn tombstone(kind: &str, name: &str, incarnation: u64) -> String {
+    format!("{TOMBSTONES}{kind}/{name}/{incarnation}")
+}
+
 /// The next idempotent producer id to hand out.
 pub const NEXT_PRODUCER_ID: &str = "/ferry/producer-ids/next";
 
@@ -125,6 +134,15 @@ mod tests {
         let key = group_offset("billing", "orders", 7);
         assert_eq!(parse_group_offset(&key), Some(("billing", "orders", 7)));
         assert_eq!(parse_group_offset("/ferry/topics/x"), None);
+    }
+
+    #[test]
+    fn tombstone_keys_are_what_the_operator_writes() {
+        // operator/src/records.rs writes the same literal; both sides pin it.
+        assert_eq!(
+            tombstone("queues", "orders", 9),
+            "/ferry/tombstones/queues/orders/9"
+        );
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! recovery at start-up, long-poll receives, and each queue's housekeeping task
 //! (visibility deadlines, dead-lettering, retention, interval flushes, compaction).
 
+use crate::retained::{
+    Disposal, is_deleted, read_record, remove_dir, remove_strays, resource_dir, tombstone_op,
+    write_record,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -87,7 +91,7 @@ pub struct Queues {
 }
 
 fn queue_dir(root: &Path, record: &QueueRecord) -> PathBuf {
-    root.join(format!("{}-{}", record.name, record.incarnation))
+    resource_dir(root, &record.name, record.incarnation)
 }
 
 fn join_error(what: &str, err: tokio::task::JoinError) -> BrokerError {
@@ -149,6 +153,9 @@ impl Queues {
             }
             known.push(queue_dir(&queues.root, &record));
             let queue = queues.open_queue(record).await?;
+            if read_record::<QueueRecord>(queue.dir()).is_none() {
+                write_record(queue.dir(), &queue.record)?;
+            }
             queues
                 .write_map()
                 .insert(queue.name().to_owned(), Arc::clone(&queue));
@@ -159,7 +166,7 @@ impl Queues {
         for queue in opened {
             queues.start_housekeeping(queue);
         }
-        crate::topic::remove_strays(&queues.root, &known);
+        remove_strays(queues.meta.as_ref(), QUEUES, &queues.root, &known).await?;
         Ok(queues)
     }
 
@@ -272,13 +279,14 @@ impl Queues {
             let dir = queue.dir().to_owned();
             blocking("remove queue", move || {
                 queue.close()?;
-                crate::topic::remove_dir(&dir);
+                remove_dir(&dir);
                 Ok(())
             })
             .await?;
             outcome?;
             return Err(BrokerError::QueueExists(name.to_owned()));
         }
+        write_record(queue.dir(), &record)?;
         tracing::info!(queue = name, fifo = record.settings.fifo, "queue created");
         self.insert(Arc::clone(&queue));
         Ok(queue)
@@ -325,16 +333,15 @@ impl Queues {
                 used_by,
             });
         }
-        self.meta
-            .txn(
-                Vec::new(),
-                vec![Op::Delete {
-                    key: keys::queue(name),
-                }],
-            )
-            .await?;
+        let ops = vec![
+            Op::Delete {
+                key: keys::queue(name),
+            },
+            tombstone_op(QUEUES, name, queue.record.incarnation),
+        ];
+        self.meta.txn(Vec::new(), ops).await?;
         drop(queue);
-        self.close_local(name).await?;
+        self.close_local(name, Disposal::Remove).await?;
         tracing::info!(queue = name, "queue deleted");
         Ok(())
     }
@@ -351,22 +358,41 @@ impl Queues {
         {
             return Ok(());
         }
-        self.close_local(&record.name).await?;
+        let disposal = self.disposal_of_open(&record.name).await?;
+        self.close_local(&record.name, disposal).await?;
         let queue = self.open_queue(record).await?;
+        write_record(queue.dir(), &queue.record)?;
         tracing::info!(queue = queue.name(), "queue adopted");
         self.insert(queue);
         Ok(())
     }
 
-    /// Cluster mode: closes a queue deleted elsewhere and removes its local data.
+    /// Cluster mode: closes a queue whose record went, and removes its local data if
+    /// its deletion was recorded (else keeps it: the metadata store may have lost it).
     pub async fn forget(&self, name: &str) -> BrokerResult<()> {
         let _admin = self.admin.lock().await;
-        self.close_local(name).await
+        let disposal = self.disposal_of_open(name).await?;
+        self.close_local(name, disposal).await
     }
 
-    /// Takes a queue out of the map, stops its housekeeping, ends its long polls,
-    /// closes it and removes its directory (the caller holds the admin lock).
-    async fn close_local(&self, name: &str) -> BrokerResult<()> {
+    /// Whether the open incarnation of `name`, once closed, may be removed.
+    async fn disposal_of_open(&self, name: &str) -> BrokerResult<Disposal> {
+        let Some(incarnation) = self.read_map().get(name).map(|q| q.record.incarnation) else {
+            return Ok(Disposal::Keep);
+        };
+        Ok(
+            if is_deleted(self.meta.as_ref(), QUEUES, name, incarnation).await? {
+                Disposal::Remove
+            } else {
+                Disposal::Keep
+            },
+        )
+    }
+
+    /// Takes a queue out of the map, stops its housekeeping, ends its long polls and
+    /// closes it, removing its directory if `disposal` says so (the caller holds the
+    /// admin lock).
+    async fn close_local(&self, name: &str, disposal: Disposal) -> BrokerResult<()> {
         let Some(queue) = self.write_map().remove(name) else {
             return Ok(());
         };
@@ -379,7 +405,15 @@ impl Queues {
             if let Err(err) = queue.close() {
                 tracing::warn!(%err, "closing a deleted queue failed");
             }
-            crate::topic::remove_dir(&dir);
+            if disposal == Disposal::Remove {
+                remove_dir(&dir);
+            } else {
+                tracing::error!(
+                    dir = %dir.display(),
+                    "queue record gone without a recorded deletion: closed, its data kept \
+                     (`ferry-broker metadata rebuild` puts the record back)"
+                );
+            }
             Ok(())
         })
         .await

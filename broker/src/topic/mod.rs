@@ -14,7 +14,6 @@ pub use produce::{
     BatchOutcome, IncomingBatch, IncomingMessage, PartitionScope, ProduceOutcome, produce,
 };
 pub use registry::{Topic, Topics};
-pub(crate) use registry::{remove_dir, remove_strays};
 pub use settings::{
     DurabilitySetting, MIN_SEGMENT_BYTES, ReplicationSetting, TopicOverrides, TopicRecord,
     TopicSettings,

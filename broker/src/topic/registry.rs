@@ -11,10 +11,15 @@ use ferry_storage::DiskHooks;
 use tokio::task::JoinHandle;
 
 use crate::clock::now_ms;
+use crate::cluster::routing::TOPICS;
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{MetadataStore, MetadataStoreExt, Op, decode_json, encode_json, keys};
 use crate::names::validate_topic_name;
+use crate::retained::{
+    Disposal, is_deleted, read_record, remove_dir, remove_strays, resource_dir, tombstone_op,
+    write_record,
+};
 use crate::topic::{DurabilitySetting, Partition, TopicOverrides, TopicRecord, TopicSettings};
 
 /// One topic: its record and its open partitions.
@@ -79,11 +84,12 @@ pub struct Topics {
 }
 
 fn topic_dir(root: &Path, record: &TopicRecord) -> PathBuf {
-    root.join(format!("{}-{}", record.name, record.incarnation))
+    resource_dir(root, &record.name, record.incarnation)
 }
 
 impl Topics {
-    /// Opens every topic recorded in metadata and removes directories no topic owns.
+    /// Opens every topic recorded in metadata, and removes the directories no topic owns
+    /// whose deletion was recorded (see `crate::retained`).
     pub async fn open(
         data_dir: &Path,
         hooks: DiskHooks,
@@ -114,9 +120,12 @@ impl Topics {
             }
             known.push(topic_dir(&topics.root, &record));
             let topic = topics.open_topic(record).await?;
+            if read_record::<TopicRecord>(&topic.dir).is_none() {
+                write_record(&topic.dir, &topic.record)?;
+            }
             topics.insert(topic);
         }
-        remove_strays(&topics.root, &known);
+        remove_strays(topics.meta.as_ref(), TOPICS, &topics.root, &known).await?;
         Ok(topics)
     }
 
@@ -198,8 +207,9 @@ impl Topics {
             .map(|topic| topic.record.settings.partitions)
     }
 
-    /// Creates a topic: directories first, then the metadata record, so a crash in
-    /// between leaves only a stray directory that the next start removes.
+    /// Creates a topic: directories first, then the metadata record, then the record's
+    /// copy in the directory, so a crash before the record leaves only a directory
+    /// without a copy, which the next start removes.
     pub async fn create(&self, name: &str, overrides: &TopicOverrides) -> BrokerResult<Arc<Topic>> {
         validate_topic_name(name)?;
         let settings = overrides.resolve(&self.defaults);
@@ -239,6 +249,7 @@ impl Topics {
             outcome?;
             return Err(BrokerError::TopicExists(name.to_owned()));
         }
+        write_record(&topic.dir, &record)?;
         tracing::info!(
             topic = name,
             partitions = record.settings.partitions,
@@ -254,9 +265,12 @@ impl Topics {
         validate_topic_name(name)?;
         let _admin = self.admin.lock().await;
         let topic = self.get(name)?;
-        let mut ops = vec![Op::Delete {
-            key: keys::topic(name),
-        }];
+        let mut ops = vec![
+            Op::Delete {
+                key: keys::topic(name),
+            },
+            tombstone_op(TOPICS, name, topic.record.incarnation),
+        ];
         for kv in self.meta.list(keys::GROUPS).await? {
             if matches!(keys::parse_group_offset(&kv.key), Some((_, t, _)) if t == name) {
                 ops.push(Op::Delete { key: kv.key });
@@ -264,7 +278,7 @@ impl Topics {
         }
         self.meta.txn(Vec::new(), ops).await?;
         drop(topic);
-        self.close_local(name).await?;
+        self.close_local(name, Disposal::Remove).await?;
         tracing::info!(topic = name, "topic deleted");
         Ok(())
     }
@@ -281,33 +295,62 @@ impl Topics {
         {
             return Ok(());
         }
-        self.close_local(&record.name).await?;
+        let disposal = self.disposal_of_open(&record.name).await?;
+        self.close_local(&record.name, disposal).await?;
         let topic = self.open_topic(record).await?;
+        write_record(&topic.dir, &topic.record)?;
         tracing::info!(topic = %topic.record.name, "topic adopted");
         self.insert(topic);
         Ok(())
     }
 
-    /// Cluster mode: closes a topic deleted elsewhere and removes its local data.
+    /// Cluster mode: closes a topic whose record went, and removes its local data if
+    /// its deletion was recorded (else keeps it: the metadata store may have lost it).
     pub async fn forget(&self, name: &str) -> BrokerResult<()> {
         let _admin = self.admin.lock().await;
-        self.close_local(name).await
+        let disposal = self.disposal_of_open(name).await?;
+        self.close_local(name, disposal).await
     }
 
-    /// Takes a topic out of the map, closes it and removes its directory (the caller
-    /// holds the admin lock).
-    async fn close_local(&self, name: &str) -> BrokerResult<()> {
+    /// Whether the open incarnation of `name`, once closed, may be removed.
+    async fn disposal_of_open(&self, name: &str) -> BrokerResult<Disposal> {
+        let Some(incarnation) = self.read_map().get(name).map(|t| t.record.incarnation) else {
+            return Ok(Disposal::Keep);
+        };
+        Ok(
+            if is_deleted(self.meta.as_ref(), TOPICS, name, incarnation).await? {
+                Disposal::Remove
+            } else {
+                Disposal::Keep
+            },
+        )
+    }
+
+    /// Takes a topic out of the map and closes it, removing its directory if
+    /// `disposal` says so (the caller holds the admin lock).
+    async fn close_local(&self, name: &str, disposal: Disposal) -> BrokerResult<()> {
         let Some(topic) = self.write_map().remove(name) else {
             return Ok(());
         };
         let dir = topic.dir.clone();
+        let removing = dir.clone();
         tokio::task::spawn_blocking(move || {
             topic.close();
-            remove_dir(&dir);
+            if disposal == Disposal::Remove {
+                remove_dir(&removing);
+            }
         })
         .await
         .map_err(|err| BrokerError::Internal(format!("delete task failed: {err}")))?;
-        tracing::info!(topic = name, "topic closed and its data removed");
+        match disposal {
+            Disposal::Remove => tracing::info!(topic = name, "topic closed and its data removed"),
+            Disposal::Keep => tracing::error!(
+                topic = name,
+                dir = %dir.display(),
+                "topic record gone without a recorded deletion: closed, its data kept \
+                 (`ferry-broker metadata rebuild` puts the record back)"
+            ),
+        }
         Ok(())
     }
 
@@ -367,26 +410,4 @@ fn spawn_interval_flusher(partitions: Vec<Arc<Partition>>, every: Duration) -> J
             }
         }
     })
-}
-
-pub(crate) fn remove_dir(dir: &Path) {
-    if let Err(err) = std::fs::remove_dir_all(dir)
-        && err.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(dir = %dir.display(), %err, "could not remove topic directory");
-    }
-}
-
-/// Removes topic directories that no topic record owns (a crash mid-create or mid-delete).
-pub(crate) fn remove_strays(root: &Path, known: &[PathBuf]) {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if !known.contains(&path) {
-            tracing::warn!(dir = %path.display(), "removing directory of a deleted or unfinished topic");
-            remove_dir(&path);
-        }
-    }
 }

@@ -310,12 +310,11 @@ async fn cleanup<K: Mapped, M: MetadataClient>(
         .get_opt(&cluster)
         .await?
         .is_none_or(|c| c.meta().deletion_timestamp.is_some());
-    let key = keys::record(K::KIND, &name);
     if cluster_gone {
         // Nothing can delete the data any more; drop a Delete record so no dead
         // mapping lingers, and let the resource go so its namespace never hangs.
         if policy == DeletionPolicy::Delete {
-            delete_owned(&key, incarnation, ctx).await?;
+            delete_owned::<K, M>(&name, incarnation, ctx).await?;
         }
         ctx.event(&reference, EventType::Warning, "ClusterGone", "Delete",
             format!("BrokerCluster {cluster} is gone or being deleted: released {kind} {name} without deleting data.")).await;
@@ -357,7 +356,7 @@ async fn cleanup<K: Mapped, M: MetadataClient>(
             return Err(Error::NotEmpty(format!("{kind} {name}")));
         }
     }
-    delete_owned(&key, incarnation, ctx).await?;
+    delete_owned::<K, M>(&name, incarnation, ctx).await?;
     ctx.event(
         &reference,
         EventType::Normal,
@@ -369,19 +368,30 @@ async fn cleanup<K: Mapped, M: MetadataClient>(
     Ok(Action::await_change())
 }
 
-/// Deletes the record at `key` if it is this resource's incarnation.
-async fn delete_owned<M: MetadataClient>(
-    key: &str,
+/// Deletes the record of `name` if it is this resource's incarnation, recording the
+/// deletion (a tombstone) in the same transaction so the hosts remove the data.
+async fn delete_owned<K: Mapped, M: MetadataClient>(
+    name: &str,
     incarnation: u64,
     ctx: &Context<M>,
 ) -> Result<(), Error> {
+    let key = &keys::record(K::KIND, name);
     let Some(entry) = ctx.metadata.get(key).await? else {
         return Ok(());
     };
     if owned_record(&entry.value) != Some(incarnation) {
         return Ok(());
     }
-    if ctx.metadata.delete(key, entry.mod_revision).await? {
+    let tombstone = (
+        keys::tombstone(K::KIND, name, incarnation),
+        serde_json::to_vec(&json!({ "deleted_at_ms": crate::records::now_ms() }))
+            .unwrap_or_default(),
+    );
+    if ctx
+        .metadata
+        .delete(key, entry.mod_revision, tombstone)
+        .await?
+    {
         Ok(())
     } else {
         Err(Error::Finalizer(format!(

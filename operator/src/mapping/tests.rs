@@ -476,6 +476,14 @@ async fn delete_if_empty_deletes_an_empty_queue() {
     reconcile(Arc::new(object), ctx).await.expect("released");
     verify(server).await;
     assert_eq!(metadata.value(QUEUE_KEY), None);
+    // The deletion is recorded, so the hosts remove the queue's data (and nothing
+    // else makes them).
+    assert!(
+        metadata
+            .value("/ferry/tombstones/queues/orders/9")
+            .is_some(),
+        "a tombstone for the deleted incarnation"
+    );
 }
 
 #[tokio::test]

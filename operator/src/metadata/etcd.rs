@@ -119,11 +119,20 @@ impl MetadataClient for EtcdMetadata {
         .await
     }
 
-    async fn delete(&self, key: &str, mod_revision: i64) -> Result<bool, MetaError> {
-        self.compare_and_write(
-            Compare::mod_revision(key, CompareOp::Equal, mod_revision),
-            TxnOp::delete(key, None),
-        )
-        .await
+    async fn delete(
+        &self,
+        key: &str,
+        mod_revision: i64,
+        tombstone: (String, Vec<u8>),
+    ) -> Result<bool, MetaError> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, mod_revision)])
+            .and_then([
+                TxnOp::delete(key, None),
+                TxnOp::put(tombstone.0, tombstone.1, None),
+            ]);
+        let mut kv = self.client.kv_client();
+        let response = bounded(self.timeout, kv.txn(txn)).await?;
+        Ok(response.succeeded())
     }
 }

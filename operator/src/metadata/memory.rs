@@ -109,13 +109,20 @@ impl MetadataClient for MemoryMetadata {
         Ok(true)
     }
 
-    async fn delete(&self, key: &str, mod_revision: i64) -> Result<bool, MetaError> {
+    async fn delete(
+        &self,
+        key: &str,
+        mod_revision: i64,
+        tombstone: (String, Vec<u8>),
+    ) -> Result<bool, MetaError> {
         let mut inner = self.lock();
         if inner.entries.get(key).map(|(_, rev)| *rev) != Some(mod_revision) {
             return Ok(false);
         }
         inner.revision += 1;
+        let revision = inner.revision;
         inner.entries.remove(key);
+        inner.entries.insert(tombstone.0, (tombstone.1, revision));
         Ok(true)
     }
 }
@@ -145,7 +152,7 @@ mod tests {
         assert_eq!(store.value("/a"), Some(b"3".to_vec()));
         assert!(
             !store
-                .delete("/a", entry.mod_revision)
+                .delete("/a", entry.mod_revision, ("/t".to_owned(), b"{}".to_vec()))
                 .await
                 .expect("delete")
         );

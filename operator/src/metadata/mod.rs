@@ -75,11 +75,13 @@ pub trait MetadataClient: Send + Sync + 'static {
         mod_revision: i64,
     ) -> impl Future<Output = Result<bool, MetaError>> + Send;
 
-    /// Deletes `key` only if its revision is still `mod_revision`. Returns whether it
-    /// was deleted.
+    /// Deletes `key` only if its revision is still `mod_revision`, writing `tombstone`
+    /// (key, value) in the same transaction: the brokers remove a resource's data only
+    /// when its deletion is recorded. Returns whether it was deleted.
     fn delete(
         &self,
         key: &str,
         mod_revision: i64,
+        tombstone: (String, Vec<u8>),
     ) -> impl Future<Output = Result<bool, MetaError>> + Send;
 }

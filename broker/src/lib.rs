@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod names;
 pub mod offsets;
 pub mod queue;
+pub mod rebuild;
 pub mod retained;
 pub mod serve;
 pub mod service;

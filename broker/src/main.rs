@@ -9,6 +9,7 @@ use ferry_broker::config::{BrokerConfig, ReplicationConfig};
 use ferry_broker::dev::{self, DevOptions};
 use ferry_broker::gateway::{self, GatewayOptions};
 use ferry_broker::meta::EtcdConfig;
+use ferry_broker::rebuild::{self, ClusterHost, RebuildTarget};
 use ferry_broker::serve::{self, ServeOptions};
 use ferry_broker::standalone::{self, BoundAddresses};
 use ferry_broker::topic::DurabilitySetting;
@@ -34,6 +35,61 @@ enum Command {
     /// Run a stateless gateway: the same API, each request forwarded to the host
     /// that serves it (found through etcd).
     Gateway(GatewayArgs),
+    /// Repair the metadata store from what hosts hold on disk.
+    Metadata {
+        #[command(subcommand)]
+        command: MetadataCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MetadataCommand {
+    /// Put back the records of every topic and queue this host holds (and, on a
+    /// cluster, its identity and partition states) after the metadata store lost
+    /// them. Stop every host first; on a cluster run it on each host, then start them.
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Args, Debug)]
+struct RebuildArgs {
+    /// The host's data directory.
+    #[arg(long, env = "FERRY_DATA_DIR", default_value = "ferry-data")]
+    data_dir: PathBuf,
+    /// The broker cluster (omit for a standalone host's embedded store).
+    #[arg(long, env = "FERRY_CLUSTER", requires_all = ["host_id", "etcd"])]
+    cluster: Option<String>,
+    /// This host's id in the cluster.
+    #[arg(long, env = "FERRY_HOST_ID")]
+    host_id: Option<String>,
+    /// etcd client URLs, comma-separated.
+    #[arg(long, env = "FERRY_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Longest wait for one etcd request, in ms.
+    #[arg(long, env = "FERRY_ETCD_TIMEOUT_MS", default_value_t = 5_000)]
+    etcd_timeout_ms: u64,
+}
+
+impl RebuildArgs {
+    fn target(&self) -> anyhow::Result<RebuildTarget> {
+        let (Some(cluster), Some(host_id)) = (&self.cluster, &self.host_id) else {
+            return Ok(RebuildTarget::Standalone);
+        };
+        if self.etcd.is_empty() {
+            anyhow::bail!("--etcd is required with --cluster");
+        }
+        let timeout = Duration::from_millis(self.etcd_timeout_ms);
+        Ok(RebuildTarget::Cluster {
+            host: ClusterHost {
+                cluster: cluster.clone(),
+                host_id: host_id.clone(),
+            },
+            etcd: EtcdConfig {
+                request_timeout: timeout,
+                connect_timeout: timeout,
+                ..EtcdConfig::new(self.etcd.clone())
+            },
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -355,6 +411,14 @@ fn main() -> anyhow::Result<()> {
             standalone::termination_signal(),
             |bound| println!("ferry-gateway ready grpc={bound}"),
         )),
+        Some(Command::Metadata {
+            command: MetadataCommand::Rebuild(args),
+        }) => {
+            let target = args.target()?;
+            let report = runtime.block_on(rebuild::run(&args.data_dir, target))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         Some(Command::Serve(args)) => {
             let (config, options) = args.into_options()?;
             runtime.block_on(serve::run(

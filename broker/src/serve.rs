@@ -81,6 +81,10 @@ pub async fn run(
         &config.data_dir,
     )
     .await?;
+    // Before registering: etcd must still hold the cluster this data belongs to.
+    let identity =
+        crate::cluster::disk::check_identity(meta.as_ref(), &cluster.cluster, &config.data_dir)
+            .await?;
     // Before registering: a host whose logs lost records to damage must not stay in an
     // in-sync set another replica shares (it could be elected over a whole copy).
     crate::cluster::disk::leave_if_damaged(
@@ -123,12 +127,58 @@ pub async fn run(
         meta,
         options.observed_interval,
     );
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
+    let guard = tokio::spawn(guard_identity(view.view(), identity, lost_tx));
+    let metadata_lost = Arc::new(std::sync::Mutex::new(None));
+    let noticed = Arc::clone(&metadata_lost);
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            lost = lost_rx => {
+                if let Ok(why) = lost
+                    && let Ok(mut slot) = noticed.lock()
+                {
+                    *slot = Some(why);
+                }
+            }
+        }
+    };
     let served = serve_until(broker, listeners, shutdown, on_ready).await;
+    guard.abort();
     drop(publisher);
     drop(replicator);
     drop(materializer);
     drop(controller);
     membership.leave().await;
     drop(view);
+    if let Some(why) = metadata_lost.lock().ok().and_then(|mut slot| slot.take()) {
+        anyhow::bail!(why);
+    }
     served
+}
+
+/// Watches the cluster view and reports (once) when etcd no longer holds the cluster's
+/// identity: etcd lost the cluster (wiped or replaced). The host then stops serving —
+/// nothing more is acknowledged and nothing is deleted — and refuses to start again
+/// until the metadata is rebuilt.
+async fn guard_identity(
+    mut view: tokio::sync::watch::Receiver<Arc<crate::cluster::view::ClusterView>>,
+    identity: u64,
+    lost: tokio::sync::oneshot::Sender<String>,
+) {
+    // The first value is the empty view from before the first full read.
+    while view.changed().await.is_ok() {
+        let seen = view.borrow_and_update().identity;
+        if seen != Some(identity) {
+            let why = format!(
+                "etcd no longer holds this cluster (identity {identity}, now {}): etcd lost the \
+                 cluster's metadata; stopping without deleting anything. Rebuild it with \
+                 `ferry-broker metadata rebuild` (docs/cluster.md)",
+                seen.map_or_else(|| "none".to_owned(), |s| s.to_string())
+            );
+            tracing::error!("{why}");
+            let _ = lost.send(why);
+            return;
+        }
+    }
 }

@@ -50,7 +50,7 @@ pub(crate) fn prepare_data_dir(config: &BrokerConfig) -> anyhow::Result<File> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    lock_data_dir(config)
+    lock_data_dir(&config.data_dir)
 }
 
 /// The bound gRPC and metrics listeners.
@@ -133,13 +133,14 @@ pub(crate) async fn serve_until(
 }
 
 /// Holds an exclusive lock on the data directory so two brokers never share it.
-fn lock_data_dir(config: &BrokerConfig) -> anyhow::Result<File> {
-    let path = config.data_dir.join("LOCK");
+/// Locks the data directory for this process (the lock goes with the returned file).
+pub(crate) fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<File> {
+    let path = data_dir.join("LOCK");
     let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
     file.try_lock().map_err(|err| {
         anyhow::anyhow!(
             "data directory {} is in use by another broker ({err})",
-            config.data_dir.display()
+            data_dir.display()
         )
     })?;
     Ok(file)

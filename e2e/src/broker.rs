@@ -182,6 +182,43 @@ impl BrokerHost {
         self.paused = false;
     }
 
+    /// Starts it again like [`Self::restart`], returning why it did not become ready
+    /// (it refused to start, say) instead of panicking.
+    pub fn try_restart(&mut self) -> Result<(), String> {
+        self.kill();
+        let any_port = SocketAddrV4::new(self.config.ip, 0);
+        let (process, addr) = wait_ready(spawn(&self.config, any_port))?;
+        self.process = Some(process);
+        self.addr = reachable(&self.config, addr);
+        Ok(())
+    }
+
+    /// Runs `ferry-broker metadata rebuild` for this host (which must be stopped) and
+    /// returns its standard output (a JSON report), or why it failed.
+    pub fn rebuild_metadata(&self) -> Result<String, String> {
+        let config = &self.config;
+        let output = process::command_in(config.netns.as_deref(), &broker_binary())
+            .args(["metadata", "rebuild"])
+            .args(["--cluster", &config.cluster])
+            .args(["--host-id", &config.host_id])
+            .args(["--etcd", &config.etcd_endpoints.join(",")])
+            .arg("--data-dir")
+            .arg(&config.data_dir)
+            .env("NO_COLOR", "1")
+            .output()
+            .map_err(|err| format!("cannot run ferry-broker metadata rebuild: {err}"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!(
+                "{}: {stdout}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    }
+
     /// Kills it if it runs, then starts it again with the same host id and data
     /// directory, on the same address if that port is still free.
     pub fn restart(&mut self) {

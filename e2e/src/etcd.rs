@@ -123,6 +123,19 @@ impl EtcdServer {
         }
     }
 
+    /// Stops etcd, deletes its data and starts it again, empty, on the same ports: an
+    /// etcd that lost everything (a wiped volume, a replaced cluster).
+    pub fn wipe_and_restart(&mut self) {
+        self.stop();
+        if self.data_dir.exists() {
+            std::fs::remove_dir_all(&self.data_dir)
+                .unwrap_or_else(|err| panic!("wipe {}: {err}", self.data_dir.display()));
+        }
+        if let Err(failure) = self.launch() {
+            panic!("etcd did not start again after the wipe: {failure}");
+        }
+    }
+
     /// Freezes etcd with SIGSTOP: connections stay open, nothing is answered.
     pub fn pause(&mut self) {
         assert!(!self.paused, "etcd is already paused");

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 
 use ferry_storage::{Log, LogConfig, StorageError};
 
-use super::records::PartitionState;
+use super::records::{ClusterIdentity, PartitionState};
 use crate::error::{BrokerError, BrokerResult};
-use crate::meta::{Compare, MetadataStore, Op, decode_json, encode_json, keys};
+use crate::meta::{Compare, MetadataStore, MetadataStoreExt, Op, decode_json, encode_json, keys};
 
 /// The claim file in a host's data directory: `{cluster}/{host}`.
 const CLAIM_FILE: &str = "cluster-host";
@@ -65,7 +65,74 @@ pub async fn claim(
             "new data directory: left the in-sync sets this host was in; it rejoins by catching up"
         );
     }
-    write_claim(data_dir, &path, &owner)
+    write_file(data_dir, &path, &owner)
+}
+
+/// The file in a host's data directory holding its cluster's identity.
+const IDENTITY_FILE: &str = "cluster-id";
+
+/// Makes sure etcd still holds the cluster this data directory belongs to, and returns
+/// the cluster's identity. A new cluster gets one (the first host creates it); a host
+/// that joins learns it. A host whose data directory remembers an identity that etcd
+/// does not hold refuses to start: etcd lost the cluster (wiped, or replaced), and
+/// serving on would hand out the cluster's topics and queues as if they did not exist.
+/// `ferry-broker metadata rebuild` puts the cluster's records back from the hosts' data.
+pub async fn check_identity(
+    meta: &dyn MetadataStore,
+    cluster: &str,
+    data_dir: &Path,
+) -> BrokerResult<u64> {
+    let path = data_dir.join(IDENTITY_FILE);
+    let local: Option<u64> = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text.trim().parse().map_err(|_| {
+            BrokerError::Internal(format!("{} holds no cluster identity", path.display()))
+        })?),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => {
+            return Err(BrokerError::Internal(format!(
+                "cannot read {}: {err}",
+                path.display()
+            )));
+        }
+    };
+    let key = keys::cluster_identity(cluster);
+    let stored = match meta.get(&key).await? {
+        Some(kv) => Some(decode_json::<ClusterIdentity>(&kv.key, &kv.value)?.cluster_id),
+        None => None,
+    };
+    let identity = match (local, stored) {
+        (Some(local), Some(stored)) if local == stored => return Ok(local),
+        (Some(local), stored) => {
+            return Err(BrokerError::Internal(format!(
+                "etcd does not hold the cluster {cluster:?} this host's data belongs to \
+                 (identity {local}; etcd has {}): etcd lost the cluster's metadata. Nothing was \
+                 deleted. Stop every host, run `ferry-broker metadata rebuild` on each with the \
+                 same --cluster, --host-id, --etcd and --data-dir, then start them \
+                 (docs/cluster.md, \"When etcd loses the cluster\")",
+                stored.map_or_else(|| "none".to_owned(), |s| s.to_string())
+            )));
+        }
+        (None, Some(stored)) => stored,
+        (None, None) => create_identity(meta, &key).await?,
+    };
+    write_file(data_dir, &path, &identity.to_string())?;
+    Ok(identity)
+}
+
+/// Creates the cluster's identity, or reads the one another host created first.
+async fn create_identity(meta: &dyn MetadataStore, key: &str) -> BrokerResult<u64> {
+    let identity = ClusterIdentity {
+        cluster_id: crate::clock::unique_id(),
+        created_at_ms: crate::clock::now_ms(),
+    };
+    if meta.create(key, encode_json(&identity)).await? {
+        return Ok(identity.cluster_id);
+    }
+    let kv = meta
+        .get(key)
+        .await?
+        .ok_or_else(|| BrokerError::Internal(format!("{key} vanished while it was created")))?;
+    Ok(decode_json::<ClusterIdentity>(&kv.key, &kv.value)?.cluster_id)
 }
 
 /// Recovers every log under `data_dir` (confining any damage to lost ranges) and, if
@@ -214,14 +281,15 @@ async fn leave_in_sync_sets(
     Ok(changed)
 }
 
-fn write_claim(data_dir: &Path, path: &Path, owner: &str) -> BrokerResult<()> {
+/// Writes `contents` to `path` in `data_dir` atomically and durably.
+fn write_file(data_dir: &Path, path: &Path, contents: &str) -> BrokerResult<()> {
     let io = |err: std::io::Error| {
         BrokerError::Internal(format!("cannot write {}: {err}", path.display()))
     };
     std::fs::create_dir_all(data_dir).map_err(io)?;
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    file.write_all(owner.as_bytes()).map_err(io)?;
+    file.write_all(contents.as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     std::fs::File::open(data_dir)

@@ -23,6 +23,16 @@ pub struct ControllerRecord {
     pub elected_at_ms: i64,
 }
 
+/// The cluster's identity, under `/ferry/clusters/{cluster}/identity`: created once by
+/// the first host to start, and kept by every host in its data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIdentity {
+    /// Unique per creation of the cluster.
+    pub cluster_id: u64,
+    /// When it was created, ms since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
 /// One partition's placement and leadership, under
 /// `/ferry/clusters/{cluster}/partitions/{topics|queues}/{name}/{partition}`, written
 /// only by the controller with compare-and-swap on the key's revision.

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::observed::ObservedPartition;
 use super::placement::PartitionKey;
-use super::records::{ControllerRecord, HostRecord, PartitionState};
+use super::records::{ClusterIdentity, ControllerRecord, HostRecord, PartitionState};
 use crate::meta::{KeyValue, MetadataStore, Revision, WatchEvent, decode_json, keys};
 
 /// A consistent picture of one cluster's keys.
@@ -25,6 +25,8 @@ pub struct ClusterView {
     pub partitions: BTreeMap<PartitionKey, (PartitionState, Revision)>,
     /// What the leaders of topic partitions last published.
     pub observed: BTreeMap<(String, u32), ObservedPartition>,
+    /// The cluster's identity (`None` if etcd does not hold it: etcd lost the cluster).
+    pub identity: Option<u64>,
 }
 
 impl ClusterView {
@@ -66,6 +68,15 @@ impl ClusterView {
                     self.hosts.remove(host);
                 }
             }
+        } else if key == keys::cluster_identity(cluster) {
+            self.identity =
+                value.and_then(|kv| match decode_json::<ClusterIdentity>(key, &kv.value) {
+                    Ok(identity) => Some(identity.cluster_id),
+                    Err(err) => {
+                        tracing::warn!(%err, "skipping the cluster identity");
+                        None
+                    }
+                });
         } else if key == keys::cluster_controller(cluster) {
             self.controller = match value.map(|kv| (decode_json(key, &kv.value), kv.mod_revision)) {
                 Some((Ok(record), revision)) => Some((record, revision)),

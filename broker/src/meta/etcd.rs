@@ -5,7 +5,8 @@
 //! out to every [`Watch`]. When the watch stream breaks (etcd restarted, network
 //! trouble) it resumes from the revision after the last event it delivered, so
 //! watchers see no gap; if etcd compacted that history away, watchers are told to
-//! re-read (their receiver closes) and a fresh stream starts at the current revision.
+//! re-read (their receiver closes) and a fresh stream starts at the current revision;
+//! the same happens when etcd's revision goes backwards (it lost its data).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -190,6 +191,21 @@ async fn watch_root(
                     break;
                 }
             };
+            // A store whose revision is below one already delivered lost its history
+            // (wiped, or restored from an older backup): a watch resumed at the old
+            // revision would wait silently for it, missing everything until then.
+            let current = response.header().map_or(0, |header| header.revision());
+            if current > 0 && current + 1 < next_revision {
+                tracing::error!(
+                    from = next_revision,
+                    current,
+                    "etcd's revision went backwards: it lost its data; watchers must re-read"
+                );
+                let fresh = broadcast::channel(config.watch_buffer.max(1)).0;
+                *events.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+                next_revision = current + 1;
+                break;
+            }
             if response.canceled() {
                 let compacted = response.compact_revision();
                 if compacted > 0 {

@@ -70,6 +70,12 @@ pub fn cluster_host(cluster: &str, host: &str) -> String {
     format!("{CLUSTERS}{cluster}/hosts/{host}")
 }
 
+/// The cluster's identity: created once, when its first host starts, and remembered in
+/// every host's data directory, so a host can tell an etcd that lost the cluster.
+pub fn cluster_identity(cluster: &str) -> String {
+    format!("{CLUSTERS}{cluster}/identity")
+}
+
 /// The cluster's elected controller (attached to the controller's lease).
 pub fn cluster_controller(cluster: &str) -> String {
     format!("{CLUSTERS}{cluster}/controller")

@@ -602,6 +602,12 @@ impl Log {
         Ok(())
     }
 
+    /// The largest idempotent producer id among the producers this log remembers (a
+    /// rebuilt metadata store must hand out ids above every one still in use).
+    pub fn max_producer_id(&self) -> Result<Option<i64>, StorageError> {
+        Ok(self.lock_state()?.producers.max_producer_id())
+    }
+
     /// Every lost range still in the log, oldest first: offsets whose records were lost
     /// to damage on disk (found by this open or an earlier one) and that no truncation or
     /// retention has removed since. A replica with any is not a whole copy.

@@ -184,6 +184,11 @@ impl ProducerTable {
         }
     }
 
+    /// The largest producer id the table holds, if any.
+    pub(crate) fn max_producer_id(&self) -> Option<i64> {
+        self.entries.keys().copied().max()
+    }
+
     /// Number of producers remembered.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

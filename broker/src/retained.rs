@@ -89,6 +89,24 @@ pub async fn is_deleted(
         .is_some())
 }
 
+/// What to do with the open incarnation (if any) of `name` once its record is gone or
+/// replaced: remove it only if its deletion was recorded.
+pub async fn disposal_of(
+    meta: &dyn MetadataStore,
+    kind: &str,
+    name: &str,
+    incarnation: Option<u64>,
+) -> BrokerResult<Disposal> {
+    let Some(incarnation) = incarnation else {
+        return Ok(Disposal::Keep);
+    };
+    Ok(if is_deleted(meta, kind, name, incarnation).await? {
+        Disposal::Remove
+    } else {
+        Disposal::Keep
+    })
+}
+
 /// What to do with `dir` (an incarnation of `kind` no record names any more).
 pub async fn disposal(meta: &dyn MetadataStore, kind: &str, dir: &Path) -> BrokerResult<Disposal> {
     let Some((name, incarnation)) = dir

@@ -48,7 +48,7 @@ pub struct HostConfig {
 
 /// The broker binary: `FERRY_BROKER_BIN`, else the one built beside this test
 /// binary, else `$CARGO_TARGET_DIR/debug`, else the workspace's `target/debug`.
-fn broker_binary() -> PathBuf {
+pub(crate) fn broker_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("FERRY_BROKER_BIN") {
         let path = PathBuf::from(path);
         assert!(

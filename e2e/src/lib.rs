@@ -6,6 +6,7 @@
 //! - [`etcd`]: a single-member etcd server.
 //! - [`broker`]: one broker host process in cluster mode.
 //! - [`cluster`]: etcd plus N hosts under one cluster name, in a temporary directory.
+//! - [`gateway`]: a `ferry-broker gateway` process.
 //! - [`netns`]: a private network of namespaces, to cut one host off from the rest.
 //! - [`kube`]: a real kube-apiserver (and kube-controller-manager) on its own etcd,
 //!   with kubectl and helm, for the operator, CRD and chart tests.
@@ -17,6 +18,7 @@
 pub mod broker;
 pub mod cluster;
 pub mod etcd;
+pub mod gateway;
 pub mod history;
 pub mod kube;
 pub mod netns;

@@ -6,18 +6,16 @@
 //! while the leader moves) with nothing acknowledged lost.
 
 mod common;
-#[path = "common/gateway.rs"]
-mod gateway;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::rpc::{self, record_outcome, show, within};
 use common::{FORM_DEADLINE, PartitionId, read_view, start_formed, wait_for_view};
+use ferry_e2e::gateway::Gateway;
 use ferry_e2e::{CheckOptions, ClusterOptions, History, check};
 use ferry_proto::v1 as pb;
 use ferry_records::BatchBuilder;
-use gateway::Gateway;
 use pb::metadata_service_client::MetadataServiceClient;
 use pb::topic_service_client::TopicServiceClient;
 use tonic::transport::{Channel, Endpoint};

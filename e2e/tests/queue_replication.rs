@@ -11,8 +11,6 @@
 //! journal and snapshot, and it rebuilt the state from them).
 
 mod common;
-#[path = "common/gateway.rs"]
-mod gateway;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -22,9 +20,9 @@ use std::time::Duration;
 use common::rpc::{self, show};
 use common::{FORM_DEADLINE, PartitionId, read_view, start_formed, wait_for_view};
 use ferry_e2e::ClusterOptions;
+use ferry_e2e::gateway::Gateway;
 use ferry_proto::v1 as pb;
 use ferry_proto::v1::queue_service_client::QueueServiceClient;
-use gateway::Gateway;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};

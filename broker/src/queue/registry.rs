@@ -3,7 +3,7 @@
 //! (visibility deadlines, dead-lettering, retention, interval flushes, compaction).
 
 use crate::retained::{
-    Disposal, is_deleted, read_record, remove_dir, remove_strays, resource_dir, tombstone_op,
+    Disposal, disposal_of, read_record, remove_dir, remove_strays, resource_dir, tombstone_op,
     write_record,
 };
 use std::collections::HashMap;
@@ -377,16 +377,8 @@ impl Queues {
 
     /// Whether the open incarnation of `name`, once closed, may be removed.
     async fn disposal_of_open(&self, name: &str) -> BrokerResult<Disposal> {
-        let Some(incarnation) = self.read_map().get(name).map(|q| q.record.incarnation) else {
-            return Ok(Disposal::Keep);
-        };
-        Ok(
-            if is_deleted(self.meta.as_ref(), QUEUES, name, incarnation).await? {
-                Disposal::Remove
-            } else {
-                Disposal::Keep
-            },
-        )
+        let incarnation = self.read_map().get(name).map(|q| q.record.incarnation);
+        disposal_of(self.meta.as_ref(), QUEUES, name, incarnation).await
     }
 
     /// Takes a queue out of the map, stops its housekeeping, ends its long polls and

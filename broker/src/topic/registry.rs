@@ -17,7 +17,7 @@ use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{MetadataStore, MetadataStoreExt, Op, decode_json, encode_json, keys};
 use crate::names::validate_topic_name;
 use crate::retained::{
-    Disposal, is_deleted, read_record, remove_dir, remove_strays, resource_dir, tombstone_op,
+    Disposal, disposal_of, read_record, remove_dir, remove_strays, resource_dir, tombstone_op,
     write_record,
 };
 use crate::topic::{DurabilitySetting, Partition, TopicOverrides, TopicRecord, TopicSettings};
@@ -314,16 +314,8 @@ impl Topics {
 
     /// Whether the open incarnation of `name`, once closed, may be removed.
     async fn disposal_of_open(&self, name: &str) -> BrokerResult<Disposal> {
-        let Some(incarnation) = self.read_map().get(name).map(|t| t.record.incarnation) else {
-            return Ok(Disposal::Keep);
-        };
-        Ok(
-            if is_deleted(self.meta.as_ref(), TOPICS, name, incarnation).await? {
-                Disposal::Remove
-            } else {
-                Disposal::Keep
-            },
-        )
+        let incarnation = self.read_map().get(name).map(|t| t.record.incarnation);
+        disposal_of(self.meta.as_ref(), TOPICS, name, incarnation).await
     }
 
     /// Takes a topic out of the map and closes it, removing its directory if

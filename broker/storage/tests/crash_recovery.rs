@@ -201,11 +201,7 @@ fn damage_in_a_middle_segment_keeps_every_later_segment() {
 
     let log = Log::open(&dir, config).expect("reopen");
     assert_eq!(log.segment_count(), segments);
-    let first_of_victim = victim
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .and_then(|s| s.parse::<u64>().ok())
-        .expect("base");
+    let first_of_victim = base_of(victim);
     let damaged = offsets_of(&sent)
         .iter()
         .position(|o| *o == first_of_victim)
@@ -234,13 +230,7 @@ fn a_sealed_segment_cut_in_half_loses_only_its_second_half() {
 
     let log = Log::open(&dir, config.clone()).expect("reopen");
     assert_eq!(log.segment_count(), segments);
-    let base = |path: &std::path::Path| {
-        path.file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.parse::<u64>().ok())
-            .expect("base")
-    };
-    let (victim_base, next_base) = (base(victim), base(&files[3]));
+    let (victim_base, next_base) = (base_of(victim), base_of(&files[3]));
     let lost = log.lost_records().expect("lost");
     assert_eq!(lost.len(), 1, "{lost:?}");
     assert!(lost[0].from_offset > victim_base && lost[0].to_offset == next_base);
@@ -275,11 +265,7 @@ fn bit_rot_in_a_trusted_segment_is_confined_when_read() {
 
     let log = Log::open(&dir, config.clone()).expect("reopen: the segment is trusted");
     assert!(log.lost_records().expect("lost").is_empty());
-    let first_of_victim: u64 = victim
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .and_then(|s| s.parse().ok())
-        .expect("base");
+    let first_of_victim = base_of(victim);
     let damaged = offsets_of(&sent)
         .iter()
         .position(|o| *o == first_of_victim)
@@ -307,13 +293,7 @@ fn a_missing_segment_file_becomes_a_lost_range() {
     std::fs::remove_file(&files[2]).expect("remove a segment");
     let log = Log::open(&dir, config).expect("reopen");
     assert_eq!(log.segment_count(), segments - 1);
-    let base = |path: &std::path::Path| {
-        path.file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.parse::<u64>().ok())
-            .expect("base")
-    };
-    let (from, to) = (base(&files[2]), base(&files[3]));
+    let (from, to) = (base_of(&files[2]), base_of(&files[3]));
     let offsets = offsets_of(&sent);
     let gone: Vec<usize> = (0..sent.len())
         .filter(|i| offsets[*i] >= from && offsets[*i] < to)
@@ -416,12 +396,7 @@ fn truncated_active_segment_to_zero_bytes_recovers() {
     let last = files.last().expect("segment");
     std::fs::write(last, b"").expect("empty the active segment");
     let log = Log::open(&dir, config).expect("reopen");
-    let base: u64 = last
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .and_then(|s| s.parse().ok())
-        .expect("base");
-    assert_eq!(log.end_offset(), base);
+    assert_eq!(log.end_offset(), base_of(last));
     read_all(&log);
 }
 
@@ -500,13 +475,7 @@ fn lost_ranges_are_remembered_until_truncated_away() {
     log.close().expect("close");
     let files = segment_files(&dir);
     std::fs::remove_file(&files[2]).expect("remove a segment");
-    let base = |path: &std::path::Path| {
-        path.file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.parse::<u64>().ok())
-            .expect("base")
-    };
-    let (from, to) = (base(&files[2]), base(&files[3]));
+    let (from, to) = (base_of(&files[2]), base_of(&files[3]));
 
     let log = Log::open(&dir, config.clone()).expect("reopen");
     assert_eq!(log.lost_ranges().expect("ranges"), vec![from..to]);

@@ -96,6 +96,15 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The base offset a segment file is named by.
+pub fn base_of(segment: &Path) -> u64 {
+    segment
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .expect("a segment file named by its base offset")
+}
+
 /// Appends bytes to a file by hand, as a crash mid-write would leave them.
 pub fn append_raw(path: &Path, bytes: &[u8]) {
     use std::io::Write;

@@ -91,7 +91,7 @@ async fn filled_cluster() -> (Cluster, etcd_client::Client) {
         .unwrap_or_else(|status| panic!("create topic: {}", rpc::show(&status)));
     let view = wait_for_view(&mut etcd, &name, FORM_DEADLINE, "all in sync", all_in_sync).await;
     let leader = view.leader(&partition()).expect("a leader").to_owned();
-    let mut client = TopicServiceClient::new(channels[&leader].clone());
+    let client = TopicServiceClient::new(channels[&leader].clone());
     for (chunk, start) in (0..MESSAGES)
         .step_by(PER_REQUEST)
         .map(|s| (s..s + PER_REQUEST, s))
@@ -100,18 +100,22 @@ async fn filled_cluster() -> (Cluster, etcd_client::Client) {
         for i in chunk {
             builder.push(None, value(i).as_bytes(), &[], rpc::now_ms());
         }
-        let response = client
-            .produce(pb::ProduceRequest {
+        let records = builder.finish().expect("a batch");
+        let response = rpc::until_led(DEADLINE, || {
+            let mut client = client.clone();
+            let request = pb::ProduceRequest {
                 topic: TOPIC.to_owned(),
                 batches: vec![pb::PartitionBatch {
                     partition: Some(0),
-                    records: builder.finish().expect("a batch").into(),
+                    records: records.clone().into(),
                 }],
                 messages: Vec::new(),
-            })
-            .await
-            .unwrap_or_else(|status| panic!("produce: {}", rpc::show(&status)))
-            .into_inner();
+            };
+            async move { client.produce(request).await }
+        })
+        .await
+        .unwrap_or_else(|status| panic!("produce: {}", rpc::show(&status)))
+        .into_inner();
         let result = &response.batches[0];
         assert!(result.error.is_none(), "produce {start}: {result:?}");
         assert_eq!(result.base_offset, start as u64, "offsets follow on");

@@ -78,14 +78,20 @@ async fn a_wiped_etcd_loses_nothing_and_the_cluster_is_rebuilt_from_the_hosts() 
     let topic_leader = view.leader(&ids()[0]).expect("leader").to_owned();
     let queue_leader = view.leader(&ids()[1]).expect("leader").to_owned();
     for i in 0..MESSAGES {
-        rpc::produce(&channels[&topic_leader], TOPIC, 0, None, &format!("m{i}"))
-            .await
-            .unwrap_or_else(|status| panic!("produce {i}: {}", rpc::show(&status)));
+        let value = format!("m{i}");
+        rpc::until_led(DEADLINE, || {
+            rpc::produce(&channels[&topic_leader], TOPIC, 0, None, &value)
+        })
+        .await
+        .unwrap_or_else(|status| panic!("produce {i}: {}", rpc::show(&status)));
     }
     for i in 0..QUEUED {
-        rpc::send(&channels[&queue_leader], QUEUE, &format!("q{i}"))
-            .await
-            .unwrap_or_else(|status| panic!("send {i}: {}", rpc::show(&status)));
+        let body = format!("q{i}");
+        rpc::until_led(DEADLINE, || {
+            rpc::send(&channels[&queue_leader], QUEUE, &body)
+        })
+        .await
+        .unwrap_or_else(|status| panic!("send {i}: {}", rpc::show(&status)));
     }
 
     cluster.etcd_mut().wipe_and_restart();
@@ -145,7 +151,8 @@ async fn a_wiped_etcd_loses_nothing_and_the_cluster_is_rebuilt_from_the_hosts() 
     }
     let view = wait_for_view(&mut etcd, &name, DEADLINE, "all in sync again", all_in_sync).await;
     let topic_leader = view.leader(&ids()[0]).expect("leader").to_owned();
-    let reads = rpc::read_partition(&rpc::channel(cluster.host(&topic_leader)), TOPIC, 0)
+    let leader_channel = rpc::channel(cluster.host(&topic_leader));
+    let reads = rpc::until_led(DEADLINE, || rpc::read_partition(&leader_channel, TOPIC, 0))
         .await
         .unwrap_or_else(|status| panic!("read: {}", rpc::show(&status)));
     let values: Vec<String> = reads.into_iter().map(|r| r.value).collect();

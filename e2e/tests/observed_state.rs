@@ -85,16 +85,22 @@ async fn leaders_publish_watermarks_lag_and_depth_to_etcd() {
     for p in 0..PARTITIONS {
         let leader = view.leader(&PartitionId::topic(TOPIC, p)).expect("leader");
         for n in 0..PER_PARTITION {
-            rpc::produce(&channels[leader], TOPIC, p, None, &format!("{p}-{n}"))
-                .await
-                .unwrap_or_else(|s| panic!("produce: {}", show(&s)));
+            let value = format!("{p}-{n}");
+            rpc::until_led(DEADLINE, || {
+                rpc::produce(&channels[leader], TOPIC, p, None, &value)
+            })
+            .await
+            .unwrap_or_else(|s| panic!("produce: {}", show(&s)));
         }
     }
     let queue_leader = view.leader(&PartitionId::queue(QUEUE)).expect("leader");
     for n in 0..QUEUED {
-        rpc::send(&channels[queue_leader], QUEUE, &format!("job-{n}"))
-            .await
-            .unwrap_or_else(|s| panic!("send: {}", show(&s)));
+        let body = format!("job-{n}");
+        rpc::until_led(DEADLINE, || {
+            rpc::send(&channels[queue_leader], QUEUE, &body)
+        })
+        .await
+        .unwrap_or_else(|s| panic!("send: {}", show(&s)));
     }
 
     for p in 0..PARTITIONS {

@@ -83,6 +83,30 @@ pub fn not_leader_detail(status: &Status) -> Result<pb::ErrorDetail, String> {
     Ok(detail)
 }
 
+/// Calls `call` again while it is refused with NOT_LEADER (nothing was written, so
+/// resending cannot duplicate), up to `deadline`: a host's view of a new leader may
+/// trail what the test read from etcd by a moment.
+pub async fn until_led<T, Fut>(
+    deadline: Duration,
+    mut call: impl FnMut() -> Fut,
+) -> Result<T, Status>
+where
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        match call().await {
+            Err(status) if tokio::time::Instant::now() < until => {
+                let Ok(detail) = not_leader_detail(&status) else {
+                    return Err(status);
+                };
+                tokio::time::sleep(Duration::from_millis(u64::from(detail.retry_after_ms))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Whether ferry-client would send the request again after `status`: the same rule
 /// as `ClientError::from_status(..).is_retriable()` in `client/src/error.rs` (the
 /// e2e crate does not depend on the client library, so it is restated here).

@@ -246,3 +246,71 @@ async fn bit_rot_in_a_trusted_segment_is_found_by_a_read_and_skipped() {
     assert!(from >= base_of(&before[2]) && to <= base_of(&before[3]));
     assert_eq!(metric, to - from);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_with_a_damaged_message_segment_serves_every_intact_message() {
+    use common::queue::{ack, create_queue, message, queues, receive, send};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["--queue-segment-bytes", "4096"];
+    let mut broker = BrokerProcess::start_with(dir.path(), &args);
+    let ch = channel(&broker.url()).await;
+    let mut q = queues(&ch);
+    create_queue(&mut q, "jobs", pb::QueueConfig::default()).await;
+    const SENT: usize = 2_000;
+    for chunk in (0..SENT).collect::<Vec<_>>().chunks(100) {
+        let messages = chunk
+            .iter()
+            .map(|i| message(format!("job-{i:05}")))
+            .collect();
+        send(&mut q, "jobs", messages).await;
+    }
+    assert!(broker.terminate(), "clean stop");
+    let queue_dir = std::fs::read_dir(dir.path().join("queues"))
+        .expect("queues dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("the queue's directory");
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(queue_dir.join("messages"))
+        .expect("messages log")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    assert!(logs.len() >= 5, "{} segments", logs.len());
+    let len = std::fs::metadata(&logs[2]).expect("segment").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&logs[2])
+        .and_then(|f| f.set_len(len / 2))
+        .expect("cut the third segment in half");
+
+    let broker = BrokerProcess::start_with(dir.path(), &args);
+    let ch = channel(&broker.url()).await;
+    let mut q = queues(&ch);
+    let mut received = std::collections::BTreeSet::new();
+    loop {
+        let messages = receive(&mut q, "jobs", 100, 0, 60_000).await;
+        if messages.is_empty() {
+            break;
+        }
+        let receipts: Vec<String> = messages.iter().map(|m| m.receipt.clone()).collect();
+        for m in messages {
+            assert!(received.insert(String::from_utf8_lossy(&m.body).into_owned()));
+        }
+        ack(&mut q, "jobs", receipts).await;
+    }
+    let lost = SENT - received.len();
+    assert!(
+        lost > 0 && lost < SENT / 4,
+        "{lost} of {SENT} lost to half a segment"
+    );
+    // What was lost is one run: the cut half of the third segment.
+    let numbers: Vec<usize> = received
+        .iter()
+        .filter_map(|b| b.strip_prefix("job-")?.parse().ok())
+        .collect();
+    let gaps = numbers.windows(2).filter(|w| w[1] != w[0] + 1).count();
+    assert_eq!(gaps, 1, "one lost run");
+}

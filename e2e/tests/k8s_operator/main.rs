@@ -262,7 +262,7 @@ async fn a_queue_and_a_topic_are_mapped_ready_and_served_by_real_brokers() {
 
     // The brokers serve them: a message goes through the queue's leader.
     let leader = queue_leader(&cluster, "jobs").await;
-    rpc::send(&leader, "jobs", "hello from kubectl")
+    rpc::until_led(SETTLE, || rpc::send(&leader, "jobs", "hello from kubectl"))
         .await
         .expect("send");
     let received = rpc::receive_all(&leader, "jobs").await.expect("receive");
@@ -343,7 +343,8 @@ async fn deletion_keeps_a_retained_queue_and_removes_a_deleted_one() {
     wait_ready(&server, ns, "queue", "dropped").await;
     let host = queue_leader(&cluster, "kept").await;
     for queue in ["kept", "dropped"] {
-        rpc::send(&host, queue, &format!("a message on {queue}"))
+        let body = format!("a message on {queue}");
+        rpc::until_led(SETTLE, || rpc::send(&host, queue, &body))
             .await
             .expect("send");
     }

@@ -186,3 +186,63 @@ async fn a_client_that_knows_only_the_gateway_is_served_by_the_whole_cluster() {
     assert!(verdict.valid, "{}", verdict.to_json());
     assert!(verdict.counts.acked >= 33, "{:?}", verdict.counts);
 }
+
+/// Issue 11, defect 5: a produce through the gateway right after the topic is created
+/// (before its partitions have leaders) is retried while leaders are elected; the
+/// messages of one request for one partition must be stored in the request's order,
+/// at the offsets the answer names, and a success answer must never name a
+/// placeholder position.
+#[tokio::test]
+async fn a_produce_right_after_a_create_keeps_its_order_and_names_real_offsets() {
+    const ROUNDS: usize = 8;
+    const MESSAGES: usize = 5;
+    let (cluster, _etcd) = start_formed(ClusterOptions {
+        hosts: 3,
+        lease_ttl_ms: Some(LEASE_TTL_MS),
+        ..ClusterOptions::default()
+    })
+    .await;
+    let gateway = Gateway::start(&cluster.etcd_endpoint(), "127.0.0.62", &[]);
+    let via = channel(gateway.url());
+    for round in 0..ROUNDS {
+        let topic = format!("ordered-{round}");
+        rpc::create_replicated_topic(&via, &topic, 3, 3, pb::ReplicationMode::Sync).await;
+        let messages: Vec<pb::Message> = (0..MESSAGES)
+            .map(|i| pb::Message {
+                key: Some(b"one-key".to_vec().into()),
+                value: i.to_string().into_bytes().into(),
+                ..Default::default()
+            })
+            .collect();
+        let answer = TopicServiceClient::new(via.clone())
+            .produce(pb::ProduceRequest {
+                topic: topic.clone(),
+                batches: Vec::new(),
+                messages,
+            })
+            .await
+            .unwrap_or_else(|s| panic!("round {round}: produce: {}", show(&s)))
+            .into_inner();
+        assert!(
+            answer.message_batches.iter().all(|b| b.error.is_none()),
+            "round {round}: a success answer with failed batches: {answer:?}"
+        );
+        let partition = answer.messages[0].partition;
+        let offsets: Vec<u64> = answer.messages.iter().map(|m| m.offset).collect();
+        assert!(
+            answer.messages.iter().all(|m| m.partition == partition)
+                && offsets.windows(2).all(|w| w[1] == w[0] + 1),
+            "round {round}: one partition, offsets in request order: {answer:?}"
+        );
+        let stored = rpc::read_partition(&via, &topic, partition)
+            .await
+            .unwrap_or_else(|s| panic!("round {round}: read: {}", show(&s)));
+        let values: Vec<(u64, String)> = stored.into_iter().map(|r| (r.offset, r.value)).collect();
+        let expected: Vec<(u64, String)> = offsets
+            .iter()
+            .enumerate()
+            .map(|(i, offset)| (*offset, i.to_string()))
+            .collect();
+        assert_eq!(values, expected, "round {round}: stored in request order");
+    }
+}

@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::directory::{Directory, Target};
-use super::forward::{Forwarder, detail_of, is_moved};
+use super::forward::{Forwarder, detail_of, is_moved, is_not_yet_known};
 use crate::cluster::routing::{QUEUES, TOPICS, coordinator_index};
 use crate::error::{BrokerError, BrokerResult};
 use crate::service::status::to_status;
@@ -172,6 +172,14 @@ impl ProduceItem {
             Self::Batch { partition, .. } | Self::Message { partition, .. } => *partition,
         }
     }
+
+    /// Its place in the request: batches first, then messages, each in order.
+    fn place(&self) -> (bool, usize) {
+        match self {
+            Self::Batch { index, .. } => (false, *index),
+            Self::Message { index, .. } => (true, *index),
+        }
+    }
 }
 
 /// What a produce request's answer is assembled from.
@@ -256,11 +264,16 @@ impl TopicService for Gateway {
         let deadline = self.forwarder.deadline();
         let mut directory = self.forwarder.subscribe();
         let mut pending = items;
-        let mut rounds = 0;
+        // Whether any host answered for some item, and the last failure that ended an
+        // item: a request no host took is answered with that error, never with
+        // placeholder positions that look like success.
+        let mut answered = false;
+        let mut failure = None;
         while !pending.is_empty() {
-            rounds += 1;
+            // Shares come back in any order; put the items back in the request's
+            // order, so each host gets the messages of a partition as they were sent.
+            pending.sort_by_key(ProduceItem::place);
             let groups = group_by_leader(&self.forwarder.directory(), &request.topic, pending);
-            let single = groups.len() == 1;
             pending = Vec::new();
             let mut sends = JoinSet::new();
             for (target, group) in groups {
@@ -286,17 +299,30 @@ impl TopicService for Gateway {
                 let (group, sent) = joined
                     .map_err(|err| Status::internal(format!("produce task failed: {err}")))?;
                 match sent {
-                    Ok(response) => place_response(&mut answer, &group, response),
-                    Err(status) if is_moved(&status) && tokio::time::Instant::now() < deadline => {
+                    Ok(response) => {
+                        answered = true;
+                        place_response(&mut answer, &group, response);
+                    }
+                    // NOT_LEADER and the like are decided before anything is written:
+                    // the whole share goes again, as one unit.
+                    Err(status)
+                        if (is_moved(&status) || is_not_yet_known(&status))
+                            && tokio::time::Instant::now() < deadline =>
+                    {
                         pending.extend(group);
                     }
-                    Err(status) if single && rounds == 1 => return Err(status),
-                    Err(status) => place_failure(&mut answer, &group, &status),
+                    Err(status) => {
+                        place_failure(&mut answer, &group, &status);
+                        failure = Some(status);
+                    }
                 }
             }
             if !pending.is_empty() {
                 self.forwarder.wait_for_change(&mut directory).await;
             }
+        }
+        if let (false, Some(status)) = (answered, failure) {
+            return Err(status);
         }
         let missing = || Status::internal("a produce result went missing");
         Ok(Response::new(pb::ProduceResponse {
@@ -364,7 +390,10 @@ impl TopicService for Gateway {
                             results[*index] = Some(partition);
                         }
                     }
-                    Err(status) if is_moved(&status) && tokio::time::Instant::now() < deadline => {
+                    Err(status)
+                        if (is_moved(&status) || is_not_yet_known(&status))
+                            && tokio::time::Instant::now() < deadline =>
+                    {
                         pending.extend(group);
                     }
                     Err(status) => {
@@ -438,15 +467,15 @@ impl TopicService for Gateway {
     }
 }
 
-/// Splits produce items by the host leading their partition now; items whose
-/// partition has no leader go into one group with the error.
+/// Splits produce items by the host leading their partition now, keeping their order;
+/// items whose partition has no leader go into one group per partition with the error.
 fn group_by_leader(
     directory: &Directory,
     topic: &str,
     items: Vec<ProduceItem>,
 ) -> Vec<(BrokerResult<Target>, Vec<ProduceItem>)> {
     let mut by_host: BTreeMap<String, (Target, Vec<ProduceItem>)> = BTreeMap::new();
-    let mut leaderless: Vec<(BrokerError, Vec<ProduceItem>)> = Vec::new();
+    let mut leaderless: BTreeMap<u32, (BrokerError, Vec<ProduceItem>)> = BTreeMap::new();
     for item in items {
         match directory.leader(TOPICS, topic, item.partition()) {
             Ok(target) => by_host
@@ -454,13 +483,24 @@ fn group_by_leader(
                 .or_insert_with(|| (target, Vec::new()))
                 .1
                 .push(item),
-            Err(err) => leaderless.push((err, vec![item])),
+            Err(err) => match leaderless.entry(item.partition()) {
+                std::collections::btree_map::Entry::Occupied(mut held) => {
+                    held.get_mut().1.push(item)
+                }
+                std::collections::btree_map::Entry::Vacant(free) => {
+                    free.insert((err, vec![item]));
+                }
+            },
         }
     }
     by_host
         .into_values()
         .map(|(target, items)| (Ok(target), items))
-        .chain(leaderless.into_iter().map(|(err, items)| (Err(err), items)))
+        .chain(
+            leaderless
+                .into_values()
+                .map(|(err, items)| (Err(err), items)),
+        )
         .collect()
 }
 
@@ -560,22 +600,25 @@ impl AdminService for Gateway {
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
         let request = request.into_inner();
-        answer(
-            self.forwarder
-                .routed(
-                    |d| self.default_host(d, None),
-                    |channel| {
-                        let request = request.clone();
-                        async move {
-                            AdminServiceClient::new(channel)
-                                .create_topic(request)
-                                .await
-                                .map(Response::into_inner)
-                        }
-                    },
-                )
-                .await,
-        )
+        let name = request.name.clone();
+        let created = self
+            .forwarder
+            .routed(
+                |d| self.default_host(d, None),
+                |channel| {
+                    let request = request.clone();
+                    async move {
+                        AdminServiceClient::new(channel)
+                            .create_topic(request)
+                            .await
+                            .map(Response::into_inner)
+                    }
+                },
+            )
+            .await?;
+        // Read-your-writes: the next request through this gateway finds the topic.
+        self.forwarder.wait_until(|d| d.topic(&name).is_ok()).await;
+        Ok(Response::new(created))
     }
 
     async fn delete_topic(
@@ -663,22 +706,25 @@ impl QueueService for Gateway {
         request: Request<pb::CreateQueueRequest>,
     ) -> Result<Response<pb::CreateQueueResponse>, Status> {
         let request = request.into_inner();
-        answer(
-            self.forwarder
-                .routed(
-                    |d| self.default_host(d, None),
-                    |channel| {
-                        let request = request.clone();
-                        async move {
-                            QueueServiceClient::new(channel)
-                                .create_queue(request)
-                                .await
-                                .map(Response::into_inner)
-                        }
-                    },
-                )
-                .await,
-        )
+        let name = request.name.clone();
+        let created = self
+            .forwarder
+            .routed(
+                |d| self.default_host(d, None),
+                |channel| {
+                    let request = request.clone();
+                    async move {
+                        QueueServiceClient::new(channel)
+                            .create_queue(request)
+                            .await
+                            .map(Response::into_inner)
+                    }
+                },
+            )
+            .await?;
+        // Read-your-writes: the next request through this gateway finds the queue.
+        self.forwarder.wait_until(|d| d.queue(&name).is_ok()).await;
+        Ok(Response::new(created))
     }
 
     async fn delete_queue(

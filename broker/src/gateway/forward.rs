@@ -92,6 +92,16 @@ impl Forwarder {
         let _ = tokio::time::timeout(RETRY_PAUSE, directory.changed()).await;
     }
 
+    /// Waits until the directory satisfies `known`, or the retry deadline passes: after
+    /// a create this gateway forwarded, so that its next request finds what it made.
+    pub async fn wait_until(&self, known: impl Fn(&Directory) -> bool) {
+        let deadline = self.deadline();
+        let mut directory = self.subscribe();
+        while !known(&self.directory()) && Instant::now() < deadline {
+            self.wait_for_change(&mut directory).await;
+        }
+    }
+
     /// A receiver of directory changes for a caller's own retry loop.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Directory>> {
         self.directory.clone()
@@ -121,4 +131,12 @@ pub fn detail_of(status: &Status) -> ErrorDetail {
 pub fn is_moved(status: &Status) -> bool {
     ErrorDetail::decode(status.details())
         .is_ok_and(|detail| detail.code == ErrorCode::NotLeader as i32)
+}
+
+/// Whether a host did not know a topic the gateway's directory holds: it has not
+/// opened the topic yet (it follows etcd a moment behind), and refused before
+/// writing anything.
+pub fn is_not_yet_known(status: &Status) -> bool {
+    ErrorDetail::decode(status.details())
+        .is_ok_and(|detail| detail.code == ErrorCode::TopicNotFound as i32)
 }

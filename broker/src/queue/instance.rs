@@ -1381,8 +1381,22 @@ fn recover(
         Ok(())
     })
     .map_err(|err| replay_error(name, "message log", err))?;
+    // How long each journaled deadline was set for, by the clock that set it.
+    let mut spans: HashMap<u64, i64> = HashMap::new();
     for_each_record(journal, journal_from, |_, record| {
         let event = decode_event(record.value)?;
+        if let Event::Received {
+            offset,
+            visible_at_ms,
+            ..
+        }
+        | Event::VisibilityChanged {
+            offset,
+            visible_at_ms,
+        } = event
+        {
+            spans.insert(offset, visible_at_ms.saturating_sub(record.timestamp_ms));
+        }
         if let Some(offset) = named_offset(&event)
             && offset >= pending_from
         {
@@ -1394,6 +1408,19 @@ fn recover(
     })
     .map_err(|err| replay_error(name, "journal", err))?;
     state.advance(now_ms);
+    // Deadlines are absolute times of the clock that set them; this host's clock may
+    // disagree (docs/queues.md, "Clocks"). Nothing stays in flight longer than its
+    // visibility timeout (the queue's, if the event that set it was compacted away),
+    // or delayed longer than its delay, counted from now.
+    let visibility = i64::try_from(settings.visibility_timeout_ms).unwrap_or(i64::MAX);
+    state.cap_deadlines(now_ms, |offset, message| {
+        let span = if message.receive_count > 0 {
+            spans.get(&offset).copied().unwrap_or(visibility)
+        } else {
+            message.visible_at_ms.saturating_sub(message.sent_at_ms)
+        };
+        now_ms.saturating_add(span.max(0))
+    });
     tracing::info!(queue = %name, messages = state.len(), "queue recovered");
     Ok((state, messages_from, snapshot_id))
 }

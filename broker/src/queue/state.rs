@@ -641,6 +641,41 @@ impl QueueState {
         })
     }
 
+    /// Moves every deadline later than `latest(offset, message)` back to it, for in
+    /// flight and delayed messages: a leader that rebuilt the state from events another
+    /// clock wrote re-arms them from its own (a clock ahead of it must not hold messages
+    /// back for longer than their visibility timeout or delay).
+    pub fn cap_deadlines(&mut self, now_ms: i64, latest: impl Fn(u64, &MessageState) -> i64) {
+        let capped: Vec<(u64, i64)> = self
+            .messages
+            .iter()
+            .filter(|(_, m)| matches!(m.status, Status::InFlight | Status::Delayed))
+            .filter_map(|(offset, m)| {
+                let cap = latest(*offset, m);
+                (m.visible_at_ms > cap).then_some((*offset, cap))
+            })
+            .collect();
+        for (offset, cap) in capped {
+            self.leave(offset);
+            let Some(message) = self.messages.get_mut(&offset) else {
+                continue;
+            };
+            message.visible_at_ms = cap;
+            let (old, receive_count) = (message.status, message.receive_count);
+            let status = if cap > now_ms {
+                old
+            } else {
+                self.after_deadline(receive_count)
+            };
+            if let Some(message) = self.messages.get_mut(&offset) {
+                message.status = status;
+            }
+            self.count(old, -1);
+            self.count(status, 1);
+            self.enter(offset, status);
+        }
+    }
+
     fn set_deadline(&mut self, offset: u64, visible_at_ms: i64, now_ms: i64) {
         self.leave(offset);
         let Some(message) = self.messages.get_mut(&offset) else {

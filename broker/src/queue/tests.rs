@@ -905,3 +905,46 @@ async fn an_acked_message_above_the_learned_high_watermark_stays_acked_on_a_new_
     assert_eq!(rest, vec!["m2".to_owned(), "m3".to_owned()]);
     queue.check_invariants();
 }
+
+#[tokio::test]
+async fn a_leader_whose_clock_is_behind_re_arms_deadlines_from_its_own_clock() {
+    // Issue 11, defect 6: the old leader's clock ran 30 s ahead of the new one's.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = crate::clock::now_ms();
+    let ahead = now + 30_000;
+    {
+        let queue = open(dir.path(), QueueSettings::default(), ahead);
+        let delayed = OutgoingMessage {
+            delay_ms: Some(10_000),
+            ..text("later")
+        };
+        queue
+            .send(vec![text("job"), delayed], ahead)
+            .await
+            .expect("send");
+        let got = queue
+            .receive(options(1, 5_000), ahead)
+            .await
+            .expect("receive");
+        assert_eq!(
+            got.len(),
+            1,
+            "the job is in flight for 5 s of the old clock"
+        );
+        // Crash-like: no close, no snapshot.
+    }
+    let queue = open(dir.path(), QueueSettings::default(), now);
+    queue.check_invariants();
+    let stats = queue.stats(now);
+    assert_eq!((stats.depth.in_flight, stats.depth.delayed), (1, 1));
+    // Within its visibility timeout and its delay counted from the take-over (not 30 s
+    // later, when the old clock's deadlines come), both are delivered.
+    let got = queue
+        .receive(options(10, 60_000), now + 10_001)
+        .await
+        .expect("receive");
+    let bodies: Vec<&[u8]> = got.iter().map(|m| m.message.body.as_slice()).collect();
+    assert_eq!(bodies, vec![&b"job"[..], b"later"]);
+    assert_eq!(got[0].receive_count, 2);
+    queue.check_invariants();
+}

@@ -44,6 +44,8 @@ pub struct HostConfig {
     pub lease_ttl_ms: Option<u64>,
     /// More `ferry-broker serve` arguments.
     pub extra_args: Vec<String>,
+    /// More environment variables for the process.
+    pub env: Vec<(String, String)>,
 }
 
 /// The broker binary: `FERRY_BROKER_BIN`, else the one built beside this test
@@ -296,6 +298,7 @@ fn spawn(config: &HostConfig, listen: SocketAddrV4) -> Launch {
     }
     command
         .args(&config.extra_args)
+        .envs(config.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if std::env::var_os("FERRY_LOG").is_none() {

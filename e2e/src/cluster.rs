@@ -40,6 +40,8 @@ pub struct ClusterOptions {
     pub extra_args: Vec<String>,
     /// Where the hosts run.
     pub network: Network,
+    /// Environment variables for some hosts, by index (e.g. a fake clock for one).
+    pub host_env: Vec<(usize, String, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -50,6 +52,7 @@ impl Default for ClusterOptions {
             lease_ttl_ms: None,
             extra_args: Vec::new(),
             network: Network::Loopback,
+            host_env: Vec::new(),
         }
     }
 }
@@ -115,6 +118,12 @@ impl Cluster {
                     data_dir: dir.path().join(format!("h{index}")),
                     lease_ttl_ms: options.lease_ttl_ms,
                     extra_args: options.extra_args.clone(),
+                    env: options
+                        .host_env
+                        .iter()
+                        .filter(|(host, _, _)| *host == index)
+                        .map(|(_, key, value)| (key.clone(), value.clone()))
+                        .collect(),
                 }
             })
             .collect();

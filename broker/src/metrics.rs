@@ -99,6 +99,10 @@ pub struct Metrics {
     pub log_start_offset: Family<PartitionLabels, Gauge>,
     /// Bytes on disk, per partition.
     pub log_size_bytes: Family<PartitionLabels, Gauge>,
+    /// Bytes free (for this process) on the data directory's file system.
+    pub data_dir_free_bytes: Gauge,
+    /// Size of the data directory's file system, in bytes.
+    pub data_dir_size_bytes: Gauge,
     /// Offsets lost to damage on disk since the partition was opened (each now a
     /// lost range that readers skip), per partition.
     pub log_lost_records: Family<PartitionLabels, Gauge>,
@@ -156,6 +160,8 @@ impl Metrics {
             log_start_offset: Family::default(),
             log_size_bytes: Family::default(),
             log_lost_records: Family::default(),
+            data_dir_free_bytes: Gauge::default(),
+            data_dir_size_bytes: Gauge::default(),
             group_lag: Family::default(),
             request_errors: Family::default(),
             queue_messages: Family::default(),
@@ -198,6 +204,16 @@ impl Metrics {
             "fsync_seconds",
             "Duration of one log fsync",
             metrics.fsync_seconds.0.clone(),
+        );
+        registry.register(
+            "data_dir_free_bytes",
+            "Bytes free on the data directory's file system (writes are refused when it is full)",
+            metrics.data_dir_free_bytes.clone(),
+        );
+        registry.register(
+            "data_dir_size_bytes",
+            "Size of the data directory's file system",
+            metrics.data_dir_size_bytes.clone(),
         );
         registry.register(
             "log_lost_records",
@@ -297,6 +313,18 @@ fn refresh_gauges(broker: &Broker) {
     metrics.log_start_offset.clear();
     metrics.log_size_bytes.clear();
     metrics.log_lost_records.clear();
+    match rustix::fs::statvfs(&broker.config.data_dir) {
+        Ok(fs) => {
+            let block = fs.f_frsize;
+            metrics
+                .data_dir_free_bytes
+                .set(gauge(fs.f_bavail.saturating_mul(block)));
+            metrics
+                .data_dir_size_bytes
+                .set(gauge(fs.f_blocks.saturating_mul(block)));
+        }
+        Err(err) => tracing::warn!(%err, "cannot read the data directory's free space"),
+    }
     metrics.group_lag.clear();
     for topic in broker.topics.list() {
         for partition in &topic.partitions {

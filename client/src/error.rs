@@ -149,6 +149,7 @@ impl ClientError {
                         ErrorCode::NotLeader
                             | ErrorCode::ShuttingDown
                             | ErrorCode::MetadataUnavailable
+                            | ErrorCode::DiskFull
                     ))
             }
             _ => false,

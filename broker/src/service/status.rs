@@ -11,6 +11,9 @@ use crate::meta::MetaError;
 
 /// How long a client should wait before retrying a retriable failure.
 const RETRY_AFTER_MS: u32 = 100;
+/// The pause a client is told to take before retrying a write refused for a full
+/// disk: freeing space (retention, a drained queue) takes a while.
+const DISK_FULL_RETRY_AFTER_MS: u32 = 1_000;
 
 /// The gRPC code and stable Ferry error code for an error.
 fn classify(err: &BrokerError) -> (Code, ErrorCode) {
@@ -58,6 +61,7 @@ fn classify_storage(err: &StorageError) -> (Code, ErrorCode) {
         S::Closed => (Code::Unavailable, ErrorCode::ShuttingDown),
         S::Corrupt { .. } | S::DamagedBatch { .. } => (Code::DataLoss, ErrorCode::StorageFailed),
         S::Poisoned { .. } | S::Io { .. } => (Code::Unavailable, ErrorCode::StorageFailed),
+        S::DiskFull { .. } => (Code::ResourceExhausted, ErrorCode::DiskFull),
         // A deposed leader's append: nothing was written, the new leader takes it.
         S::StaleLeaderEpoch { .. } => (Code::Unavailable, ErrorCode::FencedLeaderEpoch),
         S::ReplicaOffsetMismatch { .. } => (Code::Internal, ErrorCode::Internal),
@@ -99,6 +103,8 @@ pub fn error_detail(err: &BrokerError) -> ErrorDetail {
         },
         retry_after_ms: if code == Code::Unavailable {
             RETRY_AFTER_MS
+        } else if error_code == ErrorCode::DiskFull {
+            DISK_FULL_RETRY_AFTER_MS
         } else {
             0
         },

@@ -17,6 +17,15 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// The disk (or the quota) is full: the write was refused and undone, the log is
+    /// as it was, and writes succeed again once space is freed.
+    #[error("no space left while {context}: {reason}; nothing was written")]
+    DiskFull {
+        /// What the engine was doing, including the path.
+        context: String,
+        /// The operating system's words.
+        reason: String,
+    },
     /// A write or fsync failed earlier; the log accepts nothing more until reopened.
     #[error("log is poisoned: {reason}")]
     Poisoned {

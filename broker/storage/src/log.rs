@@ -332,6 +332,11 @@ impl Log {
             // Written before the batch: a crash in between leaves an epoch that
             // appended nothing, which the next epoch's start replaces.
             if let Err(err) = state.epochs.persist(&self.dir) {
+                if let Some(full) = disk_full(&err) {
+                    // The file still holds the old history; forget the new epoch too.
+                    state.epochs.truncate(base_offset);
+                    return Err(full);
+                }
                 return Err(self.poison(err));
             }
         }
@@ -344,6 +349,13 @@ impl Log {
             .disk
             .write_at(&active.file, &active.path, batch, position)
         {
+            // A full disk refuses the write: undo whatever part of it landed, and the
+            // log is as it was. Anything else (or an undo that fails) poisons it.
+            if let Some(full) = disk_full(&err)
+                && active.file.set_len(position).is_ok()
+            {
+                return Err(full);
+            }
             return Err(self.poison(err));
         }
         active.track_batch(header, position, self.config.index_interval_bytes);
@@ -403,18 +415,23 @@ impl Log {
             return Err(self.poison(err));
         }
         let new_base = old.next_offset;
+        // Index files and the recovery point are written atomically and the new
+        // segment is created last: a full disk fails the roll before anything changes
+        // that recovery relies on, so it refuses the write and the next one rolls.
+        let refuse = |err: StorageError| disk_full(&err).unwrap_or_else(|| self.poison(err));
         let sealed = old
             .write_index_files(&self.dir)
             .map(|()| (Arc::clone(&old.file), old.path.clone()));
-        let sealed = sealed.map_err(|err| self.poison(err))?;
+        let sealed = sealed.map_err(refuse)?;
         if synced {
             self.durable_end.fetch_max(new_base, Ordering::AcqRel);
-            write_recovery_point(&self.dir, new_base).map_err(|err| self.poison(err))?;
+            write_recovery_point(&self.dir, new_base).map_err(refuse)?;
             state.recovery_point = new_base;
-        } else {
+        }
+        let segment = Segment::create(&self.dir, new_base).map_err(refuse)?;
+        if !synced {
             state.unsynced.push(sealed);
         }
-        let segment = Segment::create(&self.dir, new_base).map_err(|err| self.poison(err))?;
         state.segments.push(segment);
         Ok(())
     }
@@ -974,4 +991,20 @@ impl Log {
         state.recovery_point = end;
         Ok(())
     }
+}
+
+/// The disk-full refusal for an I/O error that says the disk (or quota) is full; `None`
+/// for any other error.
+fn disk_full(err: &StorageError) -> Option<StorageError> {
+    let StorageError::Io { context, source } = err else {
+        return None;
+    };
+    let full = matches!(
+        source.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    );
+    full.then(|| StorageError::DiskFull {
+        context: context.clone(),
+        reason: source.to_string(),
+    })
 }

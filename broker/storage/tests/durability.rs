@@ -92,16 +92,57 @@ struct FailAfterArmed {
     point: Option<FaultPoint>,
     armed: AtomicBool,
     hits: AtomicUsize,
+    /// Fail as a full disk does (ENOSPC) rather than with another I/O error.
+    full: bool,
 }
 
 impl FaultInjector for FailAfterArmed {
     fn check(&self, point: FaultPoint, _path: &Path) -> std::io::Result<()> {
         if self.armed.load(Ordering::SeqCst) && Some(point) == self.point {
             self.hits.fetch_add(1, Ordering::SeqCst);
+            if self.full {
+                return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+            }
             return Err(std::io::Error::other("injected failure"));
         }
         Ok(())
     }
+}
+
+#[test]
+fn a_full_disk_refuses_a_write_without_poisoning_and_writes_resume_once_space_is_back() {
+    let (_tmp, dir) = temp_log_dir();
+    let faults = Arc::new(FailAfterArmed {
+        point: Some(FaultPoint::SegmentWrite),
+        full: true,
+        ..FailAfterArmed::default()
+    });
+    let config = small_config(Durability::Fsync);
+    let log = Log::open_with_faults(&dir, config.clone(), faults.clone()).expect("open");
+    let kept = batch(2, 10, 1);
+    log.append(kept.clone(), 1, 0).expect("append");
+    log.wait_durable(2).expect("durable");
+    faults.armed.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        assert!(matches!(
+            log.append(batch(1, 1, 2), 1, 0),
+            Err(StorageError::DiskFull { .. })
+        ));
+    }
+    assert_eq!(
+        (log.end_offset(), log.failure()),
+        (2, None),
+        "nothing written, not poisoned"
+    );
+    faults.armed.store(false, Ordering::SeqCst);
+    let next = batch(1, 1, 3);
+    let outcome = log.append(next.clone(), 1, 0).expect("space is back");
+    assert_eq!(outcome.base_offset, 2);
+    log.wait_durable(3).expect("durable");
+    drop(log);
+    let log = Log::open(&dir, config).expect("reopen");
+    let stored: Vec<Vec<u8>> = read_all(&log).iter().map(|b| unstamped(b)).collect();
+    assert_eq!(stored, vec![kept, next]);
 }
 
 #[test]

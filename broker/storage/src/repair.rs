@@ -334,6 +334,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_lost_ranges_file_is_the_documented_bytes() {
+        // docs/storage-format.md: magic, u32 count, u64 from, u64 to, CRC32C, little-endian.
+        let bytes = encode_lost(&[3..9]);
+        let mut expected = b"FRYLST01".to_vec();
+        expected.extend_from_slice(&1u32.to_le_bytes());
+        expected.extend_from_slice(&3u64.to_le_bytes());
+        expected.extend_from_slice(&9u64.to_le_bytes());
+        let crc = crc32c::crc32c(&expected);
+        expected.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
     fn the_lost_ranges_file_round_trips_and_rejects_damage() {
         let ranges = [3..9, 20..21].into_iter().collect::<Vec<_>>();
         let bytes = encode_lost(&ranges);

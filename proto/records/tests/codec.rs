@@ -145,6 +145,12 @@ fn a_lost_range_batch_fills_its_place_exactly_and_holds_no_records() {
     };
     let bytes = ferry_records::lost_range_batch(range, 300).expect("valid size");
     assert_eq!(bytes.len(), 300);
+    // docs/storage-format.md: attributes 0x80 at byte 25, the lost offsets' count at 28,
+    // no producer, zero padding after the 64-byte header.
+    assert_eq!(bytes[25], 0x80);
+    assert_eq!(bytes[28..32], 7u32.to_le_bytes());
+    assert_eq!(bytes[48..56], (-1i64).to_le_bytes());
+    assert!(bytes[64..].iter().all(|b| *b == 0));
     let header = ferry_records::validate_batch(&bytes, 16).expect("a lost range validates");
     assert!(header.is_lost_range());
     assert_eq!((header.base_offset, header.next_offset()), (40, 47));

@@ -114,6 +114,18 @@ impl SegmentView {
             return Ok(empty);
         }
         let available = usize::try_from(self.size - position).unwrap_or(usize::MAX);
+        if first.total_len() > available {
+            // A length field (outside the CRC) that runs past the committed bytes.
+            return Err(StorageError::DamagedBatch {
+                path: self.path.clone(),
+                position,
+                offset: first.base_offset,
+                reason: format!(
+                    "batch declares {} bytes, {available} remain in the segment",
+                    first.total_len()
+                ),
+            });
+        }
         let want = max_bytes.min(available).max(first.total_len());
         let mut bytes = vec![0u8; want];
         self.read_exact(&mut bytes, position)?;

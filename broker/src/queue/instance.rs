@@ -25,7 +25,7 @@ use crate::error::{BrokerError, BrokerResult};
 use crate::queue::codec::{RESERVED_PREFIX, Snapshot, StoredMessage, decode_event, encode_event};
 use crate::queue::receipt::{Receipt, encode_receipt, message_id};
 use crate::queue::settings::QueueRecord;
-use crate::queue::state::{Depth, Event, QueueState, ReceiptError, StateConfig};
+use crate::queue::state::{Depth, Event, MessageState, QueueState, ReceiptError, StateConfig};
 use crate::topic::{
     Ack, DurabilitySetting, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG,
     STANDALONE_LEADER_EPOCH,
@@ -647,6 +647,28 @@ impl Queue {
         Ok(Some(appended.last_offset + 1))
     }
 
+    /// Journals the events of a receive or settle (the caller holds the state lock).
+    /// If the journal refuses them for a full disk, the messages go back to their
+    /// `before` states, so the refused request changed nothing and the state stays
+    /// what the journal replays to; the client retries once space is freed.
+    fn journal_or_undo(
+        &self,
+        state: &mut QueueState,
+        events: &[Event],
+        before: Vec<(u64, MessageState)>,
+        now_ms: i64,
+    ) -> BrokerResult<Option<u64>> {
+        let journaled = self.journal_events(events, now_ms);
+        if let Err(BrokerError::QueueStorage { source, .. }) = &journaled
+            && source.is_disk_full()
+        {
+            for (offset, message) in before.into_iter().rev() {
+                state.put_back(offset, message);
+            }
+        }
+        journaled
+    }
+
     /// Waits for journal events to be durable (fsync durability only).
     async fn journal_durable(&self, end: Option<u64>) -> BrokerResult<()> {
         if let Some(end) = end
@@ -683,21 +705,25 @@ impl Queue {
         // makes the wait below answer "incomplete", not "not leader".
         let epoch = self.write_epoch()?;
         let mut events = Vec::new();
+        let mut before = Vec::new();
         let (deliveries, journal_end) = {
             let mut state = lock(&self.state);
-            let before = state.depth().dead_letter;
-            let deliveries = state.receive(
-                options.max_messages,
-                options.visibility_timeout_ms,
-                options.at_most_once,
+            let dead_letters = state.depth().dead_letter;
+            let deliveries = state.receive_undoable(
+                (
+                    options.max_messages,
+                    options.visibility_timeout_ms,
+                    options.at_most_once,
+                ),
                 now_ms,
                 new_token,
                 &mut events,
+                Some(&mut before),
             );
-            if state.depth().dead_letter > before {
+            if state.depth().dead_letter > dead_letters {
                 self.housekeeping.notify_one();
             }
-            let end = self.journal_events(&events, now_ms)?;
+            let end = self.journal_or_undo(&mut state, &events, before, now_ms)?;
             (deliveries, end)
         };
         if deliveries.is_empty() {
@@ -786,12 +812,16 @@ impl Queue {
     ) -> BrokerResult<Vec<Result<(), ReceiptError>>> {
         let epoch = self.check_writable()?;
         let mut events = Vec::with_capacity(receipts.len());
+        let mut before = Vec::with_capacity(receipts.len());
         let (results, journal_end, readied) = {
             let mut state = lock(&self.state);
             let readied = state.readied();
             let results: Vec<Result<(), ReceiptError>> = receipts
                 .iter()
                 .map(|r| {
+                    if let Some(message) = state.message(r.offset) {
+                        before.push((r.offset, message.clone()));
+                    }
                     let event = match action {
                         Settle::Ack => state.ack(r.offset, r.token),
                         Settle::Visibility(timeout_ms) => {
@@ -803,7 +833,8 @@ impl Queue {
                 })
                 .collect();
             let readied = state.readied() > readied;
-            (results, self.journal_events(&events, now_ms)?, readied)
+            let end = self.journal_or_undo(&mut state, &events, before, now_ms)?;
+            (results, end, readied)
         };
         self.journal_durable(journal_end).await?;
         if let Some(end) = journal_end {

@@ -18,4 +18,6 @@ pub use settings::{QueueOverrides, QueueRecord, QueueSettings};
 pub use state::ReceiptError;
 
 #[cfg(test)]
+mod disk_full_tests;
+#[cfg(test)]
 mod tests;

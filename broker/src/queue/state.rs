@@ -559,8 +559,23 @@ impl QueueState {
         visibility_ms: u64,
         at_most_once: bool,
         now_ms: i64,
+        token: impl FnMut() -> u64,
+        events: &mut Vec<Event>,
+    ) -> Vec<Delivery> {
+        let options = (max, visibility_ms, at_most_once);
+        self.receive_undoable(options, now_ms, token, events, None)
+    }
+
+    /// [`QueueState::receive`] (`options`: max, visibility, at most once) that also
+    /// collects each delivered message's state from before, so a receive whose events
+    /// cannot be journaled can be undone with [`QueueState::put_back`].
+    pub fn receive_undoable(
+        &mut self,
+        (max, visibility_ms, at_most_once): (usize, u64, bool),
+        now_ms: i64,
         mut token: impl FnMut() -> u64,
         events: &mut Vec<Event>,
+        mut before: Option<&mut Vec<(u64, MessageState)>>,
     ) -> Vec<Delivery> {
         self.advance(now_ms);
         let deadline = now_ms.saturating_add(i64::try_from(visibility_ms).unwrap_or(i64::MAX));
@@ -572,6 +587,9 @@ impl QueueState {
             let Some(message) = self.messages.get_mut(&offset) else {
                 continue;
             };
+            if let Some(before) = before.as_deref_mut() {
+                before.push((offset, message.clone()));
+            }
             let receive_count = message.receive_count.saturating_add(1);
             let delivery = Delivery {
                 offset,
@@ -735,6 +753,32 @@ impl QueueState {
             doomed.len() + before - self.pending.len(),
             Event::Purged { below },
         )
+    }
+
+    /// Puts a message back exactly as `before` describes it: undoes a change (a
+    /// receive, an ack, a visibility change) whose event could not be journaled, so
+    /// the state stays what the journal replays to. Undo several in reverse order.
+    pub fn put_back(&mut self, offset: u64, before: MessageState) {
+        if let Some(current) = self.messages.get(&offset) {
+            let status = current.status;
+            self.leave(offset);
+            self.count(status, -1);
+        } else if let Some(group) = &before.group {
+            let queue = self.groups.entry(Arc::clone(group)).or_default();
+            let at = queue.partition_point(|o| *o < offset);
+            // The message heads its group again; the one that moved up steps back.
+            let demoted = (at == 0).then(|| queue.front().copied()).flatten();
+            queue.insert(at, offset);
+            if let Some(demoted) = demoted
+                && self.config.fifo
+            {
+                self.ready.remove(&demoted);
+            }
+        }
+        let status = before.status;
+        self.messages.insert(offset, before);
+        self.count(status, 1);
+        self.enter(offset, status);
     }
 
     /// Replays a journaled event during recovery.

@@ -124,6 +124,14 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// Whether the write was refused for a full disk (nothing written; retriable once
+    /// space is freed).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::DiskFull { .. })
+    }
+}
+
 /// Attaches a context message to `std::io::Result`s.
 pub(crate) trait IoContext<T> {
     /// Converts the error into [`StorageError::Io`] with the context `what()`.

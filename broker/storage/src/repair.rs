@@ -336,7 +336,7 @@ mod tests {
     #[test]
     fn the_lost_ranges_file_is_the_documented_bytes() {
         // docs/storage-format.md: magic, u32 count, u64 from, u64 to, CRC32C, little-endian.
-        let bytes = encode_lost(&[3..9]);
+        let bytes = encode_lost(std::slice::from_ref(&(3..9)));
         let mut expected = b"FRYLST01".to_vec();
         expected.extend_from_slice(&1u32.to_le_bytes());
         expected.extend_from_slice(&3u64.to_le_bytes());

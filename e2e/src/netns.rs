@@ -428,17 +428,16 @@ mod tests {
         // Nothing listens on port 9 in the namespace: a reachable host answers with
         // a reset (ConnectionRefused); a cut one does not answer at all.
         let refused = Err(std::io::ErrorKind::ConnectionRefused);
-        assert_eq!(reach(host.ip), refused);
-        assert_eq!(reach(host.side_door_ip), refused);
+        // A link just made (or brought back up) may drop the first packets on a busy
+        // machine; reachability is judged over a few attempts.
+        let answers = |ip: Ipv4Addr| (0..10).any(|_| reach(ip) == refused);
+        assert!(answers(host.ip));
+        assert!(answers(host.side_door_ip));
         network.cut(0);
         assert_ne!(reach(host.ip), refused, "the cut host still answers");
-        assert_eq!(
-            reach(host.side_door_ip),
-            refused,
-            "the side door stays open"
-        );
+        assert!(answers(host.side_door_ip), "the side door stays open");
         network.heal(0);
-        assert_eq!(reach(host.ip), refused, "the healed host answers again");
+        assert!(answers(host.ip), "the healed host answers again");
         let names = (host.namespace.clone(), network.bridge());
         drop(network);
         assert!(!list_namespaces().expect("namespaces").contains(&names.0));

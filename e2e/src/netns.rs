@@ -375,7 +375,10 @@ fn list_links() -> Result<Vec<String>, String> {
 
 /// Whether this machine can make namespaces: a namespace is added and deleted again.
 pub fn check_available() -> Result<(), String> {
-    let probe = format!("fe2e-probe-{}", std::process::id());
+    // Tests of one binary probe at once from their threads: the name must differ.
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = format!("fe2e-probe-{}-{n}", std::process::id());
     ip(&["netns", "add", &probe])?;
     ip(&["netns", "delete", &probe])
 }

@@ -674,36 +674,31 @@ impl QueueState {
             })
             .collect();
         for (offset, cap) in capped {
-            self.leave(offset);
-            let Some(message) = self.messages.get_mut(&offset) else {
-                continue;
-            };
-            message.visible_at_ms = cap;
-            let (old, receive_count) = (message.status, message.receive_count);
-            let status = if cap > now_ms {
-                old
-            } else {
-                self.after_deadline(receive_count)
-            };
-            if let Some(message) = self.messages.get_mut(&offset) {
-                message.status = status;
-            }
-            self.count(old, -1);
-            self.count(status, 1);
-            self.enter(offset, status);
+            self.move_deadline(offset, cap, None, now_ms);
         }
     }
 
     fn set_deadline(&mut self, offset: u64, visible_at_ms: i64, now_ms: i64) {
+        self.move_deadline(offset, visible_at_ms, Some(Status::InFlight), now_ms);
+    }
+
+    /// Gives a message a new deadline: while it lies ahead the message is `pending`
+    /// (or keeps its status, for `None`); once passed, whatever follows a deadline.
+    fn move_deadline(
+        &mut self,
+        offset: u64,
+        visible_at_ms: i64,
+        pending: Option<Status>,
+        now_ms: i64,
+    ) {
         self.leave(offset);
         let Some(message) = self.messages.get_mut(&offset) else {
             return;
         };
         message.visible_at_ms = visible_at_ms;
-        let receive_count = message.receive_count;
-        let old = message.status;
+        let (old, receive_count) = (message.status, message.receive_count);
         let status = if visible_at_ms > now_ms {
-            Status::InFlight
+            pending.unwrap_or(old)
         } else {
             self.after_deadline(receive_count)
         };

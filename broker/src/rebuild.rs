@@ -27,8 +27,6 @@ use crate::retained::{RECORD_FILE, is_deleted, parse_dir_name};
 /// Attempts of one compare-and-swap before giving up (another host rebuilding at the
 /// same moment keeps winning).
 const MAX_ATTEMPTS: usize = 32;
-/// The file in a cluster host's data directory holding its cluster's identity.
-const IDENTITY_FILE: &str = "cluster-id";
 
 /// Which host's data is rebuilt from, and for which cluster.
 #[derive(Debug, Clone)]
@@ -118,22 +116,20 @@ pub async fn rebuild(
     let mut max_producer_id = None;
     for kind in [TOPICS, QUEUES] {
         for dir in resource_dirs(&data_dir.join(kind)) {
-            let restored = restore_record(meta, kind, &dir, host, &mut report).await?;
-            let (Some(name), Some(host)) = (restored, host) else {
+            let Some(name) = restore_record(meta, kind, &dir, host, &mut report).await? else {
                 continue;
             };
+            // A standalone store needs only the producer ids, which only topics hold.
+            if host.is_none() && kind != TOPICS {
+                continue;
+            }
             for (partition, logs) in replicated_logs(kind, &dir) {
                 let (replica, producers) = read_logs(&logs)?;
                 max_producer_id = max_producer_id.max(producers);
-                restore_partition(meta, host, kind, &name, partition, replica).await?;
-                report.partitions.push(format!("{kind}/{name}/{partition}"));
-            }
-        }
-    }
-    if host.is_none() {
-        for dir in resource_dirs(&data_dir.join(TOPICS)) {
-            for (_, logs) in replicated_logs(TOPICS, &dir) {
-                max_producer_id = max_producer_id.max(read_logs(&logs)?.1);
+                if let Some(host) = host {
+                    restore_partition(meta, host, kind, &name, partition, replica).await?;
+                    report.partitions.push(format!("{kind}/{name}/{partition}"));
+                }
             }
         }
     }
@@ -268,16 +264,12 @@ async fn restore_identity(
     cluster: &str,
     data_dir: &Path,
 ) -> BrokerResult<()> {
-    let path = data_dir.join(IDENTITY_FILE);
-    let local: u64 = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .ok_or_else(|| {
-            BrokerError::Internal(format!(
-                "{} holds no cluster identity: this is not a host of a cluster",
-                path.display()
-            ))
-        })?;
+    let local = crate::cluster::disk::read_identity(data_dir)?.ok_or_else(|| {
+        BrokerError::Internal(format!(
+            "{} holds no cluster identity: this is not a host of a cluster",
+            data_dir.display()
+        ))
+    })?;
     let key = keys::cluster_identity(cluster);
     let identity = ClusterIdentity {
         cluster_id: local,

@@ -6,12 +6,14 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{BrokerProcess, batch, channel, create_topic, read_partition, topics};
+use common::{
+    BrokerProcess, batch, channel, create_topic, partition_dir, read_partition, segment_files,
+    topics,
+};
 use ferry_proto::v1 as pb;
 use ferry_records::ProducerStamp;
 use tokio::sync::Mutex;
@@ -177,32 +179,6 @@ async fn acknowledged_messages_survive_repeated_sigkill_exactly_once() {
     );
 }
 
-fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
-    let topics = data_dir.join("topics");
-    let topic_dir = std::fs::read_dir(&topics)
-        .expect("topics dir")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{topic}-")))
-        })
-        .expect("topic directory");
-    topic_dir.join(partition.to_string())
-}
-
-fn last_segment(dir: &Path) -> PathBuf {
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("partition dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
-    logs.pop().expect("a segment file")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_tail_is_cut_off_at_recovery() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -228,7 +204,9 @@ async fn a_torn_tail_is_cut_off_at_recovery() {
 
     // Half a valid batch, as if the machine died in the middle of a write.
     let half = batch(&[b"torn-away".to_vec(), b"also-gone".to_vec()], None);
-    let segment = last_segment(&partition_dir(dir.path(), "torn", 0));
+    let segment = segment_files(&partition_dir(dir.path(), "torn", 0))
+        .pop()
+        .expect("a segment file");
     let before = std::fs::metadata(&segment).expect("segment").len();
     let mut file = std::fs::OpenOptions::new()
         .append(true)

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{BrokerProcess, channel, topics};
+use common::{BrokerProcess, channel, partition_dir, segment_files, topics};
 use ferry_proto::v1 as pb;
 use ferry_records::Batches;
 
@@ -105,25 +105,7 @@ async fn read_back(ch: &tonic::transport::Channel) -> ReadBack {
 }
 
 fn segments(data_dir: &Path) -> Vec<PathBuf> {
-    let topics = data_dir.join("topics");
-    let topic_dir = std::fs::read_dir(&topics)
-        .expect("topics dir")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{TOPIC}-")))
-        })
-        .expect("topic directory");
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(topic_dir.join("0"))
-        .expect("partition dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
-    logs
+    segment_files(&partition_dir(data_dir, TOPIC, 0))
 }
 
 fn base_of(segment: &Path) -> u64 {
@@ -271,13 +253,7 @@ async fn a_queue_with_a_damaged_message_segment_serves_every_intact_message() {
         .map(|e| e.path())
         .find(|p| p.is_dir())
         .expect("the queue's directory");
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(queue_dir.join("messages"))
-        .expect("messages log")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
+    let logs = segment_files(&queue_dir.join("messages"));
     assert!(logs.len() >= 5, "{} segments", logs.len());
     let len = std::fs::metadata(&logs[2]).expect("segment").len();
     std::fs::OpenOptions::new()

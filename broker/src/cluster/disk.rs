@@ -83,18 +83,7 @@ pub async fn check_identity(
     data_dir: &Path,
 ) -> BrokerResult<u64> {
     let path = data_dir.join(IDENTITY_FILE);
-    let local: Option<u64> = match std::fs::read_to_string(&path) {
-        Ok(text) => Some(text.trim().parse().map_err(|_| {
-            BrokerError::Internal(format!("{} holds no cluster identity", path.display()))
-        })?),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-        Err(err) => {
-            return Err(BrokerError::Internal(format!(
-                "cannot read {}: {err}",
-                path.display()
-            )));
-        }
-    };
+    let local = read_identity(data_dir)?;
     let key = keys::cluster_identity(cluster);
     let stored = match meta.get(&key).await? {
         Some(kv) => Some(decode_json::<ClusterIdentity>(&kv.key, &kv.value)?.cluster_id),
@@ -117,6 +106,21 @@ pub async fn check_identity(
     };
     write_file(data_dir, &path, &identity.to_string())?;
     Ok(identity)
+}
+
+/// The cluster identity this data directory remembers, if it belongs to a cluster yet.
+pub fn read_identity(data_dir: &Path) -> BrokerResult<Option<u64>> {
+    let path = data_dir.join(IDENTITY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map(Some).map_err(|_| {
+            BrokerError::Internal(format!("{} holds no cluster identity", path.display()))
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(BrokerError::Internal(format!(
+            "cannot read {}: {err}",
+            path.display()
+        ))),
+    }
 }
 
 /// Creates the cluster's identity, or reads the one another host created first.

@@ -267,3 +267,30 @@ pub fn scrape(addr: SocketAddr) -> String {
     stream.read_to_string(&mut body).expect("response");
     body
 }
+
+/// The directory of one partition of a topic in a standalone host's data directory.
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
+    let topic_dir = std::fs::read_dir(data_dir.join("topics"))
+        .expect("topics dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{topic}-")))
+        })
+        .expect("topic directory");
+    topic_dir.join(partition.to_string())
+}
+
+/// The segment files of a log directory, oldest first.
+pub fn segment_files(log_dir: &Path) -> Vec<PathBuf> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(log_dir)
+        .expect("log dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs
+}

@@ -1,7 +1,8 @@
 //! Wall-clock helpers. Core state machines take time as a parameter instead.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -24,4 +25,12 @@ pub fn unique_id() -> u64 {
             Err(seen) => last = seen,
         }
     }
+}
+
+/// Milliseconds on a monotonic clock since this process first asked: the clock value
+/// the replication state machines take (never moves back, unlike the wall clock).
+pub fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

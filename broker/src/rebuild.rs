@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use ferry_storage::{Log, LogConfig};
 use serde::{Deserialize, Serialize};
 
+use ferry_replication::election::{ReplicaReport, rebuilt_state};
+
 use crate::cluster::records::{ClusterIdentity, PartitionState};
 use crate::cluster::routing::{QUEUES, TOPICS};
 use crate::error::{BrokerError, BrokerResult};
@@ -49,16 +51,6 @@ pub struct RebuildReport {
     pub skipped: Vec<String>,
     /// Partition states written or updated from this host's logs.
     pub partitions: Vec<String>,
-}
-
-/// One host's report on one replicated log (topic partition or queue), under
-/// `/ferry/clusters/{cluster}/rebuild/{kind}/{name}/{partition}/{host}`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct ReplicaReport {
-    /// The newest leader epoch that appended to the log (the messages log for a queue).
-    epoch: u64,
-    /// End offsets: the log's, or a queue's messages then journal.
-    ends: Vec<u64>,
 }
 
 /// The fields of a record copy a rebuild needs.
@@ -342,40 +334,6 @@ async fn restore_partition(
     )))
 }
 
-/// The partition state the reports call for: the reporters (after any replicas the
-/// state already names) as replicas, those with the best log in sync, no leader, and
-/// an epoch above every epoch the logs or the state name.
-fn rebuilt_state(
-    existing: Option<&PartitionState>,
-    reports: &[(String, ReplicaReport)],
-) -> PartitionState {
-    let mut replicas: Vec<String> = existing.map(|s| s.replicas.clone()).unwrap_or_default();
-    for (host, _) in reports {
-        if !replicas.contains(host) {
-            replicas.push(host.clone());
-        }
-    }
-    let best = reports.iter().map(|(_, r)| r).max();
-    let isr = replicas
-        .iter()
-        .filter(|h| {
-            reports
-                .iter()
-                .any(|(host, r)| host == *h && Some(r) == best)
-        })
-        .cloned()
-        .collect();
-    let epoch = existing
-        .map_or(0, |s| s.leader_epoch)
-        .max(best.map_or(0, |r| r.epoch));
-    PartitionState {
-        replicas,
-        leader: None,
-        leader_epoch: epoch + 1,
-        isr,
-    }
-}
-
 /// Makes the producer-id counter hand out nothing below `floor`.
 async fn raise_producer_ids(meta: &dyn MetadataStore, floor: i64) -> BrokerResult<()> {
     for _ in 0..MAX_ATTEMPTS {
@@ -406,48 +364,4 @@ async fn raise_producer_ids(meta: &dyn MetadataStore, floor: i64) -> BrokerResul
     Err(BrokerError::Internal(
         "the producer-id counter kept changing while it was raised".into(),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn report(epoch: u64, ends: &[u64]) -> ReplicaReport {
-        ReplicaReport {
-            epoch,
-            ends: ends.to_vec(),
-        }
-    }
-
-    #[test]
-    fn the_best_log_is_the_newest_epoch_then_the_longest() {
-        let reports = vec![
-            ("h0".to_owned(), report(3, &[900])),
-            ("h1".to_owned(), report(4, &[800])),
-            ("h2".to_owned(), report(4, &[800])),
-        ];
-        let state = rebuilt_state(None, &reports);
-        assert_eq!(state.replicas, ["h0", "h1", "h2"]);
-        assert_eq!(
-            state.isr,
-            ["h1", "h2"],
-            "a longer log of an older epoch may hold unacknowledged writes"
-        );
-        assert_eq!((state.leader, state.leader_epoch), (None, 5));
-
-        let longer = vec![
-            ("h0".to_owned(), report(4, &[700])),
-            ("h1".to_owned(), report(4, &[800])),
-        ];
-        let previous = PartitionState {
-            replicas: vec!["h1".into(), "h0".into()],
-            leader: None,
-            leader_epoch: 9,
-            isr: vec![],
-        };
-        let state = rebuilt_state(Some(&previous), &longer);
-        assert_eq!(state.replicas, ["h1", "h0"]);
-        assert_eq!(state.isr, ["h1"]);
-        assert_eq!(state.leader_epoch, 10);
-    }
 }

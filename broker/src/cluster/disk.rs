@@ -17,6 +17,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use ferry_replication::election::{self, Leaving};
 use ferry_storage::{Log, LogConfig, StorageError};
 
 use super::records::{ClusterIdentity, PartitionState};
@@ -212,15 +213,6 @@ fn is_segment_file(path: &Path) -> bool {
             .is_some_and(|stem| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Whether a host leaves an in-sync set it is the only member of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Leaving {
-    /// Always (its disk is new: it holds nothing).
-    Always,
-    /// Only where another member remains (it holds everything but its lost ranges).
-    UnlessLast,
-}
-
 /// Removes `host_id` from every in-sync set of `cluster` (a leader among them is
 /// deposed: leader cleared, epoch bumped, so the controller elects another).
 /// Returns how many partition states changed.
@@ -235,23 +227,8 @@ async fn leave_in_sync_sets(
         let mut current = kv;
         for attempt in 0.. {
             let state: PartitionState = decode_json(&current.key, &current.value)?;
-            if !state.isr.iter().any(|h| h == host_id) && state.leader.as_deref() != Some(host_id) {
+            let Some(next) = election::leave(&state, host_id, leaving) else {
                 break;
-            }
-            if leaving == Leaving::UnlessLast && state.isr.iter().all(|h| h == host_id) {
-                break;
-            }
-            let deposed = state.leader.as_deref() == Some(host_id);
-            let next = PartitionState {
-                isr: state
-                    .isr
-                    .iter()
-                    .filter(|h| *h != host_id)
-                    .cloned()
-                    .collect(),
-                leader: if deposed { None } else { state.leader.clone() },
-                leader_epoch: state.leader_epoch + u64::from(deposed),
-                ..state
             };
             let outcome = meta
                 .txn(

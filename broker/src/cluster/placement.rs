@@ -220,28 +220,7 @@ fn repair(state: &PartitionState, hosts: &Hosts, load: &Load) -> Option<Partitio
             next.isr.retain(|h| *h != gone);
         }
     }
-    let leader_live = next
-        .leader
-        .as_ref()
-        .is_some_and(|leader| hosts.live.contains(leader) && next.isr.contains(leader));
-    if !leader_live {
-        let candidate = next
-            .isr
-            .iter()
-            .filter(|host| hosts.live.contains(*host))
-            .min_by_key(|host| load.leaders(host))
-            .cloned();
-        if candidate.is_some() || next.leader.is_some() {
-            if candidate.is_some() {
-                // The new leader's high watermark counts only in-sync replicas: dead
-                // ones would hold it (and every `sync` write) until the leader drops
-                // them for lagging. They rejoin once they have caught up.
-                next.isr.retain(|host| hosts.live.contains(host));
-            }
-            next.leader = candidate;
-            next.leader_epoch += 1;
-        }
-    }
+    let next = ferry_replication::election::elect(next, &hosts.live, |h| load.leaders(h));
     (next != *state).then_some(next)
 }
 

@@ -33,25 +33,6 @@ pub struct ClusterIdentity {
     pub created_at_ms: i64,
 }
 
-/// One partition's placement and leadership, under
-/// `/ferry/clusters/{cluster}/partitions/{topics|queues}/{name}/{partition}`, written
-/// only by the controller with compare-and-swap on the key's revision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionState {
-    /// Hosts holding a replica, preferred leader first.
-    pub replicas: Vec<String>,
-    /// The host leading it now, if any.
-    pub leader: Option<String>,
-    /// Bumped on every leader change (and when a leader is removed): replicas refuse
-    /// writes carrying an older epoch.
-    pub leader_epoch: u64,
-    /// Replicas known to hold everything committed; leaders are elected only from these.
-    pub isr: Vec<String>,
-}
-
-impl PartitionState {
-    /// Whether `host` holds a replica.
-    pub fn has_replica(&self, host: &str) -> bool {
-        self.replicas.iter().any(|r| r == host)
-    }
-}
+/// One partition's placement and leadership: the replication crate's type, kept in
+/// etcd as JSON.
+pub use ferry_replication::PartitionState;

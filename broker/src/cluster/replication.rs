@@ -20,6 +20,9 @@ use ferry_storage::StorageError;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
+use ferry_replication::election;
+use ferry_replication::follower::{self, Serve, Step};
+
 use super::placement::PartitionKey;
 use super::records::PartitionState;
 use super::routing::{QUEUES, Routing, TOPICS};
@@ -125,28 +128,37 @@ pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<R
         log_end_offset: log.end_offset(),
         ..ReplicaData::default()
     };
-    if let Some(last) = fetch.last_fetched_epoch {
-        let (found, end) = log.end_offset_for_epoch(last).map_err(storage)?;
-        if found != last || end < fetch.fetch_offset {
-            answer.diverging = Some((found, end));
+    let leader_log = follower::LeaderLog {
+        start: answer.log_start_offset,
+        end: answer.log_end_offset,
+        latest_epoch: log.latest_epoch().map_err(storage)?,
+        end_for_follower_epoch: fetch
+            .last_fetched_epoch
+            .map(|last| log.end_offset_for_epoch(last))
+            .transpose()
+            .map_err(storage)?,
+    };
+    let request = follower::FetchRequest {
+        fetch_offset: fetch.fetch_offset,
+        last_fetched_epoch: fetch.last_fetched_epoch,
+    };
+    match follower::serve(request, leader_log, epoch) {
+        Serve::Diverging { epoch, end_offset } => {
+            answer.diverging = Some((epoch, end_offset));
             answer.high_watermark = partition.high_watermark();
             return Ok(answer);
         }
+        Serve::StartOver => {
+            // Too far behind: the follower starts over at the log start. Recorded, so
+            // a replica that lost its disk is not judged by what it held before.
+            partition.record_fetch(&fetch.follower_id, epoch, fetch.fetch_offset)?;
+            answer.high_watermark = partition.high_watermark();
+            return Ok(answer);
+        }
+        Serve::Records => {
+            partition.record_fetch(&fetch.follower_id, epoch, fetch.fetch_offset)?;
+        }
     }
-    if fetch.fetch_offset > answer.log_end_offset {
-        let latest = log.latest_epoch().map_err(storage)?.unwrap_or(epoch);
-        answer.diverging = Some((latest, answer.log_end_offset));
-        answer.high_watermark = partition.high_watermark();
-        return Ok(answer);
-    }
-    if fetch.fetch_offset < answer.log_start_offset {
-        // Too far behind: the follower starts over at the log start. Recorded, so a
-        // replica that lost its disk is not judged by what it held before.
-        partition.record_fetch(&fetch.follower_id, epoch, fetch.fetch_offset)?;
-        answer.high_watermark = partition.high_watermark();
-        return Ok(answer);
-    }
-    partition.record_fetch(&fetch.follower_id, epoch, fetch.fetch_offset)?;
     let mut log_end = partition.subscribe_log_end();
     if *log_end.borrow_and_update() <= fetch.fetch_offset && !fetch.max_wait.is_zero() {
         let mut stopping = broker.stopping();
@@ -450,8 +462,7 @@ impl Replication {
                 {
                     continue;
                 }
-                if has_lost_ranges(partition) && state.isr.iter().any(|h| *h != me) {
-                    let next = stepping_down(state, &me);
+                if let Some(next) = stepping_down(state, &me, has_lost_ranges(partition)) {
                     self.propose(key, state, *revision, next).await;
                     continue;
                 }
@@ -459,17 +470,11 @@ impl Replication {
                 // still hold an older one (a host that left it itself, with a wiped
                 // disk, would be put back).
                 lead(partition, state, &me);
-                let Some(wanted) = partition.wanted_in_sync(&me, max_lag) else {
+                let Some(next) = partition
+                    .wanted_in_sync(&me, max_lag)
+                    .and_then(|wanted| election::propose_in_sync(state, &wanted))
+                else {
                     continue;
-                };
-                let next = PartitionState {
-                    isr: state
-                        .replicas
-                        .iter()
-                        .filter(|h| wanted.contains(h))
-                        .cloned()
-                        .collect(),
-                    ..state.clone()
                 };
                 self.propose(key, state, *revision, next).await;
             }
@@ -493,8 +498,7 @@ impl Replication {
                 .into_iter()
                 .filter_map(|index| queue.replicated_log(index).ok())
                 .any(|log| has_lost_ranges(&log));
-            if damaged && state.isr.iter().any(|h| *h != me) {
-                let next = stepping_down(state, &me);
+            if let Some(next) = stepping_down(state, &me, damaged) {
                 self.propose(key, state, *revision, next).await;
                 continue;
             }
@@ -519,22 +523,14 @@ impl Replication {
             let Some(judged) = judged else {
                 continue;
             };
-            let isr: Vec<String> = state
+            let wanted: Vec<String> = state
                 .replicas
                 .iter()
                 .filter(|h| judged.iter().all(|wanted| wanted.contains(h)))
                 .cloned()
                 .collect();
-            let mut current = state.isr.clone();
-            let mut proposed = isr.clone();
-            current.sort();
-            proposed.sort();
-            if current == proposed {
+            let Some(next) = election::propose_in_sync(state, &wanted) else {
                 continue;
-            }
-            let next = PartitionState {
-                isr,
-                ..state.clone()
             };
             self.propose(key, state, *revision, next).await;
         }
@@ -604,26 +600,21 @@ fn has_lost_ranges(partition: &Partition) -> bool {
         .map_or(true, |ranges| !ranges.is_empty())
 }
 
-/// `state` with `me` out of the in-sync set and no longer leading (a new epoch fences
-/// it): a leader whose log lost records gives way to an in-sync replica that holds them.
-fn stepping_down(state: &PartitionState, me: &str) -> PartitionState {
+/// The state a leader whose log lost records proposes, if an in-sync replica holds
+/// them: `me` out of the in-sync set and no longer leading (a new epoch fences it).
+fn stepping_down(state: &PartitionState, me: &str, damaged: bool) -> Option<PartitionState> {
+    let next = election::step_down_if_damaged(state, me, damaged)?;
     tracing::error!(
         replicas = ?state.isr,
         "this leader's log lost records to damage on disk: leaving the in-sync set so a \
          whole copy leads"
     );
-    PartitionState {
-        isr: state.isr.iter().filter(|h| *h != me).cloned().collect(),
-        leader: None,
-        leader_epoch: state.leader_epoch + 1,
-        ..state.clone()
-    }
+    Some(next)
 }
 
 /// The replicas other than `me`, and those of them in the committed in-sync set.
 fn replica_sets(state: &PartitionState, me: &str) -> (Vec<String>, Vec<String>) {
-    let others = |hosts: &[String]| hosts.iter().filter(|h| *h != me).cloned().collect();
-    (others(&state.replicas), others(&state.isr))
+    state.others(me)
 }
 
 /// A snapshot's name as the leader sent it.
@@ -809,7 +800,7 @@ async fn fetch_once(
     config: &ReplicationConfig,
 ) -> Result<(), FetchError> {
     let log = Arc::clone(partition.log());
-    if let Some(first_lost) = log.lost_ranges()?.iter().map(|r| r.start).min() {
+    if let Some(first_lost) = follower::repair_point(log.lost_ranges()?.iter().map(|r| r.start)) {
         repair_lost(partition, first_lost).await?;
         return Ok(());
     }
@@ -828,9 +819,24 @@ async fn fetch_once(
     let mut request = tonic::Request::new(request);
     request.set_timeout(fetch_deadline(config));
     let answer = client.replica_fetch(request).await?.into_inner();
-    if let Some(diverging) = answer.diverging {
-        let (_, own_end) = log.end_offset_for_epoch(diverging.epoch)?;
-        let cut = diverging.end_offset.min(own_end);
+    let diverging = answer.diverging.map(|d| (d.epoch, d.end_offset));
+    let mut own_end_failure = None;
+    let next = follower::step(
+        diverging,
+        |epoch| match log.end_offset_for_epoch(epoch) {
+            Ok((_, end)) => end,
+            Err(err) => {
+                own_end_failure = Some(err);
+                0
+            }
+        },
+        answer.log_start_offset,
+        fetch_offset,
+    );
+    if let Some(err) = own_end_failure {
+        return Err(err.into());
+    }
+    if let Step::Truncate { offset: cut, epoch } = next {
         let truncating = Arc::clone(partition);
         let Some(new_end) = tokio::task::spawn_blocking(move || {
             truncating.while_following(|| truncating.log().truncate_to(cut))
@@ -845,7 +851,7 @@ async fn fetch_once(
             partition = partition.index(),
             from = fetch_offset,
             to = new_end,
-            epoch = diverging.epoch,
+            epoch,
             "truncated to where the leader's log diverges"
         );
         partition.after_log_rewrite();
@@ -868,8 +874,7 @@ async fn fetch_once(
             .transpose()?;
         }
     }
-    if answer.log_start_offset > fetch_offset {
-        let start = answer.log_start_offset;
+    if let Step::ResetTo { offset: start } = next {
         let resetting = Arc::clone(partition);
         let reset = tokio::task::spawn_blocking(move || {
             resetting.while_following(|| resetting.log().reset_to(start))

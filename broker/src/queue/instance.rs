@@ -518,8 +518,12 @@ impl Queue {
             return Ok(());
         }
         log.advance_high_watermark();
-        if let Ack::InSync { timeout, .. } = self.ack {
-            log.wait_committed(end, epoch, timeout).await?;
+        if let Ack::InSync {
+            timeout,
+            min_in_sync,
+        } = self.ack
+        {
+            log.wait_committed(end, epoch, min_in_sync, timeout).await?;
         }
         Ok(())
     }
@@ -1155,10 +1159,10 @@ impl Queue {
         })?;
         runtime.block_on(async {
             self.messages_replica
-                .wait_committed(snapshot.messages_end, epoch, self.commit_timeout)
+                .wait_committed(snapshot.messages_end, epoch, 1, self.commit_timeout)
                 .await?;
             self.journal_replica
-                .wait_committed(snapshot.journal_end, epoch, self.commit_timeout)
+                .wait_committed(snapshot.journal_end, epoch, 1, self.commit_timeout)
                 .await
         })
     }

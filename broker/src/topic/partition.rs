@@ -5,14 +5,15 @@
 //! replicas (itself included); a `sync` write is acknowledged once the high watermark
 //! passes it (`docs/replication.md`).
 
-use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use ferry_replication::{Commit, LeaderCore};
 use ferry_storage::{AppendOutcome, DiskHooks, Log, LogConfig, ReadResult, StorageError};
 use tokio::sync::watch;
 
+use crate::clock::monotonic_ms;
 use crate::error::{BrokerError, BrokerResult};
 use crate::topic::DurabilitySetting;
 
@@ -62,37 +63,13 @@ impl Ack {
     }
 }
 
-/// What the leader knows of one follower.
-#[derive(Debug, Clone)]
-struct FollowerProgress {
-    /// Everything below this is durable on the follower (its last fetch offset).
-    fetch_offset: Option<u64>,
-    /// When it last held everything the leader had (None: not since it lost data).
-    caught_up_at: Option<Instant>,
-    /// When it fetched last, and the leader's end at that moment.
-    last_fetch: Option<(Instant, u64)>,
-}
-
-/// The leader's side of replication for one epoch.
-#[derive(Debug, Clone)]
-struct LeaderState {
-    epoch: u64,
-    /// The log end when this host became leader in this epoch.
-    epoch_start_offset: u64,
-    /// The other replicas, in placement order.
-    followers: Vec<String>,
-    /// The other replicas in the in-sync set as etcd holds it (committed).
-    in_sync: BTreeSet<String>,
-    progress: HashMap<String, FollowerProgress>,
-}
-
 /// A partition's part in replication, as this host's view of the cluster has it.
 #[derive(Debug, Clone)]
 enum Role {
     /// Serves alone: a standalone host. The high watermark is the log's visible end.
     Alone,
     /// Leads in an epoch.
-    Leader(LeaderState),
+    Leader(LeaderCore),
     /// Follows a leader, or waits for one: serves nothing.
     Follower,
 }
@@ -243,7 +220,7 @@ impl Partition {
         }
         self.advance_high_watermark();
         if let Ack::InSync { timeout, .. } = ack {
-            self.wait_committed(outcome.last_offset + 1, leader_epoch, timeout)
+            self.wait_committed(outcome.last_offset + 1, leader_epoch, min_in_sync, timeout)
                 .await?;
         }
         Ok(outcome)
@@ -256,8 +233,8 @@ impl Partition {
         let role = self.lock_role();
         match &*role {
             Role::Alone => Ok(()),
-            Role::Leader(leader) if leader.epoch == leader_epoch => {
-                let in_sync = leader.in_sync.len() + 1;
+            Role::Leader(leader) if leader.epoch() == leader_epoch => {
+                let in_sync = leader.in_sync_count();
                 if in_sync < min_in_sync {
                     return Err(BrokerError::NotEnoughReplicas {
                         topic: self.topic.to_string(),
@@ -274,12 +251,15 @@ impl Partition {
         }
     }
 
-    /// Waits until the high watermark reaches `end` while this host leads in
-    /// `leader_epoch`; `ReplicationIncomplete` on timeout or lost leadership.
+    /// Waits until a write ending at `end` is committed while this host leads in
+    /// `leader_epoch`: the high watermark passed it with at least `min_in_sync`
+    /// replicas in sync ([`LeaderCore::commit`]). `ReplicationIncomplete` on timeout or
+    /// lost leadership.
     pub async fn wait_committed(
         &self,
         end: u64,
         leader_epoch: u64,
+        min_in_sync: usize,
         timeout: Duration,
     ) -> BrokerResult<()> {
         let mut high_watermark = self.high_watermark.subscribe();
@@ -288,7 +268,8 @@ impl Partition {
             if self.leader_epoch() != Some(leader_epoch) && !self.is_alone() {
                 return Err(self.incomplete("leadership moved before the replicas confirmed"));
             }
-            if *high_watermark.borrow_and_update() >= end {
+            let reached = *high_watermark.borrow_and_update();
+            if self.commit(end, reached, min_in_sync) == Commit::Done {
                 return Ok(());
             }
             let now = tokio::time::Instant::now();
@@ -298,6 +279,15 @@ impl Partition {
             let pause = (deadline - now).min(LEADERSHIP_RECHECK);
             // Either the high watermark moved or it is time to re-check leadership.
             let _ = tokio::time::timeout(pause, high_watermark.changed()).await;
+        }
+    }
+
+    /// Where a write ending at `end` stands: done once alone, or by the leader's rule.
+    fn commit(&self, end: u64, high_watermark: u64, min_in_sync: usize) -> Commit {
+        match &*self.lock_role() {
+            Role::Alone if high_watermark >= end => Commit::Done,
+            Role::Leader(leader) => leader.commit(end, high_watermark, min_in_sync),
+            Role::Alone | Role::Follower => Commit::Waiting,
         }
     }
 
@@ -336,17 +326,7 @@ impl Partition {
         let local = self.log.visible_end_offset();
         let candidate = match &*self.lock_role() {
             Role::Alone => local,
-            Role::Leader(leader) => leader
-                .in_sync
-                .iter()
-                .map(|host| {
-                    leader
-                        .progress
-                        .get(host)
-                        .and_then(|p| p.fetch_offset)
-                        .unwrap_or(0)
-                })
-                .fold(local, u64::min),
+            Role::Leader(leader) => leader.high_watermark(local),
             Role::Follower => return,
         };
         self.high_watermark.send_if_modified(|current| {
@@ -383,7 +363,7 @@ impl Partition {
 
     /// Whether this host leads with other replicas in the committed in-sync set.
     pub fn leads_with_others_in_sync(&self) -> bool {
-        matches!(&*self.lock_role(), Role::Leader(leader) if !leader.in_sync.is_empty())
+        matches!(&*self.lock_role(), Role::Leader(leader) if leader.others_in_sync())
     }
 
     /// Reads whole batches from `offset` below `limit` (a replica fetch reads up to
@@ -441,7 +421,7 @@ impl Partition {
     /// The epoch this host leads the partition in, if it leads it.
     pub fn leader_epoch(&self) -> Option<u64> {
         match &*self.lock_role() {
-            Role::Leader(leader) => Some(leader.epoch),
+            Role::Leader(leader) => Some(leader.epoch()),
             Role::Alone | Role::Follower => None,
         }
     }
@@ -450,14 +430,7 @@ impl Partition {
     /// (`None` before its first fetch in this epoch). Empty elsewhere.
     pub fn follower_offsets(&self) -> Vec<(String, Option<u64>)> {
         match &*self.lock_role() {
-            Role::Leader(leader) => leader
-                .followers
-                .iter()
-                .map(|host| {
-                    let offset = leader.progress.get(host).and_then(|p| p.fetch_offset);
-                    (host.clone(), offset)
-                })
-                .collect(),
+            Role::Leader(leader) => leader.follower_offsets(),
             Role::Alone | Role::Follower => Vec::new(),
         }
     }
@@ -495,49 +468,14 @@ impl Partition {
     /// sets are updated; a new epoch starts with every follower given a full lag
     /// allowance from now.
     pub fn lead(&self, epoch: u64, followers: &[String], in_sync: &[String]) {
-        let now = Instant::now();
+        let now = monotonic_ms();
         {
             let mut role = self.lock_role();
             let mut leader = match &*role {
-                Role::Leader(current) if current.epoch == epoch => current.clone(),
-                _ => LeaderState {
-                    epoch,
-                    epoch_start_offset: self.log.end_offset(),
-                    followers: Vec::new(),
-                    in_sync: BTreeSet::new(),
-                    progress: HashMap::new(),
-                },
+                Role::Leader(current) if current.epoch() == epoch => current.clone(),
+                _ => LeaderCore::new(epoch, self.log.end_offset()),
             };
-            leader.followers = followers.to_vec();
-            let in_sync: BTreeSet<String> = in_sync
-                .iter()
-                .filter(|host| followers.contains(host))
-                .cloned()
-                .collect();
-            // A replica that left the in-sync set (by this leader's doing or its
-            // own: a host back with a wiped disk leaves it) proves it caught up
-            // afresh; what it held before says nothing now.
-            for gone in leader.in_sync.difference(&in_sync) {
-                if let Some(progress) = leader.progress.get_mut(gone) {
-                    *progress = FollowerProgress {
-                        fetch_offset: None,
-                        caught_up_at: None,
-                        last_fetch: None,
-                    };
-                }
-            }
-            leader.in_sync = in_sync;
-            leader.progress.retain(|host, _| followers.contains(host));
-            for host in followers {
-                leader
-                    .progress
-                    .entry(host.clone())
-                    .or_insert(FollowerProgress {
-                        fetch_offset: None,
-                        caught_up_at: Some(now),
-                        last_fetch: None,
-                    });
-            }
+            leader.set_replicas(followers, in_sync, now);
             *role = Role::Leader(leader);
         }
         self.advance_high_watermark();
@@ -557,40 +495,24 @@ impl Partition {
         leader_epoch: u64,
         fetch_offset: u64,
     ) -> BrokerResult<()> {
-        let now = Instant::now();
+        let now = monotonic_ms();
         let log_end = self.log.end_offset();
         {
             let mut role = self.lock_role();
             let Role::Leader(leader) = &mut *role else {
                 return Err(self.not_leading());
             };
-            if leader.epoch != leader_epoch {
+            if leader.epoch() != leader_epoch {
                 return Err(self.not_leading());
             }
-            let Some(progress) = leader.progress.get_mut(follower) else {
-                return Err(BrokerError::InvalidArgument(format!(
-                    "{follower:?} holds no replica of {} partition {}",
-                    self.topic, self.index
-                )));
-            };
-            if progress
-                .fetch_offset
-                .is_some_and(|previous| fetch_offset < previous)
-            {
-                // Its durable end went backwards in one epoch: it lost data (a wiped
-                // disk). It is out of sync until it catches up again.
-                progress.caught_up_at = None;
-            } else if fetch_offset >= log_end {
-                progress.caught_up_at = Some(now);
-            } else if let Some((at, end_then)) = progress.last_fetch
-                && fetch_offset >= end_then
-            {
-                // It holds all the leader had at its previous fetch: under steady
-                // writes a follower is never exactly at the end, yet keeps up.
-                progress.caught_up_at = Some(at);
-            }
-            progress.fetch_offset = Some(fetch_offset);
-            progress.last_fetch = Some((now, log_end));
+            leader
+                .record_fetch(follower, fetch_offset, log_end, now)
+                .map_err(|unknown| {
+                    BrokerError::InvalidArgument(format!(
+                        "{unknown} of {} partition {}",
+                        self.topic, self.index
+                    ))
+                })?;
         }
         self.advance_high_watermark();
         Ok(())
@@ -610,53 +532,34 @@ impl Partition {
     /// above the high watermark and this epoch's start, recently) come back. The
     /// leader itself always stays. `None` when nothing changes or not leading.
     pub fn wanted_in_sync(&self, me: &str, max_lag: Duration) -> Option<Vec<String>> {
-        let wanted = self.in_sync_now(me, max_lag)?;
-        let role = self.lock_role();
-        let Role::Leader(leader) = &*role else {
-            return None;
-        };
-        let unchanged = wanted.len() == leader.in_sync.len() + 1
-            && wanted[1..].iter().all(|h| leader.in_sync.contains(h));
-        (!unchanged).then_some(wanted)
+        let high_watermark = self.high_watermark();
+        match &*self.lock_role() {
+            Role::Leader(leader) => {
+                leader.wanted_in_sync(me, high_watermark, lag_ms(max_lag), monotonic_ms())
+            }
+            Role::Alone | Role::Follower => None,
+        }
     }
 
     /// The in-sync set as this leader judges it now (itself first), changed or not;
     /// `None` when not leading.
     pub fn in_sync_now(&self, me: &str, max_lag: Duration) -> Option<Vec<String>> {
-        let now = Instant::now();
         let high_watermark = self.high_watermark();
-        let role = self.lock_role();
-        let Role::Leader(leader) = &*role else {
-            return None;
-        };
-        let recent = |p: &FollowerProgress| {
-            p.caught_up_at
-                .is_some_and(|at| now.duration_since(at) <= max_lag)
-        };
-        let mut wanted = vec![me.to_owned()];
-        for host in &leader.followers {
-            let Some(progress) = leader.progress.get(host) else {
-                continue;
-            };
-            let keep = if leader.in_sync.contains(host) {
-                recent(progress)
-            } else {
-                recent(progress)
-                    && progress.fetch_offset.is_some_and(|offset| {
-                        offset >= high_watermark && offset >= leader.epoch_start_offset
-                    })
-            };
-            if keep {
-                wanted.push(host.clone());
+        match &*self.lock_role() {
+            Role::Leader(leader) => {
+                Some(leader.judge_in_sync(me, high_watermark, lag_ms(max_lag), monotonic_ms()))
             }
+            Role::Alone | Role::Follower => None,
         }
-        Some(wanted)
     }
 
     /// A follower learned the leader's high watermark: it keeps the lower of that and
     /// its own end (it serves nothing; this is what it starts from if elected).
     pub fn learn_high_watermark(&self, leader_high_watermark: u64) {
-        let value = leader_high_watermark.min(self.log.end_offset());
+        let value = ferry_replication::follower::learned_high_watermark(
+            leader_high_watermark,
+            self.log.end_offset(),
+        );
         self.high_watermark.send_if_modified(|current| {
             let changed = value != *current;
             *current = value;
@@ -682,6 +585,11 @@ impl Partition {
     pub fn close(&self) -> BrokerResult<()> {
         self.log.close().map_err(|err| self.error(err))
     }
+}
+
+/// A lag allowance in the state machine's milliseconds.
+fn lag_ms(max_lag: Duration) -> u64 {
+    u64::try_from(max_lag.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Whether `bytes` (whole batches) hold a lost-range batch.

@@ -62,6 +62,13 @@ impl EpochHistory {
         self.entries.last().map(|e| e.epoch)
     }
 
+    /// The epoch that appended the batch at `offset`: the newest epoch starting at or
+    /// below it.
+    pub(crate) fn epoch_at(&self, offset: u64) -> Option<u64> {
+        let after = self.entries.partition_point(|e| e.start_offset <= offset);
+        after.checked_sub(1).map(|i| self.entries[i].epoch)
+    }
+
     /// All entries, oldest first.
     pub(crate) fn entries(&self) -> &[EpochStart] {
         &self.entries

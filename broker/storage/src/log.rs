@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use ferry_records::{BatchHeader, RecordError, validate_batch};
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::config::{Durability, LogConfig};
 use crate::disk::{Disk, DiskHooks, FaultInjector, sync_dir};
@@ -530,20 +530,51 @@ impl Log {
                 next_offset: offset,
             });
         };
-        match view.read_from(offset, max_bytes, max_offset) {
+        let mut read = match view.read_from(offset, max_bytes, max_offset) {
             Err(StorageError::DamagedBatch { .. } | StorageError::Corrupt { .. }) => {
                 self.confine_damage_in(segment_base)?;
                 match self.view_for(offset, max_offset)? {
-                    Some((view, _)) => view.read_from(offset, max_bytes, max_offset),
-                    None => Ok(ReadResult {
+                    Some((view, _)) => view.read_from(offset, max_bytes, max_offset)?,
+                    None => ReadResult {
                         bytes: Vec::new(),
                         batches: 0,
                         next_offset: offset,
-                    }),
+                    },
                 }
             }
-            other => other,
+            other => other?,
+        };
+        self.stamp_epochs(&mut read.bytes)?;
+        Ok(read)
+    }
+
+    /// Stamps each batch read with the epoch the leader-epoch history gives its offset.
+    /// The epoch field is outside the CRC (leaders stamp it), so a flipped bit there
+    /// passes every check; the history (CRC-protected) is the authority, and a replica
+    /// copies the epoch of what it fetches into its own history.
+    fn stamp_epochs(&self, bytes: &mut [u8]) -> Result<(), StorageError> {
+        let state = self.lock_state()?;
+        let mut position = 0;
+        while let Some(rest) = bytes.get_mut(position..) {
+            let Ok(header) = BatchHeader::parse(rest) else {
+                break;
+            };
+            if let Some(epoch) = state.epochs.epoch_at(header.base_offset)
+                && epoch != header.leader_epoch
+            {
+                warn!(
+                    dir = %self.dir.display(),
+                    offset = header.base_offset,
+                    stored = header.leader_epoch,
+                    epoch,
+                    "a batch's leader epoch differs from the epoch history (damage outside \
+                     the CRC): served with the history's"
+                );
+                BatchHeader::set_leader_epoch(rest, epoch);
+            }
+            position += header.total_len();
         }
+        Ok(())
     }
 
     /// Takes what a read of `offset` needs under the lock; `None` when there is nothing
@@ -630,6 +661,20 @@ impl Log {
     /// retention has removed since. A replica with any is not a whole copy.
     pub fn lost_ranges(&self) -> Result<Vec<Range<u64>>, StorageError> {
         Ok(self.lock_state()?.lost_ranges.clone())
+    }
+
+    /// The offset where a recovery of this log cut a torn tail (bytes past the recovery
+    /// point that did not validate, with nothing intact after them), until
+    /// [`Log::forget_torn_tail`]. A torn write after the last fsync and a flipped bit in
+    /// a synced last batch look alike, so a replica treats a cut as possible loss of
+    /// data it acknowledged.
+    pub fn torn_tail(&self) -> Result<Option<u64>, StorageError> {
+        crate::repair::load_torn_tail(&self.dir)
+    }
+
+    /// Forgets the torn tail once the host has acted on it (left the in-sync sets).
+    pub fn forget_torn_tail(&self) -> Result<(), StorageError> {
+        crate::repair::forget_torn_tail(&self.dir)
     }
 
     /// Records lost to damage on disk since the log was opened (found by recovery or by

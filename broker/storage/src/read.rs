@@ -110,10 +110,32 @@ impl SegmentView {
         let Some((position, first)) = self.find_batch(|h| next_offset(h) > offset)? else {
             return Ok(empty);
         };
-        if next_offset(&first) > max_offset {
-            return Ok(empty);
+        if first.base_offset > offset {
+            // `base_offset` is outside the CRC: a damaged one (or a missing batch) must
+            // not leave readers stuck before the offset they asked for.
+            let reason = format!("batch at {} skips offset {offset}", first.base_offset);
+            return Err(self.corrupt(position, reason));
         }
         let available = usize::try_from(self.size - position).unwrap_or(usize::MAX);
+        if next_offset(&first) > max_offset {
+            // Not readable yet, unless its record count is damaged: then it never will be.
+            if first.total_len() <= available {
+                let mut bytes = vec![0u8; first.total_len()];
+                self.read_exact(&mut bytes, position)?;
+                if let Some(Err(err)) = Batches::new(&bytes)
+                    .next()
+                    .map(|b| b.and_then(|b| b.verify_crc()))
+                {
+                    return Err(StorageError::DamagedBatch {
+                        path: self.path.clone(),
+                        position,
+                        offset: first.base_offset,
+                        reason: err.to_string(),
+                    });
+                }
+            }
+            return Ok(empty);
+        }
         if first.total_len() > available {
             // A length field (outside the CRC) that runs past the committed bytes.
             return Err(StorageError::DamagedBatch {
@@ -129,10 +151,6 @@ impl SegmentView {
         let want = max_bytes.min(available).max(first.total_len());
         let mut bytes = vec![0u8; want];
         self.read_exact(&mut bytes, position)?;
-        if first.base_offset > offset {
-            let reason = format!("batch at {} skips offset {offset}", first.base_offset);
-            return Err(self.corrupt(position, reason));
-        }
         let mut kept = 0usize;
         let mut result = empty;
         let mut expected = first.base_offset;

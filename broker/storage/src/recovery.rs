@@ -286,6 +286,11 @@ pub(crate) fn scan_confining(
                 );
                 segment.cut_file(end.valid_len)?;
                 segment.remove_index_files()?;
+                // Recovery cannot tell a torn write from a flipped bit in a synced last
+                // batch: the host decides whether the cut may have cost acknowledged data.
+                if let Some(dir) = segment.path.parent() {
+                    crate::repair::record_torn_tail(dir, end.next_offset)?;
+                }
                 return Ok(lost);
             }
         };

@@ -329,6 +329,49 @@ pub(crate) fn persist_lost(dir: &Path, ranges: &[Range<u64>]) -> Result<(), Stor
     write_atomically(dir, LOST_FILE, &encode_lost(ranges))
 }
 
+/// File naming the offset where recovery cut a torn tail, kept until the host has
+/// acted on it ([`crate::Log::forget_torn_tail`]).
+pub(crate) const TORN_FILE: &str = "torn-tail";
+/// First bytes of the torn-tail file: name and format version.
+const TORN_MAGIC: &[u8; 8] = b"FRYTRN01";
+
+/// Records that recovery cut the log's tail at `offset` (atomically and durably, so a
+/// crash before the host acts on it does not forget it). An earlier, lower cut stays.
+pub(crate) fn record_torn_tail(dir: &Path, offset: u64) -> Result<(), StorageError> {
+    let offset = load_torn_tail(dir)?.map_or(offset, |earlier| earlier.min(offset));
+    let mut bytes = TORN_MAGIC.to_vec();
+    bytes.extend_from_slice(&offset.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    write_atomically(dir, TORN_FILE, &bytes)
+}
+
+/// The offset of the torn tail recovery cut, if one is recorded. An unreadable file
+/// counts as a cut at offset 0 (everything may be lost).
+pub(crate) fn load_torn_tail(dir: &Path) -> Result<Option<u64>, StorageError> {
+    let Some(bytes) = read_optional(&dir.join(TORN_FILE))? else {
+        return Ok(None);
+    };
+    let decoded = (bytes.len() == 20 && bytes.starts_with(TORN_MAGIC))
+        .then(|| {
+            let crc = u32::from_le_bytes(bytes[16..20].try_into().ok()?);
+            (crc32c::crc32c(&bytes[..16]) == crc)
+                .then(|| bytes[8..16].try_into().ok().map(u64::from_le_bytes))
+                .flatten()
+        })
+        .flatten();
+    Ok(Some(decoded.unwrap_or(0)))
+}
+
+/// Removes the torn-tail record.
+pub(crate) fn forget_torn_tail(dir: &Path) -> Result<(), StorageError> {
+    if dir.join(TORN_FILE).exists() {
+        remove_if_exists(&dir.join(TORN_FILE))?;
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

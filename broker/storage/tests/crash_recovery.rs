@@ -35,14 +35,28 @@ fn torn_half_batch_is_cut_and_appends_continue() {
 
     let log = Log::open(&dir, config.clone()).expect("reopen");
     assert_eq!(log.end_offset(), end);
+    assert_eq!(
+        log.torn_tail().expect("torn tail"),
+        Some(end),
+        "the cut is recorded: it may have been a synced batch with a flipped bit"
+    );
     assert_reads_back(&log, &sent);
     let next = batch(2, 10, 6000);
     let outcome = log.append(next.clone(), 8, 0).expect("append after cut");
     assert_eq!(outcome.base_offset, end);
     sent.push(next);
     log.close().expect("close");
-    let log = Log::open(&dir, config).expect("reopen again");
+    let log = Log::open(&dir, config.clone()).expect("reopen again");
     assert_reads_back(&log, &sent);
+    assert_eq!(
+        log.torn_tail().expect("torn tail"),
+        Some(end),
+        "kept until forgotten"
+    );
+    log.forget_torn_tail().expect("forget");
+    log.close().expect("close");
+    let log = Log::open(&dir, config).expect("reopen");
+    assert_eq!(log.torn_tail().expect("torn tail"), None);
 }
 
 #[test]
@@ -279,6 +293,72 @@ fn bit_rot_in_a_trusted_segment_is_confined_when_read() {
     log.close().expect("close");
     let log = Log::open(&dir, config).expect("reopen");
     assert_all_but(&log, &sent, &[damaged]);
+}
+
+#[test]
+fn a_flipped_bit_anywhere_in_a_trusted_batch_never_stops_a_reader() {
+    // Found by ferry-sim: a flipped bit in a batch's base offset (outside the CRC) or
+    // its record count made reads return nothing at that offset, forever.
+    let (_tmp, dir) = temp_log_dir();
+    let config = small_config(Durability::Fsync);
+    let log = Log::open(&dir, config.clone()).expect("open");
+    let sent = fill(&log, 40);
+    log.close()
+        .expect("clean close: every segment trusted on open");
+    let victim = segment_files(&dir)[1].clone();
+    let pristine = std::fs::read(&victim).expect("read");
+    let first_len = ferry_records::BatchHeader::parse(&pristine)
+        .expect("header")
+        .total_len();
+    let offsets = offsets_of(&sent);
+    for at in 0..first_len {
+        let mut bytes = pristine.clone();
+        bytes[at] ^= 0x10;
+        std::fs::write(&victim, &bytes).expect("write");
+        let _ = std::fs::remove_file(dir.join("lost-ranges"));
+        let log = Log::open(&dir, config.clone()).expect("reopen");
+        // read_all asserts progress at every offset: a stuck reader fails here.
+        let got = read_classified(&log);
+        assert_eq!(
+            got.last().map(|g| g.1),
+            Some(log.end_offset()),
+            "byte {at}: read to the end"
+        );
+        let lost = got.iter().filter(|g| g.2.is_none()).count();
+        assert!(lost <= 1, "byte {at}: only the damaged batch is lost");
+        for (base, _, body) in &got {
+            if let Some(body) = body {
+                let i = offsets
+                    .iter()
+                    .position(|o| o == base)
+                    .expect("a sent batch");
+                assert!(*body == sent[i], "byte {at}: batch at {base} intact");
+            }
+        }
+        log.close().expect("close");
+        std::fs::write(&victim, &pristine).expect("restore");
+    }
+}
+
+#[test]
+fn a_flipped_bit_in_a_leader_epoch_is_served_with_the_historys_epoch() {
+    // Found by ferry-sim: the epoch field is outside the CRC, so a flipped bit there
+    // passed every check, and followers copied the bogus epoch into their histories.
+    let (_tmp, dir) = temp_log_dir();
+    let config = small_config(Durability::Fsync);
+    let log = Log::open(&dir, config.clone()).expect("open");
+    fill(&log, 40);
+    log.close().expect("close");
+    let victim = segment_files(&dir)[1].clone();
+    let mut bytes = std::fs::read(&victim).expect("read");
+    bytes[12 + 1] ^= 0x01; // the first batch's leader epoch: 7 becomes 263
+    std::fs::write(&victim, &bytes).expect("write");
+
+    let log = Log::open(&dir, config).expect("reopen");
+    for batch in read_all(&log) {
+        let header = ferry_records::BatchHeader::parse(&batch).expect("header");
+        assert_eq!(header.leader_epoch, 7, "batch at {}", header.base_offset);
+    }
 }
 
 #[test]

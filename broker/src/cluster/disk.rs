@@ -141,8 +141,10 @@ async fn create_identity(meta: &dyn MetadataStore, key: &str) -> BrokerResult<u6
 }
 
 /// Recovers every log under `data_dir` (confining any damage to lost ranges) and, if
-/// any still holds a lost range, leaves every in-sync set this host is not the last
-/// member of, before the host registers. Returns the damaged log directories.
+/// any still holds a lost range or had a torn tail cut (which may have been synced and
+/// acknowledged: a flipped bit in the last batch looks like a torn write), leaves every
+/// in-sync set this host is not the last member of, before the host registers.
+/// Returns the damaged log directories.
 pub async fn leave_if_damaged(
     meta: &dyn MetadataStore,
     cluster: &str,
@@ -158,6 +160,13 @@ pub async fn leave_if_damaged(
         return Ok(damaged);
     }
     let left = leave_in_sync_sets(meta, cluster, host_id, Leaving::UnlessLast).await?;
+    // Left: a torn tail recovery cut has done its harm to the in-sync sets, and the
+    // next start need not leave them again for it.
+    let forgetting = damaged.clone();
+    tokio::task::spawn_blocking(move || forget_torn_tails(&forgetting))
+        .await
+        .map_err(|err| BrokerError::Internal(format!("forgetting torn tails failed: {err}")))?
+        .map_err(|err| BrokerError::Internal(format!("forgetting torn tails failed: {err}")))?;
     tracing::error!(
         host = host_id,
         logs = ?damaged,
@@ -195,13 +204,24 @@ fn damaged_logs(root: &Path) -> Result<Vec<PathBuf>, StorageError> {
         if is_log {
             let log = Log::open(&dir, LogConfig::default())?;
             let lost = log.lost_ranges()?;
+            let torn = log.torn_tail()?;
             log.close()?;
-            if !lost.is_empty() {
+            if !lost.is_empty() || torn.is_some() {
                 damaged.push(dir);
             }
         }
     }
     Ok(damaged)
+}
+
+/// Forgets the torn tails recorded in `dirs` (their host has left the in-sync sets).
+fn forget_torn_tails(dirs: &[PathBuf]) -> Result<(), StorageError> {
+    for dir in dirs {
+        let log = Log::open(dir, LogConfig::default())?;
+        log.forget_torn_tail()?;
+        log.close()?;
+    }
+    Ok(())
 }
 
 /// Whether `path` names a segment file (`{base_offset:020}.log`), as storage writes them.

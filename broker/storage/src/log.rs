@@ -832,6 +832,24 @@ impl Log {
     /// Removes the batches at and above `offset` (rounded down to a batch boundary;
     /// raised to the start offset) and returns the new end offset.
     pub fn truncate_to(&self, offset: u64) -> Result<u64, StorageError> {
+        match self.truncate_once(offset) {
+            // Finding the cut read a damaged batch (damage since recovery): confine it
+            // like a read does, then cut.
+            Err(StorageError::DamagedBatch { .. } | StorageError::Corrupt { .. }) => {
+                let segment_base = {
+                    let state = self.lock_state()?;
+                    let target = offset.max(self.start_offset());
+                    state.segments[state.segment_for(target)].base_offset
+                };
+                self.confine_damage_in(segment_base)?;
+                self.truncate_once(offset)
+            }
+            other => other,
+        }
+    }
+
+    /// One attempt of [`Log::truncate_to`].
+    fn truncate_once(&self, offset: u64) -> Result<u64, StorageError> {
         let mut state = self.lock_state()?;
         self.check_usable()?;
         let end = self.end_offset();
@@ -847,8 +865,20 @@ impl Log {
             u64::from(segment.index.position_for_offset(relative)),
         );
         let (cut, cut_offset) = match view.find_batch(|h| crate::read::next_offset(h) > target)? {
-            Some((position, header)) => (position, header.base_offset),
-            None => (segment.size, segment.next_offset),
+            Some((position, header)) if header.base_offset <= target => {
+                (position, header.base_offset)
+            }
+            found => {
+                // The segment holds `target`, so a batch holding it must be found: a
+                // damaged length or offset field (outside the CRC) skipped it. Nothing
+                // is cut until the damage is confined (see `truncate_to`).
+                let position = found.map_or(segment.size, |(position, _)| position);
+                return Err(StorageError::Corrupt {
+                    path: segment.path.clone(),
+                    position,
+                    reason: format!("no batch holds offset {target}"),
+                });
+            }
         };
         // Lowered before anything is removed: recovery marks offsets below the recovery
         // point that are missing as lost, and these are removed on purpose.
@@ -857,7 +887,7 @@ impl Log {
             state.recovery_point = cut_offset;
         }
         let new_end = self
-            .cut_segments(&mut state, index, cut)
+            .cut_segments(&mut state, index, cut, cut_offset)
             .map_err(|err| self.poison(err))?;
         if state.epochs.truncate(new_end)
             && let Err(err) = state.epochs.persist(&self.dir)
@@ -960,6 +990,7 @@ impl Log {
         state: &mut LogState,
         index: usize,
         cut: u64,
+        cut_offset: u64,
     ) -> Result<u64, StorageError> {
         for later in state.segments.drain(index + 1..).rev() {
             later.remove_files()?;
@@ -969,16 +1000,29 @@ impl Log {
         segment.cut_file(cut)?;
         segment.remove_index_files()?;
         sync_dir(&self.dir)?;
-        let active = state.active_mut();
-        let end = active.load_by_scan(ScanMode::HeadersOnly, self.config.index_interval_bytes)?;
-        if let Some(problem) = end.problem {
-            return Err(StorageError::Corrupt {
-                path: active.path.clone(),
-                position: end.valid_len,
-                reason: problem,
-            });
+        let interval = self.config.index_interval_bytes;
+        let end = state
+            .active_mut()
+            .load_by_scan(ScanMode::HeadersOnly, interval)?;
+        if end.problem.is_some() {
+            // Damage below the cut since recovery last read this segment: confine it
+            // (the segment held every offset below the cut) rather than refuse the cut.
+            let before = match index.checked_sub(1) {
+                Some(prev) => {
+                    let prev = &state.segments[prev];
+                    (prev.last_epoch, prev.max_timestamp_ms.max(0))
+                }
+                None => (0, 0),
+            };
+            let limit = Limit::NextSegment(cut_offset);
+            let lost = scan_confining(state.active_mut(), limit, before, interval)?;
+            state
+                .lost_ranges
+                .extend(lost.iter().map(|l| l.from_offset..l.to_offset));
+            persist_lost(&self.dir, &state.lost_ranges)?;
+            state.lost.extend(lost);
         }
-        Ok(active.next_offset)
+        Ok(state.active().next_offset)
     }
 
     /// Bytes of segment data stored.

@@ -362,6 +362,32 @@ fn a_flipped_bit_in_a_leader_epoch_is_served_with_the_historys_epoch() {
 }
 
 #[test]
+fn truncating_over_damage_found_since_recovery_confines_it_first() {
+    // Found by ferry-sim: a follower truncating to where its leader's log diverges met
+    // a damaged length field before the cut; it cut nothing and reported the old end
+    // (or, with the field read later, poisoned the log).
+    let (_tmp, dir) = temp_log_dir();
+    let config = small_config(Durability::Fsync);
+    let log = Log::open(&dir, config.clone()).expect("open");
+    let sent = fill(&log, 40);
+    log.close().expect("close");
+    let victim = segment_files(&dir)[1].clone();
+    let mut bytes = std::fs::read(&victim).expect("read");
+    bytes[8 + 1] ^= 0x40; // the first batch's length field (outside the CRC)
+    std::fs::write(&victim, &bytes).expect("write");
+
+    let log = Log::open(&dir, config).expect("reopen: the segment is trusted");
+    let offsets = offsets_of(&sent);
+    let damaged = offsets
+        .iter()
+        .position(|o| *o == base_of(&victim))
+        .expect("a batch starts the segment");
+    let cut = offsets[damaged + 1];
+    assert_eq!(log.truncate_to(cut).expect("truncate"), cut);
+    assert_all_but(&log, &sent[..=damaged], &[damaged]);
+}
+
+#[test]
 fn a_missing_segment_file_becomes_a_lost_range() {
     let (_tmp, dir) = temp_log_dir();
     let config = small_config(Durability::Fsync);

@@ -281,7 +281,8 @@ impl Log {
 
     /// Appends a batch exactly as another replica's log holds it (offsets and epoch
     /// already stamped by the leader). It must start at this log's end. The producer
-    /// table learns it without judging it: the leader already did.
+    /// table learns it without judging it: the leader already did. A lost-range batch
+    /// (the leader's records lost to damage) becomes a lost range here too.
     pub fn append_replicated(
         &self,
         batch: Vec<u8>,
@@ -297,7 +298,16 @@ impl Log {
                 received: header.base_offset,
             });
         }
-        self.write_batch(&mut state, &batch, &header, now_ms)
+        let outcome = self.write_batch(&mut state, &batch, &header, now_ms)?;
+        if header.is_lost_range() {
+            // The leader's copy lost these records too: this log has the same gap, and
+            // says so like a log that found damage itself.
+            state
+                .lost_ranges
+                .push(header.base_offset..header.next_offset());
+            persist_lost(&self.dir, &state.lost_ranges).map_err(|err| self.poison(err))?;
+        }
+        Ok(outcome)
     }
 
     /// Checks size and format before any lock is taken (the CPU-heavy part).

@@ -108,7 +108,11 @@ impl SegmentView {
             next_offset: offset,
         };
         let Some((position, first)) = self.find_batch(|h| next_offset(h) > offset)? else {
-            return Ok(empty);
+            // The log holds `offset` in this segment (the caller checked), so a damaged
+            // length field skipped the batch holding it: confine the damage rather than
+            // answer "nothing yet" forever.
+            let reason = format!("no batch holds offset {offset}");
+            return Err(self.corrupt(self.size, reason));
         };
         if first.base_offset > offset {
             // `base_offset` is outside the CRC: a damaged one (or a missing batch) must

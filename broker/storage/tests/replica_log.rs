@@ -173,3 +173,28 @@ fn reset_starts_over_empty_at_a_later_offset_and_survives_a_reopen() {
         starts(&[(6, 500)])
     );
 }
+
+#[test]
+fn a_lost_range_copied_from_the_leader_is_a_lost_range_here_too() {
+    let (_tmp, dir) = temp_log_dir();
+    let config = small_config(Durability::Fsync);
+    let follower = Log::open(&dir, config.clone()).expect("open");
+    let lost = ferry_records::LostRange {
+        base_offset: 0,
+        count: 3,
+        leader_epoch: 1,
+        timestamp_ms: 0,
+    };
+    let gap = ferry_records::lost_range_batch(lost, ferry_records::HEADER_LEN).expect("batch");
+    follower
+        .append_replicated(gap, 0)
+        .expect("append the leader's gap");
+    assert_eq!(follower.lost_ranges().expect("lost"), vec![0..3_u64]);
+    follower.close().expect("close");
+    let follower = Log::open(&dir, config).expect("reopen");
+    assert_eq!(
+        follower.lost_ranges().expect("lost"),
+        vec![0..3_u64],
+        "persisted"
+    );
+}

@@ -230,24 +230,45 @@ fn replicated_logs(kind: &str, dir: &Path) -> Vec<(u32, Vec<PathBuf>)> {
 /// Opens (recovers) and closes each log, returning the report and the largest
 /// producer id they remember.
 fn read_logs(logs: &[PathBuf]) -> BrokerResult<(ReplicaReport, Option<i64>)> {
-    let mut report = ReplicaReport {
-        epoch: 0,
-        ends: Vec::new(),
-    };
+    let mut opened = Vec::new();
     let mut producers = None;
-    for (i, dir) in logs.iter().enumerate() {
-        let failed = |err: ferry_storage::StorageError| {
-            BrokerError::Internal(format!("reading the log in {}: {err}", dir.display()))
-        };
-        let log = Log::open(dir, LogConfig::default()).map_err(failed)?;
-        if i == 0 {
-            report.epoch = log.latest_epoch().map_err(failed)?.unwrap_or(0);
-        }
-        report.ends.push(log.end_offset());
-        producers = producers.max(log.max_producer_id().map_err(failed)?);
-        log.close().map_err(failed)?;
+    for dir in logs {
+        let log = Log::open(dir, LogConfig::default()).map_err(|err| unreadable(dir, err))?;
+        producers = producers.max(log.max_producer_id().map_err(|err| unreadable(dir, err))?);
+        opened.push(log);
+    }
+    let report = report_on(&opened.iter().collect::<Vec<_>>(), 0)
+        .map_err(|err| BrokerError::Internal(format!("reading the logs {logs:?}: {err}")))?;
+    for (log, dir) in opened.iter().zip(logs) {
+        log.close().map_err(|err| unreadable(dir, err))?;
     }
     Ok((report, producers))
+}
+
+fn unreadable(dir: &Path, err: ferry_storage::StorageError) -> BrokerError {
+    BrokerError::Internal(format!("reading the log in {}: {err}", dir.display()))
+}
+
+/// This host's report on a replicated log (a topic partition's log; a queue's messages
+/// then journal), answering the partition state of `answering_epoch` (0 for a rebuild).
+pub fn report_on(
+    logs: &[&Log],
+    answering_epoch: u64,
+) -> Result<ReplicaReport, ferry_storage::StorageError> {
+    let mut report = ReplicaReport {
+        whole: true,
+        epoch: 0,
+        ends: Vec::new(),
+        answering_epoch,
+    };
+    for (i, log) in logs.iter().enumerate() {
+        if i == 0 {
+            report.epoch = log.latest_epoch()?.unwrap_or(0);
+        }
+        report.ends.push(log.end_offset());
+        report.whole &= log.lost_ranges()?.is_empty();
+    }
+    Ok(report)
 }
 
 /// Puts the cluster's identity back from this host's data directory.
@@ -294,10 +315,7 @@ async fn restore_partition(
     partition: u32,
     replica: ReplicaReport,
 ) -> BrokerResult<()> {
-    let prefix = format!(
-        "{}rebuild/{kind}/{name}/{partition}/",
-        keys::cluster(&host.cluster)
-    );
+    let prefix = keys::replica_reports(&host.cluster, kind, name, partition);
     meta.put(&format!("{prefix}{}", host.host_id), encode_json(&replica))
         .await?;
     let state_key = keys::partition_state(&host.cluster, kind, name, partition);

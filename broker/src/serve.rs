@@ -94,6 +94,10 @@ pub async fn run(
         &config.data_dir,
     )
     .await?;
+    // Before registering: leaderships held before this start are given up, so none is
+    // resumed in an epoch whose unsynced writes a power loss may have taken.
+    crate::cluster::disk::resign_leaderships(meta.as_ref(), &cluster.cluster, &cluster.host_id)
+        .await?;
     let membership = Membership::start(client.clone(), cluster.clone());
     let view = ViewKeeper::start(
         Arc::clone(&meta),

@@ -10,6 +10,13 @@
 //!   leads with all 5,000 messages; the damaged host truncates below its lost range,
 //!   fetches it back and rejoins the in-sync set; finally, alone again, it serves all
 //!   5,000 by itself.
+//! - Last in-sync member damaged: the followers die and the leader drops them, so it is
+//!   the only member of the in-sync set when its own third segment is cut mid-batch.
+//!   Started alone, it leaves the set anyway (a replica that may lack acknowledged
+//!   records must not be elected while another that may hold them can return): the
+//!   partition stays leaderless with an empty in-sync set. When the others return,
+//!   every replica reports its log, and the controller elects from the best whole
+//!   logs; every acknowledged message is served.
 //! - Flipped byte: a follower stopped cleanly (its segments are trusted on restart, so
 //!   recovery does not see the damage) rejoins; leaders are killed until it leads with a
 //!   whole copy in the in-sync set. Readers still get every acknowledged message: the
@@ -305,6 +312,79 @@ async fn a_replica_with_a_truncated_segment_is_not_elected_and_repairs_from_a_wh
     })
     .await;
     assert_every_message_served(&cluster, &mut etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_last_in_sync_member_waits_for_every_replica_and_the_best_whole_log_leads() {
+    let (mut cluster, mut etcd) = filled_cluster().await;
+    let name = cluster.name().to_owned();
+    let view = read_view(&mut etcd, &name).await.expect("view");
+    let leader = view.leader(&partition()).expect("a leader").to_owned();
+    let others = followers(&view);
+
+    for host in &others {
+        cluster.host_mut(host).kill();
+    }
+    wait_for_view(
+        &mut etcd,
+        &name,
+        DEADLINE,
+        "the leader alone in sync",
+        |v| {
+            v.partition(&partition())
+                .is_some_and(|s| s.isr == [leader.clone()] && s.leader.as_deref() == Some(&leader))
+        },
+    )
+    .await;
+    assert!(cluster.host_mut(&leader).terminate(), "clean stop");
+    let data_dir = cluster.host(&leader).config().data_dir.clone();
+    let third = &segments(&data_dir)[2];
+    let len = std::fs::metadata(third).expect("segment").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(third)
+        .and_then(|f| f.set_len(len / 2 + 7))
+        .expect("cut the third segment mid-batch");
+
+    // Alone, the damaged last member leaves the set: leaderless, not elected.
+    cluster.host_mut(&leader).restart();
+    wait_for_view(&mut etcd, &name, DEADLINE, "the damaged host alone", |v| {
+        v.hosts.len() == 1 && v.has_host(&leader)
+    })
+    .await;
+    let until = Instant::now() + LEADERLESS_HOLD;
+    while Instant::now() < until {
+        let view = read_view(&mut etcd, &name).await.expect("view");
+        let state = view.partition(&partition()).expect("partition state");
+        assert!(
+            state.leader.is_none() && state.isr.is_empty(),
+            "the damaged last member must leave and not lead: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Every replica reports; the best whole logs are in sync again and one leads.
+    for host in &others {
+        cluster.host_mut(host).restart();
+    }
+    let view = wait_for_view(&mut etcd, &name, DEADLINE, "a whole copy leads", |v| {
+        v.leader(&partition()).is_some_and(|l| l != leader)
+    })
+    .await;
+    let state = view.partition(&partition()).expect("partition state");
+    assert!(
+        !state.isr.contains(&leader),
+        "elected from the whole logs: {state:?}"
+    );
+    assert_every_message_served(&cluster, &mut etcd).await;
+    wait_for_view(
+        &mut etcd,
+        &name,
+        DEADLINE,
+        "the damaged host repaired and back in sync",
+        all_in_sync,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,25 +47,15 @@ pub fn elect(
     state
 }
 
-/// Whether a host leaves an in-sync set it is the only member of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Leaving {
-    /// Always: its disk is new and holds nothing.
-    Always,
-    /// Only where another member remains: it holds everything but its lost ranges,
-    /// and as the last member it is still the best copy there is.
-    UnlessLast,
-}
-
 /// `state` without `host` in its in-sync set (and deposed if it leads: leader cleared,
 /// epoch bumped, so the controller elects another), or `None` when nothing changes.
-pub fn leave(state: &PartitionState, host: &str, leaving: Leaving) -> Option<PartitionState> {
+/// A host leaves when its disk is new, or its recovery found damage or cut a tail: it
+/// may lack acknowledged records. If it was the last member, the partition is left
+/// leaderless until every replica has reported its log ([`recover_leaderless`]).
+pub fn leave(state: &PartitionState, host: &str) -> Option<PartitionState> {
     let member = state.isr.iter().any(|h| h == host);
     let leads = state.leader.as_deref() == Some(host);
     if !member && !leads {
-        return None;
-    }
-    if leaving == Leaving::UnlessLast && state.isr.iter().all(|h| h == host) {
         return None;
     }
     Some(PartitionState {
@@ -76,14 +66,29 @@ pub fn leave(state: &PartitionState, host: &str, leaving: Leaving) -> Option<Par
     })
 }
 
-/// What a leader whose log lost records to damage proposes, if another in-sync
-/// replica holds them: leave the set and stop leading, so a whole copy leads.
+/// `state` with `host` no longer leading (epoch bumped), or `None` if it does not lead.
+/// A host starting up resigns every leadership first: a power loss may have cost it
+/// writes past its last fsync that followers already copied, and writing new records
+/// at those offsets in the same epoch would make logs differ where their epoch
+/// histories agree. A new epoch marks the point where they may differ.
+pub fn resign(state: &PartitionState, host: &str) -> Option<PartitionState> {
+    (state.leader.as_deref() == Some(host)).then(|| PartitionState {
+        leader: None,
+        leader_epoch: state.leader_epoch + 1,
+        ..state.clone()
+    })
+}
+
+/// What a leader whose log lost records to damage proposes once a follower with a
+/// whole copy is in sync: leave the set and stop leading, so a whole copy leads. (A
+/// follower that copied the same gap is no better.)
 pub fn step_down_if_damaged(
     state: &PartitionState,
     me: &str,
     holds_lost_ranges: bool,
+    whole_copy_in_sync: bool,
 ) -> Option<PartitionState> {
-    if !holds_lost_ranges || state.isr.iter().all(|h| h == me) {
+    if !holds_lost_ranges || !whole_copy_in_sync {
         return None;
     }
     Some(PartitionState {
@@ -110,15 +115,55 @@ pub fn propose_in_sync(state: &PartitionState, wanted: &[String]) -> Option<Part
     })
 }
 
-/// One host's report on one replicated log for a rebuild: the newest leader epoch
-/// that appended to it, and its end offsets (a topic partition's log; a queue's
-/// messages then journal). Ordered: a newer epoch is better, then a longer log.
+/// One host's report on one replicated log, for a rebuild or for a partition left
+/// without any in-sync replica: whether it is whole, the newest leader epoch that
+/// appended to it, and its end offsets (a topic partition's log; a queue's messages
+/// then journal). Ordered: a whole log is better than a damaged one (every
+/// acknowledged record is on several replicas, so whole logs hold all of them between
+/// them), then a newer epoch, then a longer log.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ReplicaReport {
+    /// No lost range in the logs.
+    #[serde(default = "whole_by_default")]
+    pub whole: bool,
     /// The newest leader epoch in the log (the messages log for a queue).
     pub epoch: u64,
     /// End offsets.
     pub ends: Vec<u64>,
+    /// The partition state's epoch this report answers (0 for a rebuild): a report
+    /// made for an earlier leaderless spell says nothing of the log now.
+    #[serde(default)]
+    pub answering_epoch: u64,
+}
+
+fn whole_by_default() -> bool {
+    true
+}
+
+/// For a partition with no leader and no in-sync replica (its last member left because
+/// its log was damaged): the state that lets the controller elect again, once every
+/// replica has reported for this epoch — the best logs in sync ([`rebuilt_state`]).
+/// `None` while a replica has not reported: it may hold acknowledged records the
+/// others lack.
+pub fn recover_leaderless(
+    state: &PartitionState,
+    reports: &[(String, ReplicaReport)],
+) -> Option<PartitionState> {
+    if state.leader.is_some() || !state.isr.is_empty() {
+        return None;
+    }
+    let current: Vec<(String, ReplicaReport)> = reports
+        .iter()
+        .filter(|(host, report)| {
+            state.has_replica(host) && report.answering_epoch == state.leader_epoch
+        })
+        .cloned()
+        .collect();
+    let all = state
+        .replicas
+        .iter()
+        .all(|replica| current.iter().any(|(host, _)| host == replica));
+    all.then(|| rebuilt_state(Some(state), &current))
 }
 
 /// The partition state the reports call for: the reporters (after any replicas the
@@ -190,27 +235,63 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_host_leaves_unless_it_is_the_last_copy() {
-        let left = leave(&state(Some("a"), &["a", "b"]), "a", Leaving::UnlessLast);
-        let left = left.expect("a leaves");
+    fn a_damaged_host_leaves_even_as_the_last_member() {
+        let left = leave(&state(Some("a"), &["a", "b"]), "a").expect("a leaves");
         assert_eq!((left.leader, left.leader_epoch), (None, 5));
         assert_eq!(left.isr, ["b"]);
+        let last = leave(&state(Some("a"), &["a"]), "a").expect("leaves");
+        assert!(last.isr.is_empty(), "leaderless rather than a shorter log");
+        assert_eq!(leave(&state(Some("a"), &["a"]), "c"), None);
         assert_eq!(
-            leave(&state(Some("a"), &["a"]), "a", Leaving::UnlessLast),
-            None
-        );
-        let wiped = leave(&state(Some("a"), &["a"]), "a", Leaving::Always).expect("leaves");
-        assert!(wiped.isr.is_empty());
-        assert_eq!(leave(&state(Some("a"), &["a"]), "c", Leaving::Always), None);
-        assert_eq!(
-            step_down_if_damaged(&state(Some("a"), &["a", "b"]), "a", true)
+            step_down_if_damaged(&state(Some("a"), &["a", "b"]), "a", true, true)
                 .map(|s| (s.leader, s.isr)),
             Some((None, vec!["b".to_owned()]))
         );
         assert_eq!(
-            step_down_if_damaged(&state(Some("a"), &["a"]), "a", true),
-            None
+            step_down_if_damaged(&state(Some("a"), &["a", "b"]), "a", true, false),
+            None,
+            "no whole copy to give way to"
         );
+    }
+
+    #[test]
+    fn a_restarting_leader_resigns_and_keeps_its_place_in_the_set() {
+        let resigned = resign(&state(Some("a"), &["a", "b"]), "a").expect("a leads");
+        assert_eq!((resigned.leader, resigned.leader_epoch), (None, 5));
+        assert_eq!(resigned.isr, ["a", "b"]);
+        assert_eq!(resign(&state(Some("a"), &["a", "b"]), "b"), None);
+    }
+
+    #[test]
+    fn a_leaderless_partition_waits_for_every_replica_then_elects_the_best_log() {
+        let mut empty = state(None, &[]);
+        empty.leader_epoch = 6;
+        let answer = |epoch, end, whole, answering_epoch| ReplicaReport {
+            epoch,
+            ends: vec![end],
+            whole,
+            answering_epoch,
+        };
+        let mut reports = vec![
+            ("a".to_owned(), answer(3, 120, false, 6)),
+            ("b".to_owned(), answer(3, 100, true, 6)),
+        ];
+        assert_eq!(
+            recover_leaderless(&empty, &reports),
+            None,
+            "c may hold more"
+        );
+        reports.push(("c".to_owned(), answer(3, 100, true, 5)));
+        assert_eq!(
+            recover_leaderless(&empty, &reports),
+            None,
+            "c's report is stale"
+        );
+        reports.push(("c".to_owned(), answer(3, 100, true, 6)));
+        let next = recover_leaderless(&empty, &reports).expect("all reported");
+        assert_eq!(next.isr, ["b", "c"], "a's damaged log is not a candidate");
+        assert_eq!((next.leader.clone(), next.leader_epoch), (None, 7));
+        assert_eq!(recover_leaderless(&next, &reports), None, "it has members");
     }
 
     #[test]
@@ -228,6 +309,8 @@ mod tests {
         ReplicaReport {
             epoch,
             ends: ends.to_vec(),
+            whole: true,
+            answering_epoch: 0,
         }
     }
 

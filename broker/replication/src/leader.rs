@@ -16,6 +16,8 @@ struct Progress {
     caught_up_at_ms: Option<u64>,
     /// When it fetched last, and the leader's end at that moment.
     last_fetch: Option<(u64, u64)>,
+    /// Its log held no lost range at its last fetch (a whole copy).
+    damaged: bool,
 }
 
 /// A fetch from a host that holds no replica of the partition.
@@ -104,12 +106,14 @@ impl LeaderCore {
     }
 
     /// Records a fetch by `follower` from `fetch_offset` (its durable end) while the
-    /// leader's log ends at `log_end`.
+    /// leader's log ends at `log_end`; `damaged` when the follower's log holds lost
+    /// ranges.
     pub fn record_fetch(
         &mut self,
         follower: &str,
         fetch_offset: u64,
         log_end: u64,
+        damaged: bool,
         now_ms: u64,
     ) -> Result<(), UnknownFollower> {
         let Some(progress) = self.progress.get_mut(follower) else {
@@ -133,6 +137,7 @@ impl LeaderCore {
         }
         progress.fetch_offset = Some(fetch_offset);
         progress.last_fetch = Some((now_ms, log_end));
+        progress.damaged = damaged;
         Ok(())
     }
 
@@ -159,6 +164,16 @@ impl LeaderCore {
     /// Whether another replica besides the leader is in the committed in-sync set.
     pub fn others_in_sync(&self) -> bool {
         !self.in_sync.is_empty()
+    }
+
+    /// Whether a follower in the committed in-sync set holds a whole copy (no lost
+    /// range at its last fetch): one a damaged leader can give way to.
+    pub fn whole_copy_in_sync(&self) -> bool {
+        self.in_sync.iter().any(|host| {
+            self.progress
+                .get(host)
+                .is_some_and(|p| p.fetch_offset.is_some() && !p.damaged)
+        })
     }
 
     /// Whether a write ending at `end` may be acknowledged under `sync` replication:
@@ -250,20 +265,32 @@ mod tests {
     fn the_high_watermark_is_the_lowest_durable_end_in_sync() {
         let mut core = leading(0);
         assert_eq!(core.high_watermark(10), 0, "followers have not fetched");
-        core.record_fetch("b", 10, 10, 1).expect("b fetches");
+        core.record_fetch("b", 10, 10, false, 1).expect("b fetches");
         assert_eq!(core.high_watermark(10), 0, "c still holds it");
-        core.record_fetch("c", 7, 10, 1).expect("c fetches");
+        core.record_fetch("c", 7, 10, false, 1).expect("c fetches");
         assert_eq!(core.high_watermark(10), 7);
         core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b"]), 2);
         assert_eq!(core.high_watermark(10), 10, "c left the set");
-        assert!(core.record_fetch("x", 1, 10, 2).is_err());
+        assert!(core.record_fetch("x", 1, 10, false, 2).is_err());
+    }
+
+    #[test]
+    fn only_a_follower_without_lost_ranges_is_a_whole_copy() {
+        let mut core = leading(5);
+        assert!(!core.whole_copy_in_sync(), "none has fetched");
+        core.record_fetch("b", 5, 5, true, 1).expect("fetch");
+        assert!(!core.whole_copy_in_sync(), "b copied a gap");
+        core.record_fetch("c", 5, 5, false, 1).expect("fetch");
+        assert!(core.whole_copy_in_sync());
+        core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b"]), 2);
+        assert!(!core.whole_copy_in_sync(), "c left the set");
     }
 
     #[test]
     fn a_write_commits_only_with_enough_replicas_in_sync() {
         let mut core = leading(0);
-        core.record_fetch("b", 5, 5, 1).expect("fetch");
-        core.record_fetch("c", 5, 5, 1).expect("fetch");
+        core.record_fetch("b", 5, 5, false, 1).expect("fetch");
+        core.record_fetch("c", 5, 5, false, 1).expect("fetch");
         let hw = core.high_watermark(5);
         assert_eq!(core.commit(5, hw, 2), Commit::Done);
         assert_eq!(core.commit(6, hw, 2), Commit::Waiting);
@@ -278,20 +305,22 @@ mod tests {
     #[test]
     fn a_lagging_follower_leaves_and_rejoins_only_holding_the_epoch_start() {
         let mut core = leading(100);
-        core.record_fetch("b", 100, 100, 0).expect("fetch");
-        core.record_fetch("c", 50, 100, 0).expect("fetch");
+        core.record_fetch("b", 100, 100, false, 0).expect("fetch");
+        core.record_fetch("c", 50, 100, false, 0).expect("fetch");
         // c never catches up: after the lag allowance it is out.
         assert_eq!(
             core.wanted_in_sync("a", 50, 1_000, 2_000),
             Some(hosts(&["a"]))
         );
-        core.record_fetch("b", 100, 100, 2_000).expect("fetch");
+        core.record_fetch("b", 100, 100, false, 2_000)
+            .expect("fetch");
         assert_eq!(
             core.wanted_in_sync("a", 50, 1_000, 2_000),
             Some(hosts(&["a", "b"]))
         );
         core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b"]), 2_000);
-        core.record_fetch("c", 100, 100, 2_100).expect("fetch");
+        core.record_fetch("c", 100, 100, false, 2_100)
+            .expect("fetch");
         assert_eq!(
             core.wanted_in_sync("a", 100, 1_000, 2_100),
             Some(hosts(&["a", "b", "c"]))
@@ -304,10 +333,10 @@ mod tests {
         // fetched from 90, at the high watermark this leader knows.
         let mut core = LeaderCore::new(4, 100);
         core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b"]), 0);
-        core.record_fetch("b", 100, 100, 10).expect("fetch");
-        core.record_fetch("c", 90, 100, 10).expect("fetch");
+        core.record_fetch("b", 100, 100, false, 10).expect("fetch");
+        core.record_fetch("c", 90, 100, false, 10).expect("fetch");
         assert_eq!(core.wanted_in_sync("a", 90, 1_000, 20), None);
-        core.record_fetch("c", 100, 100, 30).expect("fetch");
+        core.record_fetch("c", 100, 100, false, 30).expect("fetch");
         assert_eq!(
             core.wanted_in_sync("a", 100, 1_000, 40),
             Some(hosts(&["a", "b", "c"]))
@@ -317,10 +346,11 @@ mod tests {
     #[test]
     fn a_follower_whose_end_went_backwards_is_out_until_it_catches_up() {
         let mut core = leading(10);
-        core.record_fetch("b", 10, 10, 0).expect("fetch");
-        core.record_fetch("c", 10, 10, 0).expect("fetch");
-        core.record_fetch("b", 0, 10, 10).expect("b lost its disk");
-        core.record_fetch("c", 10, 10, 1_000).expect("fetch");
+        core.record_fetch("b", 10, 10, false, 0).expect("fetch");
+        core.record_fetch("c", 10, 10, false, 0).expect("fetch");
+        core.record_fetch("b", 0, 10, false, 10)
+            .expect("b lost its disk");
+        core.record_fetch("c", 10, 10, false, 1_000).expect("fetch");
         assert_eq!(
             core.wanted_in_sync("a", 10, 1_000, 1_020),
             Some(hosts(&["a", "c"]))

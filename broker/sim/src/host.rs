@@ -2,12 +2,13 @@
 //! replication state machines, doing what `Partition` and the replicator do in the
 //! broker, one event at a time.
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferry_e2e::history::SendOutcome;
 use ferry_records::{BatchBuilder, Batches};
-use ferry_replication::election;
+use ferry_replication::election::{self, ReplicaReport};
 use ferry_replication::follower::{self, FetchRequest, LeaderLog, Serve, Step};
 use ferry_replication::{Commit, LeaderCore, PartitionState};
 use ferry_storage::{DiskHooks, Durability, Log, LogConfig, StorageError};
@@ -27,6 +28,8 @@ const RENEW_EVERY_MS: u64 = 250;
 const POLL_EVERY_MS: u64 = 100;
 /// How long a produce may wait for its replicas before answering "unknown".
 const COMMIT_TIMEOUT_MS: u64 = 800;
+/// How long an in-sync proposal may go unanswered before it is made again.
+const PROPOSAL_TIMEOUT_MS: u64 = 500;
 /// How long a fetch may go unanswered before it is sent again.
 const FETCH_TIMEOUT_MS: u64 = 300;
 /// Most bytes of batches a fetch returns.
@@ -89,10 +92,15 @@ pub struct Host {
     high_watermark: u64,
     fetch_deadline_ms: Option<u64>,
     syncing: bool,
-    proposed_at: Option<u64>,
+    /// The revision of the last proposal and until when its answer is awaited (an
+    /// unanswered proposal, like a failed etcd transaction, is made again).
+    proposed_at: Option<(u64, u64)>,
     pending: Vec<Pending>,
     /// What it did that matters to a failing seed's reader (drained by the world).
     pub trace: Vec<String>,
+    /// Lost ranges copied from the leader it follows (and the leader and epoch): the
+    /// leader has the same gap, so fetching them again would not repair them.
+    copied_gaps: (Option<(usize, u64)>, Vec<Range<u64>>),
 }
 
 impl Host {
@@ -118,6 +126,7 @@ impl Host {
             proposed_at: None,
             pending: Vec::new(),
             trace: Vec::new(),
+            copied_gaps: (None, Vec::new()),
         }
     }
 
@@ -162,6 +171,7 @@ impl Host {
         self.fetch_deadline_ms = None;
         self.syncing = false;
         self.proposed_at = None;
+        self.copied_gaps = (None, Vec::new());
         Ok(())
     }
 
@@ -182,9 +192,9 @@ impl Host {
         }
     }
 
-    /// Whether this host leads with another replica in the in-sync set.
-    pub fn leads_with_others_in_sync(&self) -> bool {
-        matches!(&self.role, Role::Leader(core) if core.others_in_sync())
+    /// Whether this host leads with a whole copy in the in-sync set.
+    pub fn leads_with_a_whole_copy_in_sync(&self) -> bool {
+        matches!(&self.role, Role::Leader(core) if core.whole_copy_in_sync())
     }
 
     /// The high watermark as this host knows it.
@@ -220,9 +230,13 @@ impl Host {
                     self.next_poll_ms = now_ms + POLL_EVERY_MS;
                     send(out, Node::Meta, Msg::Poll);
                 }
+                let polled = self.next_poll_ms == now_ms + POLL_EVERY_MS;
                 self.assign_role(now_ms, out);
                 self.lead(now_ms, out)?;
                 self.follow(now_ms, out)?;
+                if polled {
+                    self.report_if_leaderless(out)?;
+                }
             }
         }
         Ok(())
@@ -260,16 +274,15 @@ impl Host {
                 epoch,
                 fetch_offset,
                 last_epoch,
+                damaged,
             } => {
                 if let Node::Host(_) = from {
-                    let answer = self.serve_fetch(
-                        &from_id(from),
-                        epoch,
+                    let request = FetchRequest {
                         fetch_offset,
-                        last_epoch,
-                        now_ms,
-                        out,
-                    )?;
+                        last_fetched_epoch: last_epoch,
+                    };
+                    let answer =
+                        self.serve_fetch(&from_id(from), epoch, request, damaged, now_ms, out)?;
                     send(
                         out,
                         from,
@@ -301,9 +314,12 @@ impl Host {
             Phase::Running if identity != Some(self.identity) => {
                 // The store lost the cluster (or is another one): stop acknowledging
                 // anything until the cluster's records are rebuilt.
+                // The broker stops here (`serve::guard_identity`) and is started again
+                // after the rebuild: nothing it remembers about the store survives.
                 self.step_down(out);
                 self.phase = Phase::Refused;
                 self.view = None;
+                self.proposed_at = None;
             }
             Phase::Refused if identity == Some(self.identity) => {
                 self.phase = Phase::Joining;
@@ -408,19 +424,23 @@ impl Host {
         for (op, outcome) in answered {
             send(out, Node::Client, Msg::Produced { op, outcome });
         }
-        if self.proposed_at == Some(revision) {
+        if self
+            .proposed_at
+            .is_some_and(|(at, until)| at == revision && now_ms < until)
+        {
             return Ok(());
         }
         let damaged = !log
             .lost_ranges()
             .map_err(storage("lost ranges"))?
             .is_empty();
-        let next = election::step_down_if_damaged(&state, &self.id, damaged).or_else(|| {
+        let whole = core.whole_copy_in_sync();
+        let next = election::step_down_if_damaged(&state, &self.id, damaged, whole).or_else(|| {
             core.wanted_in_sync(&self.id, hw, MAX_LAG_MS, now_ms)
                 .and_then(|wanted| election::propose_in_sync(&state, &wanted))
         });
         if let Some(next) = next {
-            self.proposed_at = Some(revision);
+            self.proposed_at = Some((revision, now_ms + PROPOSAL_TIMEOUT_MS));
             send(
                 out,
                 Node::Meta,
@@ -454,9 +474,15 @@ impl Host {
             return Ok(());
         }
         let epoch = state.leader_epoch;
-        let log = self.log()?;
+        if self.copied_gaps.0 != Some((leader, epoch)) {
+            // Another leader may hold what this one lost.
+            self.copied_gaps = (Some((leader, epoch)), Vec::new());
+        }
+        let log = self.log.as_ref().ok_or_else(|| no_log(&self.id))?;
         let lost = log.lost_ranges().map_err(storage("lost ranges"))?;
-        if let Some(first_lost) = follower::repair_point(lost.iter().map(|r| r.start)) {
+        let copied = &self.copied_gaps.1;
+        let repairable = lost.iter().filter(|r| !copied.contains(r)).map(|r| r.start);
+        if let Some(first_lost) = follower::repair_point(repairable) {
             log.truncate_to(first_lost)
                 .map_err(storage("repair truncate"))?;
             self.trace
@@ -468,9 +494,39 @@ impl Host {
             epoch,
             fetch_offset: log.end_offset(),
             last_epoch: log.latest_epoch().map_err(storage("latest epoch"))?,
+            damaged: !log
+                .lost_ranges()
+                .map_err(storage("lost ranges"))?
+                .is_empty(),
         };
         self.fetch_deadline_ms = Some(now_ms + FETCH_TIMEOUT_MS);
         send(out, Node::Host(leader), request);
+        Ok(())
+    }
+
+    /// A partition with no leader and no in-sync replica waits for every replica's
+    /// report on its log; this host sends its own with each poll.
+    fn report_if_leaderless(&mut self, out: &mut Vec<Out>) -> Result<(), HostError> {
+        let Some((state, _)) = &self.view else {
+            return Ok(());
+        };
+        if state.leader.is_some() || !state.isr.is_empty() || !state.has_replica(&self.id) {
+            return Ok(());
+        }
+        let log = self.log()?;
+        let report = ReplicaReport {
+            epoch: log
+                .latest_epoch()
+                .map_err(storage("latest epoch"))?
+                .unwrap_or(0),
+            ends: vec![log.end_offset()],
+            whole: log
+                .lost_ranges()
+                .map_err(storage("lost ranges"))?
+                .is_empty(),
+            answering_epoch: state.leader_epoch,
+        };
+        send(out, Node::Meta, Msg::Report { report });
         Ok(())
     }
 
@@ -484,11 +540,15 @@ impl Host {
         &mut self,
         follower_id: &str,
         epoch: u64,
-        fetch_offset: u64,
-        last_epoch: Option<u64>,
+        request: FetchRequest,
+        damaged: bool,
         now_ms: u64,
         out: &mut Vec<Out>,
     ) -> Result<Option<FetchAnswer>, HostError> {
+        let FetchRequest {
+            fetch_offset,
+            last_fetched_epoch: last_epoch,
+        } = request;
         if self.phase != Phase::Running || now_ms >= self.lease_until_ms {
             return Ok(None);
         }
@@ -508,10 +568,6 @@ impl Host {
                 .transpose()
                 .map_err(storage("epoch lookup"))?,
         };
-        let request = FetchRequest {
-            fetch_offset,
-            last_fetched_epoch: last_epoch,
-        };
         let mut answer = FetchAnswer {
             diverging: None,
             log_start: leader_log.start,
@@ -524,10 +580,12 @@ impl Host {
                 return Ok(Some(answer));
             }
             Serve::StartOver => {
-                let _ = core.record_fetch(follower_id, fetch_offset, leader_log.end, now_ms);
+                let _ =
+                    core.record_fetch(follower_id, fetch_offset, leader_log.end, damaged, now_ms);
             }
             Serve::Records => {
-                let _ = core.record_fetch(follower_id, fetch_offset, leader_log.end, now_ms);
+                let _ =
+                    core.record_fetch(follower_id, fetch_offset, leader_log.end, damaged, now_ms);
                 if fetch_offset < leader_log.end {
                     let read = log
                         .read(fetch_offset, FETCH_MAX_BYTES, u64::MAX)
@@ -554,11 +612,13 @@ impl Host {
             return Ok(());
         }
         let Some(answer) = answer else {
+            self.trace
+                .push(format!("fetch from {fetch_offset} refused"));
             // Refused: not (yet) the leader of that epoch. Ask again a little later.
             self.fetch_deadline_ms = Some(now_ms + 20);
             return Ok(());
         };
-        let log = self.log()?;
+        let log = self.log.as_ref().ok_or_else(|| no_log(&self.id))?;
         if log.end_offset() != fetch_offset {
             // The log changed since the fetch (a repair): this answer is stale.
             return Ok(());
@@ -595,6 +655,11 @@ impl Host {
                     let batch = batch.map_err(|err| {
                         HostError(format!("{}: bad batch from leader: {err}", self.id))
                     })?;
+                    if batch.header.is_lost_range() {
+                        let gap = batch.header.base_offset..batch.header.next_offset();
+                        self.trace.push(format!("copied the leader's gap {gap:?}"));
+                        self.copied_gaps.1.push(gap);
+                    }
                     log.append_replicated(batch.bytes.to_vec(), now_ms as i64)
                         .map_err(storage("replicated append"))?;
                 }

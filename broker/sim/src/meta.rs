@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_replication::PartitionState;
-use ferry_replication::election::{self, Leaving};
+use ferry_replication::election::{self, ReplicaReport};
 
 /// What the store holds, and whether it answers.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct Meta {
     leases: BTreeMap<String, u64>,
     /// Every state written, for a failing seed's reader (drained by the world).
     pub trace: Vec<String>,
+    /// The hosts' reports on their logs (`rebuild/…` keys in etcd).
+    reports: BTreeMap<String, ReplicaReport>,
 }
 
 /// How long a host's lease lasts from when the store receives a renewal.
@@ -37,6 +39,7 @@ impl Meta {
             revision: 1,
             leases: BTreeMap::new(),
             trace: Vec::new(),
+            reports: BTreeMap::new(),
         }
     }
 
@@ -71,17 +74,26 @@ impl Meta {
         self.state = Some((state, self.revision));
     }
 
-    /// A host joining after recovery: one that found damage leaves the in-sync set
-    /// (unless it is its last member), as `ferry-broker serve` does before it registers.
+    /// A host joining after recovery, as `ferry-broker serve` does before it
+    /// registers: one that found damage leaves the in-sync set; any other resigns the
+    /// leadership it held before it stopped.
     pub fn join(&mut self, host: &str, damaged: bool) {
-        if !damaged {
+        let Some((state, _)) = &self.state else {
             return;
-        }
-        if let Some((state, _)) = &self.state
-            && let Some(next) = election::leave(state, host, Leaving::UnlessLast)
-        {
+        };
+        let next = if damaged {
+            election::leave(state, host)
+        } else {
+            election::resign(state, host)
+        };
+        if let Some(next) = next {
             self.put(next);
         }
+    }
+
+    /// A host's report on its log.
+    pub fn report(&mut self, host: &str, report: ReplicaReport) {
+        self.reports.insert(host.to_owned(), report);
     }
 
     /// One controller pass: place the partition on `hosts` once all are live, or
@@ -104,7 +116,14 @@ impl Meta {
                 }
             }
             Some((state, _)) => {
-                let next = election::elect(state.clone(), &live, |_| 0);
+                let reports: Vec<(String, ReplicaReport)> = self
+                    .reports
+                    .iter()
+                    .map(|(host, report)| (host.clone(), report.clone()))
+                    .collect();
+                let recovered = election::recover_leaderless(state, &reports);
+                let next =
+                    election::elect(recovered.unwrap_or_else(|| state.clone()), &live, |_| 0);
                 if next != *state {
                     self.put(next);
                 }
@@ -114,6 +133,7 @@ impl Meta {
 
     /// The store lost its data (a wiped etcd started empty).
     pub fn wipe(&mut self) {
+        self.reports.clear();
         self.state = None;
         self.identity = None;
         self.revision = 0;

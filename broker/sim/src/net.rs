@@ -61,6 +61,13 @@ pub enum Msg {
         fetch_offset: u64,
         /// The newest epoch in its log.
         last_epoch: Option<u64>,
+        /// Its log holds lost ranges.
+        damaged: bool,
+    },
+    /// Host → store: its log, for a partition left without in-sync replicas.
+    Report {
+        /// The report.
+        report: ferry_replication::election::ReplicaReport,
     },
     /// Leader → follower: the answer (`None`: refused, not the leader of that epoch).
     Fetched {

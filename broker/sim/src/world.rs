@@ -321,6 +321,10 @@ impl World {
                 Msg::Renewed { sent_at_ms }
             }
             Msg::Poll => self.view(),
+            Msg::Report { report } => {
+                self.meta.report(&id, report);
+                return;
+            }
             Msg::Propose { revision, state } => {
                 if self.meta.compare_and_swap(revision, state) {
                     self.findings
@@ -539,6 +543,8 @@ impl World {
                         ReplicaReport {
                             epoch,
                             ends: vec![log.end_offset()],
+                            whole: log.lost_ranges().is_ok_and(|lost| lost.is_empty()),
+                            answering_epoch: 0,
                         },
                     ));
                     let _ = log.close();
@@ -692,7 +698,7 @@ impl World {
             reads.len(),
             self.hosts[index].log.as_ref().map(|l| l.lost_ranges().unwrap_or_default())
         ));
-        if met_lost && !last && self.hosts[index].leads_with_others_in_sync() {
+        if met_lost && !last && self.hosts[index].leads_with_a_whole_copy_in_sync() {
             return false;
         }
         for member in &isr {

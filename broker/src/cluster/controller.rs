@@ -14,6 +14,8 @@ use etcd_client::{Client, Compare as EtcdCompare, CompareOp, PutOptions, Txn, Tx
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use ferry_replication::election::{self, ReplicaReport};
+
 use super::ClusterConfig;
 use super::membership::LeaseStatus;
 use super::placement::{Change, Desired, Hosts, PartitionKey, plan};
@@ -230,6 +232,7 @@ async fn reconcile(
         key: keys::cluster_controller(&config.cluster),
         revision: Some(epoch),
     };
+    recover_leaderless(context, view, &fence).await?;
     for change in plan(desired, &view.partitions, &hosts) {
         let (key, expected, op) = match &change {
             Change::Create { key, state } => (key, None, Some(encode_json(state))),
@@ -250,11 +253,19 @@ async fn reconcile(
         ];
         let ops = match op {
             Some(value) => vec![Op::Put { key: path, value }],
-            // What its leader published goes with the state.
+            // What its leader published, and its replicas' reports, go with the state.
             None => vec![
                 Op::Delete { key: path },
                 Op::Delete {
                     key: keys::observed(&config.cluster, &key.kind, &key.name, key.partition),
+                },
+                Op::DeletePrefix {
+                    prefix: keys::replica_reports(
+                        &config.cluster,
+                        &key.kind,
+                        &key.name,
+                        key.partition,
+                    ),
                 },
             ],
         };
@@ -272,6 +283,55 @@ async fn reconcile(
             return Err(ReconcileError::Deposed);
         }
         return Ok(());
+    }
+    Ok(())
+}
+
+/// Partitions left without a leader or any in-sync replica (the last member's log was
+/// damaged) get the state that lets them elect again once every replica has reported
+/// its log for this epoch ([`election::recover_leaderless`]); until then they stay
+/// leaderless, and the view reports them.
+async fn recover_leaderless(
+    context: &ControllerContext,
+    view: &ClusterView,
+    fence: &Compare,
+) -> Result<(), ReconcileError> {
+    let cluster = &context.config.cluster;
+    for (key, (state, revision)) in &view.partitions {
+        if state.leader.is_some() || !state.isr.is_empty() {
+            continue;
+        }
+        let prefix = keys::replica_reports(cluster, &key.kind, &key.name, key.partition);
+        let mut reports = Vec::new();
+        for kv in context.meta.list(&prefix).await? {
+            let host = kv.key[prefix.len()..].to_owned();
+            match decode_json::<ReplicaReport>(&kv.key, &kv.value) {
+                Ok(report) => reports.push((host, report)),
+                Err(err) => tracing::warn!(%err, key = kv.key, "unreadable replica report"),
+            }
+        }
+        let Some(next) = election::recover_leaderless(state, &reports) else {
+            continue;
+        };
+        let path = state_key(cluster, key);
+        let compares = vec![
+            fence.clone(),
+            Compare::ModRevision {
+                key: path.clone(),
+                revision: Some(*revision),
+            },
+        ];
+        let ops = vec![Op::Put {
+            key: path,
+            value: encode_json(&next),
+        }];
+        if context.meta.txn(compares, ops).await?.succeeded {
+            tracing::warn!(
+                partition = ?key,
+                in_sync = ?next.isr,
+                "every replica reported: the best logs are in sync again"
+            );
+        }
     }
     Ok(())
 }

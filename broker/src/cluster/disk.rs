@@ -17,7 +17,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ferry_replication::election::{self, Leaving};
+use ferry_replication::election;
 use ferry_storage::{Log, LogConfig, StorageError};
 
 use super::records::{ClusterIdentity, PartitionState};
@@ -58,7 +58,7 @@ pub async fn claim(
             )));
         }
     }
-    let left = leave_in_sync_sets(meta, cluster, host_id, Leaving::Always).await?;
+    let left = rewrite_states(meta, cluster, |state| election::leave(state, host_id)).await?;
     if left > 0 {
         tracing::warn!(
             host = host_id,
@@ -143,7 +143,8 @@ async fn create_identity(meta: &dyn MetadataStore, key: &str) -> BrokerResult<u6
 /// Recovers every log under `data_dir` (confining any damage to lost ranges) and, if
 /// any still holds a lost range or had a torn tail cut (which may have been synced and
 /// acknowledged: a flipped bit in the last batch looks like a torn write), leaves every
-/// in-sync set this host is not the last member of, before the host registers.
+/// in-sync set before the host registers — the last member too, leaving the partition
+/// leaderless until every replica has reported its log (`docs/replication.md`).
 /// Returns the damaged log directories.
 pub async fn leave_if_damaged(
     meta: &dyn MetadataStore,
@@ -159,7 +160,7 @@ pub async fn leave_if_damaged(
     if damaged.is_empty() {
         return Ok(damaged);
     }
-    let left = leave_in_sync_sets(meta, cluster, host_id, Leaving::UnlessLast).await?;
+    let left = rewrite_states(meta, cluster, |state| election::leave(state, host_id)).await?;
     // Left: a torn tail recovery cut has done its harm to the in-sync sets, and the
     // next start need not leave them again for it.
     let forgetting = damaged.clone();
@@ -171,8 +172,9 @@ pub async fn leave_if_damaged(
         host = host_id,
         logs = ?damaged,
         partitions_left = left,
-        "logs hold records lost to damage on disk: left the in-sync sets (except where this \
-         host is the last member); each damaged replica repairs from its leader"
+        "logs hold records lost to damage on disk (or recovery cut a tail): left the in-sync \
+         sets; each damaged replica repairs from its leader, and a partition left without \
+         in-sync replicas elects again once every replica has reported its log"
     );
     Ok(damaged)
 }
@@ -233,21 +235,31 @@ fn is_segment_file(path: &Path) -> bool {
             .is_some_and(|stem| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Removes `host_id` from every in-sync set of `cluster` (a leader among them is
-/// deposed: leader cleared, epoch bumped, so the controller elects another).
-/// Returns how many partition states changed.
-async fn leave_in_sync_sets(
+/// Makes a host starting up resign every leadership it held ([`election::resign`]):
+/// it may have lost writes past its last fsync that followers copied, so it must not
+/// write at those offsets again in the same epoch. Returns how many it resigned.
+pub async fn resign_leaderships(
     meta: &dyn MetadataStore,
     cluster: &str,
     host_id: &str,
-    leaving: Leaving,
+) -> BrokerResult<usize> {
+    rewrite_states(meta, cluster, |state| election::resign(state, host_id)).await
+}
+
+/// Applies `change` to every partition state of `cluster`, each by compare-and-swap
+/// (read again and retried when another writer got there first). Returns how many
+/// states changed.
+async fn rewrite_states(
+    meta: &dyn MetadataStore,
+    cluster: &str,
+    change: impl Fn(&PartitionState) -> Option<PartitionState>,
 ) -> BrokerResult<usize> {
     let mut changed = 0;
     for kv in meta.list(&keys::cluster_partitions(cluster)).await? {
         let mut current = kv;
         for attempt in 0.. {
             let state: PartitionState = decode_json(&current.key, &current.value)?;
-            let Some(next) = election::leave(&state, host_id, leaving) else {
+            let Some(next) = change(&state) else {
                 break;
             };
             let outcome = meta
@@ -268,7 +280,7 @@ async fn leave_in_sync_sets(
             }
             if attempt + 1 >= MAX_ATTEMPTS {
                 return Err(BrokerError::Internal(format!(
-                    "{}: the partition state kept changing while this host left its in-sync set",
+                    "{}: the partition state kept changing while this host rewrote it",
                     current.key
                 )));
             }

@@ -10,6 +10,7 @@
 //!   compare-and-swap on the partition state.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::config::ReplicationConfig;
 use crate::error::{BrokerError, BrokerResult};
-use crate::meta::{Compare, MetadataStore, Op, Revision, encode_json, keys};
+use crate::meta::{Compare, MetadataStore, MetadataStoreExt, Op, Revision, encode_json, keys};
 use crate::queue::{Queue, SnapshotChunk, SnapshotId};
 use crate::topic::{DurabilitySetting, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG};
 
@@ -62,6 +63,8 @@ pub struct ReplicaFetch {
     pub fetch_offset: u64,
     /// The newest epoch in the follower's history, if its log holds any batch.
     pub last_fetched_epoch: Option<u64>,
+    /// The follower's log holds lost ranges.
+    pub follower_damaged: bool,
     /// Most bytes of batches to return.
     pub max_bytes: usize,
     /// How long to wait at the log end for new batches.
@@ -151,12 +154,22 @@ pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<R
         Serve::StartOver => {
             // Too far behind: the follower starts over at the log start. Recorded, so
             // a replica that lost its disk is not judged by what it held before.
-            partition.record_fetch(&fetch.follower_id, epoch, fetch.fetch_offset)?;
+            partition.record_fetch(
+                &fetch.follower_id,
+                epoch,
+                fetch.fetch_offset,
+                fetch.follower_damaged,
+            )?;
             answer.high_watermark = partition.high_watermark();
             return Ok(answer);
         }
         Serve::Records => {
-            partition.record_fetch(&fetch.follower_id, epoch, fetch.fetch_offset)?;
+            partition.record_fetch(
+                &fetch.follower_id,
+                epoch,
+                fetch.fetch_offset,
+                fetch.follower_damaged,
+            )?;
         }
     }
     let mut log_end = partition.subscribe_log_end();
@@ -266,6 +279,8 @@ struct Replication {
     /// The partition-state revision each pending in-sync proposal was made against,
     /// so a proposal is not repeated before the view shows its outcome.
     proposed: HashMap<PartitionKey, Revision>,
+    /// The epoch of each leaderless partition this host has reported its log for.
+    reported: HashMap<PartitionKey, u64>,
 }
 
 async fn run(
@@ -287,6 +302,7 @@ async fn run(
         fetchers: HashMap::new(),
         taking_over: HashMap::new(),
         proposed: HashMap::new(),
+        reported: HashMap::new(),
     };
     loop {
         tokio::select! {
@@ -302,6 +318,7 @@ async fn run(
         replication.assign_roles(&view, lease_live);
         if lease_live {
             replication.review_in_sync(&view).await;
+            replication.report_if_leaderless(&view).await;
         }
     }
 }
@@ -462,7 +479,10 @@ impl Replication {
                 {
                     continue;
                 }
-                if let Some(next) = stepping_down(state, &me, has_lost_ranges(partition)) {
+                let damaged = has_lost_ranges(partition);
+                if let Some(next) =
+                    stepping_down(state, &me, damaged, partition.whole_copy_in_sync())
+                {
                     self.propose(key, state, *revision, next).await;
                     continue;
                 }
@@ -498,7 +518,11 @@ impl Replication {
                 .into_iter()
                 .filter_map(|index| queue.replicated_log(index).ok())
                 .any(|log| has_lost_ranges(&log));
-            if let Some(next) = stepping_down(state, &me, damaged) {
+            let whole = [QUEUE_MESSAGES_LOG, QUEUE_JOURNAL_LOG]
+                .into_iter()
+                .filter_map(|index| queue.replicated_log(index).ok())
+                .all(|log| log.whole_copy_in_sync());
+            if let Some(next) = stepping_down(state, &me, damaged, whole) {
                 self.propose(key, state, *revision, next).await;
                 continue;
             }
@@ -533,6 +557,76 @@ impl Replication {
                 continue;
             };
             self.propose(key, state, *revision, next).await;
+        }
+    }
+
+    /// For each local replica of a partition left with no leader and no in-sync
+    /// replica, writes this host's report on its log once per epoch: the controller
+    /// elects again when every replica has reported.
+    async fn report_if_leaderless(&mut self, view: &ClusterView) {
+        let me = self.routing.host_id().to_owned();
+        let mut logs: Vec<(PartitionKey, Vec<Arc<Partition>>)> = Vec::new();
+        for topic in self.broker.topics.list() {
+            for partition in &topic.partitions {
+                let key = PartitionKey {
+                    kind: TOPICS.to_owned(),
+                    name: topic.name().to_owned(),
+                    partition: partition.index(),
+                };
+                logs.push((key, vec![Arc::clone(partition)]));
+            }
+        }
+        for queue in self.broker.queues.list() {
+            let key = PartitionKey {
+                kind: QUEUES.to_owned(),
+                name: queue.name().to_owned(),
+                partition: 0,
+            };
+            let both = [QUEUE_MESSAGES_LOG, QUEUE_JOURNAL_LOG]
+                .into_iter()
+                .filter_map(|index| queue.replicated_log(index).ok())
+                .collect();
+            logs.push((key, both));
+        }
+        self.reported
+            .retain(|key, _| view.partitions.contains_key(key));
+        for (key, replica) in logs {
+            let Some((state, _)) = view.partitions.get(&key) else {
+                continue;
+            };
+            let leaderless = state.leader.is_none() && state.isr.is_empty();
+            if !leaderless
+                || !state.has_replica(&me)
+                || self.reported.get(&key) == Some(&state.leader_epoch)
+            {
+                continue;
+            }
+            let opened: Vec<&ferry_storage::Log> =
+                replica.iter().map(|p| p.log().as_ref()).collect();
+            let report = match crate::rebuild::report_on(&opened, state.leader_epoch) {
+                Ok(report) => report,
+                Err(err) => {
+                    tracing::warn!(partition = ?key, %err, "cannot read the log to report it");
+                    continue;
+                }
+            };
+            let path = format!(
+                "{}{me}",
+                keys::replica_reports(self.routing.cluster(), &key.kind, &key.name, key.partition)
+            );
+            match self.meta.put(&path, encode_json(&report)).await {
+                Ok(_) => {
+                    tracing::warn!(
+                        partition = ?key,
+                        ?report,
+                        "no in-sync replica left: reported this replica's log for a new election"
+                    );
+                    self.reported.insert(key, state.leader_epoch);
+                }
+                Err(err) => {
+                    tracing::warn!(partition = ?key, %err, "cannot write the replica report")
+                }
+            }
         }
     }
 
@@ -600,10 +694,16 @@ fn has_lost_ranges(partition: &Partition) -> bool {
         .map_or(true, |ranges| !ranges.is_empty())
 }
 
-/// The state a leader whose log lost records proposes, if an in-sync replica holds
-/// them: `me` out of the in-sync set and no longer leading (a new epoch fences it).
-fn stepping_down(state: &PartitionState, me: &str, damaged: bool) -> Option<PartitionState> {
-    let next = election::step_down_if_damaged(state, me, damaged)?;
+/// The state a leader whose log lost records proposes, if an in-sync replica holds a
+/// whole copy: `me` out of the in-sync set and no longer leading (a new epoch fences
+/// it).
+fn stepping_down(
+    state: &PartitionState,
+    me: &str,
+    damaged: bool,
+    whole_copy_in_sync: bool,
+) -> Option<PartitionState> {
+    let next = election::step_down_if_damaged(state, me, damaged, whole_copy_in_sync)?;
     tracing::error!(
         replicas = ?state.isr,
         "this leader's log lost records to damage on disk: leaving the in-sync set so a \
@@ -666,8 +766,19 @@ async fn fetch_loop(
     // Failures right after a leader change are usually the leader's view catching
     // up: retry soon, then back off to `retry_pause`.
     let mut pause = FIRST_RETRY_PAUSE.min(retry_pause);
+    // Lost ranges copied from this leader (its own copy lost them too): fetching them
+    // again from it would not repair them.
+    let mut copied_gaps = Vec::new();
     loop {
-        match fetch_once(&partition, queue.as_ref(), &mut client, &target, &config).await {
+        let fetched = fetch_once(
+            &partition,
+            queue.as_ref(),
+            &mut client,
+            &target,
+            &config,
+            &mut copied_gaps,
+        );
+        match fetched.await {
             Ok(()) => pause = FIRST_RETRY_PAUSE.min(retry_pause),
             Err(err) => {
                 tracing::debug!(
@@ -798,9 +909,12 @@ async fn fetch_once(
     client: &mut ReplicaServiceClient<Channel>,
     target: &FetchTarget,
     config: &ReplicationConfig,
+    copied_gaps: &mut Vec<Range<u64>>,
 ) -> Result<(), FetchError> {
     let log = Arc::clone(partition.log());
-    if let Some(first_lost) = follower::repair_point(log.lost_ranges()?.iter().map(|r| r.start)) {
+    let lost = log.lost_ranges()?;
+    let repairable = lost.iter().filter(|r| !copied_gaps.contains(r));
+    if let Some(first_lost) = follower::repair_point(repairable.map(|r| r.start)) {
         repair_lost(partition, first_lost).await?;
         return Ok(());
     }
@@ -815,6 +929,7 @@ async fn fetch_once(
         last_fetched_epoch: log.latest_epoch()?,
         max_bytes: config.fetch_max_bytes,
         max_wait_ms: config.fetch_max_wait_ms,
+        damaged: !lost.is_empty(),
     };
     let mut request = tonic::Request::new(request);
     request.set_timeout(fetch_deadline(config));
@@ -896,6 +1011,12 @@ async fn fetch_once(
     }
     if !answer.records.is_empty() {
         let records = answer.records;
+        copied_gaps.extend(
+            Batches::new(&records)
+                .filter_map(Result::ok)
+                .filter(|batch| batch.header.is_lost_range())
+                .map(|batch| batch.header.base_offset..batch.header.next_offset()),
+        );
         let appending = Arc::clone(partition);
         let wait_for_disk = partition.durability() == DurabilitySetting::Fsync;
         tokio::task::spawn_blocking(move || {

@@ -91,6 +91,12 @@ pub fn partition_state(cluster: &str, kind: &str, name: &str, partition: u32) ->
     format!("{CLUSTERS}{cluster}/partitions/{kind}/{name}/{partition}")
 }
 
+/// The hosts' reports on their replica of one partition (`…/{host}` under it): written
+/// by `metadata rebuild`, and by replicas of a partition left without in-sync members.
+pub fn replica_reports(cluster: &str, kind: &str, name: &str, partition: u32) -> String {
+    format!("{CLUSTERS}{cluster}/rebuild/{kind}/{name}/{partition}/")
+}
+
 /// What the leader of a topic partition last published about it.
 pub fn observed_topic(cluster: &str, topic: &str, partition: u32) -> String {
     format!("{CLUSTERS}{cluster}/observed/topics/{topic}/{partition}")

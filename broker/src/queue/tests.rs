@@ -824,7 +824,7 @@ async fn a_new_leader_serves_only_what_the_replicas_confirmed_and_keeps_acks() {
         .collect();
     assert_eq!(first, vec!["m2".to_owned()]);
     messages
-        .record_fetch("h1", 2, 6)
+        .record_fetch("h1", 2, 6, false)
         .expect("the follower fetched");
     queue.promote(now);
     let rest: Vec<String> = queue
@@ -892,7 +892,7 @@ async fn an_acked_message_above_the_learned_high_watermark_stays_acked_on_a_new_
         "m0 and m1 were acked, m2 and m3 await the follower: {early:?}"
     );
     messages
-        .record_fetch("h1", 2, 4)
+        .record_fetch("h1", 2, 4, false)
         .expect("the follower fetched");
     queue.promote(now);
     let rest: Vec<String> = queue

@@ -52,6 +52,7 @@ impl ReplicaService for ReplicaApi {
             follower_id: request.follower_id,
             fetch_offset: request.fetch_offset,
             last_fetched_epoch: request.last_fetched_epoch,
+            follower_damaged: request.damaged,
             max_bytes: request.max_bytes.min(replication.fetch_max_bytes) as usize,
             max_wait: Duration::from_millis(u64::from(
                 request.max_wait_ms.min(replication.fetch_max_wait_ms),

@@ -347,10 +347,10 @@ impl Partition {
         let read = self
             .read_below(offset, max_bytes, self.high_watermark())
             .await?;
-        if holds_lost_range(&read.bytes) && self.leads_with_others_in_sync() {
-            // This copy lost records that in-sync replicas still hold: refuse (clients
-            // retry) rather than hand out the gap; the replicator steps this host down
-            // so one of them leads.
+        if holds_lost_range(&read.bytes) && self.whole_copy_in_sync() {
+            // This copy lost records that an in-sync replica still holds: refuse
+            // (clients retry) rather than hand out the gap; the replicator steps this
+            // host down so the whole copy leads.
             return Err(BrokerError::NotLeader {
                 kind: self.kind(),
                 name: self.topic().to_owned(),
@@ -361,9 +361,10 @@ impl Partition {
         Ok(read)
     }
 
-    /// Whether this host leads with other replicas in the committed in-sync set.
-    pub fn leads_with_others_in_sync(&self) -> bool {
-        matches!(&*self.lock_role(), Role::Leader(leader) if leader.others_in_sync())
+    /// Whether this host leads with a follower holding a whole copy (no lost range) in
+    /// the committed in-sync set.
+    pub fn whole_copy_in_sync(&self) -> bool {
+        matches!(&*self.lock_role(), Role::Leader(leader) if leader.whole_copy_in_sync())
     }
 
     /// Reads whole batches from `offset` below `limit` (a replica fetch reads up to
@@ -486,14 +487,15 @@ impl Partition {
         *self.lock_role() = Role::Follower;
     }
 
-    /// Records a follower's fetch from `fetch_offset` (its durable end) and advances
-    /// the high watermark. Fails unless this host leads in `leader_epoch` and
-    /// `follower` holds a replica.
+    /// Records a follower's fetch from `fetch_offset` (its durable end; `damaged` when
+    /// its log holds lost ranges) and advances the high watermark. Fails unless this
+    /// host leads in `leader_epoch` and `follower` holds a replica.
     pub fn record_fetch(
         &self,
         follower: &str,
         leader_epoch: u64,
         fetch_offset: u64,
+        damaged: bool,
     ) -> BrokerResult<()> {
         let now = monotonic_ms();
         let log_end = self.log.end_offset();
@@ -506,7 +508,7 @@ impl Partition {
                 return Err(self.not_leading());
             }
             leader
-                .record_fetch(follower, fetch_offset, log_end, now)
+                .record_fetch(follower, fetch_offset, log_end, damaged, now)
                 .map_err(|unknown| {
                     BrokerError::InvalidArgument(format!(
                         "{unknown} of {} partition {}",

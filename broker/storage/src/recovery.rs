@@ -87,12 +87,18 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, Stora
         segments.push(Segment::create(dir, 0)?);
     }
     let mut lost = lost;
+    let before = before_last(&segments);
     if let Some(last) = segments.last_mut()
         && last.next_offset < recovery_point
     {
         // Segments the checkpoint vouched for are gone from the end: mark the offsets lost
         // rather than hand them out again.
-        lost.push(fill_gap(last, recovery_point, config.index_interval_bytes)?);
+        lost.extend(fill_gap(
+            last,
+            recovery_point,
+            before,
+            config.index_interval_bytes,
+        )?);
     }
     let end_offset = segments.last().map_or(0, |s| s.next_offset);
     // Everything recovery saw may still be only in the page cache (a process crash in
@@ -175,6 +181,7 @@ fn load_segments(
     let mut scanned = Vec::with_capacity(bases.len());
     let mut lost = Vec::new();
     for (i, &base) in bases.iter().enumerate() {
+        let before = before_last(&segments);
         if let Some(prev) = segments.last_mut() {
             if prev.next_offset > base {
                 // Overlapping offsets cannot be what the engine wrote: keep the file aside.
@@ -182,7 +189,7 @@ fn load_segments(
                 continue;
             }
             if prev.next_offset < base {
-                lost.push(fill_gap(prev, base, interval)?);
+                lost.extend(fill_gap(prev, base, before, interval)?);
                 if let Some(last) = scanned.last_mut() {
                     *last = true;
                 }
@@ -304,13 +311,23 @@ pub(crate) fn scan_confining(
     })
 }
 
+/// The epoch and timestamp of the batch before the last segment (what a lost range at
+/// its very start is stamped with).
+fn before_last(segments: &[Segment]) -> (u64, i64) {
+    segments.len().checked_sub(2).map_or((0, 0), |i| {
+        (segments[i].last_epoch, segments[i].max_timestamp_ms.max(0))
+    })
+}
+
 /// Fills the offsets between a segment and the next one (segment files are missing)
-/// with a lost range appended to the earlier segment.
+/// with a lost range appended to the earlier segment. `before` is the epoch and
+/// timestamp of the batch before that segment.
 fn fill_gap(
     prev: &mut Segment,
     next_base: u64,
+    before: (u64, i64),
     interval: u32,
-) -> Result<LostRecords, StorageError> {
+) -> Result<Vec<LostRecords>, StorageError> {
     let file_len = prev
         .file
         .metadata()
@@ -330,15 +347,18 @@ fn fill_gap(
         epoch: prev.last_epoch,
         timestamp_ms: prev.max_timestamp_ms.max(0),
     };
-    let lost = confine(&damage, None, next_base)?;
+    let mut lost = vec![confine(&damage, None, next_base)?];
     prev.remove_index_files()?;
     let end = prev.load_by_scan(ScanMode::HeadersOnly, interval)?;
-    if let Some(problem) = end.problem {
-        return Err(StorageError::Corrupt {
-            path: prev.path.clone(),
-            position: end.valid_len,
-            reason: format!("after filling a gap: {problem}"),
-        });
+    if end.problem.is_some() {
+        // The segment was trusted, but it is damaged too (its index files outlived the
+        // damage): scan it whole and confine what is damaged in it.
+        lost.extend(scan_confining(
+            prev,
+            Limit::NextSegment(next_base),
+            before,
+            interval,
+        )?);
     }
     Ok(lost)
 }

@@ -397,6 +397,35 @@ fn truncating_over_damage_found_since_recovery_confines_it_first() {
 }
 
 #[test]
+fn a_trusted_segment_damaged_at_both_ends_still_opens() {
+    // Found by ferry-sim: a flipped bit in the first batch's base offset and another
+    // near the end of a trusted segment made recovery fill a gap after it, rescan it,
+    // meet the first and refuse to open the log at all.
+    let (_tmp, dir) = temp_log_dir();
+    let config = small_config(Durability::Fsync);
+    let log = Log::open(&dir, config.clone()).expect("open");
+    let sent = fill(&log, 40);
+    log.close().expect("close");
+    let victim = segment_files(&dir)[0].clone();
+    let pristine = std::fs::read(&victim).expect("read");
+    let last_batch = pristine.len() - sent[0].len().max(sent[1].len()).max(sent[2].len());
+    for at in last_batch.saturating_sub(100)..pristine.len() {
+        let mut bytes = pristine.clone();
+        bytes[0] ^= 0x20;
+        bytes[at] ^= 0x01;
+        std::fs::write(&victim, &bytes).expect("write");
+        for side in ["lost-ranges", "torn-tail"] {
+            let _ = std::fs::remove_file(dir.join(side));
+        }
+        let log = Log::open(&dir, config.clone())
+            .unwrap_or_else(|err| panic!("byte {at}: the log must open: {err}"));
+        read_all(&log);
+        log.close().expect("close");
+        std::fs::write(&victim, &pristine).expect("restore");
+    }
+}
+
+#[test]
 fn a_missing_segment_file_becomes_a_lost_range() {
     let (_tmp, dir) = temp_log_dir();
     let config = small_config(Durability::Fsync);

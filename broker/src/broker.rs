@@ -210,10 +210,10 @@ impl Broker {
             return;
         }
         let view = routing.view();
-        if let Some(state) = view.partition(kind, name, partition)
+        if let Some((state, revision)) = view.partition_at(kind, name, partition)
             && state.leader_epoch == epoch
         {
-            crate::cluster::replication::lead(&local, state, routing.host_id());
+            crate::cluster::replication::lead(&local, state, revision, routing.host_id());
         }
     }
 

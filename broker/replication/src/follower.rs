@@ -8,6 +8,8 @@
 //! leader's high watermark are never truncated by this: every in-sync replica holds
 //! them, and only an in-sync replica leads.
 
+use std::ops::Range;
+
 /// What a follower asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FetchRequest {
@@ -72,10 +74,24 @@ pub fn serve(request: FetchRequest, leader: LeaderLog, leader_epoch: u64) -> Ser
     Serve::Records
 }
 
-/// The follower's next step before it fetches: a log holding lost ranges (damage on
-/// disk) truncates below the first of them and fetches the rest again from the leader.
-pub fn repair_point(lost_range_starts: impl IntoIterator<Item = u64>) -> Option<u64> {
-    lost_range_starts.into_iter().min()
+/// Where a follower whose log holds `follower_lost` (lost ranges: damage on its disk,
+/// or gaps copied from an earlier leader) must truncate to fetch what it lost again
+/// from a leader whose own log lost `leader_lost`: below the first of its ranges the
+/// leader holds records for. `None` when the leader lacks them too.
+///
+/// The leader, not the follower, decides when: only once the follower is out of the
+/// committed in-sync set, since truncating cuts committed records above the gap and
+/// an in-sync replica with a shorter log could be elected.
+pub fn repair_point(follower_lost: &[Range<u64>], leader_lost: &[Range<u64>]) -> Option<u64> {
+    follower_lost
+        .iter()
+        .filter(|gap| {
+            !leader_lost
+                .iter()
+                .any(|lost| lost.start <= gap.start && gap.end <= lost.end)
+        })
+        .map(|gap| gap.start)
+        .min()
 }
 
 /// What the follower does with the leader's answer.
@@ -127,6 +143,8 @@ pub fn learned_high_watermark(leader_high_watermark: u64, own_end: u64) -> u64 {
 }
 
 #[cfg(test)]
+// Lost ranges are lists of ranges, and a list of one is still one.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
@@ -201,7 +219,13 @@ mod tests {
         );
         assert_eq!(step(None, |_| 0, 90, 80), Step::ResetTo { offset: 90 });
         assert_eq!(step(None, |_| 0, 10, 80), Step::Append);
-        assert_eq!(repair_point([40, 12, 90]), Some(12));
+        assert_eq!(repair_point(&[40..41, 12..14, 90..91], &[]), Some(12));
+        assert_eq!(
+            repair_point(&[12..14, 40..41], &[10..20]),
+            Some(40),
+            "the leader lacks 12..14 too"
+        );
+        assert_eq!(repair_point(&[12..14], &[12..14]), None);
         assert_eq!(learned_high_watermark(90, 80), 80);
     }
 }

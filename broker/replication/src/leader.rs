@@ -6,6 +6,9 @@
 //! own included), the in-sync set the leader wants, and whether a write is committed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+
+use crate::follower::repair_point;
 
 /// What the leader knows of one follower.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,8 +19,8 @@ struct Progress {
     caught_up_at_ms: Option<u64>,
     /// When it fetched last, and the leader's end at that moment.
     last_fetch: Option<(u64, u64)>,
-    /// Its log held no lost range at its last fetch (a whole copy).
-    damaged: bool,
+    /// The lost ranges its log held at its last fetch.
+    lost: Vec<Range<u64>>,
 }
 
 /// A fetch from a host that holds no replica of the partition.
@@ -54,6 +57,13 @@ pub struct LeaderCore {
     /// The other replicas in the in-sync set as the metadata store holds it.
     in_sync: BTreeSet<String>,
     progress: BTreeMap<String, Progress>,
+    /// The lost ranges in this leader's own log.
+    own_lost: Vec<Range<u64>>,
+    /// Replicas this leader proposed to add to the in-sync set, with the state
+    /// revision the proposal was made against. They count toward the high watermark
+    /// from the moment of proposing: once the store takes the proposal they are in the
+    /// set (and electable) before this leader sees it.
+    joining: Option<(u64, BTreeSet<String>)>,
 }
 
 impl LeaderCore {
@@ -66,7 +76,15 @@ impl LeaderCore {
             followers: Vec::new(),
             in_sync: BTreeSet::new(),
             progress: BTreeMap::new(),
+            own_lost: Vec::new(),
+            joining: None,
         }
+    }
+
+    /// Tells the leader which ranges its own log lost (damage found by recovery or a
+    /// read): what followers can repair from it, and what it may need from them.
+    pub fn set_own_lost(&mut self, lost: Vec<Range<u64>>) {
+        self.own_lost = lost;
     }
 
     /// The epoch led.
@@ -83,7 +101,18 @@ impl LeaderCore {
     /// A follower seen for the first time gets a full lag allowance from `now_ms`; one
     /// that left the in-sync set proves it caught up afresh (what it held before says
     /// nothing now: it may have left because its disk was wiped or damaged).
-    pub fn set_replicas(&mut self, followers: &[String], in_sync: &[String], now_ms: u64) {
+    /// `revision` is the partition state's revision these sets come from: a proposal
+    /// made against another revision has been decided, one way or the other.
+    pub fn set_replicas(
+        &mut self,
+        followers: &[String],
+        in_sync: &[String],
+        revision: u64,
+        now_ms: u64,
+    ) {
+        if self.joining.as_ref().is_some_and(|(at, _)| *at != revision) {
+            self.joining = None;
+        }
         let in_sync: BTreeSet<String> = in_sync
             .iter()
             .filter(|host| followers.contains(host))
@@ -106,14 +135,13 @@ impl LeaderCore {
     }
 
     /// Records a fetch by `follower` from `fetch_offset` (its durable end) while the
-    /// leader's log ends at `log_end`; `damaged` when the follower's log holds lost
-    /// ranges.
+    /// leader's log ends at `log_end`; `lost` are the lost ranges in the follower's log.
     pub fn record_fetch(
         &mut self,
         follower: &str,
         fetch_offset: u64,
         log_end: u64,
-        damaged: bool,
+        lost: Vec<Range<u64>>,
         now_ms: u64,
     ) -> Result<(), UnknownFollower> {
         let Some(progress) = self.progress.get_mut(follower) else {
@@ -137,16 +165,42 @@ impl LeaderCore {
         }
         progress.fetch_offset = Some(fetch_offset);
         progress.last_fetch = Some((now_ms, log_end));
-        progress.damaged = damaged;
+        progress.lost = lost;
         Ok(())
     }
 
+    /// Where `follower` must truncate to fetch again records it lost that this leader
+    /// holds ([`repair_point`]), once it is out of the committed in-sync set (the
+    /// cut takes committed records above the gap with it). `None` otherwise.
+    pub fn repair_for(&self, follower: &str) -> Option<u64> {
+        if self.in_sync.contains(follower) {
+            return None;
+        }
+        let progress = self.progress.get(follower)?;
+        repair_point(&progress.lost, &self.own_lost)
+    }
+
+    /// Records that this leader proposes the in-sync set `wanted` (its followers in
+    /// it; others ignored) against the state at `revision`: those joining count toward
+    /// the high watermark until the state moves past `revision`.
+    pub fn propose_in_sync(&mut self, wanted: &[String], revision: u64) {
+        let joining = wanted
+            .iter()
+            .filter(|h| self.followers.contains(h) && !self.in_sync.contains(*h))
+            .cloned()
+            .collect();
+        self.joining = Some((revision, joining));
+    }
+
     /// The high watermark the in-sync set allows, given the leader's own durable
-    /// (visible) end: the lowest durable end among the in-sync replicas. A follower in
-    /// the set that has not fetched yet in this epoch holds it at zero.
+    /// (visible) end: the lowest durable end among the in-sync replicas and those
+    /// proposed to join. A follower counted that has not fetched yet in this epoch
+    /// holds it at zero.
     pub fn high_watermark(&self, local_end: u64) -> u64 {
+        let joining = self.joining.iter().flat_map(|(_, hosts)| hosts);
         self.in_sync
             .iter()
+            .chain(joining)
             .map(|host| {
                 self.progress
                     .get(host)
@@ -166,13 +220,21 @@ impl LeaderCore {
         !self.in_sync.is_empty()
     }
 
-    /// Whether a follower in the committed in-sync set holds a whole copy (no lost
-    /// range at its last fetch): one a damaged leader can give way to.
-    pub fn whole_copy_in_sync(&self) -> bool {
+    /// Whether a follower in the committed in-sync set holds records this leader's
+    /// log lost: one a damaged leader gives way to (a follower that copied the same
+    /// gaps is no better).
+    pub fn in_sync_holds_what_i_lost(&self) -> bool {
         self.in_sync.iter().any(|host| {
-            self.progress
-                .get(host)
-                .is_some_and(|p| p.fetch_offset.is_some() && !p.damaged)
+            self.progress.get(host).is_some_and(|p| {
+                let end = p.fetch_offset.unwrap_or(0);
+                let below: Vec<Range<u64>> = self
+                    .own_lost
+                    .iter()
+                    .filter(|gap| gap.start < end)
+                    .cloned()
+                    .collect();
+                repair_point(&below, &p.lost).is_some()
+            })
         })
     }
 
@@ -219,7 +281,9 @@ impl LeaderCore {
             let Some(progress) = self.progress.get(host) else {
                 continue;
             };
+            // One that lost records this leader holds leaves, to repair them.
             let keep = recent(progress)
+                && repair_point(&progress.lost, &self.own_lost).is_none()
                 && (self.in_sync.contains(host)
                     || progress.fetch_offset.is_some_and(|offset| {
                         offset >= high_watermark && offset >= self.epoch_start_offset
@@ -248,6 +312,8 @@ impl LeaderCore {
 }
 
 #[cfg(test)]
+// Lost ranges are lists of ranges, and a list of one is still one.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
@@ -257,7 +323,7 @@ mod tests {
 
     fn leading(log_end: u64) -> LeaderCore {
         let mut core = LeaderCore::new(3, log_end);
-        core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b", "c"]), 0);
+        core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b", "c"]), 0, 0);
         core
     }
 
@@ -265,37 +331,81 @@ mod tests {
     fn the_high_watermark_is_the_lowest_durable_end_in_sync() {
         let mut core = leading(0);
         assert_eq!(core.high_watermark(10), 0, "followers have not fetched");
-        core.record_fetch("b", 10, 10, false, 1).expect("b fetches");
+        core.record_fetch("b", 10, 10, Vec::new(), 1)
+            .expect("b fetches");
         assert_eq!(core.high_watermark(10), 0, "c still holds it");
-        core.record_fetch("c", 7, 10, false, 1).expect("c fetches");
+        core.record_fetch("c", 7, 10, Vec::new(), 1)
+            .expect("c fetches");
         assert_eq!(core.high_watermark(10), 7);
-        core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b"]), 2);
+        core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b"]), 0, 2);
         assert_eq!(core.high_watermark(10), 10, "c left the set");
-        assert!(core.record_fetch("x", 1, 10, false, 2).is_err());
+        assert!(core.record_fetch("x", 1, 10, Vec::new(), 2).is_err());
     }
 
     #[test]
-    fn only_a_follower_without_lost_ranges_is_a_whole_copy() {
+    fn a_damaged_leader_gives_way_only_to_a_follower_holding_what_it_lost() {
         let mut core = leading(5);
-        assert!(!core.whole_copy_in_sync(), "none has fetched");
-        core.record_fetch("b", 5, 5, true, 1).expect("fetch");
-        assert!(!core.whole_copy_in_sync(), "b copied a gap");
-        core.record_fetch("c", 5, 5, false, 1).expect("fetch");
-        assert!(core.whole_copy_in_sync());
-        core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b"]), 2);
-        assert!(!core.whole_copy_in_sync(), "c left the set");
+        core.set_own_lost(vec![1..2, 3..4]);
+        assert!(!core.in_sync_holds_what_i_lost(), "none has fetched");
+        core.record_fetch("b", 5, 5, vec![1..2, 3..4], 1)
+            .expect("fetch");
+        assert!(!core.in_sync_holds_what_i_lost(), "b copied the same gaps");
+        core.record_fetch("c", 2, 5, Vec::new(), 1).expect("fetch");
+        assert!(core.in_sync_holds_what_i_lost(), "c holds offset 1");
+        core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b"]), 0, 2);
+        assert!(!core.in_sync_holds_what_i_lost(), "c left the set");
+    }
+
+    #[test]
+    fn a_follower_missing_what_the_leader_holds_leaves_and_only_then_repairs() {
+        let mut core = leading(5);
+        core.set_own_lost(vec![3..4]);
+        core.record_fetch("b", 5, 5, vec![1..2, 3..4], 1)
+            .expect("fetch");
+        core.record_fetch("c", 5, 5, vec![3..4], 1).expect("fetch");
+        assert_eq!(core.repair_for("b"), None, "in the committed set");
+        assert_eq!(
+            core.wanted_in_sync("a", 5, 1_000, 2),
+            Some(hosts(&["a", "c"])),
+            "b leaves"
+        );
+        core.set_replicas(&hosts(&["b", "c"]), &hosts(&["c"]), 0, 3);
+        core.record_fetch("b", 5, 5, vec![1..2, 3..4], 4)
+            .expect("fetch");
+        assert_eq!(
+            core.repair_for("b"),
+            Some(1),
+            "out of the set: told at its next fetch"
+        );
+        assert_eq!(core.repair_for("c"), None, "the leader lacks 3..4 too");
+    }
+
+    #[test]
+    fn a_replica_proposed_to_join_holds_the_high_watermark_until_decided() {
+        let mut core = leading(10);
+        core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b"]), 7, 0);
+        core.record_fetch("b", 10, 10, Vec::new(), 1)
+            .expect("fetch");
+        core.record_fetch("c", 8, 10, Vec::new(), 1).expect("fetch");
+        assert_eq!(core.high_watermark(10), 10);
+        core.propose_in_sync(&hosts(&["a", "b", "c"]), 7);
+        assert_eq!(core.high_watermark(10), 8, "c may be in the set already");
+        core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b"]), 7, 2);
+        assert_eq!(core.high_watermark(10), 8, "not decided yet");
+        core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b"]), 8, 3);
+        assert_eq!(core.high_watermark(10), 10, "decided: it did not join");
     }
 
     #[test]
     fn a_write_commits_only_with_enough_replicas_in_sync() {
         let mut core = leading(0);
-        core.record_fetch("b", 5, 5, false, 1).expect("fetch");
-        core.record_fetch("c", 5, 5, false, 1).expect("fetch");
+        core.record_fetch("b", 5, 5, Vec::new(), 1).expect("fetch");
+        core.record_fetch("c", 5, 5, Vec::new(), 1).expect("fetch");
         let hw = core.high_watermark(5);
         assert_eq!(core.commit(5, hw, 2), Commit::Done);
         assert_eq!(core.commit(6, hw, 2), Commit::Waiting);
         // The set shrank to the leader alone: its own copy is not a quorum.
-        core.set_replicas(&hosts(&["b", "c"]), &[], 2);
+        core.set_replicas(&hosts(&["b", "c"]), &[], 0, 2);
         let hw = core.high_watermark(6);
         assert_eq!(hw, 6);
         assert_eq!(core.commit(6, hw, 2), Commit::Waiting);
@@ -305,21 +415,23 @@ mod tests {
     #[test]
     fn a_lagging_follower_leaves_and_rejoins_only_holding_the_epoch_start() {
         let mut core = leading(100);
-        core.record_fetch("b", 100, 100, false, 0).expect("fetch");
-        core.record_fetch("c", 50, 100, false, 0).expect("fetch");
+        core.record_fetch("b", 100, 100, Vec::new(), 0)
+            .expect("fetch");
+        core.record_fetch("c", 50, 100, Vec::new(), 0)
+            .expect("fetch");
         // c never catches up: after the lag allowance it is out.
         assert_eq!(
             core.wanted_in_sync("a", 50, 1_000, 2_000),
             Some(hosts(&["a"]))
         );
-        core.record_fetch("b", 100, 100, false, 2_000)
+        core.record_fetch("b", 100, 100, Vec::new(), 2_000)
             .expect("fetch");
         assert_eq!(
             core.wanted_in_sync("a", 50, 1_000, 2_000),
             Some(hosts(&["a", "b"]))
         );
-        core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b"]), 2_000);
-        core.record_fetch("c", 100, 100, false, 2_100)
+        core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b"]), 0, 2_000);
+        core.record_fetch("c", 100, 100, Vec::new(), 2_100)
             .expect("fetch");
         assert_eq!(
             core.wanted_in_sync("a", 100, 1_000, 2_100),
@@ -332,11 +444,14 @@ mod tests {
         // Leader since offset 100; c is new to this leader (a full lag allowance) and
         // fetched from 90, at the high watermark this leader knows.
         let mut core = LeaderCore::new(4, 100);
-        core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b"]), 0);
-        core.record_fetch("b", 100, 100, false, 10).expect("fetch");
-        core.record_fetch("c", 90, 100, false, 10).expect("fetch");
+        core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b"]), 0, 0);
+        core.record_fetch("b", 100, 100, Vec::new(), 10)
+            .expect("fetch");
+        core.record_fetch("c", 90, 100, Vec::new(), 10)
+            .expect("fetch");
         assert_eq!(core.wanted_in_sync("a", 90, 1_000, 20), None);
-        core.record_fetch("c", 100, 100, false, 30).expect("fetch");
+        core.record_fetch("c", 100, 100, Vec::new(), 30)
+            .expect("fetch");
         assert_eq!(
             core.wanted_in_sync("a", 100, 1_000, 40),
             Some(hosts(&["a", "b", "c"]))
@@ -346,11 +461,14 @@ mod tests {
     #[test]
     fn a_follower_whose_end_went_backwards_is_out_until_it_catches_up() {
         let mut core = leading(10);
-        core.record_fetch("b", 10, 10, false, 0).expect("fetch");
-        core.record_fetch("c", 10, 10, false, 0).expect("fetch");
-        core.record_fetch("b", 0, 10, false, 10)
+        core.record_fetch("b", 10, 10, Vec::new(), 0)
+            .expect("fetch");
+        core.record_fetch("c", 10, 10, Vec::new(), 0)
+            .expect("fetch");
+        core.record_fetch("b", 0, 10, Vec::new(), 10)
             .expect("b lost its disk");
-        core.record_fetch("c", 10, 10, false, 1_000).expect("fetch");
+        core.record_fetch("c", 10, 10, Vec::new(), 1_000)
+            .expect("fetch");
         assert_eq!(
             core.wanted_in_sync("a", 10, 1_000, 1_020),
             Some(hosts(&["a", "c"]))

@@ -98,9 +98,6 @@ pub struct Host {
     pending: Vec<Pending>,
     /// What it did that matters to a failing seed's reader (drained by the world).
     pub trace: Vec<String>,
-    /// Lost ranges copied from the leader it follows (and the leader and epoch): the
-    /// leader has the same gap, so fetching them again would not repair them.
-    copied_gaps: (Option<(usize, u64)>, Vec<Range<u64>>),
 }
 
 impl Host {
@@ -126,7 +123,6 @@ impl Host {
             proposed_at: None,
             pending: Vec::new(),
             trace: Vec::new(),
-            copied_gaps: (None, Vec::new()),
         }
     }
 
@@ -171,7 +167,6 @@ impl Host {
         self.fetch_deadline_ms = None;
         self.syncing = false;
         self.proposed_at = None;
-        self.copied_gaps = (None, Vec::new());
         Ok(())
     }
 
@@ -193,8 +188,18 @@ impl Host {
     }
 
     /// Whether this host leads with a whole copy in the in-sync set.
-    pub fn leads_with_a_whole_copy_in_sync(&self) -> bool {
-        matches!(&self.role, Role::Leader(core) if core.whole_copy_in_sync())
+    pub fn leads_with_what_it_lost_in_sync(&mut self) -> bool {
+        let lost = self
+            .log
+            .as_ref()
+            .and_then(|log| log.lost_ranges().ok())
+            .unwrap_or_default();
+        let Role::Leader(core) = &mut self.role else {
+            return false;
+        };
+        // What a read just confined counts at once, as in the broker's read path.
+        core.set_own_lost(lost);
+        core.in_sync_holds_what_i_lost()
     }
 
     /// The high watermark as this host knows it.
@@ -274,7 +279,7 @@ impl Host {
                 epoch,
                 fetch_offset,
                 last_epoch,
-                damaged,
+                lost,
             } => {
                 if let Node::Host(_) = from {
                     let request = FetchRequest {
@@ -282,7 +287,7 @@ impl Host {
                         last_fetched_epoch: last_epoch,
                     };
                     let answer =
-                        self.serve_fetch(&from_id(from), epoch, request, damaged, now_ms, out)?;
+                        self.serve_fetch(&from_id(from), epoch, request, &lost, now_ms, out)?;
                     send(
                         out,
                         from,
@@ -340,7 +345,7 @@ impl Host {
 
     /// Leader, follower, or neither, as the view and the lease say.
     fn assign_role(&mut self, now_ms: u64, out: &mut Vec<Out>) {
-        let Some((state, _)) = &self.view else {
+        let Some((state, revision)) = &self.view else {
             self.step_down(out);
             return;
         };
@@ -351,16 +356,16 @@ impl Host {
             return;
         }
         let (followers, in_sync) = state.others(&self.id);
-        let epoch = state.leader_epoch;
+        let (epoch, revision) = (state.leader_epoch, *revision);
         match &mut self.role {
             Role::Leader(core) if core.epoch() == epoch => {
-                core.set_replicas(&followers, &in_sync, now_ms);
+                core.set_replicas(&followers, &in_sync, revision, now_ms);
             }
             _ => {
                 self.fail_pending(out);
                 let end = self.log.as_ref().map_or(0, Log::end_offset);
                 let mut core = LeaderCore::new(epoch, end);
-                core.set_replicas(&followers, &in_sync, now_ms);
+                core.set_replicas(&followers, &in_sync, revision, now_ms);
                 self.role = Role::Leader(core);
                 self.trace.push(format!(
                     "leads epoch {epoch} from end {end}, in sync {in_sync:?}"
@@ -394,9 +399,15 @@ impl Host {
 
     /// The leader's duties: the high watermark, acknowledgements, in-sync proposals.
     fn lead(&mut self, now_ms: u64, out: &mut Vec<Out>) -> Result<(), HostError> {
-        let Role::Leader(core) = &self.role else {
+        let Some(log) = self.log.as_ref() else {
             return Ok(());
         };
+        let own_lost = log.lost_ranges().map_err(storage("lost ranges"))?;
+        let Role::Leader(core) = &mut self.role else {
+            return Ok(());
+        };
+        core.set_own_lost(own_lost);
+        let core = &*core;
         let Some((state, revision)) = self.view.clone() else {
             return Ok(());
         };
@@ -434,12 +445,16 @@ impl Host {
             .lost_ranges()
             .map_err(storage("lost ranges"))?
             .is_empty();
-        let whole = core.whole_copy_in_sync();
-        let next = election::step_down_if_damaged(&state, &self.id, damaged, whole).or_else(|| {
-            core.wanted_in_sync(&self.id, hw, MAX_LAG_MS, now_ms)
-                .and_then(|wanted| election::propose_in_sync(&state, &wanted))
-        });
+        let holder = core.in_sync_holds_what_i_lost();
+        let next =
+            election::step_down_if_damaged(&state, &self.id, damaged, holder).or_else(|| {
+                core.wanted_in_sync(&self.id, hw, MAX_LAG_MS, now_ms)
+                    .and_then(|wanted| election::propose_in_sync(&state, &wanted))
+            });
         if let Some(next) = next {
+            if let Role::Leader(core) = &mut self.role {
+                core.propose_in_sync(&next.isr, revision);
+            }
             self.proposed_at = Some((revision, now_ms + PROPOSAL_TIMEOUT_MS));
             send(
                 out,
@@ -474,30 +489,12 @@ impl Host {
             return Ok(());
         }
         let epoch = state.leader_epoch;
-        if self.copied_gaps.0 != Some((leader, epoch)) {
-            // Another leader may hold what this one lost.
-            self.copied_gaps = (Some((leader, epoch)), Vec::new());
-        }
-        let log = self.log.as_ref().ok_or_else(|| no_log(&self.id))?;
-        let lost = log.lost_ranges().map_err(storage("lost ranges"))?;
-        let copied = &self.copied_gaps.1;
-        let repairable = lost.iter().filter(|r| !copied.contains(r)).map(|r| r.start);
-        if let Some(first_lost) = follower::repair_point(repairable) {
-            log.truncate_to(first_lost)
-                .map_err(storage("repair truncate"))?;
-            self.trace
-                .push(format!("repair: truncated to {first_lost}"));
-            self.after_rewrite();
-        }
         let log = self.log()?;
         let request = Msg::Fetch {
             epoch,
             fetch_offset: log.end_offset(),
             last_epoch: log.latest_epoch().map_err(storage("latest epoch"))?,
-            damaged: !log
-                .lost_ranges()
-                .map_err(storage("lost ranges"))?
-                .is_empty(),
+            lost: log.lost_ranges().map_err(storage("lost ranges"))?,
         };
         self.fetch_deadline_ms = Some(now_ms + FETCH_TIMEOUT_MS);
         send(out, Node::Host(leader), request);
@@ -541,7 +538,7 @@ impl Host {
         follower_id: &str,
         epoch: u64,
         request: FetchRequest,
-        damaged: bool,
+        follower_lost: &[Range<u64>],
         now_ms: u64,
         out: &mut Vec<Out>,
     ) -> Result<Option<FetchAnswer>, HostError> {
@@ -573,20 +570,23 @@ impl Host {
             log_start: leader_log.start,
             high_watermark: self.high_watermark,
             records: Vec::new(),
+            repair_below: None,
         };
+        core.set_own_lost(log.lost_ranges().map_err(storage("lost ranges"))?);
+        let lost = follower_lost.to_vec();
         match follower::serve(request, leader_log, epoch) {
             Serve::Diverging { epoch, end_offset } => {
                 answer.diverging = Some((epoch, end_offset));
                 return Ok(Some(answer));
             }
             Serve::StartOver => {
-                let _ =
-                    core.record_fetch(follower_id, fetch_offset, leader_log.end, damaged, now_ms);
+                let _ = core.record_fetch(follower_id, fetch_offset, leader_log.end, lost, now_ms);
             }
             Serve::Records => {
-                let _ =
-                    core.record_fetch(follower_id, fetch_offset, leader_log.end, damaged, now_ms);
-                if fetch_offset < leader_log.end {
+                let _ = core.record_fetch(follower_id, fetch_offset, leader_log.end, lost, now_ms);
+                if let Some(offset) = core.repair_for(follower_id) {
+                    answer.repair_below = Some(offset);
+                } else if fetch_offset < leader_log.end {
                     let read = log
                         .read(fetch_offset, FETCH_MAX_BYTES, u64::MAX)
                         .map_err(storage("replica read"))?;
@@ -637,6 +637,14 @@ impl Host {
             fetch_offset,
         );
         lookup.map_err(storage("epoch lookup"))?;
+        if let Some(offset) = answer.repair_below {
+            log.truncate_to(offset)
+                .map_err(storage("repair truncate"))?;
+            self.trace
+                .push(format!("repair: truncated {fetch_offset} to {offset}"));
+            self.after_rewrite();
+            return Ok(());
+        }
         match step {
             Step::Truncate { offset, epoch } => {
                 log.truncate_to(offset).map_err(storage("truncate"))?;
@@ -658,7 +666,6 @@ impl Host {
                     if batch.header.is_lost_range() {
                         let gap = batch.header.base_offset..batch.header.next_offset();
                         self.trace.push(format!("copied the leader's gap {gap:?}"));
-                        self.copied_gaps.1.push(gap);
                     }
                     log.append_replicated(batch.bytes.to_vec(), now_ms as i64)
                         .map_err(storage("replicated append"))?;

@@ -61,8 +61,8 @@ pub enum Msg {
         fetch_offset: u64,
         /// The newest epoch in its log.
         last_epoch: Option<u64>,
-        /// Its log holds lost ranges.
-        damaged: bool,
+        /// The lost ranges in its log.
+        lost: Vec<std::ops::Range<u64>>,
     },
     /// Host → store: its log, for a partition left without in-sync replicas.
     Report {
@@ -103,6 +103,9 @@ pub struct FetchAnswer {
     pub high_watermark: u64,
     /// Whole batches from the fetch offset.
     pub records: Vec<u8>,
+    /// Truncate to this offset and fetch again: the leader holds records the follower
+    /// lost, and the follower is out of the in-sync set.
+    pub repair_below: Option<u64>,
 }
 
 /// Something a node asks of the world.

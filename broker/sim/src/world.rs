@@ -698,7 +698,7 @@ impl World {
             reads.len(),
             self.hosts[index].log.as_ref().map(|l| l.lost_ranges().unwrap_or_default())
         ));
-        if met_lost && !last && self.hosts[index].leads_with_a_whole_copy_in_sync() {
+        if met_lost && !last && self.hosts[index].leads_with_what_it_lost_in_sync() {
             return false;
         }
         for member in &isr {

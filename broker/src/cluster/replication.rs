@@ -34,7 +34,9 @@ use crate::config::ReplicationConfig;
 use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{Compare, MetadataStore, MetadataStoreExt, Op, Revision, encode_json, keys};
 use crate::queue::{Queue, SnapshotChunk, SnapshotId};
-use crate::topic::{DurabilitySetting, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG};
+use crate::topic::{
+    DurabilitySetting, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets,
+};
 
 /// The first pause after a failed replica fetch; it doubles up to the retry pause.
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(20);
@@ -63,8 +65,8 @@ pub struct ReplicaFetch {
     pub fetch_offset: u64,
     /// The newest epoch in the follower's history, if its log holds any batch.
     pub last_fetched_epoch: Option<u64>,
-    /// The follower's log holds lost ranges.
-    pub follower_damaged: bool,
+    /// The lost ranges in the follower's log.
+    pub follower_lost: Vec<Range<u64>>,
     /// Most bytes of batches to return.
     pub max_bytes: usize,
     /// How long to wait at the log end for new batches.
@@ -88,6 +90,9 @@ pub struct ReplicaData {
     pub records: Vec<u8>,
     /// Queues: the snapshot the leader holds.
     pub snapshot: Option<SnapshotId>,
+    /// Truncate to this offset and fetch again: the follower lost records this leader
+    /// holds and is out of the in-sync set.
+    pub repair_below: Option<u64>,
 }
 
 /// The leader's side of a replica fetch.
@@ -158,7 +163,7 @@ pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<R
                 &fetch.follower_id,
                 epoch,
                 fetch.fetch_offset,
-                fetch.follower_damaged,
+                fetch.follower_lost.clone(),
             )?;
             answer.high_watermark = partition.high_watermark();
             return Ok(answer);
@@ -168,8 +173,13 @@ pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<R
                 &fetch.follower_id,
                 epoch,
                 fetch.fetch_offset,
-                fetch.follower_damaged,
+                fetch.follower_lost.clone(),
             )?;
+            if let Some(offset) = partition.repair_for(&fetch.follower_id) {
+                answer.repair_below = Some(offset);
+                answer.high_watermark = partition.high_watermark();
+                return Ok(answer);
+            }
         }
     }
     let mut log_end = partition.subscribe_log_end();
@@ -331,12 +341,16 @@ impl Replication {
         for topic in self.broker.topics.list() {
             for partition in &topic.partitions {
                 let id = (TOPICS, topic.name().to_owned(), partition.index());
-                let Some(state) = view.partition(TOPICS, topic.name(), partition.index()) else {
+                let Some((state, revision)) =
+                    view.partition_at(TOPICS, topic.name(), partition.index())
+                else {
                     partition.follow();
                     continue;
                 };
                 match state.leader.as_deref() {
-                    Some(leader) if leader == me && lease_live => lead(partition, state, &me),
+                    Some(leader) if leader == me && lease_live => {
+                        lead(partition, state, revision, &me);
+                    }
                     Some(leader) if leader != me && state.has_replica(&me) => {
                         partition.follow();
                         self.follow(view, state, id, partition, None, &mut wanted);
@@ -361,19 +375,17 @@ impl Replication {
         self.taking_over.retain(|_, (_, task)| !task.is_finished());
         for queue in self.broker.queues.list() {
             let name = queue.name().to_owned();
-            let Some(state) = view.partition(QUEUES, &name, 0) else {
+            let Some((state, revision)) = view.partition_at(QUEUES, &name, 0) else {
                 queue.step_down();
                 continue;
             };
             match state.leader.as_deref() {
                 Some(leader) if leader == me && lease_live => {
                     let epoch = state.leader_epoch;
-                    let (followers, in_sync) = replica_sets(state, me);
+                    let replicas = replica_sets(state, revision, me);
                     if queue.serving_epoch() == Some(epoch) {
                         // Same epoch: only the replica sets change; nothing blocks.
-                        if let Err(err) =
-                            queue.take_leadership(epoch, &followers, &in_sync, now_ms())
-                        {
+                        if let Err(err) = queue.take_leadership(epoch, &replicas, now_ms()) {
                             tracing::warn!(queue = %name, %err, "updating the queue's replicas failed");
                         }
                         continue;
@@ -386,9 +398,7 @@ impl Replication {
                         continue;
                     }
                     let task = tokio::task::spawn_blocking(move || {
-                        if let Err(err) =
-                            queue.take_leadership(epoch, &followers, &in_sync, now_ms())
-                        {
+                        if let Err(err) = queue.take_leadership(epoch, &replicas, now_ms()) {
                             tracing::error!(queue = queue.name(), epoch, %err, "cannot take up the queue's leadership");
                             queue.step_down();
                         }
@@ -481,7 +491,7 @@ impl Replication {
                 }
                 let damaged = has_lost_ranges(partition);
                 if let Some(next) =
-                    stepping_down(state, &me, damaged, partition.whole_copy_in_sync())
+                    stepping_down(state, &me, damaged, partition.in_sync_holds_what_i_lost())
                 {
                     self.propose(key, state, *revision, next).await;
                     continue;
@@ -489,13 +499,16 @@ impl Replication {
                 // Judge against the in-sync set this proposal replaces: the role may
                 // still hold an older one (a host that left it itself, with a wiped
                 // disk, would be put back).
-                lead(partition, state, &me);
+                lead(partition, state, *revision, &me);
                 let Some(next) = partition
                     .wanted_in_sync(&me, max_lag)
                     .and_then(|wanted| election::propose_in_sync(state, &wanted))
                 else {
                     continue;
                 };
+                // Those joining count toward the high watermark from now: once etcd
+                // takes this, they are electable before this host sees it.
+                partition.propose_in_sync(&next.isr, *revision);
                 self.propose(key, state, *revision, next).await;
             }
         }
@@ -518,19 +531,17 @@ impl Replication {
                 .into_iter()
                 .filter_map(|index| queue.replicated_log(index).ok())
                 .any(|log| has_lost_ranges(&log));
-            let whole = [QUEUE_MESSAGES_LOG, QUEUE_JOURNAL_LOG]
+            let holder = [QUEUE_MESSAGES_LOG, QUEUE_JOURNAL_LOG]
                 .into_iter()
                 .filter_map(|index| queue.replicated_log(index).ok())
-                .all(|log| log.whole_copy_in_sync());
-            if let Some(next) = stepping_down(state, &me, damaged, whole) {
+                .any(|log| log.in_sync_holds_what_i_lost());
+            if let Some(next) = stepping_down(state, &me, damaged, holder) {
                 self.propose(key, state, *revision, next).await;
                 continue;
             }
             // Judged against the in-sync set this proposal replaces (as for topics).
-            let (followers, in_sync) = replica_sets(state, &me);
-            if let Err(err) =
-                queue.take_leadership(state.leader_epoch, &followers, &in_sync, now_ms())
-            {
+            let replicas = replica_sets(state, *revision, &me);
+            if let Err(err) = queue.take_leadership(state.leader_epoch, &replicas, now_ms()) {
                 tracing::warn!(queue = queue.name(), %err, "updating the queue's replicas failed");
                 continue;
             }
@@ -556,6 +567,11 @@ impl Replication {
             let Some(next) = election::propose_in_sync(state, &wanted) else {
                 continue;
             };
+            for index in [QUEUE_MESSAGES_LOG, QUEUE_JOURNAL_LOG] {
+                if let Ok(log) = queue.replicated_log(index) {
+                    log.propose_in_sync(&next.isr, *revision);
+                }
+            }
             self.propose(key, state, *revision, next).await;
         }
     }
@@ -681,9 +697,9 @@ impl Replication {
 
 /// Makes `partition` lead as `state` (which names `me` leader) says: its epoch, the
 /// other replicas as followers, the committed in-sync set.
-pub fn lead(partition: &Partition, state: &PartitionState, me: &str) {
-    let (followers, in_sync) = replica_sets(state, me);
-    partition.lead(state.leader_epoch, &followers, &in_sync);
+pub fn lead(partition: &Partition, state: &PartitionState, revision: Revision, me: &str) {
+    let replicas = replica_sets(state, revision, me);
+    partition.lead(state.leader_epoch, &replicas);
 }
 
 /// Whether a replicated log here lost records to damage (a lost range still in it).
@@ -713,8 +729,13 @@ fn stepping_down(
 }
 
 /// The replicas other than `me`, and those of them in the committed in-sync set.
-fn replica_sets(state: &PartitionState, me: &str) -> (Vec<String>, Vec<String>) {
-    state.others(me)
+fn replica_sets(state: &PartitionState, revision: Revision, me: &str) -> ReplicaSets {
+    let (followers, in_sync) = state.others(me);
+    ReplicaSets {
+        followers,
+        in_sync,
+        revision,
+    }
 }
 
 /// A snapshot's name as the leader sent it.
@@ -766,19 +787,8 @@ async fn fetch_loop(
     // Failures right after a leader change are usually the leader's view catching
     // up: retry soon, then back off to `retry_pause`.
     let mut pause = FIRST_RETRY_PAUSE.min(retry_pause);
-    // Lost ranges copied from this leader (its own copy lost them too): fetching them
-    // again from it would not repair them.
-    let mut copied_gaps = Vec::new();
     loop {
-        let fetched = fetch_once(
-            &partition,
-            queue.as_ref(),
-            &mut client,
-            &target,
-            &config,
-            &mut copied_gaps,
-        );
-        match fetched.await {
+        match fetch_once(&partition, queue.as_ref(), &mut client, &target, &config).await {
             Ok(()) => pause = FIRST_RETRY_PAUSE.min(retry_pause),
             Err(err) => {
                 tracing::debug!(
@@ -879,8 +889,9 @@ async fn copy_snapshot(
     Ok(())
 }
 
-/// A follower whose log lost records to damage truncates below the first lost range,
-/// then fetches what it lacks from the leader like any replica behind.
+/// A follower whose log lost records the leader holds truncates below them when the
+/// leader says so (it is out of the in-sync set then), and fetches what it lacks like
+/// any replica behind.
 async fn repair_lost(partition: &Arc<Partition>, first_lost: u64) -> Result<(), FetchError> {
     let truncating = Arc::clone(partition);
     let from = partition.log().end_offset();
@@ -909,15 +920,9 @@ async fn fetch_once(
     client: &mut ReplicaServiceClient<Channel>,
     target: &FetchTarget,
     config: &ReplicationConfig,
-    copied_gaps: &mut Vec<Range<u64>>,
 ) -> Result<(), FetchError> {
     let log = Arc::clone(partition.log());
     let lost = log.lost_ranges()?;
-    let repairable = lost.iter().filter(|r| !copied_gaps.contains(r));
-    if let Some(first_lost) = follower::repair_point(repairable.map(|r| r.start)) {
-        repair_lost(partition, first_lost).await?;
-        return Ok(());
-    }
     let fetch_offset = log.end_offset();
     let request = pb::ReplicaFetchRequest {
         kind: partition.kind().to_owned(),
@@ -929,11 +934,21 @@ async fn fetch_once(
         last_fetched_epoch: log.latest_epoch()?,
         max_bytes: config.fetch_max_bytes,
         max_wait_ms: config.fetch_max_wait_ms,
-        damaged: !lost.is_empty(),
+        lost_ranges: lost
+            .iter()
+            .map(|range| pb::OffsetRange {
+                start: range.start,
+                end: range.end,
+            })
+            .collect(),
     };
     let mut request = tonic::Request::new(request);
     request.set_timeout(fetch_deadline(config));
     let answer = client.replica_fetch(request).await?.into_inner();
+    if let Some(offset) = answer.repair_below {
+        repair_lost(partition, offset).await?;
+        return Ok(());
+    }
     let diverging = answer.diverging.map(|d| (d.epoch, d.end_offset));
     let mut own_end_failure = None;
     let next = follower::step(
@@ -1011,12 +1026,6 @@ async fn fetch_once(
     }
     if !answer.records.is_empty() {
         let records = answer.records;
-        copied_gaps.extend(
-            Batches::new(&records)
-                .filter_map(Result::ok)
-                .filter(|batch| batch.header.is_lost_range())
-                .map(|batch| batch.header.base_offset..batch.header.next_offset()),
-        );
         let appending = Arc::clone(partition);
         let wait_for_disk = partition.durability() == DurabilitySetting::Fsync;
         tokio::task::spawn_blocking(move || {

@@ -44,13 +44,24 @@ impl ClusterView {
 
     /// The state of one partition.
     pub fn partition(&self, kind: &str, name: &str, partition: u32) -> Option<&PartitionState> {
+        self.partition_at(kind, name, partition)
+            .map(|(state, _)| state)
+    }
+
+    /// One partition's state and the revision it was written at.
+    pub fn partition_at(
+        &self,
+        kind: &str,
+        name: &str,
+        partition: u32,
+    ) -> Option<(&PartitionState, Revision)> {
         self.partitions
             .get(&PartitionKey {
                 kind: kind.to_owned(),
                 name: name.to_owned(),
                 partition,
             })
-            .map(|(state, _)| state)
+            .map(|(state, revision)| (state, *revision))
     }
 
     /// Applies one stored key (or its removal) to the view; keys it does not know

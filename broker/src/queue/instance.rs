@@ -27,7 +27,7 @@ use crate::queue::receipt::{Receipt, encode_receipt, message_id};
 use crate::queue::settings::QueueRecord;
 use crate::queue::state::{Depth, Event, MessageState, QueueState, ReceiptError, StateConfig};
 use crate::topic::{
-    Ack, DurabilitySetting, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG,
+    Ack, DurabilitySetting, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets,
     STANDALONE_LEADER_EPOCH,
 };
 
@@ -1260,20 +1260,17 @@ impl Queue {
     pub fn take_leadership(
         &self,
         epoch: u64,
-        followers: &[String],
-        in_sync: &[String],
+        replicas: &ReplicaSets,
         now_ms: i64,
     ) -> BrokerResult<()> {
         if self.serving_epoch() == Some(epoch) {
-            self.messages_replica.lead(epoch, followers, in_sync);
-            self.journal_replica.lead(epoch, followers, in_sync);
+            self.messages_replica.lead(epoch, replicas);
+            self.journal_replica.lead(epoch, replicas);
             return Ok(());
         }
         *lock(&self.serving) = None;
-        self.messages_replica
-            .lead_exclusively(epoch, followers, in_sync);
-        self.journal_replica
-            .lead_exclusively(epoch, followers, in_sync);
+        self.messages_replica.lead_exclusively(epoch, replicas);
+        self.journal_replica.lead_exclusively(epoch, replicas);
         {
             let mut state = lock(&self.state);
             let (fresh, messages_from, _) = recover(

@@ -14,6 +14,7 @@ use crate::queue::settings::{QueueRecord, QueueSettings};
 use crate::queue::state::{
     Delivery, Event, MessageState, NewMessage, QueueState, ReceiptError, StateConfig,
 };
+use crate::topic::ReplicaSets;
 
 const T0: i64 = 1_000_000;
 
@@ -789,7 +790,9 @@ async fn a_new_leader_serves_only_what_the_replicas_confirmed_and_keeps_acks() {
     );
 
     // Epoch 1, alone: six messages; the first two are received and acked.
-    queue.take_leadership(1, &[], &[], now).expect("lead");
+    queue
+        .take_leadership(1, &ReplicaSets::default(), now)
+        .expect("lead");
     let batch = (0..6).map(|i| text(&format!("m{i}"))).collect();
     queue.send(batch, now).await.expect("send");
     let got = queue
@@ -813,7 +816,7 @@ async fn a_new_leader_serves_only_what_the_replicas_confirmed_and_keeps_acks() {
     // Epoch 2 with a follower in sync that has not fetched yet: m2 (committed) is
     // served at once; m3..m5 wait for the follower; the acked m0, m1 never return.
     queue
-        .take_leadership(2, &["h1".to_owned()], &["h1".to_owned()], now)
+        .take_leadership(2, &one_follower_in_sync(), now)
         .expect("lead again");
     let first: Vec<String> = queue
         .receive(options(10, 60_000), now)
@@ -824,7 +827,7 @@ async fn a_new_leader_serves_only_what_the_replicas_confirmed_and_keeps_acks() {
         .collect();
     assert_eq!(first, vec!["m2".to_owned()]);
     messages
-        .record_fetch("h1", 2, 6, false)
+        .record_fetch("h1", 2, 6, Vec::new())
         .expect("the follower fetched");
     queue.promote(now);
     let rest: Vec<String> = queue
@@ -859,7 +862,9 @@ async fn an_acked_message_above_the_learned_high_watermark_stays_acked_on_a_new_
         },
     )
     .expect("queue opens");
-    queue.take_leadership(1, &[], &[], now).expect("lead");
+    queue
+        .take_leadership(1, &ReplicaSets::default(), now)
+        .expect("lead");
     let batch = (0..4).map(|i| text(&format!("m{i}"))).collect();
     queue.send(batch, now).await.expect("send");
     let got = queue
@@ -881,7 +886,7 @@ async fn an_acked_message_above_the_learned_high_watermark_stays_acked_on_a_new_
     let messages = queue.replicated_log(QUEUE_MESSAGES_LOG).expect("log");
     messages.learn_high_watermark(1);
     queue
-        .take_leadership(2, &["h1".to_owned()], &["h1".to_owned()], now)
+        .take_leadership(2, &one_follower_in_sync(), now)
         .expect("lead again");
     let early = queue
         .receive(options(10, 60_000), now)
@@ -892,7 +897,7 @@ async fn an_acked_message_above_the_learned_high_watermark_stays_acked_on_a_new_
         "m0 and m1 were acked, m2 and m3 await the follower: {early:?}"
     );
     messages
-        .record_fetch("h1", 2, 4, false)
+        .record_fetch("h1", 2, 4, Vec::new())
         .expect("the follower fetched");
     queue.promote(now);
     let rest: Vec<String> = queue
@@ -947,4 +952,13 @@ async fn a_leader_whose_clock_is_behind_re_arms_deadlines_from_its_own_clock() {
     assert_eq!(bodies, vec![&b"job"[..], b"later"]);
     assert_eq!(got[0].receive_count, 2);
     queue.check_invariants();
+}
+
+/// Replica sets with one follower, `h1`, in sync.
+fn one_follower_in_sync() -> ReplicaSets {
+    ReplicaSets {
+        followers: vec!["h1".to_owned()],
+        in_sync: vec!["h1".to_owned()],
+        revision: 1,
+    }
 }

@@ -52,7 +52,11 @@ impl ReplicaService for ReplicaApi {
             follower_id: request.follower_id,
             fetch_offset: request.fetch_offset,
             last_fetched_epoch: request.last_fetched_epoch,
-            follower_damaged: request.damaged,
+            follower_lost: request
+                .lost_ranges
+                .iter()
+                .map(|range| range.start..range.end)
+                .collect(),
             max_bytes: request.max_bytes.min(replication.fetch_max_bytes) as usize,
             max_wait: Duration::from_millis(u64::from(
                 request.max_wait_ms.min(replication.fetch_max_wait_ms),
@@ -71,6 +75,7 @@ impl ReplicaService for ReplicaApi {
                 .map(|(epoch, end_offset)| pb::EpochEnd { epoch, end_offset }),
             records: answer.records.into(),
             snapshot: answer.snapshot.map(snapshot_id),
+            repair_below: answer.repair_below,
         }))
     }
 

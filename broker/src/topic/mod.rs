@@ -8,7 +8,7 @@ mod settings;
 
 pub use fetch::{FetchLimits, FetchTarget, FetchedData, FetchedPartition, fetch};
 pub use partition::{
-    Ack, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, STANDALONE_LEADER_EPOCH,
+    Ack, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets, STANDALONE_LEADER_EPOCH,
 };
 pub use produce::{
     BatchOutcome, IncomingBatch, IncomingMessage, PartitionScope, ProduceOutcome, produce,

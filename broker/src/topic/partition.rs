@@ -95,6 +95,17 @@ pub struct Partition {
     replica_writes: Mutex<()>,
 }
 
+/// The other replicas of a partition as a leader takes them from its state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaSets {
+    /// The other replicas, in placement order.
+    pub followers: Vec<String>,
+    /// Those of them in the committed in-sync set.
+    pub in_sync: Vec<String>,
+    /// The revision of the partition state they come from.
+    pub revision: u64,
+}
+
 /// Index of a queue's message log among its replicated logs.
 pub const QUEUE_MESSAGES_LOG: u32 = 0;
 /// Index of a queue's journal among its replicated logs.
@@ -347,7 +358,7 @@ impl Partition {
         let read = self
             .read_below(offset, max_bytes, self.high_watermark())
             .await?;
-        if holds_lost_range(&read.bytes) && self.whole_copy_in_sync() {
+        if holds_lost_range(&read.bytes) && self.in_sync_holds_what_i_lost() {
             // This copy lost records that an in-sync replica still holds: refuse
             // (clients retry) rather than hand out the gap; the replicator steps this
             // host down so the whole copy leads.
@@ -361,10 +372,46 @@ impl Partition {
         Ok(read)
     }
 
-    /// Whether this host leads with a follower holding a whole copy (no lost range) in
-    /// the committed in-sync set.
-    pub fn whole_copy_in_sync(&self) -> bool {
-        matches!(&*self.lock_role(), Role::Leader(leader) if leader.whole_copy_in_sync())
+    /// Whether this host leads with a follower in the committed in-sync set that holds
+    /// records this host's log lost: the one a damaged leader gives way to.
+    pub fn in_sync_holds_what_i_lost(&self) -> bool {
+        let lost = self.own_lost();
+        match &mut *self.lock_role() {
+            Role::Leader(leader) => {
+                leader.set_own_lost(lost);
+                leader.in_sync_holds_what_i_lost()
+            }
+            Role::Alone | Role::Follower => false,
+        }
+    }
+
+    /// Where `follower` must truncate to fetch again the records it lost that this
+    /// leader holds, once it is out of the in-sync set ([`LeaderCore::repair_for`]).
+    pub fn repair_for(&self, follower: &str) -> Option<u64> {
+        let lost = self.own_lost();
+        match &mut *self.lock_role() {
+            Role::Leader(leader) => {
+                leader.set_own_lost(lost);
+                leader.repair_for(follower)
+            }
+            Role::Alone | Role::Follower => None,
+        }
+    }
+
+    /// Records this leader proposes the in-sync set `wanted` against the partition
+    /// state at `revision` ([`LeaderCore::propose_in_sync`]).
+    pub fn propose_in_sync(&self, wanted: &[String], revision: u64) {
+        if let Role::Leader(leader) = &mut *self.lock_role() {
+            leader.propose_in_sync(wanted, revision);
+        }
+        self.advance_high_watermark();
+    }
+
+    /// The lost ranges in this log (an unreadable list counts as the whole log).
+    fn own_lost(&self) -> Vec<std::ops::Range<u64>> {
+        self.log.lost_ranges().unwrap_or_else(|_| {
+            std::iter::once(self.log.start_offset()..self.log.end_offset()).collect()
+        })
     }
 
     /// Reads whole batches from `offset` below `limit` (a replica fetch reads up to
@@ -452,31 +499,37 @@ impl Partition {
 
     /// Like [`Partition::lead`], but first waits for a follower append in flight to
     /// finish, so none lands after this returns. Blocking.
-    pub fn lead_exclusively(&self, epoch: u64, followers: &[String], in_sync: &[String]) {
+    pub fn lead_exclusively(&self, epoch: u64, replicas: &ReplicaSets) {
         let _writes = self
             .replica_writes
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        self.lead(epoch, followers, in_sync);
+        self.lead(epoch, replicas);
     }
 
     fn is_alone(&self) -> bool {
         matches!(&*self.lock_role(), Role::Alone)
     }
 
-    /// Makes this host the leader in `epoch` with the other `replicas`, of which
-    /// `in_sync` are in the committed in-sync set. Within the same epoch only the
-    /// sets are updated; a new epoch starts with every follower given a full lag
-    /// allowance from now.
-    pub fn lead(&self, epoch: u64, followers: &[String], in_sync: &[String]) {
+    /// Makes this host the leader in `epoch` with the other replicas as `replicas`
+    /// says. Within the same epoch only the sets are updated; a new epoch starts with
+    /// every follower given a full lag allowance from now.
+    pub fn lead(&self, epoch: u64, replicas: &ReplicaSets) {
         let now = monotonic_ms();
+        let lost = self.own_lost();
         {
             let mut role = self.lock_role();
             let mut leader = match &*role {
                 Role::Leader(current) if current.epoch() == epoch => current.clone(),
                 _ => LeaderCore::new(epoch, self.log.end_offset()),
             };
-            leader.set_replicas(followers, in_sync, now);
+            leader.set_own_lost(lost);
+            leader.set_replicas(
+                &replicas.followers,
+                &replicas.in_sync,
+                replicas.revision,
+                now,
+            );
             *role = Role::Leader(leader);
         }
         self.advance_high_watermark();
@@ -487,15 +540,15 @@ impl Partition {
         *self.lock_role() = Role::Follower;
     }
 
-    /// Records a follower's fetch from `fetch_offset` (its durable end; `damaged` when
-    /// its log holds lost ranges) and advances the high watermark. Fails unless this
-    /// host leads in `leader_epoch` and `follower` holds a replica.
+    /// Records a follower's fetch from `fetch_offset` (its durable end; `lost` the lost
+    /// ranges in its log) and advances the high watermark. Fails unless this host
+    /// leads in `leader_epoch` and `follower` holds a replica.
     pub fn record_fetch(
         &self,
         follower: &str,
         leader_epoch: u64,
         fetch_offset: u64,
-        damaged: bool,
+        lost: Vec<std::ops::Range<u64>>,
     ) -> BrokerResult<()> {
         let now = monotonic_ms();
         let log_end = self.log.end_offset();
@@ -508,7 +561,7 @@ impl Partition {
                 return Err(self.not_leading());
             }
             leader
-                .record_fetch(follower, fetch_offset, log_end, damaged, now)
+                .record_fetch(follower, fetch_offset, log_end, lost, now)
                 .map_err(|unknown| {
                     BrokerError::InvalidArgument(format!(
                         "{unknown} of {} partition {}",
@@ -637,7 +690,7 @@ mod tests {
         );
         assert_eq!(partition.log.end_offset(), 0, "nothing was written");
 
-        partition.lead(1, &[], &[]);
+        partition.lead(1, &ReplicaSets::default());
         let stale = partition.append(batch(), 0, 1, Ack::Leader).await;
         assert!(
             matches!(stale, Err(BrokerError::NotLeader { .. })),

@@ -282,16 +282,39 @@ impl Log {
     /// Appends a batch exactly as another replica's log holds it (offsets and epoch
     /// already stamped by the leader). It must start at this log's end. The producer
     /// table learns it without judging it: the leader already did. A lost-range batch
-    /// (the leader's records lost to damage) becomes a lost range here too.
+    /// (the leader's records lost to damage) becomes a lost range here too; one that
+    /// starts below this log's end keeps the records held here and covers the rest.
     pub fn append_replicated(
         &self,
         batch: Vec<u8>,
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
-        let header = self.validate(&batch)?;
+        let mut header = self.validate(&batch)?;
+        let mut batch = batch;
         let mut state = self.lock_state()?;
         self.check_usable()?;
         let end = state.active().next_offset;
+        if header.is_lost_range() && header.base_offset < end {
+            // The leader lost a range this log holds the start of (its damage is not
+            // aligned with the batches here): keep what is held, take the rest as lost.
+            if header.next_offset() <= end {
+                return Ok(AppendOutcome {
+                    base_offset: header.base_offset,
+                    last_offset: header.last_offset(),
+                    max_timestamp_ms: header.max_timestamp_ms,
+                    duplicate: true,
+                });
+            }
+            let rest = ferry_records::LostRange {
+                base_offset: end,
+                count: u32::try_from(header.next_offset() - end).unwrap_or(u32::MAX),
+                leader_epoch: header.leader_epoch,
+                timestamp_ms: header.max_timestamp_ms,
+            };
+            batch = ferry_records::lost_range_batch(rest, ferry_records::HEADER_LEN)
+                .ok_or(RecordError::Malformed("an empty lost range"))?;
+            header = BatchHeader::parse(&batch)?;
+        }
         if header.base_offset != end {
             return Err(StorageError::ReplicaOffsetMismatch {
                 expected: end,

@@ -198,3 +198,33 @@ fn a_lost_range_copied_from_the_leader_is_a_lost_range_here_too() {
         "persisted"
     );
 }
+
+#[test]
+fn a_lost_range_starting_below_the_end_keeps_what_the_follower_holds() {
+    // Found by ferry-sim: a leader whose damage was confined to offsets 3..5 sent that
+    // lost range to a follower holding 0..4, which refused it and fetched again forever.
+    let (_tmp, dir) = temp_log_dir();
+    let follower = Log::open(&dir, small_config(Durability::Fsync)).expect("open");
+    for _ in 0..4 {
+        follower.append(batch(1, 10, 0), 1, 0).expect("append");
+    }
+    let gap = |base_offset, count| {
+        let lost = ferry_records::LostRange {
+            base_offset,
+            count,
+            leader_epoch: 1,
+            timestamp_ms: 0,
+        };
+        ferry_records::lost_range_batch(lost, ferry_records::HEADER_LEN).expect("batch")
+    };
+    let held = follower.append_replicated(gap(1, 2), 0).expect("all held");
+    assert!(held.duplicate);
+    assert_eq!(follower.end_offset(), 4);
+    follower
+        .append_replicated(gap(3, 2), 0)
+        .expect("the rest of the gap");
+    assert_eq!(follower.end_offset(), 5);
+    assert_eq!(follower.lost_ranges().expect("lost"), vec![4..5_u64]);
+    let kept = read_all(&follower);
+    assert_eq!(kept.len(), 5, "four records and the gap");
+}

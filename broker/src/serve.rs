@@ -173,7 +173,9 @@ async fn guard_identity(
     // The first value is the empty view from before the first full read.
     while view.changed().await.is_ok() {
         let seen = view.borrow_and_update().identity;
-        if seen != Some(identity) {
+        if let ferry_replication::identity::IdentityCheck::Refuse { .. } =
+            ferry_replication::identity::check(Some(identity), seen)
+        {
             let why = format!(
                 "etcd no longer holds this cluster (identity {identity}, now {}): etcd lost the \
                  cluster's metadata; stopping without deleting anything. Rebuild it with \

@@ -13,10 +13,12 @@
 //! - [`follower`]: what a leader answers a fetch, and what a follower does with it.
 //! - [`election`]: who may lead, who leaves the in-sync sets, and the state rebuilt
 //!   from the replicas' logs after the metadata store lost it.
+//! - [`identity`]: whether a host may serve on the metadata store it found.
 
 pub mod election;
 pub mod follower;
 mod id;
+pub mod identity;
 mod leader;
 mod state;
 

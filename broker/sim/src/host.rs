@@ -10,6 +10,7 @@ use ferry_e2e::history::SendOutcome;
 use ferry_records::{BatchBuilder, Batches};
 use ferry_replication::election::{self, ReplicaReport};
 use ferry_replication::follower::{self, FetchRequest, LeaderLog, Serve, Step};
+use ferry_replication::identity::{self, IdentityCheck};
 use ferry_replication::{Commit, LeaderCore, PartitionState};
 use ferry_storage::{DiskHooks, Durability, Log, LogConfig, StorageError};
 
@@ -261,7 +262,7 @@ impl Host {
     ) -> Result<(), HostError> {
         match msg {
             Msg::Joined { identity } if self.phase == Phase::Joining => {
-                if identity == Some(self.identity) {
+                if !refused(self.identity, identity) {
                     // The store has taken this host out of the in-sync set if it had to.
                     self.log()?
                         .forget_torn_tail()
@@ -316,7 +317,7 @@ impl Host {
         out: &mut Vec<Out>,
     ) {
         match self.phase {
-            Phase::Running if identity != Some(self.identity) => {
+            Phase::Running if refused(self.identity, identity) => {
                 // The store lost the cluster (or is another one): stop acknowledging
                 // anything until the cluster's records are rebuilt.
                 // The broker stops here (`serve::guard_identity`) and is started again
@@ -326,7 +327,7 @@ impl Host {
                 self.view = None;
                 self.proposed_at = None;
             }
-            Phase::Refused if identity == Some(self.identity) => {
+            Phase::Refused if !refused(self.identity, identity) => {
                 self.phase = Phase::Joining;
             }
             Phase::Running => {
@@ -750,6 +751,14 @@ impl Host {
         }
         Ok(())
     }
+}
+
+/// Whether a host whose data remembers `local` refuses a store holding `stored`.
+fn refused(local: u64, stored: Option<u64>) -> bool {
+    matches!(
+        identity::check(Some(local), stored),
+        IdentityCheck::Refuse { .. }
+    )
 }
 
 fn no_log(id: &str) -> HostError {

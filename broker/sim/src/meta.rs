@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_replication::PartitionState;
 use ferry_replication::election::{self, ReplicaReport};
+use ferry_replication::identity::{self, IdentityCheck};
 
 /// What the store holds, and whether it answers.
 #[derive(Debug, Clone)]
@@ -98,9 +99,10 @@ impl Meta {
 
     /// One controller pass: place the partition on `hosts` once all are live, or
     /// keep a live in-sync leader ([`election::elect`]).
-    pub fn control(&mut self, hosts: &[String], now_ms: u64) {
-        if self.identity.is_none() {
-            // A controller never works on a store without the cluster's identity.
+    pub fn control(&mut self, hosts: &[String], identity: u64, now_ms: u64) {
+        if let IdentityCheck::Refuse { .. } = identity::check(Some(identity), self.identity) {
+            // The controller is a host: it never works on a store without the
+            // cluster's identity.
             return;
         }
         let live = self.live(now_ms);

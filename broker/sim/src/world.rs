@@ -228,7 +228,7 @@ impl World {
             Event::Control => {
                 if self.meta.available {
                     let ids: Vec<String> = self.hosts.iter().map(|h| h.id.clone()).collect();
-                    self.meta.control(&ids, self.now_ms);
+                    self.meta.control(&ids, self.identity, self.now_ms);
                     self.client_leader = self.meta.state.as_ref().and_then(|(s, _)| {
                         s.leader
                             .as_deref()

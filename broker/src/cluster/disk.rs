@@ -18,6 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ferry_replication::election;
+use ferry_replication::identity::{self, IdentityCheck};
 use ferry_storage::{Log, LogConfig, StorageError};
 
 use super::records::{ClusterIdentity, PartitionState};
@@ -90,9 +91,9 @@ pub async fn check_identity(
         Some(kv) => Some(decode_json::<ClusterIdentity>(&kv.key, &kv.value)?.cluster_id),
         None => None,
     };
-    let identity = match (local, stored) {
-        (Some(local), Some(stored)) if local == stored => return Ok(local),
-        (Some(local), stored) => {
+    let identity = match identity::check(local, stored) {
+        IdentityCheck::Serve(local) => return Ok(local),
+        IdentityCheck::Refuse { local, stored } => {
             return Err(BrokerError::Internal(format!(
                 "etcd does not hold the cluster {cluster:?} this host's data belongs to \
                  (identity {local}; etcd has {}): etcd lost the cluster's metadata. Nothing was \
@@ -102,8 +103,8 @@ pub async fn check_identity(
                 stored.map_or_else(|| "none".to_owned(), |s| s.to_string())
             )));
         }
-        (None, Some(stored)) => stored,
-        (None, None) => create_identity(meta, &key).await?,
+        IdentityCheck::Join(stored) => stored,
+        IdentityCheck::Create => create_identity(meta, &key).await?,
     };
     write_file(data_dir, &path, &identity.to_string())?;
     Ok(identity)

@@ -8,6 +8,7 @@ use std::path::Path;
 use ferry_e2e::history::{HistoryLog, ReadOp, SendOp, SendOutcome};
 use ferry_records::Batches;
 use ferry_replication::election::{ReplicaReport, rebuilt_state};
+use ferry_replication::identity::{self, IdentityCheck};
 use ferry_storage::Log;
 
 use crate::disk::flip_bit;
@@ -305,8 +306,10 @@ impl World {
         }
         let id = self.hosts[host].id.clone();
         let reply = match msg {
+            // The host checks the identity before it leaves in-sync sets or registers
+            // (the store answers, the host decides): modelled here in one step.
             Msg::Join { damaged } => {
-                if self.meta.identity == Some(self.identity) {
+                if self.serves_here() {
                     self.meta.join(&id, damaged);
                 }
                 Msg::Joined {
@@ -314,7 +317,7 @@ impl World {
                 }
             }
             Msg::Renew { sent_at_ms } => {
-                if self.meta.identity.is_none() {
+                if !self.serves_here() {
                     return;
                 }
                 self.meta.renew(&id, self.now_ms);
@@ -336,6 +339,14 @@ impl World {
             _ => return,
         };
         self.send(Node::Meta, Node::Host(host), reply);
+    }
+
+    /// Whether a host of this cluster works on the store as it is now.
+    fn serves_here(&self) -> bool {
+        !matches!(
+            identity::check(Some(self.identity), self.meta.identity),
+            IdentityCheck::Refuse { .. }
+        )
     }
 
     fn view(&self) -> Msg {

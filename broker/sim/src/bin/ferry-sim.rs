@@ -37,6 +37,9 @@ struct Args {
     /// Print every outcome, not only failures.
     #[arg(long)]
     verbose: bool,
+    /// Print only the summary.
+    #[arg(long, conflicts_with = "verbose")]
+    quiet: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -63,7 +66,7 @@ fn main() -> std::process::ExitCode {
                 events.clone(),
                 scratch.clone(),
             );
-            let verbose = args.verbose;
+            let (verbose, quiet) = (args.verbose, args.quiet);
             std::thread::spawn(move || {
                 loop {
                     let seed = next.fetch_add(1, Ordering::Relaxed);
@@ -82,7 +85,7 @@ fn main() -> std::process::ExitCode {
                         }
                     };
                     events.fetch_add(outcome.events, Ordering::Relaxed);
-                    if !outcome.valid || verbose {
+                    if (!outcome.valid && !quiet) || verbose {
                         let line = if verbose {
                             serde_json::to_string_pretty(&outcome)
                         } else {

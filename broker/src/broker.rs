@@ -15,6 +15,7 @@ use crate::offsets::OffsetStore;
 use crate::queue::{Housekeeping, QueueCluster, Queues};
 use crate::service::status::to_status;
 use crate::topic::{Topic, TopicOverrides, Topics};
+use ferry_replication::LogKind;
 
 /// Shared state of one broker host.
 pub struct Broker {
@@ -156,12 +157,7 @@ impl Broker {
 
     /// Cluster mode: the leader epoch if this host leads the partition now, else
     /// `NotLeader`. A standalone host always leads, in epoch 0.
-    pub fn check_leader(
-        &self,
-        kind: &'static str,
-        name: &str,
-        partition: u32,
-    ) -> BrokerResult<u64> {
+    pub fn check_leader(&self, kind: LogKind, name: &str, partition: u32) -> BrokerResult<u64> {
         match &self.routing {
             Some(routing) => routing
                 .check(kind, name, partition)
@@ -173,7 +169,7 @@ impl Broker {
                     // that will never come.
                     if routing.is_placed(kind, name, partition) || self.knows(kind, name) {
                         refused
-                    } else if kind == crate::cluster::routing::QUEUES {
+                    } else if kind == LogKind::Queue {
                         BrokerError::QueueNotFound(name.to_owned())
                     } else {
                         BrokerError::TopicNotFound(name.to_owned())
@@ -189,12 +185,12 @@ impl Broker {
     fn take_up_leadership(
         &self,
         routing: &crate::cluster::routing::Routing,
-        kind: &str,
+        kind: LogKind,
         name: &str,
         partition: u32,
         epoch: u64,
     ) {
-        if kind != crate::cluster::routing::TOPICS {
+        if kind != LogKind::Topic {
             // A queue is taken up by the replicator alone: its state is rebuilt from
             // the logs first (see `check_queue_served`).
             return;
@@ -219,8 +215,8 @@ impl Broker {
 
     /// A queue this host leads is served only once its state was rebuilt for the
     /// epoch; until then the request is refused as by a non-leader (retriable).
-    fn check_queue_served(&self, kind: &'static str, name: &str, epoch: u64) -> BrokerResult<u64> {
-        if kind != crate::cluster::routing::QUEUES {
+    fn check_queue_served(&self, kind: LogKind, name: &str, epoch: u64) -> BrokerResult<u64> {
+        if kind != LogKind::Queue {
             return Ok(epoch);
         }
         match self.queues.get(name) {
@@ -237,11 +233,11 @@ impl Broker {
     /// A replicated log: a topic partition, or one of a queue's logs.
     pub fn replicated_log(
         &self,
-        kind: &str,
+        kind: LogKind,
         name: &str,
         index: u32,
     ) -> BrokerResult<Arc<crate::topic::Partition>> {
-        if kind == crate::cluster::routing::QUEUES {
+        if kind == LogKind::Queue {
             self.queues.get(name)?.replicated_log(index)
         } else {
             Ok(Arc::clone(self.topics.get(name)?.partition(index)?))
@@ -249,8 +245,8 @@ impl Broker {
     }
 
     /// Whether this host has the topic or queue open.
-    fn knows(&self, kind: &str, name: &str) -> bool {
-        if kind == crate::cluster::routing::QUEUES {
+    fn knows(&self, kind: LogKind, name: &str) -> bool {
+        if kind == LogKind::Queue {
             self.queues.get(name).is_ok()
         } else {
             self.topics.get(name).is_ok()
@@ -274,7 +270,7 @@ impl Broker {
     pub fn writable_partitions(&self, topic: &str, partitions: u32) -> Option<Vec<u32>> {
         self.routing
             .as_ref()
-            .map(|routing| routing.led(crate::cluster::routing::TOPICS, topic, partitions))
+            .map(|routing| routing.led(LogKind::Topic, topic, partitions))
     }
 
     /// Fails new work once shutdown began.

@@ -121,8 +121,8 @@ pub enum BrokerError {
     /// Cluster mode: another host (or, for now, none) leads this partition.
     #[error("this host does not lead {kind} {name:?} partition {partition}{}", leader_text(.leader))]
     NotLeader {
-        /// `topics` or `queues`.
-        kind: &'static str,
+        /// Topic or queue.
+        kind: ferry_replication::LogKind,
         /// The topic or queue.
         name: String,
         /// The partition.

@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::broker::Broker;
-use crate::cluster::routing::{QUEUES, TOPICS};
+use ferry_replication::LogKind;
 
 /// Labels naming a topic.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -396,9 +396,9 @@ fn refresh_cluster_metrics(broker: &Broker) {
         .set(gauge(view.hosts.len() as u64));
     metrics.cluster_partitions_led.clear();
     metrics.cluster_partitions_leaderless.clear();
-    for kind in [TOPICS, QUEUES] {
+    for kind in [LogKind::Topic, LogKind::Queue] {
         let labels = KindLabels {
-            kind: kind.to_owned(),
+            kind: kind.as_str().to_owned(),
         };
         let states = view.partitions.iter().filter(|(key, _)| key.kind == kind);
         let (mut led, mut leaderless) = (0u64, 0u64);

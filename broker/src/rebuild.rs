@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use ferry_replication::election::{ReplicaReport, rebuilt_state};
 
 use crate::cluster::records::{ClusterIdentity, PartitionState};
-use crate::cluster::routing::{QUEUES, TOPICS};
 use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{Compare, MetadataStore, MetadataStoreExt, Op, decode_json, encode_json, keys};
 use crate::retained::{RECORD_FILE, is_deleted, parse_dir_name};
+use ferry_replication::LogKind;
 
 /// Attempts of one compare-and-swap before giving up (another host rebuilding at the
 /// same moment keeps winning).
@@ -106,13 +106,13 @@ pub async fn rebuild(
         restore_identity(meta, &host.cluster, data_dir).await?;
     }
     let mut max_producer_id = None;
-    for kind in [TOPICS, QUEUES] {
-        for dir in resource_dirs(&data_dir.join(kind)) {
+    for kind in [LogKind::Topic, LogKind::Queue] {
+        for dir in resource_dirs(&data_dir.join(kind.as_str())) {
             let Some(name) = restore_record(meta, kind, &dir, host, &mut report).await? else {
                 continue;
             };
             // A standalone store needs only the producer ids, which only topics hold.
-            if host.is_none() && kind != TOPICS {
+            if host.is_none() && kind != LogKind::Topic {
                 continue;
             }
             for (partition, logs) in replicated_logs(kind, &dir) {
@@ -148,7 +148,7 @@ fn resource_dirs(root: &Path) -> Vec<PathBuf> {
 /// when the store now holds this incarnation's record.
 async fn restore_record(
     meta: &dyn MetadataStore,
-    kind: &str,
+    kind: LogKind,
     dir: &Path,
     host: Option<&ClusterHost>,
     report: &mut RebuildReport,
@@ -212,8 +212,8 @@ async fn restore_record(
 
 /// The replicated logs of a resource directory: a topic's partitions, a queue's one
 /// (messages then journal).
-fn replicated_logs(kind: &str, dir: &Path) -> Vec<(u32, Vec<PathBuf>)> {
-    if kind == QUEUES {
+fn replicated_logs(kind: LogKind, dir: &Path) -> Vec<(u32, Vec<PathBuf>)> {
+    if kind == LogKind::Queue {
         return vec![(0, vec![dir.join("messages"), dir.join("journal")])];
     }
     let mut partitions: Vec<(u32, Vec<PathBuf>)> = resource_dirs(dir)
@@ -310,7 +310,7 @@ async fn restore_identity(
 async fn restore_partition(
     meta: &dyn MetadataStore,
     host: &ClusterHost,
-    kind: &str,
+    kind: LogKind,
     name: &str,
     partition: u32,
     replica: ReplicaReport,

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{MetadataStore, Op, encode_json, keys};
+use ferry_replication::LogKind;
 
 /// The copy of its record in a topic or queue directory.
 pub const RECORD_FILE: &str = "record.json";
@@ -69,7 +70,7 @@ pub fn read_record<T: DeserializeOwned>(dir: &Path) -> Option<T> {
 }
 
 /// The tombstone write that goes with deleting a record.
-pub fn tombstone_op(kind: &str, name: &str, incarnation: u64) -> Op {
+pub fn tombstone_op(kind: LogKind, name: &str, incarnation: u64) -> Op {
     Op::Put {
         key: keys::tombstone(kind, name, incarnation),
         value: encode_json(&serde_json::json!({ "deleted_at_ms": crate::clock::now_ms() })),
@@ -79,7 +80,7 @@ pub fn tombstone_op(kind: &str, name: &str, incarnation: u64) -> Op {
 /// Whether the deletion of this incarnation was recorded.
 pub async fn is_deleted(
     meta: &dyn MetadataStore,
-    kind: &str,
+    kind: LogKind,
     name: &str,
     incarnation: u64,
 ) -> BrokerResult<bool> {
@@ -93,7 +94,7 @@ pub async fn is_deleted(
 /// replaced: remove it only if its deletion was recorded.
 pub async fn disposal_of(
     meta: &dyn MetadataStore,
-    kind: &str,
+    kind: LogKind,
     name: &str,
     incarnation: Option<u64>,
 ) -> BrokerResult<Disposal> {
@@ -108,7 +109,11 @@ pub async fn disposal_of(
 }
 
 /// What to do with `dir` (an incarnation of `kind` no record names any more).
-pub async fn disposal(meta: &dyn MetadataStore, kind: &str, dir: &Path) -> BrokerResult<Disposal> {
+pub async fn disposal(
+    meta: &dyn MetadataStore,
+    kind: LogKind,
+    dir: &Path,
+) -> BrokerResult<Disposal> {
     let Some((name, incarnation)) = dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -127,7 +132,7 @@ pub async fn disposal(meta: &dyn MetadataStore, kind: &str, dir: &Path) -> Broke
 /// rest.
 pub async fn remove_strays(
     meta: &dyn MetadataStore,
-    kind: &str,
+    kind: LogKind,
     root: &Path,
     known: &[PathBuf],
 ) -> BrokerResult<()> {

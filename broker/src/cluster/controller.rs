@@ -20,7 +20,6 @@ use super::ClusterConfig;
 use super::membership::LeaseStatus;
 use super::placement::{Change, Desired, Hosts, PartitionKey, plan};
 use super::records::ControllerRecord;
-use super::routing::{QUEUES, TOPICS};
 use super::view::ClusterView;
 use crate::clock::now_ms;
 use crate::meta::{
@@ -28,6 +27,7 @@ use crate::meta::{
 };
 use crate::queue::QueueRecord;
 use crate::topic::TopicRecord;
+use ferry_replication::LogKind;
 
 /// The controller role of one host: campaigns while the host is live, leads when elected.
 #[derive(Debug)]
@@ -257,12 +257,12 @@ async fn reconcile(
             None => vec![
                 Op::Delete { key: path },
                 Op::Delete {
-                    key: keys::observed(&config.cluster, &key.kind, &key.name, key.partition),
+                    key: keys::observed(&config.cluster, key.kind, &key.name, key.partition),
                 },
                 Op::DeletePrefix {
                     prefix: keys::replica_reports(
                         &config.cluster,
-                        &key.kind,
+                        key.kind,
                         &key.name,
                         key.partition,
                     ),
@@ -301,7 +301,7 @@ async fn recover_leaderless(
         if state.leader.is_some() || !state.isr.is_empty() {
             continue;
         }
-        let prefix = keys::replica_reports(cluster, &key.kind, &key.name, key.partition);
+        let prefix = keys::replica_reports(cluster, key.kind, &key.name, key.partition);
         let mut reports = Vec::new();
         for kv in context.meta.list(&prefix).await? {
             let host = kv.key[prefix.len()..].to_owned();
@@ -342,7 +342,7 @@ fn is_record(key: &str) -> bool {
 }
 
 fn state_key(cluster: &str, key: &PartitionKey) -> String {
-    keys::partition_state(cluster, &key.kind, &key.name, key.partition)
+    keys::partition_state(cluster, key.kind, &key.name, key.partition)
 }
 
 /// Live hosts, and replica holders gone longer than the grace period.
@@ -379,7 +379,7 @@ async fn desired(meta: &dyn MetadataStore, cluster: &str) -> Result<Vec<Desired>
         let record: TopicRecord = decode_json(&kv.key, &kv.value)?;
         if record.cluster.as_deref() == Some(cluster) {
             desired.push(Desired {
-                kind: TOPICS,
+                kind: LogKind::Topic,
                 partitions: record.settings.partitions,
                 replication_factor: record.settings.replication_factor,
                 name: record.name,
@@ -390,7 +390,7 @@ async fn desired(meta: &dyn MetadataStore, cluster: &str) -> Result<Vec<Desired>
         let record: QueueRecord = decode_json(&kv.key, &kv.value)?;
         if record.cluster.as_deref() == Some(cluster) {
             desired.push(Desired {
-                kind: QUEUES,
+                kind: LogKind::Queue,
                 partitions: 1,
                 replication_factor: record.settings.replication_factor,
                 name: record.name,

@@ -315,6 +315,7 @@ fn write_file(data_dir: &Path, path: &Path, contents: &str) -> BrokerResult<()> 
 mod tests {
     use super::*;
     use crate::meta::{EmbeddedConfig, EmbeddedStore, MetadataStoreExt};
+    use ferry_replication::LogKind;
 
     fn state(leader: &str, isr: &[&str]) -> PartitionState {
         PartitionState {
@@ -338,9 +339,9 @@ mod tests {
             watch_buffer: 16,
         })
         .expect("open store");
-        let led = keys::partition_state("c", "topics", "orders", 0);
-        let followed = keys::partition_state("c", "queues", "jobs", 0);
-        let elsewhere = keys::partition_state("c", "topics", "orders", 1);
+        let led = keys::partition_state("c", LogKind::Topic, "orders", 0);
+        let followed = keys::partition_state("c", LogKind::Queue, "jobs", 0);
+        let elsewhere = keys::partition_state("c", LogKind::Topic, "orders", 1);
         store
             .put(&led, encode_json(&state("h0", &["h0", "h1"])))
             .await

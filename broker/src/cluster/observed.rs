@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-use super::routing::{QUEUES, Routing, TOPICS};
+use super::routing::Routing;
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::meta::{MetadataStore, Op, keys};
+use ferry_replication::LogKind;
 
 /// Longest time between two writes of an unchanged value.
 const REFRESH: Duration = Duration::from_secs(60);
@@ -154,7 +155,7 @@ fn observe(broker: &Broker, routing: &Routing) -> Vec<(String, serde_json::Value
     let mut out = Vec::new();
     for topic in broker.topics.list() {
         for partition in &topic.partitions {
-            let Ok(epoch) = routing.check(TOPICS, topic.name(), partition.index()) else {
+            let Ok(epoch) = routing.check(LogKind::Topic, topic.name(), partition.index()) else {
                 continue;
             };
             let log_end = partition.log().end_offset();
@@ -180,7 +181,7 @@ fn observe(broker: &Broker, routing: &Routing) -> Vec<(String, serde_json::Value
     for queue in broker.queues.list() {
         // Led here, and its state rebuilt for this epoch: a queue still being taken
         // over would publish a follower's stale depth.
-        let Ok(epoch) = routing.check(QUEUES, queue.name(), 0) else {
+        let Ok(epoch) = routing.check(LogKind::Queue, queue.name(), 0) else {
             continue;
         };
         if queue.serving_epoch() != Some(epoch) {

@@ -20,12 +20,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::records::PartitionState;
 use crate::meta::Revision;
+use ferry_replication::LogKind;
 
 /// A topic or a queue the cluster should serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
-    /// `topics` or `queues`.
-    pub kind: &'static str,
+    /// Topic or queue.
+    pub kind: LogKind,
     /// Its name.
     pub name: String,
     /// Partitions (1 for a queue).
@@ -37,8 +38,8 @@ pub struct Desired {
 /// Identifies one partition of a topic or queue.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PartitionKey {
-    /// `topics` or `queues`.
-    pub kind: String,
+    /// Topic or queue.
+    pub kind: LogKind,
     /// Topic or queue name.
     pub name: String,
     /// Partition number.
@@ -132,7 +133,7 @@ pub fn plan(
     for resource in desired {
         for partition in 0..resource.partitions {
             let key = PartitionKey {
-                kind: resource.kind.to_owned(),
+                kind: resource.kind,
                 name: resource.name.clone(),
                 partition,
             };
@@ -237,7 +238,7 @@ mod tests {
 
     fn topic(name: &str, partitions: u32, rf: u32) -> Desired {
         Desired {
-            kind: "topics",
+            kind: LogKind::Topic,
             name: name.into(),
             partitions,
             replication_factor: rf,
@@ -347,7 +348,7 @@ mod tests {
     fn no_live_in_sync_replica_means_no_leader_but_a_fencing_epoch() {
         let mut current = BTreeMap::new();
         let key = PartitionKey {
-            kind: "topics".into(),
+            kind: LogKind::Topic,
             name: "t".into(),
             partition: 0,
         };

@@ -26,7 +26,7 @@ use ferry_replication::follower::{self, Serve, Step};
 
 use super::placement::PartitionKey;
 use super::records::PartitionState;
-use super::routing::{QUEUES, Routing, TOPICS};
+use super::routing::Routing;
 use super::view::ClusterView;
 use crate::broker::Broker;
 use crate::clock::now_ms;
@@ -37,6 +37,7 @@ use crate::queue::{Queue, SnapshotChunk, SnapshotId};
 use crate::topic::{
     DurabilitySetting, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets,
 };
+use ferry_replication::{LogId, LogKind};
 
 /// The first pause after a failed replica fetch; it doubles up to the retry pause.
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(20);
@@ -52,7 +53,7 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct ReplicaFetch {
     /// `topics` or `queues`.
-    pub kind: &'static str,
+    pub kind: LogKind,
     /// Topic (or queue) name.
     pub topic: String,
     /// Partition index; for a queue, which of its logs.
@@ -97,7 +98,7 @@ pub struct ReplicaData {
 
 /// The leader's side of a replica fetch.
 pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<ReplicaData> {
-    let resource_partition = if fetch.kind == QUEUES {
+    let resource_partition = if fetch.kind == LogKind::Queue {
         0
     } else {
         fetch.partition
@@ -112,7 +113,7 @@ pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<R
         });
     }
     let partition = broker.replicated_log(fetch.kind, &fetch.topic, fetch.partition)?;
-    let snapshot = if fetch.kind == QUEUES {
+    let snapshot = if fetch.kind == LogKind::Queue {
         broker.queues.get(&fetch.topic)?.snapshot_id()
     } else {
         None
@@ -218,7 +219,7 @@ pub async fn serve_snapshot(
     broker: &Broker,
     fetch: SnapshotFetch,
 ) -> BrokerResult<(u64, SnapshotChunk)> {
-    let epoch = broker.check_leader(QUEUES, &fetch.queue, 0)?;
+    let epoch = broker.check_leader(LogKind::Queue, &fetch.queue, 0)?;
     if fetch.leader_epoch != epoch {
         return Err(BrokerError::FencedLeaderEpoch {
             topic: fetch.queue,
@@ -340,9 +341,13 @@ impl Replication {
         let mut wanted: HashSet<FetcherKey> = HashSet::new();
         for topic in self.broker.topics.list() {
             for partition in &topic.partitions {
-                let id = (TOPICS, topic.name().to_owned(), partition.index());
+                let id = LogId {
+                    kind: LogKind::Topic,
+                    name: topic.name().to_owned(),
+                    index: partition.index(),
+                };
                 let Some((state, revision)) =
-                    view.partition_at(TOPICS, topic.name(), partition.index())
+                    view.partition_at(LogKind::Topic, topic.name(), partition.index())
                 else {
                     partition.follow();
                     continue;
@@ -375,7 +380,7 @@ impl Replication {
         self.taking_over.retain(|_, (_, task)| !task.is_finished());
         for queue in self.broker.queues.list() {
             let name = queue.name().to_owned();
-            let Some((state, revision)) = view.partition_at(QUEUES, &name, 0) else {
+            let Some((state, revision)) = view.partition_at(LogKind::Queue, &name, 0) else {
                 queue.step_down();
                 continue;
             };
@@ -414,7 +419,11 @@ impl Replication {
                         self.follow(
                             view,
                             state,
-                            (QUEUES, name.clone(), index),
+                            LogId {
+                                kind: LogKind::Queue,
+                                name: name.clone(),
+                                index,
+                            },
                             &log,
                             Some(Arc::clone(&queue)),
                             wanted,
@@ -476,7 +485,7 @@ impl Replication {
         for topic in self.broker.topics.list() {
             for partition in &topic.partitions {
                 let key = PartitionKey {
-                    kind: TOPICS.to_owned(),
+                    kind: LogKind::Topic.to_owned(),
                     name: topic.name().to_owned(),
                     partition: partition.index(),
                 };
@@ -514,7 +523,7 @@ impl Replication {
         }
         for queue in self.broker.queues.list() {
             let key = PartitionKey {
-                kind: QUEUES.to_owned(),
+                kind: LogKind::Queue.to_owned(),
                 name: queue.name().to_owned(),
                 partition: 0,
             };
@@ -585,7 +594,7 @@ impl Replication {
         for topic in self.broker.topics.list() {
             for partition in &topic.partitions {
                 let key = PartitionKey {
-                    kind: TOPICS.to_owned(),
+                    kind: LogKind::Topic.to_owned(),
                     name: topic.name().to_owned(),
                     partition: partition.index(),
                 };
@@ -594,7 +603,7 @@ impl Replication {
         }
         for queue in self.broker.queues.list() {
             let key = PartitionKey {
-                kind: QUEUES.to_owned(),
+                kind: LogKind::Queue.to_owned(),
                 name: queue.name().to_owned(),
                 partition: 0,
             };
@@ -628,7 +637,7 @@ impl Replication {
             };
             let path = format!(
                 "{}{me}",
-                keys::replica_reports(self.routing.cluster(), &key.kind, &key.name, key.partition)
+                keys::replica_reports(self.routing.cluster(), key.kind, &key.name, key.partition)
             );
             match self.meta.put(&path, encode_json(&report)).await {
                 Ok(_) => {
@@ -655,7 +664,7 @@ impl Replication {
         next: PartitionState,
     ) {
         let path =
-            keys::partition_state(self.routing.cluster(), &key.kind, &key.name, key.partition);
+            keys::partition_state(self.routing.cluster(), key.kind, &key.name, key.partition);
         let compares = vec![Compare::ModRevision {
             key: path.clone(),
             revision: Some(revision),
@@ -746,8 +755,8 @@ fn snapshot_id(wire: pb::SnapshotId) -> SnapshotId {
     }
 }
 
-/// A replicated log: kind, name, and partition (or queue log) index.
-type FetcherKey = (&'static str, String, u32);
+/// A fetcher is kept per replicated log.
+type FetcherKey = LogId;
 
 /// Whom a fetcher pulls from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -925,7 +934,7 @@ async fn fetch_once(
     let lost = log.lost_ranges()?;
     let fetch_offset = log.end_offset();
     let request = pb::ReplicaFetchRequest {
-        kind: partition.kind().to_owned(),
+        kind: partition.kind().as_str().to_owned(),
         topic: partition.topic().to_owned(),
         partition: partition.index(),
         leader_epoch: target.epoch,

@@ -12,9 +12,7 @@ use super::view::ClusterView;
 use crate::error::{BrokerError, BrokerResult, LeaderLocation};
 
 /// The resource kinds partition states are kept for.
-pub const TOPICS: &str = "topics";
-/// See [`TOPICS`].
-pub const QUEUES: &str = "queues";
+pub use ferry_replication::LogKind;
 
 /// Leadership checks against this host's view of the cluster.
 #[derive(Debug, Clone)]
@@ -68,7 +66,7 @@ impl Routing {
 
     /// The leader epoch when this host leads the partition now; `NotLeader` (with
     /// the leader, if one is known) otherwise.
-    pub fn check(&self, kind: &'static str, name: &str, partition: u32) -> BrokerResult<u64> {
+    pub fn check(&self, kind: LogKind, name: &str, partition: u32) -> BrokerResult<u64> {
         let view = self.view.borrow();
         let state = view.partition(kind, name, partition);
         let leader = state.and_then(|s| s.leader.as_deref());
@@ -97,7 +95,7 @@ impl Routing {
     }
 
     /// Whether the controller has placed the partition (its state exists), led or not.
-    pub fn is_placed(&self, kind: &str, name: &str, partition: u32) -> bool {
+    pub fn is_placed(&self, kind: LogKind, name: &str, partition: u32) -> bool {
         self.view
             .borrow()
             .partition(kind, name, partition)
@@ -105,7 +103,7 @@ impl Routing {
     }
 
     /// The partitions of a `partitions`-partition resource this host leads now.
-    pub fn led(&self, kind: &'static str, name: &str, partitions: u32) -> Vec<u32> {
+    pub fn led(&self, kind: LogKind, name: &str, partitions: u32) -> Vec<u32> {
         (0..partitions)
             .filter(|p| self.check(kind, name, *p).is_ok())
             .collect()

@@ -13,6 +13,7 @@ use super::observed::ObservedPartition;
 use super::placement::PartitionKey;
 use super::records::{ClusterIdentity, ControllerRecord, HostRecord, PartitionState};
 use crate::meta::{KeyValue, MetadataStore, Revision, WatchEvent, decode_json, keys};
+use ferry_replication::LogKind;
 
 /// A consistent picture of one cluster's keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,7 +34,7 @@ impl ClusterView {
     /// What the current leader of a topic partition last published, if the view has
     /// it from that leader in its current epoch.
     pub fn observed_topic(&self, topic: &str, partition: u32) -> Option<&ObservedPartition> {
-        let state = self.partition(super::routing::TOPICS, topic, partition)?;
+        let state = self.partition(LogKind::Topic, topic, partition)?;
         self.observed
             .get(&(topic.to_owned(), partition))
             .filter(|o| {
@@ -43,7 +44,7 @@ impl ClusterView {
     }
 
     /// The state of one partition.
-    pub fn partition(&self, kind: &str, name: &str, partition: u32) -> Option<&PartitionState> {
+    pub fn partition(&self, kind: LogKind, name: &str, partition: u32) -> Option<&PartitionState> {
         self.partition_at(kind, name, partition)
             .map(|(state, _)| state)
     }
@@ -51,13 +52,13 @@ impl ClusterView {
     /// One partition's state and the revision it was written at.
     pub fn partition_at(
         &self,
-        kind: &str,
+        kind: LogKind,
         name: &str,
         partition: u32,
     ) -> Option<(&PartitionState, Revision)> {
         self.partitions
             .get(&PartitionKey {
-                kind: kind.to_owned(),
+                kind,
                 name: name.to_owned(),
                 partition,
             })
@@ -97,9 +98,11 @@ impl ClusterView {
                 }
                 None => None,
             };
-        } else if let Some((kind, name, partition)) = keys::parse_partition_state(cluster, key) {
+        } else if let Some((kind, name, partition)) = keys::parse_partition_state(cluster, key)
+            && let Ok(kind) = kind.parse::<LogKind>()
+        {
             let id = PartitionKey {
-                kind: kind.to_owned(),
+                kind,
                 name: name.to_owned(),
                 partition,
             };

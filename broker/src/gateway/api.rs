@@ -25,9 +25,10 @@ use tonic::{Request, Response, Status};
 
 use super::directory::{Directory, Target};
 use super::forward::{Forwarder, detail_of, is_moved, is_not_yet_known};
-use crate::cluster::routing::{QUEUES, TOPICS, coordinator_index};
+use crate::cluster::routing::coordinator_index;
 use crate::error::{BrokerError, BrokerResult};
 use crate::service::status::to_status;
+use ferry_replication::LogKind;
 
 /// Everything the gateway's services share.
 #[derive(Clone)]
@@ -107,7 +108,7 @@ impl Gateway {
         Fut: Future<Output = Result<T, Status>>,
     {
         self.forwarder
-            .routed(|d| d.leader(QUEUES, queue, 0), call)
+            .routed(|d| d.leader(LogKind::Queue, queue, 0), call)
             .await
     }
 
@@ -354,7 +355,7 @@ impl TopicService for Gateway {
             let current = self.forwarder.directory();
             let mut groups: BTreeMap<String, Vec<(usize, pb::FetchPartition)>> = BTreeMap::new();
             for (index, wanted) in std::mem::take(&mut pending) {
-                match current.leader(TOPICS, &wanted.topic, wanted.partition) {
+                match current.leader(LogKind::Topic, &wanted.topic, wanted.partition) {
                     Ok(target) => groups
                         .entry(target.address)
                         .or_default()
@@ -429,7 +430,7 @@ impl TopicService for Gateway {
             let answer = self
                 .forwarder
                 .routed(
-                    |d| d.leader(TOPICS, &request.topic, query.partition),
+                    |d| d.leader(LogKind::Topic, &request.topic, query.partition),
                     |channel| {
                         let sub = sub.clone();
                         async move {
@@ -477,7 +478,7 @@ fn group_by_leader(
     let mut by_host: BTreeMap<String, (Target, Vec<ProduceItem>)> = BTreeMap::new();
     let mut leaderless: BTreeMap<u32, (BrokerError, Vec<ProduceItem>)> = BTreeMap::new();
     for item in items {
-        match directory.leader(TOPICS, topic, item.partition()) {
+        match directory.leader(LogKind::Topic, topic, item.partition()) {
             Ok(target) => by_host
                 .entry(target.host_id.clone())
                 .or_insert_with(|| (target, Vec::new()))
@@ -914,7 +915,7 @@ impl MetadataService for Gateway {
         for (name, record) in directory.topics.iter().filter(|(name, _)| wanted(name)) {
             let view = directory.topic(name).map(|(_, view)| view).ok();
             let partitions = (0..record.settings.partitions)
-                .map(|p| self.partition_leader(view, TOPICS, name, p))
+                .map(|p| self.partition_leader(view, LogKind::Topic, name, p))
                 .collect();
             topics.push(pb::TopicMetadata {
                 name: name.clone(),
@@ -935,7 +936,7 @@ impl MetadataService for Gateway {
                 let view = directory.queue(name).ok();
                 pb::TopicMetadata {
                     name: name.clone(),
-                    partitions: vec![self.partition_leader(view, QUEUES, name, 0)],
+                    partitions: vec![self.partition_leader(view, LogKind::Queue, name, 0)],
                 }
             })
             .collect();
@@ -959,7 +960,7 @@ impl Gateway {
     fn partition_leader(
         &self,
         view: Option<&crate::cluster::view::ClusterView>,
-        kind: &str,
+        kind: LogKind,
         name: &str,
         partition: u32,
     ) -> pb::PartitionLeader {
@@ -980,7 +981,7 @@ impl Gateway {
             ..Default::default()
         };
         if let Some(view) = view
-            && kind == TOPICS
+            && kind == LogKind::Topic
         {
             crate::service::add_observed(&mut placement, view, name);
         }

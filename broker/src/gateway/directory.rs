@@ -9,12 +9,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cluster::routing::QUEUES;
 use crate::cluster::view::{ClusterView, follow_prefix};
 use crate::error::{BrokerError, BrokerResult, LeaderLocation};
 use crate::meta::{KeyValue, MetadataStore, decode_json, keys};
 use crate::queue::QueueRecord;
 use crate::topic::TopicRecord;
+use ferry_replication::LogKind;
 
 /// Topic and queue records and the views of the clusters that own them.
 #[derive(Debug, Clone, Default)]
@@ -83,8 +83,8 @@ impl Directory {
 
     /// The live leader of a partition of a topic or queue, or `NotLeader` without a
     /// hint while it has none.
-    pub fn leader(&self, kind: &'static str, name: &str, partition: u32) -> BrokerResult<Target> {
-        let view = if kind == QUEUES {
+    pub fn leader(&self, kind: LogKind, name: &str, partition: u32) -> BrokerResult<Target> {
+        let view = if kind == LogKind::Queue {
             self.queue(name)?
         } else {
             self.topic(name)?.1
@@ -152,7 +152,7 @@ fn apply_record<T: serde::de::DeserializeOwned>(
 /// The live leader of a partition in `view`.
 fn leader_in(
     view: &ClusterView,
-    kind: &'static str,
+    kind: LogKind,
     name: &str,
     partition: u32,
 ) -> BrokerResult<Target> {

@@ -1,5 +1,7 @@
 //! The metadata keyspace, in one place (documented in `docs/etcd-keyspace.md`).
 
+use ferry_replication::LogKind;
+
 /// Root of every Ferry key.
 pub const ROOT: &str = "/ferry/";
 
@@ -45,7 +47,7 @@ pub const TOMBSTONES: &str = "/ferry/tombstones/";
 
 /// The deletion record of one incarnation of a topic or queue (`kind`: `topics` or
 /// `queues`), written in the same transaction that deletes its record.
-pub fn tombstone(kind: &str, name: &str, incarnation: u64) -> String {
+pub fn tombstone(kind: LogKind, name: &str, incarnation: u64) -> String {
     format!("{TOMBSTONES}{kind}/{name}/{incarnation}")
 }
 
@@ -87,13 +89,13 @@ pub fn cluster_partitions(cluster: &str) -> String {
 }
 
 /// One partition's state: `kind` is `topics` or `queues`.
-pub fn partition_state(cluster: &str, kind: &str, name: &str, partition: u32) -> String {
+pub fn partition_state(cluster: &str, kind: LogKind, name: &str, partition: u32) -> String {
     format!("{CLUSTERS}{cluster}/partitions/{kind}/{name}/{partition}")
 }
 
 /// The hosts' reports on their replica of one partition (`…/{host}` under it): written
 /// by `metadata rebuild`, and by replicas of a partition left without in-sync members.
-pub fn replica_reports(cluster: &str, kind: &str, name: &str, partition: u32) -> String {
+pub fn replica_reports(cluster: &str, kind: LogKind, name: &str, partition: u32) -> String {
     format!("{CLUSTERS}{cluster}/rebuild/{kind}/{name}/{partition}/")
 }
 
@@ -108,8 +110,8 @@ pub fn observed_queue(cluster: &str, queue: &str) -> String {
 }
 
 /// The observed-state key of one partition of a `kind` resource.
-pub fn observed(cluster: &str, kind: &str, name: &str, partition: u32) -> String {
-    if kind == "queues" {
+pub fn observed(cluster: &str, kind: LogKind, name: &str, partition: u32) -> String {
+    if kind == LogKind::Queue {
         observed_queue(cluster, name)
     } else {
         observed_topic(cluster, name, partition)
@@ -152,14 +154,14 @@ mod tests {
     fn tombstone_keys_are_what_the_operator_writes() {
         // operator/src/records.rs writes the same literal; both sides pin it.
         assert_eq!(
-            tombstone("queues", "orders", 9),
+            tombstone(LogKind::Queue, "orders", 9),
             "/ferry/tombstones/queues/orders/9"
         );
     }
 
     #[test]
     fn partition_state_keys_round_trip() {
-        let key = partition_state("c1", "topics", "orders", 3);
+        let key = partition_state("c1", LogKind::Topic, "orders", 3);
         assert_eq!(
             parse_partition_state("c1", &key),
             Some(("topics", "orders", 3))

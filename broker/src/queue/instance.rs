@@ -18,7 +18,6 @@ use ferry_storage::{DiskHooks, Log, StorageError};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use crate::cluster::routing::QUEUES;
 use crate::commit::GroupCommit;
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
@@ -30,6 +29,7 @@ use crate::topic::{
     Ack, DurabilitySetting, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets,
     STANDALONE_LEADER_EPOCH,
 };
+use ferry_replication::LogKind;
 
 /// Longest FIFO group id or dedup id.
 pub const MAX_ID_LEN: usize = 128;
@@ -292,7 +292,7 @@ impl Queue {
         };
         let replica = |log: &Arc<Log>, index| {
             Arc::new(Partition::over(
-                QUEUES,
+                LogKind::Queue,
                 Arc::from(name.as_str()),
                 index,
                 Arc::clone(log),
@@ -504,7 +504,7 @@ impl Queue {
     /// it follows or is still rebuilding the state.
     fn write_epoch(&self) -> BrokerResult<u64> {
         lock(&self.serving).ok_or_else(|| BrokerError::NotLeader {
-            kind: QUEUES,
+            kind: LogKind::Queue,
             name: self.record.name.clone(),
             partition: 0,
             leader: None,

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::now_ms;
-use crate::cluster::routing::{QUEUES, Routing};
+use crate::cluster::routing::Routing;
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{MetadataStore, MetadataStoreExt, Op, decode_json, encode_json, keys};
@@ -28,6 +28,7 @@ use crate::queue::instance::{
 use crate::queue::receipt::decode_receipt;
 use crate::queue::settings::{QueueOverrides, QueueRecord, QueueSettings};
 use crate::topic::DurabilitySetting;
+use ferry_replication::LogKind;
 
 /// Messages moved per dead-letter or redrive round.
 const MOVE_BATCH: usize = 1000;
@@ -126,7 +127,7 @@ impl Queues {
             }) => (Some(routing), QueueMode::Cluster { ack_timeout }),
             None => (None, QueueMode::Standalone),
         };
-        let root = data_dir.join("queues");
+        let root = data_dir.join(LogKind::Queue.as_str());
         std::fs::create_dir_all(&root).map_err(|err| {
             BrokerError::Internal(format!("cannot create {}: {err}", root.display()))
         })?;
@@ -166,7 +167,7 @@ impl Queues {
         for queue in opened {
             queues.start_housekeeping(queue);
         }
-        remove_strays(queues.meta.as_ref(), QUEUES, &queues.root, &known).await?;
+        remove_strays(queues.meta.as_ref(), LogKind::Queue, &queues.root, &known).await?;
         Ok(queues)
     }
 
@@ -337,7 +338,7 @@ impl Queues {
             Op::Delete {
                 key: keys::queue(name),
             },
-            tombstone_op(QUEUES, name, queue.record.incarnation),
+            tombstone_op(LogKind::Queue, name, queue.record.incarnation),
         ];
         self.meta.txn(Vec::new(), ops).await?;
         drop(queue);
@@ -378,7 +379,7 @@ impl Queues {
     /// Whether the open incarnation of `name`, once closed, may be removed.
     async fn disposal_of_open(&self, name: &str) -> BrokerResult<Disposal> {
         let incarnation = self.read_map().get(name).map(|q| q.record.incarnation);
-        disposal_of(self.meta.as_ref(), QUEUES, name, incarnation).await
+        disposal_of(self.meta.as_ref(), LogKind::Queue, name, incarnation).await
     }
 
     /// Takes a queue out of the map, stops its housekeeping, ends its long polls and
@@ -449,7 +450,7 @@ impl Queues {
             // A long poll outlives checks made when it started: in a cluster, deliver
             // only while this host still leads the queue.
             if let Some(routing) = &self.routing {
-                routing.check(QUEUES, name, 0)?;
+                routing.check(LogKind::Queue, name, 0)?;
             }
             // Runs on this async thread: handing a receive to a blocking thread would
             // cost more in context switches than its work (see Queue::receive).
@@ -601,7 +602,7 @@ impl Queues {
                     .collect();
                 let count = stored.len() as u64;
                 if let Some(routing) = &self.routing {
-                    routing.check(QUEUES, target.name(), 0)?;
+                    routing.check(LogKind::Queue, target.name(), 0)?;
                 }
                 target.store(stored, now_ms()).await?;
                 self.settle(name, &receipts, Settle::Ack).await?;
@@ -741,8 +742,8 @@ async fn move_dead_letters(
     // forwarded between hosts, dead letters wait (counted as such) until one host
     // leads both.
     if let Some(routing) = routing
-        && (routing.check(QUEUES, queue.name(), 0).is_err()
-            || routing.check(QUEUES, &dlq_name, 0).is_err())
+        && (routing.check(LogKind::Queue, queue.name(), 0).is_err()
+            || routing.check(LogKind::Queue, &dlq_name, 0).is_err())
     {
         return Ok(());
     }

@@ -8,8 +8,9 @@ use ferry_proto::v1::metadata_service_server::MetadataService;
 use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
-use crate::cluster::routing::{QUEUES, Routing, TOPICS};
+use crate::cluster::routing::Routing;
 use crate::topic::{STANDALONE_LEADER_EPOCH, Topic};
+use ferry_replication::LogKind;
 
 /// The metadata API over a broker.
 pub struct MetadataApi {
@@ -49,8 +50,8 @@ impl MetadataApi {
     /// This host leads everything.
     fn standalone_metadata(&self, topics: &[Arc<Topic>]) -> pb::GetMetadataResponse {
         let host_id = self.broker.config.host_id.clone();
-        let leader = |kind: &str, name: &str, partition: u32| {
-            let local = (kind == TOPICS)
+        let leader = |kind: LogKind, name: &str, partition: u32| {
+            let local = (kind == LogKind::Topic)
                 .then(|| self.broker.topics.get(name).ok())
                 .flatten()
                 .and_then(|topic| topic.partition(partition).ok().cloned());
@@ -112,7 +113,7 @@ impl MetadataApi {
             alive: false,
             controller: false,
         }));
-        let partition = |kind: &'static str, name: &str, index: u32| {
+        let partition = |kind: LogKind, name: &str, index: u32| {
             let state = view.partition(kind, name, index);
             let mut placement = pb::PartitionLeader {
                 partition: index,
@@ -122,7 +123,7 @@ impl MetadataApi {
                 in_sync_replicas: state.map(|s| s.isr.clone()).unwrap_or_default(),
                 ..Default::default()
             };
-            if kind == TOPICS {
+            if kind == LogKind::Topic {
                 add_observed(&mut placement, &view, name);
             }
             placement
@@ -141,14 +142,14 @@ impl MetadataApi {
     fn placements(
         &self,
         topics: &[Arc<Topic>],
-        describe: impl Fn(&'static str, &str, u32) -> pb::PartitionLeader,
+        describe: impl Fn(LogKind, &str, u32) -> pb::PartitionLeader,
     ) -> (Vec<pb::TopicMetadata>, Vec<pb::TopicMetadata>) {
         let topics = topics
             .iter()
             .map(|topic| pb::TopicMetadata {
                 name: topic.name().to_owned(),
                 partitions: (0..topic.record.settings.partitions)
-                    .map(|index| describe(TOPICS, topic.name(), index))
+                    .map(|index| describe(LogKind::Topic, topic.name(), index))
                     .collect(),
             })
             .collect();
@@ -159,7 +160,7 @@ impl MetadataApi {
             .iter()
             .map(|queue| pb::TopicMetadata {
                 name: queue.name().to_owned(),
-                partitions: vec![describe(QUEUES, queue.name(), 0)],
+                partitions: vec![describe(LogKind::Queue, queue.name(), 0)],
             })
             .collect();
         (topics, queues)

@@ -9,11 +9,11 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::cluster::routing::QUEUES;
 use crate::error::{BrokerError, BrokerResult};
 use crate::queue::{Queue, ReceiveOptions, ReceiveRequest, Settle};
 use crate::service::convert::{outgoing_message, queue_info, queue_overrides, received_message};
 use crate::service::status::error_detail;
+use ferry_replication::LogKind;
 
 /// Characters of a consumer id kept for the consumer count; longer ids are cut.
 const MAX_CONSUMER_ID_CHARS: usize = 256;
@@ -109,7 +109,7 @@ impl QueueApi {
     ) -> Result<Vec<pb::ReceiptResult>, Status> {
         let result = async {
             self.broker.check_accepting()?;
-            self.broker.check_leader(QUEUES, queue, 0)?;
+            self.broker.check_leader(LogKind::Queue, queue, 0)?;
             self.broker.queues.settle(queue, &receipts, action).await
         }
         .await;
@@ -165,7 +165,7 @@ impl QueueService for QueueApi {
         let name = request.into_inner().name;
         let result = async {
             self.broker.check_accepting()?;
-            self.broker.check_leader(QUEUES, &name, 0)?;
+            self.broker.check_leader(LogKind::Queue, &name, 0)?;
             self.broker.queues.purge(&name).await
         }
         .await;
@@ -194,7 +194,7 @@ impl QueueService for QueueApi {
         let name = request.into_inner().name;
         let found = self
             .broker
-            .check_leader(QUEUES, &name, 0)
+            .check_leader(LogKind::Queue, &name, 0)
             .and_then(|_epoch| self.broker.queues.get(&name));
         let queue = self.broker.answer("DescribeQueue", found)?;
         Ok(Response::new(pb::DescribeQueueResponse {
@@ -210,7 +210,8 @@ impl QueueService for QueueApi {
         let messages = request.messages.into_iter().map(outgoing_message).collect();
         let result = async {
             self.broker.check_accepting()?;
-            self.broker.check_leader(QUEUES, &request.queue, 0)?;
+            self.broker
+                .check_leader(LogKind::Queue, &request.queue, 0)?;
             self.broker.queues.send(&request.queue, messages).await
         }
         .await;
@@ -234,7 +235,8 @@ impl QueueService for QueueApi {
         let request = request.into_inner();
         let result = async {
             self.broker.check_accepting()?;
-            self.broker.check_leader(QUEUES, &request.queue, 0)?;
+            self.broker
+                .check_leader(LogKind::Queue, &request.queue, 0)?;
             let queue = self.broker.queues.get(&request.queue)?;
             let receive = self.receive_request(&queue, &request, peer)?;
             self.broker
@@ -302,7 +304,8 @@ impl QueueService for QueueApi {
         let request = request.into_inner();
         let result = async {
             self.broker.check_accepting()?;
-            self.broker.check_leader(QUEUES, &request.queue, 0)?;
+            self.broker
+                .check_leader(LogKind::Queue, &request.queue, 0)?;
             self.broker
                 .queues
                 .redrive(

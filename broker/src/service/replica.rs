@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::Broker;
 use crate::cluster::replication::{ReplicaFetch, SnapshotFetch, serve_fetch, serve_snapshot};
-use crate::cluster::routing::{QUEUES, TOPICS};
 use crate::error::BrokerError;
+use ferry_replication::LogKind;
 
 /// The replica service of one host.
 pub struct ReplicaApi {
@@ -34,15 +34,16 @@ impl ReplicaService for ReplicaApi {
     ) -> Result<Response<pb::ReplicaFetchResponse>, Status> {
         let request = request.into_inner();
         let replication = &self.broker.config.replication;
+        // An empty kind is a topic (hosts from before queues replicated sent none).
         let kind = match request.kind.as_str() {
-            "" | TOPICS => TOPICS,
-            QUEUES => QUEUES,
-            other => {
-                let refused = BrokerError::InvalidArgument(format!(
-                    "replica fetch kind must be {TOPICS:?} or {QUEUES:?}, got {other:?}"
-                ));
-                return Err(self.broker.fail("ReplicaFetch", &refused));
-            }
+            "" => LogKind::Topic,
+            other => match other.parse::<LogKind>() {
+                Ok(kind) => kind,
+                Err(err) => {
+                    let refused = BrokerError::InvalidArgument(format!("replica fetch: {err}"));
+                    return Err(self.broker.fail("ReplicaFetch", &refused));
+                }
+            },
         };
         let fetch = ReplicaFetch {
             kind,

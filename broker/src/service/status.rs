@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn not_leader_carries_the_leader_hint() {
         let err = BrokerError::NotLeader {
-            kind: "topics",
+            kind: ferry_replication::LogKind::Topic,
             name: "orders".into(),
             partition: 2,
             leader: Some(crate::error::LeaderLocation {

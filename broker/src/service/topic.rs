@@ -7,8 +7,9 @@ use ferry_proto::v1 as pb;
 use ferry_proto::v1::topic_service_server::TopicService;
 use tonic::{Request, Response, Status};
 
+use ferry_replication::LogKind;
+
 use crate::broker::Broker;
-use crate::cluster::routing;
 use crate::error::BrokerError;
 use crate::metrics::TopicLabels;
 use crate::names::validate_topic_name;
@@ -108,7 +109,7 @@ impl TopicService for TopicApi {
                 .collect();
             let check = |partition| {
                 self.broker
-                    .check_leader(routing::TOPICS, &request.topic, partition)
+                    .check_leader(LogKind::Topic, &request.topic, partition)
             };
             let scope = PartitionScope {
                 writable: self
@@ -179,7 +180,7 @@ impl TopicService for TopicApi {
         for target in &targets {
             let leads = self
                 .broker
-                .check_leader(routing::TOPICS, &target.topic, target.partition);
+                .check_leader(LogKind::Topic, &target.topic, target.partition);
             self.broker.answer("Fetch", leads)?;
         }
         let params = FetchLimits {
@@ -244,7 +245,7 @@ impl TopicService for TopicApi {
             for query in request.queries {
                 let partition = topic.partition(query.partition)?;
                 self.broker
-                    .check_leader(routing::TOPICS, &request.topic, query.partition)?;
+                    .check_leader(LogKind::Topic, &request.topic, query.partition)?;
                 let (offset, timestamp_ms) = match query.spec {
                     Some(pb::offset_query::Spec::Earliest(_)) => (partition.log_start_offset(), -1),
                     Some(pb::offset_query::Spec::Latest(_)) => (partition.high_watermark(), -1),

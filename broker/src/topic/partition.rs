@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::clock::monotonic_ms;
 use crate::error::{BrokerError, BrokerResult};
 use crate::topic::DurabilitySetting;
+use ferry_replication::LogKind;
 
 /// Leader epoch stamped on batches by a standalone host (it is always the leader).
 pub const STANDALONE_LEADER_EPOCH: u64 = 0;
@@ -79,7 +80,7 @@ enum Role {
 /// [`QUEUE_MESSAGES_LOG`] or [`QUEUE_JOURNAL_LOG`]).
 pub struct Partition {
     /// `topics` or `queues` (routing's kinds): names the resource in errors and fetches.
-    kind: &'static str,
+    kind: LogKind,
     topic: Arc<str>,
     index: u32,
     log: Arc<Log>,
@@ -126,7 +127,7 @@ impl Partition {
         let log = Log::open_with_hooks(dir, config, hooks)
             .map_err(|err| BrokerError::storage(&topic, index, err))?;
         Ok(Self::over(
-            crate::cluster::routing::TOPICS,
+            LogKind::Topic,
             topic,
             index,
             Arc::new(log),
@@ -137,7 +138,7 @@ impl Partition {
 
     /// Wraps an open log of a `kind` resource (a queue's logs are opened by the queue).
     pub fn over(
-        kind: &'static str,
+        kind: LogKind,
         name: Arc<str>,
         index: u32,
         log: Arc<Log>,
@@ -164,7 +165,7 @@ impl Partition {
     }
 
     /// `topics` or `queues`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> LogKind {
         self.kind
     }
 

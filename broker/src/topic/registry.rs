@@ -11,7 +11,6 @@ use ferry_storage::DiskHooks;
 use tokio::task::JoinHandle;
 
 use crate::clock::now_ms;
-use crate::cluster::routing::TOPICS;
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{MetadataStore, MetadataStoreExt, Op, decode_json, encode_json, keys};
@@ -21,6 +20,7 @@ use crate::retained::{
     write_record,
 };
 use crate::topic::{DurabilitySetting, Partition, TopicOverrides, TopicRecord, TopicSettings};
+use ferry_replication::LogKind;
 
 /// One topic: its record and its open partitions.
 pub struct Topic {
@@ -98,7 +98,7 @@ impl Topics {
         meta: Arc<dyn MetadataStore>,
         cluster: Option<String>,
     ) -> BrokerResult<Self> {
-        let root = data_dir.join("topics");
+        let root = data_dir.join(LogKind::Topic.as_str());
         std::fs::create_dir_all(&root).map_err(|err| {
             BrokerError::Internal(format!("cannot create {}: {err}", root.display()))
         })?;
@@ -125,7 +125,7 @@ impl Topics {
             }
             topics.insert(topic);
         }
-        remove_strays(topics.meta.as_ref(), TOPICS, &topics.root, &known).await?;
+        remove_strays(topics.meta.as_ref(), LogKind::Topic, &topics.root, &known).await?;
         Ok(topics)
     }
 
@@ -269,7 +269,7 @@ impl Topics {
             Op::Delete {
                 key: keys::topic(name),
             },
-            tombstone_op(TOPICS, name, topic.record.incarnation),
+            tombstone_op(LogKind::Topic, name, topic.record.incarnation),
         ];
         for kv in self.meta.list(keys::GROUPS).await? {
             if matches!(keys::parse_group_offset(&kv.key), Some((_, t, _)) if t == name) {
@@ -315,7 +315,7 @@ impl Topics {
     /// Whether the open incarnation of `name`, once closed, may be removed.
     async fn disposal_of_open(&self, name: &str) -> BrokerResult<Disposal> {
         let incarnation = self.read_map().get(name).map(|t| t.record.incarnation);
-        disposal_of(self.meta.as_ref(), TOPICS, name, incarnation).await
+        disposal_of(self.meta.as_ref(), LogKind::Topic, name, incarnation).await
     }
 
     /// Takes a topic out of the map and closes it, removing its directory if

@@ -10,10 +10,9 @@ use crate::config::BrokerConfig;
 use crate::error::{BrokerError, BrokerResult};
 use crate::group::{GroupCoordinator, TopicPartition};
 use crate::meta::MetadataStore;
-use crate::metrics::{ErrorLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::offsets::OffsetStore;
 use crate::queue::{Housekeeping, QueueCluster, Queues};
-use crate::service::status::to_status;
 use crate::topic::{Topic, TopicOverrides, Topics};
 use ferry_replication::LogKind;
 
@@ -290,35 +289,5 @@ impl Broker {
     /// Turns true when shutdown begins; long polls watch it to return early.
     pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
         self.stopping.subscribe()
-    }
-
-    /// Turns a result into a gRPC answer, counting failures by method and code.
-    pub fn answer<T>(&self, method: &str, result: BrokerResult<T>) -> Result<T, tonic::Status> {
-        result.map_err(|err| self.fail(method, &err))
-    }
-
-    /// The gRPC status for a failed request, counted by method and code.
-    pub fn fail(&self, method: &str, err: &BrokerError) -> tonic::Status {
-        {
-            let status = to_status(err);
-            self.metrics
-                .request_errors
-                .get_or_create(&ErrorLabels {
-                    method: method.to_owned(),
-                    code: format!("{:?}", status.code()),
-                })
-                .inc();
-            if matches!(
-                err,
-                BrokerError::Internal(_)
-                    | BrokerError::Storage { .. }
-                    | BrokerError::QueueStorage { .. }
-            ) {
-                tracing::warn!(method, %err, "request failed");
-            } else {
-                tracing::debug!(method, %err, "request refused");
-            }
-            status
-        }
     }
 }

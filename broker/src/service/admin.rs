@@ -6,6 +6,7 @@ use ferry_proto::v1 as pb;
 use ferry_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
+use super::status::Answer;
 use crate::broker::Broker;
 use crate::service::convert::{topic_info, topic_overrides};
 

@@ -11,6 +11,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::peers::{FORWARDED, PeerChannels};
+use super::status::Answer;
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::group::TopicPartition;

@@ -7,6 +7,7 @@ use ferry_proto::v1 as pb;
 use ferry_proto::v1::metadata_service_server::MetadataService;
 use tonic::{Request, Response, Status};
 
+use super::status::Answer;
 use crate::broker::Broker;
 use crate::cluster::routing::Routing;
 use crate::topic::{STANDALONE_LEADER_EPOCH, Topic};

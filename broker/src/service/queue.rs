@@ -7,6 +7,7 @@ use ferry_proto::v1 as pb;
 use ferry_proto::v1::queue_service_server::QueueService;
 use tonic::{Request, Response, Status};
 
+use super::status::Answer;
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::error::{BrokerError, BrokerResult};

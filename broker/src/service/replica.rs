@@ -9,6 +9,7 @@ use ferry_proto::v1 as pb;
 use ferry_proto::v1::replica_service_server::ReplicaService;
 use tonic::{Request, Response, Status};
 
+use super::status::Answer;
 use crate::broker::Broker;
 use crate::cluster::replication::{ReplicaFetch, SnapshotFetch, serve_fetch, serve_snapshot};
 use crate::error::BrokerError;

@@ -5,9 +5,11 @@ use ferry_storage::StorageError;
 use prost::Message;
 use tonic::{Code, Status};
 
-use crate::error::BrokerError;
+use crate::broker::Broker;
+use crate::error::{BrokerError, BrokerResult};
 use crate::group::GroupError;
 use crate::meta::MetaError;
+use crate::metrics::ErrorLabels;
 
 /// How long a client should wait before retrying a retriable failure.
 const RETRY_AFTER_MS: u32 = 100;
@@ -122,6 +124,48 @@ pub fn to_status(err: &BrokerError) -> Status {
 impl From<BrokerError> for Status {
     fn from(err: BrokerError) -> Self {
         to_status(&err)
+    }
+}
+
+/// How the services answer: a broker result becomes a gRPC answer, each failure counted
+/// by method and code and logged. Here, not on `Broker`, so the broker's core knows
+/// nothing of gRPC.
+pub trait Answer {
+    /// Turns a result into a gRPC answer, counting failures by method and code.
+    fn answer<T>(&self, method: &str, result: BrokerResult<T>) -> Result<T, tonic::Status>;
+    /// The gRPC status for a failed request, counted by method and code.
+    fn fail(&self, method: &str, err: &BrokerError) -> tonic::Status;
+}
+
+impl Answer for Broker {
+    /// Turns a result into a gRPC answer, counting failures by method and code.
+    fn answer<T>(&self, method: &str, result: BrokerResult<T>) -> Result<T, tonic::Status> {
+        result.map_err(|err| self.fail(method, &err))
+    }
+
+    /// The gRPC status for a failed request, counted by method and code.
+    fn fail(&self, method: &str, err: &BrokerError) -> tonic::Status {
+        {
+            let status = to_status(err);
+            self.metrics
+                .request_errors
+                .get_or_create(&ErrorLabels {
+                    method: method.to_owned(),
+                    code: format!("{:?}", status.code()),
+                })
+                .inc();
+            if matches!(
+                err,
+                BrokerError::Internal(_)
+                    | BrokerError::Storage { .. }
+                    | BrokerError::QueueStorage { .. }
+            ) {
+                tracing::warn!(method, %err, "request failed");
+            } else {
+                tracing::debug!(method, %err, "request refused");
+            }
+            status
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use ferry_replication::LogKind;
 
+use super::status::Answer;
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::metrics::TopicLabels;

@@ -208,7 +208,7 @@ impl Broker {
         if let Some((state, revision)) = view.partition_at(kind, name, partition)
             && state.leader_epoch == epoch
         {
-            crate::cluster::replication::lead(&local, state, revision, routing.host_id());
+            local.lead_per(state, revision, routing.host_id());
         }
     }
 

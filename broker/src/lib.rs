@@ -14,6 +14,7 @@ pub mod dev;
 pub mod error;
 pub mod gateway;
 pub mod group;
+pub mod host;
 pub mod meta;
 pub mod metrics;
 pub mod names;

@@ -9,13 +9,13 @@ use std::time::Duration;
 use crate::broker::Broker;
 use crate::cluster::ClusterConfig;
 use crate::cluster::controller::{Controller, ControllerContext};
-use crate::cluster::materialize::Materializer;
 use crate::cluster::membership::Membership;
-use crate::cluster::observed::Publisher;
-use crate::cluster::replication::Replicator;
 use crate::cluster::routing::Routing;
 use crate::cluster::view::ViewKeeper;
 use crate::config::BrokerConfig;
+use crate::host::materialize::Materializer;
+use crate::host::observed::Publisher;
+use crate::host::replication::Replicator;
 use crate::meta::{EtcdConfig, EtcdStore, MetadataStore};
 use crate::standalone::{BoundAddresses, Listeners, prepare_data_dir, serve_until};
 

@@ -67,7 +67,7 @@ impl Listeners {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let metrics = match config.metrics_listen {
             Some(addr) => Some(
-                crate::metrics::bind(addr)
+                crate::host::metrics_endpoint::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen for metrics on {addr}"))?,
             ),
@@ -99,7 +99,7 @@ pub(crate) async fn serve_until(
     let (stop_tx, stop_rx) = watch::channel(false);
     let background = spawn_background(Arc::clone(&broker), stop_rx.clone());
     let metrics_task = listeners.metrics.map(|listener| {
-        tokio::spawn(crate::metrics::serve(
+        tokio::spawn(crate::host::metrics_endpoint::serve(
             listener,
             Arc::clone(&broker),
             wait_true(stop_rx.clone()),

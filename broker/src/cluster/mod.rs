@@ -6,12 +6,9 @@
 
 pub mod controller;
 pub mod disk;
-pub mod materialize;
 pub mod membership;
-pub mod observed;
 pub mod placement;
 pub mod records;
-pub mod replication;
 pub mod routing;
 pub mod view;
 

@@ -1,5 +1,7 @@
 //! The JSON values cluster mode keeps in etcd (see `docs/etcd-keyspace.md`).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// A live host, under `/ferry/clusters/{cluster}/hosts/{host}`, attached to its lease.
@@ -36,3 +38,43 @@ pub struct ClusterIdentity {
 /// One partition's placement and leadership: the replication crate's type, kept in
 /// etcd as JSON.
 pub use ferry_replication::PartitionState;
+
+/// What the leader of a topic partition publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedPartition {
+    /// The leader that wrote it.
+    pub leader: String,
+    /// Its epoch.
+    pub leader_epoch: u64,
+    /// First offset stored.
+    pub log_start: u64,
+    /// Consumers read below it.
+    pub high_watermark: u64,
+    /// Next offset to assign.
+    pub log_end: u64,
+    /// Each follower's lag behind the log end, in records (`null` before it fetched).
+    pub follower_lag: BTreeMap<String, Option<u64>>,
+    /// When it was written, ms since the Unix epoch.
+    pub updated_at_ms: i64,
+}
+
+/// What the leader of a queue publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedQueue {
+    /// The leader that wrote it.
+    pub leader: String,
+    /// Its epoch.
+    pub leader_epoch: u64,
+    /// Messages stored and not yet acked: visible, in flight, delayed, dead-lettering.
+    pub depth: u64,
+    /// Visible now.
+    pub visible: u64,
+    /// Received, not acked.
+    pub in_flight: u64,
+    /// Waiting for their delay.
+    pub delayed: u64,
+    /// Age of the oldest message.
+    pub oldest_age_ms: u64,
+    /// When it was written, ms since the Unix epoch.
+    pub updated_at_ms: i64,
+}

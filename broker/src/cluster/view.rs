@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use super::observed::ObservedPartition;
 use super::placement::PartitionKey;
+use super::records::ObservedPartition;
 use super::records::{ClusterIdentity, ControllerRecord, HostRecord, PartitionState};
 use crate::meta::{KeyValue, MetadataStore, Revision, WatchEvent, decode_json, keys};
 use ferry_replication::LogKind;

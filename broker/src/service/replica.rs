@@ -1,6 +1,6 @@
 //! `ReplicaService`: the leader's side of replication, for the other hosts of the
 //! cluster. Converts protobuf to [`ReplicaFetch`] and back; the logic is in
-//! `cluster::replication`.
+//! `host::replication`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status};
 
 use super::status::Answer;
 use crate::broker::Broker;
-use crate::cluster::replication::{ReplicaFetch, SnapshotFetch, serve_fetch, serve_snapshot};
 use crate::error::BrokerError;
+use crate::host::replication::{ReplicaFetch, SnapshotFetch, serve_fetch, serve_snapshot};
 use ferry_replication::LogKind;
 
 /// The replica service of one host.

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ferry_replication::{Commit, LeaderCore};
+use ferry_replication::{Commit, LeaderCore, PartitionState};
 use ferry_storage::{AppendOutcome, DiskHooks, Log, LogConfig, ReadResult, StorageError};
 use tokio::sync::watch;
 
@@ -105,6 +105,19 @@ pub struct ReplicaSets {
     pub in_sync: Vec<String>,
     /// The revision of the partition state they come from.
     pub revision: u64,
+}
+
+impl ReplicaSets {
+    /// The replicas other than `me` in `state` (read at `revision`), and those of
+    /// them in its in-sync set.
+    pub fn from_state(state: &PartitionState, revision: u64, me: &str) -> Self {
+        let (followers, in_sync) = state.others(me);
+        Self {
+            followers,
+            in_sync,
+            revision,
+        }
+    }
 }
 
 /// Index of a queue's message log among its replicated logs.
@@ -534,6 +547,15 @@ impl Partition {
             *role = Role::Leader(leader);
         }
         self.advance_high_watermark();
+    }
+
+    /// Leads as `state` (read at `revision`, naming `me` leader) says: its epoch, the
+    /// other replicas as followers, its in-sync set.
+    pub fn lead_per(&self, state: &PartitionState, revision: u64, me: &str) {
+        self.lead(
+            state.leader_epoch,
+            &ReplicaSets::from_state(state, revision, me),
+        );
     }
 
     /// Stops leading (or never starts): the partition serves nothing here.

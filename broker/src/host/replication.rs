@@ -24,12 +24,12 @@ use tonic::transport::{Channel, Endpoint};
 use ferry_replication::election;
 use ferry_replication::follower::{self, Serve, Step};
 
-use super::placement::PartitionKey;
-use super::records::PartitionState;
-use super::routing::Routing;
-use super::view::ClusterView;
 use crate::broker::Broker;
 use crate::clock::now_ms;
+use crate::cluster::placement::PartitionKey;
+use crate::cluster::records::PartitionState;
+use crate::cluster::routing::Routing;
+use crate::cluster::view::ClusterView;
 use crate::config::ReplicationConfig;
 use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{Compare, MetadataStore, MetadataStoreExt, Op, Revision, encode_json, keys};
@@ -354,7 +354,7 @@ impl Replication {
                 };
                 match state.leader.as_deref() {
                     Some(leader) if leader == me && lease_live => {
-                        lead(partition, state, revision, &me);
+                        partition.lead_per(state, revision, &me);
                     }
                     Some(leader) if leader != me && state.has_replica(&me) => {
                         partition.follow();
@@ -387,7 +387,7 @@ impl Replication {
             match state.leader.as_deref() {
                 Some(leader) if leader == me && lease_live => {
                     let epoch = state.leader_epoch;
-                    let replicas = replica_sets(state, revision, me);
+                    let replicas = ReplicaSets::from_state(state, revision, me);
                     if queue.serving_epoch() == Some(epoch) {
                         // Same epoch: only the replica sets change; nothing blocks.
                         if let Err(err) = queue.take_leadership(epoch, &replicas, now_ms()) {
@@ -508,7 +508,7 @@ impl Replication {
                 // Judge against the in-sync set this proposal replaces: the role may
                 // still hold an older one (a host that left it itself, with a wiped
                 // disk, would be put back).
-                lead(partition, state, *revision, &me);
+                partition.lead_per(state, *revision, &me);
                 let Some(next) = partition
                     .wanted_in_sync(&me, max_lag)
                     .and_then(|wanted| election::propose_in_sync(state, &wanted))
@@ -549,7 +549,7 @@ impl Replication {
                 continue;
             }
             // Judged against the in-sync set this proposal replaces (as for topics).
-            let replicas = replica_sets(state, *revision, &me);
+            let replicas = ReplicaSets::from_state(state, *revision, &me);
             if let Err(err) = queue.take_leadership(state.leader_epoch, &replicas, now_ms()) {
                 tracing::warn!(queue = queue.name(), %err, "updating the queue's replicas failed");
                 continue;
@@ -704,13 +704,6 @@ impl Replication {
     }
 }
 
-/// Makes `partition` lead as `state` (which names `me` leader) says: its epoch, the
-/// other replicas as followers, the committed in-sync set.
-pub fn lead(partition: &Partition, state: &PartitionState, revision: Revision, me: &str) {
-    let replicas = replica_sets(state, revision, me);
-    partition.lead(state.leader_epoch, &replicas);
-}
-
 /// Whether a replicated log here lost records to damage (a lost range still in it).
 fn has_lost_ranges(partition: &Partition) -> bool {
     partition
@@ -735,16 +728,6 @@ fn stepping_down(
          whole copy leads"
     );
     Some(next)
-}
-
-/// The replicas other than `me`, and those of them in the committed in-sync set.
-fn replica_sets(state: &PartitionState, revision: Revision, me: &str) -> ReplicaSets {
-    let (followers, in_sync) = state.others(me);
-    ReplicaSets {
-        followers,
-        in_sync,
-        revision,
-    }
 }
 
 /// A snapshot's name as the leader sent it.

@@ -7,61 +7,22 @@
 //! `updated_at_ms` shows it is current; values say which leader and epoch wrote
 //! them, so a reader can tell a stale one from a dead leader.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use super::routing::Routing;
 use crate::broker::Broker;
 use crate::clock::now_ms;
+use crate::cluster::records::{ObservedPartition, ObservedQueue};
+use crate::cluster::routing::Routing;
 use crate::meta::{MetadataStore, Op, keys};
 use ferry_replication::LogKind;
 
 /// Longest time between two writes of an unchanged value.
 const REFRESH: Duration = Duration::from_secs(60);
-
-/// What the leader of a topic partition publishes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObservedPartition {
-    /// The leader that wrote it.
-    pub leader: String,
-    /// Its epoch.
-    pub leader_epoch: u64,
-    /// First offset stored.
-    pub log_start: u64,
-    /// Consumers read below it.
-    pub high_watermark: u64,
-    /// Next offset to assign.
-    pub log_end: u64,
-    /// Each follower's lag behind the log end, in records (`null` before it fetched).
-    pub follower_lag: BTreeMap<String, Option<u64>>,
-    /// When it was written, ms since the Unix epoch.
-    pub updated_at_ms: i64,
-}
-
-/// What the leader of a queue publishes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObservedQueue {
-    /// The leader that wrote it.
-    pub leader: String,
-    /// Its epoch.
-    pub leader_epoch: u64,
-    /// Messages stored and not yet acked: visible, in flight, delayed, dead-lettering.
-    pub depth: u64,
-    /// Visible now.
-    pub visible: u64,
-    /// Received, not acked.
-    pub in_flight: u64,
-    /// Waiting for their delay.
-    pub delayed: u64,
-    /// Age of the oldest message.
-    pub oldest_age_ms: u64,
-    /// When it was written, ms since the Unix epoch.
-    pub updated_at_ms: i64,
-}
 
 /// Publishes in the background until dropped.
 #[derive(Debug)]

@@ -235,7 +235,7 @@ impl Broker {
         kind: LogKind,
         name: &str,
         index: u32,
-    ) -> BrokerResult<Arc<crate::topic::Partition>> {
+    ) -> BrokerResult<Arc<crate::replicated_log::ReplicatedLog>> {
         if kind == LogKind::Queue {
             self.queues.get(name)?.replicated_log(index)
         } else {

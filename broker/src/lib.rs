@@ -21,6 +21,7 @@ pub mod names;
 pub mod offsets;
 pub mod queue;
 pub mod rebuild;
+pub mod replicated_log;
 pub mod retained;
 pub mod serve;
 pub mod service;

@@ -35,7 +35,7 @@ use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{Compare, MetadataStore, MetadataStoreExt, Op, Revision, encode_json, keys};
 use crate::queue::{Queue, SnapshotChunk, SnapshotId};
 use crate::topic::{
-    DurabilitySetting, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets,
+    DurabilitySetting, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets, ReplicatedLog,
 };
 use ferry_replication::{LogId, LogKind};
 
@@ -442,7 +442,7 @@ impl Replication {
         view: &ClusterView,
         state: &PartitionState,
         id: FetcherKey,
-        log: &Arc<Partition>,
+        log: &Arc<ReplicatedLog>,
         queue: Option<Arc<Queue>>,
         wanted: &mut HashSet<FetcherKey>,
     ) {
@@ -590,7 +590,7 @@ impl Replication {
     /// elects again when every replica has reported.
     async fn report_if_leaderless(&mut self, view: &ClusterView) {
         let me = self.routing.host_id().to_owned();
-        let mut logs: Vec<(PartitionKey, Vec<Arc<Partition>>)> = Vec::new();
+        let mut logs: Vec<(PartitionKey, Vec<Arc<ReplicatedLog>>)> = Vec::new();
         for topic in self.broker.topics.list() {
             for partition in &topic.partitions {
                 let key = PartitionKey {
@@ -705,7 +705,7 @@ impl Replication {
 }
 
 /// Whether a replicated log here lost records to damage (a lost range still in it).
-fn has_lost_ranges(partition: &Partition) -> bool {
+fn has_lost_ranges(partition: &ReplicatedLog) -> bool {
     partition
         .log()
         .lost_ranges()
@@ -753,7 +753,7 @@ struct FetchTarget {
 /// Pulls batches from the leader into `partition` until aborted (the replicator
 /// replaces it when the leader or epoch changes).
 async fn fetch_loop(
-    partition: Arc<Partition>,
+    partition: Arc<ReplicatedLog>,
     queue: Option<Arc<Queue>>,
     target: FetchTarget,
     config: ReplicationConfig,
@@ -826,7 +826,7 @@ enum FetchError {
 /// Copies the leader's snapshot `wanted` of `queue` unless this replica holds it
 /// already, and installs it (unless the replica stopped following meanwhile).
 async fn copy_snapshot(
-    partition: &Arc<Partition>,
+    partition: &Arc<ReplicatedLog>,
     queue: &Arc<Queue>,
     client: &mut ReplicaServiceClient<Channel>,
     target: &FetchTarget,
@@ -884,7 +884,7 @@ async fn copy_snapshot(
 /// A follower whose log lost records the leader holds truncates below them when the
 /// leader says so (it is out of the in-sync set then), and fetches what it lacks like
 /// any replica behind.
-async fn repair_lost(partition: &Arc<Partition>, first_lost: u64) -> Result<(), FetchError> {
+async fn repair_lost(partition: &Arc<ReplicatedLog>, first_lost: u64) -> Result<(), FetchError> {
     let truncating = Arc::clone(partition);
     let from = partition.log().end_offset();
     let new_end = tokio::task::spawn_blocking(move || {
@@ -907,7 +907,7 @@ async fn repair_lost(partition: &Arc<Partition>, first_lost: u64) -> Result<(), 
 
 /// One fetch and what follows from its answer: truncate, start over, or append.
 async fn fetch_once(
-    partition: &Arc<Partition>,
+    partition: &Arc<ReplicatedLog>,
     queue: Option<&Arc<Queue>>,
     client: &mut ReplicaServiceClient<Channel>,
     target: &FetchTarget,

@@ -26,7 +26,7 @@ use crate::queue::receipt::{Receipt, encode_receipt, message_id};
 use crate::queue::settings::QueueRecord;
 use crate::queue::state::{Depth, Event, MessageState, QueueState, ReceiptError, StateConfig};
 use crate::topic::{
-    Ack, DurabilitySetting, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets,
+    Ack, DurabilitySetting, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets, ReplicatedLog,
     STANDALONE_LEADER_EPOCH,
 };
 use ferry_replication::LogKind;
@@ -160,9 +160,9 @@ pub struct Queue {
     /// Async fsync waits for `journal`.
     journal_commit: GroupCommit,
     /// `messages` as a replicated log: its role and high watermark.
-    messages_replica: Arc<Partition>,
+    messages_replica: Arc<ReplicatedLog>,
     /// `journal` as a replicated log.
-    journal_replica: Arc<Partition>,
+    journal_replica: Arc<ReplicatedLog>,
     /// Cluster mode: the logs are replicated and the state is served only while
     /// this host leads.
     replicated: bool,
@@ -291,7 +291,7 @@ impl Queue {
             ),
         };
         let replica = |log: &Arc<Log>, index| {
-            Arc::new(Partition::over(
+            Arc::new(ReplicatedLog::over(
                 LogKind::Queue,
                 Arc::from(name.as_str()),
                 index,
@@ -513,7 +513,7 @@ impl Queue {
 
     /// Moves `log`'s high watermark past what is durable here and, for `sync`
     /// replication, waits until the in-sync replicas hold everything below `end`.
-    async fn wait_replicated(&self, log: &Partition, end: u64, epoch: u64) -> BrokerResult<()> {
+    async fn wait_replicated(&self, log: &ReplicatedLog, end: u64, epoch: u64) -> BrokerResult<()> {
         if !self.replicated {
             return Ok(());
         }
@@ -1242,7 +1242,7 @@ impl Queue {
     }
 
     /// The replicated log at `index` ([`QUEUE_MESSAGES_LOG`] or [`QUEUE_JOURNAL_LOG`]).
-    pub fn replicated_log(&self, index: u32) -> BrokerResult<Arc<Partition>> {
+    pub fn replicated_log(&self, index: u32) -> BrokerResult<Arc<ReplicatedLog>> {
         match index {
             QUEUE_MESSAGES_LOG => Ok(Arc::clone(&self.messages_replica)),
             QUEUE_JOURNAL_LOG => Ok(Arc::clone(&self.journal_replica)),

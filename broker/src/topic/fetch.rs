@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
-use crate::topic::{Partition, Topics};
+use crate::topic::{ReplicatedLog, Topics};
 
 /// One partition to read.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ fn resolve(
     topics: &Topics,
     targets: &[FetchTarget],
     limits: &Limits,
-) -> BrokerResult<Vec<Arc<Partition>>> {
+) -> BrokerResult<Vec<Arc<ReplicatedLog>>> {
     if targets.is_empty() {
         return Err(BrokerError::InvalidArgument(
             "a fetch needs at least one partition".into(),
@@ -147,7 +147,11 @@ fn cap(requested: u32, limit: u32) -> u32 {
     }
 }
 
-async fn read_one(partition: &Partition, offset: u64, budget: usize) -> BrokerResult<FetchedData> {
+async fn read_one(
+    partition: &ReplicatedLog,
+    offset: u64,
+    budget: usize,
+) -> BrokerResult<FetchedData> {
     let high_watermark = partition.high_watermark();
     let log_start_offset = partition.log_start_offset();
     let read = if budget == 0 {

@@ -1,14 +1,14 @@
 //! Topics: partitioned, durable, replayable logs with produce and long-poll fetch.
 
 mod fetch;
-mod partition;
 mod produce;
 mod registry;
 mod settings;
 
 pub use fetch::{FetchLimits, FetchTarget, FetchedData, FetchedPartition, fetch};
-pub use partition::{
-    Ack, Partition, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets, STANDALONE_LEADER_EPOCH,
+// A topic partition is a replicated log; so are a queue's two logs.
+pub use crate::replicated_log::{
+    Ack, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets, ReplicatedLog, STANDALONE_LEADER_EPOCH,
 };
 pub use produce::{
     BatchOutcome, IncomingBatch, IncomingMessage, PartitionScope, ProduceOutcome, produce,

@@ -10,8 +10,8 @@ use tokio::task::JoinSet;
 use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::error::{BrokerError, BrokerResult};
-use crate::topic::partition::Ack;
-use crate::topic::{Partition, STANDALONE_LEADER_EPOCH, Topic};
+use crate::replicated_log::Ack;
+use crate::topic::{ReplicatedLog, STANDALONE_LEADER_EPOCH, Topic};
 
 /// A pre-encoded batch from a client.
 #[derive(Debug)]
@@ -199,7 +199,7 @@ pub async fn produce(
 
 async fn append_job(
     slot: usize,
-    partition: Arc<Partition>,
+    partition: Arc<ReplicatedLog>,
     records: Vec<u8>,
     leader_epoch: u64,
     ack: Ack,

@@ -19,7 +19,7 @@ use crate::retained::{
     Disposal, disposal_of, read_record, remove_dir, remove_strays, resource_dir, tombstone_op,
     write_record,
 };
-use crate::topic::{DurabilitySetting, Partition, TopicOverrides, TopicRecord, TopicSettings};
+use crate::topic::{DurabilitySetting, ReplicatedLog, TopicOverrides, TopicRecord, TopicSettings};
 use ferry_replication::LogKind;
 
 /// One topic: its record and its open partitions.
@@ -27,7 +27,7 @@ pub struct Topic {
     /// What the metadata store holds for it.
     pub record: TopicRecord,
     /// Partitions, indexed by partition number.
-    pub partitions: Vec<Arc<Partition>>,
+    pub partitions: Vec<Arc<ReplicatedLog>>,
     /// Next partition for keyless records without an explicit partition.
     round_robin: AtomicU32,
     dir: PathBuf,
@@ -41,7 +41,7 @@ impl Topic {
     }
 
     /// A partition by index.
-    pub fn partition(&self, index: u32) -> BrokerResult<&Arc<Partition>> {
+    pub fn partition(&self, index: u32) -> BrokerResult<&Arc<ReplicatedLog>> {
         self.partitions
             .get(index as usize)
             .ok_or_else(|| BrokerError::PartitionNotFound {
@@ -155,7 +155,7 @@ impl Topics {
         let partitions = tokio::task::spawn_blocking(move || {
             (0..partition_count)
                 .map(|index| {
-                    Partition::open(
+                    ReplicatedLog::open(
                         Arc::clone(&name),
                         index,
                         &open_dir.join(index.to_string()),
@@ -389,7 +389,7 @@ impl Topics {
     }
 }
 
-fn spawn_interval_flusher(partitions: Vec<Arc<Partition>>, every: Duration) -> JoinHandle<()> {
+fn spawn_interval_flusher(partitions: Vec<Arc<ReplicatedLog>>, every: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,5 +1,6 @@
-//! One partition of a topic: a storage log, the high watermark consumers read below,
-//! and, in cluster mode, its part in replication (leader or follower).
+//! One replicated log — a topic partition, or one of a queue's two logs: a storage log,
+//! the high watermark readers stay below, and, in cluster mode, its part in replication
+//! (leader or follower), driving `ferry_replication::LeaderCore`.
 //!
 //! On a leader the high watermark is the lowest durable end among the in-sync
 //! replicas (itself included); a `sync` write is acknowledged once the high watermark
@@ -75,10 +76,10 @@ enum Role {
     Follower,
 }
 
-/// A partition log, its high watermark and its replication role. A queue's message
-/// log and journal are replicated as partitions too (kind `queues`, index
+/// A replicated log, its high watermark and its replication role: a topic partition,
+/// or a queue's message log or journal ([`LogKind::Queue`], index
 /// [`QUEUE_MESSAGES_LOG`] or [`QUEUE_JOURNAL_LOG`]).
-pub struct Partition {
+pub struct ReplicatedLog {
     /// `topics` or `queues` (routing's kinds): names the resource in errors and fetches.
     kind: LogKind,
     topic: Arc<str>,
@@ -125,7 +126,7 @@ pub const QUEUE_MESSAGES_LOG: u32 = 0;
 /// Index of a queue's journal among its replicated logs.
 pub const QUEUE_JOURNAL_LOG: u32 = 1;
 
-impl Partition {
+impl ReplicatedLog {
     /// Opens (recovering if needed) the log in `dir`. A `replicated` partition (cluster
     /// mode) serves nothing until told it leads. Blocking: call from a blocking thread.
     pub fn open(
@@ -511,7 +512,7 @@ impl Partition {
         Some(append())
     }
 
-    /// Like [`Partition::lead`], but first waits for a follower append in flight to
+    /// Like [`ReplicatedLog::lead`], but first waits for a follower append in flight to
     /// finish, so none lands after this returns. Blocking.
     pub fn lead_exclusively(&self, epoch: u64, replicas: &ReplicaSets) {
         let _writes = self
@@ -688,8 +689,8 @@ mod tests {
         builder.finish().expect("one record")
     }
 
-    fn open_replicated(dir: &Path) -> Partition {
-        Partition::open(
+    fn open_replicated(dir: &Path) -> ReplicatedLog {
+        ReplicatedLog::open(
             Arc::from("orders"),
             0,
             dir,

@@ -232,6 +232,28 @@ fn segments(data_dir: &Path) -> Vec<PathBuf> {
     logs
 }
 
+/// Cuts the third segment of `host`'s partition log mid-batch (the host is stopped).
+fn cut_third_segment_mid_batch(cluster: &Cluster, host: &str) {
+    let data_dir = cluster.host(host).config().data_dir.clone();
+    let third = &segments(&data_dir)[2];
+    let len = std::fs::metadata(third).expect("segment").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(third)
+        .and_then(|f| f.set_len(len / 2 + 7))
+        .expect("cut the third segment mid-batch");
+}
+
+/// Starts `host` again while every other host is down, until the view shows it alone.
+async fn restart_alone(cluster: &mut Cluster, etcd: &mut etcd_client::Client, host: &str) {
+    cluster.host_mut(host).restart();
+    let name = cluster.name().to_owned();
+    wait_for_view(etcd, &name, DEADLINE, "the damaged host alone", |v| {
+        v.hosts.len() == 1 && v.has_host(host)
+    })
+    .await;
+}
+
 fn followers(view: &ClusterView) -> Vec<String> {
     let state = view.partition(&partition()).expect("partition state");
     state
@@ -258,21 +280,9 @@ async fn a_replica_with_a_truncated_segment_is_not_elected_and_repairs_from_a_wh
     for host in &others {
         cluster.host_mut(host).kill();
     }
-    let data_dir = cluster.host(&victim).config().data_dir.clone();
-    let third = &segments(&data_dir)[2];
-    let len = std::fs::metadata(third).expect("segment").len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(third)
-        .and_then(|f| f.set_len(len / 2 + 7))
-        .expect("cut the third segment mid-batch");
-
+    cut_third_segment_mid_batch(&cluster, &victim);
     // Alone: registered, the controller, and never the leader.
-    cluster.host_mut(&victim).restart();
-    wait_for_view(&mut etcd, &name, DEADLINE, "the damaged host alone", |v| {
-        v.hosts.len() == 1 && v.has_host(&victim)
-    })
-    .await;
+    restart_alone(&mut cluster, &mut etcd, &victim).await;
     let until = Instant::now() + LEADERLESS_HOLD;
     while Instant::now() < until {
         let view = read_view(&mut etcd, &name).await.expect("view");
@@ -337,21 +347,9 @@ async fn a_damaged_last_in_sync_member_waits_for_every_replica_and_the_best_whol
     )
     .await;
     assert!(cluster.host_mut(&leader).terminate(), "clean stop");
-    let data_dir = cluster.host(&leader).config().data_dir.clone();
-    let third = &segments(&data_dir)[2];
-    let len = std::fs::metadata(third).expect("segment").len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(third)
-        .and_then(|f| f.set_len(len / 2 + 7))
-        .expect("cut the third segment mid-batch");
-
+    cut_third_segment_mid_batch(&cluster, &leader);
     // Alone, the damaged last member leaves the set: leaderless, not elected.
-    cluster.host_mut(&leader).restart();
-    wait_for_view(&mut etcd, &name, DEADLINE, "the damaged host alone", |v| {
-        v.hosts.len() == 1 && v.has_host(&leader)
-    })
-    .await;
+    restart_alone(&mut cluster, &mut etcd, &leader).await;
     let until = Instant::now() + LEADERLESS_HOLD;
     while Instant::now() < until {
         let view = read_view(&mut etcd, &name).await.expect("view");

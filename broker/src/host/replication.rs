@@ -151,37 +151,26 @@ pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<R
         fetch_offset: fetch.fetch_offset,
         last_fetched_epoch: fetch.last_fetched_epoch,
     };
-    match follower::serve(request, leader_log, epoch) {
-        Serve::Diverging { epoch, end_offset } => {
-            answer.diverging = Some((epoch, end_offset));
-            answer.high_watermark = partition.high_watermark();
-            return Ok(answer);
-        }
-        Serve::StartOver => {
-            // Too far behind: the follower starts over at the log start. Recorded, so
-            // a replica that lost its disk is not judged by what it held before.
-            partition.record_fetch(
-                &fetch.follower_id,
-                epoch,
-                fetch.fetch_offset,
-                fetch.follower_lost.clone(),
-            )?;
-            answer.high_watermark = partition.high_watermark();
-            return Ok(answer);
-        }
-        Serve::Records => {
-            partition.record_fetch(
-                &fetch.follower_id,
-                epoch,
-                fetch.fetch_offset,
-                fetch.follower_lost.clone(),
-            )?;
-            if let Some(offset) = partition.repair_for(&fetch.follower_id) {
-                answer.repair_below = Some(offset);
-                answer.high_watermark = partition.high_watermark();
-                return Ok(answer);
-            }
-        }
+    let served = follower::serve(request, leader_log, epoch);
+    if let Serve::Diverging { epoch, end_offset } = served {
+        answer.diverging = Some((epoch, end_offset));
+        answer.high_watermark = partition.high_watermark();
+        return Ok(answer);
+    }
+    // Recorded when starting over too, so a replica that lost its disk is not judged
+    // by what it held before.
+    partition.record_fetch(
+        &fetch.follower_id,
+        epoch,
+        fetch.fetch_offset,
+        fetch.follower_lost,
+    )?;
+    let repair_below = partition.repair_for(&fetch.follower_id);
+    if served == Serve::StartOver || repair_below.is_some() {
+        // Too far behind (it starts over at the log start), or it repairs first.
+        answer.repair_below = repair_below;
+        answer.high_watermark = partition.high_watermark();
+        return Ok(answer);
     }
     let mut log_end = partition.subscribe_log_end();
     if *log_end.borrow_and_update() <= fetch.fetch_offset && !fetch.max_wait.is_zero() {

@@ -295,6 +295,31 @@ fn bit_rot_in_a_trusted_segment_is_confined_when_read() {
     assert_all_but(&log, &sent, &[damaged]);
 }
 
+/// A closed log of 40 batches in small segments (every segment trusted on the next
+/// open): its temp dir, path, config and the batches sent.
+fn closed_log_of_40_batches() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    ferry_storage::LogConfig,
+    Vec<Vec<u8>>,
+) {
+    let (tmp, dir) = temp_log_dir();
+    let config = small_config(Durability::Fsync);
+    let log = Log::open(&dir, config.clone()).expect("open");
+    let sent = fill(&log, 40);
+    log.close().expect("close");
+    (tmp, dir, config, sent)
+}
+
+/// Flips the given bits (byte position, mask) of `file` in place.
+fn flip(file: &std::path::Path, bits: &[(usize, u8)]) {
+    let mut bytes = std::fs::read(file).expect("read");
+    for (at, mask) in bits {
+        bytes[*at] ^= mask;
+    }
+    std::fs::write(file, &bytes).expect("write");
+}
+
 #[test]
 fn a_flipped_bit_anywhere_in_a_trusted_batch_never_stops_a_reader() {
     // Found by ferry-sim: a flipped bit in a batch's base offset (outside the CRC) or
@@ -353,15 +378,10 @@ fn a_flipped_bit_anywhere_in_a_trusted_batch_never_stops_a_reader() {
 fn a_flipped_bit_in_a_leader_epoch_is_served_with_the_historys_epoch() {
     // Found by ferry-sim: the epoch field is outside the CRC, so a flipped bit there
     // passed every check, and followers copied the bogus epoch into their histories.
-    let (_tmp, dir) = temp_log_dir();
-    let config = small_config(Durability::Fsync);
-    let log = Log::open(&dir, config.clone()).expect("open");
-    fill(&log, 40);
-    log.close().expect("close");
+    let (_tmp, dir, config, _) = closed_log_of_40_batches();
     let victim = segment_files(&dir)[1].clone();
-    let mut bytes = std::fs::read(&victim).expect("read");
-    bytes[12 + 1] ^= 0x01; // the first batch's leader epoch: 7 becomes 263
-    std::fs::write(&victim, &bytes).expect("write");
+    // The first batch's leader epoch: 7 becomes 263.
+    flip(&victim, &[(12 + 1, 0x01)]);
 
     let log = Log::open(&dir, config).expect("reopen");
     for batch in read_all(&log) {
@@ -375,15 +395,10 @@ fn truncating_over_damage_found_since_recovery_confines_it_first() {
     // Found by ferry-sim: a follower truncating to where its leader's log diverges met
     // a damaged length field before the cut; it cut nothing and reported the old end
     // (or, with the field read later, poisoned the log).
-    let (_tmp, dir) = temp_log_dir();
-    let config = small_config(Durability::Fsync);
-    let log = Log::open(&dir, config.clone()).expect("open");
-    let sent = fill(&log, 40);
-    log.close().expect("close");
+    let (_tmp, dir, config, sent) = closed_log_of_40_batches();
     let victim = segment_files(&dir)[1].clone();
-    let mut bytes = std::fs::read(&victim).expect("read");
-    bytes[8 + 1] ^= 0x40; // the first batch's length field (outside the CRC)
-    std::fs::write(&victim, &bytes).expect("write");
+    // The first batch's length field (outside the CRC).
+    flip(&victim, &[(8 + 1, 0x40)]);
 
     let log = Log::open(&dir, config).expect("reopen: the segment is trusted");
     let offsets = offsets_of(&sent);
@@ -401,11 +416,7 @@ fn a_trusted_segment_damaged_at_both_ends_still_opens() {
     // Found by ferry-sim: a flipped bit in the first batch's base offset and another
     // near the end of a trusted segment made recovery fill a gap after it, rescan it,
     // meet the first and refuse to open the log at all.
-    let (_tmp, dir) = temp_log_dir();
-    let config = small_config(Durability::Fsync);
-    let log = Log::open(&dir, config.clone()).expect("open");
-    let sent = fill(&log, 40);
-    log.close().expect("close");
+    let (_tmp, dir, config, sent) = closed_log_of_40_batches();
     let victim = segment_files(&dir)[0].clone();
     let pristine = std::fs::read(&victim).expect("read");
     let last_batch = pristine.len() - sent[0].len().max(sent[1].len()).max(sent[2].len());
@@ -427,11 +438,7 @@ fn a_trusted_segment_damaged_at_both_ends_still_opens() {
 
 #[test]
 fn a_missing_segment_file_becomes_a_lost_range() {
-    let (_tmp, dir) = temp_log_dir();
-    let config = small_config(Durability::Fsync);
-    let log = Log::open(&dir, config.clone()).expect("open");
-    let sent = fill(&log, 40);
-    log.close().expect("close");
+    let (_tmp, dir, config, sent) = closed_log_of_40_batches();
     let files = segment_files(&dir);
     let segments = files.len();
     std::fs::remove_file(&files[2]).expect("remove a segment");

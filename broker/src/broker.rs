@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use ferry_replication::LogKind;
+
 use crate::cluster::routing::Routing;
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, BrokerResult};
@@ -14,7 +16,6 @@ use crate::metrics::Metrics;
 use crate::offsets::OffsetStore;
 use crate::queue::{Housekeeping, QueueCluster, Queues};
 use crate::topic::{Topic, TopicOverrides, Topics};
-use ferry_replication::LogKind;
 
 /// Shared state of one broker host.
 pub struct Broker {

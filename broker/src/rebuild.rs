@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 use ferry_storage::{Log, LogConfig};
 use serde::{Deserialize, Serialize};
 
+use ferry_replication::LogKind;
 use ferry_replication::election::{ReplicaReport, rebuilt_state};
 
 use crate::cluster::records::{ClusterIdentity, PartitionState};
 use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{Compare, MetadataStore, MetadataStoreExt, Op, decode_json, encode_json, keys};
 use crate::retained::{RECORD_FILE, is_deleted, parse_dir_name};
-use ferry_replication::LogKind;
 
 /// Attempts of one compare-and-swap before giving up (another host rebuilding at the
 /// same moment keeps winning).

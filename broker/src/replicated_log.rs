@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use ferry_replication::LogKind;
 use ferry_replication::{Commit, LeaderCore, PartitionState};
 use ferry_storage::{AppendOutcome, DiskHooks, Log, LogConfig, ReadResult, StorageError};
 use tokio::sync::watch;
@@ -17,7 +18,6 @@ use tokio::sync::watch;
 use crate::clock::monotonic_ms;
 use crate::error::{BrokerError, BrokerResult};
 use crate::topic::DurabilitySetting;
-use ferry_replication::LogKind;
 
 /// Leader epoch stamped on batches by a standalone host (it is always the leader).
 pub const STANDALONE_LEADER_EPOCH: u64 = 0;

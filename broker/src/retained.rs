@@ -13,12 +13,12 @@
 
 use std::path::{Path, PathBuf};
 
+use ferry_replication::LogKind;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{MetadataStore, Op, encode_json, keys};
-use ferry_replication::LogKind;
 
 /// The copy of its record in a topic or queue directory.
 pub const RECORD_FILE: &str = "record.json";

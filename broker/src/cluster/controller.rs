@@ -14,6 +14,7 @@ use etcd_client::{Client, Compare as EtcdCompare, CompareOp, PutOptions, Txn, Tx
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use ferry_replication::LogKind;
 use ferry_replication::election::{self, ReplicaReport};
 
 use super::ClusterConfig;
@@ -27,7 +28,6 @@ use crate::meta::{
 };
 use crate::queue::QueueRecord;
 use crate::topic::TopicRecord;
-use ferry_replication::LogKind;
 
 /// The controller role of one host: campaigns while the host is live, leads when elected.
 #[derive(Debug)]

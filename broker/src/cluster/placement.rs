@@ -18,9 +18,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use ferry_replication::LogKind;
+
 use super::records::PartitionState;
 use crate::meta::Revision;
-use ferry_replication::LogKind;
 
 /// A topic or a queue the cluster should serve.
 #[derive(Debug, Clone, PartialEq, Eq)]

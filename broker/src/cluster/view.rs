@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_replication::LogKind;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
@@ -13,7 +14,6 @@ use super::placement::PartitionKey;
 use super::records::ObservedPartition;
 use super::records::{ClusterIdentity, ControllerRecord, HostRecord, PartitionState};
 use crate::meta::{KeyValue, MetadataStore, Revision, WatchEvent, decode_json, keys};
-use ferry_replication::LogKind;
 
 /// A consistent picture of one cluster's keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -19,6 +19,7 @@ use ferry_proto::v1::queue_service_server::QueueService;
 use ferry_proto::v1::topic_service_client::TopicServiceClient;
 use ferry_proto::v1::topic_service_server::TopicService;
 use ferry_records::{Batches, partition_for_key};
+use ferry_replication::LogKind;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -28,7 +29,6 @@ use super::forward::{Forwarder, detail_of, is_moved, is_not_yet_known};
 use crate::cluster::routing::coordinator_index;
 use crate::error::{BrokerError, BrokerResult};
 use crate::service::status::to_status;
-use ferry_replication::LogKind;
 
 /// Everything the gateway's services share.
 #[derive(Clone)]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_replication::LogKind;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -14,7 +15,6 @@ use crate::error::{BrokerError, BrokerResult, LeaderLocation};
 use crate::meta::{KeyValue, MetadataStore, decode_json, keys};
 use crate::queue::QueueRecord;
 use crate::topic::TopicRecord;
-use ferry_replication::LogKind;
 
 /// Topic and queue records and the views of the clusters that own them.
 #[derive(Debug, Clone, Default)]

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferry_replication::LogKind;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
@@ -19,7 +20,6 @@ use crate::clock::now_ms;
 use crate::cluster::records::{ObservedPartition, ObservedQueue};
 use crate::cluster::routing::Routing;
 use crate::meta::{MetadataStore, Op, keys};
-use ferry_replication::LogKind;
 
 /// Longest time between two writes of an unchanged value.
 const REFRESH: Duration = Duration::from_secs(60);

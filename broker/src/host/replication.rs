@@ -23,6 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use ferry_replication::election;
 use ferry_replication::follower::{self, Serve, Step};
+use ferry_replication::{LogId, LogKind};
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
@@ -37,7 +38,6 @@ use crate::queue::{Queue, SnapshotChunk, SnapshotId};
 use crate::topic::{
     DurabilitySetting, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets, ReplicatedLog,
 };
-use ferry_replication::{LogId, LogKind};
 
 /// The first pause after a failed replica fetch; it doubles up to the retry pause.
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(20);
@@ -52,7 +52,7 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A follower's fetch, as the leader receives it.
 #[derive(Debug, Clone)]
 pub struct ReplicaFetch {
-    /// `topics` or `queues`.
+    /// Topic or queue.
     pub kind: LogKind,
     /// Topic (or queue) name.
     pub topic: String,

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use ferry_records::{BatchBuilder, Batches};
+use ferry_replication::LogKind;
 use ferry_storage::{DiskHooks, Log, StorageError};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
@@ -29,7 +30,6 @@ use crate::topic::{
     Ack, DurabilitySetting, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets, ReplicatedLog,
     STANDALONE_LEADER_EPOCH,
 };
-use ferry_replication::LogKind;
 
 /// Longest FIFO group id or dedup id.
 pub const MAX_ID_LEN: usize = 128;

@@ -1,16 +1,12 @@
 //! The set of queues on this host: creation and deletion through the metadata store,
 //! recovery at start-up, long-poll receives, and each queue's housekeeping task
 //! (visibility deadlines, dead-lettering, retention, interval flushes, compaction).
-
-use crate::retained::{
-    Disposal, disposal_of, read_record, remove_dir, remove_strays, resource_dir, tombstone_op,
-    write_record,
-};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use ferry_replication::LogKind;
 use ferry_storage::DiskHooks;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -27,8 +23,11 @@ use crate::queue::instance::{
 };
 use crate::queue::receipt::decode_receipt;
 use crate::queue::settings::{QueueOverrides, QueueRecord, QueueSettings};
+use crate::retained::{
+    Disposal, disposal_of, read_record, remove_dir, remove_strays, resource_dir, tombstone_op,
+    write_record,
+};
 use crate::topic::DurabilitySetting;
-use ferry_replication::LogKind;
 
 /// Messages moved per dead-letter or redrive round.
 const MOVE_BATCH: usize = 1000;

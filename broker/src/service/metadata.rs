@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use ferry_proto::v1 as pb;
 use ferry_proto::v1::metadata_service_server::MetadataService;
+use ferry_replication::LogKind;
 use tonic::{Request, Response, Status};
 
 use super::status::Answer;
 use crate::broker::Broker;
 use crate::cluster::routing::Routing;
 use crate::topic::{STANDALONE_LEADER_EPOCH, Topic};
-use ferry_replication::LogKind;
 
 /// The metadata API over a broker.
 pub struct MetadataApi {

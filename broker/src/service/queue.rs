@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use ferry_proto::v1 as pb;
 use ferry_proto::v1::queue_service_server::QueueService;
+use ferry_replication::LogKind;
 use tonic::{Request, Response, Status};
 
 use super::status::Answer;
@@ -14,7 +15,6 @@ use crate::error::{BrokerError, BrokerResult};
 use crate::queue::{Queue, ReceiveOptions, ReceiveRequest, Settle};
 use crate::service::convert::{outgoing_message, queue_info, queue_overrides, received_message};
 use crate::service::status::error_detail;
-use ferry_replication::LogKind;
 
 /// Characters of a consumer id kept for the consumer count; longer ids are cut.
 const MAX_CONSUMER_ID_CHARS: usize = 256;

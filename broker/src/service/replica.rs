@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use ferry_proto::v1 as pb;
 use ferry_proto::v1::replica_service_server::ReplicaService;
+use ferry_replication::LogKind;
 use tonic::{Request, Response, Status};
 
 use super::status::Answer;
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::host::replication::{ReplicaFetch, SnapshotFetch, serve_fetch, serve_snapshot};
-use ferry_replication::LogKind;
 
 /// The replica service of one host.
 pub struct ReplicaApi {

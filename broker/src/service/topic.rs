@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 
 use ferry_proto::v1 as pb;
 use ferry_proto::v1::topic_service_server::TopicService;
-use tonic::{Request, Response, Status};
-
 use ferry_replication::LogKind;
+use tonic::{Request, Response, Status};
 
 use super::status::Answer;
 use crate::broker::Broker;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use ferry_replication::LogKind;
 use ferry_storage::DiskHooks;
 use tokio::task::JoinHandle;
 
@@ -20,7 +21,6 @@ use crate::retained::{
     write_record,
 };
 use crate::topic::{DurabilitySetting, ReplicatedLog, TopicOverrides, TopicRecord, TopicSettings};
-use ferry_replication::LogKind;
 
 /// One topic: its record and its open partitions.
 pub struct Topic {

@@ -316,8 +316,8 @@ async fn restore_partition(
     replica: ReplicaReport,
 ) -> BrokerResult<()> {
     let prefix = keys::replica_reports(&host.cluster, kind, name, partition);
-    meta.put(&format!("{prefix}{}", host.host_id), encode_json(&replica))
-        .await?;
+    let own = keys::replica_report(&host.cluster, kind, name, partition, &host.host_id);
+    meta.put(&own, encode_json(&replica)).await?;
     let state_key = keys::partition_state(&host.cluster, kind, name, partition);
     for _ in 0..MAX_ATTEMPTS {
         let mut reports = Vec::new();

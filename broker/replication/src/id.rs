@@ -69,17 +69,6 @@ pub struct LogId {
     pub index: u32,
 }
 
-impl LogId {
-    /// The partition whose state (leader, in-sync set) governs this log: a queue's two
-    /// logs share partition 0.
-    pub fn partition(&self) -> u32 {
-        match self.kind {
-            LogKind::Topic => self.index,
-            LogKind::Queue => 0,
-        }
-    }
-}
-
 impl fmt::Display for LogId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}/{}", self.kind, self.name, self.index)
@@ -96,20 +85,5 @@ mod tests {
             assert_eq!(kind.as_str().parse::<LogKind>(), Ok(kind));
         }
         assert!("topic".parse::<LogKind>().is_err());
-    }
-
-    #[test]
-    fn both_logs_of_a_queue_share_its_partition_state() {
-        let journal = LogId {
-            kind: LogKind::Queue,
-            name: "jobs".into(),
-            index: 1,
-        };
-        assert_eq!(journal.partition(), 0);
-        let partition = LogId {
-            kind: LogKind::Topic,
-            ..journal
-        };
-        assert_eq!(partition.partition(), 1);
     }
 }

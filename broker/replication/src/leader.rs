@@ -92,11 +92,6 @@ impl LeaderCore {
         self.epoch
     }
 
-    /// The other replicas, in placement order.
-    pub fn followers(&self) -> &[String] {
-        &self.followers
-    }
-
     /// Updates the other replicas and which of them the committed in-sync set holds.
     /// A follower seen for the first time gets a full lag allowance from `now_ms`; one
     /// that left the in-sync set proves it caught up afresh (what it held before says
@@ -213,11 +208,6 @@ impl LeaderCore {
     /// Replicas in the committed in-sync set, the leader included.
     pub fn in_sync_count(&self) -> usize {
         self.in_sync.len() + 1
-    }
-
-    /// Whether another replica besides the leader is in the committed in-sync set.
-    pub fn others_in_sync(&self) -> bool {
-        !self.in_sync.is_empty()
     }
 
     /// Whether a follower in the committed in-sync set holds records this leader's

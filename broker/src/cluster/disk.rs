@@ -219,12 +219,8 @@ fn damaged_logs(root: &Path) -> Result<Vec<PathBuf>, StorageError> {
 
 /// Forgets the torn tails recorded in `dirs` (their host has left the in-sync sets).
 fn forget_torn_tails(dirs: &[PathBuf]) -> Result<(), StorageError> {
-    for dir in dirs {
-        let log = Log::open(dir, LogConfig::default())?;
-        log.forget_torn_tail()?;
-        log.close()?;
-    }
-    Ok(())
+    dirs.iter()
+        .try_for_each(|dir| ferry_storage::forget_torn_tail(dir))
 }
 
 /// Whether `path` names a segment file (`{base_offset:020}.log`), as storage writes them.

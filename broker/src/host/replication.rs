@@ -159,13 +159,17 @@ pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<R
     }
     // Recorded when starting over too, so a replica that lost its disk is not judged
     // by what it held before.
+    let follower_damaged = !fetch.follower_lost.is_empty();
     partition.record_fetch(
         &fetch.follower_id,
         epoch,
         fetch.fetch_offset,
         fetch.follower_lost,
     )?;
-    let repair_below = partition.repair_for(&fetch.follower_id);
+    // Only a follower with lost ranges repairs: no need to look at this log's otherwise.
+    let repair_below = follower_damaged
+        .then(|| partition.repair_for(&fetch.follower_id))
+        .flatten();
     if served == Serve::StartOver || repair_below.is_some() {
         // Too far behind (it starts over at the log start), or it repairs first.
         answer.repair_below = repair_below;
@@ -474,7 +478,7 @@ impl Replication {
         for topic in self.broker.topics.list() {
             for partition in &topic.partitions {
                 let key = PartitionKey {
-                    kind: LogKind::Topic.to_owned(),
+                    kind: LogKind::Topic,
                     name: topic.name().to_owned(),
                     partition: partition.index(),
                 };
@@ -512,7 +516,7 @@ impl Replication {
         }
         for queue in self.broker.queues.list() {
             let key = PartitionKey {
-                kind: LogKind::Queue.to_owned(),
+                kind: LogKind::Queue,
                 name: queue.name().to_owned(),
                 partition: 0,
             };
@@ -579,42 +583,29 @@ impl Replication {
     /// elects again when every replica has reported.
     async fn report_if_leaderless(&mut self, view: &ClusterView) {
         let me = self.routing.host_id().to_owned();
-        let mut logs: Vec<(PartitionKey, Vec<Arc<ReplicatedLog>>)> = Vec::new();
-        for topic in self.broker.topics.list() {
-            for partition in &topic.partitions {
-                let key = PartitionKey {
-                    kind: LogKind::Topic.to_owned(),
-                    name: topic.name().to_owned(),
-                    partition: partition.index(),
-                };
-                logs.push((key, vec![Arc::clone(partition)]));
-            }
-        }
-        for queue in self.broker.queues.list() {
-            let key = PartitionKey {
-                kind: LogKind::Queue.to_owned(),
-                name: queue.name().to_owned(),
-                partition: 0,
-            };
-            let both = [QUEUE_MESSAGES_LOG, QUEUE_JOURNAL_LOG]
-                .into_iter()
-                .filter_map(|index| queue.replicated_log(index).ok())
-                .collect();
-            logs.push((key, both));
-        }
         self.reported
             .retain(|key, _| view.partitions.contains_key(key));
-        for (key, replica) in logs {
-            let Some((state, _)) = view.partitions.get(&key) else {
-                continue;
-            };
+        for (key, (state, _)) in &view.partitions {
             let leaderless = state.leader.is_none() && state.isr.is_empty();
             if !leaderless
                 || !state.has_replica(&me)
-                || self.reported.get(&key) == Some(&state.leader_epoch)
+                || self.reported.get(key) == Some(&state.leader_epoch)
             {
                 continue;
             }
+            // A topic partition is one log; a queue's state governs both of its logs.
+            let indexes = match key.kind {
+                LogKind::Topic => vec![key.partition],
+                LogKind::Queue => vec![QUEUE_MESSAGES_LOG, QUEUE_JOURNAL_LOG],
+            };
+            let Ok(replica) = indexes
+                .into_iter()
+                .map(|index| self.broker.replicated_log(key.kind, &key.name, index))
+                .collect::<BrokerResult<Vec<_>>>()
+            else {
+                // Not open here yet: the materializer opens it, and a later pass reports.
+                continue;
+            };
             let opened: Vec<&ferry_storage::Log> =
                 replica.iter().map(|p| p.log().as_ref()).collect();
             let report = match crate::rebuild::report_on(&opened, state.leader_epoch) {
@@ -624,10 +615,8 @@ impl Replication {
                     continue;
                 }
             };
-            let path = format!(
-                "{}{me}",
-                keys::replica_reports(self.routing.cluster(), key.kind, &key.name, key.partition)
-            );
+            let cluster = self.routing.cluster();
+            let path = keys::replica_report(cluster, key.kind, &key.name, key.partition, &me);
             match self.meta.put(&path, encode_json(&report)).await {
                 Ok(_) => {
                     tracing::warn!(
@@ -635,7 +624,7 @@ impl Replication {
                         ?report,
                         "no in-sync replica left: reported this replica's log for a new election"
                     );
-                    self.reported.insert(key, state.leader_epoch);
+                    self.reported.insert(key.clone(), state.leader_epoch);
                 }
                 Err(err) => {
                     tracing::warn!(partition = ?key, %err, "cannot write the replica report")

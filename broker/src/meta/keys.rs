@@ -99,6 +99,17 @@ pub fn replica_reports(cluster: &str, kind: LogKind, name: &str, partition: u32)
     format!("{CLUSTERS}{cluster}/rebuild/{kind}/{name}/{partition}/")
 }
 
+/// One host's report on its replica of one partition (under [`replica_reports`]).
+pub fn replica_report(
+    cluster: &str,
+    kind: LogKind,
+    name: &str,
+    partition: u32,
+    host: &str,
+) -> String {
+    format!("{}{host}", replica_reports(cluster, kind, name, partition))
+}
+
 /// What the leader of a topic partition last published about it.
 pub fn observed_topic(cluster: &str, topic: &str, partition: u32) -> String {
     format!("{CLUSTERS}{cluster}/observed/topics/{topic}/{partition}")

@@ -33,4 +33,4 @@ pub use epochs::EpochStart;
 pub use error::StorageError;
 pub use log::{AppendOutcome, Log, RetentionOutcome};
 pub use read::ReadResult;
-pub use repair::LostRecords;
+pub use repair::{LostRecords, forget_torn_tail};

@@ -363,8 +363,9 @@ pub(crate) fn load_torn_tail(dir: &Path) -> Result<Option<u64>, StorageError> {
     Ok(Some(decoded.unwrap_or(0)))
 }
 
-/// Removes the torn-tail record.
-pub(crate) fn forget_torn_tail(dir: &Path) -> Result<(), StorageError> {
+/// Removes the torn-tail record of the log in `dir` (open or not: nothing else in the
+/// log depends on it), once its host has acted on it.
+pub fn forget_torn_tail(dir: &Path) -> Result<(), StorageError> {
     if dir.join(TORN_FILE).exists() {
         remove_if_exists(&dir.join(TORN_FILE))?;
         sync_dir(dir)?;

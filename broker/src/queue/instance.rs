@@ -1290,6 +1290,10 @@ impl Queue {
             *lock(&self.serving) = Some(epoch);
         }
         tracing::info!(queue = %self.record.name, epoch, "leading the queue");
+        // The high watermark may have moved while the state was rebuilt, and nothing
+        // promoted what it passed (the queue was not serving): with no further write
+        // those messages would stay pending for good.
+        self.promote(now_ms);
         self.changed.notify_waiters();
         Ok(())
     }

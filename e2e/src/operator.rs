@@ -43,7 +43,7 @@ pub struct OperatorConfig {
 
 /// The operator binary: `FERRY_OPERATOR_BIN`, else the one built beside this test
 /// binary, else `$CARGO_TARGET_DIR/debug`, else the workspace's `target/debug`.
-fn operator_binary() -> PathBuf {
+pub fn operator_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("FERRY_OPERATOR_BIN") {
         let path = PathBuf::from(path);
         assert!(

@@ -143,6 +143,49 @@ fn helm_lint_and_template_pass_for_every_value_set() {
     }
 }
 
+/// The operator Deployment's `FERRY_*` variables, as rendered (`- name: FERRY_X`).
+fn operator_env_names(rendered: &str) -> Vec<String> {
+    let deployment = rendered
+        .split("\n---")
+        .find(|doc| doc.contains("kind: Deployment") && doc.contains("ferry-operator"))
+        .expect("the operator Deployment is rendered");
+    deployment
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- name: "))
+        .filter(|name| name.starts_with("FERRY_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_variable_the_chart_gives_the_operator_is_one_it_reads() {
+    // A misspelt variable is silently ignored: the chart once set FERRY_BROKER_IMAGE
+    // while the operator read FERRY_OPERATOR_BROKER_IMAGE, so brokers ran an image
+    // that exists nowhere.
+    let help = std::process::Command::new(ferry_e2e::operator::operator_binary())
+        .arg("--help")
+        .output()
+        .expect("run ferry-operator --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    let tools = KubeTools::locate();
+    let home = tempfile::tempdir().expect("tempdir");
+    for (name, sets) in VALUE_SETS {
+        let rendered = template(&tools, home.path(), "ferry", "ferry-system", sets);
+        assert!(rendered.status.success(), "helm template ({name}) failed");
+        let names = operator_env_names(&String::from_utf8_lossy(&rendered.stdout));
+        assert!(
+            names.iter().any(|n| n == "FERRY_OPERATOR_BROKER_IMAGE"),
+            "({name}) the operator is not told its broker image: {names:?}"
+        );
+        for variable in names {
+            assert!(
+                help.contains(&format!("[env: {variable}")),
+                "({name}) the chart sets {variable}, which ferry-operator does not read"
+            );
+        }
+    }
+}
+
 #[test]
 fn values_schema_refuses_what_cannot_work() {
     let tools = KubeTools::locate();

@@ -27,11 +27,22 @@ pub struct DefaultCluster {
     pub image: Option<String>,
 }
 
+/// The image of this operator's release: both binaries are in it (see the
+/// Dockerfile), so brokers default to the operator's own version.
+pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/ferry-dev/ferry:", env!("CARGO_PKG_VERSION"));
+
+/// Where the broker binary is in the image (the Dockerfile and `e2e/k8s/image` put
+/// it there); the image's entrypoint is the operator, so broker pods name it.
+pub const BROKER_COMMAND: &str = "/usr/local/bin/ferry-broker";
+
 /// The operator's settings (from its flags).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The broker image of clusters that name none.
     pub broker_image: String,
+    /// When the kubelet pulls the broker image (`Always`, `IfNotPresent`, `Never`);
+    /// `None` leaves Kubernetes' default (`Always` for `:latest`, else `IfNotPresent`).
+    pub broker_image_pull_policy: Option<String>,
     /// The etcd endpoints brokers use when their cluster names none; also the
     /// operator's own.
     pub etcd_endpoints: Vec<String>,
@@ -53,7 +64,8 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            broker_image: "ferry/broker:latest".to_owned(),
+            broker_image: DEFAULT_IMAGE.to_owned(),
+            broker_image_pull_policy: None,
             etcd_endpoints: vec!["http://etcd:2379".to_owned()],
             default_cluster: DefaultCluster {
                 name: "ferry".to_owned(),

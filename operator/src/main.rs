@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
-use ferry_operator::context::{Context, DefaultCluster, Settings};
+use ferry_operator::context::{Context, DEFAULT_IMAGE, DefaultCluster, Settings};
 use ferry_operator::controller::{self, Namespaces};
 use ferry_operator::leader::{LeaderElector, LeaseSettings};
 use ferry_operator::metadata::{EtcdMetadata, EtcdSettings, MetaError};
@@ -79,13 +79,17 @@ struct Cli {
     /// the host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Log filter in tracing-subscriber syntax (`info`, `ferry_operator=debug`, …);
+    /// default: RUST_LOG, else `info`.
+    #[arg(long, env = "FERRY_LOG")]
+    log: Option<String>,
     /// The broker image of clusters that name none.
-    #[arg(
-        long,
-        env = "FERRY_OPERATOR_BROKER_IMAGE",
-        default_value = "ferry/broker:latest"
-    )]
+    #[arg(long, env = "FERRY_OPERATOR_BROKER_IMAGE", default_value = DEFAULT_IMAGE)]
     broker_image: String,
+    /// When the kubelet pulls broker images: Always, IfNotPresent or Never (default:
+    /// Kubernetes' own, Always for a `:latest` tag and IfNotPresent otherwise).
+    #[arg(long, env = "FERRY_OPERATOR_BROKER_IMAGE_PULL_POLICY", value_parser = ["Always", "IfNotPresent", "Never"])]
+    broker_image_pull_policy: Option<String>,
     /// Name of the cluster created when a Topic or Queue finds none in its namespace.
     #[arg(
         long,
@@ -175,6 +179,7 @@ impl Cli {
     fn settings(&self) -> Settings {
         Settings {
             broker_image: self.broker_image.clone(),
+            broker_image_pull_policy: self.broker_image_pull_policy.clone(),
             etcd_endpoints: self.etcd.clone(),
             default_cluster: DefaultCluster {
                 name: self.default_cluster_name.clone(),
@@ -327,13 +332,16 @@ async fn run(cli: Cli) -> Result<(), MainError> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
     // FERRY_LOG, the broker's variable, is what the chart sets from
     // `operator.logLevel`; RUST_LOG is honoured when it is absent.
-    let filter = EnvFilter::try_from_env("FERRY_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = match cli.log.as_deref() {
+        Some(directives) => EnvFilter::try_new(directives).ok(),
+        None => EnvFilter::try_from_default_env().ok(),
+    }
+    .unwrap_or_else(|| EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
-    match run(Cli::parse()).await {
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(%err, "ferry-operator failed");

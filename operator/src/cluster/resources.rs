@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::context::Settings;
+use crate::context::{BROKER_COMMAND, Settings};
 use crate::crd::{BrokerCluster, BrokerSettings, Durability};
 
 /// Where each host's volume is mounted.
@@ -339,6 +339,8 @@ fn broker_container(
                 .clone()
                 .unwrap_or_else(|| settings.broker_image.clone()),
         ),
+        image_pull_policy: settings.broker_image_pull_policy.clone(),
+        command: Some(vec![BROKER_COMMAND.to_owned()]),
         args: Some(vec![
             "serve".to_owned(),
             "--cluster".to_owned(),

@@ -14,7 +14,7 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex, Weak};
@@ -161,14 +161,22 @@ pub struct KubeApiServer {
     apiserver: Supervised,
     etcd: EtcdServer,
     tools: KubeTools,
+    address: Ipv4Addr,
     port: u16,
     dir: TempDir,
 }
 
 impl KubeApiServer {
-    /// Starts etcd and kube-apiserver, waits until `/readyz` answers `ok`, and writes
-    /// the kubeconfig.
+    /// Starts etcd and kube-apiserver on 127.0.0.1, waits until `/readyz` answers
+    /// `ok`, and writes the kubeconfig.
     pub fn start() -> Self {
+        Self::start_on(Ipv4Addr::LOCALHOST)
+    }
+
+    /// As [`Self::start`], with the API server listening on and advertising
+    /// `address`: pods reach it there (through the `kubernetes` Service, whose
+    /// endpoint it is), so it must be an address of this machine outside 127/8.
+    pub fn start_on(address: Ipv4Addr) -> Self {
         let tools = KubeTools::locate();
         let dir = tempfile::Builder::new()
             .prefix("ferry-kube-")
@@ -181,17 +189,18 @@ impl KubeApiServer {
 
         let mut failures = Vec::new();
         for attempt in 0..START_ATTEMPTS {
-            let port = free_port();
+            let port = free_port(address);
             let log = dir.path().join(format!("kube-apiserver-{attempt}.log"));
-            let mut apiserver = spawn_apiserver(&tools, dir.path(), &etcd, port, &log);
-            write_kubeconfig(dir.path(), port, &credentials);
-            match wait_ready(&tools, dir.path(), &mut apiserver, port) {
+            let mut apiserver = spawn_apiserver(&tools, dir.path(), &etcd, (address, port), &log);
+            write_kubeconfig(dir.path(), (address, port), &credentials);
+            match wait_ready(&tools, dir.path(), &mut apiserver, (address, port)) {
                 Ok(()) => {
                     return Self {
                         controller_manager: None,
                         apiserver,
                         etcd,
                         tools,
+                        address,
                         port,
                         dir,
                     };
@@ -284,9 +293,9 @@ impl KubeApiServer {
         manager_runs && !self.apiserver.has_exited()
     }
 
-    /// The API server's URL, `https://127.0.0.1:<port>`.
+    /// The API server's URL, `https://<address>:<port>`.
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://{}:{}", self.address, self.port)
     }
 
     /// The kubeconfig: contexts [`ADMIN_CONTEXT`] (current) and [`USER_CONTEXT`], the
@@ -458,11 +467,11 @@ impl KubeApiServer {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+fn free_port(address: Ipv4Addr) -> u16 {
+    TcpListener::bind((address, 0))
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
-        .expect("a free port on 127.0.0.1")
+        .unwrap_or_else(|err| panic!("a free port on {address}: {err}"))
 }
 
 /// The key pair that signs and verifies service-account tokens, made by openssl.
@@ -506,7 +515,7 @@ fn write_token_file(dir: &Path, credentials: &Credentials) {
 }
 
 /// The kubeconfig, as JSON (a subset of YAML, so kubectl, helm and kube-rs read it).
-fn write_kubeconfig(dir: &Path, port: u16, credentials: &Credentials) {
+fn write_kubeconfig(dir: &Path, (address, port): (Ipv4Addr, u16), credentials: &Credentials) {
     let context = |name: &str, user: &str| serde_json::json!({"name": name, "context": {"cluster": "ferry-e2e", "user": user}});
     let user =
         |name: &str, token: &str| serde_json::json!({"name": name, "user": {"token": token}});
@@ -516,7 +525,7 @@ fn write_kubeconfig(dir: &Path, port: u16, credentials: &Credentials) {
         "clusters": [{
             "name": "ferry-e2e",
             "cluster": {
-                "server": format!("https://127.0.0.1:{port}"),
+                "server": format!("https://{address}:{port}"),
                 "certificate-authority": dir.join("certs/apiserver.crt"),
             },
         }],
@@ -546,15 +555,15 @@ fn spawn_apiserver(
     tools: &KubeTools,
     dir: &Path,
     etcd: &EtcdServer,
-    port: u16,
+    (address, port): (Ipv4Addr, u16),
     log: &Path,
 ) -> Supervised {
     let path = |name: &str| dir.join(name).display().to_string();
     let mut command = process::command(&tools.path("kube-apiserver"));
     command
         .arg(format!("--etcd-servers={}", etcd.endpoint()))
-        .arg("--bind-address=127.0.0.1")
-        .arg("--advertise-address=127.0.0.1")
+        .arg(format!("--bind-address={address}"))
+        .arg(format!("--advertise-address={address}"))
         .arg(format!("--secure-port={port}"))
         // Without --tls-cert-file the server writes a self-signed certificate here,
         // valid for its advertise address; the kubeconfig trusts exactly that.
@@ -562,15 +571,21 @@ fn spawn_apiserver(
         .arg(format!("--token-auth-file={}", path("tokens.csv")))
         .arg("--authorization-mode=RBAC")
         .arg("--service-cluster-ip-range=10.0.0.0/24")
-        .arg(format!("--service-account-issuer=https://127.0.0.1:{port}"))
+        .arg(format!("--service-account-issuer=https://{address}:{port}"))
         .arg(format!("--service-account-key-file={}", path("sa.pub")))
         .arg(format!(
             "--service-account-signing-key-file={}",
             path("sa.key")
         ))
-        // The `kubernetes` Service's endpoints would be 127.0.0.1, which endpoint
-        // validation refuses; nothing here runs in pods, so none are kept.
-        .arg("--endpoint-reconciler-type=none")
+        // On 127.0.0.1 the `kubernetes` Service's endpoint would be a loopback
+        // address, which endpoint validation refuses, and no pod would use it.
+        .arg(if address.is_loopback() {
+            "--endpoint-reconciler-type=none"
+        } else {
+            "--endpoint-reconciler-type=lease"
+        })
+        // Logs and exec reach a kubelet at its node's address (no DNS names nodes).
+        .arg("--kubelet-preferred-address-types=InternalIP")
         .arg("--allow-privileged=true")
         .stdout(Stdio::null())
         .stderr(log_file(log));
@@ -583,7 +598,7 @@ fn wait_ready(
     tools: &KubeTools,
     dir: &Path,
     apiserver: &mut Supervised,
-    port: u16,
+    (address, port): (Ipv4Addr, u16),
 ) -> Result<(), String> {
     let deadline = Instant::now() + START_TIMEOUT;
     let mut last = String::new();
@@ -598,8 +613,7 @@ fn wait_ready(
             ));
         }
         // kubectl only once the port listens and the certificate exists.
-        if TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && dir.join("certs/apiserver.crt").is_file()
+        if TcpStream::connect((address, port)).is_ok() && dir.join("certs/apiserver.crt").is_file()
         {
             let mut command = kubectl_command(tools, dir);
             command.args(["get", "--raw", "/readyz"]);

@@ -11,6 +11,8 @@
 //! - [`kube`]: a real kube-apiserver (and kube-controller-manager) on its own etcd,
 //!   with kubectl and helm, for the operator, CRD and chart tests.
 //! - [`operator`]: a `ferry-operator` process against that API server.
+//! - [`node`]: a one-node Kubernetes beside that API server (containerd, kubelet,
+//!   kube-scheduler, kube-proxy, CoreDNS), for tests that run Ferry in pods.
 //!
 //! Every process is wrapped in `timeout 600`, so a test killed midway leaves nothing
 //! running for long.
@@ -22,6 +24,7 @@ pub mod gateway;
 pub mod history;
 pub mod kube;
 pub mod netns;
+pub mod node;
 pub mod operator;
 mod process;
 
@@ -30,4 +33,5 @@ pub use cluster::{Cluster, ClusterOptions, Network};
 pub use etcd::EtcdServer;
 pub use history::{CheckOptions, History, Verdict, check};
 pub use kube::{KubeApiServer, KubeTools};
+pub use node::KubeNode;
 pub use operator::{OperatorConfig, OperatorProcess};

@@ -127,7 +127,10 @@ async fn create_applies_every_owned_object_then_reports_status() {
                 .collect();
             // The image's entrypoint is the operator: the broker container names
             // its binary.
-            assert_eq!(broker["command"], serde_json::json!(["/usr/local/bin/ferry-broker"]));
+            assert_eq!(
+                broker["command"],
+                serde_json::json!(["/usr/local/bin/ferry-broker"])
+            );
             assert_eq!(&args[..3], ["serve", "--cluster", "prod.main"]);
             assert!(args.contains(&"$(FERRY_HOST_ID).main-hosts.prod.svc.cluster.local:7070"));
             assert_eq!(broker["env"][0]["name"], "FERRY_HOST_ID");

@@ -183,6 +183,11 @@ struct ServeArgs {
     /// How long a host may be gone before its replicas move to other hosts, in ms.
     #[arg(long, env = "FERRY_HOST_GRACE_MS", default_value_t = 30_000)]
     host_grace_ms: u64,
+    /// Longest a starting host reports not ready (gRPC health `ferry.ready`, the
+    /// readiness probe) while it is outside the in-sync set of a partition it
+    /// replicates, in ms; after that it reports ready anyway.
+    #[arg(long, env = "FERRY_READY_MAX_WAIT_MS", default_value_t = 300_000)]
+    ready_max_wait_ms: u64,
     /// Longest wait for one etcd request, in ms.
     #[arg(long, env = "FERRY_ETCD_TIMEOUT_MS", default_value_t = 5_000)]
     etcd_timeout_ms: u64,
@@ -232,6 +237,7 @@ impl ServeArgs {
             lease_ttl: Duration::from_millis(self.lease_ttl_ms),
             host_grace: Duration::from_millis(self.host_grace_ms),
             observed_interval: Duration::from_millis(self.observed_interval_ms),
+            ready_max_wait: Duration::from_millis(self.ready_max_wait_ms),
         };
         let mut config = self.host.into_config()?;
         config.replication = ReplicationConfig {

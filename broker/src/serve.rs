@@ -34,6 +34,8 @@ pub struct ServeOptions {
     pub host_grace: Duration,
     /// How often leaders publish observed state to etcd.
     pub observed_interval: Duration,
+    /// Longest a starting host reports not ready while it catches up.
+    pub ready_max_wait: Duration,
 }
 
 /// Runs one cluster host until `shutdown` resolves; on the way out it gives up its
@@ -125,6 +127,12 @@ pub async fn run(
         Arc::clone(&meta),
         cluster.retry_pause,
     );
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    let readiness = tokio::spawn(crate::host::readiness::become_ready(
+        routing.clone(),
+        options.ready_max_wait,
+        ready_tx,
+    ));
     let publisher = Publisher::start(
         Arc::clone(&broker),
         routing,
@@ -147,8 +155,9 @@ pub async fn run(
             }
         }
     };
-    let served = serve_until(broker, listeners, shutdown, on_ready).await;
+    let served = serve_until(broker, listeners, ready, shutdown, on_ready).await;
     guard.abort();
+    readiness.abort();
     drop(publisher);
     drop(replicator);
     drop(materializer);

@@ -41,7 +41,9 @@ pub async fn run(
     })?;
     let listeners = Listeners::bind(&config).await?;
     let broker = Broker::open(config, Arc::new(meta), None).await?;
-    serve_until(broker, listeners, shutdown, on_ready).await
+    // One host with nothing to catch up with: ready once it serves.
+    let (_ready, ready_rx) = watch::channel(true);
+    serve_until(broker, listeners, ready_rx, shutdown, on_ready).await
 }
 
 /// Validates the configuration, creates the data directory and locks it; keep the
@@ -85,10 +87,12 @@ impl Listeners {
     }
 }
 
-/// Serves `broker` on `listeners` until `shutdown` resolves, then stops gracefully.
+/// Serves `broker` on `listeners` until `shutdown` resolves, then stops gracefully;
+/// the readiness probe follows `ready`.
 pub(crate) async fn serve_until(
     broker: Arc<Broker>,
     listeners: Listeners,
+    ready: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(BoundAddresses),
 ) -> anyhow::Result<()> {
@@ -108,6 +112,7 @@ pub(crate) async fn serve_until(
     let grpc = tokio::spawn(crate::service::serve(
         Arc::clone(&broker),
         listeners.grpc,
+        ready,
         wait_true(stop_rx.clone()),
     ));
 

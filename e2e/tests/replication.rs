@@ -137,6 +137,35 @@ async fn kill_leader_under_load(
     (victim, killed_at.elapsed())
 }
 
+/// Waits for `host` to report ready (its readiness probe), and checks that by then
+/// it is in the in-sync set of every partition: a rolling restart waits on exactly
+/// this before it takes the next host down.
+/// Returns how many polls found it not ready.
+async fn ready_only_in_sync(cluster: &Cluster, etcd: &mut etcd_client::Client, host: &str) -> u32 {
+    let channel = rpc::channel(cluster.host(host));
+    let deadline = tokio::time::Instant::now() + CATCH_UP_DEADLINE;
+    let mut polls_not_ready = 0u32;
+    while !rpc::ready(&channel).await {
+        polls_not_ready += 1;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{host} did not report ready within {CATCH_UP_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let view = read_view(etcd, cluster.name()).await.expect("view");
+    for p in 0..PARTITIONS {
+        let state = view.partition(&partition(p)).expect("partition state");
+        assert!(
+            state.isr.iter().any(|h| h == host),
+            "{host} reported ready while outside partition {p}'s in-sync set {:?}",
+            state.isr
+        );
+    }
+    eprintln!("{host} reported ready after {polls_not_ready} polls that said not ready");
+    polls_not_ready
+}
+
 fn assert_valid(verdict: &Verdict, what: &str) {
     assert!(verdict.valid, "{what}: {}", verdict.to_json());
 }
@@ -153,8 +182,10 @@ async fn sync_replication_loses_nothing_acknowledged_when_the_leader_dies_and_re
     load.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE, "after the failover")
         .await;
 
-    // 2. It returns with its data, truncates by epoch, catches up, rejoins.
+    // 2. It returns with its data, truncates by epoch, catches up, rejoins; it
+    //    reports ready only once back in every in-sync set.
     cluster.host_mut(&victim).restart();
+    ready_only_in_sync(&cluster, &mut etcd, &victim).await;
     wait_for_view(
         &mut etcd,
         &name,
@@ -185,6 +216,13 @@ async fn sync_replication_loses_nothing_acknowledged_when_the_leader_dies_and_re
     load.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE, "while a replica is down")
         .await;
     cluster.host_mut(&wiped).restart();
+    // A wiped disk leaves every in-sync set before the host registers: it cannot
+    // be ready at once.
+    let not_ready = ready_only_in_sync(&cluster, &mut etcd, &wiped).await;
+    assert!(
+        not_ready > 0,
+        "the wiped host reported ready before copying anything back"
+    );
     wait_for_view(
         &mut etcd,
         &name,

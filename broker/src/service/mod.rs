@@ -22,7 +22,10 @@ use ferry_proto::v1::queue_service_server::QueueServiceServer;
 use ferry_proto::v1::replica_service_server::ReplicaServiceServer;
 use ferry_proto::v1::topic_service_server::TopicServiceServer;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::broker::Broker;
 
@@ -34,6 +37,11 @@ pub use queue::QueueApi;
 pub use replica::ReplicaApi;
 pub use topic::TopicApi;
 
+/// The gRPC health "service" a readiness probe asks about: serving once the host is
+/// ready for traffic (a cluster host: caught up, see `host::readiness`). The empty
+/// name, for liveness, is serving while the server runs.
+pub const READY_HEALTH_SERVICE: &str = "ferry.ready";
+
 /// HTTP/2 keepalive ping period, so dead clients are noticed.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a keepalive ping may go unanswered.
@@ -41,13 +49,16 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves every gRPC service (plus health and reflection) until `shutdown`
 /// resolves; then stops accepting and waits for in-flight requests to finish.
+/// [`READY_HEALTH_SERVICE`] follows `ready`.
 pub async fn serve(
     broker: Arc<Broker>,
     listener: TcpListener,
+    ready: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let limit = broker.config.limits.max_request_bytes as usize;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let readiness = tokio::spawn(report_readiness(health_reporter.clone(), ready));
     health_reporter
         .set_serving::<TopicServiceServer<TopicApi>>()
         .await;
@@ -112,7 +123,26 @@ pub async fn serve(
     // algorithm and the peer's delayed ACK: that alone costs 40 ms per response.
     // The builder's tcp_nodelay only covers listeners tonic binds itself.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    router
+    let served = router
         .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .await;
+    readiness.abort();
+    served
+}
+
+/// Keeps [`READY_HEALTH_SERVICE`]'s status in step with `ready`.
+async fn report_readiness(reporter: HealthReporter, mut ready: watch::Receiver<bool>) {
+    loop {
+        let status = if *ready.borrow_and_update() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        reporter
+            .set_service_status(READY_HEALTH_SERVICE, status)
+            .await;
+        if ready.changed().await.is_err() {
+            return;
+        }
+    }
 }

@@ -392,3 +392,17 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
+
+/// Whether the host behind `channel` reports ready (gRPC health `ferry.ready`, what
+/// the operator's readiness probe asks); `false` when it does not answer.
+pub async fn ready(channel: &Channel) -> bool {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let request = HealthCheckRequest {
+        service: "ferry.ready".to_owned(),
+    };
+    HealthClient::new(channel.clone())
+        .check(request)
+        .await
+        .is_ok_and(|answer| answer.into_inner().status == ServingStatus::Serving as i32)
+}

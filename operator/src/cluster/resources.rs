@@ -288,11 +288,17 @@ pub fn pod_disruption_budget(
     }
 }
 
-fn grpc_probe(settings: &Settings, period_s: i32, failures: i32) -> Probe {
+/// The gRPC health service a broker reports ready on once it has caught up with
+/// the partitions it replicates (the broker's `READY_HEALTH_SERVICE`), so a rolling
+/// update waits for each host to be back in sync before it restarts the next.
+pub const READY_HEALTH_SERVICE: &str = "ferry.ready";
+
+/// A gRPC health probe of `service` (`None`: the server as a whole).
+fn grpc_probe(settings: &Settings, service: Option<&str>, period_s: i32, failures: i32) -> Probe {
     Probe {
         grpc: Some(GRPCAction {
             port: settings.broker_port,
-            service: None,
+            service: service.map(str::to_owned),
         }),
         period_seconds: Some(period_s),
         failure_threshold: Some(failures),
@@ -381,10 +387,10 @@ fn broker_container(
                 ..ContainerPort::default()
             },
         ]),
-        readiness_probe: Some(grpc_probe(settings, 5, 3)),
+        readiness_probe: Some(grpc_probe(settings, Some(READY_HEALTH_SERVICE), 5, 3)),
         liveness_probe: Some(Probe {
             initial_delay_seconds: Some(10),
-            ..grpc_probe(settings, 10, 6)
+            ..grpc_probe(settings, None, 10, 6)
         }),
         resources: cluster.spec.resources.clone(),
         volume_mounts: Some(vec![VolumeMount {

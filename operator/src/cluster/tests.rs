@@ -139,6 +139,8 @@ async fn create_applies_every_owned_object_then_reports_status() {
                 "metadata.name"
             );
             assert_eq!(broker["readinessProbe"]["grpc"]["port"], 7070);
+            assert_eq!(broker["readinessProbe"]["grpc"]["service"], "ferry.ready");
+            assert!(broker["livenessProbe"]["grpc"].get("service").is_none());
             assert_eq!(broker["livenessProbe"]["grpc"]["port"], 7070);
             assert_eq!(broker["securityContext"]["allowPrivilegeEscalation"], false);
             assert_eq!(broker["securityContext"]["readOnlyRootFilesystem"], true);

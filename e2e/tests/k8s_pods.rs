@@ -5,13 +5,23 @@
 //! restricted Pod Security Standard; the BrokerCluster's three broker pods Running
 //! and Ready on bound volumes; the Queue and Topic Ready; then a client pod (ferryctl
 //! from the same image) that produces and consumes through the cluster's Service DNS
-//! name. README.md's Kubernetes section is these steps.
+//! name. README.md's Kubernetes section is these steps. Then a broker pod is deleted
+//! while producers send through a gateway pod: the StatefulSet brings it back on its
+//! own claim, and the history checker finds nothing acknowledged lost or duplicated.
+//! Finally the namespaces are deleted and the release uninstalled, with no finalizer
+//! left hanging.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ferry_e2e::{KubeApiServer, KubeNode};
+use common::rpc::{self, record_outcome, show, within};
+use ferry_e2e::{CheckOptions, History, KubeApiServer, KubeNode, check};
+use tonic::transport::{Channel, Endpoint};
 
 /// The image name the README documents for a locally built image.
 const IMAGE: &str = "ferry:dev";
@@ -21,6 +31,17 @@ const RELEASE_NAMESPACE: &str = "ferry-system";
 const APP_NAMESPACE: &str = "shop";
 /// How long pods may take to become Ready (images are local; brokers form a cluster).
 const PODS_READY: Duration = Duration::from_secs(240);
+/// The topic the pod-loss phase writes (its own, so the history holds every value),
+/// and its partitions.
+const TOPIC: &str = "pod-loss";
+const PARTITIONS: u32 = 3;
+/// The gateway pod's port.
+const GATEWAY_PORT: u16 = 7080;
+/// A client-side deadline per send through the gateway: past it, the outcome is
+/// unknown (the gateway itself retries while leaders move).
+const SEND_TIMEOUT: Duration = Duration::from_secs(20);
+/// Sends acknowledged before the pod is deleted, and again after it is back.
+const SENDS_PER_PHASE: u64 = 300;
 
 fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -334,5 +355,282 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
     ] {
         assert_eq!(report[field], expected, "bench queue {field}: {report}");
     }
+
+    // 5. A broker pod is deleted while producers send through a gateway pod, to a
+    //    topic of their own.
+    let topic = serde_json::json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "Topic",
+        "metadata": {"name": TOPIC, "namespace": APP_NAMESPACE},
+        "spec": {
+            "clusterRef": "main",
+            "partitions": PARTITIONS,
+            "replicationFactor": 3,
+            "replication": "sync",
+            "durability": "fsync",
+        },
+    });
+    let created = server.kubectl_stdin(["apply", "-f", "-"], &topic.to_string());
+    assert!(
+        created.status.success(),
+        "apply topic {TOPIC}: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    wait_until(
+        &server,
+        PODS_READY,
+        &format!("topic {TOPIC} is Ready"),
+        || {
+            server
+                .kubectl([
+                    "get",
+                    "topic",
+                    TOPIC,
+                    "-n",
+                    APP_NAMESPACE,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ])
+                .stdout
+                == b"True"
+        },
+    );
+    let claim_before = volume_of(&server, "data-main-1");
+    let uid_before = pod_uid(&server, "main-1");
+    let gateway = start_gateway(&server);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let via = runtime.block_on(async { channel(&format!("http://{gateway}:{GATEWAY_PORT}")) });
+    let history = History::new();
+    let producers = Producers::start(&runtime, &via, &history);
+    producers.wait_for(SENDS_PER_PHASE, "before the pod is deleted");
+    server.kubectl_ok(["delete", "pod", "main-1", "-n", APP_NAMESPACE]);
+    wait_until(&server, PODS_READY, "main-1 is back and Ready", || {
+        pod_uid(&server, "main-1") != uid_before
+            && server
+                .kubectl([
+                    "get",
+                    "statefulset",
+                    "main",
+                    "-n",
+                    APP_NAMESPACE,
+                    "-o",
+                    "jsonpath={.status.readyReplicas}",
+                ])
+                .stdout
+                == b"3"
+    });
+    assert_eq!(
+        volume_of(&server, "data-main-1"),
+        claim_before,
+        "the new main-1 runs on the same claim and volume"
+    );
+    producers.wait_for(SENDS_PER_PHASE, "after main-1 came back");
+    let acked = runtime.block_on(producers.stop());
+    runtime.block_on(async {
+        for p in 0..PARTITIONS {
+            let reads = rpc::read_partition(&via, TOPIC, p)
+                .await
+                .unwrap_or_else(|status| panic!("read {TOPIC}/{p}: {}", show(&status)));
+            for read in reads {
+                history.record_read(read.partition, read.offset, &read.value);
+            }
+        }
+    });
+    let verdict = check(
+        &history,
+        &CheckOptions {
+            idempotent_producer: true,
+            ..CheckOptions::default()
+        },
+    );
+    println!(
+        "pod deleted under load: {acked} sends acknowledged; {:?}",
+        verdict.counts
+    );
+    assert!(verdict.valid, "{}", verdict.to_json());
+
+    // 6. Uninstall: the app namespace goes first, while the operator still runs to
+    //    release its finalizers; then the release and its namespace. Nothing hangs.
+    drop(via);
+    drop(runtime);
+    server.kubectl_ok(["delete", "namespace", APP_NAMESPACE, "--timeout=180s"]);
+    let mut uninstall = server.helm_command();
+    uninstall.args([
+        "uninstall",
+        "ferry",
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--wait",
+        "--timeout",
+        "3m",
+    ]);
+    run_ok(uninstall, "helm uninstall");
+    server.kubectl_ok(["delete", "namespace", RELEASE_NAMESPACE, "--timeout=180s"]);
+    let left = server.kubectl_ok([
+        "get",
+        "namespaces",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    for gone in [APP_NAMESPACE, RELEASE_NAMESPACE] {
+        assert!(
+            !left.split_whitespace().any(|ns| ns == gone),
+            "namespace {gone} is still there: {left}"
+        );
+    }
     drop(node);
+}
+
+/// The persistent volume bound to claim `name`.
+fn volume_of(server: &KubeApiServer, name: &str) -> String {
+    server.kubectl_ok([
+        "get",
+        "pvc",
+        name,
+        "-n",
+        APP_NAMESPACE,
+        "-o",
+        "jsonpath={.spec.volumeName}",
+    ])
+}
+
+/// A pod's uid (empty while it does not exist).
+fn pod_uid(server: &KubeApiServer, name: &str) -> String {
+    let output = server.kubectl([
+        "get",
+        "pod",
+        name,
+        "-n",
+        APP_NAMESPACE,
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A `ferry-broker gateway` pod in the app namespace, on the chart's etcd; returns
+/// its pod IP once it is Ready (this machine is the node: it reaches pod IPs).
+fn start_gateway(server: &KubeApiServer) -> String {
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "gateway", "namespace": APP_NAMESPACE},
+        "spec": {
+            "securityContext": {
+                "runAsNonRoot": true,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [{
+                "name": "gateway",
+                "image": IMAGE,
+                "imagePullPolicy": "Never",
+                "command": ["/usr/local/bin/ferry-broker", "gateway"],
+                "args": [
+                    format!("--etcd=http://ferry-etcd-0.ferry-etcd-headless.{RELEASE_NAMESPACE}.svc:2379"),
+                    format!("--listen=0.0.0.0:{GATEWAY_PORT}"),
+                    format!("--advertise=$(POD_IP):{GATEWAY_PORT}"),
+                ],
+                "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                "ports": [{"containerPort": GATEWAY_PORT}],
+                "readinessProbe": {"grpc": {"port": GATEWAY_PORT}, "periodSeconds": 2},
+                "securityContext": {
+                    "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }],
+        },
+    });
+    let created = server.kubectl_stdin(["create", "-f", "-"], &pod.to_string());
+    assert!(
+        created.status.success(),
+        "create the gateway pod: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    server.kubectl_ok([
+        "wait",
+        "pod/gateway",
+        "-n",
+        APP_NAMESPACE,
+        "--for=condition=Ready",
+        "--timeout=120s",
+    ]);
+    server.kubectl_ok([
+        "get",
+        "pod",
+        "gateway",
+        "-n",
+        APP_NAMESPACE,
+        "-o",
+        "jsonpath={.status.podIP}",
+    ])
+}
+
+fn channel(url: &str) -> Channel {
+    Endpoint::from_shared(url.to_owned())
+        .expect("a valid URL")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy()
+}
+
+/// One producer per partition sending unique values through the gateway, every send
+/// recorded in the history, until stopped.
+struct Producers {
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Producers {
+    fn start(runtime: &tokio::runtime::Runtime, via: &Channel, history: &History) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicU64::new(0));
+        let tasks = (0..PARTITIONS)
+            .map(|p| {
+                let (stop, acked) = (Arc::clone(&stop), Arc::clone(&acked));
+                let (via, history) = (via.clone(), history.clone());
+                runtime.spawn(async move {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Acquire) {
+                        let value = format!("p{p}-{n}");
+                        n += 1;
+                        let op = history.record_send_invoke(p, p, &value);
+                        let answer =
+                            within(SEND_TIMEOUT, rpc::produce(&via, TOPIC, p, None, &value)).await;
+                        record_outcome(&history, op, &answer);
+                        if answer.is_ok() {
+                            acked.fetch_add(1, Ordering::AcqRel);
+                        } else {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, acked, tasks }
+    }
+
+    /// Waits until `more` further sends were acknowledged.
+    fn wait_for(&self, more: u64, what: &str) {
+        let target = self.acked.load(Ordering::Acquire) + more;
+        let deadline = Instant::now() + PODS_READY;
+        while self.acked.load(Ordering::Acquire) < target {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: only {} of {target} sends acknowledged within {PODS_READY:?}",
+                self.acked.load(Ordering::Acquire)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the producers once their sends in flight are answered; returns how many
+    /// were acknowledged.
+    async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Release);
+        for task in self.tasks {
+            task.await.expect("producer task");
+        }
+        self.acked.load(Ordering::Acquire)
+    }
 }

@@ -17,6 +17,34 @@ pub const SYNCED: &str = "Synced";
 pub const TYPES: [&str; 2] = [READY, SYNCED];
 /// The reason of a condition the operator has not evaluated yet.
 pub const PENDING: &str = "Pending";
+/// The reason `Synced` is `False` while the resource carries [`PAUSED_ANNOTATION`]
+/// `"true"`.
+pub const PAUSED: &str = "Paused";
+/// An annotation that stops the operator from changing anything for a resource
+/// (deletion still proceeds) until it is removed or set to anything but `"true"`.
+pub const PAUSED_ANNOTATION: &str = "ferry.dev/paused";
+
+/// Whether a resource's metadata asks the operator to leave it alone.
+pub fn is_paused(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(PAUSED_ANNOTATION))
+        .is_some_and(|value| value == "true")
+}
+
+/// The `Synced` observation of a paused resource.
+pub fn paused(observed_generation: Option<i64>) -> Observation<'static> {
+    Observation {
+        type_: SYNCED,
+        status: Status::False,
+        reason: PAUSED,
+        message: format!(
+            "reconciling is paused by the {PAUSED_ANNOTATION} annotation; nothing is \
+             changed until it is removed"
+        ),
+        observed_generation,
+    }
+}
 
 /// A condition's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -49,6 +49,10 @@ pub async fn reconcile<M: MetadataClient>(
         // The garbage collector removes what the cluster owns.
         return Ok(Action::await_change());
     }
+    if conditions::is_paused(cluster.meta()) {
+        report_paused(&cluster, &ctx).await?;
+        return Ok(Action::await_change());
+    }
     let namespace = cluster
         .namespace()
         .ok_or(Error::MissingField("namespace"))?;
@@ -150,6 +154,37 @@ pub async fn reconcile<M: MetadataClient>(
         .await;
     info!(hosts, registered, "reconciled");
     Ok(Action::requeue(ctx.settings.resync_interval))
+}
+
+/// Marks a paused cluster `Synced=False` (reason `Paused`), leaving the rest of its
+/// status and everything it owns as they are.
+async fn report_paused<M: MetadataClient>(
+    cluster: &BrokerCluster,
+    ctx: &Context<M>,
+) -> Result<(), Error> {
+    let namespace = cluster
+        .namespace()
+        .ok_or(Error::MissingField("namespace"))?;
+    let mut status = cluster.status.clone().unwrap_or_default();
+    let before = status.conditions.clone();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    conditions::set(
+        &mut status.conditions,
+        conditions::paused(cluster.meta().generation),
+        &now,
+    );
+    let api: Api<BrokerCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "BrokerCluster",
+        "status": status,
+    });
+    api.patch_status(&cluster.name_any(), &apply_params(), &Patch::Apply(&patch))
+        .await?;
+    ctx.condition_events(&cluster.object_ref(&()), &before, &status.conditions)
+        .await;
+    info!("paused: nothing reconciled");
+    Ok(())
 }
 
 /// Whether the cluster's hosts use the operator's etcd (`spec.etcd` unset or the

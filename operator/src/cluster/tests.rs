@@ -297,3 +297,30 @@ async fn scale_down_proceeds_once_leaving_hosts_hold_nothing() {
         .expect("reconciled");
     verify(server).await;
 }
+
+#[tokio::test]
+async fn a_paused_cluster_applies_nothing_and_says_so() {
+    let (ctx, server) = context(MemoryMetadata::new());
+    let mut paused = cluster(5);
+    paused
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("ferry.dev/paused".to_owned(), "true".to_owned());
+    // Not even the StatefulSet is read: only the status and an event.
+    let server = server.run(vec![
+        Call::new(
+            Method::PATCH,
+            path("/apis/ferry.dev/v1alpha1", "brokerclusters", "main") + "/status",
+        )
+        .check(|b| {
+            assert_eq!(condition(b, "Synced")["status"], "False");
+            assert_eq!(condition(b, "Synced")["reason"], "Paused");
+        }),
+        event(NS, "Paused"),
+    ]);
+    reconcile(Arc::new(paused), Arc::clone(&ctx))
+        .await
+        .expect("reconciled");
+    verify(server).await;
+}

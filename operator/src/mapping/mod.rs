@@ -74,6 +74,18 @@ async fn apply<K: Mapped, M: MetadataClient>(
     let mut conditions = view.conditions.clone();
     let generation = object.meta().generation;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
+    if conditions::is_paused(object.meta()) {
+        // Nothing is placed or written; what was mapped stays in the status.
+        conditions::set(&mut conditions, conditions::paused(generation), &now);
+        let fields = StatusFields {
+            cluster: view.cluster.clone(),
+            incarnation: view.incarnation,
+            record_digest: view.record_digest.clone(),
+            ..StatusFields::default()
+        };
+        write_status(object, namespace, ctx, &view.conditions, conditions, fields).await?;
+        return Ok(Action::await_change());
+    }
     let cluster = match placement::choose(object, namespace, ctx).await? {
         Ok(cluster) => cluster,
         Err(unplaced) => {

@@ -565,3 +565,34 @@ async fn a_cluster_with_an_etcd_of_its_own_is_not_written_to() {
     verify(server).await;
     assert!(ctx.metadata.keys().is_empty());
 }
+
+#[tokio::test]
+async fn a_paused_queue_changes_nothing_and_says_so() {
+    let metadata = MemoryMetadata::new();
+    let (ctx, server) = context(metadata.clone());
+    let mut paused = queue(
+        json!({"maxReceiveCount": 9}),
+        mapped_status(7, &record(7, 3)),
+        false,
+    );
+    paused
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("ferry.dev/paused".to_owned(), "true".to_owned());
+    // No cluster is looked up and no record written: only the status and an event.
+    let server = server.run(vec![
+        Call::new(Method::PATCH, status_path("queues", "orders")).check(|b| {
+            let synced = condition(b, "Synced");
+            assert_eq!(synced["status"], "False");
+            assert_eq!(synced["reason"], "Paused");
+            assert_eq!(b["status"]["incarnation"], 7, "what was mapped stays");
+        }),
+        event(NS, "Paused"),
+    ]);
+    reconcile(Arc::new(paused), Arc::clone(&ctx))
+        .await
+        .expect("reconciled");
+    verify(server).await;
+    assert!(metadata.keys().is_empty(), "nothing written to etcd");
+}

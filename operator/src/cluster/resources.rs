@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar,
-    EnvVarSource, GRPCAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, VolumeMount,
-    VolumeResourceRequirements,
+    Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource,
+    EnvVar, EnvVarSource, GRPCAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort,
+    ServiceSpec, TopologySpreadConstraint, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -412,6 +413,52 @@ fn broker_container(
     }
 }
 
+/// The well-known node label of a node's zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+/// The well-known node label of a node's name.
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+
+/// The default affinity (when `podTemplate.affinity` is unset): prefer nodes that do
+/// not run another host of this cluster, so losing one node loses one replica. Only
+/// preferred: a cluster with more hosts than nodes still schedules.
+fn spread_over_nodes(names: &ClusterNames) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels(&names.name)),
+                            ..LabelSelector::default()
+                        }),
+                        topology_key: HOSTNAME_LABEL.to_owned(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+/// The default spread (when `podTemplate.topologySpreadConstraints` is empty): hosts
+/// spread evenly over zones where nodes carry the zone label; never blocks
+/// scheduling (`ScheduleAnyway`), and nodes without the label are one domain.
+fn spread_over_zones(names: &ClusterNames) -> Vec<TopologySpreadConstraint> {
+    vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: ZONE_LABEL.to_owned(),
+        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector_labels(&names.name)),
+            ..LabelSelector::default()
+        }),
+        ..TopologySpreadConstraint::default()
+    }]
+}
+
 /// The StatefulSet of hosts with `replicas` pods (the reconciler decides the count:
 /// a refused scale-down keeps the current one). Rolling updates replace one host at
 /// a time, in order (`OrderedReady`, `RollingUpdate`).
@@ -470,13 +517,21 @@ pub fn stateful_set(
                     service_account_name: Some(names.service_account()),
                     automount_service_account_token: Some(false),
                     containers: vec![broker_container(names, cluster, settings, &etcd)],
-                    affinity: overrides.affinity.clone(),
+                    affinity: Some(
+                        overrides
+                            .affinity
+                            .clone()
+                            .unwrap_or_else(|| spread_over_nodes(names)),
+                    ),
                     tolerations: (!overrides.tolerations.is_empty())
                         .then(|| overrides.tolerations.clone()),
-                    topology_spread_constraints: (!overrides
-                        .topology_spread_constraints
-                        .is_empty())
-                    .then(|| overrides.topology_spread_constraints.clone()),
+                    topology_spread_constraints: Some(
+                        if overrides.topology_spread_constraints.is_empty() {
+                            spread_over_zones(names)
+                        } else {
+                            overrides.topology_spread_constraints.clone()
+                        },
+                    ),
                     node_selector: (!overrides.node_selector.is_empty())
                         .then(|| overrides.node_selector.clone()),
                     priority_class_name: overrides.priority_class_name.clone(),

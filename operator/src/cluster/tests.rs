@@ -113,6 +113,13 @@ async fn create_applies_every_owned_object_then_reports_status() {
             );
             let pod = &spec["template"]["spec"];
             assert_eq!(pod["tolerations"][0]["key"], "dedicated");
+            // Spread by default: preferably one host per node, evenly over zones.
+            let anti = &pod["affinity"]["podAntiAffinity"]
+                ["preferredDuringSchedulingIgnoredDuringExecution"][0];
+            assert_eq!(anti["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname");
+            let spread = &pod["topologySpreadConstraints"][0];
+            assert_eq!(spread["topologyKey"], "topology.kubernetes.io/zone");
+            assert_eq!(spread["whenUnsatisfiable"], "ScheduleAnyway");
             assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
             assert_eq!(
                 pod["securityContext"]["seccompProfile"]["type"],

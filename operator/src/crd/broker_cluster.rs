@@ -207,8 +207,9 @@ pub struct BrokerSettings {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PodOverrides {
-    /// Node and pod (anti-)affinity of the broker pods. Default: none, so spread
-    /// hosts over nodes with `topologySpreadConstraints` or anti-affinity yourself.
+    /// Node and pod (anti-)affinity of the broker pods. Default: a preferred pod
+    /// anti-affinity on `kubernetes.io/hostname`, so hosts land on different nodes
+    /// when there are enough of them (losing a node then loses one replica).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
 
@@ -216,7 +217,9 @@ pub struct PodOverrides {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
 
-    /// How broker pods spread over zones and nodes.
+    /// How broker pods spread over zones and nodes. Default: at most one host more
+    /// in any zone (`topology.kubernetes.io/zone`) than in another, as a preference
+    /// (`ScheduleAnyway`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
 

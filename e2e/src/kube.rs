@@ -540,12 +540,12 @@ fn write_kubeconfig(dir: &Path, (address, port): (Ipv4Addr, u16), credentials: &
     std::fs::write(dir.join("kubeconfig"), text).expect("write kubeconfig");
 }
 
-fn log_file(path: &Path) -> std::fs::File {
+pub(crate) fn log_file(path: &Path) -> std::fs::File {
     std::fs::File::create(path).unwrap_or_else(|err| panic!("create {}: {err}", path.display()))
 }
 
 /// The last [`LOG_TAIL_BYTES`] of a log file.
-fn tail(path: &Path) -> String {
+pub(crate) fn tail(path: &Path) -> String {
     let log = std::fs::read(path).unwrap_or_default();
     let start = log.len().saturating_sub(LOG_TAIL_BYTES);
     String::from_utf8_lossy(&log[start..]).into_owned()

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::kube::{KubeApiServer, KubeTools};
+use crate::kube::{KubeApiServer, KubeTools, log_file, tail};
 use crate::process::{self, Supervised};
 
 /// The node's address, on `lo`: outside 127/8, so it can be an endpoint.
@@ -54,8 +54,6 @@ const VOLUME_SIZE: &str = "20Gi";
 const PAUSE_IMAGE: &str = "ferry.local/pause:e2e";
 /// How long the node may take to report Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
-/// How much of a log a failure quotes.
-const LOG_TAIL_BYTES: usize = 3000;
 
 /// The node's processes; they stop, and everything they made is removed, on drop.
 pub struct KubeNode {
@@ -643,14 +641,4 @@ fn which(program: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin".into(), "/sbin".into()])
         .map(|dir| dir.join(program))
         .find(|path| path.is_file())
-}
-
-fn log_file(path: &Path) -> std::fs::File {
-    std::fs::File::create(path).unwrap_or_else(|err| panic!("create {}: {err}", path.display()))
-}
-
-fn tail(path: &Path) -> String {
-    let log = std::fs::read(path).unwrap_or_default();
-    let start = log.len().saturating_sub(LOG_TAIL_BYTES);
-    String::from_utf8_lossy(&log[start..]).into_owned()
 }

@@ -216,20 +216,7 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
         &server,
         PODS_READY,
         "the broker StatefulSet has 3 ready pods",
-        || {
-            server
-                .kubectl([
-                    "get",
-                    "statefulset",
-                    "main",
-                    "-n",
-                    APP_NAMESPACE,
-                    "-o",
-                    "jsonpath={.status.readyReplicas}",
-                ])
-                .stdout
-                == b"3"
-        },
+        || ready_brokers(&server) == "3",
     );
     let claims = server.kubectl_ok([
         "get",
@@ -405,19 +392,7 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
     producers.wait_for(SENDS_PER_PHASE, "before the pod is deleted");
     server.kubectl_ok(["delete", "pod", "main-1", "-n", APP_NAMESPACE]);
     wait_until(&server, PODS_READY, "main-1 is back and Ready", || {
-        pod_uid(&server, "main-1") != uid_before
-            && server
-                .kubectl([
-                    "get",
-                    "statefulset",
-                    "main",
-                    "-n",
-                    APP_NAMESPACE,
-                    "-o",
-                    "jsonpath={.status.readyReplicas}",
-                ])
-                .stdout
-                == b"3"
+        pod_uid(&server, "main-1") != uid_before && ready_brokers(&server) == "3"
     });
     assert_eq!(
         volume_of(&server, "data-main-1"),
@@ -479,6 +454,20 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
         );
     }
     drop(node);
+}
+
+/// How many broker pods the StatefulSet counts ready.
+fn ready_brokers(server: &KubeApiServer) -> String {
+    let output = server.kubectl([
+        "get",
+        "statefulset",
+        "main",
+        "-n",
+        APP_NAMESPACE,
+        "-o",
+        "jsonpath={.status.readyReplicas}",
+    ]);
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// The persistent volume bound to claim `name`.

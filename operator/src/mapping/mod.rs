@@ -65,6 +65,19 @@ struct StatusFields {
     observed: Option<Observed>,
 }
 
+impl StatusFields {
+    /// What a status write that changes nothing keeps of `view`: the mapping made
+    /// before (cluster, incarnation, record digest).
+    fn kept(view: &StatusView) -> Self {
+        Self {
+            cluster: view.cluster.clone(),
+            incarnation: view.incarnation,
+            record_digest: view.record_digest.clone(),
+            ..Self::default()
+        }
+    }
+}
+
 async fn apply<K: Mapped, M: MetadataClient>(
     object: &K,
     namespace: &str,
@@ -77,12 +90,7 @@ async fn apply<K: Mapped, M: MetadataClient>(
     if conditions::is_paused(object.meta()) {
         // Nothing is placed or written; what was mapped stays in the status.
         conditions::set(&mut conditions, conditions::paused(generation), &now);
-        let fields = StatusFields {
-            cluster: view.cluster.clone(),
-            incarnation: view.incarnation,
-            record_digest: view.record_digest.clone(),
-            ..StatusFields::default()
-        };
+        let fields = StatusFields::kept(&view);
         write_status(object, namespace, ctx, &view.conditions, conditions, fields).await?;
         return Ok(Action::await_change());
     }
@@ -102,12 +110,7 @@ async fn apply<K: Mapped, M: MetadataClient>(
                     &now,
                 );
             }
-            let fields = StatusFields {
-                cluster: view.cluster.clone(),
-                incarnation: view.incarnation,
-                record_digest: view.record_digest.clone(),
-                ..StatusFields::default()
-            };
+            let fields = StatusFields::kept(&view);
             write_status(object, namespace, ctx, &view.conditions, conditions, fields).await?;
             return Ok(Action::requeue(ctx.settings.resync_interval));
         }

@@ -23,7 +23,9 @@
 //! systemd (`cgroupfs`), swap is not refused.
 //!
 //! Dropping the node kills every container it started, removes their mounts and
-//! network namespaces, kube-proxy's rules, the bridge and the node address.
+//! network namespaces, kube-proxy's rules, the bridge and the node address. It
+//! leaves two machine settings on: IPv4 forwarding and iptables for bridged traffic
+//! (pods on one bridge reach each other's Services only through it).
 
 use std::ffi::OsStr;
 use std::net::Ipv4Addr;
@@ -208,7 +210,6 @@ impl KubeNode {
             serde_json::to_string_pretty(&conflist).expect("conflist JSON"),
         )
         .expect("write the CNI config");
-        // A new sandbox program means a new image under the same name.
         let config = format!(
             r#"version = 2
 root = "{root}"
@@ -254,10 +255,11 @@ state = "{state}"
         self.containerd = Some(process);
     }
 
-    /// Packs the sandbox image with `e2e/k8s/image --pause`.
+    /// Packs the sandbox image with `e2e/k8s/image --pause` (`--out` only names the
+    /// directory: Ferry's own image is the caller's).
     fn pause_image(&self) -> PathBuf {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/image");
-        let out = self.path("images/ferry.tar");
+        let out = self.path("images/unused.tar");
         let output = Command::new(&script)
             .args(["--no-ferry", "--out"])
             .arg(&out)

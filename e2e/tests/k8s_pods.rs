@@ -7,7 +7,8 @@
 //! from the same image) that produces and consumes through the cluster's Service DNS
 //! name. README.md's Kubernetes section is these steps. Then a broker pod is deleted
 //! while producers send through a gateway pod: the StatefulSet brings it back on its
-//! own claim, and the history checker finds nothing acknowledged lost or duplicated.
+//! own claim; then a change to the BrokerCluster's pod spec rolls the hosts one at a
+//! time; the history checker finds nothing acknowledged lost or duplicated.
 //! Finally the namespaces are deleted and the release uninstalled, with no finalizer
 //! left hanging.
 
@@ -400,6 +401,40 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
         "the new main-1 runs on the same claim and volume"
     );
     producers.wait_for(SENDS_PER_PHASE, "after main-1 came back");
+
+    // 6. A change to the BrokerCluster's pod spec rolls the hosts one at a time,
+    //    each back in sync (ready) before the next goes, while producers run.
+    let revision_before = stateful_set_field(&server, "{.status.currentRevision}");
+    server.kubectl_ok([
+        "patch",
+        "brokercluster",
+        "main",
+        "-n",
+        APP_NAMESPACE,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"resources":{"requests":{"cpu":"200m","memory":"256Mi"},"limits":{"memory":"1Gi"}}}}"#,
+    ]);
+    wait_until(
+        &server,
+        PODS_READY,
+        "the StatefulSet takes the new pod spec",
+        || stateful_set_field(&server, "{.status.updateRevision}") != revision_before,
+    );
+    server.kubectl_ok([
+        "rollout",
+        "status",
+        "statefulset/main",
+        "-n",
+        APP_NAMESPACE,
+        "--timeout=300s",
+    ]);
+    assert_eq!(
+        ready_brokers(&server),
+        "3",
+        "every host is back after the roll"
+    );
+    producers.wait_for(SENDS_PER_PHASE, "after the rolling change");
     let acked = runtime.block_on(producers.stop());
     runtime.block_on(async {
         for p in 0..PARTITIONS {
@@ -419,12 +454,12 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
         },
     );
     println!(
-        "pod deleted under load: {acked} sends acknowledged; {:?}",
+        "pod deleted and hosts rolled under load: {acked} sends acknowledged; {:?}",
         verdict.counts
     );
     assert!(verdict.valid, "{}", verdict.to_json());
 
-    // 6. Uninstall: the app namespace goes first, while the operator still runs to
+    // 7. Uninstall: the app namespace goes first, while the operator still runs to
     //    release its finalizers; then the release and its namespace. Nothing hangs.
     drop(via);
     drop(runtime);
@@ -458,6 +493,11 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
 
 /// How many broker pods the StatefulSet counts ready.
 fn ready_brokers(server: &KubeApiServer) -> String {
+    stateful_set_field(server, "{.status.readyReplicas}")
+}
+
+/// A field of the brokers' StatefulSet, by JSONPath (empty when unset).
+fn stateful_set_field(server: &KubeApiServer, path: &str) -> String {
     let output = server.kubectl([
         "get",
         "statefulset",
@@ -465,7 +505,7 @@ fn ready_brokers(server: &KubeApiServer) -> String {
         "-n",
         APP_NAMESPACE,
         "-o",
-        "jsonpath={.status.readyReplicas}",
+        &format!("jsonpath={path}"),
     ]);
     String::from_utf8_lossy(&output.stdout).into_owned()
 }

@@ -54,6 +54,8 @@ pub const STATIC_VOLUMES: usize = 8;
 const VOLUME_SIZE: &str = "20Gi";
 /// The sandbox image every pod starts with.
 const PAUSE_IMAGE: &str = "ferry.local/pause:e2e";
+/// How often a killed container's task is asked to be deleted, 100 ms apart.
+const TASK_DELETE_ATTEMPTS: usize = 50;
 /// How long the node may take to report Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -160,6 +162,14 @@ impl KubeNode {
         tail(&self.path(&format!("{component}.log")))
     }
 
+    /// Writes `value` as JSON to `name` in the node's directory; returns the path.
+    fn write_json(&self, name: &str, value: &serde_json::Value) -> PathBuf {
+        let path = self.path(name);
+        let text = serde_json::to_string_pretty(value).expect("JSON");
+        std::fs::write(&path, text).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
+        path
+    }
+
     /// Spawns a node tool with `args`, its output in `<name>.log`.
     fn spawn_logged(&self, name: &str, args: &[String]) -> Supervised {
         self.spawn_program(name, &self.tools.path(name), args)
@@ -185,6 +195,7 @@ impl KubeNode {
     fn start_containerd(&mut self) {
         let cni_conf = self.path("cni");
         std::fs::create_dir_all(&cni_conf).expect("create the CNI config dir");
+        // containerd reads every conflist in the directory.
         let conflist = serde_json::json!({
             "cniVersion": "0.4.0",
             "name": "ferry-e2e",
@@ -205,11 +216,7 @@ impl KubeNode {
                 {"type": "portmap", "capabilities": {"portMappings": true}},
             ],
         });
-        std::fs::write(
-            cni_conf.join("10-ferry-e2e.conflist"),
-            serde_json::to_string_pretty(&conflist).expect("conflist JSON"),
-        )
-        .expect("write the CNI config");
+        self.write_json("cni/10-ferry-e2e.conflist", &conflist);
         let config = format!(
             r#"version = 2
 root = "{root}"
@@ -276,15 +283,20 @@ state = "{state}"
         self.path("images/pause-image.tar")
     }
 
-    /// Runs `ctr` in the Kubernetes namespace against this node's containerd.
-    fn ctr(&self, args: &[&OsStr]) -> String {
-        let output = Command::new("ctr")
+    /// `ctr` in the Kubernetes namespace against this node's containerd.
+    fn ctr_command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        let mut command = Command::new("ctr");
+        command
             .arg("--address")
             .arg(self.socket())
             .args(["--namespace", "k8s.io"])
-            .args(args)
-            .output()
-            .expect("run ctr");
+            .args(args);
+        command
+    }
+
+    /// Runs `ctr` with `args` and returns its stdout; panics if it fails.
+    fn ctr(&self, args: &[&OsStr]) -> String {
+        let output = self.ctr_command(args).output().expect("run ctr");
         assert!(
             output.status.success(),
             "ctr {args:?}: {}",
@@ -329,12 +341,7 @@ state = "{state}"
             "serializeImagePulls": false,
             "maxPods": 30,
         });
-        let config_path = self.path("kubelet.json");
-        std::fs::write(
-            &config_path,
-            serde_json::to_string_pretty(&config).expect("kubelet config JSON"),
-        )
-        .expect("write the kubelet config");
+        let config_path = self.write_json("kubelet.json", &config);
         self.kubelet = Some(self.spawn_logged(
             "kubelet",
             &[
@@ -373,12 +380,7 @@ state = "{state}"
                 "tcpCloseWaitTimeout": "0s",
             },
         });
-        let config_path = self.path("kube-proxy.json");
-        std::fs::write(
-            &config_path,
-            serde_json::to_string_pretty(&config).expect("kube-proxy config JSON"),
-        )
-        .expect("write the kube-proxy config");
+        let config_path = self.write_json("kube-proxy.json", &config);
         self.proxy = Some(self.spawn_logged(
             "kube-proxy",
             &[format!("--config={}", config_path.display())],
@@ -439,13 +441,9 @@ state = "{state}"
     /// Kills every container this node's containerd runs and removes them, so no
     /// process, mount or network namespace outlives the node.
     fn remove_containers(&self) {
+        // Best effort: a failure here must not hide the test's own.
         let run = |args: &[&str]| {
-            Command::new("ctr")
-                .arg("--address")
-                .arg(self.socket())
-                .args(["--namespace", "k8s.io"])
-                .args(args)
-                .stdout(Stdio::piped())
+            self.ctr_command(args)
                 .stderr(Stdio::null())
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
@@ -456,11 +454,10 @@ state = "{state}"
             run(&["tasks", "kill", "--signal", "SIGKILL", task]);
         }
         for task in tasks.lines().filter(|t| !t.is_empty()) {
-            // Deleting waits for the kill, then unmounts the container's rootfs.
-            for _ in 0..50 {
-                if run(&["tasks", "delete", task]).is_empty()
-                    && !run(&["tasks", "ls", "-q"]).contains(task)
-                {
+            // Deleting (once the kill took) unmounts the container's rootfs.
+            for _ in 0..TASK_DELETE_ATTEMPTS {
+                run(&["tasks", "delete", task]);
+                if !run(&["tasks", "ls", "-q"]).contains(task) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(100));

@@ -241,20 +241,7 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
             &server,
             PODS_READY,
             &format!("{kind} {name} is Ready"),
-            || {
-                server
-                    .kubectl([
-                        "get",
-                        kind,
-                        name,
-                        "-n",
-                        APP_NAMESPACE,
-                        "-o",
-                        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                    ])
-                    .stdout
-                    == b"True"
-            },
+            || is_ready(&server, kind, name),
         );
     }
 
@@ -368,20 +355,7 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
         &server,
         PODS_READY,
         &format!("topic {TOPIC} is Ready"),
-        || {
-            server
-                .kubectl([
-                    "get",
-                    "topic",
-                    TOPIC,
-                    "-n",
-                    APP_NAMESPACE,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                ])
-                .stdout
-                == b"True"
-        },
+        || is_ready(&server, "topic", TOPIC),
     );
     let claim_before = volume_of(&server, "data-main-1");
     let uid_before = pod_uid(&server, "main-1");
@@ -489,6 +463,22 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
         );
     }
     drop(node);
+}
+
+/// Whether a resource in the app namespace has the condition Ready=True.
+fn is_ready(server: &KubeApiServer, kind: &str, name: &str) -> bool {
+    server
+        .kubectl([
+            "get",
+            kind,
+            name,
+            "-n",
+            APP_NAMESPACE,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+        .stdout
+        == b"True"
 }
 
 /// How many broker pods the StatefulSet counts ready.

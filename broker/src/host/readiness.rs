@@ -55,7 +55,7 @@ pub async fn become_ready(routing: Routing, max_wait: Duration, ready: watch::Se
                 let behind = lagging.map_or(0, |l| l.len());
                 tracing::warn!(
                     partitions_behind = behind,
-                    max_wait_ms = max_wait.as_millis() as u64,
+                    ?max_wait,
                     "ready after the longest wait, still catching up"
                 );
                 break;

@@ -345,7 +345,8 @@ fn state_key(cluster: &str, key: &PartitionKey) -> String {
     keys::partition_state(cluster, key.kind, &key.name, key.partition)
 }
 
-/// Live hosts, and replica holders gone longer than the grace period.
+/// Live hosts, replica holders gone longer than the grace period, and hosts asked to
+/// leave.
 fn hosts(
     view: &ClusterView,
     config: &ClusterConfig,
@@ -369,7 +370,11 @@ fn hosts(
             departed.insert(host.clone());
         }
     }
-    Hosts { live, departed }
+    Hosts {
+        live,
+        departed,
+        draining: view.draining.clone(),
+    }
 }
 
 /// Topics and queues mapped to `cluster`.

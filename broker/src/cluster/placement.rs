@@ -13,6 +13,13 @@
 //!   stays as it was, so any of them can lead when it returns.
 //! - A replica on a host gone longer than the grace period is replaced by a live host
 //!   not yet holding one; the newcomer is not in sync until it has caught up.
+//! - A host asked to leave (draining) gets no new replicas, and keeps those it holds
+//!   until they are copied: each of its partitions first gains a replica on a staying
+//!   host, its leadership moves to a staying in-sync replica (a new epoch; the in-sync
+//!   set is unchanged, as every member holds what is committed), and only once the
+//!   staying replicas are as many as the replication factor and all in sync does the
+//!   draining host leave the replicas. At no point do fewer in-sync copies exist than
+//!   before the drain began.
 //! - States of partitions that should not exist (deleted topics and queues, shrunk
 //!   counts never happen: partitions only grow) are deleted.
 
@@ -54,6 +61,15 @@ pub struct Hosts {
     pub live: BTreeSet<String>,
     /// Hosts that hold replicas but have been gone longer than the grace period.
     pub departed: BTreeSet<String>,
+    /// Hosts asked to leave: they get no new replicas and hand over those they hold.
+    pub draining: BTreeSet<String>,
+}
+
+impl Hosts {
+    /// Whether `host` may receive replicas: live and not leaving.
+    fn can_take(&self, host: &str) -> bool {
+        self.live.contains(host) && !self.draining.contains(host)
+    }
 }
 
 /// One write the controller makes, compare-and-swap on the revision it read.
@@ -141,7 +157,7 @@ pub fn plan(
             wanted.insert(key.clone());
             let next = match current.get(&key) {
                 None => place(resource, partition, hosts, &load),
-                Some((state, _)) => repair(state, hosts, &load),
+                Some((state, _)) => repair(state, resource, hosts, &load),
             };
             let Some(next) = next else { continue };
             match current.get(&key) {
@@ -174,11 +190,11 @@ pub fn plan(
 
 /// A first placement, or `None` while too few hosts are live.
 fn place(resource: &Desired, partition: u32, hosts: &Hosts, load: &Load) -> Option<PartitionState> {
-    let count = usize::try_from(resource.replication_factor).ok()?.max(1);
-    if hosts.live.len() < count {
+    let count = wanted_replicas(resource);
+    let live: Vec<&String> = hosts.live.iter().filter(|h| hosts.can_take(h)).collect();
+    if live.len() < count {
         return None;
     }
-    let live: Vec<&String> = hosts.live.iter().collect();
     let rotation = usize::try_from(partition).unwrap_or(0) % live.len();
     let mut candidates: Vec<(usize, &String)> = live
         .iter()
@@ -204,25 +220,77 @@ fn place(resource: &Desired, partition: u32, hosts: &Hosts, load: &Load) -> Opti
     })
 }
 
+/// Replicas a partition of `resource` should have.
+fn wanted_replicas(resource: &Desired) -> usize {
+    usize::try_from(resource.replication_factor)
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
+/// The least-loaded host that may take a replica of `state` and holds none yet.
+fn newcomer(state: &PartitionState, hosts: &Hosts, load: &Load) -> Option<String> {
+    hosts
+        .live
+        .iter()
+        .filter(|host| hosts.can_take(host) && !state.has_replica(host))
+        .min_by_key(|host| (load.replicas(host), load.leaders(host)))
+        .cloned()
+}
+
 /// A repaired state, or `None` when nothing needs to change.
-fn repair(state: &PartitionState, hosts: &Hosts, load: &Load) -> Option<PartitionState> {
+fn repair(
+    state: &PartitionState,
+    resource: &Desired,
+    hosts: &Hosts,
+    load: &Load,
+) -> Option<PartitionState> {
     let mut next = state.clone();
     // Replace replicas on departed hosts with live hosts that hold none.
     for slot in 0..next.replicas.len() {
         if !hosts.departed.contains(&next.replicas[slot]) {
             continue;
         }
-        let replacement = hosts
-            .live
-            .iter()
-            .filter(|host| !next.has_replica(host))
-            .min_by_key(|host| (load.replicas(host), load.leaders(host)));
-        if let Some(host) = replacement {
-            let gone = std::mem::replace(&mut next.replicas[slot], host.clone());
+        if let Some(host) = newcomer(&next, hosts, load) {
+            let gone = std::mem::replace(&mut next.replicas[slot], host);
             next.isr.retain(|h| *h != gone);
         }
     }
-    let next = ferry_replication::election::elect(next, &hosts.live, |h| load.leaders(h));
+    let draining = |host: &String| hosts.draining.contains(host);
+    let drains = next.replicas.iter().any(draining);
+    // Copies first: staying hosts join until they alone reach the replication factor.
+    while drains
+        && next.replicas.iter().filter(|h| !draining(h)).count() < wanted_replicas(resource)
+    {
+        let Some(host) = newcomer(&next, hosts, load) else {
+            break;
+        };
+        next.replicas.push(host);
+    }
+    // A live draining leader hands over to a live staying member of the in-sync set.
+    if let Some(leader) = &next.leader
+        && draining(leader)
+        && hosts.live.contains(leader)
+        && let Some(successor) = next
+            .isr
+            .iter()
+            .filter(|h| hosts.can_take(h))
+            .min_by_key(|h| load.leaders(h))
+            .cloned()
+    {
+        next.leader = Some(successor);
+        next.leader_epoch += 1;
+    }
+    let mut next = ferry_replication::election::elect(next, &hosts.live, |h| load.leaders(h));
+    // The draining hosts leave once the staying replicas hold everything committed.
+    let staying: Vec<&String> = next.replicas.iter().filter(|h| !draining(h)).collect();
+    let handed_over = drains
+        && staying.len() >= wanted_replicas(resource)
+        && staying.iter().all(|h| next.isr.contains(h))
+        && next.leader.as_ref().is_some_and(|l| !draining(l));
+    if handed_over {
+        next.replicas.retain(|h| !draining(h));
+        next.isr.retain(|h| !draining(h));
+    }
     (next != *state).then_some(next)
 }
 
@@ -234,6 +302,7 @@ mod tests {
         Hosts {
             live: live.iter().map(|h| (*h).to_owned()).collect(),
             departed: BTreeSet::new(),
+            draining: BTreeSet::new(),
         }
     }
 
@@ -408,5 +477,103 @@ mod tests {
         let changes = plan(&[], &current, &live);
         assert_eq!(changes.len(), 2);
         assert!(changes.iter().all(|c| matches!(c, Change::Delete { .. })));
+    }
+
+    /// Marks every staying replica of every partition in sync, as their leaders would
+    /// once the newcomers caught up.
+    fn catch_up(current: &mut BTreeMap<PartitionKey, (PartitionState, Revision)>) {
+        for (state, revision) in current.values_mut() {
+            state.isr = state.replicas.clone();
+            *revision += 1;
+        }
+    }
+
+    #[test]
+    fn a_draining_host_hands_over_only_once_its_replacement_is_in_sync() {
+        let resources = [topic("t", 4, 3)];
+        let mut current = BTreeMap::new();
+        let mut four = hosts(&["h0", "h1", "h2", "h3"]);
+        step(&mut current, &resources, &four);
+        let before = current.clone();
+        four.draining.insert("h3".into());
+        step(&mut current, &resources, &four);
+        for (key, (state, _)) in &current {
+            let (old, _) = &before[key];
+            if !old.has_replica("h3") {
+                assert_eq!(state, old, "{key:?} does not involve h3 and stays");
+                continue;
+            }
+            assert_eq!(state.replicas.len(), 4, "{key:?}: a copy is added first");
+            assert!(
+                state.has_replica("h3"),
+                "{key:?}: h3 keeps its copy for now"
+            );
+            assert_eq!(state.isr, old.isr, "{key:?}: the in-sync set is unchanged");
+            assert_ne!(
+                state.leader.as_deref(),
+                Some("h3"),
+                "{key:?}: h3 leads no more"
+            );
+            let moved = old.leader.as_deref() == Some("h3");
+            assert_eq!(state.leader_epoch, old.leader_epoch + u64::from(moved));
+        }
+        // Nothing more happens while the newcomers catch up.
+        assert!(plan(&resources, &current, &four).is_empty());
+        catch_up(&mut current);
+        step(&mut current, &resources, &four);
+        for (key, (state, _)) in &current {
+            assert_eq!(state.replicas.len(), 3, "{key:?}");
+            assert!(!state.has_replica("h3"), "{key:?}: h3 left");
+            assert_eq!(state.isr.len(), 3, "{key:?}");
+        }
+        assert!(plan(&resources, &current, &four).is_empty());
+    }
+
+    #[test]
+    fn a_draining_host_gets_no_new_replicas() {
+        let mut live = hosts(&["h0", "h1", "h2", "h3"]);
+        live.draining.insert("h0".into());
+        let mut current = BTreeMap::new();
+        step(&mut current, &[topic("t", 8, 3)], &live);
+        assert_eq!(current.len(), 8);
+        assert!(current.values().all(|(state, _)| !state.has_replica("h0")));
+    }
+
+    #[test]
+    fn a_drain_with_nowhere_to_go_keeps_the_replicas() {
+        let resources = [topic("t", 2, 3)];
+        let mut live = hosts(&["h0", "h1", "h2"]);
+        let mut current = BTreeMap::new();
+        step(&mut current, &resources, &live);
+        live.draining.insert("h2".into());
+        step(&mut current, &resources, &live);
+        catch_up(&mut current);
+        step(&mut current, &resources, &live);
+        for (state, _) in current.values() {
+            assert!(
+                state.has_replica("h2"),
+                "no staying host could take its copy"
+            );
+            assert_eq!(state.isr.len(), 3);
+            assert_ne!(state.leader.as_deref(), Some("h2"));
+        }
+    }
+
+    #[test]
+    fn a_dead_draining_leader_is_replaced_as_any_dead_leader() {
+        let resources = [topic("t", 1, 3)];
+        let mut live = hosts(&["h0", "h1", "h2", "h3"]);
+        let mut current = BTreeMap::new();
+        step(&mut current, &resources, &live);
+        let leader = current.values().next().and_then(|(s, _)| s.leader.clone());
+        let leader = leader.expect("a leader");
+        live.draining.insert(leader.clone());
+        live.live.remove(&leader);
+        step(&mut current, &resources, &live);
+        let (state, _) = current.values().next().expect("state");
+        let new_leader = state.leader.clone().expect("a live in-sync replica leads");
+        assert_ne!(new_leader, leader);
+        assert!(!state.isr.contains(&leader), "a dead member leaves the set");
+        assert!(state.has_replica(&leader), "its copy stays until replaced");
     }
 }

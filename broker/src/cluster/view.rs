@@ -2,7 +2,7 @@
 //! states — kept current by a watch on the cluster's prefix and re-read in full
 //! whenever the watch lagged or lost history.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +28,8 @@ pub struct ClusterView {
     pub observed: BTreeMap<(String, u32), ObservedPartition>,
     /// The cluster's identity (`None` if etcd does not hold it: etcd lost the cluster).
     pub identity: Option<u64>,
+    /// Hosts asked to leave: their replicas move to the others.
+    pub draining: BTreeSet<String>,
 }
 
 impl ClusterView {
@@ -79,6 +81,12 @@ impl ClusterView {
                 None => {
                     self.hosts.remove(host);
                 }
+            }
+        } else if let Some(host) = key.strip_prefix(&keys::cluster_draining(cluster)) {
+            if value.is_some() {
+                self.draining.insert(host.to_owned());
+            } else {
+                self.draining.remove(host);
             }
         } else if key == keys::cluster_identity(cluster) {
             self.identity =

@@ -54,8 +54,9 @@ impl Forwarder {
     }
 
     /// Sends `call` to the host `resolve` picks from the directory; while the answer
-    /// is "not the leader" (nothing was done) and the retry deadline has not passed,
-    /// waits for the directory to change and tries again.
+    /// is "not the leader", or the host does not know yet what the directory holds
+    /// (nothing was done either way), and the retry deadline has not passed, waits
+    /// for the directory to change and tries again.
     pub async fn routed<T, Fut>(
         &self,
         resolve: impl Fn(&Directory) -> BrokerResult<Target>,
@@ -71,15 +72,18 @@ impl Forwarder {
                 let current = directory.borrow_and_update();
                 resolve(&current)
             };
-            let outcome = match target {
+            let (outcome, from_host) = match target {
                 Ok(target) => match self.channel(&target.address) {
-                    Ok(channel) => call(channel).await,
-                    Err(status) => Err(status),
+                    Ok(channel) => (call(channel).await, true),
+                    Err(status) => (Err(status), false),
                 },
-                Err(err) => Err(to_status(&err)),
+                Err(err) => (Err(to_status(&err)), false),
             };
             match outcome {
-                Err(status) if is_moved(&status) && Instant::now() < deadline => {
+                Err(status)
+                    if (is_moved(&status) || (from_host && is_not_yet_known(&status)))
+                        && Instant::now() < deadline =>
+                {
                     self.wait_for_change(&mut directory).await;
                 }
                 other => return other,
@@ -133,10 +137,12 @@ pub fn is_moved(status: &Status) -> bool {
         .is_ok_and(|detail| detail.code == ErrorCode::NotLeader as i32)
 }
 
-/// Whether a host did not know a topic the gateway's directory holds: it has not
-/// opened the topic yet (it follows etcd a moment behind), and refused before
+/// Whether a host did not know a topic or queue the gateway's directory holds: it
+/// has not opened it yet (it follows etcd a moment behind), and refused before
 /// writing anything.
 pub fn is_not_yet_known(status: &Status) -> bool {
-    ErrorDetail::decode(status.details())
-        .is_ok_and(|detail| detail.code == ErrorCode::TopicNotFound as i32)
+    ErrorDetail::decode(status.details()).is_ok_and(|detail| {
+        detail.code == ErrorCode::TopicNotFound as i32
+            || detail.code == ErrorCode::QueueNotFound as i32
+    })
 }

@@ -72,6 +72,17 @@ pub fn cluster_host(cluster: &str, host: &str) -> String {
     format!("{CLUSTERS}{cluster}/hosts/{host}")
 }
 
+/// Prefix of a cluster's hosts asked to leave: the controller moves their replicas to
+/// the other hosts (a scale-down drains its hosts this way). The value is ignored.
+pub fn cluster_draining(cluster: &str) -> String {
+    format!("{CLUSTERS}{cluster}/draining/")
+}
+
+/// One host asked to leave (under [`cluster_draining`]).
+pub fn cluster_draining_host(cluster: &str, host: &str) -> String {
+    format!("{CLUSTERS}{cluster}/draining/{host}")
+}
+
 /// The cluster's identity: created once, when its first host starts, and remembered in
 /// every host's data directory, so a host can tell an etcd that lost the cluster.
 pub fn cluster_identity(cluster: &str) -> String {

@@ -273,6 +273,11 @@ pub mod keys {
         format!("/ferry/clusters/{cluster}/hosts/")
     }
 
+    /// Prefix of a cluster's hosts asked to leave (their replicas move elsewhere).
+    pub fn draining(cluster: &str) -> String {
+        format!("/ferry/clusters/{cluster}/draining/")
+    }
+
     /// Prefix of a cluster's partition states of every topic and queue.
     pub fn partitions(cluster: &str) -> String {
         format!("/ferry/clusters/{cluster}/partitions/")

@@ -1,7 +1,7 @@
 //! The BrokerCluster reconciler: server-side applies the cluster's ServiceAccount,
 //! ConfigMap, Services, StatefulSet and PodDisruptionBudget (all owned by the
-//! BrokerCluster, so Kubernetes deletes them with it), refuses a scale-down while
-//! the leaving hosts still hold partition replicas, and reports hosts ready and
+//! BrokerCluster, so Kubernetes deletes them with it), drains the hosts a
+//! scale-down removes before the StatefulSet shrinks, and reports hosts ready and
 //! registered in etcd.
 //!
 //! No finalizer: owner references clean up everything the cluster owns, and a
@@ -29,14 +29,44 @@ use crate::context::{Context, MANAGER};
 use crate::crd::{BrokerCluster, BrokerClusterStatus};
 use crate::error::Error;
 use crate::metadata::MetadataClient;
-use crate::records::{PartitionState, cluster_etcd_name, keys};
+use crate::records::{Kind, PartitionState, cluster_etcd_name, keys};
 use resources::ClusterNames;
 
 /// The kind label of this reconciler's metrics.
 pub const KIND: &str = "BrokerCluster";
 
-/// Condition reason: a scale-down waits for the leaving hosts to hold no replicas.
+/// Condition reason: a scale-down waits while the leaving hosts hand their replicas
+/// over to the staying ones.
+pub const DRAINING: &str = "Draining";
+/// Condition reason: a scale-down below the replication factor of a topic or queue
+/// the cluster serves is refused.
+pub const SCALE_DOWN_REFUSED: &str = "ScaleDownRefused";
+/// Condition reason: a scale-down of a cluster with an etcd of its own waits for
+/// good: the operator cannot see whether its leaving hosts hold replicas.
 pub const SCALE_DOWN_BLOCKED: &str = "ScaleDownBlocked";
+
+/// The value of the drain keys the operator writes (brokers ignore it).
+const DRAIN_VALUE: &[u8] = br#"{"reason":"scale-down"}"#;
+
+/// Where a change of `spec.hosts` stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scale {
+    /// The StatefulSet has the hosts the spec asks for.
+    Applied,
+    /// The StatefulSet keeps its hosts: `hosts` still hold replicas (`reason` says
+    /// whether they are draining or the operator cannot tell).
+    Waiting {
+        /// [`DRAINING`] or [`SCALE_DOWN_BLOCKED`].
+        reason: &'static str,
+        /// The leaving hosts still holding replicas.
+        hosts: BTreeSet<String>,
+    },
+    /// The StatefulSet keeps its hosts: a topic or queue needs `needed` replicas.
+    Refused {
+        /// The largest replication factor among the cluster's topics and queues.
+        needed: u32,
+    },
+}
 
 /// Reconciles one BrokerCluster.
 #[instrument(skip_all, fields(kind = KIND, namespace = cluster.namespace(), name = cluster.name_any()))]
@@ -76,18 +106,15 @@ pub async fn reconcile<M: MetadataClient>(
 
     let wanted_hosts = cluster.spec.hosts;
     let shared_etcd = uses_operator_etcd(&cluster, settings);
-    let leaving_with_replicas = if wanted_hosts >= current_hosts {
-        BTreeSet::new()
-    } else if shared_etcd {
-        leaving_hosts_with_replicas(&ctx.metadata, &names, wanted_hosts, current_hosts).await?
-    } else {
-        // The operator cannot read an etcd of the cluster's own, so it cannot tell
-        // whether the leaving hosts are drained: it keeps them.
-        (wanted_hosts.max(0)..current_hosts)
-            .map(|o| names.pod(o))
-            .collect()
-    };
-    let hosts = if leaving_with_replicas.is_empty() {
+    let scale = plan_scale(
+        &ctx.metadata,
+        &names,
+        shared_etcd,
+        wanted_hosts,
+        current_hosts,
+    )
+    .await?;
+    let hosts = if scale == Scale::Applied {
         wanted_hosts
     } else {
         current_hosts
@@ -135,7 +162,7 @@ pub async fn reconcile<M: MetadataClient>(
         set_status.replicas,
         set_status.ready_replicas.unwrap_or(0),
         registered,
-        &leaving_with_replicas,
+        &scale,
     );
     let before = cluster
         .status
@@ -283,6 +310,123 @@ async fn expand_volumes(
     Ok(())
 }
 
+/// Whether the StatefulSet may go from `current` to `wanted` hosts now. In the
+/// operator's etcd, the hosts a scale-down removes are first asked to leave (a key
+/// under `/ferry/clusters/{cluster}/draining/` each, which makes the controller
+/// move their replicas to the staying hosts) and the StatefulSet shrinks once they
+/// hold none; hosts the cluster keeps lose their drain keys. A scale-down below the
+/// replication factor of a topic or queue of the cluster is refused (nowhere to
+/// move the copies), and so is draining anything for it.
+pub async fn plan_scale<M: MetadataClient>(
+    metadata: &M,
+    names: &ClusterNames,
+    shared_etcd: bool,
+    wanted: i32,
+    current: i32,
+) -> Result<Scale, Error> {
+    if !shared_etcd {
+        // The operator cannot read an etcd of the cluster's own, so it cannot tell
+        // whether the leaving hosts are drained: it keeps them.
+        if wanted >= current {
+            return Ok(Scale::Applied);
+        }
+        let hosts = (wanted.max(0)..current).map(|o| names.pod(o)).collect();
+        return Ok(Scale::Waiting {
+            reason: SCALE_DOWN_BLOCKED,
+            hosts,
+        });
+    }
+    let needed = if wanted < current {
+        largest_replication_factor(metadata, &names.etcd_name).await?
+    } else {
+        0
+    };
+    let refused = wanted < current && i64::from(wanted) < i64::from(needed);
+    let kept = if refused { current } else { wanted };
+    sync_drain_keys(metadata, names, kept, current).await?;
+    if refused {
+        return Ok(Scale::Refused { needed });
+    }
+    if wanted >= current {
+        return Ok(Scale::Applied);
+    }
+    let hosts = leaving_hosts_with_replicas(metadata, names, wanted, current).await?;
+    Ok(if hosts.is_empty() {
+        Scale::Applied
+    } else {
+        Scale::Waiting {
+            reason: DRAINING,
+            hosts,
+        }
+    })
+}
+
+/// Asks the hosts with an ordinal in `kept..current` to leave, and takes the drain
+/// keys of hosts with an ordinal below `kept` away. Keys of hosts that are not this
+/// cluster's pods (an administrator's) are left alone.
+async fn sync_drain_keys<M: MetadataClient>(
+    metadata: &M,
+    names: &ClusterNames,
+    kept: i32,
+    current: i32,
+) -> Result<(), Error> {
+    let prefix = keys::draining(&names.etcd_name);
+    for entry in metadata.list_prefix(&prefix).await? {
+        let host = &entry.key[prefix.len()..];
+        let ordinal = host
+            .strip_prefix(names.name.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|ordinal| ordinal.parse::<i32>().ok())
+            .filter(|ordinal| names.pod(*ordinal) == host);
+        if ordinal.is_some_and(|ordinal| ordinal < kept) {
+            metadata.delete_key(&entry.key, entry.mod_revision).await?;
+            info!(host, "drain key removed: the cluster keeps the host");
+        }
+    }
+    for ordinal in kept.max(0)..current {
+        let host = names.pod(ordinal);
+        if metadata
+            .create(&format!("{prefix}{host}"), DRAIN_VALUE.to_vec())
+            .await?
+        {
+            info!(host, "asked the host to hand over its replicas");
+        }
+    }
+    Ok(())
+}
+
+/// The largest replication factor among the topic and queue records placed on
+/// `etcd_name` (0 without any). Unreadable records are skipped: the brokers skip
+/// them too.
+async fn largest_replication_factor<M: MetadataClient>(
+    metadata: &M,
+    etcd_name: &str,
+) -> Result<u32, Error> {
+    /// The two fields of a topic or queue record that matter here.
+    #[derive(serde::Deserialize)]
+    struct Placed {
+        cluster: Option<String>,
+        settings: Factor,
+    }
+    #[derive(serde::Deserialize)]
+    struct Factor {
+        replication_factor: u32,
+    }
+    let mut largest = 0;
+    for kind in [Kind::Topic, Kind::Queue] {
+        for entry in metadata.list_prefix(&keys::records(kind)).await? {
+            match serde_json::from_slice::<Placed>(&entry.value) {
+                Ok(placed) if placed.cluster.as_deref() == Some(etcd_name) => {
+                    largest = largest.max(placed.settings.replication_factor);
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(key = entry.key, %err, "skipping an unreadable record"),
+            }
+        }
+    }
+    Ok(largest)
+}
+
 /// Hosts with an ordinal in `wanted..current` that still appear as a replica of any
 /// partition of the cluster.
 pub async fn leaving_hosts_with_replicas<M: MetadataClient>(
@@ -320,7 +464,7 @@ fn cluster_status(
     pods: i32,
     ready_pods: i32,
     registered: i32,
-    leaving_with_replicas: &BTreeSet<String>,
+    scale: &Scale,
 ) -> BrokerClusterStatus {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let generation = cluster.metadata.generation;
@@ -331,28 +475,44 @@ fn cluster_status(
         .unwrap_or_default();
     let wanted = cluster.spec.hosts;
     let ready_hosts = ready_pods.min(registered);
-    let synced = if leaving_with_replicas.is_empty() {
-        Observation {
-            type_: SYNCED,
-            status: Status::True,
-            reason: "Applied",
-            message: format!(
+    let (status, reason, message) = match scale {
+        Scale::Applied => (
+            Status::True,
+            "Applied",
+            format!(
                 "The StatefulSet, Services, PodDisruptionBudget and ConfigMap match the spec ({wanted} hosts)."
             ),
-            observed_generation: generation,
+        ),
+        Scale::Waiting { reason, hosts } => {
+            let hosts: Vec<_> = hosts.iter().map(String::as_str).collect();
+            let why = if *reason == DRAINING {
+                "are handing their partition replicas over to the staying hosts"
+            } else {
+                "may hold partition replicas in the cluster's own etcd, which the operator cannot read"
+            };
+            (
+                Status::False,
+                *reason,
+                format!(
+                    "Scaling down to {wanted} hosts waits: {} {why}.",
+                    hosts.join(", ")
+                ),
+            )
         }
-    } else {
-        let hosts: Vec<_> = leaving_with_replicas.iter().map(String::as_str).collect();
-        Observation {
-            type_: SYNCED,
-            status: Status::False,
-            reason: SCALE_DOWN_BLOCKED,
-            message: format!(
-                "Scaling down to {wanted} hosts waits: {} still hold partition replicas.",
-                hosts.join(", ")
+        Scale::Refused { needed } => (
+            Status::False,
+            SCALE_DOWN_REFUSED,
+            format!(
+                "Scaling down to {wanted} hosts is refused: a topic or queue of this cluster keeps {needed} replicas, each on its own host. Lower its replicationFactor first, or keep at least {needed} hosts."
             ),
-            observed_generation: generation,
-        }
+        ),
+    };
+    let synced = Observation {
+        type_: SYNCED,
+        status,
+        reason,
+        message,
+        observed_generation: generation,
     };
     let ready = if ready_hosts >= wanted {
         Observation {

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource,
     EnvVar, EnvVarSource, GRPCAction, ObjectFieldSelector, PersistentVolumeClaim,
@@ -499,6 +502,15 @@ pub fn stateful_set(
             replicas: Some(replicas),
             service_name: Some(names.headless_service()),
             pod_management_policy: Some("OrderedReady".to_owned()),
+            // A host leaves a scale-down only once drained, so its claim holds no
+            // replica anyone needs: it goes with the pod. Deleting the cluster keeps
+            // the claims (the data may still be wanted).
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_scaled: Some("Delete".to_owned()),
+                    when_deleted: Some("Retain".to_owned()),
+                },
+            ),
             update_strategy: Some(StatefulSetUpdateStrategy {
                 type_: Some("RollingUpdate".to_owned()),
                 rolling_update: None,

@@ -230,13 +230,14 @@ async fn ready_when_every_host_is_ready_and_registered() {
     verify(server).await;
 }
 
-#[tokio::test]
-async fn scale_down_is_refused_while_a_leaving_host_holds_replicas() {
-    let metadata = MemoryMetadata::new();
-    metadata.set(
-        "/ferry/clusters/prod.main/partitions/topics/orders/0",
-        r#"{"replicas":["main-0","main-2"],"leader":"main-0","leader_epoch":3,"isr":["main-0"]}"#,
-    );
+/// A scale from 3 to `wanted` hosts that keeps the StatefulSet at 3, its Synced
+/// condition checked by `check_synced`, and the events it gives.
+async fn scale_kept_at_three(
+    metadata: MemoryMetadata,
+    wanted: i32,
+    check_synced: impl Fn(&Value) + Send + 'static,
+    reason: &'static str,
+) {
     let (ctx, server) = context(metadata);
     let mut calls = vec![
         Call::new(Method::GET, path("/apis/apps/v1", "statefulsets", "main"))
@@ -251,24 +252,90 @@ async fn scale_down_is_refused_while_a_leaving_host_holds_replicas() {
             Method::PATCH,
             path("/apis/ferry.dev/v1alpha1", "brokerclusters", "main") + "/status",
         )
-        .check(|b| {
-            let synced = condition(b, "Synced");
+        .check(move |b| check_synced(condition(b, "Synced"))),
+    );
+    calls.push(event(NS, "HostsNotReady"));
+    calls.push(event(NS, reason));
+    let server = server.run(calls);
+    reconcile(Arc::new(cluster(wanted)), ctx)
+        .await
+        .expect("reconciled");
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn scale_down_drains_the_leaving_hosts_and_waits_while_they_hold_replicas() {
+    let metadata = MemoryMetadata::new();
+    metadata.set(
+        "/ferry/clusters/prod.main/partitions/topics/orders/0",
+        r#"{"replicas":["main-0","main-2"],"leader":"main-0","leader_epoch":3,"isr":["main-0"]}"#,
+    );
+    metadata.set(
+        "/ferry/topics/orders",
+        r#"{"name":"orders","settings":{"replication_factor":2},"cluster":"prod.main"}"#,
+    );
+    // Kept hosts lose their drain keys; an administrator's key for another host stays.
+    metadata.set("/ferry/clusters/prod.main/draining/main-1", "{}");
+    metadata.set("/ferry/clusters/prod.main/draining/spare", "{}");
+    scale_kept_at_three(
+        metadata.clone(),
+        2,
+        |synced| {
             assert_eq!(synced["status"], "False");
-            assert_eq!(synced["reason"], "ScaleDownBlocked");
+            assert_eq!(synced["reason"], "Draining");
             assert!(
                 synced["message"]
                     .as_str()
                     .is_some_and(|m| m.contains("main-2"))
             );
-        }),
+        },
+        "Draining",
+    )
+    .await;
+    assert_eq!(
+        metadata.keys(),
+        [
+            "/ferry/clusters/prod.main/draining/main-2",
+            "/ferry/clusters/prod.main/draining/spare",
+            "/ferry/clusters/prod.main/partitions/topics/orders/0",
+            "/ferry/topics/orders",
+        ],
+        "main-2 is asked to leave; main-1 stays"
     );
-    calls.push(event(NS, "HostsNotReady"));
-    calls.push(event(NS, "ScaleDownBlocked"));
-    let server = server.run(calls);
-    reconcile(Arc::new(cluster(2)), ctx)
-        .await
-        .expect("reconciled");
-    verify(server).await;
+}
+
+#[tokio::test]
+async fn scale_down_below_a_replication_factor_is_refused_and_drains_nothing() {
+    let metadata = MemoryMetadata::new();
+    metadata.set(
+        "/ferry/queues/payments",
+        r#"{"name":"payments","settings":{"replication_factor":3},"cluster":"prod.main"}"#,
+    );
+    // Another cluster's record does not count.
+    metadata.set(
+        "/ferry/topics/big",
+        r#"{"name":"big","settings":{"replication_factor":5},"cluster":"other.main"}"#,
+    );
+    scale_kept_at_three(
+        metadata.clone(),
+        2,
+        |synced| {
+            assert_eq!(synced["status"], "False");
+            assert_eq!(synced["reason"], "ScaleDownRefused");
+            assert!(
+                synced["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("keeps 3 replicas"))
+            );
+        },
+        "ScaleDownRefused",
+    )
+    .await;
+    assert!(
+        !metadata.keys().iter().any(|k| k.contains("/draining/")),
+        "nothing drains: {:?}",
+        metadata.keys()
+    );
 }
 
 #[tokio::test]
@@ -288,7 +355,18 @@ async fn scale_down_proceeds_once_leaving_hosts_hold_nothing() {
         Call::new(Method::GET, path("/apis/apps/v1", "statefulsets", "main"))
             .reply(http::StatusCode::OK, existing_set(3)),
     ];
-    calls.extend(applies(|set| assert_eq!(set["spec"]["replicas"], 2), 2));
+    calls.extend(applies(
+        |set| {
+            assert_eq!(set["spec"]["replicas"], 2);
+            let claims = &set["spec"]["persistentVolumeClaimRetentionPolicy"];
+            assert_eq!(
+                claims["whenScaled"], "Delete",
+                "a drained host's claim goes"
+            );
+            assert_eq!(claims["whenDeleted"], "Retain");
+        },
+        2,
+    ));
     calls.push(
         Call::new(
             Method::PATCH,
@@ -303,6 +381,34 @@ async fn scale_down_proceeds_once_leaving_hosts_hold_nothing() {
         .await
         .expect("reconciled");
     verify(server).await;
+}
+
+#[tokio::test]
+async fn scale_up_takes_back_the_drain_key_of_a_returning_host() {
+    let metadata = MemoryMetadata::new();
+    // Left by an earlier scale-down from 4 to 3.
+    metadata.set("/ferry/clusters/prod.main/draining/main-3", "{}");
+    let (ctx, server) = context(metadata.clone());
+    let mut calls = vec![
+        Call::new(Method::GET, path("/apis/apps/v1", "statefulsets", "main"))
+            .reply(http::StatusCode::OK, existing_set(3)),
+    ];
+    calls.extend(applies(|set| assert_eq!(set["spec"]["replicas"], 4), 4));
+    calls.push(
+        Call::new(
+            Method::PATCH,
+            path("/apis/ferry.dev/v1alpha1", "brokerclusters", "main") + "/status",
+        )
+        .check(|b| assert_eq!(condition(b, "Synced")["reason"], "Applied")),
+    );
+    calls.push(event(NS, "HostsNotReady"));
+    calls.push(event(NS, "Applied"));
+    let server = server.run(calls);
+    reconcile(Arc::new(cluster(4)), ctx)
+        .await
+        .expect("reconciled");
+    verify(server).await;
+    assert!(metadata.keys().is_empty(), "{:?}", metadata.keys());
 }
 
 #[tokio::test]

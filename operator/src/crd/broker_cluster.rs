@@ -57,7 +57,9 @@ use super::rules::{ETCD_ENDPOINT_PATTERN, MAX_PARTITIONS, QUANTITY_PATTERN};
 #[serde(rename_all = "camelCase")]
 pub struct BrokerClusterSpec {
     /// Broker hosts (StatefulSet replicas), at least 1. Default 3. `kubectl scale`
-    /// changes it. Scaling down waits until the leaving hosts hold no replicas.
+    /// changes it. Scaling down first drains the leaving hosts (their replicas move
+    /// to the staying ones), and is refused below a topic's or queue's replication
+    /// factor.
     #[serde(default = "default_hosts")]
     #[schemars(range(min = 1))]
     pub hosts: i32,

@@ -119,6 +119,15 @@ impl MetadataClient for EtcdMetadata {
         .await
     }
 
+    async fn delete_key(&self, key: &str, mod_revision: i64) -> Result<bool, MetaError> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, mod_revision)])
+            .and_then([TxnOp::delete(key, None)]);
+        let mut kv = self.client.kv_client();
+        let response = bounded(self.timeout, kv.txn(txn)).await?;
+        Ok(response.succeeded())
+    }
+
     async fn delete(
         &self,
         key: &str,

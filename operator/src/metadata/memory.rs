@@ -109,6 +109,16 @@ impl MetadataClient for MemoryMetadata {
         Ok(true)
     }
 
+    async fn delete_key(&self, key: &str, mod_revision: i64) -> Result<bool, MetaError> {
+        let mut inner = self.lock();
+        if inner.entries.get(key).map(|(_, rev)| *rev) != Some(mod_revision) {
+            return Ok(false);
+        }
+        inner.revision += 1;
+        inner.entries.remove(key);
+        Ok(true)
+    }
+
     async fn delete(
         &self,
         key: &str,

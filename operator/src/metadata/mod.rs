@@ -75,6 +75,14 @@ pub trait MetadataClient: Send + Sync + 'static {
         mod_revision: i64,
     ) -> impl Future<Output = Result<bool, MetaError>> + Send;
 
+    /// Deletes `key` only if its revision is still `mod_revision`, recording nothing:
+    /// for keys other than topic and queue records. Returns whether it was deleted.
+    fn delete_key(
+        &self,
+        key: &str,
+        mod_revision: i64,
+    ) -> impl Future<Output = Result<bool, MetaError>> + Send;
+
     /// Deletes `key` only if its revision is still `mod_revision`, writing `tombstone`
     /// (key, value) in the same transaction: the brokers remove a resource's data only
     /// when its deletion is recorded. Returns whether it was deleted.

@@ -388,6 +388,7 @@ async fn desired(meta: &dyn MetadataStore, cluster: &str) -> Result<Vec<Desired>
                 partitions: record.settings.partitions,
                 replication_factor: record.settings.replication_factor,
                 name: record.name,
+                leads_with: None,
             });
         }
     }
@@ -398,6 +399,7 @@ async fn desired(meta: &dyn MetadataStore, cluster: &str) -> Result<Vec<Desired>
                 kind: LogKind::Queue,
                 partitions: 1,
                 replication_factor: record.settings.replication_factor,
+                leads_with: record.settings.dead_letter_queue,
                 name: record.name,
             });
         }

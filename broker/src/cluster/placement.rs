@@ -20,6 +20,10 @@
 //!   staying replicas are as many as the replication factor and all in sync does the
 //!   draining host leave the replicas. At no point do fewer in-sync copies exist than
 //!   before the drain began.
+//! - A queue with a dead-letter queue is placed on the dead-letter queue's replicas,
+//!   and its leadership follows the dead-letter queue's leader whenever that host is
+//!   live, staying and in the queue's in-sync set (a new epoch): dead-lettering copies
+//!   between the two on the host that leads both.
 //! - States of partitions that should not exist (deleted topics and queues, shrunk
 //!   counts never happen: partitions only grow) are deleted.
 
@@ -41,6 +45,8 @@ pub struct Desired {
     pub partitions: u32,
     /// Replicas per partition.
     pub replication_factor: u32,
+    /// The queue whose leader this one's should share (a queue's dead-letter queue).
+    pub leads_with: Option<String>,
 }
 
 /// Identifies one partition of a topic or queue.
@@ -147,7 +153,23 @@ pub fn plan(
     }
     let mut wanted = BTreeSet::new();
     let mut changes = Vec::new();
+    // States as this pass leaves them, for queues placed with their dead-letter queue.
+    let mut planned: BTreeMap<PartitionKey, PartitionState> = current
+        .iter()
+        .map(|(key, (state, _))| (key.clone(), state.clone()))
+        .collect();
     for resource in desired {
+        let partner = resource
+            .leads_with
+            .as_ref()
+            .and_then(|name| {
+                planned.get(&PartitionKey {
+                    kind: LogKind::Queue,
+                    name: name.clone(),
+                    partition: 0,
+                })
+            })
+            .cloned();
         for partition in 0..resource.partitions {
             let key = PartitionKey {
                 kind: resource.kind,
@@ -156,10 +178,11 @@ pub fn plan(
             };
             wanted.insert(key.clone());
             let next = match current.get(&key) {
-                None => place(resource, partition, hosts, &load),
-                Some((state, _)) => repair(state, resource, hosts, &load),
+                None => place(resource, partition, hosts, &load, partner.as_ref()),
+                Some((state, _)) => repair(state, resource, hosts, &load, partner.as_ref()),
             };
             let Some(next) = next else { continue };
+            planned.insert(key.clone(), next.clone());
             match current.get(&key) {
                 None => {
                     load.add(&next, 1);
@@ -188,12 +211,42 @@ pub fn plan(
     changes
 }
 
-/// A first placement, or `None` while too few hosts are live.
-fn place(resource: &Desired, partition: u32, hosts: &Hosts, load: &Load) -> Option<PartitionState> {
+/// A first placement, or `None` while too few hosts are live. With a `partner` (the
+/// dead-letter queue's state), its leader and replicas come first, its leader
+/// leading.
+fn place(
+    resource: &Desired,
+    partition: u32,
+    hosts: &Hosts,
+    load: &Load,
+    partner: Option<&PartitionState>,
+) -> Option<PartitionState> {
     let count = wanted_replicas(resource);
     let live: Vec<&String> = hosts.live.iter().filter(|h| hosts.can_take(h)).collect();
     if live.len() < count {
         return None;
+    }
+    if let Some(partner) = partner {
+        let mut replicas: Vec<String> = Vec::new();
+        for host in partner.leader.iter().chain(partner.replicas.iter()) {
+            if hosts.can_take(host) && !replicas.contains(host) {
+                replicas.push(host.clone());
+            }
+        }
+        let mut others: Vec<&String> = live
+            .iter()
+            .copied()
+            .filter(|h| !replicas.contains(h))
+            .collect();
+        others.sort_by_key(|h| (load.replicas(h), load.leaders(h)));
+        replicas.extend(others.into_iter().cloned());
+        replicas.truncate(count);
+        return Some(PartitionState {
+            leader: replicas.first().cloned(),
+            leader_epoch: 1,
+            isr: replicas.clone(),
+            replicas,
+        });
     }
     let rotation = usize::try_from(partition).unwrap_or(0) % live.len();
     let mut candidates: Vec<(usize, &String)> = live
@@ -243,6 +296,7 @@ fn repair(
     resource: &Desired,
     hosts: &Hosts,
     load: &Load,
+    partner: Option<&PartitionState>,
 ) -> Option<PartitionState> {
     let mut next = state.clone();
     // Replace replicas on departed hosts with live hosts that hold none.
@@ -281,6 +335,16 @@ fn repair(
         next.leader_epoch += 1;
     }
     let mut next = ferry_replication::election::elect(next, &hosts.live, |h| load.leaders(h));
+    // Lead where the dead-letter queue leads, when that host may: live, staying, and
+    // holding everything committed here.
+    if let Some(wanted) = partner.and_then(|p| p.leader.as_ref())
+        && next.leader.as_ref().is_some_and(|leader| leader != wanted)
+        && next.isr.contains(wanted)
+        && hosts.can_take(wanted)
+    {
+        next.leader = Some(wanted.clone());
+        next.leader_epoch += 1;
+    }
     // The draining hosts leave once the staying replicas hold everything committed.
     let staying: Vec<&String> = next.replicas.iter().filter(|h| !draining(h)).collect();
     let handed_over = drains
@@ -312,6 +376,7 @@ mod tests {
             name: name.into(),
             partitions,
             replication_factor: rf,
+            leads_with: None,
         }
     }
 
@@ -575,5 +640,68 @@ mod tests {
         assert_ne!(new_leader, leader);
         assert!(!state.isr.contains(&leader), "a dead member leaves the set");
         assert!(state.has_replica(&leader), "its copy stays until replaced");
+    }
+
+    fn queue(name: &str, rf: u32, dead_letter: Option<&str>) -> Desired {
+        Desired {
+            kind: LogKind::Queue,
+            name: name.into(),
+            partitions: 1,
+            replication_factor: rf,
+            leads_with: dead_letter.map(str::to_owned),
+        }
+    }
+
+    fn state_of<'a>(
+        current: &'a BTreeMap<PartitionKey, (PartitionState, Revision)>,
+        name: &str,
+    ) -> &'a PartitionState {
+        &current
+            .iter()
+            .find(|(key, _)| key.name == name)
+            .expect("a state")
+            .1
+            .0
+    }
+
+    #[test]
+    fn a_queue_is_placed_and_led_where_its_dead_letter_queue_is() {
+        let live = hosts(&["h0", "h1", "h2", "h3", "h4"]);
+        let mut current = BTreeMap::new();
+        // Load the hosts unevenly, so the least-loaded choice would differ.
+        step(&mut current, &[topic("t", 3, 2)], &live);
+        let resources = [
+            topic("t", 3, 2),
+            queue("dlq", 2, None),
+            queue("work", 3, Some("dlq")),
+        ];
+        step(&mut current, &resources, &live);
+        let (dlq, work) = (state_of(&current, "dlq"), state_of(&current, "work"));
+        assert_eq!(work.leader, dlq.leader);
+        assert!(
+            dlq.replicas.iter().all(|h| work.has_replica(h)),
+            "{dlq:?} {work:?}"
+        );
+        assert_eq!(work.replicas.len(), 3);
+    }
+
+    #[test]
+    fn a_queue_leadership_follows_its_dead_letter_queue_leader() {
+        let resources = [queue("dlq", 3, None), queue("work", 3, Some("dlq"))];
+        let mut live = hosts(&["h0", "h1", "h2"]);
+        let mut current = BTreeMap::new();
+        step(&mut current, &resources, &live);
+        let first = state_of(&current, "dlq").leader.clone().expect("a leader");
+        assert_eq!(state_of(&current, "work").leader.as_ref(), Some(&first));
+        // The shared leader dies: each queue elects on its own, then the queue moves
+        // to wherever the dead-letter queue went.
+        live.live.remove(&first);
+        for _ in 0..2 {
+            step(&mut current, &resources, &live);
+        }
+        let (dlq, work) = (state_of(&current, "dlq"), state_of(&current, "work"));
+        assert!(dlq.leader.is_some() && dlq.leader.as_ref() != Some(&first));
+        assert_eq!(work.leader, dlq.leader);
+        assert!(plan(&resources, &current, &live).is_empty(), "and stays");
     }
 }

@@ -737,9 +737,9 @@ async fn move_dead_letters(
         return Ok(());
     };
     // In a cluster, both queues must be led here: a copy into a local replica that
-    // does not lead the dead-letter queue would never be seen. Until requests are
-    // forwarded between hosts, dead letters wait (counted as such) until one host
-    // leads both.
+    // does not lead the dead-letter queue would never be seen. The controller keeps
+    // one host leading both (`cluster/placement.rs`); while none can, dead letters
+    // wait, counted as such.
     if let Some(routing) = routing
         && (routing.check(LogKind::Queue, queue.name(), 0).is_err()
             || routing.check(LogKind::Queue, &dlq_name, 0).is_err())

@@ -51,6 +51,8 @@ pub struct Settings {
     /// How often a resource is reconciled without a change (drift repair, status
     /// from etcd).
     pub resync_interval: Duration,
+    /// How often a cluster whose scale-down drains hosts is checked again.
+    pub drain_check_interval: Duration,
     /// How long after a failed reconcile it is retried.
     pub error_requeue: Duration,
     /// The Kubernetes cluster's DNS domain, for the hosts' advertised names.
@@ -73,6 +75,7 @@ impl Default for Settings {
                 image: None,
             },
             resync_interval: Duration::from_secs(30),
+            drain_check_interval: Duration::from_secs(2),
             error_requeue: Duration::from_secs(5),
             cluster_domain: "cluster.local".to_owned(),
             broker_port: 7070,

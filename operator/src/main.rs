@@ -114,6 +114,14 @@ struct Cli {
         default_value_t = 30_000
     )]
     resync_interval_ms: u64,
+    /// How often a BrokerCluster whose scale-down drains hosts is checked again (have
+    /// they handed all their replicas over?), in ms.
+    #[arg(
+        long,
+        env = "FERRY_OPERATOR_DRAIN_CHECK_INTERVAL_MS",
+        default_value_t = 2_000
+    )]
+    drain_check_interval_ms: u64,
     /// How long after a failed reconcile it is retried, in ms.
     #[arg(long, env = "FERRY_OPERATOR_ERROR_REQUEUE_MS", default_value_t = 5_000)]
     error_requeue_ms: u64,
@@ -170,7 +178,11 @@ impl Cli {
         if self.max_concurrent_reconciles == 0 || self.etcd_list_limit == 0 {
             return invalid("--max-concurrent-reconciles and --etcd-list-limit must be above 0");
         }
-        if self.resync_interval_ms == 0 || self.error_requeue_ms == 0 || self.etcd_timeout_ms == 0 {
+        if self.resync_interval_ms == 0
+            || self.drain_check_interval_ms == 0
+            || self.error_requeue_ms == 0
+            || self.etcd_timeout_ms == 0
+        {
             return invalid("intervals and timeouts must be above 0");
         }
         Ok(())
@@ -187,6 +199,7 @@ impl Cli {
                 image: self.default_cluster_image.clone(),
             },
             resync_interval: Duration::from_millis(self.resync_interval_ms),
+            drain_check_interval: Duration::from_millis(self.drain_check_interval_ms),
             error_requeue: Duration::from_millis(self.error_requeue_ms),
             cluster_domain: self.cluster_domain.clone(),
             broker_port: self.broker_port,

@@ -180,7 +180,13 @@ pub async fn reconcile<M: MetadataClient>(
     ctx.condition_events(&cluster.object_ref(&()), &before, &status.conditions)
         .await;
     info!(hosts, registered, "reconciled");
-    Ok(Action::requeue(ctx.settings.resync_interval))
+    // A drain ends without any Kubernetes change to wake the reconciler: look again soon.
+    let draining = matches!(scale, Scale::Waiting { reason, .. } if reason == DRAINING);
+    Ok(Action::requeue(if draining {
+        ctx.settings.drain_check_interval
+    } else {
+        ctx.settings.resync_interval
+    }))
 }
 
 /// Marks a paused cluster `Synced=False` (reason `Paused`), leaving the rest of its

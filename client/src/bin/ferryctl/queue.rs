@@ -52,10 +52,14 @@ pub enum QueueCommand {
         /// Queue name.
         name: String,
     },
-    /// Send one message per line of stdin.
+    /// Send one message per line of stdin, or the --body values.
     Send {
         /// Queue name.
         name: String,
+        /// A message body to send instead of reading stdin; repeat for more (where
+        /// no stdin is at hand, e.g. `kubectl run`).
+        #[arg(long = "body")]
+        bodies: Vec<String>,
         /// Message group of every message (required by FIFO queues).
         #[arg(long)]
         group: Option<String>,
@@ -271,6 +275,7 @@ pub async fn run(context: &Context, command: QueueCommand) -> anyhow::Result<()>
         }
         QueueCommand::Send {
             name,
+            bodies,
             group,
             dedup_id,
             delay,
@@ -283,7 +288,7 @@ pub async fn run(context: &Context, command: QueueCommand) -> anyhow::Result<()>
                 dedup_id,
                 ..OutgoingMessage::default()
             };
-            send(&client, format, &name, &template).await?;
+            send(&client, format, &name, &template, &bodies).await?;
         }
         QueueCommand::Receive {
             name,
@@ -542,13 +547,27 @@ async fn send(
     format: OutputFormat,
     name: &str,
     template: &OutgoingMessage,
+    bodies: &[String],
 ) -> anyhow::Result<()> {
-    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut batch: Vec<OutgoingMessage> = Vec::new();
     let mut tally = SendTally::default();
+    // One dedup id on many messages would store only the first: refuse before
+    // sending anything.
+    if template.dedup_id.is_some() && bodies.len() > 1 {
+        bail!("--dedup-id applies to one message, but --body was given more than once");
+    }
+    for body in bodies {
+        let mut message = template.clone();
+        message.body = body.clone().into_bytes().into();
+        batch.push(message);
+        if batch.len() >= SEND_BATCH {
+            send_batch(client, name, &mut batch, &mut tally).await?;
+        }
+    }
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut lines = 0u64;
     let mut line = Vec::new();
-    loop {
+    while bodies.is_empty() {
         line.clear();
         let read = stdin
             .read_until(b'\n', &mut line)
@@ -558,8 +577,6 @@ async fn send(
             break;
         }
         lines += 1;
-        // One dedup id on many messages would store only the first: refuse before
-        // sending anything.
         if template.dedup_id.is_some() && lines > 1 {
             bail!("--dedup-id applies to one message, but stdin has more than one line");
         }

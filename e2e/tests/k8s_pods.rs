@@ -8,7 +8,10 @@
 //! name. README.md's Kubernetes section is these steps. Then a broker pod is deleted
 //! while producers send through a gateway pod: the StatefulSet brings it back on its
 //! own claim; then a change to the BrokerCluster's pod spec rolls the hosts one at a
-//! time; the history checker finds nothing acknowledged lost or duplicated.
+//! time; then the cluster, scaled out to four hosts before, is scaled back to three
+//! (a scale below the replication factor is refused first): the fourth host hands
+//! its replicas over before its pod and claim go. The history checker finds nothing
+//! acknowledged lost or duplicated. The examples' dead-letter queue is checked too.
 //! Finally the namespaces are deleted and the release uninstalled, with no finalizer
 //! left hanging.
 
@@ -22,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use common::rpc::{self, record_outcome, show, within};
 use ferry_e2e::{CheckOptions, History, KubeApiServer, KubeNode, check};
+use ferry_proto::v1 as pb;
+use ferry_proto::v1::metadata_service_client::MetadataServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
 /// The image name the README documents for a locally built image.
@@ -331,8 +336,78 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
         assert_eq!(report[field], expected, "bench queue {field}: {report}");
     }
 
+    // The examples' dead-letter path: a message received maxReceiveCount (5) times
+    // without an ack moves from `orders` to `orders-dlq`.
+    ferryctl_pod(
+        &server,
+        "dlq-send",
+        &address,
+        &[
+            "queue",
+            "send",
+            "orders",
+            "--group",
+            "dlq-check",
+            "--body",
+            "poison",
+        ],
+    );
+    for delivery in 1..=5 {
+        let received = ferryctl_pod(
+            &server,
+            &format!("dlq-receive-{delivery}"),
+            &address,
+            &[
+                "queue",
+                "receive",
+                "orders",
+                "--wait",
+                "20",
+                "--visibility-timeout",
+                "0.5",
+                "--output",
+                "json",
+            ],
+        );
+        let message = only_message(&received);
+        assert_eq!(message["body"], "poison", "{received}");
+        assert_eq!(message["receive_count"], delivery, "{received}");
+    }
+    let dead = ferryctl_pod(
+        &server,
+        "dlq-read",
+        &address,
+        &[
+            "queue",
+            "receive",
+            "orders-dlq",
+            "--wait",
+            "20",
+            "--ack",
+            "--output",
+            "json",
+        ],
+    );
+    let message = only_message(&dead);
+    assert_eq!(message["body"], "poison", "{dead}");
+    assert_eq!(message["dead_letter"]["source_queue"], "orders", "{dead}");
+    assert_eq!(message["dead_letter"]["receive_count"], 5, "{dead}");
+
+    // Scale out: a fourth host joins on a claim of its own.
+    server.kubectl_ok([
+        "scale",
+        "brokercluster",
+        "main",
+        "-n",
+        APP_NAMESPACE,
+        "--replicas=4",
+    ]);
+    wait_until(&server, PODS_READY, "a fourth broker is ready", || {
+        ready_brokers(&server) == "4"
+    });
+
     // 5. A broker pod is deleted while producers send through a gateway pod, to a
-    //    topic of their own.
+    //    topic of their own (placed over four hosts, so the fourth holds replicas).
     let topic = serde_json::json!({
         "apiVersion": "ferry.dev/v1alpha1",
         "kind": "Topic",
@@ -367,7 +442,7 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
     producers.wait_for(SENDS_PER_PHASE, "before the pod is deleted");
     server.kubectl_ok(["delete", "pod", "main-1", "-n", APP_NAMESPACE]);
     wait_until(&server, PODS_READY, "main-1 is back and Ready", || {
-        pod_uid(&server, "main-1") != uid_before && ready_brokers(&server) == "3"
+        pod_uid(&server, "main-1") != uid_before && ready_brokers(&server) == "4"
     });
     assert_eq!(
         volume_of(&server, "data-main-1"),
@@ -405,10 +480,67 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
     ]);
     assert_eq!(
         ready_brokers(&server),
-        "3",
+        "4",
         "every host is back after the roll"
     );
     producers.wait_for(SENDS_PER_PHASE, "after the rolling change");
+
+    // 7. Scale back in while producers run: below the largest replication factor
+    //    (3) is refused; to 3, main-3 first hands its replicas over, then its pod
+    //    and claim go.
+    let holders = runtime.block_on(replica_holders(&via));
+    assert!(
+        holders.contains("main-3"),
+        "the fourth host holds replicas before the scale-down: {holders:?}"
+    );
+    let scale = |hosts: &str| {
+        server.kubectl_ok([
+            "scale",
+            "brokercluster",
+            "main",
+            "-n",
+            APP_NAMESPACE,
+            &format!("--replicas={hosts}"),
+        ]);
+    };
+    scale("2");
+    wait_until(&server, PODS_READY, "a scale-down to 2 is refused", || {
+        synced_reason(&server) == "ScaleDownRefused"
+    });
+    assert_eq!(stateful_set_field(&server, "{.spec.replicas}"), "4");
+    scale("3");
+    wait_until(
+        &server,
+        PODS_READY,
+        "main-3 drained, its pod and claim gone",
+        || {
+            stateful_set_field(&server, "{.spec.replicas}") == "3"
+                && synced_reason(&server) == "Applied"
+                && server
+                    .kubectl_ok(["get", "pvc,pods", "-n", APP_NAMESPACE, "-o", "name"])
+                    .lines()
+                    .all(|name| !name.ends_with("main-3"))
+        },
+    );
+    let holders = runtime.block_on(replica_holders(&via));
+    assert!(
+        !holders.contains("main-3"),
+        "nothing is left on the removed host: {holders:?}"
+    );
+    for reason in ["Draining", "ScaleDownRefused"] {
+        let events = server.kubectl_ok([
+            "get",
+            "events",
+            "-n",
+            APP_NAMESPACE,
+            "--field-selector",
+            &format!("reason={reason},type=Warning"),
+            "-o",
+            "name",
+        ]);
+        assert!(!events.is_empty(), "a Warning event {reason} was recorded");
+    }
+    producers.wait_for(SENDS_PER_PHASE, "after the scale-down");
     let acked = runtime.block_on(producers.stop());
     runtime.block_on(async {
         for p in 0..PARTITIONS {
@@ -428,12 +560,12 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
         },
     );
     println!(
-        "pod deleted and hosts rolled under load: {acked} sends acknowledged; {:?}",
+        "pod deleted, hosts rolled and scaled in under load: {acked} sends acknowledged; {:?}",
         verdict.counts
     );
     assert!(verdict.valid, "{}", verdict.to_json());
 
-    // 7. Uninstall: the app namespace goes first, while the operator still runs to
+    // 8. Uninstall: the app namespace goes first, while the operator still runs to
     //    release its finalizers; then the release and its namespace. Nothing hangs.
     drop(via);
     drop(runtime);
@@ -463,6 +595,43 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
         );
     }
     drop(node);
+}
+
+/// The one message a `ferryctl queue receive --output json` printed.
+fn only_message(printed: &str) -> serde_json::Value {
+    let lines: Vec<&str> = printed.lines().filter(|l| l.starts_with('{')).collect();
+    assert_eq!(lines.len(), 1, "one message received:\n{printed}");
+    serde_json::from_str(lines[0]).unwrap_or_else(|err| panic!("{err}: {}", lines[0]))
+}
+
+/// The reason of the BrokerCluster's Synced condition.
+fn synced_reason(server: &KubeApiServer) -> String {
+    server.kubectl_ok([
+        "get",
+        "brokercluster",
+        "main",
+        "-n",
+        APP_NAMESPACE,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Synced\")].reason}",
+    ])
+}
+
+/// Every host holding a replica of any topic partition or queue, as the gateway's
+/// metadata tells.
+async fn replica_holders(via: &Channel) -> std::collections::BTreeSet<String> {
+    let metadata = MetadataServiceClient::new(via.clone())
+        .get_metadata(pb::GetMetadataRequest::default())
+        .await
+        .unwrap_or_else(|status| panic!("metadata: {}", show(&status)))
+        .into_inner();
+    metadata
+        .topics
+        .iter()
+        .chain(&metadata.queues)
+        .flat_map(|t| &t.partitions)
+        .flat_map(|p| p.replicas.iter().cloned())
+        .collect()
 }
 
 /// Whether a resource in the app namespace has the condition Ready=True.

@@ -188,6 +188,16 @@ struct ServeArgs {
     /// replicates, in ms; after that it reports ready anyway.
     #[arg(long, env = "FERRY_READY_MAX_WAIT_MS", default_value_t = 300_000)]
     ready_max_wait_ms: u64,
+    /// The failure domain this host runs in (in Kubernetes, its node's
+    /// `topology.kubernetes.io/zone`); each partition's replicas spread over zones.
+    /// Empty means unknown.
+    #[arg(long, env = "FERRY_ZONE")]
+    zone: Option<String>,
+    /// A file of the pod's labels (a Kubernetes downward-API volume): without
+    /// --zone, the zone is its `topology.kubernetes.io/zone` label, which
+    /// Kubernetes copies from the node when it binds the pod.
+    #[arg(long, env = "FERRY_POD_LABELS_FILE")]
+    pod_labels_file: Option<PathBuf>,
     /// Longest wait for one etcd request, in ms.
     #[arg(long, env = "FERRY_ETCD_TIMEOUT_MS", default_value_t = 5_000)]
     etcd_timeout_ms: u64,
@@ -223,7 +233,22 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// `--zone`, else the zone label in `--pod-labels-file`, else none.
+    fn zone(&self) -> anyhow::Result<Option<String>> {
+        if let Some(zone) = self.zone.as_ref().filter(|zone| !zone.is_empty()) {
+            return Ok(Some(zone.clone()));
+        }
+        let Some(path) = &self.pod_labels_file else {
+            return Ok(None);
+        };
+        let labels = std::fs::read_to_string(path).map_err(|err| {
+            anyhow::anyhow!("reading --pod-labels-file {}: {err}", path.display())
+        })?;
+        Ok(ferry_broker::cluster::zone_from_pod_labels(&labels))
+    }
+
     fn into_options(self) -> anyhow::Result<(BrokerConfig, ServeOptions)> {
+        let zone = self.zone()?;
         let timeout = Duration::from_millis(self.etcd_timeout_ms);
         let etcd = EtcdConfig {
             request_timeout: timeout,
@@ -238,6 +263,7 @@ impl ServeArgs {
             host_grace: Duration::from_millis(self.host_grace_ms),
             observed_interval: Duration::from_millis(self.observed_interval_ms),
             ready_max_wait: Duration::from_millis(self.ready_max_wait_ms),
+            zone,
         };
         let mut config = self.host.into_config()?;
         config.replication = ReplicationConfig {

@@ -30,6 +30,12 @@ pub fn validate_host_id(name: &str) -> Result<(), BrokerError> {
     validate("host id", name)
 }
 
+/// Checks a host's zone (a failure domain such as a Kubernetes node's
+/// `topology.kubernetes.io/zone` label) like a host id.
+pub fn validate_zone(name: &str) -> Result<(), BrokerError> {
+    validate("zone", name)
+}
+
 fn validate(kind: &'static str, name: &str) -> Result<(), BrokerError> {
     let reason = if name.is_empty() {
         Some("must not be empty")

@@ -36,6 +36,8 @@ pub struct ServeOptions {
     pub observed_interval: Duration,
     /// Longest a starting host reports not ready while it catches up.
     pub ready_max_wait: Duration,
+    /// The failure domain the host runs in, if known.
+    pub zone: Option<String>,
 }
 
 /// Runs one cluster host until `shutdown` resolves; on the way out it gives up its
@@ -70,6 +72,7 @@ pub async fn run(
         options.lease_ttl,
     );
     cluster.host_grace = options.host_grace;
+    cluster.zone = options.zone.clone();
     cluster.observed_interval = options.observed_interval;
     cluster.validate()?;
     let store = EtcdStore::connect(options.etcd.clone()).await?;

@@ -587,6 +587,9 @@ fn spawn_apiserver(
         // Logs and exec reach a kubelet at its node's address (no DNS names nodes).
         .arg("--kubelet-preferred-address-types=InternalIP")
         .arg("--allow-privileged=true")
+        // A pod bound to a node gets the node's zone label (beta and on by default
+        // from 1.35): the brokers learn their zone from it.
+        .arg("--feature-gates=PodTopologyLabelsAdmission=true")
         .stdout(Stdio::null())
         .stderr(log_file(log));
     Supervised::spawn("kube-apiserver", &mut command)

@@ -42,6 +42,9 @@ use crate::process::{self, Supervised};
 pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 111, 0, 1);
 /// The node's name.
 pub const NODE_NAME: &str = "ferry-node";
+/// The node's zone (`topology.kubernetes.io/zone`), which the API server copies onto
+/// the pods bound to it (PodTopologyLabelsAdmission), and the brokers read.
+pub const NODE_ZONE: &str = "zone-a";
 /// Pod addresses, on the bridge.
 pub const POD_SUBNET: &str = "10.112.0.0/24";
 /// The pods' bridge.
@@ -148,6 +151,15 @@ impl KubeNode {
         node.start_proxy(&kubeconfig);
         node.start_coredns(&kubeconfig);
         node.wait_ready(server);
+        // Kubernetes 1.33's PodTopologyLabelsAdmission copies the zone from this key
+        // (fixed to topology.kubernetes.io/zone in 1.34), and the kubelet may not set
+        // a k8s.io label on its own node: the administrator does.
+        server.kubectl_ok([
+            "label",
+            "node",
+            NODE_NAME,
+            &format!("topology.k8s.io/zone={NODE_ZONE}"),
+        ]);
         create_storage(server, node.dir.path());
         node
     }
@@ -351,6 +363,7 @@ state = "{state}"
                 format!("--cert-dir={}", self.path("kubelet-pki").display()),
                 format!("--hostname-override={NODE_NAME}"),
                 format!("--node-ip={NODE_IP}"),
+                format!("--node-labels=topology.kubernetes.io/zone={NODE_ZONE}"),
                 "--v=1".to_owned(),
             ],
         ));

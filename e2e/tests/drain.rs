@@ -8,6 +8,9 @@
 //! leaderships move, and once the copies are in sync it holds no replica at all. It
 //! is then killed, as a scale-down would: writes go on, nothing acknowledged is lost
 //! or duplicated (history checked), and every queue message is still there.
+//!
+//! The hosts are in three zones (two in `a`): every partition spans all three, and
+//! still spans every zone left after the drain.
 
 mod common;
 
@@ -55,6 +58,28 @@ fn channel(url: String) -> Channel {
         .expect("a valid URL")
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy()
+}
+
+/// The zone of each host, by index (`FERRY_ZONE`).
+const ZONES: [&str; 4] = ["a", "a", "b", "c"];
+
+/// Whether every partition has a replica in each zone of a live host.
+fn spans_the_zones(view: &ClusterView) -> bool {
+    let live: BTreeSet<&str> = view
+        .hosts
+        .values()
+        .filter_map(|h| h.zone.as_deref())
+        .collect();
+    everything().iter().all(|id| {
+        view.partition(id).is_some_and(|s| {
+            let zones: BTreeSet<&str> = s
+                .replicas
+                .iter()
+                .filter_map(|h| view.hosts.get(h).and_then(|r| r.zone.as_deref()))
+                .collect();
+            zones == live
+        })
+    })
 }
 
 /// Whether `host` holds no replica and everything is led with three in-sync copies.
@@ -128,6 +153,11 @@ async fn a_draining_host_hands_over_every_replica_and_leaves_without_losing_anyt
             "--replica-max-lag-ms".to_owned(),
             MAX_LAG_MS.to_string(),
         ],
+        host_env: ZONES
+            .iter()
+            .enumerate()
+            .map(|(host, zone)| (host, "FERRY_ZONE".to_owned(), (*zone).to_owned()))
+            .collect(),
         ..ClusterOptions::default()
     })
     .await;
@@ -162,6 +192,11 @@ async fn a_draining_host_hands_over_every_replica_and_leaves_without_losing_anyt
         |v| v.all_led_in_sync(&everything(), 3),
     )
     .await;
+    let placed = read_view(&mut etcd, &name).await.expect("view");
+    assert!(
+        spans_the_zones(&placed),
+        "every partition spans zones a, b and c: {placed:#?}"
+    );
     let sent = send_messages(&via).await;
     let load = Load::start(&LOAD, cluster.etcd_endpoint(), name.clone(), History::new());
     load.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE, "before the drain")
@@ -207,6 +242,19 @@ async fn a_draining_host_hands_over_every_replica_and_leaves_without_losing_anyt
             );
         }
     }
+    let staying = ClusterView {
+        hosts: after
+            .hosts
+            .iter()
+            .filter(|(id, _)| **id != leaving)
+            .map(|(id, record)| (id.clone(), record.clone()))
+            .collect(),
+        ..after.clone()
+    };
+    assert!(
+        spans_the_zones(&staying),
+        "every partition spans the zones left: {after:#?}"
+    );
     load.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE, "after the drain")
         .await;
 

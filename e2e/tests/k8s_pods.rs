@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::rpc::{self, record_outcome, show, within};
+use ferry_e2e::node::NODE_ZONE;
 use ferry_e2e::{CheckOptions, History, KubeApiServer, KubeNode, check};
 use ferry_proto::v1 as pb;
 use ferry_proto::v1::metadata_service_client::MetadataServiceClient;
@@ -264,6 +265,31 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
     assert!(
         address.starts_with(&format!("main-client.{APP_NAMESPACE}.svc")),
         "the BrokerCluster's status names its client Service: {address:?}"
+    );
+    // Each broker knows its zone: the node's label, copied onto its pod.
+    let status = ferryctl_pod(
+        &server,
+        "status",
+        &address,
+        &["cluster", "status", "--output", "json"],
+    );
+    let status: serde_json::Value = serde_json::from_str(status.trim())
+        .unwrap_or_else(|err| panic!("cluster status prints JSON ({err}):\n{status}"));
+    let zones: Vec<(&str, &str)> = status["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            (
+                h["host_id"].as_str().unwrap_or(""),
+                h["zone"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(zones.len(), 3, "{status}");
+    assert!(
+        zones.iter().all(|(_, zone)| *zone == NODE_ZONE),
+        "every host reports the node's zone {NODE_ZONE}: {zones:?}"
     );
     let produced = ferryctl_pod(
         &server,

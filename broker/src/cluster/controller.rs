@@ -370,10 +370,16 @@ fn hosts(
             departed.insert(host.clone());
         }
     }
+    let zones = view
+        .hosts
+        .iter()
+        .filter_map(|(id, record)| Some((id.clone(), record.zone.clone()?)))
+        .collect();
     Hosts {
         live,
         departed,
         draining: view.draining.clone(),
+        zones,
     }
 }
 

@@ -162,6 +162,7 @@ async fn register(
         host_id: config.host_id.clone(),
         advertise: config.advertise.clone(),
         registered_at_ms: now_ms(),
+        zone: config.zone.clone(),
     };
     client
         .put(

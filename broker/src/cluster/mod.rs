@@ -25,6 +25,9 @@ pub struct ClusterConfig {
     pub host_id: String,
     /// The address other hosts and clients reach this host's gRPC service at.
     pub advertise: String,
+    /// The failure domain this host runs in (a node's `topology.kubernetes.io/zone`),
+    /// if known: the controller spreads each partition's replicas over zones.
+    pub zone: Option<String>,
     /// Time to live of the host's etcd lease. Default 5 s.
     pub lease_ttl: Duration,
     /// How much sooner than etcd this host assumes its lease is gone: it stops acting
@@ -54,6 +57,7 @@ impl ClusterConfig {
             cluster: cluster.to_owned(),
             host_id: host_id.to_owned(),
             advertise: advertise.to_owned(),
+            zone: None,
             lease_ttl: ttl,
             lease_safety_margin: ttl / 5,
             keep_alive_interval: ttl / 3,
@@ -68,6 +72,9 @@ impl ClusterConfig {
     pub fn validate(&self) -> Result<(), BrokerError> {
         crate::names::validate_cluster_name(&self.cluster)?;
         crate::names::validate_host_id(&self.host_id)?;
+        if let Some(zone) = &self.zone {
+            crate::names::validate_zone(zone)?;
+        }
         if self.advertise.is_empty() {
             return Err(BrokerError::InvalidArgument(
                 "the advertised address must not be empty".into(),
@@ -100,5 +107,43 @@ impl ClusterConfig {
     /// The lease TTL in whole seconds, as etcd takes it (rounded up).
     pub fn lease_ttl_seconds(&self) -> i64 {
         i64::try_from(self.lease_ttl.as_millis().div_ceil(1000)).unwrap_or(i64::MAX)
+    }
+}
+
+/// The pod labels naming a zone, in order of preference: the standard one, then the
+/// key Kubernetes 1.33's PodTopologyLabelsAdmission copied it under (fixed in 1.34).
+pub const ZONE_LABELS: [&str; 2] = ["topology.kubernetes.io/zone", "topology.k8s.io/zone"];
+
+/// The zone in a Kubernetes downward-API labels file (`key="value"` per line), if
+/// one of [`ZONE_LABELS`] is there with a plain value.
+pub fn zone_from_pod_labels(labels: &str) -> Option<String> {
+    let value = |wanted: &str| {
+        labels.lines().find_map(|line| {
+            let (key, quoted) = line.split_once('=')?;
+            let value = quoted.strip_prefix('"')?.strip_suffix('"')?;
+            // Label values never need escapes; a backslash means this is not one.
+            (key == wanted && !value.is_empty() && !value.contains('\\')).then(|| value.to_owned())
+        })
+    };
+    ZONE_LABELS.iter().find_map(|key| value(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_zone_comes_from_the_standard_label_first() {
+        let labels = "app.kubernetes.io/name=\"ferry\"\n\
+                      topology.k8s.io/zone=\"old\"\n\
+                      topology.kubernetes.io/zone=\"eu-1a\"";
+        assert_eq!(zone_from_pod_labels(labels).as_deref(), Some("eu-1a"));
+        let only_old = "topology.k8s.io/zone=\"eu-1b\"\n";
+        assert_eq!(zone_from_pod_labels(only_old).as_deref(), Some("eu-1b"));
+        assert_eq!(zone_from_pod_labels("app=\"x\"\n"), None);
+        assert_eq!(
+            zone_from_pod_labels("topology.kubernetes.io/zone=\"\""),
+            None
+        );
     }
 }

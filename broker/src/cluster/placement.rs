@@ -4,7 +4,10 @@
 //! - A partition with no state gets `replication_factor` replicas on the least-loaded
 //!   live hosts (fewest replicas, then fewest leaders, then host id rotated by the
 //!   partition number so equal hosts share the work), leader = its first replica,
-//!   epoch 1. It waits while fewer hosts are live than its replication factor.
+//!   epoch 1. It waits while fewer hosts are live than its replication factor. Where
+//!   hosts know their zone, each replica goes to a zone holding the fewest of the
+//!   partition's replicas so far, so copies span as many zones as there are (hosts
+//!   without a zone count as one zone of their own).
 //! - A partition whose leader is not live gets a new leader from its in-sync replicas
 //!   that are live (fewest leaderships first) and the epoch goes up by one; if none is
 //!   live it is left without a leader — with the epoch bumped, so the old leader is
@@ -69,12 +72,23 @@ pub struct Hosts {
     pub departed: BTreeSet<String>,
     /// Hosts asked to leave: they get no new replicas and hand over those they hold.
     pub draining: BTreeSet<String>,
+    /// The zone of each live host that knows its zone.
+    pub zones: BTreeMap<String, String>,
 }
 
 impl Hosts {
     /// Whether `host` may receive replicas: live and not leaving.
     fn can_take(&self, host: &str) -> bool {
         self.live.contains(host) && !self.draining.contains(host)
+    }
+
+    /// How many of `replicas` share `host`'s zone (hosts without a zone share one).
+    fn zone_share(&self, host: &str, replicas: &[String]) -> usize {
+        let zone = self.zones.get(host);
+        replicas
+            .iter()
+            .filter(|other| self.zones.get(*other) == zone)
+            .count()
     }
 }
 
@@ -255,11 +269,16 @@ fn place(
         .map(|(i, host)| ((i + live.len() - rotation) % live.len(), *host))
         .collect();
     candidates.sort_by_key(|(turn, host)| (load.replicas(host), load.leaders(host), *turn));
-    let mut replicas: Vec<String> = candidates
-        .into_iter()
-        .take(count)
-        .map(|(_, host)| host.clone())
-        .collect();
+    // Greedy over the load order: each next replica from the least-used zone.
+    let mut replicas: Vec<String> = Vec::with_capacity(count);
+    while replicas.len() < count {
+        let Some(at) = (0..candidates.len())
+            .min_by_key(|&i| (hosts.zone_share(candidates[i].1, &replicas), i))
+        else {
+            break;
+        };
+        replicas.push(candidates.remove(at).1.clone());
+    }
     // The least-leading replica leads; it goes first as the preferred leader.
     let leader_at = (0..replicas.len())
         .min_by_key(|&i| load.leaders(&replicas[i]))
@@ -280,13 +299,26 @@ fn wanted_replicas(resource: &Desired) -> usize {
         .max(1)
 }
 
-/// The least-loaded host that may take a replica of `state` and holds none yet.
+/// The host that may take a replica of `state` and holds none yet: in the zone with
+/// the fewest of its replicas (counting those that stay), then the least loaded.
 fn newcomer(state: &PartitionState, hosts: &Hosts, load: &Load) -> Option<String> {
+    let staying: Vec<String> = state
+        .replicas
+        .iter()
+        .filter(|h| !hosts.departed.contains(*h) && !hosts.draining.contains(*h))
+        .cloned()
+        .collect();
     hosts
         .live
         .iter()
         .filter(|host| hosts.can_take(host) && !state.has_replica(host))
-        .min_by_key(|host| (load.replicas(host), load.leaders(host)))
+        .min_by_key(|host| {
+            (
+                hosts.zone_share(host, &staying),
+                load.replicas(host),
+                load.leaders(host),
+            )
+        })
         .cloned()
 }
 
@@ -367,6 +399,7 @@ mod tests {
             live: live.iter().map(|h| (*h).to_owned()).collect(),
             departed: BTreeSet::new(),
             draining: BTreeSet::new(),
+            zones: BTreeMap::new(),
         }
     }
 
@@ -703,5 +736,87 @@ mod tests {
         assert!(dlq.leader.is_some() && dlq.leader.as_ref() != Some(&first));
         assert_eq!(work.leader, dlq.leader);
         assert!(plan(&resources, &current, &live).is_empty(), "and stays");
+    }
+
+    fn zoned(layout: &[(&str, &str)]) -> Hosts {
+        let mut zoned = hosts(&layout.iter().map(|(h, _)| *h).collect::<Vec<_>>());
+        zoned.zones = layout
+            .iter()
+            .map(|(h, z)| ((*h).to_owned(), (*z).to_owned()))
+            .collect();
+        zoned
+    }
+
+    fn zones_of(hosts: &Hosts, state: &PartitionState) -> BTreeSet<String> {
+        state
+            .replicas
+            .iter()
+            .filter_map(|h| hosts.zones.get(h).cloned())
+            .collect()
+    }
+
+    #[test]
+    fn replicas_span_the_zones() {
+        // Zone a has most hosts: least-loaded alone would often pick two of them.
+        let live = zoned(&[
+            ("h0", "a"),
+            ("h1", "a"),
+            ("h2", "a"),
+            ("h3", "a"),
+            ("h4", "b"),
+            ("h5", "c"),
+        ]);
+        let mut current = BTreeMap::new();
+        step(&mut current, &[topic("t", 12, 3)], &live);
+        for (key, (state, _)) in &current {
+            assert_eq!(zones_of(&live, state).len(), 3, "{key:?}: {state:?}");
+        }
+        // Two zones for three replicas: both used, one twice.
+        let two = zoned(&[("h0", "a"), ("h1", "a"), ("h2", "b"), ("h3", "b")]);
+        let mut current = BTreeMap::new();
+        step(&mut current, &[topic("t", 8, 3)], &two);
+        for (state, _) in current.values() {
+            assert_eq!(zones_of(&two, state).len(), 2, "{state:?}");
+        }
+    }
+
+    #[test]
+    fn a_replacement_comes_from_the_zone_the_partition_lost() {
+        let resources = [topic("t", 6, 3)];
+        let mut live = zoned(&[
+            ("h0", "a"),
+            ("h1", "b"),
+            ("h2", "c"),
+            ("h3", "a"),
+            ("h4", "b"),
+            ("h5", "c"),
+        ]);
+        let mut current = BTreeMap::new();
+        step(&mut current, &resources, &live);
+        let held_h2: Vec<PartitionKey> = current
+            .iter()
+            .filter(|(_, (state, _))| state.has_replica("h2"))
+            .map(|(key, _)| key.clone())
+            .collect();
+        assert!(!held_h2.is_empty());
+        // h2 departs: zone a and b hosts are less loaded, but c is what is missing.
+        live.live.remove("h2");
+        live.zones.remove("h2");
+        live.departed.insert("h2".into());
+        step(&mut current, &resources, &live);
+        for key in &held_h2 {
+            let (state, _) = &current[key];
+            assert!(state.has_replica("h5"), "{key:?}: {state:?}");
+        }
+        // h5 drains too: zone c is gone, so its copies go to a and b.
+        live.draining.insert("h5".into());
+        step(&mut current, &resources, &live);
+        catch_up(&mut current);
+        step(&mut current, &resources, &live);
+        for (state, _) in current.values() {
+            assert!(!state.has_replica("h5"), "{state:?}");
+            assert_eq!(state.replicas.len(), 3, "{state:?}");
+            assert_eq!(zones_of(&live, state).len(), 2, "{state:?}");
+        }
     }
 }

@@ -13,6 +13,9 @@ pub struct HostRecord {
     pub advertise: String,
     /// When it registered (this lease), ms since the Unix epoch.
     pub registered_at_ms: i64,
+    /// The failure domain it runs in, if it knows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 /// The elected controller, under `/ferry/clusters/{cluster}/controller`, attached to

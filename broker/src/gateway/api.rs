@@ -947,6 +947,7 @@ impl MetadataService for Gateway {
                 address: self.advertise.clone(),
                 alive: true,
                 controller: false,
+                ..pb::Host::default()
             }],
             topics,
             queues,

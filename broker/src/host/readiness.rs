@@ -92,6 +92,7 @@ mod tests {
             host_id: "h1".to_owned(),
             advertise: "127.0.0.1:7070".to_owned(),
             registered_at_ms: 0,
+            zone: None,
         };
         view.hosts.insert("h1".to_owned(), host);
         for (name, replicas, leader, isr) in partitions {

@@ -75,6 +75,7 @@ impl MetadataApi {
                 address: self.broker.config.advertised_address(),
                 alive: true,
                 controller: true,
+                ..pb::Host::default()
             }],
             topics,
             queues,
@@ -100,6 +101,8 @@ impl MetadataApi {
                 address: host.advertise.clone(),
                 alive: true,
                 controller: controller == Some(host.host_id.as_str()),
+                zone: host.zone.clone().unwrap_or_default(),
+                draining: view.draining.contains(&host.host_id),
             })
             .collect();
         let gone: BTreeSet<&String> = view
@@ -113,6 +116,8 @@ impl MetadataApi {
             address: String::new(),
             alive: false,
             controller: false,
+            zone: String::new(),
+            draining: view.draining.contains(host),
         }));
         let partition = |kind: LogKind, name: &str, index: u32| {
             let state = view.partition(kind, name, index);

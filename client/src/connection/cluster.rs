@@ -18,6 +18,10 @@ pub struct HostInfo {
     pub alive: bool,
     /// The cluster's elected controller.
     pub controller: bool,
+    /// The failure domain it runs in (empty when unknown).
+    pub zone: String,
+    /// Asked to leave: its replicas are moving to the other hosts.
+    pub draining: bool,
 }
 
 /// One partition's replicas and leader.
@@ -92,6 +96,8 @@ impl ClusterMetadata {
                     address: h.address,
                     alive: h.alive,
                     controller: h.controller,
+                    zone: h.zone,
+                    draining: h.draining,
                 })
                 .collect(),
             topics: response.topics.into_iter().map(placement).collect(),

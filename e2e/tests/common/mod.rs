@@ -35,6 +35,9 @@ pub struct HostRecord {
     pub host_id: String,
     pub advertise: String,
     pub registered_at_ms: u64,
+    /// The failure domain it reported (`--zone`).
+    #[serde(default)]
+    pub zone: Option<String>,
     /// The etcd lease the key is attached to (0: none).
     #[serde(skip)]
     pub lease: i64,

@@ -8,11 +8,12 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource,
-    EnvVar, EnvVarSource, GRPCAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort,
-    ServiceSpec, TopologySpreadConstraint, VolumeMount, VolumeResourceRequirements,
+    Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort,
+    DownwardAPIVolumeFile, DownwardAPIVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
+    GRPCAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
     WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -311,6 +312,11 @@ fn grpc_probe(settings: &Settings, service: Option<&str>, period_s: i32, failure
     }
 }
 
+/// The downward-API volume with the pod's labels, and where the broker finds it.
+pub const PODINFO_VOLUME: &str = "podinfo";
+/// Where [`PODINFO_VOLUME`] is mounted.
+pub const PODINFO_DIR: &str = "/etc/ferry/podinfo";
+
 fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
@@ -366,6 +372,15 @@ fn broker_container(
         ]),
         env: Some(vec![
             field_env("FERRY_HOST_ID", "metadata.name"),
+            // The broker reads its zone from the pod's labels, where Kubernetes
+            // copies the node's zone when it binds the pod
+            // (PodTopologyLabelsAdmission: on by default from 1.35, a feature gate
+            // before); without it the hosts have no zone.
+            EnvVar {
+                name: "FERRY_POD_LABELS_FILE".to_owned(),
+                value: Some(format!("{PODINFO_DIR}/labels")),
+                ..EnvVar::default()
+            },
             EnvVar {
                 name: "FERRY_ETCD".to_owned(),
                 value: Some(etcd.join(",")),
@@ -397,11 +412,19 @@ fn broker_container(
             ..grpc_probe(settings, None, 10, 6)
         }),
         resources: cluster.spec.resources.clone(),
-        volume_mounts: Some(vec![VolumeMount {
-            name: DATA_VOLUME.to_owned(),
-            mount_path: DATA_DIR.to_owned(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: DATA_VOLUME.to_owned(),
+                mount_path: DATA_DIR.to_owned(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: PODINFO_VOLUME.to_owned(),
+                mount_path: PODINFO_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -559,6 +582,21 @@ pub fn stateful_set(
                         }),
                         ..PodSecurityContext::default()
                     }),
+                    volumes: Some(vec![Volume {
+                        name: PODINFO_VOLUME.to_owned(),
+                        downward_api: Some(DownwardAPIVolumeSource {
+                            items: Some(vec![DownwardAPIVolumeFile {
+                                path: "labels".to_owned(),
+                                field_ref: Some(ObjectFieldSelector {
+                                    field_path: "metadata.labels".to_owned(),
+                                    ..ObjectFieldSelector::default()
+                                }),
+                                ..DownwardAPIVolumeFile::default()
+                            }]),
+                            ..DownwardAPIVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
                     ..PodSpec::default()
                 }),
             },

@@ -141,6 +141,11 @@ async fn create_applies_every_owned_object_then_reports_status() {
             assert_eq!(&args[..3], ["serve", "--cluster", "prod.main"]);
             assert!(args.contains(&"$(FERRY_HOST_ID).main-hosts.prod.svc.cluster.local:7070"));
             assert_eq!(broker["env"][0]["name"], "FERRY_HOST_ID");
+            assert_eq!(broker["env"][1]["name"], "FERRY_POD_LABELS_FILE");
+            assert_eq!(broker["env"][1]["value"], "/etc/ferry/podinfo/labels");
+            assert_eq!(broker["volumeMounts"][1]["mountPath"], "/etc/ferry/podinfo");
+            let podinfo = &set["spec"]["template"]["spec"]["volumes"][0];
+            assert_eq!(podinfo["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"], "metadata.labels");
             assert_eq!(
                 broker["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
                 "metadata.name"

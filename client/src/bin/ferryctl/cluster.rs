@@ -82,7 +82,18 @@ fn status_text(metadata: &ClusterMetadata) -> String {
                 } else {
                     h.address.clone()
                 },
-                if h.alive { "live" } else { "gone" }.to_owned(),
+                match (h.alive, h.draining) {
+                    (true, false) => "live",
+                    (true, true) => "live, draining",
+                    (false, false) => "gone",
+                    (false, true) => "gone, draining",
+                }
+                .to_owned(),
+                if h.zone.is_empty() {
+                    "-".to_owned()
+                } else {
+                    h.zone.clone()
+                },
                 if h.controller { "controller" } else { "" }.to_owned(),
             ]
         })
@@ -92,7 +103,7 @@ fn status_text(metadata: &ClusterMetadata) -> String {
     format!(
         "cluster: {}\n\n{}\n{}",
         metadata.cluster,
-        output::table(&["HOST", "ADDRESS", "STATE", "ROLE"], &hosts),
+        output::table(&["HOST", "ADDRESS", "STATE", "ZONE", "ROLE"], &hosts),
         output::table(
             &[
                 "KIND",
@@ -138,6 +149,8 @@ fn status_json(metadata: &ClusterMetadata) -> serde_json::Value {
             "host_id": h.host_id,
             "address": h.address,
             "alive": h.alive,
+            "draining": h.draining,
+            "zone": h.zone,
             "controller": h.controller,
         })).collect::<Vec<_>>(),
         "topics": placement_json(&metadata.topics),
@@ -160,12 +173,16 @@ mod tests {
                     address: "127.0.0.2:7070".into(),
                     alive: true,
                     controller: true,
+                    zone: "zone-a".into(),
+                    draining: false,
                 },
                 HostInfo {
                     host_id: "h1".into(),
                     address: String::new(),
                     alive: false,
                     controller: false,
+                    zone: String::new(),
+                    draining: true,
                 },
             ],
             topics: vec![ResourcePlacement {
@@ -185,12 +202,15 @@ mod tests {
         };
         let text = status_text(&metadata);
         assert!(text.contains("controller"));
-        assert!(text.contains("gone"));
+        assert!(text.contains("gone, draining"), "{text}");
+        assert!(text.contains("zone-a"), "{text}");
         assert!(text.contains("none"));
         assert!(text.contains("2 (h2)"), "{text}");
         let value = status_json(&metadata);
         assert_eq!(value["topics"][0]["partitions"][0]["leader_epoch"], 3);
         assert_eq!(value["topics"][0]["partitions"][0]["follower_lag"]["h2"], 2);
         assert_eq!(value["hosts"][1]["alive"], false);
+        assert_eq!(value["hosts"][1]["draining"], true);
+        assert_eq!(value["hosts"][0]["zone"], "zone-a");
     }
 }

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::rpc::show;
+use common::rpc::{self, show};
 use common::{FORM_DEADLINE, PartitionId, start_formed, wait_for_view};
 use ferry_e2e::ClusterOptions;
 use ferry_e2e::gateway::Gateway;
@@ -37,22 +37,14 @@ fn queues() -> [PartitionId; 2] {
     [PartitionId::queue(QUEUE), PartitionId::queue(DEAD_LETTERS)]
 }
 
-async fn create(client: &mut QueueServiceClient<Channel>, name: &str, dead_letter: Option<&str>) {
-    client
-        .create_queue(pb::CreateQueueRequest {
-            name: name.to_owned(),
-            config: Some(pb::QueueConfig {
-                replication_factor: 3,
-                replication: pb::ReplicationMode::Sync as i32,
-                durability: pb::Durability::Fsync as i32,
-                visibility_timeout_ms: Some(VISIBILITY_TIMEOUT_MS),
-                max_receive_count: dead_letter.map(|_| MAX_RECEIVE_COUNT),
-                dead_letter_queue: dead_letter.map(str::to_owned),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap_or_else(|status| panic!("create queue {name}: {}", show(&status)));
+async fn create(via: &Channel, name: &str, dead_letter: Option<&str>) {
+    let more = pb::QueueConfig {
+        visibility_timeout_ms: Some(VISIBILITY_TIMEOUT_MS),
+        max_receive_count: dead_letter.map(|_| MAX_RECEIVE_COUNT),
+        dead_letter_queue: dead_letter.map(str::to_owned),
+        ..Default::default()
+    };
+    rpc::create_replicated_queue(via, name, more).await;
 }
 
 /// One receive from `queue` (no ack), answered or not.
@@ -119,9 +111,10 @@ async fn a_queue_dead_letters_and_redrives_across_a_failover_of_their_leader() {
     .await;
     let name = cluster.name().to_owned();
     let gateway = Gateway::start(&cluster.etcd_endpoint(), "127.0.0.64", &[]);
-    let mut client = QueueServiceClient::new(channel(gateway.url()));
-    create(&mut client, DEAD_LETTERS, None).await;
-    create(&mut client, QUEUE, Some(DEAD_LETTERS)).await;
+    let via = channel(gateway.url());
+    let mut client = QueueServiceClient::new(via.clone());
+    create(&via, DEAD_LETTERS, None).await;
+    create(&via, QUEUE, Some(DEAD_LETTERS)).await;
     let shared = |v: &common::ClusterView| {
         v.all_led_in_sync(&queues(), 3) && v.leader(&queues()[0]) == v.leader(&queues()[1])
     };

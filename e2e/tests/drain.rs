@@ -172,18 +172,7 @@ async fn a_draining_host_hands_over_every_replica_and_leaves_without_losing_anyt
         pb::ReplicationMode::Sync,
     )
     .await;
-    QueueServiceClient::new(via.clone())
-        .create_queue(pb::CreateQueueRequest {
-            name: QUEUE.to_owned(),
-            config: Some(pb::QueueConfig {
-                replication_factor: 3,
-                replication: pb::ReplicationMode::Sync as i32,
-                durability: pb::Durability::Fsync as i32,
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap_or_else(|status| panic!("create queue: {}", show(&status)));
+    rpc::create_replicated_queue(&via, QUEUE, pb::QueueConfig::default()).await;
     wait_for_view(
         &mut etcd,
         &name,

@@ -17,10 +17,11 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::rpc::{self, record_outcome, show, within};
@@ -379,45 +380,22 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
         ],
     );
     for delivery in 1..=5 {
-        let received = ferryctl_pod(
+        let (message, printed) = receive_one(
             &server,
             &format!("dlq-receive-{delivery}"),
             &address,
-            &[
-                "queue",
-                "receive",
-                "orders",
-                "--wait",
-                "20",
-                "--visibility-timeout",
-                "0.5",
-                "--output",
-                "json",
-            ],
+            &["orders", "--visibility-timeout", "0.5"],
         );
-        let message = only_message(&received);
-        assert_eq!(message["body"], "poison", "{received}");
-        assert_eq!(message["receive_count"], delivery, "{received}");
+        assert_eq!(message["body"], "poison", "{printed}");
+        assert_eq!(message["receive_count"], delivery, "{printed}");
     }
-    let dead = ferryctl_pod(
-        &server,
-        "dlq-read",
-        &address,
-        &[
-            "queue",
-            "receive",
-            "orders-dlq",
-            "--wait",
-            "20",
-            "--ack",
-            "--output",
-            "json",
-        ],
+    let (message, printed) = receive_one(&server, "dlq-read", &address, &["orders-dlq", "--ack"]);
+    assert_eq!(message["body"], "poison", "{printed}");
+    assert_eq!(
+        message["dead_letter"]["source_queue"], "orders",
+        "{printed}"
     );
-    let message = only_message(&dead);
-    assert_eq!(message["body"], "poison", "{dead}");
-    assert_eq!(message["dead_letter"]["source_queue"], "orders", "{dead}");
-    assert_eq!(message["dead_letter"]["receive_count"], 5, "{dead}");
+    assert_eq!(message["dead_letter"]["receive_count"], 5, "{printed}");
 
     // Scale out: a fourth host joins on a claim of its own.
     server.kubectl_ok([
@@ -466,6 +444,7 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
     let history = History::new();
     let producers = Producers::start(&runtime, &via, &history);
     producers.wait_for(SENDS_PER_PHASE, "before the pod is deleted");
+    producers.phase("the deletion of pod main-1");
     server.kubectl_ok(["delete", "pod", "main-1", "-n", APP_NAMESPACE]);
     wait_until(&server, PODS_READY, "main-1 is back and Ready", || {
         pod_uid(&server, "main-1") != uid_before && ready_brokers(&server) == "4"
@@ -479,6 +458,7 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
 
     // 6. A change to the BrokerCluster's pod spec rolls the hosts one at a time,
     //    each back in sync (ready) before the next goes, while producers run.
+    producers.phase("the rolling change");
     let revision_before = stateful_set_field(&server, "{.status.currentRevision}");
     server.kubectl_ok([
         "patch",
@@ -534,6 +514,7 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
         synced_reason(&server) == "ScaleDownRefused"
     });
     assert_eq!(stateful_set_field(&server, "{.spec.replicas}"), "4");
+    producers.phase("the scale-down");
     scale("3");
     wait_until(
         &server,
@@ -566,6 +547,7 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
         ]);
         assert!(!events.is_empty(), "a Warning event {reason} was recorded");
     }
+    producers.phase("after the scale-down");
     producers.wait_for(SENDS_PER_PHASE, "after the scale-down");
     let acked = runtime.block_on(producers.stop());
     runtime.block_on(async {
@@ -623,11 +605,23 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
     drop(node);
 }
 
-/// The one message a `ferryctl queue receive --output json` printed.
-fn only_message(printed: &str) -> serde_json::Value {
+/// `ferryctl queue receive QUEUE OPTIONS… --wait 20 --output json` in pod `name`:
+/// the one message it printed, and all it printed.
+fn receive_one(
+    server: &KubeApiServer,
+    name: &str,
+    address: &str,
+    queue_and_options: &[&str],
+) -> (serde_json::Value, String) {
+    let mut args = vec!["queue", "receive"];
+    args.extend_from_slice(queue_and_options);
+    args.extend_from_slice(&["--wait", "20", "--output", "json"]);
+    let printed = ferryctl_pod(server, name, address, &args);
     let lines: Vec<&str> = printed.lines().filter(|l| l.starts_with('{')).collect();
     assert_eq!(lines.len(), 1, "one message received:\n{printed}");
-    serde_json::from_str(lines[0]).unwrap_or_else(|err| panic!("{err}: {}", lines[0]))
+    let message =
+        serde_json::from_str(lines[0]).unwrap_or_else(|err| panic!("{err}: {}", lines[0]));
+    (message, printed)
 }
 
 /// The reason of the BrokerCluster's Synced condition.
@@ -792,6 +786,11 @@ fn channel(url: &str) -> Channel {
 struct Producers {
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicU64>,
+    /// Sends not acknowledged, by the phase they fell in and the error: what an
+    /// availability gap looked like, for the log.
+    errors: Arc<Mutex<BTreeMap<(usize, String), u64>>>,
+    /// The phases so far (the index in `errors`).
+    phases: Arc<Mutex<Vec<String>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -799,9 +798,12 @@ impl Producers {
     fn start(runtime: &tokio::runtime::Runtime, via: &Channel, history: &History) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
+        let errors: Arc<Mutex<BTreeMap<(usize, String), u64>>> = Arc::default();
+        let phases = Arc::new(Mutex::new(vec!["start".to_owned()]));
         let tasks = (0..PARTITIONS)
             .map(|p| {
                 let (stop, acked) = (Arc::clone(&stop), Arc::clone(&acked));
+                let (errors, phases) = (Arc::clone(&errors), Arc::clone(&phases));
                 let (via, history) = (via.clone(), history.clone());
                 runtime.spawn(async move {
                     let mut n = 0u64;
@@ -812,16 +814,33 @@ impl Producers {
                         let answer =
                             within(SEND_TIMEOUT, rpc::produce(&via, TOPIC, p, None, &value)).await;
                         record_outcome(&history, op, &answer);
-                        if answer.is_ok() {
-                            acked.fetch_add(1, Ordering::AcqRel);
-                        } else {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        match &answer {
+                            Ok(_) => {
+                                acked.fetch_add(1, Ordering::AcqRel);
+                            }
+                            Err(status) => {
+                                let phase = lock(&phases).len() - 1;
+                                let kind = format!("{:?}: {}", status.code(), status.message());
+                                *lock(&errors).entry((phase, kind)).or_default() += 1;
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
                         }
                     }
                 })
             })
             .collect();
-        Self { stop, acked, tasks }
+        Self {
+            stop,
+            acked,
+            errors,
+            phases,
+            tasks,
+        }
+    }
+
+    /// Marks the start of a phase, for the error summary.
+    fn phase(&self, name: &str) {
+        lock(&self.phases).push(name.to_owned());
     }
 
     /// Waits until `more` further sends were acknowledged.
@@ -845,6 +864,20 @@ impl Producers {
         for task in self.tasks {
             task.await.expect("producer task");
         }
+        let phases = lock(&self.phases);
+        for ((phase, error), count) in lock(&self.errors).iter() {
+            println!(
+                "sends not acknowledged during {}: {count} × {error}",
+                phases[*phase]
+            );
+        }
         self.acked.load(Ordering::Acquire)
     }
+}
+
+/// Locks `mutex`, also when a producer panicked holding it.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

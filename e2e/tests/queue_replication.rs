@@ -194,18 +194,7 @@ async fn a_replicated_queue_survives_its_leader_kill_without_losing_or_redeliver
     let id = PartitionId::queue(QUEUE);
 
     // 1. A queue with three replicas, `sync`.
-    QueueServiceClient::new(via.clone())
-        .create_queue(pb::CreateQueueRequest {
-            name: QUEUE.to_owned(),
-            config: Some(pb::QueueConfig {
-                replication_factor: 3,
-                replication: pb::ReplicationMode::Sync as i32,
-                durability: pb::Durability::Fsync as i32,
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap_or_else(|status| panic!("create queue: {}", show(&status)));
+    rpc::create_replicated_queue(&via, QUEUE, pb::QueueConfig::default()).await;
     wait_for_view(
         &mut etcd,
         &name,

@@ -25,7 +25,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::directory::{Directory, Target};
-use super::forward::{Forwarder, detail_of, is_moved, is_not_yet_known};
+use super::forward::{Forwarder, detail_of, not_done_by_the_host};
 use crate::cluster::routing::coordinator_index;
 use crate::error::{BrokerError, BrokerResult};
 use crate::service::status::to_status;
@@ -307,7 +307,7 @@ impl TopicService for Gateway {
                     // NOT_LEADER and the like are decided before anything is written:
                     // the whole share goes again, as one unit.
                     Err(status)
-                        if (is_moved(&status) || is_not_yet_known(&status))
+                        if not_done_by_the_host(&status)
                             && tokio::time::Instant::now() < deadline =>
                     {
                         pending.extend(group);
@@ -392,7 +392,7 @@ impl TopicService for Gateway {
                         }
                     }
                     Err(status)
-                        if (is_moved(&status) || is_not_yet_known(&status))
+                        if not_done_by_the_host(&status)
                             && tokio::time::Instant::now() < deadline =>
                     {
                         pending.extend(group);

@@ -81,7 +81,7 @@ impl Forwarder {
             };
             match outcome {
                 Err(status)
-                    if (is_moved(&status) || (from_host && is_not_yet_known(&status)))
+                    if (is_moved(&status) || (from_host && not_done_by_the_host(&status)))
                         && Instant::now() < deadline =>
                 {
                     self.wait_for_change(&mut directory).await;
@@ -137,6 +137,26 @@ pub fn is_moved(status: &Status) -> bool {
         .is_ok_and(|detail| detail.code == ErrorCode::NotLeader as i32)
 }
 
+/// Whether the gateway could not reach the host at all (no connection, no name):
+/// the request never left, so it can go again. tonic answers a failed connect with
+/// `UNAVAILABLE` and the connector's message, and no Ferry error detail; a
+/// connection lost after the request was sent is told apart by its message.
+pub fn is_not_delivered(status: &Status) -> bool {
+    const CONNECT_FAILURES: [&str; 3] = ["tcp connect error", "dns error", "tcp open error"];
+    status.code() == tonic::Code::Unavailable
+        && status.details().is_empty()
+        && CONNECT_FAILURES
+            .iter()
+            .any(|failure| status.message().starts_with(failure))
+}
+
+/// Whether a host's answer says it did nothing with the request, so it may go
+/// again once the directory has caught up: not the leader, the topic or queue not
+/// opened yet, or the host not reached.
+pub fn not_done_by_the_host(status: &Status) -> bool {
+    is_moved(status) || is_not_yet_known(status) || is_not_delivered(status)
+}
+
 /// Whether a host did not know a topic or queue the gateway's directory holds: it
 /// has not opened it yet (it follows etcd a moment behind), and refused before
 /// writing anything.
@@ -145,4 +165,37 @@ pub fn is_not_yet_known(status: &Status) -> bool {
         detail.code == ErrorCode::TopicNotFound as i32
             || detail.code == ErrorCode::QueueNotFound as i32
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_proto::v1 as pb;
+    use ferry_proto::v1::metadata_service_client::MetadataServiceClient;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_request_never_delivered() {
+        // Bound and dropped: nothing listens there now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("a valid URL")
+            .connect_lazy();
+        let status = MetadataServiceClient::new(channel)
+            .get_metadata(pb::GetMetadataRequest::default())
+            .await
+            .expect_err("nothing listens");
+        assert!(is_not_delivered(&status), "{status:?}");
+        assert!(not_done_by_the_host(&status));
+        // The broker's own UNAVAILABLE carries its error detail: not this.
+        let answered = Status::with_details(
+            tonic::Code::Unavailable,
+            "tcp connect error",
+            vec![1].into(),
+        );
+        assert!(!is_not_delivered(&answered));
+        assert!(!is_not_delivered(&Status::unavailable("connection reset")));
+    }
 }

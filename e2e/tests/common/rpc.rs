@@ -183,14 +183,34 @@ pub async fn create_replicated_topic(
 
 /// Creates a queue, replication factor 1, fsync.
 pub async fn create_queue(channel: &Channel, queue: &str) {
+    create_queue_with(
+        channel,
+        queue,
+        pb::QueueConfig {
+            replication_factor: 1,
+            durability: pb::Durability::Fsync as i32,
+            ..Default::default()
+        },
+    )
+    .await;
+}
+
+/// Creates a queue with three replicas, `sync`, fsync, and `more` settings.
+pub async fn create_replicated_queue(channel: &Channel, queue: &str, more: pb::QueueConfig) {
+    let config = pb::QueueConfig {
+        replication_factor: 3,
+        replication: pb::ReplicationMode::Sync as i32,
+        durability: pb::Durability::Fsync as i32,
+        ..more
+    };
+    create_queue_with(channel, queue, config).await;
+}
+
+async fn create_queue_with(channel: &Channel, queue: &str, config: pb::QueueConfig) {
     QueueServiceClient::new(channel.clone())
         .create_queue(pb::CreateQueueRequest {
             name: queue.to_owned(),
-            config: Some(pb::QueueConfig {
-                replication_factor: 1,
-                durability: pb::Durability::Fsync as i32,
-                ..Default::default()
-            }),
+            config: Some(config),
         })
         .await
         .unwrap_or_else(|status| panic!("create queue {queue}: {}", show(&status)));

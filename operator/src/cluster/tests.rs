@@ -146,6 +146,9 @@ async fn create_applies_every_owned_object_then_reports_status() {
             assert_eq!(broker["volumeMounts"][1]["mountPath"], "/etc/ferry/podinfo");
             let podinfo = &set["spec"]["template"]["spec"]["volumes"][0];
             assert_eq!(podinfo["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"], "metadata.labels");
+            let claims = &set["spec"]["persistentVolumeClaimRetentionPolicy"];
+            assert_eq!(claims["whenScaled"], "Delete", "a drained host's claim goes");
+            assert_eq!(claims["whenDeleted"], "Retain");
             assert_eq!(
                 broker["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
                 "metadata.name"
@@ -235,11 +238,13 @@ async fn ready_when_every_host_is_ready_and_registered() {
     verify(server).await;
 }
 
-/// A scale from 3 to `wanted` hosts that keeps the StatefulSet at 3, its Synced
-/// condition checked by `check_synced`, and the events it gives.
-async fn scale_kept_at_three(
+/// A reconcile of a cluster of 3 hosts whose spec asks for `wanted`: the StatefulSet
+/// is applied with `replicas`, the Synced condition checked by `check_synced`, and
+/// the events are HostsNotReady (nothing registered) and `reason`.
+async fn scale_from_three(
     metadata: MemoryMetadata,
     wanted: i32,
+    replicas: i32,
     check_synced: impl Fn(&Value) + Send + 'static,
     reason: &'static str,
 ) {
@@ -249,8 +254,8 @@ async fn scale_kept_at_three(
             .reply(http::StatusCode::OK, existing_set(3)),
     ];
     calls.extend(applies(
-        |set| assert_eq!(set["spec"]["replicas"], 3, "kept at 3"),
-        3,
+        move |set| assert_eq!(set["spec"]["replicas"], replicas),
+        replicas,
     ));
     calls.push(
         Call::new(
@@ -268,6 +273,10 @@ async fn scale_kept_at_three(
     verify(server).await;
 }
 
+fn applied(synced: &Value) {
+    assert_eq!(synced["reason"], "Applied");
+}
+
 #[tokio::test]
 async fn scale_down_drains_the_leaving_hosts_and_waits_while_they_hold_replicas() {
     let metadata = MemoryMetadata::new();
@@ -282,9 +291,10 @@ async fn scale_down_drains_the_leaving_hosts_and_waits_while_they_hold_replicas(
     // Kept hosts lose their drain keys; an administrator's key for another host stays.
     metadata.set("/ferry/clusters/prod.main/draining/main-1", "{}");
     metadata.set("/ferry/clusters/prod.main/draining/spare", "{}");
-    scale_kept_at_three(
+    scale_from_three(
         metadata.clone(),
         2,
+        3,
         |synced| {
             assert_eq!(synced["status"], "False");
             assert_eq!(synced["reason"], "Draining");
@@ -321,9 +331,10 @@ async fn scale_down_below_a_replication_factor_is_refused_and_drains_nothing() {
         "/ferry/topics/big",
         r#"{"name":"big","settings":{"replication_factor":5},"cluster":"other.main"}"#,
     );
-    scale_kept_at_three(
+    scale_from_three(
         metadata.clone(),
         2,
+        3,
         |synced| {
             assert_eq!(synced["status"], "False");
             assert_eq!(synced["reason"], "ScaleDownRefused");
@@ -355,37 +366,7 @@ async fn scale_down_proceeds_once_leaving_hosts_hold_nothing() {
         "/ferry/clusters/other.main/partitions/topics/orders/0",
         r#"{"replicas":["main-2"],"leader":"main-2","leader_epoch":1,"isr":["main-2"]}"#,
     );
-    let (ctx, server) = context(metadata);
-    let mut calls = vec![
-        Call::new(Method::GET, path("/apis/apps/v1", "statefulsets", "main"))
-            .reply(http::StatusCode::OK, existing_set(3)),
-    ];
-    calls.extend(applies(
-        |set| {
-            assert_eq!(set["spec"]["replicas"], 2);
-            let claims = &set["spec"]["persistentVolumeClaimRetentionPolicy"];
-            assert_eq!(
-                claims["whenScaled"], "Delete",
-                "a drained host's claim goes"
-            );
-            assert_eq!(claims["whenDeleted"], "Retain");
-        },
-        2,
-    ));
-    calls.push(
-        Call::new(
-            Method::PATCH,
-            path("/apis/ferry.dev/v1alpha1", "brokerclusters", "main") + "/status",
-        )
-        .check(|b| assert_eq!(condition(b, "Synced")["reason"], "Applied")),
-    );
-    calls.push(event(NS, "HostsNotReady"));
-    calls.push(event(NS, "Applied"));
-    let server = server.run(calls);
-    reconcile(Arc::new(cluster(2)), ctx)
-        .await
-        .expect("reconciled");
-    verify(server).await;
+    scale_from_three(metadata, 2, 2, applied, "Applied").await;
 }
 
 #[tokio::test]
@@ -393,26 +374,7 @@ async fn scale_up_takes_back_the_drain_key_of_a_returning_host() {
     let metadata = MemoryMetadata::new();
     // Left by an earlier scale-down from 4 to 3.
     metadata.set("/ferry/clusters/prod.main/draining/main-3", "{}");
-    let (ctx, server) = context(metadata.clone());
-    let mut calls = vec![
-        Call::new(Method::GET, path("/apis/apps/v1", "statefulsets", "main"))
-            .reply(http::StatusCode::OK, existing_set(3)),
-    ];
-    calls.extend(applies(|set| assert_eq!(set["spec"]["replicas"], 4), 4));
-    calls.push(
-        Call::new(
-            Method::PATCH,
-            path("/apis/ferry.dev/v1alpha1", "brokerclusters", "main") + "/status",
-        )
-        .check(|b| assert_eq!(condition(b, "Synced")["reason"], "Applied")),
-    );
-    calls.push(event(NS, "HostsNotReady"));
-    calls.push(event(NS, "Applied"));
-    let server = server.run(calls);
-    reconcile(Arc::new(cluster(4)), ctx)
-        .await
-        .expect("reconciled");
-    verify(server).await;
+    scale_from_three(metadata.clone(), 4, 4, applied, "Applied").await;
     assert!(metadata.keys().is_empty(), "{:?}", metadata.keys());
 }
 

@@ -126,11 +126,14 @@ async fn a_broker_cluster_yields_its_statefulset_services_and_pdb() {
         ns,
         "pod-security.kubernetes.io/enforce=restricted",
     ]);
-    // As the StatefulSet controller would make it: the claim template becomes a volume.
+    // As the StatefulSet controller would make it: the claim template becomes a
+    // volume beside the template's own (the pod's labels).
     let mut pod_spec = spec["template"]["spec"].clone();
-    pod_spec["volumes"] = serde_json::json!([
+    let mut volumes = pod_spec["volumes"].as_array().cloned().unwrap_or_default();
+    volumes.push(serde_json::json!(
         {"name": "data", "persistentVolumeClaim": {"claimName": "data-main-0"}}
-    ]);
+    ));
+    pod_spec["volumes"] = serde_json::Value::Array(volumes);
     let pod = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",

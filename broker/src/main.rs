@@ -195,7 +195,8 @@ struct ServeArgs {
     zone: Option<String>,
     /// A file of the pod's labels (a Kubernetes downward-API volume): without
     /// --zone, the zone is its `topology.kubernetes.io/zone` label, which
-    /// Kubernetes copies from the node when it binds the pod.
+    /// Kubernetes copies from the node when it binds the pod (1.33 copies it as
+    /// `topology.k8s.io/zone`, read too).
     #[arg(long, env = "FERRY_POD_LABELS_FILE")]
     pod_labels_file: Option<PathBuf>,
     /// Longest wait for one etcd request, in ms.

@@ -398,14 +398,17 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
     assert_eq!(message["dead_letter"]["receive_count"], 5, "{printed}");
 
     // Scale out: a fourth host joins on a claim of its own.
-    server.kubectl_ok([
-        "scale",
-        "brokercluster",
-        "main",
-        "-n",
-        APP_NAMESPACE,
-        "--replicas=4",
-    ]);
+    let scale = |hosts: &str| {
+        server.kubectl_ok([
+            "scale",
+            "brokercluster",
+            "main",
+            "-n",
+            APP_NAMESPACE,
+            &format!("--replicas={hosts}"),
+        ]);
+    };
+    scale("4");
     wait_until(&server, PODS_READY, "a fourth broker is ready", || {
         ready_brokers(&server) == "4"
     });
@@ -499,16 +502,6 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
         holders.contains("main-3"),
         "the fourth host holds replicas before the scale-down: {holders:?}"
     );
-    let scale = |hosts: &str| {
-        server.kubectl_ok([
-            "scale",
-            "brokercluster",
-            "main",
-            "-n",
-            APP_NAMESPACE,
-            &format!("--replicas={hosts}"),
-        ]);
-    };
     scale("2");
     wait_until(&server, PODS_READY, "a scale-down to 2 is refused", || {
         synced_reason(&server) == "ScaleDownRefused"

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::group::GroupConfig;
 use crate::queue::QueueSettings;
+use crate::tls::{DialingTlsFiles, ListenerTls};
 use crate::topic::TopicSettings;
 
 /// Limits on requests; each has a name, a default and a check at load time.
@@ -131,6 +132,11 @@ pub struct BrokerConfig {
     pub metadata_watch_buffer: usize,
     /// How replicas of a partition keep up with its leader (cluster mode).
     pub replication: ReplicationConfig,
+    /// TLS on the gRPC listener; `None` serves plaintext. Default `None`.
+    pub tls: Option<ListenerTls>,
+    /// TLS for the channels this host opens to other hosts (cluster mode); `None`
+    /// dials them in plaintext. Default `None`.
+    pub peer_tls: Option<DialingTlsFiles>,
 }
 
 /// Replication between the hosts of a broker cluster (`docs/replication.md`).
@@ -186,6 +192,8 @@ impl Default for BrokerConfig {
             shutdown_grace_ms: 30_000,
             metadata_watch_buffer: 1024,
             replication: ReplicationConfig::default(),
+            tls: None,
+            peer_tls: None,
         }
     }
 }

@@ -26,4 +26,5 @@ pub mod retained;
 pub mod serve;
 pub mod service;
 pub mod standalone;
+pub mod tls;
 pub mod topic;

@@ -12,6 +12,7 @@ use ferry_broker::meta::EtcdConfig;
 use ferry_broker::rebuild::{self, ClusterHost, RebuildTarget};
 use ferry_broker::serve::{self, ServeOptions};
 use ferry_broker::standalone::{self, BoundAddresses};
+use ferry_broker::tls::{DialingTlsFiles, ListenerTls, ServerTlsFiles};
 use ferry_broker::topic::DurabilitySetting;
 use tracing_subscriber::EnvFilter;
 
@@ -121,12 +122,79 @@ struct GatewayArgs {
     /// Largest request accepted, in bytes.
     #[arg(long, env = "FERRY_MAX_REQUEST_BYTES", default_value_t = 64 * 1024 * 1024)]
     max_request_bytes: usize,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS on the gRPC listener, and for the channels to broker hosts.
+#[derive(Args, Debug)]
+struct TlsArgs {
+    /// PEM certificate chain of the gRPC listener; with --tls-key-file it serves TLS
+    /// only. Reloaded when the file changes.
+    #[arg(long, env = "FERRY_TLS_CERT_FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "FERRY_TLS_KEY_FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates for mutual TLS: clients must present a certificate one of
+    /// them signed.
+    #[arg(long, env = "FERRY_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    tls_client_ca_file: Option<PathBuf>,
+    /// How often the TLS files are checked for a new certificate, in ms.
+    #[arg(long, env = "FERRY_TLS_RELOAD_INTERVAL_MS", default_value_t = 10_000)]
+    tls_reload_interval_ms: u64,
+    /// Longest a client's TLS handshake may take, in ms.
+    #[arg(long, env = "FERRY_TLS_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
+    tls_handshake_timeout_ms: u64,
+    /// Most TLS handshakes in progress at once; more connections wait to be accepted.
+    #[arg(long, env = "FERRY_MAX_PENDING_TLS_HANDSHAKES", default_value_t = 1024)]
+    max_pending_tls_handshakes: usize,
+    /// PEM CA certificates that sign the broker hosts' certificates: hosts are dialled
+    /// over TLS, presenting --tls-cert-file when it is set (cluster hosts, gateway).
+    #[arg(long, env = "FERRY_PEER_TLS_CA_FILE")]
+    peer_tls_ca_file: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The listener's TLS settings, when a certificate is given.
+    fn listener(&self) -> anyhow::Result<Option<ListenerTls>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) else {
+            return Ok(None);
+        };
+        if self.tls_reload_interval_ms == 0 || self.tls_handshake_timeout_ms == 0 {
+            anyhow::bail!(
+                "--tls-reload-interval-ms and --tls-handshake-timeout-ms must be greater than 0"
+            );
+        }
+        if self.max_pending_tls_handshakes == 0 {
+            anyhow::bail!("--max-pending-tls-handshakes must be greater than 0");
+        }
+        Ok(Some(ListenerTls {
+            files: ServerTlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca_file.clone(),
+            },
+            reload_interval: Duration::from_millis(self.tls_reload_interval_ms),
+            handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
+            max_pending_handshakes: self.max_pending_tls_handshakes,
+        }))
+    }
+
+    /// How hosts are dialled, when a CA for them is given.
+    fn dialing(&self) -> Option<DialingTlsFiles> {
+        let ca = self.peer_tls_ca_file.clone()?;
+        let identity = self.tls_cert_file.clone().zip(self.tls_key_file.clone());
+        Some(DialingTlsFiles { ca, identity })
+    }
 }
 
 impl GatewayArgs {
-    fn into_options(self) -> GatewayOptions {
+    fn into_options(self) -> anyhow::Result<GatewayOptions> {
         let timeout = Duration::from_millis(self.etcd_timeout_ms);
-        GatewayOptions {
+        Ok(GatewayOptions {
+            tls: self.tls.listener()?,
+            host_tls: self.tls.dialing(),
             etcd: EtcdConfig {
                 request_timeout: timeout,
                 connect_timeout: timeout,
@@ -140,7 +208,7 @@ impl GatewayArgs {
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             max_request_bytes: self.max_request_bytes,
             retry_pause: Duration::from_millis(500),
-        }
+        })
     }
 }
 
@@ -335,6 +403,8 @@ struct StandaloneArgs {
     /// How long shutdown waits for in-flight requests, in ms.
     #[arg(long, env = "FERRY_SHUTDOWN_GRACE_MS")]
     shutdown_grace_ms: Option<u64>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 fn parse_durability(value: &str) -> Result<DurabilitySetting, String> {
@@ -349,6 +419,8 @@ fn parse_durability(value: &str) -> Result<DurabilitySetting, String> {
 impl StandaloneArgs {
     fn into_config(self) -> anyhow::Result<BrokerConfig> {
         let mut config = BrokerConfig {
+            tls: self.tls.listener()?,
+            peer_tls: self.tls.dialing(),
             data_dir: self.data_dir,
             listen: self.listen,
             advertise: self.advertise,
@@ -427,6 +499,8 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .thread_name("ferry-broker")
         .build()?;
+    // The signal handlers are installed as the commands below are built.
+    let _runtime_context = runtime.enter();
     match cli.command {
         Some(Command::Dev(args)) => runtime.block_on(dev::run(
             DevOptions {
@@ -440,7 +514,7 @@ fn main() -> anyhow::Result<()> {
             standalone::termination_signal(),
         )),
         Some(Command::Gateway(args)) => runtime.block_on(gateway::run(
-            args.into_options(),
+            args.into_options()?,
             standalone::termination_signal(),
             |bound| println!("ferry-gateway ready grpc={bound}"),
         )),

@@ -129,6 +129,7 @@ pub async fn run(
         routing.clone(),
         Arc::clone(&meta),
         cluster.retry_pause,
+        listeners.dialing.clone(),
     );
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let readiness = tokio::spawn(crate::host::readiness::become_ready(

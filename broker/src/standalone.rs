@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+
+use crate::tls::{HostDialing, TlsListener};
 use tokio::sync::watch;
 
 use crate::broker::Broker;
@@ -55,15 +57,30 @@ pub(crate) fn prepare_data_dir(config: &BrokerConfig) -> anyhow::Result<File> {
     lock_data_dir(&config.data_dir)
 }
 
-/// The bound gRPC and metrics listeners.
+/// The bound gRPC and metrics listeners, the gRPC listener's TLS and how this host
+/// dials others.
 pub(crate) struct Listeners {
     grpc: TcpListener,
     metrics: Option<TcpListener>,
+    tls: Option<TlsListener>,
+    /// How this host opens channels to other hosts.
+    pub(crate) dialing: HostDialing,
 }
 
 impl Listeners {
-    /// Binds the addresses the configuration names.
+    /// Binds the addresses the configuration names and reads its TLS files: a
+    /// missing or unusable file stops the start here.
     pub(crate) async fn bind(config: &BrokerConfig) -> anyhow::Result<Self> {
+        let tls = config
+            .tls
+            .clone()
+            .map(TlsListener::load)
+            .transpose()
+            .context("the gRPC listener's TLS")?;
+        let dialing = match &config.peer_tls {
+            Some(files) => HostDialing::tls(files).context("TLS to other hosts")?,
+            None => HostDialing::plaintext(),
+        };
         let grpc = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -75,7 +92,12 @@ impl Listeners {
             ),
             None => None,
         };
-        Ok(Self { grpc, metrics })
+        Ok(Self {
+            grpc,
+            metrics,
+            tls,
+            dialing,
+        })
     }
 
     /// The addresses actually bound.
@@ -97,7 +119,7 @@ pub(crate) async fn serve_until(
     on_ready: impl FnOnce(BoundAddresses),
 ) -> anyhow::Result<()> {
     let bound = listeners.bound()?;
-    tracing::info!(grpc = %bound.grpc, metrics = ?bound.metrics, data_dir = %broker.config.data_dir.display(), "ferry broker ready");
+    tracing::info!(grpc = %bound.grpc, tls = listeners.tls.is_some(), metrics = ?bound.metrics, data_dir = %broker.config.data_dir.display(), "ferry broker ready");
     on_ready(bound);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -112,6 +134,8 @@ pub(crate) async fn serve_until(
     let grpc = tokio::spawn(crate::service::serve(
         Arc::clone(&broker),
         listeners.grpc,
+        listeners.tls,
+        listeners.dialing,
         ready,
         wait_true(stop_rx.clone()),
     ));
@@ -181,28 +205,34 @@ fn spawn_background(
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn termination_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed by this call, not when
+/// the future is first polled: a host that has said it is ready must already stop
+/// gracefully on SIGTERM (before, one that got it at once died of the signal). Call it
+/// inside a tokio runtime.
+pub fn termination_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
+        let handlers = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
+        );
+        async move {
+            match handlers {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
-    {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -52,7 +52,7 @@ pub use connection::{
     FetchTarget, FetchedPartition, GroupDescription, GroupMember, HostInfo, OutgoingMessage,
     PartitionLag, PartitionPlacement, PartitionState, ProducerIdentity, QueueDescription,
     QueueMessage, QueueSettings, QueueStats, ReceiveOptions, ReplicationMode, ResourcePlacement,
-    SendReceipt, TopicDescription, TopicSettings,
+    SendReceipt, TlsOptions, TopicDescription, TopicSettings,
 };
 pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
 pub use error::ClientError;

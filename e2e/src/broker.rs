@@ -51,11 +51,22 @@ pub struct HostConfig {
 /// The broker binary: `FERRY_BROKER_BIN`, else the one built beside this test
 /// binary, else `$CARGO_TARGET_DIR/debug`, else the workspace's `target/debug`.
 pub(crate) fn broker_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("FERRY_BROKER_BIN") {
+    workspace_binary("ferry-broker", "FERRY_BROKER_BIN", "ferry-broker")
+}
+
+/// The `ferryctl` binary, found like [`broker_binary`] (`FERRY_CTL_BIN`).
+pub fn ferryctl_binary() -> PathBuf {
+    workspace_binary("ferryctl", "FERRY_CTL_BIN", "ferry-client")
+}
+
+/// A binary of this workspace: `$variable`, else the one built beside this test
+/// binary, else `$CARGO_TARGET_DIR/debug`, else the workspace's `target/debug`.
+fn workspace_binary(name: &str, variable: &str, package: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(variable) {
         let path = PathBuf::from(path);
         assert!(
             path.is_file(),
-            "FERRY_BROKER_BIN={} is not a file",
+            "{variable}={} is not a file",
             path.display()
         );
         return path;
@@ -63,20 +74,20 @@ pub(crate) fn broker_binary() -> PathBuf {
     // Test binaries live in <target>/<profile>/deps/.
     let beside_tests = std::env::current_exe()
         .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("ferry-broker")));
+        .and_then(|exe| Some(exe.parent()?.parent()?.join(name)));
     let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
         PathBuf::from,
     );
     let candidates: Vec<PathBuf> = beside_tests
         .into_iter()
-        .chain([target_dir.join("debug/ferry-broker")])
+        .chain([target_dir.join("debug").join(name)])
         .collect();
     match candidates.iter().find(|path| path.is_file()) {
         Some(found) => found.clone(),
         None => panic!(
-            "no ferry-broker binary at {candidates:?}: build it: cargo build -p ferry-broker \
-             (or set FERRY_BROKER_BIN)"
+            "no {name} binary at {candidates:?}: build it: cargo build -p {package} \
+             (or set {variable})"
         ),
     }
 }

@@ -26,9 +26,10 @@ pub mod kube;
 pub mod netns;
 pub mod node;
 pub mod operator;
+pub mod pki;
 mod process;
 
-pub use broker::{BrokerHost, HostConfig};
+pub use broker::{BrokerHost, HostConfig, ferryctl_binary};
 pub use cluster::{Cluster, ClusterOptions, Network};
 pub use etcd::EtcdServer;
 pub use history::{CheckOptions, History, Verdict, check};

@@ -17,6 +17,7 @@ use super::directory::{Directory, Target};
 use crate::error::BrokerResult;
 use crate::service::peers::PeerChannels;
 use crate::service::status::to_status;
+use crate::tls::HostDialing;
 
 /// How long a retry waits for the directory to change before trying again anyway.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -30,15 +31,17 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Forwards by `directory`; gives up retrying a moved leader after `retry_deadline`.
+    /// Forwards by `directory`, dialling hosts as `dialing` says; gives up retrying a
+    /// moved leader after `retry_deadline`.
     pub fn new(
         directory: watch::Receiver<Arc<Directory>>,
         connect_timeout: Duration,
         retry_deadline: Duration,
+        dialing: HostDialing,
     ) -> Self {
         Self {
             directory,
-            channels: Arc::new(PeerChannels::new(connect_timeout)),
+            channels: Arc::new(PeerChannels::new(connect_timeout, dialing)),
             retry_deadline,
         }
     }

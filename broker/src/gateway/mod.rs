@@ -27,6 +27,7 @@ use self::api::Gateway;
 use self::directory::DirectoryKeeper;
 use self::forward::Forwarder;
 use crate::meta::{EtcdConfig, EtcdStore, MetadataStore};
+use crate::tls::{DialingTlsFiles, HostDialing, ListenerTls, TlsListener};
 
 /// How a gateway runs.
 #[derive(Debug, Clone)]
@@ -49,6 +50,10 @@ pub struct GatewayOptions {
     pub max_request_bytes: usize,
     /// Pause after a failed etcd read before trying again.
     pub retry_pause: Duration,
+    /// TLS on the gRPC listener; `None` serves plaintext.
+    pub tls: Option<ListenerTls>,
+    /// TLS for the channels to hosts; `None` dials them in plaintext.
+    pub host_tls: Option<DialingTlsFiles>,
 }
 
 /// Runs a gateway until `shutdown` resolves; `on_ready` gets the bound address.
@@ -57,6 +62,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
+    let tls = options
+        .tls
+        .clone()
+        .map(TlsListener::load)
+        .transpose()
+        .context("the gRPC listener's TLS")?;
+    let dialing = match &options.host_tls {
+        Some(files) => HostDialing::tls(files).context("TLS to hosts")?,
+        None => HostDialing::plaintext(),
+    };
     let listener = TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
@@ -79,6 +94,7 @@ pub async fn run(
         keeper.directory(),
         options.connect_timeout,
         options.retry_deadline,
+        dialing,
     );
     let gateway = Gateway::new(
         forwarder,
@@ -111,12 +127,21 @@ pub async fn run(
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(usize::MAX),
         );
-    tracing::info!(grpc = %bound, "ferry gateway ready");
+    tracing::info!(grpc = %bound, tls = tls.is_some(), "ferry gateway ready");
     on_ready(bound);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    router
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+    match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
+                .await?
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?
+        }
+    }
     drop(keeper);
     tracing::info!("ferry gateway stopped");
     Ok(())

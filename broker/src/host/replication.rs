@@ -19,7 +19,9 @@ use ferry_proto::v1::replica_service_client::ReplicaServiceClient;
 use ferry_records::Batches;
 use ferry_storage::StorageError;
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+use crate::tls::HostDialing;
 
 use ferry_replication::election;
 use ferry_replication::follower::{self, Serve, Step};
@@ -250,9 +252,10 @@ impl Replicator {
         routing: Routing,
         meta: Arc<dyn MetadataStore>,
         retry_pause: Duration,
+        dialing: HostDialing,
     ) -> Self {
         let config = broker.config.replication.clone();
-        let task = tokio::spawn(run(broker, routing, meta, config, retry_pause));
+        let task = tokio::spawn(run(broker, routing, meta, config, retry_pause, dialing));
         Self { task }
     }
 }
@@ -276,6 +279,8 @@ struct Replication {
     meta: Arc<dyn MetadataStore>,
     config: ReplicationConfig,
     retry_pause: Duration,
+    /// How leaders are dialled.
+    dialing: HostDialing,
     fetchers: HashMap<FetcherKey, Fetcher>,
     /// Queues being taken over (state rebuilt on a blocking thread), by name, with
     /// the epoch.
@@ -293,6 +298,7 @@ async fn run(
     meta: Arc<dyn MetadataStore>,
     config: ReplicationConfig,
     retry_pause: Duration,
+    dialing: HostDialing,
 ) {
     let mut changes = routing.watch_view();
     let mut tick = tokio::time::interval(Duration::from_millis(config.in_sync_check_interval_ms));
@@ -303,6 +309,7 @@ async fn run(
         meta,
         config,
         retry_pause,
+        dialing,
         fetchers: HashMap::new(),
         taking_over: HashMap::new(),
         proposed: HashMap::new(),
@@ -459,6 +466,7 @@ impl Replication {
                 target.clone(),
                 self.config.clone(),
                 self.retry_pause,
+                self.dialing.clone(),
             ));
             self.fetchers.insert(id, Fetcher { target, task });
         }
@@ -736,8 +744,9 @@ async fn fetch_loop(
     target: FetchTarget,
     config: ReplicationConfig,
     retry_pause: Duration,
+    dialing: HostDialing,
 ) {
-    let channel = match Endpoint::from_shared(format!("http://{}", target.address)) {
+    let channel = match dialing.endpoint(&target.address) {
         Ok(endpoint) => endpoint
             .connect_timeout(retry_pause.max(Duration::from_secs(1)))
             .tcp_nodelay(true)

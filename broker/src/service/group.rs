@@ -16,6 +16,7 @@ use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::group::TopicPartition;
 use crate::names::{validate_group_name, validate_topic_name};
+use crate::tls::HostDialing;
 
 /// How long passing a group request on waits to connect to its coordinator.
 const PASS_ON_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -28,11 +29,12 @@ pub struct GroupApi {
 }
 
 impl GroupApi {
-    /// Serves group requests for `broker`.
-    pub fn new(broker: Arc<Broker>) -> Self {
+    /// Serves group requests for `broker`, passing them on to other hosts as
+    /// `dialing` says.
+    pub fn new(broker: Arc<Broker>, dialing: HostDialing) -> Self {
         Self {
             broker,
-            peers: PeerChannels::new(PASS_ON_CONNECT_TIMEOUT),
+            peers: PeerChannels::new(PASS_ON_CONNECT_TIMEOUT, dialing),
         }
     }
 

@@ -28,6 +28,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::broker::Broker;
+use crate::tls::{HostDialing, TlsListener};
 
 pub use admin::AdminApi;
 pub use group::GroupApi;
@@ -53,6 +54,8 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 pub async fn serve(
     broker: Arc<Broker>,
     listener: TcpListener,
+    tls: Option<TlsListener>,
+    dialing: HostDialing,
     ready: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -99,7 +102,7 @@ pub async fn serve(
                 .max_decoding_message_size(limit),
         )
         .add_service(
-            GroupServiceServer::new(GroupApi::new(Arc::clone(&broker)))
+            GroupServiceServer::new(GroupApi::new(Arc::clone(&broker), dialing))
                 .max_decoding_message_size(limit),
         )
         .add_service(
@@ -122,10 +125,19 @@ pub async fn serve(
     // Small responses (a long poll answering one record) must not wait for Nagle's
     // algorithm and the peer's delayed ACK: that alone costs 40 ms per response.
     // The builder's tcp_nodelay only covers listeners tonic binds itself.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let served = router
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+    let served = match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
+                .await
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
     readiness.abort();
     served
 }

@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+use crate::tls::HostDialing;
 
 /// Metadata key marking a request one host passed to another: the receiver serves
 /// it itself rather than pass it on again (two hosts whose views differ for a
@@ -18,14 +20,17 @@ pub const FORWARDED: &str = "ferry-forwarded";
 pub struct PeerChannels {
     channels: Mutex<HashMap<String, Channel>>,
     connect_timeout: Duration,
+    dialing: HostDialing,
 }
 
 impl PeerChannels {
-    /// Channels that give up connecting after `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> Self {
+    /// Channels, dialled as `dialing` says, that give up connecting after
+    /// `connect_timeout`.
+    pub fn new(connect_timeout: Duration, dialing: HostDialing) -> Self {
         Self {
             channels: Mutex::new(HashMap::new()),
             connect_timeout,
+            dialing,
         }
     }
 
@@ -35,8 +40,7 @@ impl PeerChannels {
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|err| Status::internal(format!("unusable host address {address:?}: {err}")))?;
+        let endpoint = self.dialing.endpoint(address).map_err(Status::internal)?;
         let channel = endpoint
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)

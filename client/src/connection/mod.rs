@@ -21,7 +21,7 @@ use ferry_proto::v1::queue_service_client::QueueServiceClient;
 use ferry_proto::v1::topic_service_client::TopicServiceClient;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::ClientError;
 
@@ -46,6 +46,23 @@ pub struct ClientConfig {
     /// Largest gRPC message sent or accepted, in bytes (default 64 MiB). Fetch responses
     /// are bounded by the consumer's `fetch_max_bytes`, so this only needs to exceed it.
     pub max_message_bytes: usize,
+    /// TLS settings. With them an address without a scheme means `https://`; an
+    /// `https://` address uses TLS with or without them (the system's roots then),
+    /// and `http://` with them is refused rather than sent in plaintext.
+    pub tls: Option<TlsOptions>,
+}
+
+/// How the client checks the server's certificate and proves its own identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM CA certificates the server's certificate must chain to; `None` trusts the
+    /// system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM certificate chain and private key presented to servers that require one
+    /// (mutual TLS).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the server's certificate must carry, when it is not the address's host.
+    pub server_name: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -54,6 +71,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             max_message_bytes: 64 << 20,
+            tls: None,
         }
     }
 }
@@ -98,13 +116,21 @@ impl Interceptor for DefaultDeadline {
 const GRPC_TIMEOUT_HEADER: &str = "grpc-timeout";
 
 impl Client {
-    /// Connects to `address` (`"127.0.0.1:7070"` or `"http://host:port"`) with defaults.
+    /// Connects to `address` (`"127.0.0.1:7070"`, `"http://host:port"` or
+    /// `"https://host:port"`) with defaults.
     pub async fn connect(address: &str) -> Result<Self, ClientError> {
         Self::connect_with(address, ClientConfig::default()).await
     }
 
     /// Connects to `address` with the given configuration.
-    pub async fn connect_with(address: &str, config: ClientConfig) -> Result<Self, ClientError> {
+    pub async fn connect_with(
+        address: &str,
+        mut config: ClientConfig,
+    ) -> Result<Self, ClientError> {
+        // The hosts a cluster names are `host:port`: they get TLS when this did.
+        if config.tls.is_none() && scheme(address)? == Scheme::Https {
+            config.tls = Some(TlsOptions::default());
+        }
         let channel =
             endpoint(address, &config)?
                 .connect()
@@ -171,11 +197,27 @@ impl Client {
 
 /// The endpoint for `address` with the client's connection settings.
 fn endpoint(address: &str, config: &ClientConfig) -> Result<Endpoint, ClientError> {
-    let uri = normalize_address(address)?;
-    let endpoint = Endpoint::from_shared(uri).map_err(|err| ClientError::InvalidAddress {
+    let invalid = |reason: String| ClientError::InvalidAddress {
         address: address.to_owned(),
-        reason: err.to_string(),
-    })?;
+        reason,
+    };
+    let uri = normalize_address(address, config.tls.is_some())?;
+    let mut endpoint = Endpoint::from_shared(uri).map_err(|err| invalid(err.to_string()))?;
+    match (scheme(address)?, &config.tls) {
+        (Scheme::Http, Some(_)) => {
+            return Err(invalid(
+                "http:// is plaintext but TLS settings were given: use https:// (or no scheme)"
+                    .into(),
+            ));
+        }
+        (Scheme::Https, tls) | (Scheme::None, tls @ Some(_)) => {
+            let tls = tls.clone().unwrap_or_default();
+            endpoint = endpoint
+                .tls_config(tls_config(tls))
+                .map_err(|err| invalid(error_chain(&err)))?;
+        }
+        (Scheme::Http | Scheme::None, None) => {}
+    }
     Ok(endpoint
         // No channel-wide `.timeout()`: `DefaultDeadline` sets one per request so
         // long polls can ask for more.
@@ -187,8 +229,46 @@ fn endpoint(address: &str, config: &ClientConfig) -> Result<Endpoint, ClientErro
         .initial_connection_window_size(Some(16 << 20)))
 }
 
-/// Adds the `http://` scheme when the address has none, so `host:port` works.
-fn normalize_address(address: &str) -> Result<String, ClientError> {
+/// tonic's TLS settings from the client's.
+fn tls_config(tls: TlsOptions) -> ClientTlsConfig {
+    let mut config = ClientTlsConfig::new();
+    config = match tls.ca_pem {
+        Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
+        None => config.with_native_roots(),
+    };
+    if let Some((cert, key)) = tls.identity {
+        config = config.identity(Identity::from_pem(cert, key));
+    }
+    if let Some(name) = tls.server_name {
+        config = config.domain_name(name);
+    }
+    config
+}
+
+/// The scheme an address names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+    None,
+}
+
+fn scheme(address: &str) -> Result<Scheme, ClientError> {
+    let trimmed = address.trim();
+    match trimmed.split_once("://") {
+        None => Ok(Scheme::None),
+        Some(("http", _)) => Ok(Scheme::Http),
+        Some(("https", _)) => Ok(Scheme::Https),
+        Some((other, _)) => Err(ClientError::InvalidAddress {
+            address: address.to_owned(),
+            reason: format!("unknown scheme {other:?}: use http:// or https://"),
+        }),
+    }
+}
+
+/// Adds a scheme when the address has none, so `host:port` works: `https://` when
+/// the client has TLS settings, `http://` otherwise.
+fn normalize_address(address: &str, tls: bool) -> Result<String, ClientError> {
     let trimmed = address.trim();
     if trimmed.is_empty() {
         return Err(ClientError::InvalidAddress {
@@ -198,6 +278,8 @@ fn normalize_address(address: &str) -> Result<String, ClientError> {
     }
     if trimmed.contains("://") {
         Ok(trimmed.to_owned())
+    } else if tls {
+        Ok(format!("https://{trimmed}"))
     } else {
         Ok(format!("http://{trimmed}"))
     }
@@ -227,13 +309,47 @@ mod tests {
     #[test]
     fn addresses_get_a_scheme() {
         assert_eq!(
-            normalize_address("127.0.0.1:7070").ok().as_deref(),
+            normalize_address("127.0.0.1:7070", false).ok().as_deref(),
             Some("http://127.0.0.1:7070")
         );
         assert_eq!(
-            normalize_address("https://ferry:443").ok().as_deref(),
+            normalize_address("127.0.0.1:7070", true).ok().as_deref(),
+            Some("https://127.0.0.1:7070")
+        );
+        assert_eq!(
+            normalize_address("https://ferry:443", false)
+                .ok()
+                .as_deref(),
             Some("https://ferry:443")
         );
-        assert!(normalize_address("  ").is_err());
+        assert!(normalize_address("  ", false).is_err());
+    }
+
+    #[test]
+    fn https_is_never_plaintext_and_http_never_tls() {
+        let plain = ClientConfig::default();
+        let tls = ClientConfig {
+            tls: Some(TlsOptions::default()),
+            ..ClientConfig::default()
+        };
+        let uri = |address: &str, config: &ClientConfig| {
+            endpoint(address, config).map(|endpoint| endpoint.uri().to_string())
+        };
+        assert_eq!(
+            uri("https://ferry:443", &plain).ok().as_deref(),
+            Some("https://ferry:443/")
+        );
+        assert_eq!(
+            uri("ferry:443", &tls).ok().as_deref(),
+            Some("https://ferry:443/")
+        );
+        assert!(matches!(
+            uri("http://ferry:443", &tls),
+            Err(ClientError::InvalidAddress { .. })
+        ));
+        assert!(matches!(
+            uri("ftp://ferry:443", &plain),
+            Err(ClientError::InvalidAddress { .. })
+        ));
     }
 }

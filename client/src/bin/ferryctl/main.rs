@@ -9,10 +9,12 @@ mod parse;
 mod queue;
 mod topic;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use ferry_client::Client;
+use ferry_client::{Client, ClientConfig, TlsOptions};
 
 use output::OutputFormat;
 
@@ -20,7 +22,8 @@ use output::OutputFormat;
 #[derive(Debug, Parser)]
 #[command(name = "ferryctl", version, about)]
 struct Cli {
-    /// Broker (or gateway) address, `host:port` or `http://host:port`.
+    /// Broker (or gateway) address: `host:port`, `http://host:port` or
+    /// `https://host:port` (TLS; `host:port` is TLS too when a --tls-* flag is given).
     #[arg(
         long,
         global = true,
@@ -31,6 +34,29 @@ struct Cli {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
+    /// PEM CA certificates the server's certificate must chain to (default: the
+    /// system's roots).
+    #[arg(long, global = true, env = "FERRY_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate, for servers that require one (mutual TLS).
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_TLS_CERT_FILE",
+        requires = "tls_key_file"
+    )]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_TLS_KEY_FILE",
+        requires = "tls_cert_file"
+    )]
+    tls_key_file: Option<PathBuf>,
+    /// The name the server's certificate must carry, when it differs from --server's host.
+    #[arg(long, global = true, env = "FERRY_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,12 +87,45 @@ pub struct Context {
     pub server: String,
     /// Output format.
     pub output: OutputFormat,
+    /// How connections are made (TLS).
+    pub client: ClientConfig,
 }
 
 impl Context {
     /// Connects to the broker, with the address in the error when that fails.
     pub async fn connect(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect(&self.server).await?)
+        Ok(Client::connect_with(&self.server, self.client.clone()).await?)
+    }
+}
+
+impl Cli {
+    /// TLS settings from the flags, the files read now; `None` when no flag is given.
+    fn tls(&self) -> anyhow::Result<Option<TlsOptions>> {
+        if self.tls_ca_file.is_none()
+            && self.tls_cert_file.is_none()
+            && self.tls_server_name.is_none()
+        {
+            return Ok(None);
+        }
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))
+        };
+        let ca_pem = self
+            .tls_ca_file
+            .as_ref()
+            .map(|path| read("--tls-ca-file", path))
+            .transpose()?;
+        let identity = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                Some((read("--tls-cert-file", cert)?, read("--tls-key-file", key)?))
+            }
+            _ => None,
+        };
+        Ok(Some(TlsOptions {
+            ca_pem,
+            identity,
+            server_name: self.tls_server_name.clone(),
+        }))
     }
 }
 
@@ -82,9 +141,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls = match cli.tls() {
+        Ok(tls) => tls,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let context = Context {
         server: cli.server,
         output: cli.output,
+        client: ClientConfig {
+            tls,
+            ..ClientConfig::default()
+        },
     };
     let result = runtime.block_on(async {
         match cli.command {

@@ -96,11 +96,11 @@ pub async fn run_consume(
             .filter(|p| share.contains(&p.partition))
             .map(|p| p.high_watermark.saturating_sub(p.log_start_offset))
             .sum();
-        let server = context.server.clone();
+        let context = context.clone();
         let name = topic.name.clone();
         workers.spawn(async move {
             worker(
-                &server,
+                &context,
                 &name,
                 share,
                 Measure::Poll,
@@ -142,11 +142,11 @@ pub async fn run_e2e(
             total: Arc::clone(&total),
             expected: expected.clone(),
         };
-        let server = context.server.clone();
+        let context = context.clone();
         let name = topic.name.clone();
         workers.spawn(async move {
             worker(
-                &server,
+                &context,
                 &name,
                 share,
                 Measure::EndToEnd,
@@ -201,14 +201,14 @@ async fn join(
 }
 
 async fn worker(
-    server: &str,
+    context: &Context,
     topic: &str,
     partitions: Vec<u32>,
     measure: Measure,
     stop: Stop,
     ready: Option<oneshot::Sender<()>>,
 ) -> anyhow::Result<ConsumeOutcome> {
-    let client = Client::connect(server).await?;
+    let client = context.connect().await?;
     let config = ConsumerConfig {
         auto_commit: false,
         fetch_max_wait_ms: 100,

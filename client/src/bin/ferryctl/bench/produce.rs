@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use ferry_client::{Client, Producer, ProducerConfig, RecordMetadata, RecordRef, TopicDescription};
+use ferry_client::{Producer, ProducerConfig, RecordMetadata, RecordRef, TopicDescription};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -126,7 +126,7 @@ pub async fn run(
             Amount::Duration(duration) => Amount::Duration(duration),
         };
         let rate_share = rate.map(|r| (r / producers).max(1));
-        let server = context.server.clone();
+        let context = context.clone();
         let topic = topic.name.clone();
         let config = producer_config(args, partitions);
         let (message_size, batch_size) = (args.message_size, args.batch_size);
@@ -135,7 +135,7 @@ pub async fn run(
                 message_size,
                 batch_size,
             };
-            worker(&server, &topic, config, shape, share, rate_share).await
+            worker(&context, &topic, config, shape, share, rate_share).await
         });
     }
     let mut total = ProduceOutcome::empty()?;
@@ -173,14 +173,14 @@ fn producer_config(args: &BenchArgs, partitions: u32) -> ProducerConfig {
 }
 
 async fn worker(
-    server: &str,
+    context: &Context,
     topic: &str,
     config: ProducerConfig,
     shape: Shape,
     amount: Amount,
     rate: Option<u64>,
 ) -> anyhow::Result<ProduceOutcome> {
-    let client = Client::connect(server).await?;
+    let client = context.connect().await?;
     let producer = Producer::new(&client, topic, config).await?;
     let size = shape.message_size;
     // Under a rate, send about once a millisecond so latency is not made of bursts.

@@ -1,0 +1,168 @@
+//! Certificate authorities for the TLS tests, made with the real `openssl` command
+//! (Debian's openssl; `.ci/setup` installs it): a CA, and leaf certificates it signs
+//! for servers and clients, with the subject alternative names a test needs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A test certificate authority in a directory of its own.
+#[derive(Debug)]
+pub struct Pki {
+    dir: PathBuf,
+    name: String,
+}
+
+/// A certificate and its key, as PEM files.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The certificate.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8).
+    pub key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|err| panic!("run openssl (install Debian's openssl): {err}"));
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl Pki {
+    /// A new CA named `name` (its subject CN) under `parent/name`, valid for two days.
+    pub fn new(parent: &Path, name: &str) -> Self {
+        let dir = parent.join(name);
+        fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("create {}: {err}", dir.display()));
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        Self {
+            dir,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The CA certificate (PEM).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Issues `file_stem`.pem/.key with subject CN `common_name` and the given
+    /// subject alternative names (`"IP:127.0.0.2"`, `"DNS:localhost"`), usable by
+    /// servers and clients alike.
+    pub fn issue(&self, file_stem: &str, common_name: &str, sans: &[&str]) -> Issued {
+        let key = format!("{file_stem}.key");
+        let csr = format!("{file_stem}.csr");
+        let cert = format!("{file_stem}.pem");
+        let ext = format!("{file_stem}.ext");
+        let mut extensions = String::from(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth,clientAuth\n",
+        );
+        if !sans.is_empty() {
+            extensions.push_str(&format!("subjectAltName={}\n", sans.join(",")));
+        }
+        fs::write(self.dir.join(&ext), extensions).expect("write the extensions file");
+        openssl(
+            &self.dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={common_name}"),
+            ],
+        );
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                &serial(),
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &cert,
+            ],
+        );
+        Issued {
+            cert: self.dir.join(cert),
+            key: self.dir.join(key),
+        }
+    }
+
+    /// The CA's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A serial number unlikely to repeat within a test run.
+fn serial() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |elapsed| elapsed.as_nanos());
+    format!("{}", nanos % 1_000_000_000_000_000)
+}
+
+/// Writes the certificates of several CAs into one PEM bundle at `path`.
+pub fn bundle(path: &Path, cas: &[&Pki]) -> PathBuf {
+    let mut pem = Vec::new();
+    for ca in cas {
+        pem.extend(fs::read(ca.ca()).expect("read a CA certificate"));
+    }
+    fs::write(path, pem).expect("write the CA bundle");
+    path.to_owned()
+}
+
+/// Replaces `target` with the contents of `source` in one rename, as a Kubernetes
+/// Secret volume update does, so a reader never sees half a file.
+pub fn replace_atomically(source: &Path, target: &Path) {
+    let staged = target.with_extension("staged");
+    fs::copy(source, &staged).expect("stage the new file");
+    fs::rename(&staged, target).expect("rename the new file into place");
+}

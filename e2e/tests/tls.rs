@@ -1,0 +1,497 @@
+//! TLS against real processes and real certificates (made by openssl): a cluster
+//! whose hosts require client certificates replicates over TLS between hosts, and
+//! `ferryctl` reaches it through a TLS gateway; clients without a certificate, with
+//! one from another CA, or in plaintext are refused, and `ferryctl` never falls
+//! back to plaintext; a certificate rotated on disk is served to new connections
+//! without a restart while a producer carries on and nothing is lost; stalled and
+//! garbage handshakes neither stop the listener nor hold it beyond their limits.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::rpc::{self, show};
+use common::{FORM_DEADLINE, PartitionId, start_formed, wait_for_view};
+use ferry_e2e::gateway::Gateway;
+use ferry_e2e::pki::{self, Issued, Pki};
+use ferry_e2e::{ClusterOptions, ferryctl_binary};
+use ferry_proto::v1 as pb;
+use pb::metadata_service_client::MetadataServiceClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Longest a `ferryctl` command may run.
+const FERRYCTL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for a rotated certificate to be served.
+const ROTATION_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Subject alternative names covering the loopback addresses the harness uses
+/// (127.0.0.1 for gateways, 127.0.0.2… for hosts).
+fn loopback_sans() -> Vec<String> {
+    (1..=12).map(|n| format!("IP:127.0.0.{n}")).collect()
+}
+
+fn issue_for_loopback(ca: &Pki, stem: &str) -> Issued {
+    let sans = loopback_sans();
+    let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
+    ca.issue(stem, stem, &sans)
+}
+
+fn path(path: &Path) -> String {
+    path.to_str().expect("a UTF-8 path").to_owned()
+}
+
+/// `ferry-broker` arguments for a TLS listener (and mutual TLS with `client_ca`).
+fn listener_args(server: &Issued, client_ca: Option<&Path>) -> Vec<String> {
+    let mut args = vec![
+        "--tls-cert-file".to_owned(),
+        path(&server.cert),
+        "--tls-key-file".to_owned(),
+        path(&server.key),
+    ];
+    if let Some(ca) = client_ca {
+        args.extend(["--tls-client-ca-file".to_owned(), path(ca)]);
+    }
+    args
+}
+
+/// A TLS channel to `addr` trusting `ca`, presenting `identity` if given.
+fn tls_channel(addr: SocketAddr, ca: &Path, identity: Option<&Issued>) -> Channel {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(
+        std::fs::read(ca).expect("read the CA"),
+    ));
+    if let Some(identity) = identity {
+        tls = tls.identity(Identity::from_pem(
+            std::fs::read(&identity.cert).expect("read the client certificate"),
+            std::fs::read(&identity.key).expect("read the client key"),
+        ));
+    }
+    Endpoint::from_shared(format!("https://{addr}"))
+        .expect("a valid URL")
+        .tls_config(tls)
+        .expect("a TLS configuration")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy()
+}
+
+fn plaintext_channel(addr: SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a valid URL")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy()
+}
+
+async fn metadata(channel: &Channel) -> Result<pb::GetMetadataResponse, tonic::Status> {
+    MetadataServiceClient::new(channel.clone())
+        .get_metadata(pb::GetMetadataRequest::default())
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Runs `ferryctl args…` with `stdin`, killing it if it outlives
+/// [`FERRYCTL_TIMEOUT`].
+fn ferryctl(args: &[String], stdin: &str) -> Output {
+    let mut child = Command::new(ferryctl_binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferryctl");
+    let mut input = child.stdin.take().expect("piped stdin");
+    input
+        .write_all(stdin.as_bytes())
+        .expect("write ferryctl's stdin");
+    drop(input);
+    let started = Instant::now();
+    while child.try_wait().expect("poll ferryctl").is_none() {
+        if started.elapsed() > FERRYCTL_TIMEOUT {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("reap ferryctl");
+            panic!(
+                "ferryctl {args:?} ran over {FERRYCTL_TIMEOUT:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("collect ferryctl's output")
+}
+
+fn succeeded(args: &[String], output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "ferryctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|arg| (*arg).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_mutual_tls_cluster_replicates_over_tls_and_ferryctl_reaches_it_through_a_tls_gateway() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let ca = Pki::new(dir.path(), "ferry-ca");
+    let hosts_cert = issue_for_loopback(&ca, "hosts");
+    let gateway_cert = issue_for_loopback(&ca, "gateway");
+    let alice = ca.issue("alice", "alice", &[]);
+    let mut extra_args = listener_args(&hosts_cert, Some(&ca.ca()));
+    extra_args.extend(["--peer-tls-ca-file".to_owned(), path(&ca.ca())]);
+    let (cluster, mut etcd) = start_formed(ClusterOptions {
+        hosts: 3,
+        extra_args,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let mut gateway_args = listener_args(&gateway_cert, Some(&ca.ca()));
+    gateway_args.extend(["--peer-tls-ca-file".to_owned(), path(&ca.ca())]);
+    let gateway_args: Vec<&str> = gateway_args.iter().map(String::as_str).collect();
+    let gateway = Gateway::start(&cluster.etcd_endpoint(), "127.0.0.1", &gateway_args);
+    let server = gateway.url().replace("http://", "https://");
+
+    let client_flags = [
+        "--server".to_owned(),
+        server.clone(),
+        "--tls-ca-file".to_owned(),
+        path(&ca.ca()),
+        "--tls-cert-file".to_owned(),
+        path(&alice.cert),
+        "--tls-key-file".to_owned(),
+        path(&alice.key),
+    ];
+    let run = |command: &[&str], stdin: &str| {
+        let mut args = client_flags.to_vec();
+        args.extend(strings(command));
+        let output = ferryctl(&args, stdin);
+        succeeded(&args, &output)
+    };
+    run(
+        &[
+            "topic",
+            "create",
+            "secured",
+            "--partitions",
+            "2",
+            "--replication-factor",
+            "3",
+        ],
+        "",
+    );
+    let lines: Vec<String> = (0..20).map(|n| format!("message-{n}")).collect();
+    let produced = run(&["topic", "produce", "secured"], &(lines.join("\n") + "\n"));
+    assert!(produced.contains("20"), "{produced}");
+
+    // Every follower fetched over mutual TLS: each partition has three in-sync
+    // replicas only once both followers caught up with the leader.
+    let ids = [
+        PartitionId::topic("secured", 0),
+        PartitionId::topic("secured", 1),
+    ];
+    wait_for_view(
+        &mut etcd,
+        cluster.name(),
+        FORM_DEADLINE,
+        "both partitions led with three in-sync replicas",
+        |view| view.all_led_in_sync(&ids, 3),
+    )
+    .await;
+
+    let consumed = run(
+        &[
+            "topic",
+            "consume",
+            "secured",
+            "--from-beginning",
+            "--max",
+            "20",
+        ],
+        "",
+    );
+    for line in &lines {
+        assert!(
+            consumed.contains(line.as_str()),
+            "{line} missing: {consumed}"
+        );
+    }
+
+    // The hosts themselves, straight: the same client certificate works, and the
+    // replication between them did not need the client port in plaintext.
+    let host = cluster.hosts()[0].addr();
+    metadata(&tls_channel(host, &ca.ca(), Some(&alice)))
+        .await
+        .unwrap_or_else(|status| panic!("metadata from a host over TLS: {}", show(&status)));
+    assert!(
+        metadata(&plaintext_channel(host)).await.is_err(),
+        "a host with TLS answered in plaintext"
+    );
+    drop(gateway);
+}
+
+#[tokio::test]
+async fn clients_without_a_trusted_certificate_or_over_plaintext_are_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let ca = Pki::new(dir.path(), "ferry-ca");
+    let other = Pki::new(dir.path(), "other-ca");
+    let host_cert = issue_for_loopback(&ca, "host");
+    let alice = ca.issue("alice", "alice", &[]);
+    let mallory = other.issue("mallory", "alice", &[]);
+    let (cluster, _etcd) = start_formed(ClusterOptions {
+        hosts: 1,
+        extra_args: listener_args(&host_cert, Some(&ca.ca())),
+        ..ClusterOptions::default()
+    })
+    .await;
+    let addr = cluster.hosts()[0].addr();
+
+    metadata(&tls_channel(addr, &ca.ca(), Some(&alice)))
+        .await
+        .unwrap_or_else(|status| panic!("a trusted client certificate: {}", show(&status)));
+    for (what, channel) in [
+        ("plaintext", plaintext_channel(addr)),
+        ("no client certificate", tls_channel(addr, &ca.ca(), None)),
+        (
+            "a client certificate from another CA",
+            tls_channel(addr, &ca.ca(), Some(&mallory)),
+        ),
+        (
+            "a server certificate checked against another CA",
+            tls_channel(addr, &other.ca(), Some(&alice)),
+        ),
+    ] {
+        let refused = metadata(&channel).await;
+        assert!(refused.is_err(), "{what} was served: {refused:?}");
+    }
+
+    // ferryctl: TLS settings with an http:// address are refused, not sent in
+    // plaintext; https:// without a CA checks against the system's roots and fails.
+    let https = format!("https://{addr}");
+    let cases = [
+        (
+            strings(&[
+                "--server",
+                &format!("http://{addr}"),
+                "--tls-ca-file",
+                &path(&ca.ca()),
+                "topic",
+                "list",
+            ]),
+            "http:// is plaintext",
+        ),
+        (
+            strings(&[
+                "--server",
+                &https,
+                "--tls-cert-file",
+                &path(&alice.cert),
+                "--tls-key-file",
+                &path(&alice.key),
+                "topic",
+                "list",
+            ]),
+            "certificate",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = ferryctl(&args, "");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "ferryctl {args:?} succeeded");
+        assert!(
+            stderr.to_lowercase().contains(expected),
+            "ferryctl {args:?}: expected {expected:?} in {stderr}"
+        );
+    }
+    let args = strings(&[
+        "--server",
+        &https,
+        "--tls-ca-file",
+        &path(&ca.ca()),
+        "--tls-cert-file",
+        &path(&alice.cert),
+        "--tls-key-file",
+        &path(&alice.key),
+        "topic",
+        "list",
+    ]);
+    succeeded(&args, &ferryctl(&args, ""));
+}
+
+#[tokio::test]
+async fn a_certificate_rotated_on_disk_is_served_without_a_restart_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let old_ca = Pki::new(dir.path(), "old-ca");
+    let new_ca = Pki::new(dir.path(), "new-ca");
+    let old = issue_for_loopback(&old_ca, "old");
+    let new = issue_for_loopback(&new_ca, "new");
+    // The files the host reads, as a Secret volume would hold them.
+    let served = Issued {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+    };
+    std::fs::copy(&old.cert, &served.cert).expect("install the first certificate");
+    std::fs::copy(&old.key, &served.key).expect("install the first key");
+    let both = pki::bundle(&dir.path().join("both.pem"), &[&old_ca, &new_ca]);
+    let mut extra_args = listener_args(&served, None);
+    extra_args.extend(["--tls-reload-interval-ms".to_owned(), "200".to_owned()]);
+    let (cluster, _etcd) = start_formed(ClusterOptions {
+        hosts: 1,
+        extra_args,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let addr = cluster.hosts()[0].addr();
+    rpc::create_topic(&tls_channel(addr, &both, None), "rotating", 1).await;
+
+    // A producer that opens a new TLS connection for every record, so that every
+    // record crosses a handshake made before, during or after the rotation.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let bundle = both.clone();
+    let producer = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut failures = Vec::new();
+        for n in 0u64.. {
+            if *stop_rx.borrow_and_update() {
+                break;
+            }
+            let value = format!("record-{n}");
+            match rpc::produce(
+                &tls_channel(addr, &bundle, None),
+                "rotating",
+                0,
+                None,
+                &value,
+            )
+            .await
+            {
+                Ok(offset) => acked.push((offset, value)),
+                Err(status) => failures.push(show(&status)),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (acked, failures)
+    });
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        metadata(&tls_channel(addr, &old_ca.ca(), None))
+            .await
+            .is_ok()
+    );
+    // Certificate first, then key, each in one rename (a check between the two sees
+    // a pair that does not match and keeps the old one).
+    pki::replace_atomically(&new.cert, &served.cert);
+    pki::replace_atomically(&new.key, &served.key);
+    let until = Instant::now() + ROTATION_DEADLINE;
+    while metadata(&tls_channel(addr, &new_ca.ca(), None))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < until,
+            "the new certificate was not served within {ROTATION_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        metadata(&tls_channel(addr, &old_ca.ca(), None))
+            .await
+            .is_err(),
+        "the old certificate is still served"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop_tx.send(true);
+    let (acked, failures) = producer.await.expect("the producer task");
+    assert!(failures.is_empty(), "requests failed: {failures:?}");
+    assert!(
+        acked.len() >= 10,
+        "only {} records acknowledged",
+        acked.len()
+    );
+
+    let records = rpc::read_partition(&tls_channel(addr, &both, None), "rotating", 0)
+        .await
+        .unwrap_or_else(|status| panic!("read the partition back: {}", show(&status)));
+    for (offset, value) in &acked {
+        let found = records
+            .iter()
+            .find(|record| record.offset == *offset)
+            .unwrap_or_else(|| panic!("acknowledged offset {offset} is missing"));
+        assert_eq!(&found.value, value, "offset {offset}");
+    }
+}
+
+#[tokio::test]
+async fn stalled_and_garbage_handshakes_are_dropped_and_do_not_stop_the_listener() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let ca = Pki::new(dir.path(), "ferry-ca");
+    let host_cert = issue_for_loopback(&ca, "host");
+    let mut extra_args = listener_args(&host_cert, None);
+    extra_args.extend(strings(&[
+        "--max-pending-tls-handshakes",
+        "2",
+        "--tls-handshake-timeout-ms",
+        "500",
+    ]));
+    let (mut cluster, _etcd) = start_formed(ClusterOptions {
+        hosts: 1,
+        extra_args,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let addr = cluster.hosts()[0].addr();
+
+    // Two connections that never speak hold both handshake slots; two more send
+    // garbage. The first two are dropped at the handshake deadline.
+    let mut stalled: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    let mut garbage: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = TcpStream::connect(addr).expect("connect");
+            let _ = stream.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 0, 1, 2, 3]);
+            let _ = stream.write_all(&[0x42; 4096]);
+            stream
+        })
+        .collect();
+    for stream in stalled.iter_mut().chain(garbage.iter_mut()) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("a read timeout");
+        let mut buffer = [0u8; 4096];
+        // The host closes the connection: end of stream, a reset, or a TLS alert
+        // followed by the close.
+        loop {
+            match stream.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("the host kept a stalled or garbage connection open for 20 s")
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    metadata(&tls_channel(addr, &ca.ca(), None))
+        .await
+        .unwrap_or_else(|status| {
+            panic!(
+                "a good client after stalled and garbage handshakes: {}",
+                show(&status)
+            )
+        });
+    assert!(cluster.host_mut("h0").is_running());
+}

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use ferry_broker::config::{BrokerConfig, ReplicationConfig};
 use ferry_broker::dev::{self, DevOptions};
 use ferry_broker::gateway::{self, GatewayOptions};
-use ferry_broker::meta::EtcdConfig;
+use ferry_broker::meta::{EtcdConfig, EtcdTls, EtcdUser};
 use ferry_broker::rebuild::{self, ClusterHost, RebuildTarget};
 use ferry_broker::serve::{self, ServeOptions};
 use ferry_broker::standalone::{self, BoundAddresses};
@@ -29,7 +29,7 @@ enum Command {
     /// Run one host with an embedded metadata store (the default).
     Standalone(StandaloneArgs),
     /// Run one host of a broker cluster, with etcd as the cluster manager.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start a local cluster for trying things out: etcd, three hosts and a gateway
     /// on 127.0.0.1.
     Dev(DevArgs),
@@ -68,6 +68,8 @@ struct RebuildArgs {
     /// Longest wait for one etcd request, in ms.
     #[arg(long, env = "FERRY_ETCD_TIMEOUT_MS", default_value_t = 5_000)]
     etcd_timeout_ms: u64,
+    #[command(flatten)]
+    etcd_security: EtcdSecurityArgs,
 }
 
 impl RebuildArgs {
@@ -84,11 +86,11 @@ impl RebuildArgs {
                 cluster: cluster.clone(),
                 host_id: host_id.clone(),
             },
-            etcd: EtcdConfig {
+            etcd: Box::new(self.etcd_security.apply(EtcdConfig {
                 request_timeout: timeout,
                 connect_timeout: timeout,
                 ..EtcdConfig::new(self.etcd.clone())
-            },
+            })?),
         })
     }
 }
@@ -124,6 +126,78 @@ struct GatewayArgs {
     max_request_bytes: usize,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    etcd_security: EtcdSecurityArgs,
+}
+
+/// How etcd is reached securely: TLS (for `https://` endpoints) and a user.
+#[derive(Args, Debug)]
+struct EtcdSecurityArgs {
+    /// PEM CA certificates etcd's certificate must chain to (default: the system's
+    /// roots); for `https://` --etcd endpoints.
+    #[arg(long, env = "FERRY_ETCD_CA_FILE")]
+    etcd_ca_file: Option<PathBuf>,
+    /// PEM client certificate for an etcd that requires one (--client-cert-auth).
+    #[arg(long, env = "FERRY_ETCD_CERT_FILE", requires = "etcd_key_file")]
+    etcd_cert_file: Option<PathBuf>,
+    /// PEM private key of --etcd-cert-file.
+    #[arg(long, env = "FERRY_ETCD_KEY_FILE", requires = "etcd_cert_file")]
+    etcd_key_file: Option<PathBuf>,
+    /// etcd user, when etcd's authentication is on.
+    #[arg(long, env = "FERRY_ETCD_USER", requires = "etcd_password_file")]
+    etcd_user: Option<String>,
+    /// File holding the etcd user's password (a trailing newline is ignored).
+    #[arg(long, env = "FERRY_ETCD_PASSWORD_FILE", requires = "etcd_user")]
+    etcd_password_file: Option<PathBuf>,
+}
+
+impl EtcdSecurityArgs {
+    /// `config` with the TLS files and password read now.
+    fn apply(&self, mut config: EtcdConfig) -> anyhow::Result<EtcdConfig> {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|err| anyhow::anyhow!("reading {flag} {}: {err}", path.display()))
+        };
+        let https = config
+            .endpoints
+            .iter()
+            .any(|endpoint| endpoint.starts_with("https://"));
+        let tls_flags = self.etcd_ca_file.is_some() || self.etcd_cert_file.is_some();
+        if tls_flags && !https {
+            anyhow::bail!(
+                "--etcd-ca-file and --etcd-cert-file are for https:// endpoints, but --etcd \
+                 names {:?}: use https:// (Ferry never sends them over plaintext)",
+                config.endpoints
+            );
+        }
+        if https {
+            config.tls = Some(EtcdTls {
+                ca_pem: self
+                    .etcd_ca_file
+                    .as_ref()
+                    .map(|path| read("--etcd-ca-file", path))
+                    .transpose()?,
+                identity: match (&self.etcd_cert_file, &self.etcd_key_file) {
+                    (Some(cert), Some(key)) => Some((
+                        read("--etcd-cert-file", cert)?,
+                        read("--etcd-key-file", key)?,
+                    )),
+                    _ => None,
+                },
+            });
+        }
+        if let (Some(name), Some(path)) = (&self.etcd_user, &self.etcd_password_file) {
+            let password =
+                String::from_utf8(read("--etcd-password-file", path)?).map_err(|_| {
+                    anyhow::anyhow!("--etcd-password-file {} is not UTF-8", path.display())
+                })?;
+            config.user = Some(EtcdUser {
+                name: name.clone(),
+                password: password.trim_end_matches(['\n', '\r']).to_owned(),
+            });
+        }
+        Ok(config)
+    }
 }
 
 /// TLS on the gRPC listener, and for the channels to broker hosts.
@@ -195,11 +269,11 @@ impl GatewayArgs {
         Ok(GatewayOptions {
             tls: self.tls.listener()?,
             host_tls: self.tls.dialing(),
-            etcd: EtcdConfig {
+            etcd: self.etcd_security.apply(EtcdConfig {
                 request_timeout: timeout,
                 connect_timeout: timeout,
                 ..EtcdConfig::new(self.etcd)
-            },
+            })?,
             listen: self.listen,
             advertise: self.advertise,
             gateway_id: self.gateway_id,
@@ -298,6 +372,8 @@ struct ServeArgs {
     )]
     replica_fetch_timeout_slack_ms: u64,
     #[command(flatten)]
+    etcd_security: EtcdSecurityArgs,
+    #[command(flatten)]
     host: StandaloneArgs,
 }
 
@@ -319,11 +395,11 @@ impl ServeArgs {
     fn into_options(self) -> anyhow::Result<(BrokerConfig, ServeOptions)> {
         let zone = self.zone()?;
         let timeout = Duration::from_millis(self.etcd_timeout_ms);
-        let etcd = EtcdConfig {
+        let etcd = self.etcd_security.apply(EtcdConfig {
             request_timeout: timeout,
             connect_timeout: timeout,
             ..EtcdConfig::new(self.etcd)
-        };
+        })?;
         let options = ServeOptions {
             cluster: self.cluster,
             host_id: self.host_id,
@@ -527,7 +603,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Serve(args)) => {
-            let (config, options) = args.into_options()?;
+            let (config, options) = (*args).into_options()?;
             runtime.block_on(serve::run(
                 config,
                 options,

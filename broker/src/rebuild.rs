@@ -71,8 +71,8 @@ pub enum RebuildTarget {
     Cluster {
         /// The host.
         host: ClusterHost,
-        /// How to reach etcd.
-        etcd: crate::meta::EtcdConfig,
+        /// How to reach etcd (boxed: it carries TLS material).
+        etcd: Box<crate::meta::EtcdConfig>,
     },
 }
 
@@ -89,7 +89,7 @@ pub async fn run(data_dir: &Path, target: RebuildTarget) -> anyhow::Result<Rebui
             Ok(rebuild(&meta, data_dir, None).await?)
         }
         RebuildTarget::Cluster { host, etcd } => {
-            let meta = crate::meta::EtcdStore::connect(etcd).await?;
+            let meta = crate::meta::EtcdStore::connect(*etcd).await?;
             Ok(rebuild(&meta, data_dir, Some(&host)).await?)
         }
     }

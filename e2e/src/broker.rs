@@ -50,7 +50,7 @@ pub struct HostConfig {
 
 /// The broker binary: `FERRY_BROKER_BIN`, else the one built beside this test
 /// binary, else `$CARGO_TARGET_DIR/debug`, else the workspace's `target/debug`.
-pub(crate) fn broker_binary() -> PathBuf {
+pub fn broker_binary() -> PathBuf {
     workspace_binary("ferry-broker", "FERRY_BROKER_BIN", "ferry-broker")
 }
 

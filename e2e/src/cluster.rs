@@ -8,7 +8,7 @@ use std::path::Path;
 use tempfile::TempDir;
 
 use crate::broker::{BrokerHost, HostConfig};
-use crate::etcd::EtcdServer;
+use crate::etcd::{EtcdServer, EtcdServerTls};
 use crate::netns::{self, TestNetwork};
 
 /// Where a cluster's hosts run.
@@ -42,6 +42,9 @@ pub struct ClusterOptions {
     pub network: Network,
     /// Environment variables for some hosts, by index (e.g. a fake clock for one).
     pub host_env: Vec<(usize, String, String)>,
+    /// etcd serves TLS and requires client certificates; the hosts' TLS flags for it
+    /// go in `extra_args`.
+    pub etcd_tls: Option<EtcdServerTls>,
 }
 
 impl Default for ClusterOptions {
@@ -53,6 +56,7 @@ impl Default for ClusterOptions {
             extra_args: Vec::new(),
             network: Network::Loopback,
             host_env: Vec::new(),
+            etcd_tls: None,
         }
     }
 }
@@ -95,9 +99,10 @@ impl Cluster {
                     .unwrap_or_else(|err| panic!("create the test network: {err}")),
             ),
         };
-        let etcd = EtcdServer::start_also_on(
+        let etcd = EtcdServer::start_with(
             &dir.path().join("etcd"),
             network.as_ref().map(TestNetwork::gateway),
+            options.etcd_tls.clone(),
         );
         let configs = (0..options.hosts)
             .map(|index| {

@@ -50,6 +50,18 @@ fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
+/// What an etcd serving TLS is started with.
+#[derive(Debug, Clone)]
+pub struct EtcdServerTls {
+    /// Its certificate.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// The CA its clients' certificates must chain to: clients without one are refused
+    /// (`--client-cert-auth`).
+    pub client_ca: PathBuf,
+}
+
 /// One single-member etcd cluster.
 pub struct EtcdServer {
     process: Option<Supervised>,
@@ -58,6 +70,8 @@ pub struct EtcdServer {
     peer_port: u16,
     /// Another address clients reach it on, beside 127.0.0.1.
     also_on: Option<Ipv4Addr>,
+    /// TLS on its client URLs, requiring client certificates.
+    tls: Option<EtcdServerTls>,
     paused: bool,
 }
 
@@ -70,12 +84,23 @@ impl EtcdServer {
     /// Starts etcd like [`Self::start`], taking client connections on `also_on`
     /// (an address of the test's namespace) as well as on 127.0.0.1.
     pub fn start_also_on(data_dir: &Path, also_on: Option<Ipv4Addr>) -> Self {
+        Self::start_with(data_dir, also_on, None)
+    }
+
+    /// Starts etcd like [`Self::start_also_on`], serving its clients over TLS when
+    /// `tls` is given (`https://` endpoints, client certificates required).
+    pub fn start_with(
+        data_dir: &Path,
+        also_on: Option<Ipv4Addr>,
+        tls: Option<EtcdServerTls>,
+    ) -> Self {
         let mut etcd = Self {
             process: None,
             data_dir: data_dir.to_owned(),
             client_port: 0,
             peer_port: 0,
             also_on,
+            tls,
             paused: false,
         };
         let mut failures = Vec::new();
@@ -97,7 +122,8 @@ impl EtcdServer {
 
     /// The client URL on `ip` (127.0.0.1, or the address it was started `also_on`).
     pub fn endpoint_on(&self, ip: Ipv4Addr) -> String {
-        format!("http://{ip}:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{ip}:{}", self.client_port)
     }
 
     /// Whether etcd is running (a paused etcd is running).
@@ -175,9 +201,18 @@ impl EtcdServer {
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("ferry-e2e={peer}")])
-            .args(["--log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .args(["--log-level", "error"]);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.client_ca)
+                .arg("--client-cert-auth");
+        }
+        command.stdout(Stdio::null()).stderr(Stdio::null());
         let mut process = Supervised::spawn("etcd", &mut command);
         let deadline = Instant::now() + START_TIMEOUT;
         while TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {

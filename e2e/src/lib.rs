@@ -29,9 +29,9 @@ pub mod operator;
 pub mod pki;
 mod process;
 
-pub use broker::{BrokerHost, HostConfig, ferryctl_binary};
+pub use broker::{BrokerHost, HostConfig, broker_binary, ferryctl_binary};
 pub use cluster::{Cluster, ClusterOptions, Network};
-pub use etcd::EtcdServer;
+pub use etcd::{EtcdServer, EtcdServerTls};
 pub use history::{CheckOptions, History, Verdict, check};
 pub use kube::{KubeApiServer, KubeTools};
 pub use node::KubeNode;

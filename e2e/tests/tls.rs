@@ -18,7 +18,7 @@ use common::rpc::{self, show};
 use common::{FORM_DEADLINE, PartitionId, start_formed, wait_for_view};
 use ferry_e2e::gateway::Gateway;
 use ferry_e2e::pki::{self, Issued, Pki};
-use ferry_e2e::{ClusterOptions, ferryctl_binary};
+use ferry_e2e::{Cluster, ClusterOptions, EtcdServerTls, broker_binary, ferryctl_binary};
 use ferry_proto::v1 as pb;
 use pb::metadata_service_client::MetadataServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -96,31 +96,38 @@ async fn metadata(channel: &Channel) -> Result<pb::GetMetadataResponse, tonic::S
 /// Runs `ferryctl args…` with `stdin`, killing it if it outlives
 /// [`FERRYCTL_TIMEOUT`].
 fn ferryctl(args: &[String], stdin: &str) -> Output {
-    let mut child = Command::new(ferryctl_binary())
+    run_bounded(&ferryctl_binary(), args, stdin)
+}
+
+/// Runs `binary args…` with `stdin`, killing it if it outlives [`FERRYCTL_TIMEOUT`].
+fn run_bounded(binary: &Path, args: &[String], stdin: &str) -> Output {
+    let mut child = Command::new(binary)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn ferryctl");
+        .unwrap_or_else(|err| panic!("spawn {}: {err}", binary.display()));
     let mut input = child.stdin.take().expect("piped stdin");
-    input
-        .write_all(stdin.as_bytes())
-        .expect("write ferryctl's stdin");
+    // A process that exits before reading its input closes the pipe: not a failure.
+    let _ = input.write_all(stdin.as_bytes());
     drop(input);
     let started = Instant::now();
-    while child.try_wait().expect("poll ferryctl").is_none() {
+    while child.try_wait().expect("poll the child").is_none() {
         if started.elapsed() > FERRYCTL_TIMEOUT {
             let _ = child.kill();
-            let output = child.wait_with_output().expect("reap ferryctl");
+            let output = child.wait_with_output().expect("reap the child");
             panic!(
-                "ferryctl {args:?} ran over {FERRYCTL_TIMEOUT:?}: {}",
+                "{} {args:?} ran over {FERRYCTL_TIMEOUT:?}: {}",
+                binary.display(),
                 String::from_utf8_lossy(&output.stderr)
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    child.wait_with_output().expect("collect ferryctl's output")
+    child
+        .wait_with_output()
+        .expect("collect the child's output")
 }
 
 fn succeeded(args: &[String], output: &Output) -> String {
@@ -348,7 +355,13 @@ async fn a_certificate_rotated_on_disk_is_served_without_a_restart_and_nothing_i
     })
     .await;
     let addr = cluster.hosts()[0].addr();
-    rpc::create_topic(&tls_channel(addr, &both, None), "rotating", 1).await;
+    let channel = tls_channel(addr, &both, None);
+    rpc::create_topic(&channel, "rotating", 1).await;
+    rpc::until_led(FORM_DEADLINE, || {
+        rpc::produce(&channel, "rotating", 0, None, "before the producer")
+    })
+    .await
+    .unwrap_or_else(|status| panic!("the new topic is not led: {}", show(&status)));
 
     // A producer that opens a new TLS connection for every record, so that every
     // record crosses a handshake made before, during or after the rotation.
@@ -494,4 +507,107 @@ async fn stalled_and_garbage_handshakes_are_dropped_and_do_not_stop_the_listener
             )
         });
     assert!(cluster.host_mut("h0").is_running());
+}
+
+#[tokio::test]
+async fn hosts_and_the_gateway_reach_an_etcd_that_requires_client_certificates() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let ca = Pki::new(dir.path(), "etcd-ca");
+    let etcd_cert = issue_for_loopback(&ca, "etcd");
+    let ferry = ca.issue("ferry", "ferry", &[]);
+    let etcd_flags = vec![
+        "--etcd-ca-file".to_owned(),
+        path(&ca.ca()),
+        "--etcd-cert-file".to_owned(),
+        path(&ferry.cert),
+        "--etcd-key-file".to_owned(),
+        path(&ferry.key),
+    ];
+    let cluster = Cluster::start_with(ClusterOptions {
+        hosts: 2,
+        extra_args: etcd_flags.clone(),
+        etcd_tls: Some(EtcdServerTls {
+            cert: etcd_cert.cert.clone(),
+            key: etcd_cert.key.clone(),
+            client_ca: ca.ca(),
+        }),
+        ..ClusterOptions::default()
+    });
+    let endpoint = cluster.etcd_endpoint();
+    assert!(endpoint.starts_with("https://"), "{endpoint}");
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(ca.ca()).expect("read the CA"),
+        ))
+        .identity(Identity::from_pem(
+            std::fs::read(&ferry.cert).expect("read the certificate"),
+            std::fs::read(&ferry.key).expect("read the key"),
+        ));
+    let mut etcd = etcd_client::Client::connect(
+        [endpoint.clone()],
+        Some(etcd_client::ConnectOptions::new().with_tls(tls)),
+    )
+    .await
+    .expect("connect to etcd over TLS");
+    wait_for_view(
+        &mut etcd,
+        cluster.name(),
+        FORM_DEADLINE,
+        "both hosts registered through TLS and a controller elected",
+        |view| view.hosts.len() == 2 && view.live_controller().is_some(),
+    )
+    .await;
+
+    let gateway_flags: Vec<&str> = etcd_flags.iter().map(String::as_str).collect();
+    let gateway = Gateway::start(&endpoint, "127.0.0.1", &gateway_flags);
+    let channel = Endpoint::from_shared(gateway.url())
+        .expect("a valid URL")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    rpc::create_topic(&channel, "through-tls-etcd", 1).await;
+    rpc::produce(&channel, "through-tls-etcd", 0, None, "hello")
+        .await
+        .unwrap_or_else(|status| panic!("produce through the gateway: {}", show(&status)));
+
+    // Without a client certificate etcd refuses the gateway, which says so and exits;
+    // TLS flags with an http:// endpoint are refused before anything is sent.
+    let plain = endpoint.replace("https://", "http://");
+    let cases = [
+        (
+            strings(&[
+                "gateway",
+                "--etcd",
+                &endpoint,
+                "--etcd-ca-file",
+                &path(&ca.ca()),
+                "--etcd-timeout-ms",
+                "2000",
+                "--listen",
+                "127.0.0.1:0",
+            ]),
+            "etcd",
+        ),
+        (
+            strings(&[
+                "gateway",
+                "--etcd",
+                &plain,
+                "--etcd-ca-file",
+                &path(&ca.ca()),
+                "--listen",
+                "127.0.0.1:0",
+            ]),
+            "use https://",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = run_bounded(&broker_binary(), &args, "");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} started");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected {expected:?} in {stderr}"
+        );
+    }
+    drop(gateway);
 }

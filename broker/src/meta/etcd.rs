@@ -38,6 +38,52 @@ pub struct EtcdConfig {
     pub watch_retry: Duration,
     /// Watch events buffered per watcher before it is told it lagged.
     pub watch_buffer: usize,
+    /// TLS, for `https://` endpoints (which never fall back to plaintext).
+    pub tls: Option<EtcdTls>,
+    /// The etcd user, when etcd's authentication is on.
+    pub user: Option<EtcdUser>,
+}
+
+/// How the etcd client checks etcd's certificate and proves its own identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// PEM CA certificates etcd's certificate must chain to; `None` trusts the
+    /// system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate and key, for an etcd started with `--client-cert-auth`.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl EtcdTls {
+    fn client_config(&self) -> etcd_client::TlsOptions {
+        let mut tls = etcd_client::TlsOptions::new();
+        tls = match &self.ca_pem {
+            Some(ca) => tls.ca_certificate(etcd_client::Certificate::from_pem(ca)),
+            None => tls.with_native_roots(),
+        };
+        if let Some((cert, key)) = &self.identity {
+            tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+        }
+        tls
+    }
+}
+
+/// An etcd user name and password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdUser {
+    /// The user name.
+    pub name: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for EtcdUser {
+    // The password stays out of logs and error messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdUser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EtcdConfig {
@@ -50,6 +96,8 @@ impl EtcdConfig {
             connect_timeout: Duration::from_secs(5),
             watch_retry: Duration::from_millis(500),
             watch_buffer: 1024,
+            tls: None,
+            user: None,
         }
     }
 }
@@ -73,6 +121,26 @@ impl Drop for EtcdStore {
     fn drop(&mut self) {
         self.watcher.abort();
     }
+}
+
+/// Why etcd could not be reached at start-up, with the whole cause chain: the top
+/// level says only "transport error" or "operation was canceled", the cause (a
+/// refused connection, a certificate etcd or Ferry did not accept) is further down.
+fn unreachable(endpoints: &[String], err: &etcd_client::Error) -> MetaError {
+    let mut reason = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !reason.contains(&part) {
+            reason.push_str(": ");
+            reason.push_str(&part);
+        }
+        source = cause.source();
+    }
+    MetaError::Unavailable(format!(
+        "cannot reach etcd at {}: {reason}",
+        endpoints.join(",")
+    ))
 }
 
 fn classify(operation: &'static str, err: etcd_client::Error) -> MetaError {
@@ -121,13 +189,23 @@ impl EtcdStore {
     /// Connects to etcd and starts watching the root. Fails when no member answers
     /// within the connect timeout.
     pub async fn connect(config: EtcdConfig) -> Result<Self, MetaError> {
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_timeout(config.request_timeout)
             .with_connect_timeout(config.connect_timeout)
             .with_keep_alive(Duration::from_secs(5), config.request_timeout);
+        if let Some(tls) = &config.tls {
+            options = options.with_tls(tls.client_config());
+        }
+        if let Some(user) = &config.user {
+            // etcd's tokens expire (5 minutes by default); a long-lived host renews its
+            // own rather than fail every request after that.
+            options = options
+                .with_user(user.name.clone(), user.password.clone())
+                .with_auto_token_refresh(true);
+        }
         let mut client = Client::connect(&config.endpoints, Some(options))
             .await
-            .map_err(|err| classify("connect", err))?;
+            .map_err(|err| unreachable(&config.endpoints, &err))?;
         // Watch from the revision after the one current now, so no change made after
         // `connect` returns is missed.
         let current = client
@@ -136,7 +214,7 @@ impl EtcdStore {
                 Some(GetOptions::new().with_count_only()),
             )
             .await
-            .map_err(|err| classify("connect", err))?
+            .map_err(|err| unreachable(&config.endpoints, &err))?
             .header()
             .map(|header| header.revision())
             .unwrap_or(0);

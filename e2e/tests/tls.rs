@@ -5,11 +5,13 @@
 //! back to plaintext; a certificate rotated on disk is served to new connections
 //! without a restart while a producer carries on and nothing is lost; stalled and
 //! garbage handshakes neither stop the listener nor hold it beyond their limits.
+//! etcd too: hosts and gateways reach an etcd that requires client certificates, and
+//! sign in to one with authentication on (a wrong password is refused, saying why).
 
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -18,7 +20,10 @@ use common::rpc::{self, show};
 use common::{FORM_DEADLINE, PartitionId, start_formed, wait_for_view};
 use ferry_e2e::gateway::Gateway;
 use ferry_e2e::pki::{self, Issued, Pki};
-use ferry_e2e::{Cluster, ClusterOptions, EtcdServerTls, broker_binary, ferryctl_binary};
+use ferry_e2e::{
+    BrokerHost, Cluster, ClusterOptions, EtcdServer, EtcdServerTls, HostConfig, broker_binary,
+    ferryctl_binary,
+};
 use ferry_proto::v1 as pb;
 use pb::metadata_service_client::MetadataServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -610,4 +615,107 @@ async fn hosts_and_the_gateway_reach_an_etcd_that_requires_client_certificates()
         );
     }
     drop(gateway);
+}
+
+#[tokio::test]
+async fn hosts_sign_in_to_an_etcd_with_authentication_on_and_a_wrong_password_is_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let etcd = EtcdServer::start(&dir.path().join("etcd"));
+    let mut admin = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .expect("connect to etcd");
+    admin
+        .user_add("root", "root-secret", None)
+        .await
+        .expect("add the root user");
+    admin
+        .user_grant_role("root", "root")
+        .await
+        .expect("grant root its role");
+    admin.auth_enable().await.expect("turn authentication on");
+    assert!(
+        etcd_client::Client::connect([etcd.endpoint()], None)
+            .await
+            .expect("connect to etcd")
+            .get("/ferry", None)
+            .await
+            .is_err(),
+        "etcd answered a client that did not sign in"
+    );
+    let password = dir.path().join("etcd-password");
+    std::fs::write(&password, "root-secret\n").expect("write the password file");
+    let wrong = dir.path().join("wrong-password");
+    std::fs::write(&wrong, "guess\n").expect("write the wrong password file");
+
+    let configs = (0..2)
+        .map(|index| HostConfig {
+            cluster: "auth".to_owned(),
+            host_id: format!("h{index}"),
+            etcd_endpoints: vec![etcd.endpoint()],
+            ip: Ipv4Addr::new(127, 0, 0, 2 + index),
+            netns: None,
+            data_dir: dir.path().join(format!("h{index}")),
+            lease_ttl_ms: None,
+            extra_args: strings(&[
+                "--etcd-user",
+                "root",
+                "--etcd-password-file",
+                &path(&password),
+            ]),
+            env: Vec::new(),
+        })
+        .collect();
+    let hosts = BrokerHost::start_all(configs);
+    let mut signed_in = etcd_client::Client::connect(
+        [etcd.endpoint()],
+        Some(etcd_client::ConnectOptions::new().with_user("root", "root-secret")),
+    )
+    .await
+    .expect("sign in to etcd");
+    wait_for_view(
+        &mut signed_in,
+        "auth",
+        FORM_DEADLINE,
+        "both hosts registered and a controller elected",
+        |view| view.hosts.len() == 2 && view.live_controller().is_some(),
+    )
+    .await;
+    let channel = rpc::channel(&hosts[0]);
+    rpc::create_topic(&channel, "signed-in", 1).await;
+    let id = PartitionId::topic("signed-in", 0);
+    wait_for_view(
+        &mut signed_in,
+        "auth",
+        FORM_DEADLINE,
+        "the topic is led",
+        |view| view.leader(&id).is_some(),
+    )
+    .await;
+
+    let args = strings(&[
+        "serve",
+        "--cluster",
+        "auth",
+        "--host-id",
+        "intruder",
+        "--etcd",
+        &etcd.endpoint(),
+        "--etcd-user",
+        "root",
+        "--etcd-password-file",
+        &path(&wrong),
+        "--listen",
+        "127.0.0.9:0",
+        "--metrics-listen",
+        "off",
+        "--data-dir",
+        &path(&dir.path().join("intruder")),
+    ]);
+    let output = run_bounded(&broker_binary(), &args, "");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a wrong password was accepted");
+    assert!(
+        stderr.contains("cannot reach etcd") && stderr.to_lowercase().contains("authentication"),
+        "the refusal does not say why: {stderr}"
+    );
 }

@@ -284,7 +284,8 @@ async fn clients_without_a_trusted_certificate_or_over_plaintext_are_refused() {
     }
 
     // ferryctl: TLS settings with an http:// address are refused, not sent in
-    // plaintext; https:// without a CA checks against the system's roots and fails.
+    // plaintext; https:// without a CA checks against the system's roots and fails;
+    // plaintext to a TLS host fails with a hint at the cause.
     let https = format!("https://{addr}");
     let cases = [
         (
@@ -310,6 +311,10 @@ async fn clients_without_a_trusted_certificate_or_over_plaintext_are_refused() {
                 "list",
             ]),
             "certificate",
+        ),
+        (
+            strings(&["--server", &addr.to_string(), "topic", "list"]),
+            "if the server serves tls",
         ),
     ];
     for (args, expected) in cases {

@@ -148,6 +148,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls_in_use = tls.is_some() || cli.server.trim().starts_with("https://");
     let context = Context {
         server: cli.server,
         output: cli.output,
@@ -169,6 +170,17 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
+            // A TLS server drops a plaintext client mid-handshake, which surfaces as a
+            // bare protocol or transport error: name the likely cause.
+            let text = format!("{err:#}");
+            if !tls_in_use
+                && (text.contains("h2 protocol error") || text.contains("transport error"))
+            {
+                eprintln!(
+                    "hint: if the server serves TLS, use --server https://… (and --tls-ca-file \
+                     for a private CA)"
+                );
+            }
             ExitCode::FAILURE
         }
     }

@@ -44,8 +44,12 @@ const READY_POLL: Duration = Duration::from_millis(250);
 /// Ports tried before giving up, in case another process takes a free port between
 /// our probe and the server's bind.
 const START_ATTEMPTS: usize = 3;
-/// Longest a kubectl or helm command may run before `timeout` ends it.
+/// Longest a kubectl command may run before `timeout` ends it.
 const TOOL_TIMEOUT_S: &str = "120";
+/// Longest a helm command may run: above the longest `--wait --timeout` a test gives
+/// it (4 minutes), so helm reports its own timeout instead of being cut off at 120 s
+/// while pods are still starting on a loaded machine ("context canceled").
+const HELM_TIMEOUT_S: &str = "300";
 /// How much of a server's log a failure message quotes.
 const LOG_TAIL_BYTES: usize = 4000;
 
@@ -121,7 +125,7 @@ impl KubeTools {
     pub fn helm_command(&self, home: &Path) -> Command {
         let mut command = Command::new("timeout");
         command
-            .arg(TOOL_TIMEOUT_S)
+            .arg(HELM_TIMEOUT_S)
             .arg(self.path("helm"))
             .env("HELM_CACHE_HOME", home.join("cache"))
             .env("HELM_CONFIG_HOME", home.join("config"))

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::group::GroupConfig;
 use crate::queue::QueueSettings;
-use crate::tls::{DialingTlsFiles, ListenerTls};
+use crate::tls::ListenerTls;
 use crate::topic::TopicSettings;
 
 /// Limits on requests; each has a name, a default and a check at load time.
@@ -134,9 +134,6 @@ pub struct BrokerConfig {
     pub replication: ReplicationConfig,
     /// TLS on the gRPC listener; `None` serves plaintext. Default `None`.
     pub tls: Option<ListenerTls>,
-    /// TLS for the channels this host opens to other hosts (cluster mode); `None`
-    /// dials them in plaintext. Default `None`.
-    pub peer_tls: Option<DialingTlsFiles>,
 }
 
 /// Replication between the hosts of a broker cluster (`docs/replication.md`).
@@ -193,7 +190,6 @@ impl Default for BrokerConfig {
             metadata_watch_buffer: 1024,
             replication: ReplicationConfig::default(),
             tls: None,
-            peer_tls: None,
         }
     }
 }

@@ -10,7 +10,7 @@ use ferry_broker::dev::{self, DevOptions};
 use ferry_broker::gateway::{self, GatewayOptions};
 use ferry_broker::meta::{EtcdConfig, EtcdTls, EtcdUser};
 use ferry_broker::rebuild::{self, ClusterHost, RebuildTarget};
-use ferry_broker::serve::{self, ServeOptions};
+use ferry_broker::serve::{self, PeerOptions, PeerTls, ServeOptions};
 use ferry_broker::standalone::{self, BoundAddresses};
 use ferry_broker::tls::{DialingTlsFiles, ListenerTls, ServerTlsFiles};
 use ferry_broker::topic::DurabilitySetting;
@@ -127,6 +127,8 @@ struct GatewayArgs {
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
+    host_tls: HostTlsArgs,
+    #[command(flatten)]
     etcd_security: EtcdSecurityArgs,
 }
 
@@ -223,10 +225,6 @@ struct TlsArgs {
     /// Most TLS handshakes in progress at once; more connections wait to be accepted.
     #[arg(long, env = "FERRY_MAX_PENDING_TLS_HANDSHAKES", default_value_t = 1024)]
     max_pending_tls_handshakes: usize,
-    /// PEM CA certificates that sign the broker hosts' certificates: hosts are dialled
-    /// over TLS, presenting --tls-cert-file when it is set (cluster hosts, gateway).
-    #[arg(long, env = "FERRY_PEER_TLS_CA_FILE")]
-    peer_tls_ca_file: Option<PathBuf>,
 }
 
 impl TlsArgs {
@@ -235,6 +233,16 @@ impl TlsArgs {
         let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) else {
             return Ok(None);
         };
+        self.with_files(ServerTlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: self.tls_client_ca_file.clone(),
+        })
+        .map(Some)
+    }
+
+    /// `files` with these limits.
+    fn with_files(&self, files: ServerTlsFiles) -> anyhow::Result<ListenerTls> {
         if self.tls_reload_interval_ms == 0 || self.tls_handshake_timeout_ms == 0 {
             anyhow::bail!(
                 "--tls-reload-interval-ms and --tls-handshake-timeout-ms must be greater than 0"
@@ -243,23 +251,99 @@ impl TlsArgs {
         if self.max_pending_tls_handshakes == 0 {
             anyhow::bail!("--max-pending-tls-handshakes must be greater than 0");
         }
-        Ok(Some(ListenerTls {
-            files: ServerTlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: self.tls_client_ca_file.clone(),
-            },
+        Ok(ListenerTls {
+            files,
             reload_interval: Duration::from_millis(self.tls_reload_interval_ms),
             handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
             max_pending_handshakes: self.max_pending_tls_handshakes,
-        }))
+        })
     }
+}
 
-    /// How hosts are dialled, when a CA for them is given.
+/// The peer listener of a cluster host: replication and requests passed on between
+/// hosts, apart from the client port.
+#[derive(Args, Debug)]
+struct PeerArgs {
+    /// Peer listen address (default: --listen's address, any free port; peers find
+    /// it in etcd).
+    #[arg(long, env = "FERRY_PEER_LISTEN")]
+    peer_listen: Option<SocketAddr>,
+    /// Address other hosts dial for the peer listener (default: --advertise's host
+    /// with the peer port).
+    #[arg(long, env = "FERRY_PEER_ADVERTISE")]
+    peer_advertise: Option<String>,
+    /// PEM certificate of the peer listener, also presented to the peers this host
+    /// dials; with --peer-tls-key-file and --peer-tls-ca-file, peers use mutual TLS.
+    #[arg(
+        long,
+        env = "FERRY_PEER_TLS_CERT_FILE",
+        requires_all = ["peer_tls_key_file", "peer_tls_ca_file"]
+    )]
+    peer_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --peer-tls-cert-file.
+    #[arg(long, env = "FERRY_PEER_TLS_KEY_FILE", requires = "peer_tls_cert_file")]
+    peer_tls_key_file: Option<PathBuf>,
+    /// PEM CA that signs the cluster's peer certificates: the only certificates the
+    /// peer listener accepts, and what peers' listeners are checked against.
+    #[arg(long, env = "FERRY_PEER_TLS_CA_FILE", requires = "peer_tls_cert_file")]
+    peer_tls_ca_file: Option<PathBuf>,
+}
+
+impl PeerArgs {
+    fn options(&self, listen: SocketAddr, limits: &TlsArgs) -> anyhow::Result<PeerOptions> {
+        let tls = match (
+            &self.peer_tls_cert_file,
+            &self.peer_tls_key_file,
+            &self.peer_tls_ca_file,
+        ) {
+            (Some(cert), Some(key), Some(ca)) => Some(PeerTls {
+                listener: limits.with_files(ServerTlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: Some(ca.clone()),
+                })?,
+                ca: ca.clone(),
+            }),
+            _ => None,
+        };
+        Ok(PeerOptions {
+            listen: self
+                .peer_listen
+                .unwrap_or_else(|| SocketAddr::new(listen.ip(), 0)),
+            advertise: self.peer_advertise.clone(),
+            tls,
+        })
+    }
+}
+
+/// How a gateway dials the hosts' client ports when they serve TLS.
+#[derive(Args, Debug)]
+struct HostTlsArgs {
+    /// PEM CA that signs the hosts' client-port certificates: hosts are dialled over
+    /// TLS and checked against it.
+    #[arg(long, env = "FERRY_HOST_TLS_CA_FILE")]
+    host_tls_ca_file: Option<PathBuf>,
+    /// PEM certificate the gateway presents to hosts that require client certificates.
+    #[arg(
+        long,
+        env = "FERRY_HOST_TLS_CERT_FILE",
+        requires_all = ["host_tls_key_file", "host_tls_ca_file"]
+    )]
+    host_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --host-tls-cert-file.
+    #[arg(long, env = "FERRY_HOST_TLS_KEY_FILE", requires = "host_tls_cert_file")]
+    host_tls_key_file: Option<PathBuf>,
+}
+
+impl HostTlsArgs {
     fn dialing(&self) -> Option<DialingTlsFiles> {
-        let ca = self.peer_tls_ca_file.clone()?;
-        let identity = self.tls_cert_file.clone().zip(self.tls_key_file.clone());
-        Some(DialingTlsFiles { ca, identity })
+        Some(DialingTlsFiles {
+            ca: self.host_tls_ca_file.clone()?,
+            identity: self
+                .host_tls_cert_file
+                .clone()
+                .zip(self.host_tls_key_file.clone()),
+        })
     }
 }
 
@@ -268,7 +352,7 @@ impl GatewayArgs {
         let timeout = Duration::from_millis(self.etcd_timeout_ms);
         Ok(GatewayOptions {
             tls: self.tls.listener()?,
-            host_tls: self.tls.dialing(),
+            host_tls: self.host_tls.dialing(),
             etcd: self.etcd_security.apply(EtcdConfig {
                 request_timeout: timeout,
                 connect_timeout: timeout,
@@ -374,6 +458,8 @@ struct ServeArgs {
     #[command(flatten)]
     etcd_security: EtcdSecurityArgs,
     #[command(flatten)]
+    peer: PeerArgs,
+    #[command(flatten)]
     host: StandaloneArgs,
 }
 
@@ -409,6 +495,7 @@ impl ServeArgs {
             observed_interval: Duration::from_millis(self.observed_interval_ms),
             ready_max_wait: Duration::from_millis(self.ready_max_wait_ms),
             zone,
+            peer: self.peer.options(self.host.listen, &self.host.tls)?,
         };
         let mut config = self.host.into_config()?;
         config.replication = ReplicationConfig {
@@ -496,7 +583,6 @@ impl StandaloneArgs {
     fn into_config(self) -> anyhow::Result<BrokerConfig> {
         let mut config = BrokerConfig {
             tls: self.tls.listener()?,
-            peer_tls: self.tls.dialing(),
             data_dir: self.data_dir,
             listen: self.listen,
             advertise: self.advertise,

@@ -3,8 +3,13 @@
 //! controller role.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
 
 use crate::broker::Broker;
 use crate::cluster::ClusterConfig;
@@ -18,6 +23,7 @@ use crate::host::observed::Publisher;
 use crate::host::replication::Replicator;
 use crate::meta::{EtcdConfig, EtcdStore, MetadataStore};
 use crate::standalone::{BoundAddresses, Listeners, prepare_data_dir, serve_until};
+use crate::tls::{DialingTlsFiles, HostDialing, ListenerTls, TlsListener};
 
 /// What cluster mode adds to a broker's configuration.
 #[derive(Debug, Clone)]
@@ -38,7 +44,35 @@ pub struct ServeOptions {
     pub ready_max_wait: Duration,
     /// The failure domain the host runs in, if known.
     pub zone: Option<String>,
+    /// The listener other hosts reach this one on.
+    pub peer: PeerOptions,
 }
+
+/// The peer listener: replica fetches and group requests passed on between hosts.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    /// Where it listens; port 0 picks a free one (peers learn it from etcd).
+    pub listen: SocketAddr,
+    /// The address peers dial; default: the client address's host with the bound port.
+    pub advertise: Option<String>,
+    /// Mutual TLS: the listener's certificate and key, and the CA whose certificates
+    /// it accepts and checks peers' listeners against. The same certificate is
+    /// presented when dialling peers.
+    pub tls: Option<PeerTls>,
+}
+
+/// The peer listener's TLS files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTls {
+    /// The listener's certificate, key and the peer CA (required: peers are known).
+    pub listener: ListenerTls,
+    /// The peer CA, also used to check the peers this host dials.
+    pub ca: PathBuf,
+}
+
+/// How long the peer listener may take to finish its requests at shutdown (replica
+/// fetches wait at most their long-poll time).
+const PEER_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs one cluster host until `shutdown` resolves; on the way out it gives up its
 /// lease at once, so the cluster does not wait for it to expire.
@@ -49,7 +83,28 @@ pub async fn run(
     on_ready: impl FnOnce(BoundAddresses),
 ) -> anyhow::Result<()> {
     let _lock = prepare_data_dir(&config)?;
-    let listeners = Listeners::bind(&config).await?;
+    let mut listeners = Listeners::bind(&config).await?;
+    let peer_listener = TcpListener::bind(options.peer.listen)
+        .await
+        .with_context(|| format!("cannot listen for peers on {}", options.peer.listen))?;
+    let peer_tls = options
+        .peer
+        .tls
+        .as_ref()
+        .map(|tls| TlsListener::load(tls.listener.clone()))
+        .transpose()
+        .context("the peer listener's TLS")?;
+    listeners.dialing = match &options.peer.tls {
+        Some(tls) => HostDialing::tls(&DialingTlsFiles {
+            ca: tls.ca.clone(),
+            identity: Some((
+                tls.listener.files.cert.clone(),
+                tls.listener.files.key.clone(),
+            )),
+        })
+        .context("TLS to peers")?,
+        None => HostDialing::plaintext(),
+    };
     let advertise = match &config.advertise {
         Some(advertise) => advertise.clone(),
         None => {
@@ -64,6 +119,16 @@ pub async fn run(
         }
     };
     config.advertise = Some(advertise.clone());
+    let peer_advertise = match &options.peer.advertise {
+        Some(peer) => peer.clone(),
+        None => {
+            let port = peer_listener.local_addr()?.port();
+            let host = advertise
+                .rsplit_once(':')
+                .map_or(advertise.as_str(), |(host, _)| host);
+            format!("{host}:{port}")
+        }
+    };
     config.host_id = options.host_id.clone();
     let mut cluster = ClusterConfig::with_lease_ttl(
         &options.cluster,
@@ -73,6 +138,7 @@ pub async fn run(
     );
     cluster.host_grace = options.host_grace;
     cluster.zone = options.zone.clone();
+    cluster.peer_advertise = Some(peer_advertise.clone());
     cluster.observed_interval = options.observed_interval;
     cluster.validate()?;
     let store = EtcdStore::connect(options.etcd.clone()).await?;
@@ -123,6 +189,18 @@ pub async fn run(
         membership.status(),
     );
     let broker = Broker::open(config, Arc::clone(&meta), Some(routing.clone())).await?;
+    let (peers_stop, peers_stopping) = tokio::sync::watch::channel(false);
+    let peer_server = tokio::spawn(crate::service::serve_peers(
+        Arc::clone(&broker),
+        peer_listener,
+        peer_tls,
+        listeners.dialing.clone(),
+        async move {
+            let mut stopping = peers_stopping;
+            let _ = stopping.wait_for(|stop| *stop).await;
+        },
+    ));
+    tracing::info!(peers = %peer_advertise, tls = options.peer.tls.is_some(), "peer listener ready");
     let materializer = Materializer::start(Arc::clone(&broker), cluster.retry_pause);
     let replicator = Replicator::start(
         Arc::clone(&broker),
@@ -160,6 +238,13 @@ pub async fn run(
         }
     };
     let served = serve_until(broker, listeners, ready, shutdown, on_ready).await;
+    let _ = peers_stop.send(true);
+    if tokio::time::timeout(PEER_STOP_GRACE, peer_server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the peer listener did not stop within {PEER_STOP_GRACE:?}");
+    }
     guard.abort();
     readiness.abort();
     drop(publisher);

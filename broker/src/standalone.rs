@@ -63,13 +63,13 @@ pub(crate) struct Listeners {
     grpc: TcpListener,
     metrics: Option<TcpListener>,
     tls: Option<TlsListener>,
-    /// How this host opens channels to other hosts.
+    /// How this host opens channels to other hosts (cluster mode sets it).
     pub(crate) dialing: HostDialing,
 }
 
 impl Listeners {
-    /// Binds the addresses the configuration names and reads its TLS files: a
-    /// missing or unusable file stops the start here.
+    /// Binds the addresses the configuration names and reads the listener's TLS
+    /// files: a missing or unusable file stops the start here.
     pub(crate) async fn bind(config: &BrokerConfig) -> anyhow::Result<Self> {
         let tls = config
             .tls
@@ -77,10 +77,6 @@ impl Listeners {
             .map(TlsListener::load)
             .transpose()
             .context("the gRPC listener's TLS")?;
-        let dialing = match &config.peer_tls {
-            Some(files) => HostDialing::tls(files).context("TLS to other hosts")?,
-            None => HostDialing::plaintext(),
-        };
         let grpc = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -96,7 +92,7 @@ impl Listeners {
             grpc,
             metrics,
             tls,
-            dialing,
+            dialing: HostDialing::plaintext(),
         })
     }
 

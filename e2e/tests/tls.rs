@@ -1,6 +1,7 @@
 //! TLS against real processes and real certificates (made by openssl): a cluster
-//! whose hosts require client certificates replicates over TLS between hosts, and
-//! `ferryctl` reaches it through a TLS gateway; clients without a certificate, with
+//! whose hosts require client certificates replicates over mutual TLS on the peer
+//! listeners (which refuse client certificates; the client port does not serve
+//! replica fetches), and `ferryctl` reaches it through a TLS gateway; clients without a certificate, with
 //! one from another CA, or in plaintext are refused, and `ferryctl` never falls
 //! back to plaintext; a certificate rotated on disk is served to new connections
 //! without a restart while a producer carries on and nothing is lost; stalled and
@@ -26,6 +27,7 @@ use ferry_e2e::{
 };
 use ferry_proto::v1 as pb;
 use pb::metadata_service_client::MetadataServiceClient;
+use pb::replica_service_client::ReplicaServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Longest a `ferryctl` command may run.
@@ -152,12 +154,23 @@ fn strings(args: &[&str]) -> Vec<String> {
 #[tokio::test]
 async fn a_mutual_tls_cluster_replicates_over_tls_and_ferryctl_reaches_it_through_a_tls_gateway() {
     let dir = tempfile::tempdir().expect("a temporary directory");
+    // One CA for the client side (hosts' client ports, the gateway, users), another
+    // for the peer listeners: a user's certificate means nothing to a peer listener.
     let ca = Pki::new(dir.path(), "ferry-ca");
+    let peer_ca = Pki::new(dir.path(), "peer-ca");
     let hosts_cert = issue_for_loopback(&ca, "hosts");
+    let peers_cert = issue_for_loopback(&peer_ca, "peers");
     let gateway_cert = issue_for_loopback(&ca, "gateway");
     let alice = ca.issue("alice", "alice", &[]);
     let mut extra_args = listener_args(&hosts_cert, Some(&ca.ca()));
-    extra_args.extend(["--peer-tls-ca-file".to_owned(), path(&ca.ca())]);
+    extra_args.extend([
+        "--peer-tls-cert-file".to_owned(),
+        path(&peers_cert.cert),
+        "--peer-tls-key-file".to_owned(),
+        path(&peers_cert.key),
+        "--peer-tls-ca-file".to_owned(),
+        path(&peer_ca.ca()),
+    ]);
     let (cluster, mut etcd) = start_formed(ClusterOptions {
         hosts: 3,
         extra_args,
@@ -165,7 +178,14 @@ async fn a_mutual_tls_cluster_replicates_over_tls_and_ferryctl_reaches_it_throug
     })
     .await;
     let mut gateway_args = listener_args(&gateway_cert, Some(&ca.ca()));
-    gateway_args.extend(["--peer-tls-ca-file".to_owned(), path(&ca.ca())]);
+    gateway_args.extend([
+        "--host-tls-ca-file".to_owned(),
+        path(&ca.ca()),
+        "--host-tls-cert-file".to_owned(),
+        path(&gateway_cert.cert),
+        "--host-tls-key-file".to_owned(),
+        path(&gateway_cert.key),
+    ]);
     let gateway_args: Vec<&str> = gateway_args.iter().map(String::as_str).collect();
     let gateway = Gateway::start(&cluster.etcd_endpoint(), "127.0.0.1", &gateway_args);
     let server = gateway.url().replace("http://", "https://");
@@ -208,7 +228,7 @@ async fn a_mutual_tls_cluster_replicates_over_tls_and_ferryctl_reaches_it_throug
         PartitionId::topic("secured", 0),
         PartitionId::topic("secured", 1),
     ];
-    wait_for_view(
+    let view = wait_for_view(
         &mut etcd,
         cluster.name(),
         FORM_DEADLINE,
@@ -238,13 +258,59 @@ async fn a_mutual_tls_cluster_replicates_over_tls_and_ferryctl_reaches_it_throug
     // The hosts themselves, straight: the same client certificate works, and the
     // replication between them did not need the client port in plaintext.
     let host = cluster.hosts()[0].addr();
-    metadata(&tls_channel(host, &ca.ca(), Some(&alice)))
+    let alice_at_host = tls_channel(host, &ca.ca(), Some(&alice));
+    metadata(&alice_at_host)
         .await
         .unwrap_or_else(|status| panic!("metadata from a host over TLS: {}", show(&status)));
     assert!(
         metadata(&plaintext_channel(host)).await.is_err(),
         "a host with TLS answered in plaintext"
     );
+    // A client may not fetch replicas: the client port does not serve them at all.
+    let fetched = ReplicaServiceClient::new(alice_at_host)
+        .replica_fetch(pb::ReplicaFetchRequest {
+            topic: "secured".to_owned(),
+            partition: 0,
+            follower_id: "h1".to_owned(),
+            max_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        fetched.as_ref().map_err(tonic::Status::code).err(),
+        Some(tonic::Code::Unimplemented),
+        "ReplicaFetch on the client port: {fetched:?}"
+    );
+    // And the peer listener takes only the peer CA's certificates.
+    let peer: SocketAddr = view.hosts["h0"]
+        .peer_advertise
+        .as_deref()
+        .expect("hosts register their peer listener")
+        .parse()
+        .expect("a peer address");
+    assert_ne!(peer, host, "the peer listener has a port of its own");
+    for (what, channel) in [
+        (
+            "a user's certificate",
+            tls_channel(peer, &peer_ca.ca(), Some(&alice)),
+        ),
+        ("no certificate", tls_channel(peer, &peer_ca.ca(), None)),
+        ("plaintext", plaintext_channel(peer)),
+    ] {
+        let refused = ReplicaServiceClient::new(channel)
+            .replica_fetch(pb::ReplicaFetchRequest {
+                topic: "secured".to_owned(),
+                partition: 0,
+                follower_id: "h1".to_owned(),
+                max_bytes: 1 << 20,
+                ..Default::default()
+            })
+            .await;
+        assert!(
+            refused.is_err(),
+            "the peer listener served {what}: {refused:?}"
+        );
+    }
     drop(gateway);
 }
 

@@ -61,6 +61,8 @@ pub struct Settings {
     pub broker_port: i32,
     /// The brokers' metrics port.
     pub broker_metrics_port: i32,
+    /// The brokers' peer port: replica fetches and requests passed on between hosts.
+    pub broker_peer_port: i32,
 }
 
 impl Default for Settings {
@@ -80,6 +82,7 @@ impl Default for Settings {
             cluster_domain: "cluster.local".to_owned(),
             broker_port: 7070,
             broker_metrics_port: 7071,
+            broker_peer_port: 7072,
         }
     }
 }

@@ -149,6 +149,9 @@ struct Cli {
         default_value_t = 7071
     )]
     broker_metrics_port: i32,
+    /// The brokers' peer port (replication between hosts, apart from clients).
+    #[arg(long, env = "FERRY_OPERATOR_BROKER_PEER_PORT", default_value_t = 7072)]
+    broker_peer_port: i32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +207,7 @@ impl Cli {
             cluster_domain: self.cluster_domain.clone(),
             broker_port: self.broker_port,
             broker_metrics_port: self.broker_metrics_port,
+            broker_peer_port: self.broker_peer_port,
         }
     }
 

@@ -163,6 +163,7 @@ async fn register(
         advertise: config.advertise.clone(),
         registered_at_ms: now_ms(),
         zone: config.zone.clone(),
+        peer_advertise: config.peer_advertise.clone(),
     };
     client
         .put(

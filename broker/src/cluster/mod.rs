@@ -23,8 +23,11 @@ pub struct ClusterConfig {
     pub cluster: String,
     /// This host's id, unique in the cluster (a StatefulSet pod's name or ordinal).
     pub host_id: String,
-    /// The address other hosts and clients reach this host's gRPC service at.
+    /// The address clients reach this host's gRPC service at.
     pub advertise: String,
+    /// The address other hosts reach its peer listener at; `None` when peers use
+    /// `advertise`.
+    pub peer_advertise: Option<String>,
     /// The failure domain this host runs in (a node's `topology.kubernetes.io/zone`),
     /// if known: the controller spreads each partition's replicas over zones.
     pub zone: Option<String>,
@@ -57,6 +60,7 @@ impl ClusterConfig {
             cluster: cluster.to_owned(),
             host_id: host_id.to_owned(),
             advertise: advertise.to_owned(),
+            peer_advertise: None,
             zone: None,
             lease_ttl: ttl,
             lease_safety_margin: ttl / 5,

@@ -16,6 +16,17 @@ pub struct HostRecord {
     /// The failure domain it runs in, if it knows one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// Where other hosts reach its peer listener (replication, requests passed on);
+    /// hosts from before the peer listener served both on `advertise`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_advertise: Option<String>,
+}
+
+impl HostRecord {
+    /// The address other hosts dial: its peer listener, else its client port.
+    pub fn peer_address(&self) -> &str {
+        self.peer_advertise.as_deref().unwrap_or(&self.advertise)
+    }
 }
 
 /// The elected controller, under `/ferry/clusters/{cluster}/controller`, attached to

@@ -124,13 +124,14 @@ pub fn coordinator_index(group: &str, live: usize) -> Option<usize> {
 
 impl Routing {
     /// Cluster mode: the id and address of the live host coordinating `group`.
+    /// (The address is the coordinator's peer listener: groups are passed on there.)
     pub fn group_coordinator(&self, group: &str) -> Option<(String, String)> {
         let view = self.view.borrow();
         let index = coordinator_index(group, view.hosts.len())?;
         view.hosts
             .iter()
             .nth(index)
-            .map(|(id, host)| (id.clone(), host.advertise.clone()))
+            .map(|(id, host)| (id.clone(), host.peer_address().to_owned()))
     }
 }
 

@@ -21,7 +21,6 @@ use ferry_proto::v1::metadata_service_server::MetadataServiceServer;
 use ferry_proto::v1::queue_service_server::QueueServiceServer;
 use ferry_proto::v1::topic_service_server::TopicServiceServer;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use self::api::Gateway;
 use self::directory::DirectoryKeeper;
@@ -129,19 +128,7 @@ pub async fn run(
         );
     tracing::info!(grpc = %bound, tls = tls.is_some(), "ferry gateway ready");
     on_ready(bound);
-    match tls {
-        Some(tls) => {
-            router
-                .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
-                .await?
-        }
-        None => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await?
-        }
-    }
+    crate::service::serve_router(router, listener, tls, shutdown).await?;
     drop(keeper);
     tracing::info!("ferry gateway stopped");
     Ok(())

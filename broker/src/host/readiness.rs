@@ -93,6 +93,7 @@ mod tests {
             advertise: "127.0.0.1:7070".to_owned(),
             registered_at_ms: 0,
             zone: None,
+            peer_advertise: None,
         };
         view.hosts.insert("h1".to_owned(), host);
         for (name, replicas, leader, isr) in partitions {

@@ -455,7 +455,7 @@ impl Replication {
         wanted.insert(id.clone());
         let target = FetchTarget {
             leader: leader.to_owned(),
-            address: host.advertise.clone(),
+            address: host.peer_address().to_owned(),
             epoch: state.leader_epoch,
             me: self.routing.host_id().to_owned(),
         };

@@ -48,9 +48,10 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a keepalive ping may go unanswered.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Serves every gRPC service (plus health and reflection) until `shutdown`
-/// resolves; then stops accepting and waits for in-flight requests to finish.
-/// [`READY_HEALTH_SERVICE`] follows `ready`.
+/// Serves the client API (plus health and reflection) until `shutdown` resolves;
+/// then stops accepting and waits for in-flight requests to finish.
+/// [`READY_HEALTH_SERVICE`] follows `ready`. Group requests for a group another host
+/// coordinates are passed on to it as `dialing` says.
 pub async fn serve(
     broker: Arc<Broker>,
     listener: TcpListener,
@@ -113,33 +114,66 @@ pub async fn serve(
             QueueServiceServer::new(QueueApi::new(Arc::clone(&broker)))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(
-            ReplicaServiceServer::new(ReplicaApi::new(Arc::clone(&broker)))
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(usize::MAX),
         );
     if let Ok(reflection) = reflection {
         router = router.add_service(reflection);
     }
-    // Small responses (a long poll answering one record) must not wait for Nagle's
-    // algorithm and the peer's delayed ACK: that alone costs 40 ms per response.
-    // The builder's tcp_nodelay only covers listeners tonic binds itself.
-    let served = match tls {
+    let served = serve_router(router, listener, tls, shutdown).await;
+    readiness.abort();
+    served
+}
+
+/// Serves what only other hosts of the cluster call — replica fetches and snapshots,
+/// and group requests passed on — on the peer listener, until `shutdown` resolves.
+/// The client listener does not serve `ReplicaService`: it hands out any partition's
+/// stored batches, so only peers may reach it (with mutual TLS, peers holding a
+/// certificate from the peer CA).
+pub async fn serve_peers(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    tls: Option<TlsListener>,
+    dialing: HostDialing,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let limit = broker.config.limits.max_request_bytes as usize;
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(
+            ReplicaServiceServer::new(ReplicaApi::new(Arc::clone(&broker)))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            GroupServiceServer::new(GroupApi::new(Arc::clone(&broker), dialing))
+                .max_decoding_message_size(limit),
+        );
+    serve_router(router, listener, tls, shutdown).await
+}
+
+/// Runs `router` on `listener`, over TLS when `tls` is given, until `shutdown`.
+pub(crate) async fn serve_router(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    tls: Option<TlsListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    match tls {
         Some(tls) => {
             router
                 .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
                 .await
         }
         None => {
+            // Small responses (a long poll answering one record) must not wait for
+            // Nagle's algorithm and the peer's delayed ACK: that alone costs 40 ms per
+            // response. The builder's tcp_nodelay only covers listeners tonic binds.
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
-    };
-    readiness.abort();
-    served
+    }
 }
 
 /// Keeps [`READY_HEALTH_SERVICE`]'s status in step with `ready`.

@@ -38,6 +38,9 @@ pub struct HostRecord {
     /// The failure domain it reported (`--zone`).
     #[serde(default)]
     pub zone: Option<String>,
+    /// Where other hosts reach its peer listener.
+    #[serde(default)]
+    pub peer_advertise: Option<String>,
     /// The etcd lease the key is attached to (0: none).
     #[serde(skip)]
     pub lease: i64,

@@ -248,6 +248,13 @@ pub fn headless_service(
                     target_port: Some(IntOrString::String("metrics".to_owned())),
                     ..ServicePort::default()
                 },
+                ServicePort {
+                    name: Some("peer".to_owned()),
+                    port: settings.broker_peer_port,
+                    target_port: Some(IntOrString::String("peer".to_owned())),
+                    app_protocol: Some("grpc".to_owned()),
+                    ..ServicePort::default()
+                },
             ]),
             ..ServiceSpec::default()
         }),
@@ -367,6 +374,9 @@ fn broker_container(
             format!("0.0.0.0:{}", settings.broker_port),
             "--metrics-listen".to_owned(),
             format!("0.0.0.0:{}", settings.broker_metrics_port),
+            // Peers dial the pod's headless name (the --advertise host) on this port.
+            "--peer-listen".to_owned(),
+            format!("0.0.0.0:{}", settings.broker_peer_port),
             "--advertise".to_owned(),
             advertise,
         ]),
@@ -403,6 +413,11 @@ fn broker_container(
             ContainerPort {
                 name: Some("metrics".to_owned()),
                 container_port: settings.broker_metrics_port,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("peer".to_owned()),
+                container_port: settings.broker_peer_port,
                 ..ContainerPort::default()
             },
         ]),

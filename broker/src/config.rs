@@ -134,6 +134,9 @@ pub struct BrokerConfig {
     pub replication: ReplicationConfig,
     /// TLS on the gRPC listener; `None` serves plaintext. Default `None`.
     pub tls: Option<ListenerTls>,
+    /// Serve `/metrics` over TLS too, with the gRPC listener's certificate (and its
+    /// client CA: scrapers then need a client certificate). Default `false`.
+    pub metrics_tls: bool,
 }
 
 /// Replication between the hosts of a broker cluster (`docs/replication.md`).
@@ -190,6 +193,7 @@ impl Default for BrokerConfig {
             metadata_watch_buffer: 1024,
             replication: ReplicationConfig::default(),
             tls: None,
+            metrics_tls: false,
         }
     }
 }
@@ -282,6 +286,11 @@ impl BrokerConfig {
         if l.max_batch_bytes > l.max_request_bytes {
             return Err(ConfigError(
                 "max_batch_bytes must not exceed max_request_bytes".into(),
+            ));
+        }
+        if self.metrics_tls && self.tls.is_none() {
+            return Err(ConfigError(
+                "metrics over TLS needs the gRPC listener's certificate (--tls-cert-file)".into(),
             ));
         }
         if self.host_id.is_empty() {

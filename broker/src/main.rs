@@ -521,6 +521,9 @@ struct StandaloneArgs {
     /// Prometheus metrics listen address, or "off".
     #[arg(long, env = "FERRY_METRICS_LISTEN", default_value = "127.0.0.1:7071")]
     metrics_listen: String,
+    /// Serve /metrics over TLS with --tls-cert-file (and --tls-client-ca-file).
+    #[arg(long, env = "FERRY_METRICS_TLS", requires = "tls_cert_file")]
+    metrics_tls: bool,
     /// Address clients should use for this host (defaults to --listen).
     #[arg(long, env = "FERRY_ADVERTISE")]
     advertise: Option<String>,
@@ -583,6 +586,7 @@ impl StandaloneArgs {
     fn into_config(self) -> anyhow::Result<BrokerConfig> {
         let mut config = BrokerConfig {
             tls: self.tls.listener()?,
+            metrics_tls: self.metrics_tls,
             data_dir: self.data_dir,
             listen: self.listen,
             advertise: self.advertise,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::tls::{HostDialing, TlsListener};
+use crate::tls::{HostDialing, Protocol, TlsListener};
 use tokio::sync::watch;
 
 use crate::broker::Broker;
@@ -63,6 +63,7 @@ pub(crate) struct Listeners {
     grpc: TcpListener,
     metrics: Option<TcpListener>,
     tls: Option<TlsListener>,
+    metrics_tls: Option<TlsListener>,
     /// How this host opens channels to other hosts (cluster mode sets it).
     pub(crate) dialing: HostDialing,
 }
@@ -77,6 +78,13 @@ impl Listeners {
             .map(TlsListener::load)
             .transpose()
             .context("the gRPC listener's TLS")?;
+        let metrics_tls = match (&config.tls, config.metrics_tls) {
+            (Some(tls), true) => Some(
+                TlsListener::load_for(tls.clone(), Protocol::Http1)
+                    .context("the metrics listener's TLS")?,
+            ),
+            _ => None,
+        };
         let grpc = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -92,6 +100,7 @@ impl Listeners {
             grpc,
             metrics,
             tls,
+            metrics_tls,
             dialing: HostDialing::plaintext(),
         })
     }
@@ -123,6 +132,7 @@ pub(crate) async fn serve_until(
     let metrics_task = listeners.metrics.map(|listener| {
         tokio::spawn(crate::host::metrics_endpoint::serve(
             listener,
+            listeners.metrics_tls,
             Arc::clone(&broker),
             wait_true(stop_rx.clone()),
         ))

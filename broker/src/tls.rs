@@ -152,7 +152,11 @@ impl Material {
         })
     }
 
-    fn server_config(&self, files: &ServerTlsFiles) -> Result<ServerConfig, TlsError> {
+    fn server_config(
+        &self,
+        files: &ServerTlsFiles,
+        protocol: Protocol,
+    ) -> Result<ServerConfig, TlsError> {
         let certs = certificates(&files.cert, &self.cert)?;
         let key = private_key(&files.key, &self.key)?;
         let builder = ServerConfig::builder_with_provider(provider())
@@ -188,26 +192,40 @@ impl Material {
                     cert: files.cert.clone(),
                     source,
                 })?;
-        // gRPC is HTTP/2; clients such as grpcio insist on negotiating it.
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = match protocol {
+            // gRPC is HTTP/2; clients such as grpcio insist on negotiating it.
+            Protocol::Grpc => vec![b"h2".to_vec()],
+            Protocol::Http1 => vec![b"http/1.1".to_vec()],
+        };
         Ok(config)
     }
+}
+
+/// What a TLS listener serves, for the protocol it offers in ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// gRPC: HTTP/2.
+    Grpc,
+    /// HTTP/1.1 (the metrics endpoint).
+    Http1,
 }
 
 /// A listener's TLS configuration that follows its files.
 #[derive(Debug)]
 pub struct ReloadingServerConfig {
     files: ServerTlsFiles,
+    protocol: Protocol,
     current: RwLock<(Material, Arc<ServerConfig>)>,
 }
 
 impl ReloadingServerConfig {
     /// Reads the files; an error here stops the host from starting.
-    pub fn load(files: ServerTlsFiles) -> Result<Arc<Self>, TlsError> {
+    pub fn load(files: ServerTlsFiles, protocol: Protocol) -> Result<Arc<Self>, TlsError> {
         let material = Material::read(&files)?;
-        let config = Arc::new(material.server_config(&files)?);
+        let config = Arc::new(material.server_config(&files, protocol)?);
         Ok(Arc::new(Self {
             files,
+            protocol,
             current: RwLock::new((material, config)),
         }))
     }
@@ -228,7 +246,7 @@ impl ReloadingServerConfig {
                 return Ok(false);
             }
         }
-        let config = Arc::new(material.server_config(&self.files)?);
+        let config = Arc::new(material.server_config(&self.files, self.protocol)?);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = (material, config);
         Ok(true)
     }
@@ -270,10 +288,15 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Loads the files `settings` names.
+    /// Loads the files `settings` names, for a gRPC listener.
     pub fn load(settings: ListenerTls) -> Result<Self, TlsError> {
+        Self::load_for(settings, Protocol::Grpc)
+    }
+
+    /// Loads the files `settings` names, for a listener serving `protocol`.
+    pub fn load_for(settings: ListenerTls, protocol: Protocol) -> Result<Self, TlsError> {
         Ok(Self {
-            config: ReloadingServerConfig::load(settings.files.clone())?,
+            config: ReloadingServerConfig::load(settings.files.clone(), protocol)?,
             settings,
         })
     }

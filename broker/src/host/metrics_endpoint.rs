@@ -5,6 +5,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::tls::TlsListener;
+
 use ferry_replication::LogKind;
 
 use crate::broker::Broker;
@@ -185,9 +192,10 @@ fn gauge(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Serves `/metrics` until `shutdown` resolves.
+/// Serves `/metrics` until `shutdown` resolves, over TLS when `tls` is given.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<TlsListener>,
     broker: Arc<Broker>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -210,9 +218,52 @@ pub async fn serve(
             }),
         )
         .route("/health", get(|| async { "ok" }));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    match tls {
+        Some(tls) => {
+            let local = listener.local_addr()?;
+            let listener = TlsConnections {
+                connections: tls.incoming(listener),
+                local,
+            };
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
+
+/// The TLS listener's finished handshakes, as axum takes connections.
+struct TlsConnections {
+    connections: ReceiverStream<std::io::Result<TlsStream<TcpStream>>>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsConnections {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.connections.next().await {
+                Some(Ok(stream)) => {
+                    let peer = stream.get_ref().0.peer_addr().unwrap_or(self.local);
+                    return (stream, peer);
+                }
+                Some(Err(_)) => continue,
+                // The accept loop ended (it never does while the server runs).
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
 }
 
 /// Binds the metrics listener.

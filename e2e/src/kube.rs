@@ -482,17 +482,7 @@ fn free_port(address: Ipv4Addr) -> u16 {
 fn write_service_account_key(dir: &Path) {
     let key = dir.join("sa.key");
     let public = dir.join("sa.pub");
-    let openssl = |args: &[&OsStr]| {
-        let output = Command::new("openssl")
-            .args(args)
-            .output()
-            .unwrap_or_else(|err| panic!("run openssl (install Debian's openssl): {err}"));
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
+    let openssl = |args: &[&OsStr]| crate::pki::openssl(dir, args);
     openssl(&[
         "genrsa".as_ref(),
         "-out".as_ref(),

@@ -2,6 +2,7 @@
 //! (Debian's openssl; `.ci/setup` installs it): a CA, and leaf certificates it signs
 //! for servers and clients, with the subject alternative names a test needs.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,15 +23,20 @@ pub struct Issued {
     pub key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+/// Runs `openssl args…` in `dir`, panicking with what it printed when it fails.
+pub(crate) fn openssl<S: AsRef<OsStr>>(dir: &Path, args: &[S]) {
     let output = Command::new("openssl")
         .args(args)
         .current_dir(dir)
         .output()
         .unwrap_or_else(|err| panic!("run openssl (install Debian's openssl): {err}"));
+    let shown: Vec<_> = args
+        .iter()
+        .map(|arg| arg.as_ref().to_string_lossy())
+        .collect();
     assert!(
         output.status.success(),
-        "openssl {args:?}: {}",
+        "openssl {shown:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
 }

@@ -100,6 +100,21 @@ async fn metadata(channel: &Channel) -> Result<pb::GetMetadataResponse, tonic::S
         .map(tonic::Response::into_inner)
 }
 
+/// A replica fetch of `secured`/0 as host `h1` would send it.
+async fn fetch_replica(
+    channel: Channel,
+) -> Result<tonic::Response<pb::ReplicaFetchResponse>, tonic::Status> {
+    ReplicaServiceClient::new(channel)
+        .replica_fetch(pb::ReplicaFetchRequest {
+            topic: "secured".to_owned(),
+            partition: 0,
+            follower_id: "h1".to_owned(),
+            max_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .await
+}
+
 /// Runs `ferryctl args…` with `stdin`, killing it if it outlives
 /// [`FERRYCTL_TIMEOUT`].
 fn ferryctl(args: &[String], stdin: &str) -> Output {
@@ -267,15 +282,7 @@ async fn a_mutual_tls_cluster_replicates_over_tls_and_ferryctl_reaches_it_throug
         "a host with TLS answered in plaintext"
     );
     // A client may not fetch replicas: the client port does not serve them at all.
-    let fetched = ReplicaServiceClient::new(alice_at_host)
-        .replica_fetch(pb::ReplicaFetchRequest {
-            topic: "secured".to_owned(),
-            partition: 0,
-            follower_id: "h1".to_owned(),
-            max_bytes: 1 << 20,
-            ..Default::default()
-        })
-        .await;
+    let fetched = fetch_replica(alice_at_host).await;
     assert_eq!(
         fetched.as_ref().map_err(tonic::Status::code).err(),
         Some(tonic::Code::Unimplemented),
@@ -297,15 +304,7 @@ async fn a_mutual_tls_cluster_replicates_over_tls_and_ferryctl_reaches_it_throug
         ("no certificate", tls_channel(peer, &peer_ca.ca(), None)),
         ("plaintext", plaintext_channel(peer)),
     ] {
-        let refused = ReplicaServiceClient::new(channel)
-            .replica_fetch(pb::ReplicaFetchRequest {
-                topic: "secured".to_owned(),
-                partition: 0,
-                follower_id: "h1".to_owned(),
-                max_bytes: 1 << 20,
-                ..Default::default()
-            })
-            .await;
+        let refused = fetch_replica(channel).await;
         assert!(
             refused.is_err(),
             "the peer listener served {what}: {refused:?}"

@@ -2,6 +2,7 @@
 //! can also be set through the environment variable named in its help.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use clap::{ArgAction, Parser};
 use ferry_operator::context::{Context, DEFAULT_IMAGE, DefaultCluster, Settings};
 use ferry_operator::controller::{self, Namespaces};
 use ferry_operator::leader::{LeaderElector, LeaseSettings};
-use ferry_operator::metadata::{EtcdMetadata, EtcdSettings, MetaError};
+use ferry_operator::metadata::{EtcdMetadata, EtcdSettings, EtcdTls, MetaError};
 use ferry_operator::metrics::Metrics;
 use tokio::sync::watch;
 use tracing::{error, info};
@@ -39,6 +40,38 @@ struct Cli {
         default_value_t = 100_000
     )]
     etcd_list_limit: usize,
+    /// PEM CA certificates etcd's certificate must chain to (default: the system's
+    /// roots); for `https://` --etcd endpoints.
+    #[arg(long, env = "FERRY_OPERATOR_ETCD_CA_FILE")]
+    etcd_ca_file: Option<PathBuf>,
+    /// PEM client certificate for an etcd that requires one.
+    #[arg(
+        long,
+        env = "FERRY_OPERATOR_ETCD_CERT_FILE",
+        requires = "etcd_key_file"
+    )]
+    etcd_cert_file: Option<PathBuf>,
+    /// PEM private key of --etcd-cert-file.
+    #[arg(
+        long,
+        env = "FERRY_OPERATOR_ETCD_KEY_FILE",
+        requires = "etcd_cert_file"
+    )]
+    etcd_key_file: Option<PathBuf>,
+    /// etcd user, when etcd's authentication is on.
+    #[arg(
+        long,
+        env = "FERRY_OPERATOR_ETCD_USER",
+        requires = "etcd_password_file"
+    )]
+    etcd_user: Option<String>,
+    /// File holding the etcd user's password (a trailing newline is ignored).
+    #[arg(
+        long,
+        env = "FERRY_OPERATOR_ETCD_PASSWORD_FILE",
+        requires = "etcd_user"
+    )]
+    etcd_password_file: Option<PathBuf>,
     /// Namespaces to watch, comma-separated; empty watches all.
     #[arg(long, env = "FERRY_OPERATOR_WATCH_NAMESPACES", value_delimiter = ',')]
     watch_namespaces: Vec<String>,
@@ -167,6 +200,64 @@ enum MainError {
 }
 
 impl Cli {
+    /// How to reach etcd, with the TLS files and password read now.
+    fn etcd_settings(&self) -> Result<EtcdSettings, MainError> {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|err| {
+                MainError::Flags(format!("reading {flag} {}: {err}", path.display()))
+            })
+        };
+        let https = self.etcd.iter().any(|url| url.starts_with("https://"));
+        if !https && (self.etcd_ca_file.is_some() || self.etcd_cert_file.is_some()) {
+            return Err(MainError::Flags(format!(
+                "--etcd-ca-file and --etcd-cert-file are for https:// endpoints, but --etcd \
+                 names {:?}: use https:// (they are never sent over plaintext)",
+                self.etcd
+            )));
+        }
+        let tls = if https {
+            Some(EtcdTls {
+                ca_pem: self
+                    .etcd_ca_file
+                    .as_ref()
+                    .map(|path| read("--etcd-ca-file", path))
+                    .transpose()?,
+                identity: match (&self.etcd_cert_file, &self.etcd_key_file) {
+                    (Some(cert), Some(key)) => Some((
+                        read("--etcd-cert-file", cert)?,
+                        read("--etcd-key-file", key)?,
+                    )),
+                    _ => None,
+                },
+            })
+        } else {
+            None
+        };
+        let user = match (&self.etcd_user, &self.etcd_password_file) {
+            (Some(name), Some(path)) => {
+                let password =
+                    String::from_utf8(read("--etcd-password-file", path)?).map_err(|_| {
+                        MainError::Flags(format!(
+                            "--etcd-password-file {} is not UTF-8",
+                            path.display()
+                        ))
+                    })?;
+                Some((
+                    name.clone(),
+                    password.trim_end_matches(['\n', '\r']).to_owned(),
+                ))
+            }
+            _ => None,
+        };
+        Ok(EtcdSettings {
+            endpoints: self.etcd.clone(),
+            timeout: Duration::from_millis(self.etcd_timeout_ms),
+            list_limit: self.etcd_list_limit,
+            tls,
+            user,
+        })
+    }
+
     fn validate(&self) -> Result<(), MainError> {
         let invalid = |msg: &str| Err(MainError::Flags(msg.to_owned()));
         if self.lease_renew_deadline_ms >= self.lease_duration_ms {
@@ -270,12 +361,7 @@ async fn run(cli: Cli) -> Result<(), MainError> {
     cli.validate()?;
     let identity = identity(&cli);
     let client = kube::Client::try_default().await?;
-    let metadata = EtcdMetadata::connect(&EtcdSettings {
-        endpoints: cli.etcd.clone(),
-        timeout: Duration::from_millis(cli.etcd_timeout_ms),
-        list_limit: cli.etcd_list_limit,
-    })
-    .await?;
+    let metadata = EtcdMetadata::connect(&cli.etcd_settings()?).await?;
     let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(Context::new(
         client.clone(),

@@ -16,6 +16,21 @@ pub struct EtcdSettings {
     pub timeout: Duration,
     /// Most keys one prefix listing may return before it is an error.
     pub list_limit: usize,
+    /// TLS, for `https://` endpoints: the CA PEM (`None`: the system's roots) and a
+    /// client certificate and key PEM for an etcd that requires one.
+    pub tls: Option<EtcdTls>,
+    /// User and password, when etcd's authentication is on.
+    pub user: Option<(String, String)>,
+}
+
+/// How the operator checks etcd's certificate and proves its own identity.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdTls {
+    /// PEM CA certificates etcd's certificate must chain to; `None` trusts the
+    /// system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate and key.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The metadata store on etcd.
@@ -38,9 +53,25 @@ impl std::fmt::Debug for EtcdMetadata {
 impl EtcdMetadata {
     /// Connects to etcd within the configured timeout.
     pub async fn connect(settings: &EtcdSettings) -> Result<Self, MetaError> {
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(settings.timeout)
             .with_timeout(settings.timeout);
+        if let Some(tls) = &settings.tls {
+            let mut config = etcd_client::TlsOptions::new();
+            config = match &tls.ca_pem {
+                Some(ca) => config.ca_certificate(etcd_client::Certificate::from_pem(ca)),
+                None => config.with_native_roots(),
+            };
+            if let Some((cert, key)) = &tls.identity {
+                config = config.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(config);
+        }
+        if let Some((name, password)) = &settings.user {
+            options = options
+                .with_user(name.clone(), password.clone())
+                .with_auto_token_refresh(true);
+        }
         let client = bounded(
             settings.timeout,
             Client::connect(&settings.endpoints, Some(options)),

@@ -10,7 +10,7 @@ mod memory;
 
 use std::future::Future;
 
-pub use etcd::{EtcdMetadata, EtcdSettings};
+pub use etcd::{EtcdMetadata, EtcdSettings, EtcdTls};
 pub use memory::MemoryMetadata;
 
 /// One key and its value as read from the store.

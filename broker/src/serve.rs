@@ -239,11 +239,11 @@ pub async fn run(
     };
     let served = serve_until(broker, listeners, ready, shutdown, on_ready).await;
     let _ = peers_stop.send(true);
-    if tokio::time::timeout(PEER_STOP_GRACE, peer_server)
-        .await
-        .is_err()
-    {
-        tracing::warn!("the peer listener did not stop within {PEER_STOP_GRACE:?}");
+    match tokio::time::timeout(PEER_STOP_GRACE, peer_server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => tracing::warn!(%err, "the peer listener stopped with an error"),
+        Ok(Err(err)) => tracing::warn!(%err, "the peer listener's task failed"),
+        Err(_) => tracing::warn!("the peer listener did not stop within {PEER_STOP_GRACE:?}"),
     }
     guard.abort();
     readiness.abort();

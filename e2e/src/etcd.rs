@@ -3,9 +3,11 @@
 //! address too) with its own data directory, which a test can stop, restart, pause
 //! and resume. It runs under `timeout 600`, so a killed test leaves nothing running.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::process::{self, POLL_INTERVAL, Supervised};
@@ -43,11 +45,24 @@ fn etcd_binary() -> PathBuf {
     found
 }
 
+/// A port free on 127.0.0.1 now and never handed out before in this process: two
+/// tests starting etcd at once could otherwise be given the same just-released port,
+/// and one test's client would talk to the other test's etcd.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port on 127.0.0.1")
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("a free port on 127.0.0.1");
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 /// What an etcd serving TLS is started with.
@@ -227,6 +242,12 @@ impl EtcdServer {
                 ));
             }
             std::thread::sleep(POLL_INTERVAL);
+        }
+        // Something answered on the client port; if it was not this etcd (another
+        // process bound the port first), this one exits on its failed bind.
+        std::thread::sleep(Duration::from_millis(100));
+        if process.has_exited() {
+            return Err(format!("etcd on {client} exited after its port answered"));
         }
         self.process = Some(process);
         Ok(())

@@ -1,0 +1,105 @@
+"""A Python grpcio client against Ferry's gRPC API over mutual TLS.
+
+Generates the stubs from the repository's protos with grpcio-tools' protoc, then
+creates a queue, sends three messages, receives and acks them, and checks that a
+client without a certificate is refused. Prints one line per step; exits non-zero
+on any failure. Run by broker/tests/tls.rs against a real broker.
+"""
+
+import argparse
+import glob
+import os
+import sys
+import tempfile
+import time
+
+import grpc
+import grpc_tools
+from grpc_tools import protoc
+
+
+def generate(proto_dir: str, out: str) -> None:
+    include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+    protos = sorted(glob.glob(os.path.join(proto_dir, "ferry", "v1", "*.proto")))
+    code = protoc.main(
+        ["protoc", f"-I{proto_dir}", f"-I{include}", f"--python_out={out}",
+         f"--grpc_python_out={out}", *protos]
+    )
+    if code != 0:
+        sys.exit(f"protoc failed with {code}")
+    sys.path.insert(0, out)
+
+
+def read(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--server", required=True, help="host:port of the broker")
+    parser.add_argument("--proto-dir", required=True)
+    parser.add_argument("--ca", required=True)
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--queue", default="from-python")
+    args = parser.parse_args()
+
+    generate(args.proto_dir, tempfile.mkdtemp(prefix="ferry-python-"))
+    from ferry.v1 import queue_pb2, queue_pb2_grpc  # generated just above
+
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(args.ca),
+        private_key=read(args.key),
+        certificate_chain=read(args.cert),
+    )
+    with grpc.secure_channel(args.server, credentials) as channel:
+        queues = queue_pb2_grpc.QueueServiceStub(channel)
+        queues.CreateQueue(queue_pb2.CreateQueueRequest(name=args.queue), timeout=10)
+        print("created", args.queue)
+        bodies = [f"hello-{n}".encode() for n in range(3)]
+        sent = queues.Send(
+            queue_pb2.SendRequest(
+                queue=args.queue,
+                messages=[queue_pb2.SendMessage(body=body) for body in bodies],
+            ),
+            timeout=10,
+        )
+        print("sent", len(sent.results))
+        received = []
+        deadline = time.monotonic() + 20
+        while len(received) < len(bodies) and time.monotonic() < deadline:
+            answer = queues.Receive(
+                queue_pb2.ReceiveRequest(queue=args.queue, max_messages=10, wait_ms=1000),
+                timeout=10,
+            )
+            received.extend(answer.messages)
+        got = sorted(message.body for message in received)
+        if got != sorted(bodies):
+            sys.exit(f"received {got}, expected {sorted(bodies)}")
+        acked = queues.Ack(
+            queue_pb2.AckRequest(
+                queue=args.queue, receipts=[message.receipt for message in received]
+            ),
+            timeout=10,
+        )
+        failed = [result for result in acked.results if result.HasField("error")]
+        if failed:
+            sys.exit(f"acks failed: {failed}")
+        print("acked", len(acked.results))
+
+    # Without a client certificate the broker refuses the connection.
+    anonymous = grpc.ssl_channel_credentials(root_certificates=read(args.ca))
+    with grpc.secure_channel(args.server, anonymous) as channel:
+        try:
+            queue_pb2_grpc.QueueServiceStub(channel).ListQueues(
+                queue_pb2.ListQueuesRequest(), timeout=10
+            )
+        except grpc.RpcError as error:
+            print("refused without a certificate:", error.code().name)
+        else:
+            sys.exit("a client without a certificate was served")
+
+
+if __name__ == "__main__":
+    main()

@@ -121,7 +121,18 @@ fn a_python_grpcio_client_sends_receives_and_acks_over_mutual_tls() {
     let client = ca.issue("python", "python", &[]);
     let broker = start(dir.path(), &server, Some(&ca.ca()));
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Where `.ci/setup test` installs grpcio and grpcio-tools.
+    let deps = std::env::var_os("FERRY_PYTHON_DEPS").map_or_else(
+        || {
+            std::env::var_os("HOME")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_default()
+                .join(".cache/ferry/python")
+        },
+        std::path::PathBuf::from,
+    );
     let output = Command::new("python3")
+        .env("PYTHONPATH", &deps)
         .arg(repo.join("e2e/python/queue_over_tls.py"))
         .args(["--server", &format!("localhost:{}", broker.addr.port())])
         .arg("--proto-dir")

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use ferry_client::{Client, ClientConfig, TlsOptions};
+use ferry_client::{Client, ClientConfig, ClientError, ErrorCode, TlsOptions};
 
 use output::OutputFormat;
 
@@ -171,11 +171,9 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("error: {err:#}");
             // A TLS server drops a plaintext client mid-handshake, which surfaces as a
-            // bare protocol or transport error: name the likely cause.
-            let text = format!("{err:#}");
-            if !tls_in_use
-                && (text.contains("h2 protocol error") || text.contains("transport error"))
-            {
+            // transport error, a protocol error or a cancellation, never as an answer
+            // of Ferry's (those carry an error code): name the likely cause.
+            if !tls_in_use && not_a_ferry_answer(&err) {
                 eprintln!(
                     "hint: if the server serves TLS, use --server https://… (and --tls-ca-file \
                      for a private CA)"
@@ -184,4 +182,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `err` is a failure to talk to Ferry at all: a transport error, or a gRPC
+/// status without Ferry's error code (a protocol error, a cancellation), rather than
+/// an answer of a Ferry broker.
+/// (A refused connection is not: nothing listens there at all.)
+fn not_a_ferry_answer(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|cause| match cause.downcast_ref::<ClientError>() {
+            Some(ClientError::Transport { reason, .. }) => !reason.contains("refused"),
+            Some(ClientError::Broker { code, .. }) => *code == ErrorCode::Unspecified,
+            _ => false,
+        })
 }

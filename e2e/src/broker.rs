@@ -61,7 +61,7 @@ pub fn ferryctl_binary() -> PathBuf {
 
 /// A binary of this workspace: `$variable`, else the one built beside this test
 /// binary, else `$CARGO_TARGET_DIR/debug`, else the workspace's `target/debug`.
-fn workspace_binary(name: &str, variable: &str, package: &str) -> PathBuf {
+pub(crate) fn workspace_binary(name: &str, variable: &str, package: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(variable) {
         let path = PathBuf::from(path);
         assert!(

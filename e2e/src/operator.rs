@@ -44,34 +44,7 @@ pub struct OperatorConfig {
 /// The operator binary: `FERRY_OPERATOR_BIN`, else the one built beside this test
 /// binary, else `$CARGO_TARGET_DIR/debug`, else the workspace's `target/debug`.
 pub fn operator_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("FERRY_OPERATOR_BIN") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "FERRY_OPERATOR_BIN={} is not a file",
-            path.display()
-        );
-        return path;
-    }
-    // Test binaries live in <target>/<profile>/deps/.
-    let beside_tests = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("ferry-operator")));
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
-        PathBuf::from,
-    );
-    let candidates: Vec<PathBuf> = beside_tests
-        .into_iter()
-        .chain([target_dir.join("debug/ferry-operator")])
-        .collect();
-    match candidates.iter().find(|path| path.is_file()) {
-        Some(found) => found.clone(),
-        None => panic!(
-            "no ferry-operator binary at {candidates:?}: build it: cargo build -p \
-             ferry-operator (or set FERRY_OPERATOR_BIN)"
-        ),
-    }
+    crate::broker::workspace_binary("ferry-operator", "FERRY_OPERATOR_BIN", "ferry-operator")
 }
 
 fn free_port() -> u16 {

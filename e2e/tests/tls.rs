@@ -18,12 +18,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::rpc::{self, show};
-use common::{FORM_DEADLINE, PartitionId, start_formed, wait_for_view};
+use common::{FORM_DEADLINE, PartitionId, SecuredEtcd, start_formed, wait_for_view};
 use ferry_e2e::gateway::Gateway;
 use ferry_e2e::pki::{self, Issued, Pki};
 use ferry_e2e::{
-    BrokerHost, Cluster, ClusterOptions, EtcdServer, EtcdServerTls, HostConfig, broker_binary,
-    ferryctl_binary,
+    BrokerHost, Cluster, ClusterOptions, EtcdServer, HostConfig, broker_binary, ferryctl_binary,
 };
 use ferry_proto::v1 as pb;
 use pb::metadata_service_client::MetadataServiceClient;
@@ -587,43 +586,17 @@ async fn stalled_and_garbage_handshakes_are_dropped_and_do_not_stop_the_listener
 #[tokio::test]
 async fn hosts_and_the_gateway_reach_an_etcd_that_requires_client_certificates() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let ca = Pki::new(dir.path(), "etcd-ca");
-    let etcd_cert = issue_for_loopback(&ca, "etcd");
-    let ferry = ca.issue("ferry", "ferry", &[]);
-    let etcd_flags = vec![
-        "--etcd-ca-file".to_owned(),
-        path(&ca.ca()),
-        "--etcd-cert-file".to_owned(),
-        path(&ferry.cert),
-        "--etcd-key-file".to_owned(),
-        path(&ferry.key),
-    ];
+    let secured = SecuredEtcd::new(dir.path());
+    let etcd_flags = secured.flags.clone();
     let cluster = Cluster::start_with(ClusterOptions {
         hosts: 2,
         extra_args: etcd_flags.clone(),
-        etcd_tls: Some(EtcdServerTls {
-            cert: etcd_cert.cert.clone(),
-            key: etcd_cert.key.clone(),
-            client_ca: ca.ca(),
-        }),
+        etcd_tls: Some(secured.server.clone()),
         ..ClusterOptions::default()
     });
     let endpoint = cluster.etcd_endpoint();
     assert!(endpoint.starts_with("https://"), "{endpoint}");
-    let tls = etcd_client::TlsOptions::new()
-        .ca_certificate(Certificate::from_pem(
-            std::fs::read(ca.ca()).expect("read the CA"),
-        ))
-        .identity(Identity::from_pem(
-            std::fs::read(&ferry.cert).expect("read the certificate"),
-            std::fs::read(&ferry.key).expect("read the key"),
-        ));
-    let mut etcd = etcd_client::Client::connect(
-        [endpoint.clone()],
-        Some(etcd_client::ConnectOptions::new().with_tls(tls)),
-    )
-    .await
-    .expect("connect to etcd over TLS");
+    let mut etcd = secured.connect(&endpoint).await;
     wait_for_view(
         &mut etcd,
         cluster.name(),
@@ -654,7 +627,7 @@ async fn hosts_and_the_gateway_reach_an_etcd_that_requires_client_certificates()
                 "--etcd",
                 &endpoint,
                 "--etcd-ca-file",
-                &path(&ca.ca()),
+                &path(&secured.ca.ca()),
                 "--etcd-timeout-ms",
                 "2000",
                 "--listen",
@@ -668,7 +641,7 @@ async fn hosts_and_the_gateway_reach_an_etcd_that_requires_client_certificates()
                 "--etcd",
                 &plain,
                 "--etcd-ca-file",
-                &path(&ca.ca()),
+                &path(&secured.ca.ca()),
                 "--listen",
                 "127.0.0.1:0",
             ]),

@@ -283,3 +283,65 @@ pub async fn wait_for_view(
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
+
+/// An etcd that requires client certificates, for the TLS scenarios: its CA (made by
+/// openssl under `dir`), what etcd serves, the client certificate Ferry presents, and
+/// the `--etcd-*` flags naming them (hosts, gateways and the operator take the same).
+pub struct SecuredEtcd {
+    /// The CA of etcd's certificate and of its clients'.
+    pub ca: ferry_e2e::pki::Pki,
+    /// What etcd is started with.
+    pub server: ferry_e2e::EtcdServerTls,
+    /// The client certificate Ferry's processes (and the test) present.
+    pub client: ferry_e2e::pki::Issued,
+    /// `--etcd-ca-file`, `--etcd-cert-file`, `--etcd-key-file` with their files.
+    pub flags: Vec<String>,
+}
+
+impl SecuredEtcd {
+    /// A new CA and certificates for an etcd on 127.0.0.1.
+    pub fn new(dir: &std::path::Path) -> Self {
+        let ca = ferry_e2e::pki::Pki::new(dir, "etcd-ca");
+        let served = ca.issue("etcd", "etcd", &["IP:127.0.0.1"]);
+        let client = ca.issue("ferry", "ferry", &[]);
+        let path = |path: &std::path::Path| path.to_str().expect("a UTF-8 path").to_owned();
+        let flags = vec![
+            "--etcd-ca-file".to_owned(),
+            path(&ca.ca()),
+            "--etcd-cert-file".to_owned(),
+            path(&client.cert),
+            "--etcd-key-file".to_owned(),
+            path(&client.key),
+        ];
+        let server = ferry_e2e::EtcdServerTls {
+            cert: served.cert,
+            key: served.key,
+            client_ca: ca.ca(),
+        };
+        Self {
+            ca,
+            server,
+            client,
+            flags,
+        }
+    }
+
+    /// The test's own client of that etcd at `endpoint`, with the client certificate.
+    pub async fn connect(&self, endpoint: &str) -> Client {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
+        };
+        let tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read(&self.ca.ca())))
+            .identity(etcd_client::Identity::from_pem(
+                read(&self.client.cert),
+                read(&self.client.key),
+            ));
+        Client::connect(
+            [endpoint],
+            Some(etcd_client::ConnectOptions::new().with_tls(tls)),
+        )
+        .await
+        .expect("connect to etcd over TLS")
+    }
+}

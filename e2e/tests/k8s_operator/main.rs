@@ -25,11 +25,8 @@ mod support;
 use std::time::Duration;
 
 use common::rpc;
-use common::{PartitionId, read_partition_state};
-use ferry_e2e::pki::Pki;
-use ferry_e2e::{
-    Cluster, ClusterOptions, EtcdServerTls, KubeApiServer, OperatorConfig, OperatorProcess,
-};
+use common::{PartitionId, SecuredEtcd, read_partition_state};
+use ferry_e2e::{Cluster, ClusterOptions, KubeApiServer, OperatorConfig, OperatorProcess};
 use serde_json::Value;
 use support::{
     LEASE_DURATION, LEASE_FLAGS, POLL, SETTLE, apply, assert_owned_by, broker_cluster_yaml,
@@ -637,52 +634,23 @@ async fn the_chart_installs_and_its_operator_reconciles_the_sample_queue() {
 async fn the_operator_maps_a_queue_through_an_etcd_that_requires_client_certificates() {
     let ns = "op-etcd-tls";
     let server = server_with_crds(ns);
-    let pki_dir = server.work_dir().join(format!("{ns}-pki"));
-    let ca = Pki::new(&pki_dir, "etcd-ca");
-    let etcd_cert = ca.issue("etcd", "etcd", &["IP:127.0.0.1"]);
-    let ferry = ca.issue("ferry", "ferry", &[]);
-    let path = |path: &std::path::Path| path.to_str().expect("a UTF-8 path").to_owned();
-    let flags = vec![
-        "--etcd-ca-file".to_owned(),
-        path(&ca.ca()),
-        "--etcd-cert-file".to_owned(),
-        path(&ferry.cert),
-        "--etcd-key-file".to_owned(),
-        path(&ferry.key),
-    ];
+    let secured = SecuredEtcd::new(&server.work_dir().join(format!("{ns}-pki")));
     let cluster = Cluster::start_with(ClusterOptions {
         name: format!("{ns}.main"),
         hosts: 1,
-        extra_args: flags.clone(),
-        etcd_tls: Some(EtcdServerTls {
-            cert: etcd_cert.cert.clone(),
-            key: etcd_cert.key.clone(),
-            client_ca: ca.ca(),
-        }),
+        extra_args: secured.flags.clone(),
+        etcd_tls: Some(secured.server.clone()),
         ..ClusterOptions::default()
     });
     let endpoint = cluster.etcd_endpoint();
     assert!(endpoint.starts_with("https://"), "{endpoint}");
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let flags: Vec<&str> = secured.flags.iter().map(String::as_str).collect();
     let _operator = start_operator(&server, "op-etcd-tls-a", ns, &endpoint, &flags);
     apply(&server, ns, &broker_cluster_yaml("main", 1));
     apply(&server, ns, &queue_yaml("secured", ""));
     let queue = wait_ready(&server, ns, "queue", "secured").await;
 
-    let tls = etcd_client::TlsOptions::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(
-            std::fs::read(ca.ca()).expect("read the CA"),
-        ))
-        .identity(tonic::transport::Identity::from_pem(
-            std::fs::read(&ferry.cert).expect("read the certificate"),
-            std::fs::read(&ferry.key).expect("read the key"),
-        ));
-    let mut etcd = etcd_client::Client::connect(
-        [endpoint],
-        Some(etcd_client::ConnectOptions::new().with_tls(tls)),
-    )
-    .await
-    .expect("connect to etcd over TLS");
+    let mut etcd = secured.connect(&endpoint).await;
     let record = etcd_json(&mut etcd, "/ferry/queues/secured")
         .await
         .expect("the queue's record, written over TLS");

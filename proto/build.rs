@@ -13,6 +13,7 @@ const PROTO_FILES: &[&str] = &[
     "ferry/v1/metadata.proto",
     "ferry/v1/queue.proto",
     "ferry/v1/replica.proto",
+    "ferry/v1/access.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::access::AuthorizationSettings;
+use crate::access::authn::AuthnSettings;
 use crate::group::GroupConfig;
 use crate::queue::QueueSettings;
 use crate::tls::ListenerTls;
@@ -137,6 +139,11 @@ pub struct BrokerConfig {
     /// Serve `/metrics` over TLS too, with the gRPC listener's certificate (and its
     /// client CA: scrapers then need a client certificate). Default `false`.
     pub metrics_tls: bool,
+    /// How the client listener authenticates callers beyond client certificates
+    /// (static tokens, ServiceAccount tokens). Default: neither.
+    pub authentication: AuthnSettings,
+    /// Whether access rules are enforced, and the superusers. Default: not enforced.
+    pub authorization: AuthorizationSettings,
 }
 
 /// Replication between the hosts of a broker cluster (`docs/replication.md`).
@@ -194,6 +201,8 @@ impl Default for BrokerConfig {
             replication: ReplicationConfig::default(),
             tls: None,
             metrics_tls: false,
+            authentication: AuthnSettings::default(),
+            authorization: AuthorizationSettings::default(),
         }
     }
 }
@@ -204,6 +213,18 @@ impl Default for BrokerConfig {
 pub struct ConfigError(pub String);
 
 impl BrokerConfig {
+    /// How the client listener authenticates: the configured tokens, plus client
+    /// certificates when the listener requires them.
+    pub fn client_authentication(&self) -> AuthnSettings {
+        AuthnSettings {
+            certificates: self
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.files.client_ca.is_some()),
+            ..self.authentication.clone()
+        }
+    }
+
     /// Checks every bound; the broker refuses to start on an error.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
@@ -291,6 +312,14 @@ impl BrokerConfig {
         if self.metrics_tls && self.tls.is_none() {
             return Err(ConfigError(
                 "metrics over TLS needs the gRPC listener's certificate (--tls-cert-file)".into(),
+            ));
+        }
+        if self.authorization.enforced && !self.client_authentication().required() {
+            return Err(ConfigError(
+                "authorization needs a way to authenticate callers: client certificates \
+                 (--tls-client-ca-file), static tokens (--auth-tokens-file) or ServiceAccount \
+                 tokens (--auth-jwks-file)"
+                    .into(),
             ));
         }
         if self.host_id.is_empty() {

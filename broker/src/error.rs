@@ -170,6 +170,9 @@ pub enum BrokerError {
         /// The partition's epoch on this host.
         current: u64,
     },
+    /// The caller is not authenticated, or lacks a right: nothing was done.
+    #[error(transparent)]
+    Access(#[from] crate::access::AccessError),
     /// A bug or an impossible state; the message says which.
     #[error("internal error: {0}")]
     Internal(String),

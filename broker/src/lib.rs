@@ -5,6 +5,7 @@
 //! → `topic`, `group`, `offsets`, `meta` → `ferry-storage`. Only `service` sees
 //! protobuf types.
 
+pub mod access;
 pub mod broker;
 pub mod clock;
 pub mod cluster;

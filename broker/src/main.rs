@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ferry_broker::access::AuthorizationSettings;
+use ferry_broker::access::authn::{self, AuthnSettings, DEFAULT_AUDIENCE, ServiceAccountTokens};
 use ferry_broker::config::{BrokerConfig, ReplicationConfig};
 use ferry_broker::dev::{self, DevOptions};
 use ferry_broker::gateway::{self, GatewayOptions};
@@ -41,6 +43,32 @@ enum Command {
         #[command(subcommand)]
         command: MetadataCommand,
     },
+    /// Make static bearer tokens for --auth-tokens-file.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Make a new random token for a principal: its hash is appended to the tokens
+    /// file (created if missing, readable by its owner only), the token itself is
+    /// printed once and kept nowhere.
+    Add {
+        /// The tokens file a broker reads (--auth-tokens-file).
+        #[arg(long)]
+        tokens_file: PathBuf,
+        /// Who the token authenticates as.
+        #[arg(long)]
+        principal: String,
+        /// Groups the principal belongs to, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+    },
+    /// Print the tokens-file hash of a token read from standard input (bring your own
+    /// token).
+    Hash,
 }
 
 #[derive(Subcommand, Debug)]
@@ -571,6 +599,75 @@ struct StandaloneArgs {
     shutdown_grace_ms: Option<u64>,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+/// Who may call the client listener, and what they may do (docs/security.md).
+#[derive(Args, Debug)]
+struct AuthArgs {
+    /// Static bearer tokens: lines `sha256:<hex> <principal> [group,...]` (made by
+    /// `ferry-broker token add`). Reloaded when the file changes.
+    #[arg(long, env = "FERRY_AUTH_TOKENS_FILE")]
+    auth_tokens_file: Option<PathBuf>,
+    /// Kubernetes ServiceAccount tokens: the issuer's JSON Web Key Set (the API
+    /// server's /openid/v1/jwks). Reloaded when the file changes.
+    #[arg(long, env = "FERRY_AUTH_JWKS_FILE", requires = "auth_token_issuer")]
+    auth_jwks_file: Option<PathBuf>,
+    /// The issuer ServiceAccount tokens must name (the API server's
+    /// --service-account-issuer).
+    #[arg(long, env = "FERRY_AUTH_TOKEN_ISSUER", requires = "auth_jwks_file")]
+    auth_token_issuer: Option<String>,
+    /// Audiences a ServiceAccount token may be for, comma-separated.
+    #[arg(
+        long,
+        env = "FERRY_AUTH_TOKEN_AUDIENCES",
+        value_delimiter = ',',
+        default_value = DEFAULT_AUDIENCE
+    )]
+    auth_token_audiences: Vec<String>,
+    /// How often the tokens and key set files are checked for changes, in ms.
+    #[arg(long, env = "FERRY_AUTH_RELOAD_INTERVAL_MS", default_value_t = 10_000)]
+    auth_reload_interval_ms: u64,
+    /// Enforce access rules: deny every operation no rule grants. Needs a way to
+    /// authenticate (client certificates, static or ServiceAccount tokens).
+    #[arg(long, env = "FERRY_AUTHORIZATION")]
+    authorization: bool,
+    /// A principal allowed everything, rules or not (repeat, or comma-separate): who
+    /// writes the first rules.
+    #[arg(long, env = "FERRY_SUPERUSERS", value_delimiter = ',')]
+    superuser: Vec<String>,
+}
+
+impl AuthArgs {
+    fn apply(&self, config: &mut BrokerConfig) -> anyhow::Result<()> {
+        if self.auth_reload_interval_ms == 0 {
+            anyhow::bail!("--auth-reload-interval-ms must be greater than 0");
+        }
+        config.authentication = AuthnSettings {
+            certificates: false,
+            static_tokens: self.auth_tokens_file.clone(),
+            service_accounts: match (&self.auth_jwks_file, &self.auth_token_issuer) {
+                (Some(jwks), Some(issuer)) => Some(ServiceAccountTokens {
+                    jwks_file: jwks.clone(),
+                    issuer: issuer.clone(),
+                    audiences: self.auth_token_audiences.clone(),
+                }),
+                _ => None,
+            },
+            reload_interval: Duration::from_millis(self.auth_reload_interval_ms),
+        };
+        config.authorization = AuthorizationSettings {
+            enforced: self.authorization,
+            superusers: self
+                .superuser
+                .iter()
+                .filter(|name| !name.is_empty())
+                .cloned()
+                .collect(),
+        };
+        Ok(())
+    }
 }
 
 fn parse_durability(value: &str) -> Result<DurabilitySetting, String> {
@@ -586,11 +683,15 @@ impl StandaloneArgs {
     fn into_config(self) -> anyhow::Result<BrokerConfig> {
         let mut config = BrokerConfig {
             tls: self.tls.listener()?,
+            ..BrokerConfig::default()
+        };
+        self.auth.apply(&mut config)?;
+        let mut config = BrokerConfig {
             metrics_tls: self.metrics_tls,
             data_dir: self.data_dir,
             listen: self.listen,
             advertise: self.advertise,
-            ..BrokerConfig::default()
+            ..config
         };
         config.metrics_listen = match self.metrics_listen.as_str() {
             "off" | "" => None,
@@ -684,6 +785,30 @@ fn main() -> anyhow::Result<()> {
             standalone::termination_signal(),
             |bound| println!("ferry-gateway ready grpc={bound}"),
         )),
+        Some(Command::Token {
+            command:
+                TokenCommand::Add {
+                    tokens_file,
+                    principal,
+                    groups,
+                },
+        }) => {
+            let token = authn::generate_token()?;
+            authn::add_token(&tokens_file, &token, &principal, &groups)?;
+            println!("{token}");
+            Ok(())
+        }
+        Some(Command::Token {
+            command: TokenCommand::Hash,
+        }) => {
+            let mut token = String::new();
+            std::io::stdin().read_line(&mut token)?;
+            if token.trim().is_empty() {
+                anyhow::bail!("no token on standard input");
+            }
+            println!("{}", authn::token_hash(&token));
+            Ok(())
+        }
         Some(Command::Metadata {
             command: MetadataCommand::Rebuild(args),
         }) => {

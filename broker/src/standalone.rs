@@ -13,9 +13,12 @@ use tokio::net::TcpListener;
 use crate::tls::{HostDialing, Protocol, TlsListener};
 use tokio::sync::watch;
 
+use crate::access::authn::Authenticator;
+use crate::access::{AccessControl, AccessRules};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::meta::{EmbeddedConfig, EmbeddedStore};
+use crate::service::Security;
 
 /// Addresses a started broker actually listens on (ports may have been 0).
 #[derive(Debug, Clone, Copy)]
@@ -64,14 +67,18 @@ pub(crate) struct Listeners {
     metrics: Option<TcpListener>,
     tls: Option<TlsListener>,
     metrics_tls: Option<TlsListener>,
+    /// How the gRPC listener authenticates callers.
+    authn: Arc<Authenticator>,
     /// How this host opens channels to other hosts (cluster mode sets it).
     pub(crate) dialing: HostDialing,
 }
 
 impl Listeners {
-    /// Binds the addresses the configuration names and reads the listener's TLS
-    /// files: a missing or unusable file stops the start here.
+    /// Binds the addresses the configuration names and reads the listener's TLS and
+    /// authentication files: a missing or unusable file stops the start here.
     pub(crate) async fn bind(config: &BrokerConfig) -> anyhow::Result<Self> {
+        let authn = Authenticator::load(config.client_authentication())
+            .context("authentication of the gRPC listener")?;
         let tls = config
             .tls
             .clone()
@@ -101,6 +108,7 @@ impl Listeners {
             metrics,
             tls,
             metrics_tls,
+            authn: Arc::new(authn),
             dialing: HostDialing::plaintext(),
         })
     }
@@ -124,7 +132,25 @@ pub(crate) async fn serve_until(
     on_ready: impl FnOnce(BoundAddresses),
 ) -> anyhow::Result<()> {
     let bound = listeners.bound()?;
-    tracing::info!(grpc = %bound.grpc, tls = listeners.tls.is_some(), metrics = ?bound.metrics, data_dir = %broker.config.data_dir.display(), "ferry broker ready");
+    let (rules_tx, rules_rx) = watch::channel(Arc::new(AccessRules::default()));
+    let rules_task = tokio::spawn(crate::access::rules::follow(
+        Arc::clone(&broker.meta),
+        rules_tx,
+    ));
+    let authn_reloader = listeners.authn.spawn_reloader();
+    let security = Security {
+        authn: Arc::clone(&listeners.authn),
+        access: AccessControl::new(broker.config.authorization.clone(), rules_rx),
+    };
+    tracing::info!(
+        grpc = %bound.grpc,
+        tls = listeners.tls.is_some(),
+        authentication = listeners.authn.required(),
+        authorization = broker.config.authorization.enforced,
+        metrics = ?bound.metrics,
+        data_dir = %broker.config.data_dir.display(),
+        "ferry broker ready"
+    );
     on_ready(bound);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -142,6 +168,7 @@ pub(crate) async fn serve_until(
         listeners.grpc,
         listeners.tls,
         listeners.dialing,
+        security,
         ready,
         wait_true(stop_rx.clone()),
     ));
@@ -158,6 +185,8 @@ pub(crate) async fn serve_until(
         Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
     }
     background.abort();
+    rules_task.abort();
+    authn_reloader.abort();
     if let Some(task) = metrics_task {
         task.abort();
     }

@@ -48,11 +48,11 @@ mod producer;
 mod types;
 
 pub use connection::{
-    BatchAck, Client, ClientConfig, ClusterMetadata, DeadLetterOrigin, Durability, FetchOptions,
-    FetchTarget, FetchedPartition, GroupDescription, GroupMember, HostInfo, OutgoingMessage,
-    PartitionLag, PartitionPlacement, PartitionState, ProducerIdentity, QueueDescription,
-    QueueMessage, QueueSettings, QueueStats, ReceiveOptions, ReplicationMode, ResourcePlacement,
-    SendReceipt, TlsOptions, TopicDescription, TopicSettings,
+    AccessRule, BatchAck, BearerToken, CallerIdentity, Client, ClientConfig, ClusterMetadata,
+    DeadLetterOrigin, Durability, FetchOptions, FetchTarget, FetchedPartition, GroupDescription,
+    GroupMember, HostInfo, OutgoingMessage, PartitionLag, PartitionPlacement, PartitionState,
+    ProducerIdentity, QueueDescription, QueueMessage, QueueSettings, QueueStats, ReceiveOptions,
+    ReplicationMode, ResourcePlacement, SendReceipt, TlsOptions, TopicDescription, TopicSettings,
 };
 pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
 pub use error::ClientError;

@@ -51,6 +51,15 @@ pub fn tombstone(kind: LogKind, name: &str, incarnation: u64) -> String {
     format!("{TOMBSTONES}{kind}/{name}/{incarnation}")
 }
 
+/// Prefix of access rules: who may do what (`ferryctl acl`, the operator's
+/// `AccessPolicy`), read by every host and gateway.
+pub const ACCESS_RULES: &str = "/ferry/access/rules/";
+
+/// One access rule, by name.
+pub fn access_rule(name: &str) -> String {
+    format!("{ACCESS_RULES}{name}")
+}
+
 /// The next idempotent producer id to hand out.
 pub const NEXT_PRODUCER_ID: &str = "/ferry/producer-ids/next";
 

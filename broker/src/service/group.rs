@@ -10,8 +10,10 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use super::auth::{Guard, caller};
 use super::peers::{FORWARDED, PeerChannels};
 use super::status::Answer;
+use crate::access::{Caller, Operation, Resource};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::group::TopicPartition;
@@ -24,18 +26,33 @@ const PASS_ON_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The consumer group API over a broker.
 pub struct GroupApi {
     broker: Arc<Broker>,
+    guard: Guard,
     /// Cluster mode: channels to the hosts coordinating other groups.
     peers: PeerChannels,
 }
 
 impl GroupApi {
-    /// Serves group requests for `broker`, passing them on to other hosts as
-    /// `dialing` says.
-    pub fn new(broker: Arc<Broker>, dialing: HostDialing) -> Self {
+    /// Serves group requests for `broker`, checking callers with `guard` (before a
+    /// request is passed on: the coordinator trusts its peers), passing them on to
+    /// other hosts as `dialing` says.
+    pub fn new(broker: Arc<Broker>, guard: Guard, dialing: HostDialing) -> Self {
         Self {
             broker,
+            guard,
             peers: PeerChannels::new(PASS_ON_CONNECT_TIMEOUT, dialing),
         }
+    }
+
+    /// Refuses the request unless its caller may do `operation` on its group.
+    fn check<T: GroupRequest>(
+        &self,
+        method: &'static str,
+        request: &Request<T>,
+        operation: Operation,
+    ) -> Result<Caller, Status> {
+        let group = request.get_ref().group();
+        self.guard
+            .check(method, request, operation, [Resource::Group(group)])
     }
 
     /// Cluster mode: the address of the host coordinating `group` when it is not this
@@ -84,6 +101,30 @@ macro_rules! pass_on_if_elsewhere {
     };
 }
 
+/// A group request: the group it is about.
+trait GroupRequest {
+    fn group(&self) -> &str;
+}
+
+macro_rules! group_request {
+    ($($t:ty),*) => {$(
+        impl GroupRequest for $t {
+            fn group(&self) -> &str {
+                &self.group
+            }
+        }
+    )*};
+}
+
+group_request!(
+    pb::JoinGroupRequest,
+    pb::HeartbeatRequest,
+    pb::LeaveGroupRequest,
+    pb::CommitOffsetsRequest,
+    pb::FetchOffsetsRequest,
+    pb::DescribeGroupRequest
+);
+
 fn to_pb(partitions: Vec<TopicPartition>) -> Vec<pb::TopicPartition> {
     partitions
         .into_iter()
@@ -107,6 +148,7 @@ impl GroupService for GroupApi {
         &self,
         request: Request<pb::JoinGroupRequest>,
     ) -> Result<Response<pb::JoinGroupResponse>, Status> {
+        self.check("JoinGroup", &request, Operation::Join)?;
         pass_on_if_elsewhere!(self, request, join_group);
         let request = request.into_inner();
         let result = (|| {
@@ -143,6 +185,7 @@ impl GroupService for GroupApi {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.check("Heartbeat", &request, Operation::Join)?;
         pass_on_if_elsewhere!(self, request, heartbeat);
         let request = request.into_inner();
         let owned = from_pb(&request.owned);
@@ -163,6 +206,7 @@ impl GroupService for GroupApi {
         &self,
         request: Request<pb::LeaveGroupRequest>,
     ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
+        self.check("LeaveGroup", &request, Operation::Join)?;
         pass_on_if_elsewhere!(self, request, leave_group);
         let request = request.into_inner();
         let result = self
@@ -179,6 +223,18 @@ impl GroupService for GroupApi {
         &self,
         request: Request<pb::CommitOffsetsRequest>,
     ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        self.check("CommitOffsets", &request, Operation::Commit)?;
+        // As with Kafka: committing a topic's position needs the right to read it.
+        self.guard.check(
+            "CommitOffsets",
+            &request,
+            Operation::Consume,
+            request
+                .get_ref()
+                .offsets
+                .iter()
+                .map(|o| Resource::Topic(&o.topic)),
+        )?;
         pass_on_if_elsewhere!(self, request, commit_offsets);
         let request = request.into_inner();
         let member = (!request.member_id.is_empty()).then_some(request.member_id.as_str());
@@ -199,6 +255,7 @@ impl GroupService for GroupApi {
         &self,
         request: Request<pb::FetchOffsetsRequest>,
     ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
+        self.check("FetchOffsets", &request, Operation::Describe)?;
         pass_on_if_elsewhere!(self, request, fetch_offsets);
         let request = request.into_inner();
         let result = validate_group_name(&request.group);
@@ -226,12 +283,14 @@ impl GroupService for GroupApi {
 
     async fn list_groups(
         &self,
-        _request: Request<pb::ListGroupsRequest>,
+        request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let caller = caller(&request);
         let mut groups = self.broker.groups().list();
         groups.extend(self.broker.offsets.groups());
         groups.sort();
         groups.dedup();
+        groups.retain(|g| self.guard.may_describe(&caller, Resource::Group(g)));
         Ok(Response::new(pb::ListGroupsResponse { groups }))
     }
 
@@ -239,6 +298,7 @@ impl GroupService for GroupApi {
         &self,
         request: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        self.check("DescribeGroup", &request, Operation::Describe)?;
         pass_on_if_elsewhere!(self, request, describe_group);
         let group = request.into_inner().group;
         self.broker

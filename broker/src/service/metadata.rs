@@ -8,7 +8,9 @@ use ferry_proto::v1::metadata_service_server::MetadataService;
 use ferry_replication::LogKind;
 use tonic::{Request, Response, Status};
 
+use super::auth::Guard;
 use super::status::Answer;
+use crate::access::{Operation, Resource};
 use crate::broker::Broker;
 use crate::cluster::routing::Routing;
 use crate::topic::{STANDALONE_LEADER_EPOCH, Topic};
@@ -16,12 +18,13 @@ use crate::topic::{STANDALONE_LEADER_EPOCH, Topic};
 /// The metadata API over a broker.
 pub struct MetadataApi {
     broker: Arc<Broker>,
+    guard: Guard,
 }
 
 impl MetadataApi {
-    /// Serves metadata requests for `broker`.
-    pub fn new(broker: Arc<Broker>) -> Self {
-        Self { broker }
+    /// Serves metadata requests for `broker`, checking callers with `guard`.
+    pub fn new(broker: Arc<Broker>, guard: Guard) -> Self {
+        Self { broker, guard }
     }
 }
 
@@ -31,6 +34,14 @@ impl MetadataService for MetadataApi {
         &self,
         request: Request<pb::GetMetadataRequest>,
     ) -> Result<Response<pb::GetMetadataResponse>, Status> {
+        // Hosts are for every caller the listener let in; topics and queues only for
+        // those who may describe them.
+        let caller = self.guard.check(
+            "GetMetadata",
+            &request,
+            Operation::Describe,
+            request.get_ref().topics.iter().map(|t| Resource::Topic(t)),
+        )?;
         let wanted = request.into_inner().topics;
         let topics = if wanted.is_empty() {
             self.broker.topics.list()
@@ -39,10 +50,16 @@ impl MetadataService for MetadataApi {
                 wanted.iter().map(|t| self.broker.topics.get(t)).collect();
             self.broker.answer("GetMetadata", found)?
         };
-        let response = match &self.broker.routing {
+        let mut response = match &self.broker.routing {
             Some(routing) => self.cluster_metadata(routing, &topics),
             None => self.standalone_metadata(&topics),
         };
+        response
+            .topics
+            .retain(|t| self.guard.may_describe(&caller, Resource::Topic(&t.name)));
+        response
+            .queues
+            .retain(|q| self.guard.may_describe(&caller, Resource::Queue(&q.name)));
         Ok(Response::new(response))
     }
 }

@@ -2,6 +2,7 @@
 //! domain types, calls the broker, and maps errors through [`status`].
 
 mod admin;
+pub mod auth;
 mod convert;
 mod group;
 mod metadata;
@@ -15,6 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_proto::v1::access_service_server::AccessServiceServer;
 use ferry_proto::v1::admin_service_server::AdminServiceServer;
 use ferry_proto::v1::group_service_server::GroupServiceServer;
 use ferry_proto::v1::metadata_service_server::MetadataServiceServer;
@@ -23,14 +25,18 @@ use ferry_proto::v1::replica_service_server::ReplicaServiceServer;
 use ferry_proto::v1::topic_service_server::TopicServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::access::AccessControl;
+use crate::access::authn::Authenticator;
 use crate::broker::Broker;
 use crate::tls::{HostDialing, TlsListener};
 
 pub use admin::AdminApi;
+pub use auth::{AccessApi, Authenticate, FromPeer, Guard};
 pub use group::GroupApi;
 pub use metadata::MetadataApi;
 pub(crate) use metadata::add_observed;
@@ -48,19 +54,43 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a keepalive ping may go unanswered.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How the client listener checks its callers: who they are, what they may do.
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// Authentication of every request (health and reflection excepted).
+    pub authn: Arc<Authenticator>,
+    /// The access decision every service asks.
+    pub access: AccessControl,
+}
+
+impl Security {
+    /// Nobody authenticated, everything allowed: a listener without security.
+    pub fn open() -> Self {
+        Self {
+            authn: Arc::new(Authenticator::none()),
+            access: AccessControl::open(),
+        }
+    }
+}
+
 /// Serves the client API (plus health and reflection) until `shutdown` resolves;
 /// then stops accepting and waits for in-flight requests to finish.
 /// [`READY_HEALTH_SERVICE`] follows `ready`. Group requests for a group another host
-/// coordinates are passed on to it as `dialing` says.
+/// coordinates are passed on to it as `dialing` says. Every API request is
+/// authenticated and authorized as `security` says; health and reflection are open
+/// (probes carry no credentials).
 pub async fn serve(
     broker: Arc<Broker>,
     listener: TcpListener,
     tls: Option<TlsListener>,
     dialing: HostDialing,
+    security: Security,
     ready: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let limit = broker.config.limits.max_request_bytes as usize;
+    let guard = Guard::new(Arc::clone(&broker), security.access.clone());
+    let authenticate = Authenticate(Arc::clone(&security.authn));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let readiness = tokio::spawn(report_readiness(health_reporter.clone(), ready));
     health_reporter
@@ -78,6 +108,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<QueueServiceServer<QueueApi>>()
         .await;
+    health_reporter
+        .set_serving::<AccessServiceServer<AccessApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ferry_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -93,28 +126,38 @@ pub async fn serve(
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(health_service)
-        .add_service(
-            TopicServiceServer::new(TopicApi::new(Arc::clone(&broker)))
+        .add_service(InterceptedService::new(
+            TopicServiceServer::new(TopicApi::new(Arc::clone(&broker), guard.clone()))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(
-            AdminServiceServer::new(AdminApi::new(Arc::clone(&broker)))
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            AdminServiceServer::new(AdminApi::new(Arc::clone(&broker), guard.clone()))
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
-            GroupServiceServer::new(GroupApi::new(Arc::clone(&broker), dialing))
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            GroupServiceServer::new(GroupApi::new(Arc::clone(&broker), guard.clone(), dialing))
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
-            MetadataServiceServer::new(MetadataApi::new(Arc::clone(&broker)))
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            MetadataServiceServer::new(MetadataApi::new(Arc::clone(&broker), guard.clone()))
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
-            QueueServiceServer::new(QueueApi::new(Arc::clone(&broker)))
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            QueueServiceServer::new(QueueApi::new(Arc::clone(&broker), guard.clone()))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(usize::MAX),
-        );
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            AccessServiceServer::new(AccessApi::new(Arc::clone(&broker), guard))
+                .max_decoding_message_size(limit),
+            authenticate,
+        ));
     if let Ok(reflection) = reflection {
         router = router.add_service(reflection);
     }
@@ -144,10 +187,15 @@ pub async fn serve_peers(
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(usize::MAX),
         )
-        .add_service(
-            GroupServiceServer::new(GroupApi::new(Arc::clone(&broker), dialing))
-                .max_decoding_message_size(limit),
-        );
+        .add_service(InterceptedService::new(
+            GroupServiceServer::new(GroupApi::new(
+                Arc::clone(&broker),
+                Guard::new(Arc::clone(&broker), AccessControl::open()),
+                dialing,
+            ))
+            .max_decoding_message_size(limit),
+            FromPeer,
+        ));
     serve_router(router, listener, tls, shutdown).await
 }
 

@@ -8,7 +8,9 @@ use ferry_proto::v1::queue_service_server::QueueService;
 use ferry_replication::LogKind;
 use tonic::{Request, Response, Status};
 
+use super::auth::{Guard, audit_admin, caller};
 use super::status::Answer;
+use crate::access::{Caller, Operation, Resource};
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::error::{BrokerError, BrokerResult};
@@ -22,12 +24,26 @@ const MAX_CONSUMER_ID_CHARS: usize = 256;
 /// The queue API over a broker.
 pub struct QueueApi {
     broker: Arc<Broker>,
+    guard: Guard,
 }
 
 impl QueueApi {
-    /// Serves queue requests for `broker`.
-    pub fn new(broker: Arc<Broker>) -> Self {
-        Self { broker }
+    /// Serves queue requests for `broker`, checking callers with `guard`.
+    pub fn new(broker: Arc<Broker>, guard: Guard) -> Self {
+        Self { broker, guard }
+    }
+
+    /// Refuses the request unless its caller may do `operation` on `queue`.
+    fn check<T>(
+        &self,
+        method: &'static str,
+        request: &Request<T>,
+        operation: Operation,
+        queue: impl Fn(&T) -> &str,
+    ) -> Result<Caller, Status> {
+        let name = queue(request.get_ref());
+        self.guard
+            .check(method, request, operation, [Resource::Queue(name)])
     }
 
     fn info(&self, queue: &Queue) -> pb::QueueInfo {
@@ -132,6 +148,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::CreateQueueRequest>,
     ) -> Result<Response<pb::CreateQueueResponse>, Status> {
+        let caller = self.check("CreateQueue", &request, Operation::Admin, |r| &r.name)?;
         let request = request.into_inner();
         let result = async {
             self.broker.check_accepting()?;
@@ -140,6 +157,7 @@ impl QueueService for QueueApi {
         }
         .await;
         let queue = self.broker.answer("CreateQueue", result)?;
+        audit_admin(&caller, "create-queue", queue.name());
         Ok(Response::new(pb::CreateQueueResponse {
             queue: Some(self.info(&queue)),
         }))
@@ -149,6 +167,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::DeleteQueueRequest>,
     ) -> Result<Response<pb::DeleteQueueResponse>, Status> {
+        let caller = self.check("DeleteQueue", &request, Operation::Admin, |r| &r.name)?;
         let name = request.into_inner().name;
         let result = async {
             self.broker.check_accepting()?;
@@ -156,6 +175,7 @@ impl QueueService for QueueApi {
         }
         .await;
         self.broker.answer("DeleteQueue", result)?;
+        audit_admin(&caller, "delete-queue", &name);
         Ok(Response::new(pb::DeleteQueueResponse {}))
     }
 
@@ -163,6 +183,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::PurgeQueueRequest>,
     ) -> Result<Response<pb::PurgeQueueResponse>, Status> {
+        let caller = self.check("PurgeQueue", &request, Operation::Purge, |r| &r.name)?;
         let name = request.into_inner().name;
         let result = async {
             self.broker.check_accepting()?;
@@ -171,18 +192,21 @@ impl QueueService for QueueApi {
         }
         .await;
         let purged = self.broker.answer("PurgeQueue", result)?;
+        audit_admin(&caller, "purge-queue", &name);
         Ok(Response::new(pb::PurgeQueueResponse { purged }))
     }
 
     async fn list_queues(
         &self,
-        _request: Request<pb::ListQueuesRequest>,
+        request: Request<pb::ListQueuesRequest>,
     ) -> Result<Response<pb::ListQueuesResponse>, Status> {
+        let caller = caller(&request);
         let queues = self
             .broker
             .queues
             .list()
             .iter()
+            .filter(|q| self.guard.may_describe(&caller, Resource::Queue(q.name())))
             .map(|q| self.info(q))
             .collect();
         Ok(Response::new(pb::ListQueuesResponse { queues }))
@@ -192,6 +216,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::DescribeQueueRequest>,
     ) -> Result<Response<pb::DescribeQueueResponse>, Status> {
+        self.check("DescribeQueue", &request, Operation::Describe, |r| &r.name)?;
         let name = request.into_inner().name;
         let found = self
             .broker
@@ -207,6 +232,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::SendRequest>,
     ) -> Result<Response<pb::SendResponse>, Status> {
+        self.check("Send", &request, Operation::Send, |r| &r.queue)?;
         let request = request.into_inner();
         let messages = request.messages.into_iter().map(outgoing_message).collect();
         let result = async {
@@ -232,6 +258,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::ReceiveRequest>,
     ) -> Result<Response<pb::ReceiveResponse>, Status> {
+        self.check("Receive", &request, Operation::Receive, |r| &r.queue)?;
         let peer = request.remote_addr();
         let request = request.into_inner();
         let result = async {
@@ -259,6 +286,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::AckRequest>,
     ) -> Result<Response<pb::AckResponse>, Status> {
+        self.check("Ack", &request, Operation::Ack, |r| &r.queue)?;
         let request = request.into_inner();
         let results = self
             .settle("Ack", &request.queue, request.receipts, Settle::Ack)
@@ -270,6 +298,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::NackRequest>,
     ) -> Result<Response<pb::NackResponse>, Status> {
+        self.check("Nack", &request, Operation::Ack, |r| &r.queue)?;
         let request = request.into_inner();
         let results = self
             .settle(
@@ -286,6 +315,7 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::ChangeVisibilityRequest>,
     ) -> Result<Response<pb::ChangeVisibilityResponse>, Status> {
+        self.check("ChangeVisibility", &request, Operation::Ack, |r| &r.queue)?;
         let request = request.into_inner();
         let results = self
             .settle(
@@ -302,6 +332,22 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::RedriveRequest>,
     ) -> Result<Response<pb::RedriveResponse>, Status> {
+        let caller = self.check("Redrive", &request, Operation::Redrive, |r| &r.queue)?;
+        // Moving messages into a named queue sends to it; back to their origins needs
+        // only the redrive right on the dead-letter queue.
+        if let Some(target) = request
+            .get_ref()
+            .to_queue
+            .as_deref()
+            .filter(|q| !q.is_empty())
+        {
+            self.guard.check(
+                "Redrive",
+                &request,
+                Operation::Send,
+                [Resource::Queue(target)],
+            )?;
+        }
         let request = request.into_inner();
         let result = async {
             self.broker.check_accepting()?;
@@ -318,6 +364,7 @@ impl QueueService for QueueApi {
         }
         .await;
         let moved = self.broker.answer("Redrive", result)?;
+        audit_admin(&caller, "redrive-queue", &request.queue);
         Ok(Response::new(pb::RedriveResponse { moved }))
     }
 }

@@ -5,6 +5,7 @@ use ferry_storage::StorageError;
 use prost::Message;
 use tonic::{Code, Status};
 
+use crate::access::AccessError;
 use crate::broker::Broker;
 use crate::error::{BrokerError, BrokerResult};
 use crate::group::GroupError;
@@ -47,6 +48,12 @@ fn classify(err: &BrokerError) -> (Code, ErrorCode) {
         E::NotEnoughReplicas { .. } => (Code::Unavailable, ErrorCode::NotEnoughReplicas),
         E::ReplicationIncomplete { .. } => (Code::Unavailable, ErrorCode::ReplicationIncomplete),
         E::FencedLeaderEpoch { .. } => (Code::FailedPrecondition, ErrorCode::FencedLeaderEpoch),
+        E::Access(AccessError::Unauthenticated(_)) => {
+            (Code::Unauthenticated, ErrorCode::Unauthenticated)
+        }
+        E::Access(AccessError::Denied { .. }) => {
+            (Code::PermissionDenied, ErrorCode::PermissionDenied)
+        }
         E::Internal(_) => (Code::Internal, ErrorCode::Internal),
     }
 }
@@ -119,6 +126,12 @@ pub fn to_status(err: &BrokerError) -> Status {
     let detail = error_detail(err);
     let message = detail.message.clone();
     Status::with_details(code, message, detail.encode_to_vec().into())
+}
+
+/// The gRPC status for a request refused before it reached a service (the
+/// authenticating interceptor has no broker to count it with).
+pub fn access_status(err: AccessError) -> Status {
+    to_status(&BrokerError::Access(err))
 }
 
 impl From<BrokerError> for Status {
@@ -219,6 +232,24 @@ mod tests {
             ),
             ("orders", 2, "127.0.0.3:7070", 4)
         );
+    }
+
+    #[test]
+    fn access_errors_are_unauthenticated_and_permission_denied() {
+        let status = access_status(AccessError::Unauthenticated("no token".into()));
+        assert_eq!(status.code(), Code::Unauthenticated);
+        let denied = to_status(&BrokerError::Access(AccessError::Denied {
+            principal: "alice".into(),
+            operation: crate::access::Operation::Purge,
+            resource: "queue \"jobs\"".into(),
+        }));
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        assert_eq!(
+            denied.message(),
+            "alice lacks the purge right on queue \"jobs\""
+        );
+        let detail = ErrorDetail::decode(denied.details()).expect("detail decodes");
+        assert_eq!(detail.code, ErrorCode::PermissionDenied as i32);
     }
 
     #[test]

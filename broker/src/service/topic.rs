@@ -8,7 +8,9 @@ use ferry_proto::v1::topic_service_server::TopicService;
 use ferry_replication::LogKind;
 use tonic::{Request, Response, Status};
 
+use super::auth::Guard;
 use super::status::Answer;
+use crate::access::{Operation, Resource};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::metrics::TopicLabels;
@@ -22,12 +24,13 @@ use crate::topic::{
 /// The topic data API over a broker.
 pub struct TopicApi {
     broker: Arc<Broker>,
+    guard: Guard,
 }
 
 impl TopicApi {
-    /// Serves produce and fetch requests for `broker`.
-    pub fn new(broker: Arc<Broker>) -> Self {
-        Self { broker }
+    /// Serves produce and fetch requests for `broker`, checking callers with `guard`.
+    pub fn new(broker: Arc<Broker>, guard: Guard) -> Self {
+        Self { broker, guard }
     }
 }
 
@@ -78,6 +81,12 @@ impl TopicService for TopicApi {
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         let started = Instant::now();
+        self.guard.check(
+            "Produce",
+            &request,
+            Operation::Produce,
+            [Resource::Topic(&request.get_ref().topic)],
+        )?;
         let request = request.into_inner();
         self.broker
             .answer("Produce", self.broker.check_accepting())?;
@@ -166,6 +175,16 @@ impl TopicService for TopicApi {
         &self,
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
+        self.guard.check(
+            "Fetch",
+            &request,
+            Operation::Consume,
+            request
+                .get_ref()
+                .partitions
+                .iter()
+                .map(|p| Resource::Topic(&p.topic)),
+        )?;
         let request = request.into_inner();
         let targets: Vec<FetchTarget> = request
             .partitions
@@ -237,6 +256,12 @@ impl TopicService for TopicApi {
         &self,
         request: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        self.guard.check(
+            "ListOffsets",
+            &request,
+            Operation::Describe,
+            [Resource::Topic(&request.get_ref().topic)],
+        )?;
         let request = request.into_inner();
         let result = async {
             validate_topic_name(&request.topic)?;
@@ -272,6 +297,8 @@ impl TopicService for TopicApi {
         Ok(Response::new(pb::ListOffsetsResponse { offsets }))
     }
 
+    // Any caller the listener let in may take a producer id: with authorization on,
+    // that is an authenticated one, and the id writes nothing without produce rights.
     async fn init_producer(
         &self,
         _request: Request<pb::InitProducerRequest>,

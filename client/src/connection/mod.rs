@@ -4,6 +4,7 @@
 //! producer and consumer are built on top of it; its methods are also the low-level
 //! API for tools that want exact control over requests.
 
+mod access;
 mod admin;
 mod cluster;
 mod data;
@@ -19,12 +20,14 @@ use ferry_proto::v1::admin_service_client::AdminServiceClient;
 use ferry_proto::v1::group_service_client::GroupServiceClient;
 use ferry_proto::v1::queue_service_client::QueueServiceClient;
 use ferry_proto::v1::topic_service_client::TopicServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::ClientError;
 
+pub use access::{AccessRule, CallerIdentity};
 pub use admin::{
     Durability, GroupDescription, GroupMember, PartitionLag, PartitionState, ReplicationMode,
     TopicDescription, TopicSettings,
@@ -50,6 +53,36 @@ pub struct ClientConfig {
     /// `https://` address uses TLS with or without them (the system's roots then),
     /// and `http://` with them is refused rather than sent in plaintext.
     pub tls: Option<TlsOptions>,
+    /// A bearer token sent with every request (`authorization: Bearer …`): a static
+    /// token or a Kubernetes ServiceAccount token. Send it over TLS only.
+    pub token: Option<BearerToken>,
+}
+
+/// A bearer token; its `Debug` output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(String);
+
+impl BearerToken {
+    /// Wraps `token`, trimmed (a token file's trailing newline is not part of it).
+    pub fn new(token: &str) -> Result<Self, ClientError> {
+        let token = token.trim();
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ClientError::InvalidArgument(
+                "a bearer token must be non-empty printable ASCII without spaces".into(),
+            ));
+        }
+        Ok(Self(token.to_owned()))
+    }
+
+    fn header(&self) -> Option<MetadataValue<Ascii>> {
+        MetadataValue::try_from(format!("Bearer {}", self.0)).ok()
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(…)")
+    }
 }
 
 /// How the client checks the server's certificate and proves its own identity.
@@ -72,6 +105,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(30),
             max_message_bytes: 64 << 20,
             tls: None,
+            token: None,
         }
     }
 }
@@ -84,29 +118,41 @@ pub struct Client {
     address: Arc<str>,
     max_message_bytes: usize,
     request_timeout: Duration,
+    /// The `authorization` header every request carries, if any.
+    authorization: Option<MetadataValue<Ascii>>,
     /// Other hosts of the cluster and which partitions they lead, learnt from
     /// `NOT_LEADER` answers.
     peers: Arc<routing::Peers>,
 }
 
-/// The channel with every request given a deadline (see [`DefaultDeadline`]).
-pub(crate) type Service = InterceptedService<Channel, DefaultDeadline>;
+/// The channel with every request given a deadline and credentials (see
+/// [`CallDefaults`]).
+pub(crate) type Service = InterceptedService<Channel, CallDefaults>;
 
-/// Gives a request the client's request timeout unless the call set its own.
+/// Gives a request the client's request timeout unless the call set its own, and the
+/// client's bearer token.
 ///
 /// The deadline is per request rather than on the channel because tonic applies the
 /// shorter of a channel timeout and a request's own: a channel-wide 30 s would cut
 /// every long poll asking for more than 30 s of waiting.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DefaultDeadline(Duration);
+#[derive(Debug, Clone)]
+pub(crate) struct CallDefaults {
+    timeout: Duration,
+    authorization: Option<MetadataValue<Ascii>>,
+}
 
-impl Interceptor for DefaultDeadline {
+impl Interceptor for CallDefaults {
     fn call(
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
         if !request.metadata().contains_key(GRPC_TIMEOUT_HEADER) {
-            request.set_timeout(self.0);
+            request.set_timeout(self.timeout);
+        }
+        if let Some(authorization) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
         }
         Ok(request)
     }
@@ -144,6 +190,7 @@ impl Client {
             address: address.into(),
             max_message_bytes: config.max_message_bytes,
             request_timeout: config.request_timeout,
+            authorization: config.token.as_ref().and_then(BearerToken::header),
             peers: Arc::new(routing::Peers::new(config)),
         })
     }
@@ -154,7 +201,13 @@ impl Client {
     }
 
     fn service(&self) -> Service {
-        InterceptedService::new(self.channel.clone(), DefaultDeadline(self.request_timeout))
+        InterceptedService::new(
+            self.channel.clone(),
+            CallDefaults {
+                timeout: self.request_timeout,
+                authorization: self.authorization.clone(),
+            },
+        )
     }
 
     pub(crate) fn admin_service(&self) -> AdminServiceClient<Service> {
@@ -219,7 +272,7 @@ fn endpoint(address: &str, config: &ClientConfig) -> Result<Endpoint, ClientErro
         (Scheme::Http | Scheme::None, None) => {}
     }
     Ok(endpoint
-        // No channel-wide `.timeout()`: `DefaultDeadline` sets one per request so
+        // No channel-wide `.timeout()`: `CallDefaults` sets one per request so
         // long polls can ask for more.
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)

@@ -1,6 +1,7 @@
 //! `ferryctl`: manage topics, groups and queues, produce, consume, send and receive
 //! from the shell, and benchmark a Ferry broker.
 
+mod acl;
 mod bench;
 mod cluster;
 mod group;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use ferry_client::{Client, ClientConfig, ClientError, ErrorCode, TlsOptions};
+use ferry_client::{BearerToken, Client, ClientConfig, ClientError, ErrorCode, TlsOptions};
 
 use output::OutputFormat;
 
@@ -57,6 +58,11 @@ struct Cli {
     /// The name the server's certificate must carry, when it differs from --server's host.
     #[arg(long, global = true, env = "FERRY_TLS_SERVER_NAME")]
     tls_server_name: Option<String>,
+    /// A file holding the bearer token to send (a static token, or a Kubernetes
+    /// ServiceAccount token such as /var/run/secrets/…/token). Without it, the
+    /// FERRY_TOKEN environment variable's value, if set.
+    #[arg(long, global = true, env = "FERRY_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,6 +84,11 @@ enum Command {
     /// Show the broker cluster: hosts, partition leaders and in-sync replicas.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Manage the access rules brokers enforce.
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
+    /// Show the principal the broker sees for these credentials.
+    Whoami,
 }
 
 /// Global settings every command gets.
@@ -99,6 +110,19 @@ impl Context {
 }
 
 impl Cli {
+    /// The bearer token: --token-file's contents, else FERRY_TOKEN, else none.
+    fn token(&self) -> anyhow::Result<Option<BearerToken>> {
+        let token = match &self.token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading --token-file {}", path.display()))?,
+            None => match std::env::var("FERRY_TOKEN") {
+                Ok(token) => token,
+                Err(_) => return Ok(None),
+            },
+        };
+        Ok(Some(BearerToken::new(&token)?))
+    }
+
     /// TLS settings from the flags, the files read now; `None` when no flag is given.
     fn tls(&self) -> anyhow::Result<Option<TlsOptions>> {
         if self.tls_ca_file.is_none()
@@ -141,8 +165,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let tls = match cli.tls() {
-        Ok(tls) => tls,
+    let (tls, token) = match cli.tls().and_then(|tls| Ok((tls, cli.token()?))) {
+        Ok(settings) => settings,
         Err(err) => {
             eprintln!("error: {err:#}");
             return ExitCode::FAILURE;
@@ -154,6 +178,7 @@ fn main() -> ExitCode {
         output: cli.output,
         client: ClientConfig {
             tls,
+            token,
             ..ClientConfig::default()
         },
     };
@@ -164,6 +189,8 @@ fn main() -> ExitCode {
             Command::Queue(command) => queue::run(&context, command).await,
             Command::Bench(command) => bench::run(&context, command).await,
             Command::Cluster(command) => cluster::run(&context, command).await,
+            Command::Acl(command) => acl::run(&context, command).await,
+            Command::Whoami => acl::who_am_i(&context).await,
         }
     });
     match result {

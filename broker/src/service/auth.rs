@@ -1,0 +1,318 @@
+//! Who calls, at the gRPC edge: the interceptor that authenticates every request on
+//! the client listener (or marks it as a peer's on the peer listener), the guard the
+//! services ask before they act, and `AccessService` (who am I, access rules).
+
+use std::sync::Arc;
+
+use ferry_proto::v1 as pb;
+use ferry_proto::v1::access_service_server::AccessService;
+use tonic::service::Interceptor;
+use tonic::{Request, Response, Status};
+
+use super::status::{Answer, access_status};
+use crate::access::rules::{self, PatternKind, RulePattern};
+use crate::access::{
+    AccessControl, AccessError, AccessRule, Caller, Operation, Resource, ResourceKind,
+    authn::Authenticator,
+};
+use crate::broker::Broker;
+use crate::error::BrokerError;
+
+/// Authenticates each request on the client listener and records its [`Caller`] in
+/// the request's extensions; a request with bad or missing (where required)
+/// credentials is answered UNAUTHENTICATED before any service sees it.
+#[derive(Clone)]
+pub struct Authenticate(pub Arc<Authenticator>);
+
+impl Interceptor for Authenticate {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let bearer = match request.metadata().get("authorization") {
+            None => None,
+            Some(value) => Some(bearer_token(value.to_str().ok()).map_err(access_status)?),
+        };
+        let certificates = request.peer_certs();
+        let leaf = certificates
+            .as_ref()
+            .and_then(|chain| chain.first())
+            .map(|der| der.as_ref());
+        let caller = self
+            .0
+            .authenticate(bearer, leaf)
+            .inspect_err(|err| {
+                tracing::warn!(
+                    target: "ferry::audit",
+                    remote = ?request.remote_addr(),
+                    outcome = "unauthenticated",
+                    reason = %err,
+                    "request refused"
+                );
+            })
+            .map_err(access_status)?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+}
+
+/// The token of an `authorization: Bearer <token>` header.
+fn bearer_token(value: Option<&str>) -> Result<&str, AccessError> {
+    value
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| {
+            AccessError::Unauthenticated("the authorization header must be `Bearer <token>`".into())
+        })
+}
+
+/// Marks every request on the peer listener as a peer's: the peer listener admits
+/// only hosts of the cluster (mutual TLS with the peer CA, when configured), and
+/// what they pass on was checked where it entered.
+#[derive(Clone, Copy)]
+pub struct FromPeer;
+
+impl Interceptor for FromPeer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.extensions_mut().insert(Caller::Peer);
+        Ok(request)
+    }
+}
+
+/// Who a request comes from; anonymous when no interceptor said (which rules refuse).
+pub fn caller<T>(request: &Request<T>) -> Caller {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::Anonymous)
+}
+
+/// Records an administrative change that was made, in the audit log.
+pub fn audit_admin(caller: &Caller, action: &'static str, resource: &str) {
+    tracing::info!(
+        target: "ferry::audit",
+        principal = caller.name(),
+        action,
+        resource,
+        outcome = "done",
+        "administrative change"
+    );
+}
+
+/// What the services ask before acting: the access decision, answered through the
+/// broker so denials are counted like every other error.
+#[derive(Clone)]
+pub struct Guard {
+    broker: Arc<Broker>,
+    access: AccessControl,
+}
+
+impl Guard {
+    /// Checks against `access`, answering for `broker`.
+    pub fn new(broker: Arc<Broker>, access: AccessControl) -> Self {
+        Self { broker, access }
+    }
+
+    /// Refuses the request unless its caller may do `operation` on every resource.
+    pub fn check<'a, T>(
+        &self,
+        method: &'static str,
+        request: &Request<T>,
+        operation: Operation,
+        resources: impl IntoIterator<Item = Resource<'a>>,
+    ) -> Result<Caller, Status> {
+        let caller = caller(request);
+        for resource in resources {
+            let checked = self
+                .access
+                .check(&caller, operation, resource)
+                .map_err(BrokerError::from);
+            self.broker.answer(method, checked)?;
+        }
+        Ok(caller)
+    }
+
+    /// Whether `caller` may see `resource`, for filtering lists (nothing recorded).
+    pub fn may_describe(&self, caller: &Caller, resource: Resource<'_>) -> bool {
+        self.access.allows(caller, Operation::Describe, resource)
+    }
+}
+
+/// `AccessService` over the metadata store the broker uses.
+pub struct AccessApi {
+    broker: Arc<Broker>,
+    guard: Guard,
+}
+
+impl AccessApi {
+    /// Serves access requests for `broker`.
+    pub fn new(broker: Arc<Broker>, guard: Guard) -> Self {
+        Self { broker, guard }
+    }
+}
+
+fn rule_to_proto(rule: &AccessRule) -> pb::AccessRule {
+    pb::AccessRule {
+        name: rule.name.clone(),
+        principal: rule.principal.clone(),
+        resource_kind: rule.resource.kind.to_string(),
+        resource_name: rule.resource.name.clone(),
+        prefix: rule.resource.pattern == PatternKind::Prefix,
+        operations: rule
+            .operations
+            .iter()
+            .map(|op| op.as_str().to_owned())
+            .collect(),
+    }
+}
+
+fn rule_from_proto(rule: pb::AccessRule) -> Result<AccessRule, BrokerError> {
+    let kind = ResourceKind::parse(&rule.resource_kind).ok_or_else(|| {
+        BrokerError::InvalidArgument(format!(
+            "resource kind {:?} is none of topic, queue, group, cluster",
+            rule.resource_kind
+        ))
+    })?;
+    let operations = rule
+        .operations
+        .iter()
+        .map(|name| {
+            Operation::parse(name).ok_or_else(|| {
+                BrokerError::InvalidArgument(format!("{name:?} is not an operation"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let rule = AccessRule {
+        name: rule.name,
+        principal: rule.principal,
+        resource: RulePattern {
+            kind,
+            name: rule.resource_name,
+            pattern: if rule.prefix {
+                PatternKind::Prefix
+            } else {
+                PatternKind::Literal
+            },
+        },
+        operations,
+    };
+    rule.validate()
+        .map_err(|err| BrokerError::InvalidArgument(err.0))?;
+    Ok(rule)
+}
+
+#[tonic::async_trait]
+impl AccessService for AccessApi {
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let caller = caller(&request);
+        let (groups, method) = match &caller {
+            Caller::Principal(p) => (p.groups.clone(), p.method.to_string()),
+            Caller::Anonymous | Caller::Peer => (Vec::new(), "none".to_owned()),
+        };
+        Ok(Response::new(pb::WhoAmIResponse {
+            principal: caller.name().to_owned(),
+            groups,
+            method,
+            authorization_enforced: self.guard.access.enforced(),
+        }))
+    }
+
+    async fn list_access_rules(
+        &self,
+        request: Request<pb::ListAccessRulesRequest>,
+    ) -> Result<Response<pb::ListAccessRulesResponse>, Status> {
+        self.guard.check(
+            "ListAccessRules",
+            &request,
+            Operation::Admin,
+            [Resource::Cluster],
+        )?;
+        let listed = rules::list(self.broker.meta.as_ref())
+            .await
+            .map_err(BrokerError::from);
+        let listed = self.broker.answer("ListAccessRules", listed)?;
+        Ok(Response::new(pb::ListAccessRulesResponse {
+            rules: listed.iter().map(rule_to_proto).collect(),
+        }))
+    }
+
+    async fn put_access_rule(
+        &self,
+        request: Request<pb::PutAccessRuleRequest>,
+    ) -> Result<Response<pb::PutAccessRuleResponse>, Status> {
+        let caller = self.guard.check(
+            "PutAccessRule",
+            &request,
+            Operation::Admin,
+            [Resource::Cluster],
+        )?;
+        let result = async {
+            let rule = request
+                .into_inner()
+                .rule
+                .ok_or_else(|| BrokerError::InvalidArgument("the request carries no rule".into()))
+                .and_then(rule_from_proto)?;
+            rules::put(self.broker.meta.as_ref(), &rule).await?;
+            Ok(rule)
+        }
+        .await;
+        let rule = self.broker.answer("PutAccessRule", result)?;
+        tracing::info!(
+            target: "ferry::audit",
+            principal = caller.name(),
+            action = "put-access-rule",
+            rule = %rule.name,
+            rule_principal = %rule.principal,
+            resource_kind = %rule.resource.kind,
+            resource = %rule.resource.name,
+            outcome = "done",
+            "access rule written"
+        );
+        Ok(Response::new(pb::PutAccessRuleResponse {}))
+    }
+
+    async fn delete_access_rule(
+        &self,
+        request: Request<pb::DeleteAccessRuleRequest>,
+    ) -> Result<Response<pb::DeleteAccessRuleResponse>, Status> {
+        let caller = self.guard.check(
+            "DeleteAccessRule",
+            &request,
+            Operation::Admin,
+            [Resource::Cluster],
+        )?;
+        let name = request.into_inner().name;
+        let result = rules::delete(self.broker.meta.as_ref(), &name)
+            .await
+            .map_err(BrokerError::from);
+        let existed = self.broker.answer("DeleteAccessRule", result)?;
+        tracing::info!(
+            target: "ferry::audit",
+            principal = caller.name(),
+            action = "delete-access-rule",
+            rule = %name,
+            existed,
+            outcome = "done",
+            "access rule deleted"
+        );
+        Ok(Response::new(pb::DeleteAccessRuleResponse { existed }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_headers_are_read_strictly() {
+        assert_eq!(bearer_token(Some("Bearer abc")), Ok("abc"));
+        assert_eq!(bearer_token(Some("bearer  abc ")), Ok("abc"));
+        assert!(bearer_token(Some("Basic abc")).is_err());
+        assert!(bearer_token(Some("Bearer ")).is_err());
+        assert!(bearer_token(None).is_err());
+    }
+}

@@ -1,0 +1,387 @@
+//! Authentication and authorization against a real standalone broker: static tokens
+//! made by `ferry-broker token add`, client certificates (common name and
+//! organizations), deny by default with `--authorization`, rules managed with
+//! `ferryctl acl` and obeyed at once, PERMISSION_DENIED naming the missing right with
+//! nothing changed, lists showing only what the caller may see, and a token added to
+//! the file accepted without a restart.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::BrokerProcess;
+use ferry_client::{
+    AccessRule, BearerToken, Client, ClientConfig, ClientError, ErrorCode, OutgoingMessage,
+    QueueSettings, ReceiveOptions, TlsOptions, TopicSettings,
+};
+use ferry_e2e::ferryctl_binary;
+use ferry_e2e::pki::Pki;
+
+/// Longest wait for a rule or a reloaded tokens file to take effect.
+const APPLY_DEADLINE: Duration = Duration::from_secs(20);
+
+fn path(path: &Path) -> String {
+    path.to_str().expect("a UTF-8 path").to_owned()
+}
+
+/// `ferry-broker token add`: the token it printed.
+fn add_token(tokens: &Path, principal: &str, groups: &str) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry-broker"));
+    command.args([
+        "token",
+        "add",
+        "--tokens-file",
+        &path(tokens),
+        "--principal",
+        principal,
+    ]);
+    if !groups.is_empty() {
+        command.args(["--groups", groups]);
+    }
+    let output = command.output().expect("run ferry-broker token add");
+    assert!(output.status.success(), "token add: {output:?}");
+    let token = String::from_utf8(output.stdout).expect("UTF-8");
+    let token = token.trim().to_owned();
+    assert!(
+        token.starts_with("ferry_") && token.len() > 60,
+        "token {token:?}"
+    );
+    let file = std::fs::read_to_string(tokens).expect("read the tokens file");
+    assert!(
+        !file.contains(&token),
+        "the tokens file holds the token itself"
+    );
+    token
+}
+
+async fn client_with(broker: &BrokerProcess, token: Option<&str>) -> Client {
+    Client::connect_with(
+        &broker.url(),
+        ClientConfig {
+            token: token.map(|t| BearerToken::new(t).expect("a token")),
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .expect("connect")
+}
+
+fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (tonic::Code, ErrorCode, String) {
+    let err = result.expect_err("the request should be refused");
+    (
+        err.status_code().expect("a gRPC status"),
+        err.code().unwrap_or(ErrorCode::Unspecified),
+        err.to_string(),
+    )
+}
+
+/// `ferryctl --server … args…` with `token_file`.
+fn ferryctl(server: &str, token_file: &Path, args: &[&str]) -> Output {
+    Command::new(ferryctl_binary())
+        .args(["--server", server, "--token-file", &path(token_file)])
+        .args(args)
+        .output()
+        .expect("run ferryctl")
+}
+
+fn write_token(dir: &Path, name: &str, token: &str) -> PathBuf {
+    let file = dir.join(name);
+    std::fs::write(&file, format!("{token}\n")).expect("write a token file");
+    file
+}
+
+/// Retries `check` until it holds or the deadline passes.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + APPLY_DEADLINE;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {APPLY_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn tokens_and_rules_decide_every_request_and_a_denied_one_changes_nothing() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let tokens = dir.path().join("tokens");
+    let admin = add_token(&tokens, "admin", "");
+    let alice = add_token(&tokens, "alice", "team-a");
+    let broker = BrokerProcess::start_with(
+        &dir.path().join("data"),
+        &[
+            "--auth-tokens-file",
+            &path(&tokens),
+            "--auth-reload-interval-ms",
+            "100",
+            "--authorization",
+            "--superuser",
+            "admin",
+        ],
+    );
+
+    // No token, a wrong token: UNAUTHENTICATED.
+    let (grpc, ferry, _) = code(client_with(&broker, None).await.list_queues().await);
+    assert_eq!(
+        (grpc, ferry),
+        (tonic::Code::Unauthenticated, ErrorCode::Unauthenticated)
+    );
+    let (grpc, _, _) = code(
+        client_with(&broker, Some("ferry_not-a-token"))
+            .await
+            .list_topics()
+            .await,
+    );
+    assert_eq!(grpc, tonic::Code::Unauthenticated);
+
+    // The superuser sets up; alice, with no rule, may do nothing and sees nothing.
+    let admin_client = client_with(&broker, Some(&admin)).await;
+    admin_client
+        .create_queue("jobs", &QueueSettings::new())
+        .await
+        .expect("the superuser creates a queue");
+    admin_client
+        .create_queue("other", &QueueSettings::new())
+        .await
+        .expect("create a second queue");
+    let alice_client = client_with(&broker, Some(&alice)).await;
+    let (grpc, ferry, message) = code(
+        alice_client
+            .send("jobs", vec![OutgoingMessage::new("denied")])
+            .await,
+    );
+    assert_eq!(
+        (grpc, ferry),
+        (tonic::Code::PermissionDenied, ErrorCode::PermissionDenied)
+    );
+    assert!(
+        message.contains("alice lacks the send right on queue \"jobs\""),
+        "{message}"
+    );
+    let jobs = admin_client.describe_queue("jobs").await.expect("describe");
+    assert_eq!(jobs.stats.visible, 0, "a denied send stored a message");
+    assert!(alice_client.list_queues().await.expect("list").is_empty());
+
+    // A rule from ferryctl (token file) for alice's group, obeyed at once.
+    let admin_file = write_token(dir.path(), "admin.token", &admin);
+    let added = ferryctl(
+        &broker.url(),
+        &admin_file,
+        &[
+            "acl",
+            "add",
+            "jobs-workers",
+            "--principal",
+            "group:team-a",
+            "--queue",
+            "jobs",
+            "--operations",
+            "send,receive,ack",
+        ],
+    );
+    assert!(added.status.success(), "ferryctl acl add: {added:?}");
+    let listed = ferryctl(&broker.url(), &admin_file, &["acl", "list"]);
+    let listed_text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success() && listed_text.contains("group:team-a"),
+        "ferryctl acl list: {listed:?}"
+    );
+    let alice_file = write_token(dir.path(), "alice.token", &alice);
+    let whoami = ferryctl(&broker.url(), &alice_file, &["whoami"]);
+    let whoami_text = String::from_utf8_lossy(&whoami.stdout);
+    assert!(
+        whoami.status.success()
+            && whoami_text.contains("principal: alice")
+            && whoami_text.contains("groups: team-a")
+            && whoami_text.contains("static-token"),
+        "ferryctl whoami: {whoami:?}"
+    );
+    let refused = ferryctl(&broker.url(), &alice_file, &["acl", "list"]);
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("lacks the admin right"),
+        "alice listed the rules: {refused:?}"
+    );
+
+    eventually("the rule lets alice send", || async {
+        alice_client
+            .send("jobs", vec![OutgoingMessage::new("granted")])
+            .await
+            .is_ok()
+    })
+    .await;
+    let received = alice_client
+        .receive("jobs", &ReceiveOptions::new(10))
+        .await
+        .expect("alice receives");
+    assert_eq!(received.len(), 1);
+    let receipts: Vec<String> = received.iter().map(|m| m.receipt.clone()).collect();
+    alice_client
+        .ack("jobs", &receipts)
+        .await
+        .expect("alice acks");
+    let listed: Vec<String> = alice_client
+        .list_queues()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(listed, ["jobs"], "alice sees only the queue she may use");
+
+    // Still no purge, no other queue, no topic administration.
+    admin_client
+        .send("jobs", vec![OutgoingMessage::new("kept")])
+        .await
+        .expect("send");
+    let (grpc, _, message) = code(alice_client.purge_queue("jobs").await);
+    assert_eq!(grpc, tonic::Code::PermissionDenied);
+    assert!(message.contains("purge right"), "{message}");
+    assert_eq!(
+        admin_client
+            .describe_queue("jobs")
+            .await
+            .expect("describe")
+            .stats
+            .visible,
+        1,
+        "a denied purge removed messages"
+    );
+    let (grpc, _, _) = code(
+        alice_client
+            .send("other", vec![OutgoingMessage::new("x")])
+            .await,
+    );
+    assert_eq!(grpc, tonic::Code::PermissionDenied);
+    let (grpc, _, message) = code(
+        alice_client
+            .create_topic("events", &TopicSettings::new(1))
+            .await,
+    );
+    assert_eq!(grpc, tonic::Code::PermissionDenied);
+    assert!(
+        message.contains("admin right on topic \"events\""),
+        "{message}"
+    );
+    assert!(admin_client.list_topics().await.expect("list").is_empty());
+
+    // Removing the rule takes the rights away again.
+    assert!(
+        admin_client
+            .delete_access_rule("jobs-workers")
+            .await
+            .expect("delete")
+    );
+    eventually("the removed rule stops alice", || async {
+        alice_client
+            .send("jobs", vec![OutgoingMessage::new("late")])
+            .await
+            .is_err()
+    })
+    .await;
+
+    // A token added to the file while the broker runs is accepted without a restart.
+    let bob = add_token(&tokens, "bob", "");
+    let bob_client = client_with(&broker, Some(&bob)).await;
+    eventually("the reloaded tokens file accepts bob", || async {
+        bob_client
+            .who_am_i()
+            .await
+            .is_ok_and(|identity| identity.principal == "bob")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_certificate_names_the_principal_and_its_organizations_the_groups() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let ca = Pki::new(dir.path(), "ferry-ca");
+    let server = ca.issue("broker", "localhost", &["DNS:localhost", "IP:127.0.0.1"]);
+    let carol = ca.issue("carol", "carol/O=payments/O=oncall", &[]);
+    let ops = ca.issue("ops", "ops", &[]);
+    let broker = BrokerProcess::start_with(
+        &dir.path().join("data"),
+        &[
+            "--tls-cert-file",
+            &path(&server.cert),
+            "--tls-key-file",
+            &path(&server.key),
+            "--tls-client-ca-file",
+            &path(&ca.ca()),
+            "--authorization",
+            "--superuser",
+            "ops",
+        ],
+    );
+    let connect = |who: &ferry_e2e::pki::Issued| {
+        let config = ClientConfig {
+            tls: Some(TlsOptions {
+                ca_pem: Some(std::fs::read(ca.ca()).expect("read the CA")),
+                identity: Some((
+                    std::fs::read(&who.cert).expect("read the certificate"),
+                    std::fs::read(&who.key).expect("read the key"),
+                )),
+                server_name: None,
+            }),
+            ..ClientConfig::default()
+        };
+        let url = format!("https://localhost:{}", broker.addr.port());
+        async move { Client::connect_with(&url, config).await.expect("connect") }
+    };
+    let carol_client = connect(&carol).await;
+    let identity = carol_client.who_am_i().await.expect("whoami");
+    assert_eq!(identity.principal, "carol");
+    assert_eq!(identity.groups, ["payments", "oncall"]);
+    assert_eq!(identity.method, "certificate");
+    assert!(identity.authorization_enforced);
+
+    let ops_client = connect(&ops).await;
+    ops_client
+        .create_topic("payments.events", &TopicSettings::new(1))
+        .await
+        .expect("the superuser creates a topic");
+    let (grpc, _, message) = code(carol_client.describe_topic("payments.events").await);
+    assert_eq!(grpc, tonic::Code::PermissionDenied);
+    assert!(
+        message.contains("carol lacks the describe right"),
+        "{message}"
+    );
+    ops_client
+        .put_access_rule(&AccessRule {
+            name: "payments-readers".into(),
+            principal: "group:payments".into(),
+            resource_kind: "topic".into(),
+            resource_name: "payments.".into(),
+            prefix: true,
+            operations: vec!["consume".into()],
+        })
+        .await
+        .expect("a prefix rule for the group");
+    eventually("the group rule lets carol describe", || async {
+        carol_client.describe_topic("payments.events").await.is_ok()
+    })
+    .await;
+    let invalid = ops_client
+        .put_access_rule(&AccessRule {
+            name: "bad".into(),
+            principal: "carol".into(),
+            resource_kind: "queue".into(),
+            resource_name: "jobs".into(),
+            prefix: false,
+            operations: vec!["produce".into()],
+        })
+        .await;
+    let (grpc, _, message) = code(invalid);
+    assert_eq!(grpc, tonic::Code::InvalidArgument);
+    assert!(
+        message.contains("produce means nothing on a queue"),
+        "{message}"
+    );
+}

@@ -36,3 +36,4 @@ pub use history::{CheckOptions, History, Verdict, check};
 pub use kube::{KubeApiServer, KubeTools};
 pub use node::KubeNode;
 pub use operator::{OperatorConfig, OperatorProcess};
+pub use process::run_bounded;

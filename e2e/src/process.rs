@@ -2,8 +2,9 @@
 //! started it is killed, and signals sent to the process itself rather than to
 //! `timeout` (which only forwards some of them).
 
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Longest any test process lives, in seconds, even if its test is killed.
@@ -12,6 +13,38 @@ const LIFETIME_S: &str = "600";
 const FORK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often waits poll.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Runs `binary args…` to its end with `stdin` as its input, killing it if it runs
+/// over `limit` (a short-lived client such as `ferryctl`, which starts no children).
+pub fn run_bounded(binary: &Path, args: &[String], stdin: &str, limit: Duration) -> Output {
+    let mut child = Command::new(binary)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("spawn {}: {err}", binary.display()));
+    let mut input = child.stdin.take().expect("piped stdin");
+    // A process that exits before reading its input closes the pipe: not a failure.
+    let _ = input.write_all(stdin.as_bytes());
+    drop(input);
+    let started = Instant::now();
+    while child.try_wait().expect("poll the child").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("reap the child");
+            panic!(
+                "{} {args:?} ran over {limit:?}: {}",
+                binary.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    child
+        .wait_with_output()
+        .expect("collect the child's output")
+}
 
 /// A command that runs `program` under `timeout`.
 pub(crate) fn command(program: &Path) -> Command {

@@ -14,7 +14,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::rpc::{self, show};
@@ -122,33 +122,7 @@ fn ferryctl(args: &[String], stdin: &str) -> Output {
 
 /// Runs `binary args…` with `stdin`, killing it if it outlives [`FERRYCTL_TIMEOUT`].
 fn run_bounded(binary: &Path, args: &[String], stdin: &str) -> Output {
-    let mut child = Command::new(binary)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("spawn {}: {err}", binary.display()));
-    let mut input = child.stdin.take().expect("piped stdin");
-    // A process that exits before reading its input closes the pipe: not a failure.
-    let _ = input.write_all(stdin.as_bytes());
-    drop(input);
-    let started = Instant::now();
-    while child.try_wait().expect("poll the child").is_none() {
-        if started.elapsed() > FERRYCTL_TIMEOUT {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("reap the child");
-            panic!(
-                "{} {args:?} ran over {FERRYCTL_TIMEOUT:?}: {}",
-                binary.display(),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-        .wait_with_output()
-        .expect("collect the child's output")
+    ferry_e2e::run_bounded(binary, args, stdin, FERRYCTL_TIMEOUT)
 }
 
 fn succeeded(args: &[String], output: &Output) -> String {

@@ -157,6 +157,10 @@ struct GatewayArgs {
     #[command(flatten)]
     host_tls: HostTlsArgs,
     #[command(flatten)]
+    peer_tls: GatewayPeerTlsArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+    #[command(flatten)]
     etcd_security: EtcdSecurityArgs,
 }
 
@@ -375,10 +379,41 @@ impl HostTlsArgs {
     }
 }
 
+/// How a gateway that authenticates its callers dials the hosts' peer listeners, where
+/// it forwards requests with their callers' identities.
+#[derive(Args, Debug)]
+struct GatewayPeerTlsArgs {
+    /// PEM CA of the cluster's peer certificates (the hosts' --peer-tls-ca-file).
+    #[arg(long, env = "FERRY_PEER_TLS_CA_FILE", requires_all = ["peer_tls_cert_file", "peer_tls_key_file"])]
+    peer_tls_ca_file: Option<PathBuf>,
+    /// PEM certificate from that CA the gateway presents to hosts' peer listeners.
+    #[arg(long, env = "FERRY_PEER_TLS_CERT_FILE", requires = "peer_tls_ca_file")]
+    peer_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --peer-tls-cert-file.
+    #[arg(long, env = "FERRY_PEER_TLS_KEY_FILE", requires = "peer_tls_ca_file")]
+    peer_tls_key_file: Option<PathBuf>,
+}
+
 impl GatewayArgs {
     fn into_options(self) -> anyhow::Result<GatewayOptions> {
         let timeout = Duration::from_millis(self.etcd_timeout_ms);
+        let (authentication, authorization) = self.auth.settings()?;
+        let peer_tls = self
+            .peer_tls
+            .peer_tls_ca_file
+            .clone()
+            .map(|ca| DialingTlsFiles {
+                ca,
+                identity: self
+                    .peer_tls
+                    .peer_tls_cert_file
+                    .clone()
+                    .zip(self.peer_tls.peer_tls_key_file.clone()),
+            });
         Ok(GatewayOptions {
+            authentication,
+            authorization,
+            peer_tls,
             tls: self.tls.listener()?,
             host_tls: self.host_tls.dialing(),
             etcd: self.etcd_security.apply(EtcdConfig {
@@ -641,10 +676,17 @@ struct AuthArgs {
 
 impl AuthArgs {
     fn apply(&self, config: &mut BrokerConfig) -> anyhow::Result<()> {
+        (config.authentication, config.authorization) = self.settings()?;
+        Ok(())
+    }
+
+    /// How callers authenticate (client certificates aside: the listener's client CA
+    /// decides those), and whether access rules are enforced.
+    fn settings(&self) -> anyhow::Result<(AuthnSettings, AuthorizationSettings)> {
         if self.auth_reload_interval_ms == 0 {
             anyhow::bail!("--auth-reload-interval-ms must be greater than 0");
         }
-        config.authentication = AuthnSettings {
+        let authentication = AuthnSettings {
             certificates: false,
             static_tokens: self.auth_tokens_file.clone(),
             service_accounts: match (&self.auth_jwks_file, &self.auth_token_issuer) {
@@ -657,7 +699,7 @@ impl AuthArgs {
             },
             reload_interval: Duration::from_millis(self.auth_reload_interval_ms),
         };
-        config.authorization = AuthorizationSettings {
+        let authorization = AuthorizationSettings {
             enforced: self.authorization,
             superusers: self
                 .superuser
@@ -666,7 +708,7 @@ impl AuthArgs {
                 .cloned()
                 .collect(),
         };
-        Ok(())
+        Ok((authentication, authorization))
     }
 }
 

@@ -22,7 +22,7 @@ use crate::host::materialize::Materializer;
 use crate::host::observed::Publisher;
 use crate::host::replication::Replicator;
 use crate::meta::{EtcdConfig, EtcdStore, MetadataStore};
-use crate::standalone::{BoundAddresses, Listeners, prepare_data_dir, serve_until};
+use crate::standalone::{BoundAddresses, Listeners, prepare_data_dir, serve_until, start_security};
 use crate::tls::{DialingTlsFiles, HostDialing, ListenerTls, TlsListener};
 
 /// What cluster mode adds to a broker's configuration.
@@ -189,12 +189,14 @@ pub async fn run(
         membership.status(),
     );
     let broker = Broker::open(config, Arc::clone(&meta), Some(routing.clone())).await?;
+    let (security, _security_tasks) = start_security(&broker, &listeners);
     let (peers_stop, peers_stopping) = tokio::sync::watch::channel(false);
     let peer_server = tokio::spawn(crate::service::serve_peers(
         Arc::clone(&broker),
         peer_listener,
         peer_tls,
         listeners.dialing.clone(),
+        security.access.clone(),
         async move {
             let mut stopping = peers_stopping;
             let _ = stopping.wait_for(|stop| *stop).await;
@@ -237,7 +239,7 @@ pub async fn run(
             }
         }
     };
-    let served = serve_until(broker, listeners, ready, shutdown, on_ready).await;
+    let served = serve_until(broker, listeners, security, ready, shutdown, on_ready).await;
     let _ = peers_stop.send(true);
     match tokio::time::timeout(PEER_STOP_GRACE, peer_server).await {
         Ok(Ok(Ok(()))) => {}

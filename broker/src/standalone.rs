@@ -48,7 +48,8 @@ pub async fn run(
     let broker = Broker::open(config, Arc::new(meta), None).await?;
     // One host with nothing to catch up with: ready once it serves.
     let (_ready, ready_rx) = watch::channel(true);
-    serve_until(broker, listeners, ready_rx, shutdown, on_ready).await
+    let (security, _security_tasks) = start_security(&broker, &listeners);
+    serve_until(broker, listeners, security, ready_rx, shutdown, on_ready).await
 }
 
 /// Validates the configuration, creates the data directory and locks it; keep the
@@ -122,26 +123,49 @@ impl Listeners {
     }
 }
 
+/// The background work behind a host's [`Security`]: following the access rules in
+/// the metadata store and re-reading authentication files. Stops when dropped.
+pub(crate) struct SecurityTasks {
+    rules: tokio::task::JoinHandle<()>,
+    reloader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SecurityTasks {
+    fn drop(&mut self) {
+        self.rules.abort();
+        self.reloader.abort();
+    }
+}
+
+/// The host's security: the gRPC listener's authenticator, and access decisions
+/// against the rules the metadata store holds (followed from now on).
+pub(crate) fn start_security(broker: &Broker, listeners: &Listeners) -> (Security, SecurityTasks) {
+    let (rules_tx, rules_rx) = watch::channel(Arc::new(AccessRules::default()));
+    let tasks = SecurityTasks {
+        rules: tokio::spawn(crate::access::rules::follow(
+            Arc::clone(&broker.meta),
+            rules_tx,
+        )),
+        reloader: listeners.authn.spawn_reloader(),
+    };
+    let security = Security {
+        authn: Arc::clone(&listeners.authn),
+        access: AccessControl::new(broker.config.authorization.clone(), rules_rx),
+    };
+    (security, tasks)
+}
+
 /// Serves `broker` on `listeners` until `shutdown` resolves, then stops gracefully;
 /// the readiness probe follows `ready`.
 pub(crate) async fn serve_until(
     broker: Arc<Broker>,
     listeners: Listeners,
+    security: Security,
     ready: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(BoundAddresses),
 ) -> anyhow::Result<()> {
     let bound = listeners.bound()?;
-    let (rules_tx, rules_rx) = watch::channel(Arc::new(AccessRules::default()));
-    let rules_task = tokio::spawn(crate::access::rules::follow(
-        Arc::clone(&broker.meta),
-        rules_tx,
-    ));
-    let authn_reloader = listeners.authn.spawn_reloader();
-    let security = Security {
-        authn: Arc::clone(&listeners.authn),
-        access: AccessControl::new(broker.config.authorization.clone(), rules_rx),
-    };
     tracing::info!(
         grpc = %bound.grpc,
         tls = listeners.tls.is_some(),
@@ -185,8 +209,6 @@ pub(crate) async fn serve_until(
         Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
     }
     background.abort();
-    rules_task.abort();
-    authn_reloader.abort();
     if let Some(task) = metrics_task {
         task.abort();
     }

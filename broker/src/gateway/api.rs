@@ -21,13 +21,16 @@ use ferry_proto::v1::topic_service_server::TopicService;
 use ferry_records::{Batches, partition_for_key};
 use ferry_replication::LogKind;
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::directory::{Directory, Target};
-use super::forward::{Forwarder, detail_of, not_done_by_the_host};
+use super::forward::{
+    Forwarder, HostChannel, current_caller, detail_of, not_done_by_the_host, on_behalf_of,
+};
+use crate::access::{AccessControl, Operation, Resource};
 use crate::cluster::routing::coordinator_index;
 use crate::error::{BrokerError, BrokerResult};
+use crate::service::auth::caller;
 use crate::service::status::to_status;
 
 /// Everything the gateway's services share.
@@ -40,16 +43,19 @@ pub struct Gateway {
     host_id: String,
     advertise: String,
     round_robin: Arc<AtomicU32>,
+    /// Decides what the gateway answers itself (metadata); hosts decide the rest.
+    access: AccessControl,
 }
 
 impl Gateway {
     /// A gateway forwarding through `forwarder`, answering metadata as `host_id` at
-    /// `advertise`.
+    /// `advertise` with what `access` lets each caller see.
     pub fn new(
         forwarder: Forwarder,
         default_cluster: Option<String>,
         host_id: String,
         advertise: String,
+        access: AccessControl,
     ) -> Self {
         Self {
             forwarder,
@@ -57,6 +63,7 @@ impl Gateway {
             host_id,
             advertise,
             round_robin: Arc::new(AtomicU32::new(0)),
+            access,
         }
     }
 
@@ -81,7 +88,7 @@ impl Gateway {
     async fn to_topic_cluster<T, Fut>(
         &self,
         topic: &str,
-        call: impl Fn(Channel) -> Fut,
+        call: impl Fn(HostChannel) -> Fut,
     ) -> Result<T, Status>
     where
         Fut: Future<Output = Result<T, Status>>,
@@ -102,7 +109,7 @@ impl Gateway {
     async fn to_queue_leader<T, Fut>(
         &self,
         queue: &str,
-        call: impl Fn(Channel) -> Fut,
+        call: impl Fn(HostChannel) -> Fut,
     ) -> Result<T, Status>
     where
         Fut: Future<Output = Result<T, Status>>,
@@ -116,7 +123,7 @@ impl Gateway {
     async fn to_coordinator<T, Fut>(
         &self,
         group: &str,
-        call: impl Fn(Channel) -> Fut,
+        call: impl Fn(HostChannel) -> Fut,
     ) -> Result<T, Status>
     where
         Fut: Future<Output = Result<T, Status>>,
@@ -282,11 +289,11 @@ impl TopicService for Gateway {
                 let channel = match &target {
                     Ok(target) => self
                         .forwarder
-                        .channel(&target.address)
+                        .channel(target)
                         .map_err(|s| (s, group.clone())),
                     Err(err) => Err((to_status(err), group.clone())),
                 };
-                sends.spawn(async move {
+                sends.spawn(on_behalf_of(current_caller(), async move {
                     match channel {
                         Ok(channel) => {
                             let sent = send_group(channel, topic, &group).await;
@@ -294,7 +301,7 @@ impl TopicService for Gateway {
                         }
                         Err((status, group)) => (group, Err(status)),
                     }
-                });
+                }));
             }
             while let Some(joined) = sends.join_next().await {
                 let (group, sent) = joined
@@ -353,12 +360,14 @@ impl TopicService for Gateway {
             request.partitions.iter().cloned().enumerate().collect();
         while !pending.is_empty() {
             let current = self.forwarder.directory();
-            let mut groups: BTreeMap<String, Vec<(usize, pb::FetchPartition)>> = BTreeMap::new();
+            let mut groups: BTreeMap<String, (Target, Vec<(usize, pb::FetchPartition)>)> =
+                BTreeMap::new();
             for (index, wanted) in std::mem::take(&mut pending) {
                 match current.leader(LogKind::Topic, &wanted.topic, wanted.partition) {
                     Ok(target) => groups
-                        .entry(target.address)
-                        .or_default()
+                        .entry(target.address.clone())
+                        .or_insert_with(|| (target, Vec::new()))
+                        .1
                         .push((index, wanted)),
                     Err(err) if tokio::time::Instant::now() >= deadline => {
                         results[index] = Some(fetch_failure(&wanted, &to_status(&err)));
@@ -367,20 +376,20 @@ impl TopicService for Gateway {
                 }
             }
             let mut fetches = JoinSet::new();
-            for (address, group) in groups {
-                let channel = self.forwarder.channel(&address)?;
+            for (target, group) in groups.into_values() {
+                let channel = self.forwarder.channel(&target)?;
                 let sub = pb::FetchRequest {
                     partitions: group.iter().map(|(_, p)| p.clone()).collect(),
                     ..request.clone()
                 };
-                fetches.spawn(async move {
+                fetches.spawn(on_behalf_of(current_caller(), async move {
                     let fetched = TopicServiceClient::new(channel)
                         .max_decoding_message_size(usize::MAX)
                         .fetch(sub)
                         .await
                         .map(Response::into_inner);
                     (group, fetched)
-                });
+                }));
             }
             while let Some(joined) = fetches.join_next().await {
                 let (group, fetched) =
@@ -507,7 +516,7 @@ fn group_by_leader(
 
 /// Sends one host's share of a produce request.
 async fn send_group(
-    channel: Channel,
+    channel: HostChannel,
     topic: String,
     group: &[ProduceItem],
 ) -> Result<pb::ProduceResponse, Status> {
@@ -648,7 +657,7 @@ impl AdminService for Gateway {
         let request = request.into_inner();
         let mut topics = Vec::new();
         for host in self.one_host_per_cluster() {
-            let channel = self.forwarder.channel(&host.address)?;
+            let channel = self.forwarder.channel(&host)?;
             let listed = AdminServiceClient::new(channel)
                 .list_topics(request)
                 .await?
@@ -749,7 +758,7 @@ impl QueueService for Gateway {
         let request = request.into_inner();
         let mut queues = Vec::new();
         for host in self.one_host_per_cluster() {
-            let channel = self.forwarder.channel(&host.address)?;
+            let channel = self.forwarder.channel(&host)?;
             let listed = QueueServiceClient::new(channel)
                 .list_queues(request)
                 .await?
@@ -878,7 +887,7 @@ impl GroupService for Gateway {
             .map_err(|err| to_status(&err))?;
         let mut groups = Vec::new();
         for host in directory.hosts_of(&cluster) {
-            let channel = self.forwarder.channel(&host.address)?;
+            let channel = self.forwarder.channel(&host)?;
             let listed = GroupServiceClient::new(channel)
                 .list_groups(request)
                 .await?
@@ -907,12 +916,24 @@ impl MetadataService for Gateway {
         &self,
         request: Request<pb::GetMetadataRequest>,
     ) -> Result<Response<pb::GetMetadataResponse>, Status> {
+        let caller = caller(&request);
+        for topic in &request.get_ref().topics {
+            self.access
+                .check(&caller, Operation::Describe, Resource::Topic(topic))
+                .map_err(|err| to_status(&BrokerError::Access(err)))?;
+        }
+        let may_describe =
+            |resource: Resource<'_>| self.access.allows(&caller, Operation::Describe, resource);
         let request = request.into_inner();
         let directory = self.forwarder.directory();
         let wanted =
             |name: &str| request.topics.is_empty() || request.topics.iter().any(|t| t == name);
         let mut topics = Vec::new();
-        for (name, record) in directory.topics.iter().filter(|(name, _)| wanted(name)) {
+        for (name, record) in directory
+            .topics
+            .iter()
+            .filter(|(name, _)| wanted(name) && may_describe(Resource::Topic(name)))
+        {
             let view = directory.topic(name).map(|(_, view)| view).ok();
             let partitions = (0..record.settings.partitions)
                 .map(|p| self.partition_leader(view, LogKind::Topic, name, p))
@@ -932,6 +953,7 @@ impl MetadataService for Gateway {
         let queues = directory
             .queues
             .keys()
+            .filter(|name| may_describe(Resource::Queue(name)))
             .map(|name| {
                 let view = directory.queue(name).ok();
                 pb::TopicMetadata {

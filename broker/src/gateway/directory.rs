@@ -32,8 +32,10 @@ pub struct Directory {
 pub struct Target {
     /// The leader's host id.
     pub host_id: String,
-    /// Its advertised address.
+    /// Its advertised client address.
     pub address: String,
+    /// Its peer listener's address (a gateway that forwards identities goes there).
+    pub peer_address: String,
 }
 
 impl Directory {
@@ -125,6 +127,7 @@ impl Directory {
                     .map(|(id, host)| Target {
                         host_id: id.clone(),
                         address: host.advertise.clone(),
+                        peer_address: host.peer_address().to_owned(),
                     })
                     .collect()
             })
@@ -170,6 +173,7 @@ fn leader_in(
     Ok(Target {
         host_id: host_id.to_owned(),
         address: host.advertise.clone(),
+        peer_address: host.peer_address().to_owned(),
     })
 }
 

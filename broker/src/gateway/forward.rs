@@ -10,11 +10,18 @@ use ferry_proto::v1::{ErrorCode, ErrorDetail};
 use prost::Message;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tonic::Status;
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::server::NamedService;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tonic::{Request, Status};
 
 use super::directory::{Directory, Target};
+use crate::access::Caller;
 use crate::error::BrokerResult;
+use crate::service::auth::forward_caller;
 use crate::service::peers::PeerChannels;
 use crate::service::status::to_status;
 use crate::tls::HostDialing;
@@ -22,28 +29,118 @@ use crate::tls::HostDialing;
 /// How long a retry waits for the directory to change before trying again anyway.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
+tokio::task_local! {
+    /// The caller of the request the gateway is serving, for the requests it forwards.
+    static CALLER: Caller;
+}
+
+/// Runs `future` on behalf of `caller`: requests it forwards carry that identity. A
+/// forwarding future spawned onto another task must be wrapped again.
+pub async fn on_behalf_of<F: Future>(caller: Option<Caller>, future: F) -> F::Output {
+    match caller {
+        Some(caller) => CALLER.scope(caller, future).await,
+        None => future.await,
+    }
+}
+
+/// The caller of the request being served on this task, if any.
+pub fn current_caller() -> Option<Caller> {
+    CALLER.try_with(Clone::clone).ok()
+}
+
+/// Wraps a gateway service so each request's handler runs on behalf of the caller
+/// the authenticating interceptor put in the request's extensions (anonymous when
+/// there is none), which [`ForwardCaller`] then reads.
+#[derive(Clone)]
+pub struct OnBehalfOfCaller<S>(pub S);
+
+impl<S, B> Service<http::Request<B>> for OnBehalfOfCaller<S>
+where
+    S: Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller::Anonymous);
+        Box::pin(CALLER.scope(caller, self.0.call(request)))
+    }
+}
+
+impl<S: NamedService> NamedService for OnBehalfOfCaller<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+/// A channel to a host; requests on it carry the caller's identity when the gateway
+/// forwards identities.
+pub type HostChannel = InterceptedService<Channel, ForwardCaller>;
+
+/// Adds the serving task's caller to each forwarded request (see
+/// `service::auth::forward_caller`); fails closed when the caller is unknown.
+#[derive(Clone)]
+pub struct ForwardCaller {
+    /// This gateway's id, `None` when it forwards no identities.
+    gateway_id: Option<MetadataValue<Ascii>>,
+}
+
+impl Interceptor for ForwardCaller {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(gateway_id) = &self.gateway_id else {
+            return Ok(request);
+        };
+        let caller = current_caller()
+            .ok_or_else(|| Status::internal("the gateway lost track of the request's caller"))?;
+        forward_caller(request.metadata_mut(), gateway_id, &caller);
+        Ok(request)
+    }
+}
+
 /// Channels to hosts and the directory that says which host serves what.
 #[derive(Clone)]
 pub struct Forwarder {
     directory: watch::Receiver<Arc<Directory>>,
     channels: Arc<PeerChannels>,
     retry_deadline: Duration,
+    forward_caller: ForwardCaller,
 }
 
 impl Forwarder {
     /// Forwards by `directory`, dialling hosts as `dialing` says; gives up retrying a
-    /// moved leader after `retry_deadline`.
+    /// moved leader after `retry_deadline`. With `identities` (this gateway's id) it
+    /// sends requests to the hosts' peer listeners with each caller's identity;
+    /// without, to their client ports as they came.
     pub fn new(
         directory: watch::Receiver<Arc<Directory>>,
         connect_timeout: Duration,
         retry_deadline: Duration,
         dialing: HostDialing,
-    ) -> Self {
-        Self {
+        identities: Option<&str>,
+    ) -> Result<Self, String> {
+        let gateway_id = identities
+            .map(|id| {
+                MetadataValue::try_from(id)
+                    .map_err(|_| format!("gateway id {id:?} is not printable ASCII"))
+            })
+            .transpose()?;
+        Ok(Self {
             directory,
             channels: Arc::new(PeerChannels::new(connect_timeout, dialing)),
             retry_deadline,
-        }
+            forward_caller: ForwardCaller { gateway_id },
+        })
     }
 
     /// The directory now.
@@ -51,9 +148,17 @@ impl Forwarder {
         Arc::clone(&self.directory.borrow())
     }
 
-    /// A channel to `address`, connected on first use and kept.
-    pub fn channel(&self, address: &str) -> Result<Channel, Status> {
-        self.channels.channel(address)
+    /// A channel to the host `target`, connected on first use and kept: its peer
+    /// listener when identities are forwarded, else its client port.
+    pub fn channel(&self, target: &Target) -> Result<HostChannel, Status> {
+        let address = match self.forward_caller.gateway_id {
+            Some(_) => &target.peer_address,
+            None => &target.address,
+        };
+        Ok(InterceptedService::new(
+            self.channels.channel(address)?,
+            self.forward_caller.clone(),
+        ))
     }
 
     /// Sends `call` to the host `resolve` picks from the directory; while the answer
@@ -63,7 +168,7 @@ impl Forwarder {
     pub async fn routed<T, Fut>(
         &self,
         resolve: impl Fn(&Directory) -> BrokerResult<Target>,
-        call: impl Fn(Channel) -> Fut,
+        call: impl Fn(HostChannel) -> Fut,
     ) -> Result<T, Status>
     where
         Fut: Future<Output = Result<T, Status>>,
@@ -76,7 +181,7 @@ impl Forwarder {
                 resolve(&current)
             };
             let (outcome, from_host) = match target {
-                Ok(target) => match self.channel(&target.address) {
+                Ok(target) => match self.channel(&target) {
                     Ok(channel) => (call(channel).await, true),
                     Err(status) => (Err(status), false),
                 },

@@ -21,11 +21,15 @@ use ferry_proto::v1::metadata_service_server::MetadataServiceServer;
 use ferry_proto::v1::queue_service_server::QueueServiceServer;
 use ferry_proto::v1::topic_service_server::TopicServiceServer;
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 
 use self::api::Gateway;
 use self::directory::DirectoryKeeper;
-use self::forward::Forwarder;
+use self::forward::{Forwarder, OnBehalfOfCaller};
+use crate::access::authn::{Authenticator, AuthnSettings};
+use crate::access::{AccessControl, AccessRules, AuthorizationSettings};
 use crate::meta::{EtcdConfig, EtcdStore, MetadataStore};
+use crate::service::auth::Authenticate;
 use crate::tls::{DialingTlsFiles, HostDialing, ListenerTls, TlsListener};
 
 /// How a gateway runs.
@@ -51,8 +55,19 @@ pub struct GatewayOptions {
     pub retry_pause: Duration,
     /// TLS on the gRPC listener; `None` serves plaintext.
     pub tls: Option<ListenerTls>,
-    /// TLS for the channels to hosts; `None` dials them in plaintext.
+    /// TLS for the channels to hosts' client ports; `None` dials them in plaintext.
     pub host_tls: Option<DialingTlsFiles>,
+    /// How callers authenticate. When any way is configured, the gateway forwards
+    /// each request with its caller's identity to the hosts' peer listeners (dialled
+    /// as `peer_tls` says), which believe it there only; unless only `host_tls` is
+    /// given, when it calls the hosts' client ports as itself.
+    pub authentication: AuthnSettings,
+    /// Access rules for what the gateway answers itself (metadata); hosts decide for
+    /// what it forwards.
+    pub authorization: AuthorizationSettings,
+    /// TLS to the hosts' peer listeners: the cluster's peer CA and a certificate it
+    /// signed. `None` dials them in plaintext.
+    pub peer_tls: Option<DialingTlsFiles>,
 }
 
 /// Runs a gateway until `shutdown` resolves; `on_ready` gets the bound address.
@@ -67,9 +82,32 @@ pub async fn run(
         .map(TlsListener::load)
         .transpose()
         .context("the gRPC listener's TLS")?;
-    let dialing = match &options.host_tls {
-        Some(files) => HostDialing::tls(files).context("TLS to hosts")?,
-        None => HostDialing::plaintext(),
+    let mut authentication = options.authentication.clone();
+    authentication.certificates = options
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.files.client_ca.is_some());
+    // A gateway that authenticates callers forwards their identities over the hosts'
+    // peer listeners, unless it is set up to reach only the client ports (host TLS
+    // without peer TLS): then it calls the hosts as itself, as before.
+    let forwards_identities =
+        authentication.required() && (options.peer_tls.is_some() || options.host_tls.is_none());
+    if options.authorization.enforced && !authentication.required() {
+        anyhow::bail!(
+            "authorization needs a way to authenticate callers: client certificates \
+             (--tls-client-ca-file), static tokens (--auth-tokens-file) or ServiceAccount \
+             tokens (--auth-jwks-file)"
+        );
+    }
+    let authn = Arc::new(
+        Authenticator::load(authentication).context("authentication of the gRPC listener")?,
+    );
+    let dialing = match (forwards_identities, &options.peer_tls, &options.host_tls) {
+        (true, Some(files), _) => {
+            HostDialing::tls(files).context("TLS to hosts' peer listeners")?
+        }
+        (false, _, Some(files)) => HostDialing::tls(files).context("TLS to hosts")?,
+        _ => HostDialing::plaintext(),
     };
     let listener = TcpListener::bind(options.listen)
         .await
@@ -81,7 +119,7 @@ pub async fn run(
         .unwrap_or_else(|| bound.to_string());
     let store = EtcdStore::connect(options.etcd.clone()).await?;
     let meta: Arc<dyn MetadataStore> = Arc::new(store);
-    let keeper = DirectoryKeeper::start(meta, options.retry_pause);
+    let keeper = DirectoryKeeper::start(Arc::clone(&meta), options.retry_pause);
     // Ready only once the first full read is in: before it, every topic would look
     // unknown.
     keeper
@@ -94,13 +132,20 @@ pub async fn run(
         options.connect_timeout,
         options.retry_deadline,
         dialing,
-    );
+        forwards_identities.then_some(options.gateway_id.as_str()),
+    )
+    .map_err(|err| anyhow::anyhow!(err))?;
+    let (rules_tx, rules_rx) = tokio::sync::watch::channel(Arc::new(AccessRules::default()));
+    let rules = tokio::spawn(crate::access::rules::follow(Arc::clone(&meta), rules_tx));
+    let reloader = authn.spawn_reloader();
     let gateway = Gateway::new(
         forwarder,
         options.default_cluster.clone(),
         options.gateway_id.clone(),
         advertise,
+        AccessControl::new(options.authorization.clone(), rules_rx),
     );
+    let authenticate = Authenticate(authn);
     let limit = options.max_request_bytes;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -113,22 +158,51 @@ pub async fn run(
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
-            TopicServiceServer::new(gateway.clone())
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(AdminServiceServer::new(gateway.clone()).max_decoding_message_size(limit))
-        .add_service(GroupServiceServer::new(gateway.clone()).max_decoding_message_size(limit))
-        .add_service(MetadataServiceServer::new(gateway.clone()).max_decoding_message_size(limit))
-        .add_service(
-            QueueServiceServer::new(gateway)
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(usize::MAX),
-        );
-    tracing::info!(grpc = %bound, tls = tls.is_some(), "ferry gateway ready");
+        .add_service(InterceptedService::new(
+            OnBehalfOfCaller(
+                TopicServiceServer::new(gateway.clone())
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(usize::MAX),
+            ),
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            OnBehalfOfCaller(
+                AdminServiceServer::new(gateway.clone()).max_decoding_message_size(limit),
+            ),
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            OnBehalfOfCaller(
+                GroupServiceServer::new(gateway.clone()).max_decoding_message_size(limit),
+            ),
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            OnBehalfOfCaller(
+                MetadataServiceServer::new(gateway.clone()).max_decoding_message_size(limit),
+            ),
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            OnBehalfOfCaller(
+                QueueServiceServer::new(gateway)
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(usize::MAX),
+            ),
+            authenticate,
+        ));
+    tracing::info!(
+        grpc = %bound,
+        tls = tls.is_some(),
+        forwards_identities,
+        "ferry gateway ready"
+    );
     on_ready(bound);
-    crate::service::serve_router(router, listener, tls, shutdown).await?;
+    let served = crate::service::serve_router(router, listener, tls, shutdown).await;
+    rules.abort();
+    reloader.abort();
+    served?;
     drop(keeper);
     tracing::info!("ferry gateway stopped");
     Ok(())

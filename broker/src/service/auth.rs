@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 use super::status::{Answer, access_status};
 use crate::access::rules::{self, PatternKind, RulePattern};
 use crate::access::{
-    AccessControl, AccessError, AccessRule, Caller, Operation, Resource, ResourceKind,
-    authn::Authenticator,
+    AccessControl, AccessError, AccessRule, AuthMethod, Caller, Operation, Principal, Resource,
+    ResourceKind, authn::Authenticator,
 };
 use crate::broker::Broker;
 use crate::error::BrokerError;
@@ -66,16 +66,109 @@ fn bearer_token(value: Option<&str>) -> Result<&str, AccessError> {
         })
 }
 
-/// Marks every request on the peer listener as a peer's: the peer listener admits
-/// only hosts of the cluster (mutual TLS with the peer CA, when configured), and
-/// what they pass on was checked where it entered.
+/// Metadata a gateway sets on every request it forwards over a host's peer listener:
+/// its id. With it, the request is the gateway's caller's (below), not a peer's own.
+pub const FORWARDED_BY: &str = "ferry-forwarded-by";
+/// The forwarded caller's principal (binary metadata: any UTF-8); absent for an
+/// anonymous caller.
+pub const FORWARDED_PRINCIPAL: &str = "ferry-forwarded-principal-bin";
+/// The forwarded caller's groups, newline-separated.
+pub const FORWARDED_GROUPS: &str = "ferry-forwarded-groups-bin";
+/// How the gateway authenticated the forwarded caller.
+pub const FORWARDED_METHOD: &str = "ferry-forwarded-method";
+
+/// Establishes the caller of each request on the peer listener, which admits only
+/// hosts of the cluster and its gateways (mutual TLS with the peer CA, when
+/// configured): a request a gateway forwards is its caller's, as the gateway says;
+/// anything else is a peer's own (a group request passed on, already checked where it
+/// entered), where peers send such requests at all. Only here are the forwarding
+/// headers believed.
 #[derive(Clone, Copy)]
-pub struct FromPeer;
+pub struct FromPeer {
+    /// Whether hosts send this service requests of their own (groups: passed on to
+    /// the coordinator); elsewhere only forwarded requests are taken.
+    pub own_requests: bool,
+}
 
 impl Interceptor for FromPeer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request.extensions_mut().insert(Caller::Peer);
+        let caller = if request.metadata().contains_key(FORWARDED_BY) {
+            forwarded_caller(request.metadata()).map_err(access_status)?
+        } else if self.own_requests {
+            Caller::Peer
+        } else {
+            return Err(access_status(AccessError::Unauthenticated(
+                "the peer listener takes client requests only as a gateway forwards them".into(),
+            )));
+        };
+        request.extensions_mut().insert(caller);
         Ok(request)
+    }
+}
+
+/// The caller a gateway forwarded.
+fn forwarded_caller(metadata: &tonic::metadata::MetadataMap) -> Result<Caller, AccessError> {
+    let text = |key: &str| -> Result<Option<String>, AccessError> {
+        metadata
+            .get_bin(key)
+            .map(|value| {
+                value
+                    .to_bytes()
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok())
+                    .ok_or_else(|| {
+                        AccessError::Unauthenticated(format!("forwarded {key} is unreadable"))
+                    })
+            })
+            .transpose()
+    };
+    let Some(name) = text(FORWARDED_PRINCIPAL)? else {
+        return Ok(Caller::Anonymous);
+    };
+    let groups = text(FORWARDED_GROUPS)?
+        .map(|groups| {
+            groups
+                .split('\n')
+                .filter(|g| !g.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let method = match metadata.get(FORWARDED_METHOD).and_then(|v| v.to_str().ok()) {
+        Some("certificate") => AuthMethod::Certificate,
+        Some("serviceaccount-token") => AuthMethod::ServiceAccountToken,
+        _ => AuthMethod::StaticToken,
+    };
+    Ok(Caller::Principal(Arc::new(Principal {
+        name,
+        groups,
+        method,
+    })))
+}
+
+/// Writes `caller` into the metadata of a request a gateway forwards to a host's peer
+/// listener (see [`FromPeer`]).
+pub fn forward_caller(
+    metadata: &mut tonic::metadata::MetadataMap,
+    gateway_id: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    caller: &Caller,
+) {
+    use tonic::metadata::{BinaryMetadataValue, MetadataValue};
+    metadata.insert(FORWARDED_BY, gateway_id.clone());
+    if let Caller::Principal(principal) = caller {
+        metadata.insert_bin(
+            FORWARDED_PRINCIPAL,
+            BinaryMetadataValue::from_bytes(principal.name.as_bytes()),
+        );
+        if !principal.groups.is_empty() {
+            metadata.insert_bin(
+                FORWARDED_GROUPS,
+                BinaryMetadataValue::from_bytes(principal.groups.join("\n").as_bytes()),
+            );
+        }
+        if let Ok(method) = MetadataValue::try_from(principal.method.to_string()) {
+            metadata.insert(FORWARDED_METHOD, method);
+        }
     }
 }
 

@@ -119,45 +119,21 @@ pub async fn serve(
             tracing::error!(%err, "reflection service could not be built");
             err
         });
-    let mut router = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(
             broker.config.limits.max_concurrent_requests_per_connection as usize,
         )
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(health_service)
-        .add_service(InterceptedService::new(
-            TopicServiceServer::new(TopicApi::new(Arc::clone(&broker), guard.clone()))
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(usize::MAX),
-            authenticate.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            AdminServiceServer::new(AdminApi::new(Arc::clone(&broker), guard.clone()))
-                .max_decoding_message_size(limit),
-            authenticate.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            GroupServiceServer::new(GroupApi::new(Arc::clone(&broker), guard.clone(), dialing))
-                .max_decoding_message_size(limit),
-            authenticate.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            MetadataServiceServer::new(MetadataApi::new(Arc::clone(&broker), guard.clone()))
-                .max_decoding_message_size(limit),
-            authenticate.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            QueueServiceServer::new(QueueApi::new(Arc::clone(&broker), guard.clone()))
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(usize::MAX),
-            authenticate.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            AccessServiceServer::new(AccessApi::new(Arc::clone(&broker), guard))
-                .max_decoding_message_size(limit),
-            authenticate,
-        ));
+        .add_service(health_service);
+    let mut router = add_client_services(
+        router,
+        &broker,
+        &guard,
+        [authenticate.clone(), authenticate],
+        dialing,
+        limit,
+    );
     if let Ok(reflection) = reflection {
         router = router.add_service(reflection);
     }
@@ -166,19 +142,24 @@ pub async fn serve(
     served
 }
 
-/// Serves what only other hosts of the cluster call — replica fetches and snapshots,
-/// and group requests passed on — on the peer listener, until `shutdown` resolves.
-/// The client listener does not serve `ReplicaService`: it hands out any partition's
-/// stored batches, so only peers may reach it (with mutual TLS, peers holding a
-/// certificate from the peer CA).
+/// Serves what only other hosts of the cluster and gateways call — replica fetches and
+/// snapshots, group requests passed on, and client requests a gateway forwards with
+/// its caller's identity — on the peer listener, until `shutdown` resolves. The client
+/// listener does not serve `ReplicaService`: it hands out any partition's stored
+/// batches, so only peers may reach it (with mutual TLS, peers holding a certificate
+/// from the peer CA). A forwarded identity is believed here only: on the client
+/// listener the same headers mean nothing. Forwarded requests are checked by `access`
+/// like the client listener's.
 pub async fn serve_peers(
     broker: Arc<Broker>,
     listener: TcpListener,
     tls: Option<TlsListener>,
     dialing: HostDialing,
+    access: AccessControl,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let limit = broker.config.limits.max_request_bytes as usize;
+    let guard = Guard::new(Arc::clone(&broker), access);
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -186,17 +167,70 @@ pub async fn serve_peers(
             ReplicaServiceServer::new(ReplicaApi::new(Arc::clone(&broker)))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(InterceptedService::new(
-            GroupServiceServer::new(GroupApi::new(
-                Arc::clone(&broker),
-                Guard::new(Arc::clone(&broker), AccessControl::open()),
-                dialing,
-            ))
-            .max_decoding_message_size(limit),
-            FromPeer,
-        ));
+        );
+    let router = add_client_services(
+        router,
+        &broker,
+        &guard,
+        [
+            FromPeer {
+                own_requests: false,
+            },
+            FromPeer { own_requests: true },
+        ],
+        dialing,
+        limit,
+    );
     serve_router(router, listener, tls, shutdown).await
+}
+
+/// Adds every client service to `router`, each request first through an interceptor
+/// that establishes the caller (`[others, groups]`: group requests may differ) and
+/// then checked by `guard`.
+fn add_client_services<I>(
+    router: tonic::transport::server::Router,
+    broker: &Arc<Broker>,
+    guard: &Guard,
+    [interceptor, group_interceptor]: [I; 2],
+    dialing: HostDialing,
+    limit: usize,
+) -> tonic::transport::server::Router
+where
+    I: tonic::service::Interceptor + Clone + Send + Sync + 'static,
+{
+    router
+        .add_service(InterceptedService::new(
+            TopicServiceServer::new(TopicApi::new(Arc::clone(broker), guard.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX),
+            interceptor.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            AdminServiceServer::new(AdminApi::new(Arc::clone(broker), guard.clone()))
+                .max_decoding_message_size(limit),
+            interceptor.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            GroupServiceServer::new(GroupApi::new(Arc::clone(broker), guard.clone(), dialing))
+                .max_decoding_message_size(limit),
+            group_interceptor,
+        ))
+        .add_service(InterceptedService::new(
+            MetadataServiceServer::new(MetadataApi::new(Arc::clone(broker), guard.clone()))
+                .max_decoding_message_size(limit),
+            interceptor.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            QueueServiceServer::new(QueueApi::new(Arc::clone(broker), guard.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(usize::MAX),
+            interceptor.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            AccessServiceServer::new(AccessApi::new(Arc::clone(broker), guard.clone()))
+                .max_decoding_message_size(limit),
+            interceptor,
+        ))
 }
 
 /// Runs `router` on `listener`, over TLS when `tls` is given, until `shutdown`.

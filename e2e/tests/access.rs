@@ -1,0 +1,364 @@
+//! Access control across a cluster and its gateway, with real processes: hosts that
+//! enforce access rules (static tokens, peer mutual TLS) and a gateway that
+//! authenticates callers itself and forwards each request with its caller's identity
+//! to the hosts' peer listeners. The hosts decide: a denial names the caller, not the
+//! gateway; rules written through one host apply on every host; produce and fetch
+//! split across leaders keep the identity; the forwarding headers mean nothing on a
+//! host's client port, and the peer listener takes client requests only as forwarded.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::start_formed;
+use ferry_e2e::gateway::Gateway;
+use ferry_e2e::pki::{Issued, Pki};
+use ferry_e2e::{ClusterOptions, broker_binary, ferryctl_binary};
+use ferry_proto::v1 as pb;
+use pb::queue_service_client::QueueServiceClient;
+use tonic::metadata::{BinaryMetadataValue, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Longest a `ferryctl` command may run.
+const FERRYCTL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for a rule to reach every host.
+const RULE_DEADLINE: Duration = Duration::from_secs(20);
+
+fn path(path: &Path) -> String {
+    path.to_str().expect("a UTF-8 path").to_owned()
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|arg| (*arg).to_owned()).collect()
+}
+
+/// A token made by `ferry-broker token add`, written to its own file.
+fn add_token(dir: &Path, tokens: &Path, principal: &str) -> (String, PathBuf) {
+    let output = std::process::Command::new(broker_binary())
+        .args(["token", "add", "--tokens-file", &path(tokens)])
+        .args(["--principal", principal])
+        .output()
+        .expect("run ferry-broker token add");
+    assert!(output.status.success(), "token add: {output:?}");
+    let token = String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned();
+    let file = dir.join(format!("{principal}.token"));
+    std::fs::write(&file, &token).expect("write the token file");
+    (token, file)
+}
+
+/// `ferryctl --server URL --token-file FILE args…` with `stdin`.
+fn ferryctl(server: &str, token: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut all = strings(&["--server", server, "--token-file"]);
+    all.push(path(token));
+    all.extend(strings(args));
+    ferry_e2e::run_bounded(&ferryctl_binary(), &all, stdin, FERRYCTL_TIMEOUT)
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn succeeded(output: Output, what: &str) -> String {
+    assert!(output.status.success(), "{what}: {}", text(&output));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs `attempt` until it succeeds, for a rule that is still on its way.
+fn until_allowed(what: &str, mut attempt: impl FnMut() -> Output) -> String {
+    let deadline = Instant::now() + RULE_DEADLINE;
+    loop {
+        let output = attempt();
+        if output.status.success() {
+            return String::from_utf8_lossy(&output.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {RULE_DEADLINE:?}: {}",
+            text(&output)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn issue_for_loopback(ca: &Pki, stem: &str) -> Issued {
+    let sans: Vec<String> = (1..=12).map(|n| format!("IP:127.0.0.{n}")).collect();
+    let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
+    ca.issue(stem, stem, &sans)
+}
+
+/// A purge of `jobs` with `token`, and forwarding headers claiming `claimed`.
+async fn purge_claiming(
+    channel: Channel,
+    token: Option<&str>,
+    claimed: &str,
+) -> Result<pb::PurgeQueueResponse, tonic::Status> {
+    let mut request = tonic::Request::new(pb::PurgeQueueRequest {
+        name: "jobs".to_owned(),
+    });
+    let metadata = request.metadata_mut();
+    metadata.insert("ferry-forwarded-by", MetadataValue::from_static("gateway"));
+    metadata.insert_bin(
+        "ferry-forwarded-principal-bin",
+        BinaryMetadataValue::from_bytes(claimed.as_bytes()),
+    );
+    if let Some(token) = token {
+        let value = MetadataValue::try_from(format!("Bearer {token}")).expect("ASCII");
+        metadata.insert("authorization", value);
+    }
+    QueueServiceClient::new(channel)
+        .purge_queue(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn a_gateway_forwards_its_callers_identities_and_the_hosts_decide() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let tokens = dir.path().join("tokens");
+    let (_, admin) = add_token(dir.path(), &tokens, "admin");
+    let (alice_token, alice) = add_token(dir.path(), &tokens, "alice");
+    let peer_ca = Pki::new(dir.path(), "peer-ca");
+    let peers_cert = issue_for_loopback(&peer_ca, "peers");
+    let gateway_cert = issue_for_loopback(&peer_ca, "gateway");
+    let security = strings(&[
+        "--auth-tokens-file",
+        &path(&tokens),
+        "--authorization",
+        "--superuser",
+        "admin",
+    ]);
+    let mut host_args = security.clone();
+    host_args.extend(strings(&[
+        "--peer-tls-cert-file",
+        &path(&peers_cert.cert),
+        "--peer-tls-key-file",
+        &path(&peers_cert.key),
+        "--peer-tls-ca-file",
+        &path(&peer_ca.ca()),
+    ]));
+    let (cluster, _etcd) = start_formed(ClusterOptions {
+        hosts: 2,
+        extra_args: host_args,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let mut gateway_args = security;
+    gateway_args.extend(strings(&[
+        "--peer-tls-ca-file",
+        &path(&peer_ca.ca()),
+        "--peer-tls-cert-file",
+        &path(&gateway_cert.cert),
+        "--peer-tls-key-file",
+        &path(&gateway_cert.key),
+    ]));
+    let gateway_args: Vec<&str> = gateway_args.iter().map(String::as_str).collect();
+    let gateway = Gateway::start(&cluster.etcd_endpoint(), "127.0.0.1", &gateway_args);
+    let server = gateway.url();
+
+    // Without a token the gateway itself refuses; with alice's, the host refuses
+    // alice (not the gateway) and stores nothing.
+    let anonymous = ferry_e2e::run_bounded(
+        &ferryctl_binary(),
+        &strings(&["--server", &server, "queue", "list"]),
+        "",
+        FERRYCTL_TIMEOUT,
+    );
+    assert!(
+        !anonymous.status.success() && text(&anonymous).contains("unauthenticated"),
+        "an anonymous caller was served: {}",
+        text(&anonymous)
+    );
+    succeeded(
+        ferryctl(
+            &server,
+            &admin,
+            &["queue", "create", "jobs", "--replication-factor", "2"],
+            "",
+        ),
+        "admin creates a queue through the gateway",
+    );
+    let denied = ferryctl(
+        &server,
+        &alice,
+        &["queue", "send", "jobs", "--body", "early"],
+        "",
+    );
+    assert!(
+        !denied.status.success() && text(&denied).contains("alice lacks the send right"),
+        "alice sent through the gateway without a rule: {}",
+        text(&denied)
+    );
+    let whoami = succeeded(
+        ferryctl(&server, &alice, &["topic", "list"], ""),
+        "topic list",
+    );
+    assert!(!whoami.contains("jobs"), "{whoami}");
+
+    // Rules written through the gateway's hosts apply on every host.
+    succeeded(
+        ferryctl(
+            &cluster.hosts()[0].url(),
+            &admin,
+            &[
+                "acl",
+                "add",
+                "alice-jobs",
+                "--principal",
+                "alice",
+                "--queue",
+                "jobs",
+                "--operations",
+                "send,receive,ack",
+            ],
+            "",
+        ),
+        "acl add on a host",
+    );
+    succeeded(
+        ferryctl(
+            &cluster.hosts()[1].url(),
+            &admin,
+            &[
+                "acl",
+                "add",
+                "alice-events",
+                "--principal",
+                "alice",
+                "--topic",
+                "events.",
+                "--prefix",
+                "--operations",
+                "produce,consume",
+            ],
+            "",
+        ),
+        "acl add on the other host",
+    );
+    until_allowed("alice sends through the gateway", || {
+        ferryctl(
+            &server,
+            &alice,
+            &["queue", "send", "jobs", "--body", "hello"],
+            "",
+        )
+    });
+    let received = succeeded(
+        ferryctl(&server, &alice, &["queue", "receive", "jobs", "--ack"], ""),
+        "alice receives through the gateway",
+    );
+    assert!(received.contains("hello"), "{received}");
+
+    // A topic with a partition on each host: the gateway splits produce and fetch per
+    // leader, each share on alice's behalf.
+    succeeded(
+        ferryctl(
+            &server,
+            &admin,
+            &["topic", "create", "events.orders", "--partitions", "4"],
+            "",
+        ),
+        "admin creates a topic",
+    );
+    let lines: Vec<String> = (0..40).map(|n| format!("order-{n}")).collect();
+    let produced = until_allowed("alice produces through the gateway", || {
+        ferryctl(
+            &server,
+            &alice,
+            &["topic", "produce", "events.orders"],
+            &(lines.join("\n") + "\n"),
+        )
+    });
+    assert!(produced.contains("40"), "{produced}");
+    let consumed = succeeded(
+        ferryctl(
+            &server,
+            &alice,
+            &[
+                "topic",
+                "consume",
+                "events.orders",
+                "--from-beginning",
+                "--max",
+                "40",
+            ],
+            "",
+        ),
+        "alice consumes through the gateway",
+    );
+    for line in &lines {
+        assert!(
+            consumed.contains(line.as_str()),
+            "{line} missing: {consumed}"
+        );
+    }
+    let purge = ferryctl(&server, &alice, &["queue", "purge", "jobs"], "");
+    assert!(
+        !purge.status.success() && text(&purge).contains("alice lacks the purge right"),
+        "alice purged: {}",
+        text(&purge)
+    );
+
+    // The forwarding headers on a host's client port: ignored. Alice claiming to be
+    // admin is still alice (no purge); without a token, unauthenticated.
+    let host = cluster.hosts()[0].addr();
+    let client_port = Endpoint::from_shared(format!("http://{host}"))
+        .expect("a URL")
+        .connect_lazy();
+    let forged = purge_claiming(client_port.clone(), Some(&alice_token), "admin").await;
+    let refused = forged.expect_err("a forged identity on the client port");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    let refused = purge_claiming(client_port, None, "admin")
+        .await
+        .expect_err("forged headers without a token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+
+    // The peer listener, with a peer certificate but no forwarding header, takes no
+    // client requests of its own.
+    let peer: SocketAddr = peer_address(&cluster).await;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(peer_ca.ca()).expect("read the peer CA"),
+        ))
+        .identity(Identity::from_pem(
+            std::fs::read(&peers_cert.cert).expect("read the certificate"),
+            std::fs::read(&peers_cert.key).expect("read the key"),
+        ))
+        .domain_name(peer.ip().to_string());
+    let peer_channel = Endpoint::from_shared(format!("https://{peer}"))
+        .expect("a URL")
+        .tls_config(tls)
+        .expect("TLS settings")
+        .connect_lazy();
+    let refused = QueueServiceClient::new(peer_channel)
+        .list_queues(pb::ListQueuesRequest {})
+        .await
+        .expect_err("a client request on the peer listener without a forwarder");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    drop(gateway);
+}
+
+/// Host h0's peer listener, from its etcd record.
+async fn peer_address(cluster: &ferry_e2e::Cluster) -> SocketAddr {
+    let mut etcd = etcd_client::Client::connect([cluster.etcd_endpoint()], None)
+        .await
+        .expect("connect to etcd");
+    let view = common::read_view(&mut etcd, cluster.name())
+        .await
+        .expect("the cluster view");
+    view.hosts["h0"]
+        .peer_advertise
+        .as_deref()
+        .expect("hosts register their peer listener")
+        .parse()
+        .expect("a peer address")
+}

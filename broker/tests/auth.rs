@@ -385,3 +385,97 @@ async fn a_client_certificate_names_the_principal_and_its_organizations_the_grou
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_python_grpcio_client_authenticates_with_a_token_and_reads_the_refusals() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let ca = Pki::new(dir.path(), "ferry-ca");
+    let server = ca.issue("broker", "localhost", &["DNS:localhost", "IP:127.0.0.1"]);
+    let tokens = dir.path().join("tokens");
+    let admin = add_token(&tokens, "admin", "");
+    let python = add_token(&tokens, "python", "");
+    let nobody = add_token(&tokens, "nobody", "");
+    let broker = BrokerProcess::start_with(
+        &dir.path().join("data"),
+        &[
+            "--tls-cert-file",
+            &path(&server.cert),
+            "--tls-key-file",
+            &path(&server.key),
+            "--auth-tokens-file",
+            &path(&tokens),
+            "--authorization",
+            "--superuser",
+            "admin",
+        ],
+    );
+    let url = format!("https://localhost:{}", broker.addr.port());
+    let admin_client = Client::connect_with(
+        &url,
+        ClientConfig {
+            tls: Some(TlsOptions {
+                ca_pem: Some(std::fs::read(ca.ca()).expect("read the CA")),
+                ..TlsOptions::default()
+            }),
+            token: Some(BearerToken::new(&admin).expect("a token")),
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .expect("connect");
+    admin_client
+        .create_queue("from-python", &QueueSettings::new())
+        .await
+        .expect("create the queue");
+    admin_client
+        .put_access_rule(&AccessRule {
+            name: "python-queue".into(),
+            principal: "python".into(),
+            resource_kind: "queue".into(),
+            resource_name: "from-python".into(),
+            prefix: false,
+            operations: vec!["send".into(), "receive".into(), "ack".into()],
+        })
+        .await
+        .expect("a rule for the Python client");
+    let python_client = Client::connect_with(
+        &url,
+        ClientConfig {
+            tls: Some(TlsOptions {
+                ca_pem: Some(std::fs::read(ca.ca()).expect("read the CA")),
+                ..TlsOptions::default()
+            }),
+            token: Some(BearerToken::new(&python).expect("a token")),
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .expect("connect");
+    eventually("the rule reaches the broker", || async {
+        python_client.describe_queue("from-python").await.is_ok()
+    })
+    .await;
+    let (ok, printed) = common::python_queue_client(&[
+        "--server".to_owned(),
+        format!("localhost:{}", broker.addr.port()),
+        "--ca".to_owned(),
+        path(&ca.ca()),
+        "--token".to_owned(),
+        python,
+        "--denied-token".to_owned(),
+        nobody,
+    ]);
+    assert!(
+        ok,
+        "the Python client failed (./.ci/setup test installs grpcio): {printed}"
+    );
+    for line in [
+        "whoami python static-token",
+        "sent 3",
+        "acked 3",
+        "denied PERMISSION_DENIED nobody lacks the send right on queue \"from-python\"",
+        "anonymous UNAUTHENTICATED",
+    ] {
+        assert!(printed.contains(line), "{line:?} missing: {printed}");
+    }
+}

@@ -120,38 +120,18 @@ fn a_python_grpcio_client_sends_receives_and_acks_over_mutual_tls() {
     let server = ca.issue("broker", "localhost", &["DNS:localhost", "IP:127.0.0.1"]);
     let client = ca.issue("python", "python", &[]);
     let broker = start(dir.path(), &server, Some(&ca.ca()));
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    // Where `.ci/setup test` installs grpcio and grpcio-tools.
-    let deps = std::env::var_os("FERRY_PYTHON_DEPS").map_or_else(
-        || {
-            std::env::var_os("HOME")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_default()
-                .join(".cache/ferry/python")
-        },
-        std::path::PathBuf::from,
-    );
-    let output = Command::new("python3")
-        .env("PYTHONPATH", &deps)
-        .arg(repo.join("e2e/python/queue_over_tls.py"))
-        .args(["--server", &format!("localhost:{}", broker.addr.port())])
-        .arg("--proto-dir")
-        .arg(repo.join("proto"))
-        .arg("--ca")
-        .arg(ca.ca())
-        .arg("--cert")
-        .arg(&client.cert)
-        .arg("--key")
-        .arg(&client.key)
-        .output()
-        .unwrap_or_else(|err| panic!("run python3: {err}"));
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (ok, printed) = common::python_queue_client(&[
+        "--server".to_owned(),
+        format!("localhost:{}", broker.addr.port()),
+        "--ca".to_owned(),
+        path(&ca.ca()),
+        "--cert".to_owned(),
+        path(&client.cert),
+        "--key".to_owned(),
+        path(&client.key),
+    ]);
     assert!(
-        output.status.success(),
+        ok,
         "the Python client failed (./.ci/setup test installs grpcio): {printed}"
     );
     for line in ["sent 3", "acked 3", "refused without a certificate"] {

@@ -294,3 +294,33 @@ pub fn segment_files(log_dir: &Path) -> Vec<PathBuf> {
     logs.sort();
     logs
 }
+
+/// Runs `e2e/python/queue_client.py` (Python grpcio, stubs generated from the
+/// repository's protos) with `args`: whether it succeeded, and what it printed.
+pub fn python_queue_client(args: &[String]) -> (bool, String) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Where `.ci/setup test` installs grpcio and grpcio-tools.
+    let deps = std::env::var_os("FERRY_PYTHON_DEPS").map_or_else(
+        || {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default()
+                .join(".cache/ferry/python")
+        },
+        PathBuf::from,
+    );
+    let output = Command::new("python3")
+        .env("PYTHONPATH", &deps)
+        .arg(repo.join("e2e/python/queue_client.py"))
+        .arg("--proto-dir")
+        .arg(repo.join("proto"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("run python3: {err}"));
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), printed)
+}

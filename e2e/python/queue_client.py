@@ -1,9 +1,13 @@
-"""A Python grpcio client against Ferry's gRPC API over mutual TLS.
+"""A Python grpcio client against Ferry's gRPC API over TLS.
 
 Generates the stubs from the repository's protos with grpcio-tools' protoc, then
-creates a queue, sends three messages, receives and acks them, and checks that a
-client without a certificate is refused. Prints one line per step; exits non-zero
-on any failure. Run by broker/tests/tls.rs against a real broker.
+sends three messages to a queue, receives and acks them. With a client certificate
+(mutual TLS) it creates the queue first and checks that a client without a
+certificate is refused. With a bearer token (gRPC access-token call credentials) it
+asks WhoAmI, and checks that a second token, without rights on the queue, gets
+PERMISSION_DENIED naming the right, and no token UNAUTHENTICATED. Prints one line per
+step; exits non-zero on any failure. Run by broker/tests/tls.rs and
+broker/tests/auth.rs against a real broker.
 """
 
 import argparse
@@ -40,23 +44,38 @@ def main() -> None:
     parser.add_argument("--server", required=True, help="host:port of the broker")
     parser.add_argument("--proto-dir", required=True)
     parser.add_argument("--ca", required=True)
-    parser.add_argument("--cert", required=True)
-    parser.add_argument("--key", required=True)
+    parser.add_argument("--cert", help="client certificate (mutual TLS)")
+    parser.add_argument("--key", help="its private key")
+    parser.add_argument("--token", help="bearer token with rights on the queue")
+    parser.add_argument("--denied-token", help="bearer token without them")
     parser.add_argument("--queue", default="from-python")
     args = parser.parse_args()
 
     generate(args.proto_dir, tempfile.mkdtemp(prefix="ferry-python-"))
-    from ferry.v1 import queue_pb2, queue_pb2_grpc  # generated just above
+    from ferry.v1 import access_pb2, access_pb2_grpc  # generated just above
+    from ferry.v1 import queue_pb2, queue_pb2_grpc
 
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=read(args.ca),
-        private_key=read(args.key),
-        certificate_chain=read(args.cert),
-    )
+    server_only = grpc.ssl_channel_credentials(root_certificates=read(args.ca))
+    if args.token:
+        credentials = grpc.composite_channel_credentials(
+            server_only, grpc.access_token_call_credentials(args.token)
+        )
+    else:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read(args.ca),
+            private_key=read(args.key),
+            certificate_chain=read(args.cert),
+        )
     with grpc.secure_channel(args.server, credentials) as channel:
         queues = queue_pb2_grpc.QueueServiceStub(channel)
-        queues.CreateQueue(queue_pb2.CreateQueueRequest(name=args.queue), timeout=10)
-        print("created", args.queue)
+        if args.token:
+            me = access_pb2_grpc.AccessServiceStub(channel).WhoAmI(
+                access_pb2.WhoAmIRequest(), timeout=10
+            )
+            print("whoami", me.principal, me.method)
+        else:
+            queues.CreateQueue(queue_pb2.CreateQueueRequest(name=args.queue), timeout=10)
+            print("created", args.queue)
         bodies = [f"hello-{n}".encode() for n in range(3)]
         sent = queues.Send(
             queue_pb2.SendRequest(
@@ -88,6 +107,10 @@ def main() -> None:
             sys.exit(f"acks failed: {failed}")
         print("acked", len(acked.results))
 
+    if args.token:
+        check_refusals(args, server_only, queue_pb2, queue_pb2_grpc)
+        return
+
     # Without a client certificate the broker refuses the connection.
     anonymous = grpc.ssl_channel_credentials(root_certificates=read(args.ca))
     with grpc.secure_channel(args.server, anonymous) as channel:
@@ -99,6 +122,29 @@ def main() -> None:
             print("refused without a certificate:", error.code().name)
         else:
             sys.exit("a client without a certificate was served")
+
+
+def check_refusals(args, server_only, queue_pb2, queue_pb2_grpc) -> None:
+    """A token without rights is denied, naming the right; no token is refused."""
+    denied = grpc.composite_channel_credentials(
+        server_only, grpc.access_token_call_credentials(args.denied_token)
+    )
+    request = queue_pb2.SendRequest(
+        queue=args.queue, messages=[queue_pb2.SendMessage(body=b"denied")]
+    )
+    for name, credentials, expected in [
+        ("denied", denied, grpc.StatusCode.PERMISSION_DENIED),
+        ("anonymous", server_only, grpc.StatusCode.UNAUTHENTICATED),
+    ]:
+        with grpc.secure_channel(args.server, credentials) as channel:
+            try:
+                queue_pb2_grpc.QueueServiceStub(channel).Send(request, timeout=10)
+            except grpc.RpcError as error:
+                if error.code() != expected:
+                    sys.exit(f"{name}: {error.code()} {error.details()}, expected {expected}")
+                print(name, error.code().name, error.details())
+            else:
+                sys.exit(f"{name}: a send without rights was accepted")
 
 
 if __name__ == "__main__":

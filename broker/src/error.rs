@@ -173,6 +173,9 @@ pub enum BrokerError {
     /// The caller is not authenticated, or lacks a right: nothing was done.
     #[error(transparent)]
     Access(#[from] crate::access::AccessError),
+    /// The caller is over a quota: nothing was done.
+    #[error(transparent)]
+    Throttled(#[from] crate::access::quota::Throttled),
     /// A bug or an impossible state; the message says which.
     #[error("internal error: {0}")]
     Internal(String),

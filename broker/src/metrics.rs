@@ -45,6 +45,36 @@ pub struct QueueLabels {
     pub queue: String,
 }
 
+/// Labels naming a principal (a caller, as authentication named it).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrincipalLabels {
+    /// The principal's name (`anonymous` where nobody is authenticated).
+    pub principal: String,
+}
+
+/// Labels naming a principal and one of its quotas.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    /// The principal's name.
+    pub principal: String,
+    /// `produce_bytes_per_second`, `consume_bytes_per_second` or `requests_per_second`.
+    pub quota: String,
+}
+
+/// What each principal used and how often a quota held it back (shared with the
+/// quota keeper, which counts).
+#[derive(Clone, Debug, Default)]
+pub struct PrincipalMetrics {
+    /// Requests, by principal.
+    pub requests: Family<PrincipalLabels, Counter>,
+    /// Bytes produced to topics and sent to queues, by principal.
+    pub produce_bytes: Family<PrincipalLabels, Counter>,
+    /// Bytes fetched from topics and received from queues, by principal.
+    pub consume_bytes: Family<PrincipalLabels, Counter>,
+    /// Requests refused for a quota, by principal and quota.
+    pub throttled: Family<QuotaLabels, Counter>,
+}
+
 /// Labels naming a queue and a message state or event.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueKindLabels {
@@ -125,6 +155,8 @@ pub struct Metrics {
     pub cluster_partitions_led: Family<KindLabels, Gauge>,
     /// Cluster mode: partitions of the cluster without a leader, by kind.
     pub cluster_partitions_leaderless: Family<KindLabels, Gauge>,
+    /// Per-principal usage and throttling.
+    pub principals: PrincipalMetrics,
 }
 
 /// Labels for cluster gauges: `topics` or `queues`.
@@ -168,6 +200,7 @@ impl Metrics {
             cluster_hosts_live: Gauge::default(),
             cluster_partitions_led: Family::default(),
             cluster_partitions_leaderless: Family::default(),
+            principals: PrincipalMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -284,6 +317,28 @@ impl Metrics {
             "queue_events",
             "Queue message events since start: sent, received, acked, redelivered, dead_lettered, expired, deduplicated",
             metrics.queue_events.clone(),
+        );
+        registry.register(
+            "principal_requests",
+            "Requests by principal",
+            metrics.principals.requests.clone(),
+        );
+        registry.register_with_unit(
+            "principal_produce",
+            "Bytes produced to topics and sent to queues, by principal",
+            prometheus_client::registry::Unit::Bytes,
+            metrics.principals.produce_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "principal_consume",
+            "Bytes fetched from topics and received from queues, by principal",
+            prometheus_client::registry::Unit::Bytes,
+            metrics.principals.consume_bytes.clone(),
+        );
+        registry.register(
+            "quota_throttled",
+            "Requests refused for a quota, by principal and quota",
+            metrics.principals.throttled.clone(),
         );
         Self {
             registry,

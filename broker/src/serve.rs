@@ -196,7 +196,7 @@ pub async fn run(
         peer_listener,
         peer_tls,
         listeners.dialing.clone(),
-        security.access.clone(),
+        security.clone(),
         async move {
             let mut stopping = peers_stopping;
             let _ = stopping.wait_for(|stop| *stop).await;

@@ -14,6 +14,7 @@ use crate::tls::{HostDialing, Protocol, TlsListener};
 use tokio::sync::watch;
 
 use crate::access::authn::Authenticator;
+use crate::access::quota::{QuotaTable, Quotas};
 use crate::access::{AccessControl, AccessRules};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
@@ -127,12 +128,14 @@ impl Listeners {
 /// the metadata store and re-reading authentication files. Stops when dropped.
 pub(crate) struct SecurityTasks {
     rules: tokio::task::JoinHandle<()>,
+    quotas: tokio::task::JoinHandle<()>,
     reloader: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for SecurityTasks {
     fn drop(&mut self) {
         self.rules.abort();
+        self.quotas.abort();
         self.reloader.abort();
     }
 }
@@ -141,16 +144,22 @@ impl Drop for SecurityTasks {
 /// against the rules the metadata store holds (followed from now on).
 pub(crate) fn start_security(broker: &Broker, listeners: &Listeners) -> (Security, SecurityTasks) {
     let (rules_tx, rules_rx) = watch::channel(Arc::new(AccessRules::default()));
+    let (quotas_tx, quotas_rx) = watch::channel(Arc::new(QuotaTable::default()));
     let tasks = SecurityTasks {
         rules: tokio::spawn(crate::access::rules::follow(
             Arc::clone(&broker.meta),
             rules_tx,
+        )),
+        quotas: tokio::spawn(crate::access::quota::follow(
+            Arc::clone(&broker.meta),
+            quotas_tx,
         )),
         reloader: listeners.authn.spawn_reloader(),
     };
     let security = Security {
         authn: Arc::clone(&listeners.authn),
         access: AccessControl::new(broker.config.authorization.clone(), rules_rx),
+        quotas: Quotas::new(quotas_rx, Some(broker.metrics.principals.clone())),
     };
     (security, tasks)
 }

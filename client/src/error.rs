@@ -150,6 +150,7 @@ impl ClientError {
                             | ErrorCode::ShuttingDown
                             | ErrorCode::MetadataUnavailable
                             | ErrorCode::DiskFull
+                            | ErrorCode::Throttled
                     ))
             }
             _ => false,

@@ -51,8 +51,9 @@ pub use connection::{
     AccessRule, BatchAck, BearerToken, CallerIdentity, Client, ClientConfig, ClusterMetadata,
     DeadLetterOrigin, Durability, FetchOptions, FetchTarget, FetchedPartition, GroupDescription,
     GroupMember, HostInfo, OutgoingMessage, PartitionLag, PartitionPlacement, PartitionState,
-    ProducerIdentity, QueueDescription, QueueMessage, QueueSettings, QueueStats, ReceiveOptions,
-    ReplicationMode, ResourcePlacement, SendReceipt, TlsOptions, TopicDescription, TopicSettings,
+    ProducerIdentity, QueueDescription, QueueMessage, QueueSettings, QueueStats, Quota,
+    ReceiveOptions, ReplicationMode, ResourcePlacement, SendReceipt, TlsOptions, TopicDescription,
+    TopicSettings,
 };
 pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig};
 pub use error::ClientError;

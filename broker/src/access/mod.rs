@@ -6,6 +6,7 @@
 //! gRPC: the service edge extracts the credentials and maps the errors.
 
 pub mod authn;
+pub mod quota;
 pub mod rules;
 
 use std::collections::BTreeSet;

@@ -27,6 +27,7 @@ use self::api::Gateway;
 use self::directory::DirectoryKeeper;
 use self::forward::{Forwarder, OnBehalfOfCaller};
 use crate::access::authn::{Authenticator, AuthnSettings};
+use crate::access::quota::Quotas;
 use crate::access::{AccessControl, AccessRules, AuthorizationSettings};
 use crate::meta::{EtcdConfig, EtcdStore, MetadataStore};
 use crate::service::auth::Authenticate;
@@ -145,7 +146,11 @@ pub async fn run(
         advertise,
         AccessControl::new(options.authorization.clone(), rules_rx),
     );
-    let authenticate = Authenticate(authn);
+    // Quotas are the hosts' to enforce: the gateway forwards every request.
+    let authenticate = Authenticate {
+        authn,
+        quotas: Quotas::none(),
+    };
     let limit = options.max_request_bytes;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

@@ -60,6 +60,14 @@ pub fn access_rule(name: &str) -> String {
     format!("{ACCESS_RULES}{name}")
 }
 
+/// Prefix of quotas, one key per principal (escaped: `access::quota`).
+pub const ACCESS_QUOTAS: &str = "/ferry/access/quotas/";
+
+/// One principal's quotas, by its escaped name.
+pub fn access_quota(encoded_principal: &str) -> String {
+    format!("{ACCESS_QUOTAS}{encoded_principal}")
+}
+
 /// The next idempotent producer id to hand out.
 pub const NEXT_PRODUCER_ID: &str = "/ferry/producer-ids/next";
 

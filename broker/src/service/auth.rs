@@ -9,7 +9,8 @@ use ferry_proto::v1::access_service_server::AccessService;
 use tonic::service::Interceptor;
 use tonic::{Request, Response, Status};
 
-use super::status::{Answer, access_status};
+use super::status::{Answer, access_status, to_status};
+use crate::access::quota::{self, QuotaKind, QuotaLimits, QuotaRecord, Quotas};
 use crate::access::rules::{self, PatternKind, RulePattern};
 use crate::access::{
     AccessControl, AccessError, AccessRule, AuthMethod, Caller, Operation, Principal, Resource,
@@ -22,7 +23,12 @@ use crate::error::BrokerError;
 /// the request's extensions; a request with bad or missing (where required)
 /// credentials is answered UNAUTHENTICATED before any service sees it.
 #[derive(Clone)]
-pub struct Authenticate(pub Arc<Authenticator>);
+pub struct Authenticate {
+    /// Who the caller is.
+    pub authn: Arc<Authenticator>,
+    /// Each request counts against the caller's requests-per-second quota.
+    pub quotas: Quotas,
+}
 
 impl Interceptor for Authenticate {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
@@ -36,7 +42,7 @@ impl Interceptor for Authenticate {
             .and_then(|chain| chain.first())
             .map(|der| der.as_ref());
         let caller = self
-            .0
+            .authn
             .authenticate(bearer, leaf)
             .inspect_err(|err| {
                 tracing::warn!(
@@ -48,6 +54,9 @@ impl Interceptor for Authenticate {
                 );
             })
             .map_err(access_status)?;
+        self.quotas
+            .charge(&caller, QuotaKind::Requests, 1)
+            .map_err(|throttled| to_status(&BrokerError::Throttled(throttled)))?;
         request.extensions_mut().insert(caller);
         Ok(request)
     }
@@ -83,17 +92,23 @@ pub const FORWARDED_METHOD: &str = "ferry-forwarded-method";
 /// anything else is a peer's own (a group request passed on, already checked where it
 /// entered), where peers send such requests at all. Only here are the forwarding
 /// headers believed.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct FromPeer {
     /// Whether hosts send this service requests of their own (groups: passed on to
     /// the coordinator); elsewhere only forwarded requests are taken.
     pub own_requests: bool,
+    /// A forwarded request counts against its caller's requests-per-second quota.
+    pub quotas: Quotas,
 }
 
 impl Interceptor for FromPeer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let caller = if request.metadata().contains_key(FORWARDED_BY) {
-            forwarded_caller(request.metadata()).map_err(access_status)?
+            let caller = forwarded_caller(request.metadata()).map_err(access_status)?;
+            self.quotas
+                .charge(&caller, QuotaKind::Requests, 1)
+                .map_err(|throttled| to_status(&BrokerError::Throttled(throttled)))?;
+            caller
         } else if self.own_requests {
             Caller::Peer
         } else {
@@ -199,12 +214,48 @@ pub fn audit_admin(caller: &Caller, action: &'static str, resource: &str) {
 pub struct Guard {
     broker: Arc<Broker>,
     access: AccessControl,
+    quotas: Quotas,
 }
 
 impl Guard {
-    /// Checks against `access`, answering for `broker`.
-    pub fn new(broker: Arc<Broker>, access: AccessControl) -> Self {
-        Self { broker, access }
+    /// Checks against `access` and `quotas`, answering for `broker`.
+    pub fn new(broker: Arc<Broker>, access: AccessControl, quotas: Quotas) -> Self {
+        Self {
+            broker,
+            access,
+            quotas,
+        }
+    }
+
+    /// Charges `bytes` about to be produced (or sent) to `caller`'s quota; refused,
+    /// with nothing written, while the caller is in debt.
+    pub fn charge_produce(
+        &self,
+        method: &'static str,
+        caller: &Caller,
+        bytes: u64,
+    ) -> Result<(), Status> {
+        let charged = self
+            .quotas
+            .charge(caller, QuotaKind::ProduceBytes, bytes)
+            .map_err(BrokerError::from);
+        self.broker.answer(method, charged)
+    }
+
+    /// Refuses a read while `caller` is in debt on its consume quota (what it reads is
+    /// charged afterwards with [`Guard::consumed`]).
+    pub fn admit_consume(&self, method: &'static str, caller: &Caller) -> Result<(), Status> {
+        let admitted = self
+            .quotas
+            .charge(caller, QuotaKind::ConsumeBytes, 0)
+            .map_err(BrokerError::from);
+        self.broker.answer(method, admitted)
+    }
+
+    /// Charges `bytes` just read to `caller`'s consume quota.
+    pub fn consumed(&self, caller: &Caller, bytes: u64) {
+        self.quotas
+            .charge_after(caller, QuotaKind::ConsumeBytes, bytes);
     }
 
     /// Refuses the request unless its caller may do `operation` on every resource.
@@ -394,6 +445,108 @@ impl AccessService for AccessApi {
         );
         Ok(Response::new(pb::DeleteAccessRuleResponse { existed }))
     }
+
+    async fn list_quotas(
+        &self,
+        request: Request<pb::ListQuotasRequest>,
+    ) -> Result<Response<pb::ListQuotasResponse>, Status> {
+        self.guard.check(
+            "ListQuotas",
+            &request,
+            Operation::Admin,
+            [Resource::Cluster],
+        )?;
+        let listed = quota::list(self.broker.meta.as_ref())
+            .await
+            .map_err(BrokerError::from);
+        let listed = self.broker.answer("ListQuotas", listed)?;
+        Ok(Response::new(pb::ListQuotasResponse {
+            quotas: listed.records().iter().map(quota_to_proto).collect(),
+        }))
+    }
+
+    async fn put_quota(
+        &self,
+        request: Request<pb::PutQuotaRequest>,
+    ) -> Result<Response<pb::PutQuotaResponse>, Status> {
+        let caller =
+            self.guard
+                .check("PutQuota", &request, Operation::Admin, [Resource::Cluster])?;
+        let result = async {
+            let record = request
+                .into_inner()
+                .quota
+                .ok_or_else(|| BrokerError::InvalidArgument("the request carries no quota".into()))
+                .and_then(quota_from_proto)?;
+            quota::put(self.broker.meta.as_ref(), &record).await?;
+            Ok(record)
+        }
+        .await;
+        let record = self.broker.answer("PutQuota", result)?;
+        tracing::info!(
+            target: "ferry::audit",
+            principal = caller.name(),
+            action = "put-quota",
+            quota_principal = %record.principal,
+            limits = ?record.limits,
+            outcome = "done",
+            "quota written"
+        );
+        Ok(Response::new(pb::PutQuotaResponse {}))
+    }
+
+    async fn delete_quota(
+        &self,
+        request: Request<pb::DeleteQuotaRequest>,
+    ) -> Result<Response<pb::DeleteQuotaResponse>, Status> {
+        let caller = self.guard.check(
+            "DeleteQuota",
+            &request,
+            Operation::Admin,
+            [Resource::Cluster],
+        )?;
+        let principal = request.into_inner().principal;
+        let result = quota::delete(self.broker.meta.as_ref(), &principal)
+            .await
+            .map_err(BrokerError::from);
+        let existed = self.broker.answer("DeleteQuota", result)?;
+        tracing::info!(
+            target: "ferry::audit",
+            principal = caller.name(),
+            action = "delete-quota",
+            quota_principal = %principal,
+            existed,
+            outcome = "done",
+            "quota deleted"
+        );
+        Ok(Response::new(pb::DeleteQuotaResponse { existed }))
+    }
+}
+
+fn quota_to_proto(record: &QuotaRecord) -> pb::Quota {
+    pb::Quota {
+        principal: record.principal.clone(),
+        produce_bytes_per_second: record.limits.produce_bytes_per_second,
+        consume_bytes_per_second: record.limits.consume_bytes_per_second,
+        requests_per_second: record.limits.requests_per_second,
+    }
+}
+
+fn quota_from_proto(quota: pb::Quota) -> Result<QuotaRecord, BrokerError> {
+    if quota.principal.trim().is_empty() {
+        return Err(BrokerError::InvalidArgument(
+            "a quota names a principal, or * for every principal without its own".into(),
+        ));
+    }
+    let positive = |value: Option<u64>| value.filter(|v| *v > 0);
+    Ok(QuotaRecord {
+        principal: quota.principal,
+        limits: QuotaLimits {
+            produce_bytes_per_second: positive(quota.produce_bytes_per_second),
+            consume_bytes_per_second: positive(quota.consume_bytes_per_second),
+            requests_per_second: positive(quota.requests_per_second),
+        },
+    })
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::access::AccessControl;
 use crate::access::authn::Authenticator;
+use crate::access::quota::Quotas;
 use crate::broker::Broker;
 use crate::tls::{HostDialing, TlsListener};
 
@@ -61,6 +62,8 @@ pub struct Security {
     pub authn: Arc<Authenticator>,
     /// The access decision every service asks.
     pub access: AccessControl,
+    /// Per-principal quotas.
+    pub quotas: Quotas,
 }
 
 impl Security {
@@ -69,6 +72,7 @@ impl Security {
         Self {
             authn: Arc::new(Authenticator::none()),
             access: AccessControl::open(),
+            quotas: Quotas::none(),
         }
     }
 }
@@ -89,8 +93,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let limit = broker.config.limits.max_request_bytes as usize;
-    let guard = Guard::new(Arc::clone(&broker), security.access.clone());
-    let authenticate = Authenticate(Arc::clone(&security.authn));
+    let guard = Guard::new(
+        Arc::clone(&broker),
+        security.access.clone(),
+        security.quotas.clone(),
+    );
+    let authenticate = Authenticate {
+        authn: Arc::clone(&security.authn),
+        quotas: security.quotas.clone(),
+    };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let readiness = tokio::spawn(report_readiness(health_reporter.clone(), ready));
     health_reporter
@@ -148,18 +159,23 @@ pub async fn serve(
 /// listener does not serve `ReplicaService`: it hands out any partition's stored
 /// batches, so only peers may reach it (with mutual TLS, peers holding a certificate
 /// from the peer CA). A forwarded identity is believed here only: on the client
-/// listener the same headers mean nothing. Forwarded requests are checked by `access`
-/// like the client listener's.
+/// listener the same headers mean nothing. Forwarded requests are checked by
+/// `security`'s access rules and quotas like the client listener's (its
+/// authenticator is not used: peers are known by the listener's TLS).
 pub async fn serve_peers(
     broker: Arc<Broker>,
     listener: TcpListener,
     tls: Option<TlsListener>,
     dialing: HostDialing,
-    access: AccessControl,
+    security: Security,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let limit = broker.config.limits.max_request_bytes as usize;
-    let guard = Guard::new(Arc::clone(&broker), access);
+    let guard = Guard::new(
+        Arc::clone(&broker),
+        security.access.clone(),
+        security.quotas.clone(),
+    );
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -175,8 +191,12 @@ pub async fn serve_peers(
         [
             FromPeer {
                 own_requests: false,
+                quotas: security.quotas.clone(),
             },
-            FromPeer { own_requests: true },
+            FromPeer {
+                own_requests: true,
+                quotas: security.quotas,
+            },
         ],
         dialing,
         limit,

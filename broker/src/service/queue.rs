@@ -18,6 +18,17 @@ use crate::queue::{Queue, ReceiveOptions, ReceiveRequest, Settle};
 use crate::service::convert::{outgoing_message, queue_info, queue_overrides, received_message};
 use crate::service::status::error_detail;
 
+/// The bytes a sent message counts for against its sender's produce quota: body and
+/// attributes.
+fn send_message_bytes(message: &pb::SendMessage) -> usize {
+    message.body.len()
+        + message
+            .attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+}
+
 /// Characters of a consumer id kept for the consumer count; longer ids are cut.
 const MAX_CONSUMER_ID_CHARS: usize = 256;
 
@@ -232,8 +243,10 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::SendRequest>,
     ) -> Result<Response<pb::SendResponse>, Status> {
-        self.check("Send", &request, Operation::Send, |r| &r.queue)?;
+        let caller = self.check("Send", &request, Operation::Send, |r| &r.queue)?;
         let request = request.into_inner();
+        let bytes: usize = request.messages.iter().map(send_message_bytes).sum();
+        self.guard.charge_produce("Send", &caller, bytes as u64)?;
         let messages = request.messages.into_iter().map(outgoing_message).collect();
         let result = async {
             self.broker.check_accepting()?;
@@ -258,7 +271,8 @@ impl QueueService for QueueApi {
         &self,
         request: Request<pb::ReceiveRequest>,
     ) -> Result<Response<pb::ReceiveResponse>, Status> {
-        self.check("Receive", &request, Operation::Receive, |r| &r.queue)?;
+        let caller = self.check("Receive", &request, Operation::Receive, |r| &r.queue)?;
+        self.guard.admit_consume("Receive", &caller)?;
         let peer = request.remote_addr();
         let request = request.into_inner();
         let result = async {
@@ -274,12 +288,13 @@ impl QueueService for QueueApi {
         }
         .await;
         let (queue, delivered) = self.broker.answer("Receive", result)?;
-        Ok(Response::new(pb::ReceiveResponse {
-            messages: delivered
-                .into_iter()
-                .map(|d| received_message(&queue, d))
-                .collect(),
-        }))
+        let messages: Vec<pb::ReceivedMessage> = delivered
+            .into_iter()
+            .map(|d| received_message(&queue, d))
+            .collect();
+        let read: usize = messages.iter().map(|m| m.body.len()).sum();
+        self.guard.consumed(&caller, read as u64);
+        Ok(Response::new(pb::ReceiveResponse { messages }))
     }
 
     async fn ack(

@@ -54,6 +54,7 @@ fn classify(err: &BrokerError) -> (Code, ErrorCode) {
         E::Access(AccessError::Denied { .. }) => {
             (Code::PermissionDenied, ErrorCode::PermissionDenied)
         }
+        E::Throttled(_) => (Code::ResourceExhausted, ErrorCode::Throttled),
         E::Internal(_) => (Code::Internal, ErrorCode::Internal),
     }
 }
@@ -110,7 +111,11 @@ pub fn error_detail(err: &BrokerError) -> ErrorDetail {
             }),
             _ => None,
         },
-        retry_after_ms: if code == Code::Unavailable {
+        retry_after_ms: if let BrokerError::Throttled(throttled) = err {
+            u32::try_from(throttled.retry_after.as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1)
+        } else if code == Code::Unavailable {
             RETRY_AFTER_MS
         } else if error_code == ErrorCode::DiskFull {
             DISK_FULL_RETRY_AFTER_MS

@@ -34,6 +34,25 @@ impl TopicApi {
     }
 }
 
+/// The payload bytes a produce request carries, as its quota counts them: record
+/// batches whole, plain messages by key, value and headers.
+fn produce_request_bytes(request: &pb::ProduceRequest) -> u64 {
+    let batches: usize = request.batches.iter().map(|b| b.records.len()).sum();
+    let messages: usize = request
+        .messages
+        .iter()
+        .map(|m| {
+            m.key.as_ref().map_or(0, |k| k.len())
+                + m.value.len()
+                + m.headers
+                    .iter()
+                    .map(|h| h.key.len() + h.value.len())
+                    .sum::<usize>()
+        })
+        .sum();
+    (batches + messages) as u64
+}
+
 fn batch_result(outcome: BatchOutcome) -> pb::BatchResult {
     match outcome.result {
         Ok(appended) => pb::BatchResult {
@@ -81,13 +100,15 @@ impl TopicService for TopicApi {
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         let started = Instant::now();
-        self.guard.check(
+        let caller = self.guard.check(
             "Produce",
             &request,
             Operation::Produce,
             [Resource::Topic(&request.get_ref().topic)],
         )?;
         let request = request.into_inner();
+        self.guard
+            .charge_produce("Produce", &caller, produce_request_bytes(&request))?;
         self.broker
             .answer("Produce", self.broker.check_accepting())?;
         let result = async {
@@ -175,7 +196,7 @@ impl TopicService for TopicApi {
         &self,
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
-        self.guard.check(
+        let caller = self.guard.check(
             "Fetch",
             &request,
             Operation::Consume,
@@ -185,6 +206,7 @@ impl TopicService for TopicApi {
                 .iter()
                 .map(|p| Resource::Topic(&p.topic)),
         )?;
+        self.guard.admit_consume("Fetch", &caller)?;
         let request = request.into_inner();
         let targets: Vec<FetchTarget> = request
             .partitions
@@ -216,6 +238,12 @@ impl TopicService for TopicApi {
         )
         .await;
         let fetched = self.broker.answer("Fetch", result)?;
+        let read: usize = fetched
+            .iter()
+            .filter_map(|f| f.result.as_ref().ok())
+            .map(|data| data.records.len())
+            .sum();
+        self.guard.consumed(&caller, read as u64);
         let metrics = &self.broker.metrics;
         let partitions = fetched
             .into_iter()

@@ -62,6 +62,70 @@ impl AccessRule {
     }
 }
 
+/// One principal's quotas; `None` is no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// A principal's name, or `*` for every principal without its own quota.
+    pub principal: String,
+    /// Bytes per second produced to topics and sent to queues.
+    pub produce_bytes_per_second: Option<u64>,
+    /// Bytes per second fetched from topics and received from queues.
+    pub consume_bytes_per_second: Option<u64>,
+    /// Requests per second.
+    pub requests_per_second: Option<u64>,
+}
+
+impl Client {
+    /// Every principal's quotas (needs the admin right on the cluster).
+    pub async fn list_quotas(&self) -> Result<Vec<Quota>, ClientError> {
+        let response = self
+            .access_service()
+            .list_quotas(pb::ListQuotasRequest {})
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        Ok(response
+            .quotas
+            .into_iter()
+            .map(|q| Quota {
+                principal: q.principal,
+                produce_bytes_per_second: q.produce_bytes_per_second,
+                consume_bytes_per_second: q.consume_bytes_per_second,
+                requests_per_second: q.requests_per_second,
+            })
+            .collect())
+    }
+
+    /// Sets a principal's quotas, replacing its previous ones.
+    pub async fn put_quota(&self, quota: &Quota) -> Result<(), ClientError> {
+        self.access_service()
+            .put_quota(pb::PutQuotaRequest {
+                quota: Some(pb::Quota {
+                    principal: quota.principal.clone(),
+                    produce_bytes_per_second: quota.produce_bytes_per_second,
+                    consume_bytes_per_second: quota.consume_bytes_per_second,
+                    requests_per_second: quota.requests_per_second,
+                }),
+            })
+            .await
+            .map_err(|status| self.error(&status))?;
+        Ok(())
+    }
+
+    /// Removes a principal's quotas; whether it had any.
+    pub async fn delete_quota(&self, principal: &str) -> Result<bool, ClientError> {
+        let response = self
+            .access_service()
+            .delete_quota(pb::DeleteQuotaRequest {
+                principal: principal.to_owned(),
+            })
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        Ok(response.existed)
+    }
+}
+
 impl Client {
     fn access_service(&self) -> AccessServiceClient<Service> {
         AccessServiceClient::new(self.service())

@@ -27,7 +27,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::error::ClientError;
 
-pub use access::{AccessRule, CallerIdentity};
+pub use access::{AccessRule, CallerIdentity, Quota};
 pub use admin::{
     Durability, GroupDescription, GroupMember, PartitionLag, PartitionState, ReplicationMode,
     TopicDescription, TopicSettings,

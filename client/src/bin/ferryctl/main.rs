@@ -8,6 +8,7 @@ mod group;
 mod output;
 mod parse;
 mod queue;
+mod quota;
 mod topic;
 
 use std::path::PathBuf;
@@ -87,6 +88,9 @@ enum Command {
     /// Manage the access rules brokers enforce.
     #[command(subcommand)]
     Acl(acl::AclCommand),
+    /// Manage per-principal quotas.
+    #[command(subcommand)]
+    Quota(quota::QuotaCommand),
     /// Show the principal the broker sees for these credentials.
     Whoami,
 }
@@ -190,6 +194,7 @@ fn main() -> ExitCode {
             Command::Bench(command) => bench::run(&context, command).await,
             Command::Cluster(command) => cluster::run(&context, command).await,
             Command::Acl(command) => acl::run(&context, command).await,
+            Command::Quota(command) => quota::run(&context, command).await,
             Command::Whoami => acl::who_am_i(&context).await,
         }
     });

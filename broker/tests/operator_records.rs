@@ -48,3 +48,22 @@ fn operator_queue_records_are_broker_queue_records() {
         Some("payments-dlq")
     );
 }
+
+#[test]
+fn operator_access_rules_are_valid_broker_rules() {
+    use ferry_broker::access::{AccessRule, Operation, ResourceKind};
+    let topic: AccessRule = read("access-rule-topic.json");
+    let queue: AccessRule = read("access-rule-queue.json");
+    let groups: AccessRule = read("access-rule-groups.json");
+    for rule in [&topic, &queue, &groups] {
+        rule.validate()
+            .expect("the broker accepts the operator's rule");
+        assert_eq!(rule.principal, "group:system:serviceaccounts:shop");
+    }
+    assert_eq!(topic.resource.kind, ResourceKind::Topic);
+    assert_eq!(topic.resource.name, "orders.v1");
+    assert!(topic.operations.contains(&Operation::Produce));
+    assert!(queue.operations.contains(&Operation::Receive));
+    assert!(!queue.operations.contains(&Operation::Purge));
+    assert_eq!(groups.resource.name, "shop.");
+}

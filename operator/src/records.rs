@@ -248,9 +248,92 @@ impl Kind {
     }
 }
 
+/// An access rule as the brokers read it (`broker/src/access/rules.rs`): the
+/// operator writes the defaults that let a namespace's ServiceAccounts use its
+/// Topics and Queues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRuleRecord {
+    /// The rule's name, its key: `k8s.{namespace}.{kind}.{object}` for the operator's.
+    pub name: String,
+    /// Who: here `group:system:serviceaccounts:{namespace}`.
+    pub principal: String,
+    /// On what.
+    pub resource: RuleResource,
+    /// What.
+    pub operations: Vec<String>,
+}
+
+/// The resources an access rule covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleResource {
+    /// `topic`, `queue` or `group`.
+    pub kind: String,
+    /// The name, or prefix.
+    pub name: String,
+    /// `literal` or `prefix`.
+    pub pattern: String,
+}
+
+/// The prefix of every rule name the operator owns.
+pub const OPERATOR_RULE_PREFIX: &str = "k8s.";
+
+/// The group Kubernetes puts every ServiceAccount of `namespace` in.
+fn namespace_accounts(namespace: &str) -> String {
+    format!("group:system:serviceaccounts:{namespace}")
+}
+
+/// The rule letting `namespace`'s ServiceAccounts use its Topic or Queue `object`
+/// (broker name `broker_name`): produce and consume a topic; send, receive and ack on
+/// a queue. Administration (purge, redrive, create, delete) is not in it.
+pub fn namespace_rule(
+    kind: Kind,
+    namespace: &str,
+    object: &str,
+    broker_name: &str,
+) -> AccessRuleRecord {
+    let (kind_name, operations): (&str, &[&str]) = match kind {
+        Kind::Topic => ("topic", &["produce", "consume", "describe"]),
+        Kind::Queue => ("queue", &["send", "receive", "ack", "describe"]),
+    };
+    AccessRuleRecord {
+        name: format!("{OPERATOR_RULE_PREFIX}{namespace}.{kind_name}.{object}"),
+        principal: namespace_accounts(namespace),
+        resource: RuleResource {
+            kind: kind_name.to_owned(),
+            name: broker_name.to_owned(),
+            pattern: "literal".to_owned(),
+        },
+        operations: operations.iter().map(|op| (*op).to_owned()).collect(),
+    }
+}
+
+/// The rule letting `namespace`'s ServiceAccounts use consumer groups named
+/// `{namespace}.…` (join, commit, describe): group names are global, so each
+/// namespace gets its own prefix.
+pub fn namespace_groups_rule(namespace: &str) -> AccessRuleRecord {
+    AccessRuleRecord {
+        name: format!("{OPERATOR_RULE_PREFIX}{namespace}.groups"),
+        principal: namespace_accounts(namespace),
+        resource: RuleResource {
+            kind: "group".to_owned(),
+            name: format!("{namespace}."),
+            pattern: "prefix".to_owned(),
+        },
+        operations: ["join", "commit", "describe"]
+            .iter()
+            .map(|op| (*op).to_owned())
+            .collect(),
+    }
+}
+
 /// The keys the operator reads and writes (`broker/src/meta/keys.rs`).
 pub mod keys {
     use super::Kind;
+
+    /// One access rule.
+    pub fn access_rule(name: &str) -> String {
+        format!("/ferry/access/rules/{name}")
+    }
 
     /// The record of a topic or queue.
     pub fn record(kind: Kind, name: &str) -> String {

@@ -8,7 +8,9 @@
 use std::path::PathBuf;
 
 use ferry_operator::crd::{BrokerSettings, QueueSpec, TopicSpec};
-use ferry_operator::records::{Record, queue_settings, topic_settings};
+use ferry_operator::records::{
+    Kind, Record, namespace_groups_rule, namespace_rule, queue_settings, topic_settings,
+};
 use serde::Serialize;
 use serde_json::json;
 
@@ -18,7 +20,7 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn check<S: Serialize>(name: &str, record: &Record<S>) {
+fn check<S: Serialize>(name: &str, record: &S) {
     let mut produced = serde_json::to_string_pretty(record).expect("serializes");
     produced.push('\n');
     let path = fixture(name);
@@ -106,4 +108,17 @@ fn cluster_limits_lower_queue_defaults_as_the_broker_does() {
     );
     let topic: TopicSpec = serde_json::from_value(json!({})).expect("spec");
     assert_eq!(topic_settings(&topic, &cluster).max_message_bytes, 1000);
+}
+
+#[test]
+fn the_access_rules_that_come_with_a_namespace_s_topics_and_queues() {
+    check(
+        "access-rule-topic.json",
+        &namespace_rule(Kind::Topic, "shop", "orders", "orders.v1"),
+    );
+    check(
+        "access-rule-queue.json",
+        &namespace_rule(Kind::Queue, "shop", "jobs", "jobs"),
+    );
+    check("access-rule-groups.json", &namespace_groups_rule("shop"));
 }

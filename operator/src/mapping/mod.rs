@@ -8,6 +8,7 @@
 //! claims an incarnation in status *before* it creates the record, so a crash between
 //! the two never leaves a record it would later refuse as someone else's.
 
+mod access;
 pub mod kinds;
 pub mod placement;
 mod sync;
@@ -143,6 +144,9 @@ async fn apply<K: Mapped, M: MetadataClient>(
         SyncOutcome::Raced => return Ok(Action::requeue(std::time::Duration::ZERO)),
     };
     let owned = !matches!(outcome, SyncOutcome::Refused { .. });
+    if owned {
+        access::ensure_namespace_rules(object, namespace, ctx).await?;
+    }
     let observed = if owned {
         Some(observe(object, &etcd_cluster, &ctx.metadata).await?)
     } else {
@@ -302,6 +306,8 @@ async fn cleanup<K: Mapped, M: MetadataClient>(
     let reference = object.object_ref(&());
     let name = object.broker_name();
     let kind = K::KIND_NAME.to_lowercase();
+    // The namespace's access goes with the resource, whatever becomes of the data.
+    access::remove_namespace_rule(object, namespace, ctx).await?;
     let (Some(incarnation), Some(cluster)) = (view.incarnation, view.cluster.clone()) else {
         // Never mapped: nothing in etcd is this resource's.
         return Ok(Action::await_change());

@@ -15,6 +15,10 @@ use crate::records::digest;
 
 const NS: &str = "prod";
 const QUEUE_KEY: &str = "/ferry/queues/orders";
+/// The rule letting the namespace's ServiceAccounts use the queue.
+const QUEUE_RULE_KEY: &str = "/ferry/access/rules/k8s.prod.queue.orders";
+/// The rule letting them use consumer groups named `prod.…`.
+const GROUPS_RULE_KEY: &str = "/ferry/access/rules/k8s.prod.groups";
 
 fn queue(spec: Value, status: Value, deleting: bool) -> Queue {
     let mut metadata = json!({"name": "orders", "namespace": NS, "uid": "uid-q", "generation": 1,
@@ -148,6 +152,19 @@ async fn a_new_queue_claims_an_incarnation_then_writes_its_record() {
     assert_eq!(written["settings"]["max_receive_count"], 5);
     assert_eq!(written["settings"]["dead_letter_queue"], "orders-dlq");
     assert_eq!(written["settings"]["visibility_timeout_ms"], 30000);
+    let rule: Value =
+        serde_json::from_slice(&metadata.value(QUEUE_RULE_KEY).expect("a namespace rule"))
+            .expect("json");
+    assert_eq!(rule["principal"], "group:system:serviceaccounts:prod");
+    assert_eq!(rule["resource"]["name"], "orders");
+    assert_eq!(
+        rule["operations"],
+        json!(["send", "receive", "ack", "describe"])
+    );
+    assert!(
+        metadata.value(GROUPS_RULE_KEY).is_some(),
+        "the namespace's group rule"
+    );
 }
 
 #[tokio::test]
@@ -387,6 +404,7 @@ async fn deleting_with_retain_keeps_the_record() {
     let metadata = MemoryMetadata::new();
     let written = record(9, 0);
     metadata.set(QUEUE_KEY, written.clone());
+    metadata.set(QUEUE_RULE_KEY, "{}");
     let (ctx, server) = context(metadata.clone());
     let server = server.run(vec![event(NS, "Retained"), remove_finalizer()]);
     let object = queue(
@@ -397,6 +415,11 @@ async fn deleting_with_retain_keeps_the_record() {
     reconcile(Arc::new(object), ctx).await.expect("released");
     verify(server).await;
     assert_eq!(metadata.value(QUEUE_KEY), Some(written));
+    assert_eq!(
+        metadata.value(QUEUE_RULE_KEY),
+        None,
+        "the namespace's access goes with the resource, though the data stays"
+    );
 }
 
 #[tokio::test]

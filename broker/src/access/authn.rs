@@ -141,12 +141,16 @@ impl Authenticator {
 
     /// Who a request comes from: its bearer token when it has one (a bad token is
     /// refused even beside a good certificate), else its client certificate (DER,
-    /// already verified by the TLS layer), else anonymous where nothing is required.
+    /// already verified by the TLS layer). A listener that authenticates nobody takes
+    /// every request as anonymous, credentials or not.
     pub fn authenticate(
         &self,
         bearer: Option<&str>,
         certificate: Option<&[u8]>,
     ) -> Result<Caller, AccessError> {
+        if !self.required() {
+            return Ok(Caller::Anonymous);
+        }
         if let Some(token) = bearer {
             return self.token(token).map(|p| Caller::Principal(Arc::new(p)));
         }
@@ -155,14 +159,11 @@ impl Authenticator {
         {
             return certificate_principal(der).map(|p| Caller::Principal(Arc::new(p)));
         }
-        if self.required() {
-            return Err(AccessError::Unauthenticated(
-                "this listener requires credentials: a bearer token (ferryctl --token-file) \
-                 or a client certificate"
-                    .into(),
-            ));
-        }
-        Ok(Caller::Anonymous)
+        Err(AccessError::Unauthenticated(
+            "this listener requires credentials: a bearer token (ferryctl --token-file) or a \
+             client certificate"
+                .into(),
+        ))
     }
 
     fn token(&self, token: &str) -> Result<Principal, AccessError> {
@@ -509,6 +510,7 @@ impl IssuerKeys {
         validation.set_audience(&settings.audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 30;
+        validation.validate_nbf = true;
         let data = jsonwebtoken::decode::<ServiceAccountClaims>(token, &key, &validation)
             .map_err(|err| format!("the token was refused: {err}"))?;
         let claims = data.claims;
@@ -703,6 +705,11 @@ mod tests {
         assert_eq!(
             Authenticator::none().authenticate(None, None),
             Ok(Caller::Anonymous)
+        );
+        assert_eq!(
+            Authenticator::none().authenticate(Some("a token"), None),
+            Ok(Caller::Anonymous),
+            "credentials mean nothing where nobody is authenticated"
         );
         let required = Authenticator {
             settings: AuthnSettings {

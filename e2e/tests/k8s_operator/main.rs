@@ -204,6 +204,57 @@ async fn a_broker_cluster_yields_its_statefulset_services_and_pdb() {
             .ok_or_else(|| format!("replicas {}", set["spec"]["replicas"]))
     })
     .await;
+
+    // With ServiceAccount tokens and access rules: the API server's issuer and keys,
+    // as it publishes them, reach the hosts (a mounted ConfigMap and their settings).
+    apply(
+        &server,
+        ns,
+        "apiVersion: ferry.dev/v1alpha1\nkind: BrokerCluster\nmetadata:\n  name: secured\n\
+         spec:\n  hosts: 1\n  auth:\n    serviceAccountTokens: true\n    authorization: true\n\
+         \x20   superusers: [\"system:serviceaccount:ferry-system:admin\"]\n",
+    );
+    let keys = eventually("the token keys published", SETTLE, || {
+        get(&server, ns, "configmap", "secured-token-keys").ok_or_else(|| "absent".to_owned())
+    })
+    .await;
+    let published: Value = serde_json::from_str(
+        keys["data"]["jwks.json"]
+            .as_str()
+            .expect("the key set in the ConfigMap"),
+    )
+    .expect("JSON");
+    let served: Value =
+        serde_json::from_str(&server.kubectl_ok(["get", "--raw", "/openid/v1/jwks"]))
+            .expect("the API server's key set");
+    assert_eq!(published, served, "the key set as the API server serves it");
+    let discovery: Value = serde_json::from_str(&server.kubectl_ok([
+        "get",
+        "--raw",
+        "/.well-known/openid-configuration",
+    ]))
+    .expect("discovery JSON");
+    let config = must_get(&server, ns, "configmap", "secured-config");
+    assert_eq!(
+        config["data"]["FERRY_AUTH_TOKEN_ISSUER"],
+        discovery["issuer"]
+    );
+    assert_eq!(
+        config["data"]["FERRY_AUTH_JWKS_FILE"],
+        "/etc/ferry/token-keys/jwks.json"
+    );
+    assert_eq!(config["data"]["FERRY_AUTHORIZATION"], "true");
+    let set = eventually("the secured StatefulSet", SETTLE, || {
+        get(&server, ns, "statefulset", "secured").ok_or_else(|| "absent".to_owned())
+    })
+    .await;
+    let volumes = &set["spec"]["template"]["spec"]["volumes"];
+    assert!(
+        volumes.as_array().is_some_and(|v| v
+            .iter()
+            .any(|v| v["configMap"]["name"] == "secured-token-keys")),
+        "{volumes}"
+    );
 }
 
 #[tokio::test]
@@ -262,6 +313,23 @@ async fn a_queue_and_a_topic_are_mapped_ready_and_served_by_real_brokers() {
     assert_eq!(record["settings"]["partitions"], 3);
     assert_eq!(record["settings"]["replication_factor"], 2);
     assert_eq!(record["settings"]["retention_ms"], 3_600_000);
+    // With them, the rules letting the namespace's ServiceAccounts use them.
+    let accounts = format!("group:system:serviceaccounts:{ns}");
+    for (key, resource) in [
+        (format!("/ferry/access/rules/k8s.{ns}.queue.jobs"), "jobs"),
+        (
+            format!("/ferry/access/rules/k8s.{ns}.topic.events"),
+            "events",
+        ),
+        (
+            format!("/ferry/access/rules/k8s.{ns}.groups"),
+            &*format!("{ns}."),
+        ),
+    ] {
+        let rule = etcd_json(&mut etcd, &key).await.expect("a namespace rule");
+        assert_eq!(rule["principal"], accounts.as_str(), "{key}: {rule}");
+        assert_eq!(rule["resource"]["name"], resource, "{key}: {rule}");
+    }
 
     // The brokers serve them: a message goes through the queue's leader.
     let leader = queue_leader(&cluster, "jobs").await;

@@ -7,7 +7,8 @@
 //! No finalizer: owner references clean up everything the cluster owns, and a
 //! finalizer here could only hold a namespace in Terminating.
 
-pub mod resources;
+mod issuer;
+mod resources;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -121,7 +122,21 @@ pub async fn reconcile<M: MetadataClient>(
     };
 
     apply(&client, &names, &resources::service_account(&names, &owner)).await?;
-    let config_map = resources::config_map(&names, &owner, &cluster);
+    // With ServiceAccount tokens, the API server's issuer and keys, published to the
+    // hosts (read again every reconcile, so key rotation reaches them).
+    let issuer = if cluster.spec.auth.service_account_tokens {
+        let keys = issuer::fetch(&client).await?;
+        apply::<ConfigMap>(
+            &client,
+            &names,
+            &resources::token_keys_config_map(&names, &owner, &keys.jwks),
+        )
+        .await?;
+        Some(keys.issuer)
+    } else {
+        None
+    };
+    let config_map = resources::config_map(&names, &owner, &cluster, issuer.as_deref());
     apply::<ConfigMap>(&client, &names, &config_map).await?;
     apply::<Service>(
         &client,
@@ -135,7 +150,8 @@ pub async fn reconcile<M: MetadataClient>(
         &resources::client_service(&names, &owner, settings),
     )
     .await?;
-    let mut set = resources::stateful_set(&names, &owner, &cluster, settings, hosts);
+    let mut set =
+        resources::stateful_set(&names, &owner, &cluster, settings, hosts, issuer.as_deref());
     let resized = keep_volume_templates(&mut set, existing.as_ref(), &cluster.spec.storage.size);
     let applied: StatefulSet = apply(&client, &names, &set).await?;
     apply::<PodDisruptionBudget>(

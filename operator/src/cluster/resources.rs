@@ -8,12 +8,12 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort,
-    DownwardAPIVolumeFile, DownwardAPIVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
-    GRPCAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, ConfigMapVolumeSource, Container,
+    ContainerPort, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EnvFromSource, EnvVar,
+    EnvVarSource, GRPCAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort,
+    ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
     WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -63,6 +63,12 @@ impl ClusterNames {
     /// The ConfigMap of broker settings.
     pub fn config_map(&self) -> String {
         format!("{}-config", self.name)
+    }
+
+    /// The ConfigMap of the API server's ServiceAccount token keys, mounted into the
+    /// hosts (a volume: key rotation reaches them without a restart).
+    pub fn token_keys_config_map(&self) -> String {
+        format!("{}-token-keys", self.name)
     }
 
     /// The brokers' ServiceAccount.
@@ -191,15 +197,60 @@ pub fn broker_environment(config: &BrokerSettings) -> BTreeMap<String, String> {
     env
 }
 
+/// Where the hosts find the ServiceAccount token keys.
+pub const TOKEN_KEYS_DIR: &str = "/etc/ferry/token-keys";
+/// The token keys volume.
+const TOKEN_KEYS_VOLUME: &str = "token-keys";
+/// The key set's file name in the ConfigMap and the volume.
+pub const TOKEN_KEYS_FILE: &str = "jwks.json";
+
+/// The hosts' environment: the broker settings and, with ServiceAccount tokens, how
+/// they are checked (`issuer`: the API server's, from its discovery document) and
+/// whether access rules are enforced.
+pub fn host_environment(cluster: &BrokerCluster, issuer: Option<&str>) -> BTreeMap<String, String> {
+    let mut env = broker_environment(&cluster.spec.config);
+    let auth = &cluster.spec.auth;
+    if let (true, Some(issuer)) = (auth.service_account_tokens, issuer) {
+        env.insert(
+            "FERRY_AUTH_JWKS_FILE".to_owned(),
+            format!("{TOKEN_KEYS_DIR}/{TOKEN_KEYS_FILE}"),
+        );
+        env.insert("FERRY_AUTH_TOKEN_ISSUER".to_owned(), issuer.to_owned());
+        if auth.authorization {
+            env.insert("FERRY_AUTHORIZATION".to_owned(), "true".to_owned());
+            if !auth.superusers.is_empty() {
+                env.insert("FERRY_SUPERUSERS".to_owned(), auth.superusers.join(","));
+            }
+        }
+    }
+    env
+}
+
 /// The ConfigMap of broker settings, read by the hosts as environment.
 pub fn config_map(
     names: &ClusterNames,
     owner: &OwnerReference,
     cluster: &BrokerCluster,
+    issuer: Option<&str>,
 ) -> ConfigMap {
     ConfigMap {
         metadata: meta(names, names.config_map(), owner),
-        data: Some(broker_environment(&cluster.spec.config)),
+        data: Some(host_environment(cluster, issuer)),
+        ..ConfigMap::default()
+    }
+}
+
+/// The ConfigMap holding the API server's ServiceAccount token keys (its JWKS).
+pub fn token_keys_config_map(
+    names: &ClusterNames,
+    owner: &OwnerReference,
+    jwks: &str,
+) -> ConfigMap {
+    let mut data = BTreeMap::new();
+    data.insert(TOKEN_KEYS_FILE.to_owned(), jwks.to_owned());
+    ConfigMap {
+        metadata: meta(names, names.token_keys_config_map(), owner),
+        data: Some(data),
         ..ConfigMap::default()
     }
 }
@@ -427,19 +478,35 @@ fn broker_container(
             ..grpc_probe(settings, None, 10, 6)
         }),
         resources: cluster.spec.resources.clone(),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: DATA_VOLUME.to_owned(),
-                mount_path: DATA_DIR.to_owned(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: PODINFO_VOLUME.to_owned(),
-                mount_path: PODINFO_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(
+            vec![
+                VolumeMount {
+                    name: DATA_VOLUME.to_owned(),
+                    mount_path: DATA_DIR.to_owned(),
+                    ..VolumeMount::default()
+                },
+                VolumeMount {
+                    name: PODINFO_VOLUME.to_owned(),
+                    mount_path: PODINFO_DIR.to_owned(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                },
+            ]
+            .into_iter()
+            .chain(
+                cluster
+                    .spec
+                    .auth
+                    .service_account_tokens
+                    .then(|| VolumeMount {
+                        name: TOKEN_KEYS_VOLUME.to_owned(),
+                        mount_path: TOKEN_KEYS_DIR.to_owned(),
+                        read_only: Some(true),
+                        ..VolumeMount::default()
+                    }),
+            )
+            .collect(),
+        ),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -500,6 +567,37 @@ fn spread_over_zones(names: &ClusterNames) -> Vec<TopologySpreadConstraint> {
     }]
 }
 
+/// The pod's volumes: its labels (downward API) and, with ServiceAccount tokens, the
+/// API server's token keys.
+fn pod_volumes(names: &ClusterNames, cluster: &BrokerCluster) -> Vec<Volume> {
+    let mut volumes = vec![Volume {
+        name: PODINFO_VOLUME.to_owned(),
+        downward_api: Some(DownwardAPIVolumeSource {
+            items: Some(vec![DownwardAPIVolumeFile {
+                path: "labels".to_owned(),
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.labels".to_owned(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..DownwardAPIVolumeFile::default()
+            }]),
+            ..DownwardAPIVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    if cluster.spec.auth.service_account_tokens {
+        volumes.push(Volume {
+            name: TOKEN_KEYS_VOLUME.to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names.token_keys_config_map(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    volumes
+}
+
 /// The StatefulSet of hosts with `replicas` pods (the reconciler decides the count:
 /// a refused scale-down keeps the current one). Rolling updates replace one host at
 /// a time, in order (`OrderedReady`, `RollingUpdate`).
@@ -509,6 +607,7 @@ pub fn stateful_set(
     cluster: &BrokerCluster,
     settings: &Settings,
     replicas: i32,
+    issuer: Option<&str>,
 ) -> StatefulSet {
     let etcd = cluster
         .spec
@@ -521,7 +620,7 @@ pub fn stateful_set(
     let mut annotations = overrides.annotations.clone();
     annotations.insert(
         CONFIG_DIGEST_ANNOTATION.to_owned(),
-        config_digest(&broker_environment(&cluster.spec.config)),
+        config_digest(&host_environment(cluster, issuer)),
     );
     let shutdown_grace_ms = cluster
         .spec
@@ -597,21 +696,7 @@ pub fn stateful_set(
                         }),
                         ..PodSecurityContext::default()
                     }),
-                    volumes: Some(vec![Volume {
-                        name: PODINFO_VOLUME.to_owned(),
-                        downward_api: Some(DownwardAPIVolumeSource {
-                            items: Some(vec![DownwardAPIVolumeFile {
-                                path: "labels".to_owned(),
-                                field_ref: Some(ObjectFieldSelector {
-                                    field_path: "metadata.labels".to_owned(),
-                                    ..ObjectFieldSelector::default()
-                                }),
-                                ..DownwardAPIVolumeFile::default()
-                            }]),
-                            ..DownwardAPIVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(pod_volumes(names, cluster)),
                     ..PodSpec::default()
                 }),
             },

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use http::Method;
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::{KIND, reconcile};
@@ -403,4 +403,105 @@ async fn a_paused_cluster_applies_nothing_and_says_so() {
         .await
         .expect("reconciled");
     verify(server).await;
+}
+
+/// A cluster whose brokers check ServiceAccount tokens and enforce access rules.
+fn secured_cluster() -> BrokerCluster {
+    serde_json::from_value(json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "BrokerCluster",
+        "metadata": {"name": "main", "namespace": NS, "uid": "uid-main", "generation": 2},
+        "spec": {"hosts": 3, "auth": {"serviceAccountTokens": true, "authorization": true,
+                 "superusers": ["system:serviceaccount:ferry-system:admin"]}},
+    }))
+    .expect("valid BrokerCluster")
+}
+
+#[tokio::test]
+async fn service_account_tokens_publish_the_issuer_keys_to_the_hosts() {
+    let (ctx, server) = context(MemoryMetadata::new());
+    let jwks = json!({"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]});
+    let mut calls =
+        vec![Call::new(Method::GET, path("/apis/apps/v1", "statefulsets", "main")).not_found()];
+    let mut applied = applies(
+        |set| {
+            let pod = &set["spec"]["template"]["spec"];
+            let volume = pod["volumes"]
+                .as_array()
+                .and_then(|v| v.iter().find(|v| v["name"] == "token-keys"))
+                .unwrap_or_else(|| panic!("a token-keys volume in {pod}"));
+            assert_eq!(volume["configMap"]["name"], "main-token-keys");
+            let mounts = &pod["containers"][0]["volumeMounts"];
+            assert!(
+                mounts
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|m| m["mountPath"] == "/etc/ferry/token-keys")),
+                "{mounts}"
+            );
+        },
+        0,
+    );
+    let service_account = applied.remove(0);
+    calls.push(service_account);
+    calls.push(
+        Call::new(Method::GET, "/.well-known/openid-configuration").reply(
+            StatusCode::OK,
+            json!({"issuer": "https://kubernetes.default.svc"}),
+        ),
+    );
+    calls.push(Call::new(Method::GET, "/openid/v1/jwks").reply(StatusCode::OK, jwks.clone()));
+    calls.push(
+        Call::new(
+            Method::PATCH,
+            path("/api/v1", "configmaps", "main-token-keys"),
+        )
+        .check(move |b| {
+            owned_by_main(b);
+            let published: Value =
+                serde_json::from_str(b["data"]["jwks.json"].as_str().expect("the key set"))
+                    .expect("JSON");
+            assert_eq!(published, jwks);
+        }),
+    );
+    calls.extend(applied);
+    calls.push(Call::new(
+        Method::PATCH,
+        path("/apis/ferry.dev/v1alpha1", "brokerclusters", "main") + "/status",
+    ));
+    calls.push(event(NS, "HostsNotReady"));
+    calls.push(event(NS, "Applied"));
+    let server = server.run(calls);
+    reconcile(Arc::new(secured_cluster()), Arc::clone(&ctx))
+        .await
+        .expect("reconciled");
+    verify(server).await;
+}
+
+#[test]
+fn the_hosts_environment_turns_on_token_checks_and_access_rules() {
+    let env = super::resources::host_environment(
+        &secured_cluster(),
+        Some("https://kubernetes.default.svc"),
+    );
+    assert_eq!(
+        env.get("FERRY_AUTH_JWKS_FILE").map(String::as_str),
+        Some("/etc/ferry/token-keys/jwks.json")
+    );
+    assert_eq!(
+        env.get("FERRY_AUTH_TOKEN_ISSUER").map(String::as_str),
+        Some("https://kubernetes.default.svc")
+    );
+    assert_eq!(
+        env.get("FERRY_AUTHORIZATION").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        env.get("FERRY_SUPERUSERS").map(String::as_str),
+        Some("system:serviceaccount:ferry-system:admin")
+    );
+    let plain = super::resources::host_environment(&cluster(3), None);
+    assert!(
+        plain.keys().all(|key| !key.starts_with("FERRY_AUTH")),
+        "{plain:?}"
+    );
 }

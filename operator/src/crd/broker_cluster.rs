@@ -93,6 +93,34 @@ pub struct BrokerClusterSpec {
     /// The etcd the hosts register in. Default: the operator's own etcd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd: Option<EtcdSpec>,
+
+    /// Who may call the brokers, and what they may do (docs/security.md).
+    #[serde(default)]
+    pub auth: AuthSpec,
+}
+
+/// Authentication and authorization of the brokers' clients.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.authorization || self.serviceAccountTokens")
+    .message("authorization needs serviceAccountTokens: a way to tell callers apart"))]
+pub struct AuthSpec {
+    /// Authenticate callers with Kubernetes ServiceAccount tokens for the audience
+    /// `ferry` (a projected token volume), checked against this cluster's API server
+    /// keys, which the operator publishes to the broker pods. Default false.
+    #[serde(default)]
+    pub service_account_tokens: bool,
+
+    /// Enforce access rules: deny every operation no rule grants. A namespace's
+    /// ServiceAccounts may use its Topics and Queues by default. Default false.
+    #[serde(default)]
+    pub authorization: bool,
+
+    /// Principals allowed everything (e.g.
+    /// `system:serviceaccount:ferry-system:admin`), at most 32.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 256)))]
+    pub superusers: Vec<String>,
 }
 
 /// Each host's persistent volume (one PersistentVolumeClaim per host).

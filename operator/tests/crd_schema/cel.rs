@@ -380,3 +380,19 @@ fn message_size_fits_in_a_batch() {
         None,
     );
 }
+
+#[test]
+fn authorization_needs_service_account_tokens() {
+    rejects(
+        "brokerclusters",
+        &cluster(json!({"auth": {"authorization": true}})),
+        None,
+        "authorization needs serviceAccountTokens: a way to tell callers apart",
+    );
+    accepts(
+        "brokerclusters",
+        &cluster(json!({"auth": {"serviceAccountTokens": true, "authorization": true}})),
+        None,
+    );
+    accepts("brokerclusters", &cluster(json!({"auth": {}})), None);
+}

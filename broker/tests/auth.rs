@@ -26,36 +26,6 @@ fn path(path: &Path) -> String {
     path.to_str().expect("a UTF-8 path").to_owned()
 }
 
-/// `ferry-broker token add`: the token it printed.
-fn add_token(tokens: &Path, principal: &str, groups: &str) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry-broker"));
-    command.args([
-        "token",
-        "add",
-        "--tokens-file",
-        &path(tokens),
-        "--principal",
-        principal,
-    ]);
-    if !groups.is_empty() {
-        command.args(["--groups", groups]);
-    }
-    let output = command.output().expect("run ferry-broker token add");
-    assert!(output.status.success(), "token add: {output:?}");
-    let token = String::from_utf8(output.stdout).expect("UTF-8");
-    let token = token.trim().to_owned();
-    assert!(
-        token.starts_with("ferry_") && token.len() > 60,
-        "token {token:?}"
-    );
-    let file = std::fs::read_to_string(tokens).expect("read the tokens file");
-    assert!(
-        !file.contains(&token),
-        "the tokens file holds the token itself"
-    );
-    token
-}
-
 async fn client_with(broker: &BrokerProcess, token: Option<&str>) -> Client {
     Client::connect_with(
         &broker.url(),
@@ -112,8 +82,8 @@ where
 async fn tokens_and_rules_decide_every_request_and_a_denied_one_changes_nothing() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let tokens = dir.path().join("tokens");
-    let admin = add_token(&tokens, "admin", "");
-    let alice = add_token(&tokens, "alice", "team-a");
+    let admin = common::add_token(&tokens, "admin", "");
+    let alice = common::add_token(&tokens, "alice", "team-a");
     let broker = BrokerProcess::start_with(
         &dir.path().join("data"),
         &[
@@ -288,7 +258,7 @@ async fn tokens_and_rules_decide_every_request_and_a_denied_one_changes_nothing(
     .await;
 
     // A token added to the file while the broker runs is accepted without a restart.
-    let bob = add_token(&tokens, "bob", "");
+    let bob = common::add_token(&tokens, "bob", "");
     let bob_client = client_with(&broker, Some(&bob)).await;
     eventually("the reloaded tokens file accepts bob", || async {
         bob_client
@@ -392,9 +362,9 @@ async fn a_python_grpcio_client_authenticates_with_a_token_and_reads_the_refusal
     let ca = Pki::new(dir.path(), "ferry-ca");
     let server = ca.issue("broker", "localhost", &["DNS:localhost", "IP:127.0.0.1"]);
     let tokens = dir.path().join("tokens");
-    let admin = add_token(&tokens, "admin", "");
-    let python = add_token(&tokens, "python", "");
-    let nobody = add_token(&tokens, "nobody", "");
+    let admin = common::add_token(&tokens, "admin", "");
+    let python = common::add_token(&tokens, "python", "");
+    let nobody = common::add_token(&tokens, "nobody", "");
     let broker = BrokerProcess::start_with(
         &dir.path().join("data"),
         &[
@@ -410,19 +380,19 @@ async fn a_python_grpcio_client_authenticates_with_a_token_and_reads_the_refusal
         ],
     );
     let url = format!("https://localhost:{}", broker.addr.port());
-    let admin_client = Client::connect_with(
-        &url,
-        ClientConfig {
+    let connect = |token: &str| {
+        let config = ClientConfig {
             tls: Some(TlsOptions {
                 ca_pem: Some(std::fs::read(ca.ca()).expect("read the CA")),
                 ..TlsOptions::default()
             }),
-            token: Some(BearerToken::new(&admin).expect("a token")),
+            token: Some(BearerToken::new(token).expect("a token")),
             ..ClientConfig::default()
-        },
-    )
-    .await
-    .expect("connect");
+        };
+        let url = url.clone();
+        async move { Client::connect_with(&url, config).await.expect("connect") }
+    };
+    let admin_client = connect(&admin).await;
     admin_client
         .create_queue("from-python", &QueueSettings::new())
         .await
@@ -438,19 +408,7 @@ async fn a_python_grpcio_client_authenticates_with_a_token_and_reads_the_refusal
         })
         .await
         .expect("a rule for the Python client");
-    let python_client = Client::connect_with(
-        &url,
-        ClientConfig {
-            tls: Some(TlsOptions {
-                ca_pem: Some(std::fs::read(ca.ca()).expect("read the CA")),
-                ..TlsOptions::default()
-            }),
-            token: Some(BearerToken::new(&python).expect("a token")),
-            ..ClientConfig::default()
-        },
-    )
-    .await
-    .expect("connect");
+    let python_client = connect(&python).await;
     eventually("the rule reaches the broker", || async {
         python_client.describe_queue("from-python").await.is_ok()
     })

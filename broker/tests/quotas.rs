@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::BrokerProcess;
@@ -27,25 +26,6 @@ const RECORDS: usize = 3_000;
 
 fn path(path: &Path) -> String {
     path.to_str().expect("a UTF-8 path").to_owned()
-}
-
-fn add_token(tokens: &Path, principal: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_ferry-broker"))
-        .args([
-            "token",
-            "add",
-            "--tokens-file",
-            &path(tokens),
-            "--principal",
-            principal,
-        ])
-        .output()
-        .expect("run ferry-broker token add");
-    assert!(output.status.success(), "token add: {output:?}");
-    String::from_utf8(output.stdout)
-        .expect("UTF-8")
-        .trim()
-        .to_owned()
 }
 
 async fn connect(broker: &BrokerProcess, token: &str) -> Client {
@@ -90,8 +70,8 @@ async fn produce_raw(
 async fn a_principal_over_its_produce_quota_waits_and_is_held_to_the_rate() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let tokens = dir.path().join("tokens");
-    let admin = add_token(&tokens, "admin");
-    let loader = add_token(&tokens, "loader");
+    let admin = common::add_token(&tokens, "admin", "");
+    let loader = common::add_token(&tokens, "loader", "");
     let broker = BrokerProcess::start_with(
         &dir.path().join("data"),
         &[

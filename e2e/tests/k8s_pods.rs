@@ -37,6 +37,8 @@ const IMAGE: &str = "ferry:dev";
 const RELEASE_NAMESPACE: &str = "ferry-system";
 /// Where the examples go: a namespace enforcing the restricted Pod Security Standard.
 const APP_NAMESPACE: &str = "shop";
+/// Where the cluster with access control runs.
+const SECURE_NAMESPACE: &str = "vault";
 /// How long pods may take to become Ready (images are local; brokers form a cluster).
 const PODS_READY: Duration = Duration::from_secs(240);
 /// The topic the pod-loss phase writes (its own, so the history holds every value),
@@ -129,11 +131,33 @@ fn wait_until(
 /// `address`, under the restricted Pod Security Standard (README.md, "On
 /// Kubernetes", step 4); returns its output once it succeeded.
 fn ferryctl_pod(server: &KubeApiServer, name: &str, address: &str, args: &[&str]) -> String {
+    let (succeeded, logs) = ferryctl_pod_in(server, APP_NAMESPACE, None, name, address, args);
+    assert!(succeeded, "ferryctl {args:?} in pod {name} failed:\n{logs}");
+    logs
+}
+
+/// Where a client pod's projected ServiceAccount token is mounted.
+const TOKEN_PATH: &str = "/var/run/secrets/ferry/token";
+
+/// As [`ferryctl_pod`], in `namespace`, and with `account` the pod runs as
+/// ServiceAccount `account` with a projected token for the audience `ferry`, which
+/// ferryctl sends (`--token-file`); whether it succeeded, and its output.
+fn ferryctl_pod_in(
+    server: &KubeApiServer,
+    namespace: &str,
+    account: Option<&str>,
+    name: &str,
+    address: &str,
+    args: &[&str],
+) -> (bool, String) {
     let mut command = vec!["/usr/local/bin/ferryctl"];
+    if account.is_some() {
+        command.extend(["--token-file", TOKEN_PATH]);
+    }
     command.extend_from_slice(args);
     // The overrides replace the container kubectl would make (a JSON merge patch
     // replaces lists whole), so they carry everything.
-    let overrides = serde_json::json!({
+    let mut overrides = serde_json::json!({
         "spec": {
             "securityContext": {
                 "runAsNonRoot": true,
@@ -152,10 +176,22 @@ fn ferryctl_pod(server: &KubeApiServer, name: &str, address: &str, args: &[&str]
             }],
         },
     });
+    if let Some(account) = account {
+        let spec = &mut overrides["spec"];
+        spec["serviceAccountName"] = account.into();
+        spec["volumes"] = serde_json::json!([{
+            "name": "ferry-token",
+            "projected": {"sources": [{"serviceAccountToken": {
+                "audience": "ferry", "expirationSeconds": 3600, "path": "token"}}]},
+        }]);
+        spec["containers"][0]["volumeMounts"] = serde_json::json!([{
+            "name": "ferry-token", "mountPath": "/var/run/secrets/ferry", "readOnly": true,
+        }]);
+    }
     server.kubectl_ok([
         "run",
         "-n",
-        APP_NAMESPACE,
+        namespace,
         name,
         &format!("--image={IMAGE}"),
         "--restart=Never",
@@ -168,20 +204,16 @@ fn ferryctl_pod(server: &KubeApiServer, name: &str, address: &str, args: &[&str]
             "pod",
             name,
             "-n",
-            APP_NAMESPACE,
+            namespace,
             "-o",
             "jsonpath={.status.phase}",
         ]);
         phase == "Succeeded" || phase == "Failed"
     });
     // Values may be any bytes (ferryctl replaces invalid UTF-8 when printing).
-    let logs = server.kubectl(["logs", name, "-n", APP_NAMESPACE]);
+    let logs = server.kubectl(["logs", name, "-n", namespace]);
     let logs = String::from_utf8_lossy(&logs.stdout).into_owned();
-    assert_eq!(
-        phase, "Succeeded",
-        "ferryctl {args:?} in pod {name} failed:\n{logs}"
-    );
-    logs
+    (phase == "Succeeded", logs)
 }
 
 #[test]
@@ -566,11 +598,19 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
     );
     assert!(verdict.valid, "{}", verdict.to_json());
 
-    // 8. Uninstall: the app namespace goes first, while the operator still runs to
+    // 8. Access control in pods: a BrokerCluster that checks ServiceAccount tokens and
+    //    enforces access rules. A pod of its namespace, with a projected token for
+    //    the audience `ferry`, uses the namespace's queue; a pod of another namespace,
+    //    with its own genuine token, is refused the right, and one without a token is
+    //    not authenticated.
+    secured_queue_in_pods(&server);
+
+    // 9. Uninstall: the app namespace goes first, while the operator still runs to
     //    release its finalizers; then the release and its namespace. Nothing hangs.
     drop(via);
     drop(runtime);
     server.kubectl_ok(["delete", "namespace", APP_NAMESPACE, "--timeout=180s"]);
+    server.kubectl_ok(["delete", "namespace", SECURE_NAMESPACE, "--timeout=180s"]);
     let mut uninstall = server.helm_command();
     uninstall.args([
         "uninstall",
@@ -589,13 +629,116 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
         "-o",
         "jsonpath={.items[*].metadata.name}",
     ]);
-    for gone in [APP_NAMESPACE, RELEASE_NAMESPACE] {
+    for gone in [APP_NAMESPACE, SECURE_NAMESPACE, RELEASE_NAMESPACE] {
         assert!(
             !left.split_whitespace().any(|ns| ns == gone),
             "namespace {gone} is still there: {left}"
         );
     }
     drop(node);
+}
+
+/// Step 8: a one-host BrokerCluster with `spec.auth` in its own namespace, its queue,
+/// and clients in pods with and without the namespace's ServiceAccount tokens.
+fn secured_queue_in_pods(server: &KubeApiServer) {
+    server.kubectl_ok(["create", "namespace", SECURE_NAMESPACE]);
+    server.kubectl_ok([
+        "label",
+        "namespace",
+        SECURE_NAMESPACE,
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    let manifests = "apiVersion: ferry.dev/v1alpha1\nkind: BrokerCluster\nmetadata:\n  name: guarded\n\
+        spec:\n  hosts: 1\n  storage:\n    size: 1Gi\n  resources:\n    requests:\n      cpu: 100m\n\
+        \x20     memory: 128Mi\n  auth:\n    serviceAccountTokens: true\n    authorization: true\n\
+        ---\napiVersion: ferry.dev/v1alpha1\nkind: Queue\nmetadata:\n  name: vault-jobs\n\
+        spec:\n  clusterRef: guarded\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n\
+        \x20 name: worker\n";
+    let applied = server.kubectl_stdin(["apply", "-n", SECURE_NAMESPACE, "-f", "-"], manifests);
+    assert!(
+        applied.status.success(),
+        "apply the secured cluster: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    wait_until(server, PODS_READY, "the secured broker is ready", || {
+        server.kubectl_ok([
+            "get",
+            "statefulset",
+            "guarded",
+            "-n",
+            SECURE_NAMESPACE,
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ]) == "1"
+    });
+    wait_until(server, PODS_READY, "queue vault-jobs is Ready", || {
+        is_ready_in(server, SECURE_NAMESPACE, "queue", "vault-jobs")
+    });
+    let address = format!("guarded-client.{SECURE_NAMESPACE}.svc:7070");
+
+    let (sent, logs) = ferryctl_pod_in(
+        server,
+        SECURE_NAMESPACE,
+        Some("worker"),
+        "vault-send",
+        &address,
+        &["queue", "send", "vault-jobs", "--body", "classified"],
+    );
+    assert!(sent, "the namespace's ServiceAccount sends: {logs}");
+    let (received, logs) = ferryctl_pod_in(
+        server,
+        SECURE_NAMESPACE,
+        Some("worker"),
+        "vault-receive",
+        &address,
+        &["queue", "receive", "vault-jobs", "--ack", "--wait", "10"],
+    );
+    assert!(
+        received && logs.contains("classified"),
+        "the namespace's ServiceAccount receives: {logs}"
+    );
+    let (who, logs) = ferryctl_pod_in(
+        server,
+        SECURE_NAMESPACE,
+        Some("worker"),
+        "vault-whoami",
+        &address,
+        &["whoami"],
+    );
+    assert!(
+        who && logs.contains(&format!(
+            "principal: system:serviceaccount:{SECURE_NAMESPACE}:worker"
+        )),
+        "{logs}"
+    );
+
+    let (refused, logs) = ferryctl_pod_in(
+        server,
+        APP_NAMESPACE,
+        Some("default"),
+        "intruder-send",
+        &address,
+        &["queue", "send", "vault-jobs", "--body", "stolen"],
+    );
+    assert!(
+        !refused
+            && logs.contains(&format!(
+                "system:serviceaccount:{APP_NAMESPACE}:default lacks the send right on queue \"vault-jobs\""
+            )),
+        "another namespace's ServiceAccount was not refused the right: {logs}"
+    );
+    let (anonymous, logs) = ferryctl_pod_in(
+        server,
+        APP_NAMESPACE,
+        None,
+        "anonymous-send",
+        &address,
+        &["queue", "send", "vault-jobs", "--body", "anonymous"],
+    );
+    assert!(
+        !anonymous && logs.contains("unauthenticated"),
+        "a client without a token was not refused: {logs}"
+    );
 }
 
 /// `ferryctl queue receive QUEUE OPTIONS… --wait 20 --output json` in pod `name`:
@@ -649,13 +792,18 @@ async fn replica_holders(via: &Channel) -> std::collections::BTreeSet<String> {
 
 /// Whether a resource in the app namespace has the condition Ready=True.
 fn is_ready(server: &KubeApiServer, kind: &str, name: &str) -> bool {
+    is_ready_in(server, APP_NAMESPACE, kind, name)
+}
+
+/// Whether `kind/name` in `namespace` reports the condition `Ready` true.
+fn is_ready_in(server: &KubeApiServer, namespace: &str, kind: &str, name: &str) -> bool {
     server
         .kubectl([
             "get",
             kind,
             name,
             "-n",
-            APP_NAMESPACE,
+            namespace,
             "-o",
             "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
         ])

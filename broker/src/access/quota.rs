@@ -273,61 +273,53 @@ impl Quotas {
     /// Refuses `caller` while its `kind` bucket is in debt; otherwise charges
     /// `amount` (which may put it in debt).
     pub fn charge(&self, caller: &Caller, kind: QuotaKind, amount: u64) -> Result<(), Throttled> {
-        let Some(principal) = Self::principal(caller) else {
-            return Ok(());
-        };
-        let limit = self
-            .table
-            .borrow()
-            .limits(principal)
-            .and_then(|l| l.limit(kind));
-        let Some(rate) = limit else {
-            self.count_usage(principal, kind, amount);
-            return Ok(());
-        };
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = buckets
-            .entry((principal.to_owned(), kind))
-            .or_insert_with(|| Bucket::new(rate, now));
-        bucket.refill(rate, now);
-        if let Err(retry_after) = bucket.admit() {
-            drop(buckets);
-            self.count_throttled(principal, kind);
-            return Err(Throttled {
-                principal: principal.to_owned(),
-                quota: kind,
-                retry_after,
-            });
-        }
-        bucket.balance -= amount as f64;
-        drop(buckets);
-        self.count_usage(principal, kind, amount);
-        Ok(())
+        self.apply(caller, kind, amount, true)
     }
 
     /// Charges `amount` already served (consumed bytes, known only after the read):
     /// never refuses, the debt holds the next request back.
     pub fn charge_after(&self, caller: &Caller, kind: QuotaKind, amount: u64) {
+        // Never refused when `refuse_in_debt` is false.
+        let _ = self.apply(caller, kind, amount, false);
+    }
+
+    /// Charges `amount` to `caller`'s `kind` bucket, refusing first while the bucket
+    /// is in debt when `refuse_in_debt`; counts what was charged.
+    fn apply(
+        &self,
+        caller: &Caller,
+        kind: QuotaKind,
+        amount: u64,
+        refuse_in_debt: bool,
+    ) -> Result<(), Throttled> {
         let Some(principal) = Self::principal(caller) else {
-            return;
+            return Ok(());
         };
-        self.count_usage(principal, kind, amount);
         let limit = self
             .table
             .borrow()
             .limits(principal)
             .and_then(|l| l.limit(kind));
-        let Some(rate) = limit else {
-            return;
-        };
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = buckets
-            .entry((principal.to_owned(), kind))
-            .or_insert_with(|| Bucket::new(rate, now));
-        bucket.refill(rate, now);
-        bucket.balance -= amount as f64;
+        if let Some(rate) = limit {
+            let now = Instant::now();
+            let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+            let bucket = buckets
+                .entry((principal.to_owned(), kind))
+                .or_insert_with(|| Bucket::new(rate, now));
+            bucket.refill(rate, now);
+            if let (true, Err(retry_after)) = (refuse_in_debt, bucket.admit()) {
+                drop(buckets);
+                self.count_throttled(principal, kind);
+                return Err(Throttled {
+                    principal: principal.to_owned(),
+                    quota: kind,
+                    retry_after,
+                });
+            }
+            bucket.balance -= amount as f64;
+        }
+        self.count_usage(principal, kind, amount);
+        Ok(())
     }
 
     fn count_usage(&self, principal: &str, kind: QuotaKind, amount: u64) {

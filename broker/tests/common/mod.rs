@@ -324,3 +324,28 @@ pub fn python_queue_client(args: &[String]) -> (bool, String) {
     );
     (output.status.success(), printed)
 }
+
+/// `ferry-broker token add` for `principal` (in `groups`, comma-separated, if any):
+/// the token it printed, checked to be absent from the tokens file itself.
+pub fn add_token(tokens: &Path, principal: &str, groups: &str) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry-broker"));
+    command.args(["token", "add", "--tokens-file"]);
+    command.arg(tokens).args(["--principal", principal]);
+    if !groups.is_empty() {
+        command.args(["--groups", groups]);
+    }
+    let output = command.output().expect("run ferry-broker token add");
+    assert!(output.status.success(), "token add: {output:?}");
+    let token = String::from_utf8(output.stdout).expect("UTF-8");
+    let token = token.trim().to_owned();
+    assert!(
+        token.starts_with("ferry_") && token.len() > 60,
+        "token {token:?}"
+    );
+    let file = std::fs::read_to_string(tokens).expect("read the tokens file");
+    assert!(
+        !file.contains(&token),
+        "the tokens file holds the token itself"
+    );
+    token
+}

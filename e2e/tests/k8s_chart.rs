@@ -366,6 +366,8 @@ fn rendered_chart_applies_to_a_real_api_server_with_least_privilege() {
     for (verb, resource) in [
         ("patch", "queues.ferry.dev"),
         ("update", "topics.ferry.dev/status"),
+        ("watch", "accesspolicies.ferry.dev"),
+        ("patch", "accesspolicies.ferry.dev/status"),
         ("update", "brokerclusters.ferry.dev/finalizers"),
         ("create", "statefulsets.apps"),
         ("patch", "poddisruptionbudgets.policy"),

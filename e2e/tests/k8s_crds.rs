@@ -296,7 +296,7 @@ fn examples_are_accepted_with_schema_defaults() {
     ]);
     let names = server.kubectl_ok([
         "get",
-        "brokerclusters,queues,topics",
+        "brokerclusters,queues,topics,accesspolicies",
         "-n",
         ns,
         "-o",
@@ -307,6 +307,7 @@ fn examples_are_accepted_with_schema_defaults() {
     assert_eq!(
         names,
         [
+            "AccessPolicy/analytics-readers",
             "BrokerCluster/main",
             "Queue/orders",
             "Queue/orders-dlq",

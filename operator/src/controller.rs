@@ -1,4 +1,4 @@
-//! Runs the three controllers (BrokerCluster, Topic, Queue) over the watched
+//! Runs the four controllers (BrokerCluster, Topic, Queue, AccessPolicy) over the watched
 //! namespaces until stopped.
 
 use std::future::Future;
@@ -16,10 +16,10 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, warn};
 
 use crate::context::{Context, MANAGER};
-use crate::crd::{BrokerCluster, Queue, Topic};
+use crate::crd::{AccessPolicy, BrokerCluster, Queue, Topic};
 use crate::error::Error;
 use crate::metadata::MetadataClient;
-use crate::{cluster, mapping};
+use crate::{cluster, mapping, policy};
 
 /// Which namespaces the controllers watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +98,17 @@ pub async fn run<M: MetadataClient>(
                 .run(
                     mapping::reconcile::<Queue, M>,
                     |_, error, ctx| error_policy("Queue", error, &ctx),
+                    Arc::clone(&ctx),
+                )
+                .for_each(log_result)
+                .boxed(),
+        );
+        controllers.push(
+            Controller::new(api::<AccessPolicy>(&client, ns), watcher::Config::default())
+                .with_config(config.clone())
+                .run(
+                    policy::reconcile::<M>,
+                    |_, error, ctx| error_policy(policy::KIND, error, &ctx),
                     Arc::clone(&ctx),
                 )
                 .for_each(log_result)

@@ -1,7 +1,7 @@
 //! The Ferry operator: the custom resource types (`crd`), the conditions they report
 //! (`conditions`), the generator of `crds/` (`crdgen`), and the reconcilers —
-//! `cluster` (BrokerCluster → StatefulSet and friends) and `mapping` (Topic and Queue
-//! → etcd records) — with the metadata store they write (`metadata`, `records`),
+//! `cluster` (BrokerCluster → StatefulSet and friends), `mapping` (Topic and Queue
+//! → etcd records) and `policy` (AccessPolicy → broker access rules) — with the metadata store they write (`metadata`, `records`),
 //! leader election (`leader`), metrics, the HTTP endpoints and the controller wiring.
 
 pub mod cluster;
@@ -18,4 +18,5 @@ pub mod leader;
 pub mod mapping;
 pub mod metadata;
 pub mod metrics;
+pub mod policy;
 pub mod records;

@@ -49,7 +49,8 @@ fn one_file_per_definition_named_group_and_plural() {
         [
             "ferry.dev_brokerclusters.yaml",
             "ferry.dev_topics.yaml",
-            "ferry.dev_queues.yaml"
+            "ferry.dev_queues.yaml",
+            "ferry.dev_accesspolicies.yaml"
         ]
     );
 }

@@ -724,3 +724,90 @@ async fn the_operator_maps_a_queue_through_an_etcd_that_requires_client_certific
         .expect("the queue's record, written over TLS");
     assert_eq!(record["incarnation"], queue["status"]["incarnation"]);
 }
+
+#[tokio::test]
+async fn an_access_policy_becomes_broker_rules_that_go_with_it() {
+    let ns = "op-policy";
+    let server = server_with_crds(ns);
+    let etcd = ferry_e2e::EtcdServer::start(&server.work_dir().join(format!("{ns}-etcd")));
+    let _operator = start_operator(&server, "op-policy-a", ns, &etcd.endpoint(), &[]);
+    // The policy names resources by their Kubernetes names; the rules carry the
+    // broker's names. (No cluster needed: the Topic need not be mapped yet.)
+    apply(
+        &server,
+        ns,
+        "apiVersion: ferry.dev/v1alpha1\nkind: Topic\nmetadata:\n  name: clicks\nspec:\n  \
+         topicName: clicks.v2\n  partitions: 1\n",
+    );
+    let policy = |topics: &str| {
+        format!(
+            "apiVersion: ferry.dev/v1alpha1\nkind: AccessPolicy\nmetadata:\n  name: readers\n\
+             spec:\n  grants:\n  - serviceAccounts: [analytics/reader]\n    users: [alice]\n\
+             \x20   topics: [{topics}]\n    consumerGroups: [reporting]\n\
+             \x20   operations: [consume, join, commit]\n"
+        )
+    };
+    apply(&server, ns, &policy("clicks, gone"));
+    let reported = eventually("the policy reports the missing topic", SETTLE, || {
+        let policy = must_get(&server, ns, "accesspolicy", "readers");
+        match condition(&policy, "Synced") {
+            Some(c) if c["reason"] == "ResourcesMissing" => Ok(policy),
+            _ => Err(format!("status {}", policy["status"])),
+        }
+    })
+    .await;
+    assert_eq!(
+        reported["status"]["rules"], 4,
+        "2 principals × (topic, group)"
+    );
+    let mut client = etcd_client(&etcd.endpoint()).await;
+    let prefix = format!("/ferry/access/rules/k8s.{ns}.policy.readers.");
+    let first = etcd_json(&mut client, &format!("{prefix}0.0"))
+        .await
+        .expect("the first rule");
+    assert_eq!(first["principal"], "system:serviceaccount:analytics:reader");
+    assert_eq!(first["resource"]["kind"], "topic");
+    assert_eq!(first["resource"]["name"], "clicks.v2");
+    assert_eq!(first["operations"], serde_json::json!(["consume"]));
+    let group = etcd_json(&mut client, &format!("{prefix}0.1"))
+        .await
+        .expect("the group rule");
+    assert_eq!(group["resource"]["name"], format!("{ns}.reporting"));
+    assert_eq!(group["operations"], serde_json::json!(["commit", "join"]));
+
+    // Narrowed: alice's rules go, the status turns Synced.
+    let narrowed = "apiVersion: ferry.dev/v1alpha1\nkind: AccessPolicy\nmetadata:\n  name: readers\n\
+         spec:\n  grants:\n  - serviceAccounts: [analytics/reader]\n    topics: [clicks]\n\
+         \x20   operations: [consume]\n";
+    apply(&server, ns, narrowed);
+    eventually("the narrowed policy synced", SETTLE, || {
+        let policy = must_get(&server, ns, "accesspolicy", "readers");
+        match condition(&policy, "Synced") {
+            Some(c) if c["status"] == "True" && policy["status"]["rules"] == 1 => Ok(()),
+            _ => Err(format!("status {}", policy["status"])),
+        }
+    })
+    .await;
+    assert!(
+        etcd_json(&mut client, &format!("{prefix}0.1"))
+            .await
+            .is_none(),
+        "a rule the policy no longer makes is removed"
+    );
+
+    // Deleted: nothing of it remains in etcd.
+    server.kubectl_ok([
+        "delete",
+        "accesspolicy",
+        "readers",
+        "-n",
+        ns,
+        "--timeout=60s",
+    ]);
+    assert!(
+        etcd_json(&mut client, &format!("{prefix}0.0"))
+            .await
+            .is_none(),
+        "the policy's rules go with it"
+    );
+}

@@ -7,6 +7,7 @@
 //! fields, partitions that only grow) is in the schema as OpenAPI keywords and CEL
 //! rules (`x-kubernetes-validations`); see `rules` and `operator/README.md`.
 
+mod access_policy;
 mod broker_cluster;
 mod common;
 mod queue;
@@ -14,8 +15,11 @@ pub mod rules;
 mod tidy;
 mod topic;
 
+pub use access_policy::{
+    AccessPolicy, AccessPolicySpec, AccessPolicyStatus, Grant, GrantedOperation,
+};
 pub use broker_cluster::{
-    BrokerCluster, BrokerClusterSpec, BrokerClusterStatus, BrokerSettings, EtcdSpec,
+    AuthSpec, BrokerCluster, BrokerClusterSpec, BrokerClusterStatus, BrokerSettings, EtcdSpec,
     PodDisruptionBudgetSpec, PodOverrides, StorageSpec,
 };
 pub use common::{DeletionPolicy, Durability, PartitionCounts, Replication};
@@ -29,14 +33,19 @@ use kube::core::CustomResourceExt;
 pub const GROUP: &str = "ferry.dev";
 /// The API version this crate defines.
 pub const VERSION: &str = "v1alpha1";
-/// The `kubectl get` category that lists all three kinds (`kubectl get ferry`).
+/// The `kubectl get` category that lists every kind (`kubectl get ferry`).
 pub const CATEGORY: &str = "ferry";
 
 /// Every CustomResourceDefinition of the operator, as it is installed: derived from the
 /// types, then tidied (see `tidy`). The order is fixed.
 pub fn definitions() -> Vec<CustomResourceDefinition> {
-    [BrokerCluster::crd(), Topic::crd(), Queue::crd()]
-        .into_iter()
-        .map(tidy::tidy)
-        .collect()
+    [
+        BrokerCluster::crd(),
+        Topic::crd(),
+        Queue::crd(),
+        AccessPolicy::crd(),
+    ]
+    .into_iter()
+    .map(tidy::tidy)
+    .collect()
 }

@@ -396,3 +396,42 @@ fn authorization_needs_service_account_tokens() {
     );
     accepts("brokerclusters", &cluster(json!({"auth": {}})), None);
 }
+
+fn policy(name: &str, grants: Value) -> Value {
+    object("AccessPolicy", name, json!({"grants": grants}))
+}
+
+#[test]
+fn an_access_policy_grant_names_someone_and_something() {
+    let full = json!([{"serviceAccounts": ["analytics/reader"], "topics": ["clicks"],
+                       "operations": ["consume"]}]);
+    accepts("accesspolicies", &policy("readers", full), None);
+    rejects(
+        "accesspolicies",
+        &policy(
+            "readers",
+            json!([{"topics": ["clicks"], "operations": ["consume"]}]),
+        ),
+        None,
+        "a grant names at least one ServiceAccount, user or group",
+    );
+    rejects(
+        "accesspolicies",
+        &policy(
+            "readers",
+            json!([{"users": ["alice"], "operations": ["consume"]}]),
+        ),
+        None,
+        "a grant names at least one topic, queue or consumer group",
+    );
+    let long = "p".repeat(64);
+    rejects(
+        "accesspolicies",
+        &policy(
+            &long,
+            json!([{"users": ["alice"], "queues": ["jobs"], "operations": ["send"]}]),
+        ),
+        None,
+        "an AccessPolicy's name has at most 63 characters (its rules' names carry it)",
+    );
+}

@@ -9,7 +9,8 @@ mod structure;
 
 use serde_json::Value;
 
-/// The tidied CRD of `plural` (`brokerclusters`, `topics`, `queues`) as JSON.
+/// The tidied CRD of `plural` (`brokerclusters`, `topics`, `queues`,
+/// `accesspolicies`) as JSON.
 pub fn crd(plural: &str) -> Value {
     ferry_operator::crd::definitions()
         .into_iter()

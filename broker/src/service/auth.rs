@@ -227,37 +227,26 @@ impl Guard {
         }
     }
 
-    /// Charges `bytes` about to be produced (or sent) to `caller`'s quota; refused,
-    /// with nothing written, while the caller is in debt.
-    pub fn charge_produce(
+    /// Refuses a produce, send, fetch or receive while `caller` is in debt on its
+    /// `kind` quota; what the request moves is charged once it is done
+    /// ([`Guard::charge`]), so a request that fails costs nothing.
+    pub fn admit(
         &self,
         method: &'static str,
         caller: &Caller,
-        bytes: u64,
+        kind: QuotaKind,
     ) -> Result<(), Status> {
-        let charged = self
-            .quotas
-            .charge(caller, QuotaKind::ProduceBytes, bytes)
-            .map_err(BrokerError::from);
-        self.broker.answer(method, charged)
-    }
-
-    /// Refuses a read while `caller` is in debt on its consume quota (what it reads is
-    /// charged afterwards with [`Guard::consumed`]).
-    pub fn admit_consume(&self, method: &'static str, caller: &Caller) -> Result<(), Status> {
         let admitted = self
             .quotas
-            .charge(caller, QuotaKind::ConsumeBytes, 0)
+            .charge(caller, kind, 0)
             .map_err(BrokerError::from);
         self.broker.answer(method, admitted)
     }
 
-    /// Charges `bytes` just read to `caller`'s consume quota.
-    pub fn consumed(&self, caller: &Caller, bytes: u64) {
-        self.quotas
-            .charge_after(caller, QuotaKind::ConsumeBytes, bytes);
+    /// Charges `bytes` a request of `caller` just produced or read to its `kind` quota.
+    pub fn charge(&self, caller: &Caller, kind: QuotaKind, bytes: u64) {
+        self.quotas.charge_after(caller, kind, bytes);
     }
-
     /// Refuses the request unless its caller may do `operation` on every resource.
     pub fn check<'a, T>(
         &self,

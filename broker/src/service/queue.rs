@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::auth::{Guard, audit_admin, caller};
 use super::status::Answer;
+use crate::access::quota::QuotaKind;
 use crate::access::{Caller, Operation, Resource};
 use crate::broker::Broker;
 use crate::clock::now_ms;
@@ -245,8 +246,8 @@ impl QueueService for QueueApi {
     ) -> Result<Response<pb::SendResponse>, Status> {
         let caller = self.check("Send", &request, Operation::Send, |r| &r.queue)?;
         let request = request.into_inner();
+        self.guard.admit("Send", &caller, QuotaKind::ProduceBytes)?;
         let bytes: usize = request.messages.iter().map(send_message_bytes).sum();
-        self.guard.charge_produce("Send", &caller, bytes as u64)?;
         let messages = request.messages.into_iter().map(outgoing_message).collect();
         let result = async {
             self.broker.check_accepting()?;
@@ -256,6 +257,8 @@ impl QueueService for QueueApi {
         }
         .await;
         let (queue, outcomes) = self.broker.answer("Send", result)?;
+        self.guard
+            .charge(&caller, QuotaKind::ProduceBytes, bytes as u64);
         Ok(Response::new(pb::SendResponse {
             results: outcomes
                 .into_iter()
@@ -272,7 +275,8 @@ impl QueueService for QueueApi {
         request: Request<pb::ReceiveRequest>,
     ) -> Result<Response<pb::ReceiveResponse>, Status> {
         let caller = self.check("Receive", &request, Operation::Receive, |r| &r.queue)?;
-        self.guard.admit_consume("Receive", &caller)?;
+        self.guard
+            .admit("Receive", &caller, QuotaKind::ConsumeBytes)?;
         let peer = request.remote_addr();
         let request = request.into_inner();
         let result = async {
@@ -293,7 +297,8 @@ impl QueueService for QueueApi {
             .map(|d| received_message(&queue, d))
             .collect();
         let read: usize = messages.iter().map(|m| m.body.len()).sum();
-        self.guard.consumed(&caller, read as u64);
+        self.guard
+            .charge(&caller, QuotaKind::ConsumeBytes, read as u64);
         Ok(Response::new(pb::ReceiveResponse { messages }))
     }
 

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::auth::Guard;
 use super::status::Answer;
+use crate::access::quota::QuotaKind;
 use crate::access::{Operation, Resource};
 use crate::broker::Broker;
 use crate::error::BrokerError;
@@ -108,7 +109,8 @@ impl TopicService for TopicApi {
         )?;
         let request = request.into_inner();
         self.guard
-            .charge_produce("Produce", &caller, produce_request_bytes(&request))?;
+            .admit("Produce", &caller, QuotaKind::ProduceBytes)?;
+        let request_bytes = produce_request_bytes(&request);
         self.broker
             .answer("Produce", self.broker.check_accepting())?;
         let result = async {
@@ -167,6 +169,8 @@ impl TopicService for TopicApi {
         }
         .await;
         let outcome = self.broker.answer("Produce", result)?;
+        self.guard
+            .charge(&caller, QuotaKind::ProduceBytes, request_bytes);
         self.record_appends(&request.topic, &outcome.batches, started);
         self.record_appends(&request.topic, &outcome.message_batches, started);
         let messages = outcome
@@ -206,7 +210,8 @@ impl TopicService for TopicApi {
                 .iter()
                 .map(|p| Resource::Topic(&p.topic)),
         )?;
-        self.guard.admit_consume("Fetch", &caller)?;
+        self.guard
+            .admit("Fetch", &caller, QuotaKind::ConsumeBytes)?;
         let request = request.into_inner();
         let targets: Vec<FetchTarget> = request
             .partitions
@@ -243,7 +248,8 @@ impl TopicService for TopicApi {
             .filter_map(|f| f.result.as_ref().ok())
             .map(|data| data.records.len())
             .sum();
-        self.guard.consumed(&caller, read as u64);
+        self.guard
+            .charge(&caller, QuotaKind::ConsumeBytes, read as u64);
         let metrics = &self.broker.metrics;
         let partitions = fetched
             .into_iter()

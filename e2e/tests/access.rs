@@ -2,7 +2,8 @@
 //! enforce access rules (static tokens, peer mutual TLS) and a gateway that
 //! authenticates callers itself and forwards each request with its caller's identity
 //! to the hosts' peer listeners. The hosts decide: a denial names the caller, not the
-//! gateway; rules written through one host apply on every host; produce and fetch
+//! gateway; rules written on a host or through the gateway apply on every host;
+//! `whoami` and `acl` work through the gateway; produce and fetch
 //! split across leaders keep the identity; the forwarding headers mean nothing on a
 //! host's client port, and the peer listener takes client requests only as forwarded.
 
@@ -204,7 +205,7 @@ async fn a_gateway_forwards_its_callers_identities_and_the_hosts_decide() {
     );
     assert!(!whoami.contains("jobs"), "{whoami}");
 
-    // Rules written through the gateway's hosts apply on every host.
+    // Rules written on a host and through the gateway apply on every host.
     succeeded(
         ferryctl(
             &cluster.hosts()[0].url(),
@@ -226,7 +227,7 @@ async fn a_gateway_forwards_its_callers_identities_and_the_hosts_decide() {
     );
     succeeded(
         ferryctl(
-            &cluster.hosts()[1].url(),
+            &server,
             &admin,
             &[
                 "acl",
@@ -242,7 +243,21 @@ async fn a_gateway_forwards_its_callers_identities_and_the_hosts_decide() {
             ],
             "",
         ),
-        "acl add on the other host",
+        "acl add through the gateway",
+    );
+    let refused = ferryctl(&server, &alice, &["acl", "list"], "");
+    assert!(
+        !refused.status.success() && text(&refused).contains("alice lacks the admin right"),
+        "alice listed the rules through the gateway: {}",
+        text(&refused)
+    );
+    let whoami = succeeded(
+        ferryctl(&server, &alice, &["whoami"], ""),
+        "whoami through the gateway",
+    );
+    assert!(
+        whoami.contains("principal: alice") && whoami.contains("static-token"),
+        "{whoami}"
     );
     until_allowed("alice sends through the gateway", || {
         ferryctl(

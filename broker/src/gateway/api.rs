@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ferry_proto::v1 as pb;
+use ferry_proto::v1::access_service_client::AccessServiceClient;
+use ferry_proto::v1::access_service_server::AccessService;
 use ferry_proto::v1::admin_service_client::AdminServiceClient;
 use ferry_proto::v1::admin_service_server::AdminService;
 use ferry_proto::v1::group_service_client::GroupServiceClient;
@@ -27,7 +29,7 @@ use super::directory::{Directory, Target};
 use super::forward::{
     Forwarder, HostChannel, current_caller, detail_of, not_done_by_the_host, on_behalf_of,
 };
-use crate::access::{AccessControl, Operation, Resource};
+use crate::access::{AccessControl, Caller, Operation, Resource};
 use crate::cluster::routing::coordinator_index;
 use crate::error::{BrokerError, BrokerResult};
 use crate::service::auth::caller;
@@ -904,6 +906,95 @@ impl GroupService for Gateway {
         request: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
         to_coordinator!(self, request, describe_group)
+    }
+}
+
+/// Forwards an access request to a live host of the default cluster: rules and
+/// quotas are the metadata store's, shared by every cluster on it, and the host
+/// decides whether the caller may manage them.
+macro_rules! to_any_host {
+    ($self:ident, $request:ident, $method:ident) => {{
+        let request = $request.into_inner();
+        answer(
+            $self
+                .forwarder
+                .routed(
+                    |d| $self.default_host(d, None),
+                    |channel| {
+                        let request = request.clone();
+                        async move {
+                            AccessServiceClient::new(channel)
+                                .$method(request)
+                                .await
+                                .map(Response::into_inner)
+                        }
+                    },
+                )
+                .await,
+        )
+    }};
+}
+
+#[tonic::async_trait]
+impl AccessService for Gateway {
+    /// The gateway answers for itself: it authenticated the caller.
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let caller = caller(&request);
+        let (groups, method) = match &caller {
+            Caller::Principal(p) => (p.groups.clone(), p.method.to_string()),
+            Caller::Anonymous | Caller::Peer => (Vec::new(), "none".to_owned()),
+        };
+        Ok(Response::new(pb::WhoAmIResponse {
+            principal: caller.name().to_owned(),
+            groups,
+            method,
+            authorization_enforced: self.access.enforced(),
+        }))
+    }
+
+    async fn list_access_rules(
+        &self,
+        request: Request<pb::ListAccessRulesRequest>,
+    ) -> Result<Response<pb::ListAccessRulesResponse>, Status> {
+        to_any_host!(self, request, list_access_rules)
+    }
+
+    async fn put_access_rule(
+        &self,
+        request: Request<pb::PutAccessRuleRequest>,
+    ) -> Result<Response<pb::PutAccessRuleResponse>, Status> {
+        to_any_host!(self, request, put_access_rule)
+    }
+
+    async fn delete_access_rule(
+        &self,
+        request: Request<pb::DeleteAccessRuleRequest>,
+    ) -> Result<Response<pb::DeleteAccessRuleResponse>, Status> {
+        to_any_host!(self, request, delete_access_rule)
+    }
+
+    async fn list_quotas(
+        &self,
+        request: Request<pb::ListQuotasRequest>,
+    ) -> Result<Response<pb::ListQuotasResponse>, Status> {
+        to_any_host!(self, request, list_quotas)
+    }
+
+    async fn put_quota(
+        &self,
+        request: Request<pb::PutQuotaRequest>,
+    ) -> Result<Response<pb::PutQuotaResponse>, Status> {
+        to_any_host!(self, request, put_quota)
+    }
+
+    async fn delete_quota(
+        &self,
+        request: Request<pb::DeleteQuotaRequest>,
+    ) -> Result<Response<pb::DeleteQuotaResponse>, Status> {
+        to_any_host!(self, request, delete_quota)
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use ferry_proto::v1::access_service_server::AccessServiceServer;
 use ferry_proto::v1::admin_service_server::AdminServiceServer;
 use ferry_proto::v1::group_service_server::GroupServiceServer;
 use ferry_proto::v1::metadata_service_server::MetadataServiceServer;
@@ -186,6 +187,12 @@ pub async fn run(
         .add_service(InterceptedService::new(
             OnBehalfOfCaller(
                 MetadataServiceServer::new(gateway.clone()).max_decoding_message_size(limit),
+            ),
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            OnBehalfOfCaller(
+                AccessServiceServer::new(gateway.clone()).max_decoding_message_size(limit),
             ),
             authenticate.clone(),
         ))

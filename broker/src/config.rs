@@ -144,6 +144,9 @@ pub struct BrokerConfig {
     pub authentication: AuthnSettings,
     /// Whether access rules are enforced, and the superusers. Default: not enforced.
     pub authorization: AuthorizationSettings,
+    /// Serve the gRPC listener on an address other hosts can reach without TLS and
+    /// authentication (`--insecure`). Default `false`: refused at start.
+    pub insecure: bool,
 }
 
 /// Replication between the hosts of a broker cluster (`docs/replication.md`).
@@ -203,8 +206,25 @@ impl Default for BrokerConfig {
             metrics_tls: false,
             authentication: AuthnSettings::default(),
             authorization: AuthorizationSettings::default(),
+            insecure: false,
         }
     }
+}
+
+/// Refuses a listener that other machines can reach (any address outside 127/8 and
+/// `::1`) unless it is `secured` (TLS and authentication): secure by default, and
+/// `--insecure` says otherwise on purpose.
+pub fn exposed_listener(what: &str, address: SocketAddr, secured: bool) -> Result<(), ConfigError> {
+    if secured || address.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(ConfigError(format!(
+        "refusing to serve the {what} listener on {address} without TLS and \
+         authentication: other machines can reach it. Give --tls-cert-file and \
+         --tls-key-file with a way to authenticate callers (--tls-client-ca-file, \
+         --auth-tokens-file or --auth-jwks-file), listen on a loopback address, or \
+         pass --insecure"
+    )))
 }
 
 /// A configuration value out of its allowed range.
@@ -321,6 +341,10 @@ impl BrokerConfig {
                  tokens (--auth-jwks-file)"
                     .into(),
             ));
+        }
+        if !self.insecure {
+            let secured = self.tls.is_some() && self.client_authentication().required();
+            exposed_listener("gRPC", self.listen, secured)?;
         }
         if self.host_id.is_empty() {
             return Err(ConfigError("host_id must not be empty".into()));

@@ -162,6 +162,10 @@ struct GatewayArgs {
     auth: AuthArgs,
     #[command(flatten)]
     etcd_security: EtcdSecurityArgs,
+    /// Serve on an address other machines can reach without TLS and authentication;
+    /// refused otherwise.
+    #[arg(long, env = "FERRY_INSECURE")]
+    insecure: bool,
 }
 
 /// How etcd is reached securely: TLS (for `https://` endpoints) and a user.
@@ -414,6 +418,7 @@ impl GatewayArgs {
             authentication,
             authorization,
             peer_tls,
+            insecure: self.insecure,
             tls: self.tls.listener()?,
             host_tls: self.host_tls.dialing(),
             etcd: self.etcd_security.apply(EtcdConfig {
@@ -636,6 +641,10 @@ struct StandaloneArgs {
     tls: TlsArgs,
     #[command(flatten)]
     auth: AuthArgs,
+    /// Serve listeners other machines can reach (an address outside loopback) without
+    /// TLS and authentication; refused otherwise.
+    #[arg(long, env = "FERRY_INSECURE")]
+    insecure: bool,
 }
 
 /// Who may call the client listener, and what they may do (docs/security.md).
@@ -733,6 +742,7 @@ impl StandaloneArgs {
             data_dir: self.data_dir,
             listen: self.listen,
             advertise: self.advertise,
+            insecure: self.insecure,
             ..config
         };
         config.metrics_listen = match self.metrics_listen.as_str() {

@@ -83,6 +83,10 @@ pub async fn run(
     on_ready: impl FnOnce(BoundAddresses),
 ) -> anyhow::Result<()> {
     let _lock = prepare_data_dir(&config)?;
+    if !config.insecure {
+        // Peers are known by the peer CA: mutual TLS is the peer listener's protection.
+        crate::config::exposed_listener("peer", options.peer.listen, options.peer.tls.is_some())?;
+    }
     let mut listeners = Listeners::bind(&config).await?;
     let peer_listener = TcpListener::bind(options.peer.listen)
         .await

@@ -437,3 +437,54 @@ async fn a_python_grpcio_client_authenticates_with_a_token_and_reads_the_refusal
         assert!(printed.contains(line), "{line:?} missing: {printed}");
     }
 }
+
+/// `ferry-broker standalone args…` that must refuse to start: what it said.
+fn refused_start(dir: &Path, args: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry-broker"))
+        .arg("standalone")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--metrics-listen", "off"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ferry-broker");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("poll").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ferry-broker {args:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    assert!(!output.status.success(), "{args:?} exited cleanly");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_listener_other_machines_reach_needs_tls_and_authentication_or_insecure() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let said = refused_start(&dir.path().join("a"), &["--listen", "0.0.0.0:0"]);
+    assert!(
+        said.contains("refusing to serve the gRPC listener on 0.0.0.0:0")
+            && said.contains("--insecure"),
+        "{said}"
+    );
+    // TLS alone is not enough: anyone could still call.
+    let ca = Pki::new(dir.path(), "ferry-ca");
+    let server = ca.issue("broker", "localhost", &["DNS:localhost", "IP:127.0.0.1"]);
+    let said = refused_start(
+        &dir.path().join("b"),
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--tls-cert-file",
+            &path(&server.cert),
+            "--tls-key-file",
+            &path(&server.key),
+        ],
+    );
+    assert!(said.contains("without TLS and authentication"), "{said}");
+}

@@ -296,7 +296,9 @@ fn spawn(config: &HostConfig, listen: SocketAddrV4) -> Launch {
     if config.netns.is_some() {
         command
             .args(["--listen", &format!("0.0.0.0:{HOST_PORT}")])
-            .args(["--advertise", &format!("{}:{HOST_PORT}", config.ip)]);
+            .args(["--advertise", &format!("{}:{HOST_PORT}", config.ip)])
+            // Reachable from the test network, in plaintext: on purpose.
+            .arg("--insecure");
     } else {
         command.args(["--listen", &listen.to_string()]);
     }

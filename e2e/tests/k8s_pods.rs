@@ -878,6 +878,7 @@ fn start_gateway(server: &KubeApiServer) -> String {
                     format!("--etcd=http://ferry-etcd-0.ferry-etcd-headless.{RELEASE_NAMESPACE}.svc:2379"),
                     format!("--listen=0.0.0.0:{GATEWAY_PORT}"),
                     format!("--advertise=$(POD_IP):{GATEWAY_PORT}"),
+                    "--insecure".to_owned(),
                 ],
                 "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
                 "ports": [{"containerPort": GATEWAY_PORT}],

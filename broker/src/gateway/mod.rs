@@ -70,6 +70,8 @@ pub struct GatewayOptions {
     /// TLS to the hosts' peer listeners: the cluster's peer CA and a certificate it
     /// signed. `None` dials them in plaintext.
     pub peer_tls: Option<DialingTlsFiles>,
+    /// Serve a listener other machines can reach without TLS and authentication.
+    pub insecure: bool,
 }
 
 /// Runs a gateway until `shutdown` resolves; `on_ready` gets the bound address.

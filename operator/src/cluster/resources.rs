@@ -430,6 +430,9 @@ fn broker_container(
             format!("0.0.0.0:{}", settings.broker_peer_port),
             "--advertise".to_owned(),
             advertise,
+            // The pod network reaches these listeners, and the operator sets up no
+            // TLS for them yet (docs/security.md): the brokers must be told so.
+            "--insecure".to_owned(),
         ]),
         env: Some(vec![
             field_env("FERRY_HOST_ID", "metadata.name"),

@@ -20,6 +20,7 @@ use crate::conditions::{self, Observation, SYNCED, Status};
 use crate::context::Context;
 use crate::crd::{AccessPolicy, GrantedOperation, Queue, Topic};
 use crate::error::Error;
+use crate::mapping::access::put_rule;
 use crate::mapping::kinds::Mapped;
 use crate::metadata::MetadataClient;
 use crate::records::{AccessRuleRecord, OPERATOR_RULE_PREFIX, RuleResource, keys};
@@ -249,18 +250,8 @@ async fn sync_rules<M: MetadataClient>(
         .map(|entry| (entry.key, entry.mod_revision))
         .collect();
     for rule in rules {
-        let key = keys::access_rule(&rule.name);
-        let bytes = serde_json::to_vec(&rule)?;
-        stale.remove(&key);
-        match ctx.metadata.get(&key).await? {
-            None => {
-                ctx.metadata.create(&key, bytes).await?;
-            }
-            Some(entry) if entry.value != bytes => {
-                ctx.metadata.put(&key, bytes, entry.mod_revision).await?;
-            }
-            Some(_) => {}
-        }
+        stale.remove(&keys::access_rule(&rule.name));
+        put_rule(&rule, ctx).await?;
     }
     for (key, revision) in stale {
         ctx.metadata.delete_key(&key, revision).await?;

@@ -29,10 +29,10 @@ use super::directory::{Directory, Target};
 use super::forward::{
     Forwarder, HostChannel, current_caller, detail_of, not_done_by_the_host, on_behalf_of,
 };
-use crate::access::{AccessControl, Caller, Operation, Resource};
+use crate::access::{AccessControl, Operation, Resource};
 use crate::cluster::routing::coordinator_index;
 use crate::error::{BrokerError, BrokerResult};
-use crate::service::auth::caller;
+use crate::service::auth::{caller, who_am_i};
 use crate::service::status::to_status;
 
 /// Everything the gateway's services share.
@@ -942,17 +942,10 @@ impl AccessService for Gateway {
         &self,
         request: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
-        let caller = caller(&request);
-        let (groups, method) = match &caller {
-            Caller::Principal(p) => (p.groups.clone(), p.method.to_string()),
-            Caller::Anonymous | Caller::Peer => (Vec::new(), "none".to_owned()),
-        };
-        Ok(Response::new(pb::WhoAmIResponse {
-            principal: caller.name().to_owned(),
-            groups,
-            method,
-            authorization_enforced: self.access.enforced(),
-        }))
+        Ok(Response::new(who_am_i(
+            &caller(&request),
+            self.access.enforced(),
+        )))
     }
 
     async fn list_access_rules(

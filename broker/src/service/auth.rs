@@ -285,6 +285,21 @@ impl AccessApi {
     }
 }
 
+/// The `WhoAmI` answer for `caller`, on a listener that does (or does not) enforce
+/// access rules.
+pub fn who_am_i(caller: &Caller, enforced: bool) -> pb::WhoAmIResponse {
+    let (groups, method) = match caller {
+        Caller::Principal(p) => (p.groups.clone(), p.method.to_string()),
+        Caller::Anonymous | Caller::Peer => (Vec::new(), "none".to_owned()),
+    };
+    pb::WhoAmIResponse {
+        principal: caller.name().to_owned(),
+        groups,
+        method,
+        authorization_enforced: enforced,
+    }
+}
+
 fn rule_to_proto(rule: &AccessRule) -> pb::AccessRule {
     pb::AccessRule {
         name: rule.name.clone(),
@@ -341,17 +356,10 @@ impl AccessService for AccessApi {
         &self,
         request: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
-        let caller = caller(&request);
-        let (groups, method) = match &caller {
-            Caller::Principal(p) => (p.groups.clone(), p.method.to_string()),
-            Caller::Anonymous | Caller::Peer => (Vec::new(), "none".to_owned()),
-        };
-        Ok(Response::new(pb::WhoAmIResponse {
-            principal: caller.name().to_owned(),
-            groups,
-            method,
-            authorization_enforced: self.guard.access.enforced(),
-        }))
+        Ok(Response::new(who_am_i(
+            &caller(&request),
+            self.guard.access.enforced(),
+        )))
     }
 
     async fn list_access_rules(

@@ -50,7 +50,8 @@ pub async fn remove_namespace_rule<K: Mapped, M: MetadataClient>(
     Ok(())
 }
 
-async fn put_rule<M: MetadataClient>(
+/// Writes `rule` unless the store already holds exactly it.
+pub(crate) async fn put_rule<M: MetadataClient>(
     rule: &AccessRuleRecord,
     ctx: &Context<M>,
 ) -> Result<(), Error> {

@@ -8,7 +8,7 @@
 //! claims an incarnation in status *before* it creates the record, so a crash between
 //! the two never leaves a record it would later refuse as someone else's.
 
-mod access;
+pub(crate) mod access;
 pub mod kinds;
 pub mod placement;
 mod sync;

@@ -639,7 +639,8 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
 }
 
 /// Step 8: a one-host BrokerCluster with `spec.auth` in its own namespace, its queue,
-/// and clients in pods with and without the namespace's ServiceAccount tokens.
+/// and clients in pods with and without the namespace's ServiceAccount tokens; an
+/// AccessPolicy then admits another namespace's account to exactly what it grants.
 fn secured_queue_in_pods(server: &KubeApiServer) {
     server.kubectl_ok(["create", "namespace", SECURE_NAMESPACE]);
     server.kubectl_ok([
@@ -727,6 +728,54 @@ fn secured_queue_in_pods(server: &KubeApiServer) {
             )),
         "another namespace's ServiceAccount was not refused the right: {logs}"
     );
+    // An AccessPolicy of the queue's namespace admits exactly that account.
+    let policy = format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: AccessPolicy\nmetadata:\n  name: shop-senders\n\
+         spec:\n  grants:\n  - serviceAccounts: [{APP_NAMESPACE}/default]\n\
+         \x20   queues: [vault-jobs]\n    operations: [send]\n"
+    );
+    let applied = server.kubectl_stdin(["apply", "-n", SECURE_NAMESPACE, "-f", "-"], &policy);
+    assert!(
+        applied.status.success(),
+        "apply the policy: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    wait_until(server, PODS_READY, "the policy is written", || {
+        server.kubectl_ok([
+            "get",
+            "accesspolicy",
+            "shop-senders",
+            "-n",
+            SECURE_NAMESPACE,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Synced\")].status}",
+        ]) == "True"
+    });
+    let (admitted, logs) = ferryctl_pod_in(
+        server,
+        APP_NAMESPACE,
+        Some("default"),
+        "admitted-send",
+        &address,
+        &["queue", "send", "vault-jobs", "--body", "by-policy"],
+    );
+    assert!(
+        admitted,
+        "the policy did not admit the other namespace's account: {logs}"
+    );
+    let (still_refused, logs) = ferryctl_pod_in(
+        server,
+        APP_NAMESPACE,
+        Some("default"),
+        "admitted-purge",
+        &address,
+        &["queue", "purge", "vault-jobs"],
+    );
+    assert!(
+        !still_refused && logs.contains("lacks the purge right"),
+        "the policy granted more than it says: {logs}"
+    );
+
     let (anonymous, logs) = ferryctl_pod_in(
         server,
         APP_NAMESPACE,

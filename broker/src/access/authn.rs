@@ -700,6 +700,121 @@ mod tests {
         assert!(subject_attributes(&name[..name.len() - 1]).is_none());
     }
 
+    /// An issuer of ES256 tokens for the tests: its key pair and key set.
+    struct TestIssuer {
+        pkcs8: Vec<u8>,
+        keys: IssuerKeys,
+    }
+
+    const ISSUER: &str = "https://kubernetes.default.svc";
+
+    fn test_issuer(kid: &str) -> TestIssuer {
+        use base64::Engine as _;
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("a key");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("the key reads back");
+        // An uncompressed point: 0x04, then x and y.
+        let point = pair.public_key().as_ref();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
+            "x": b64.encode(&point[1..33]), "y": b64.encode(&point[33..65]),
+        }]});
+        let keys =
+            IssuerKeys::parse(Path::new("jwks"), jwks.to_string().as_bytes()).expect("a key set");
+        TestIssuer {
+            pkcs8: pkcs8.as_ref().to_vec(),
+            keys,
+        }
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    }
+
+    /// A token `issuer` signs (as key `kid`) with `claims` over the defaults.
+    fn sign(issuer: &TestIssuer, kid: &str, claims: serde_json::Value) -> String {
+        let mut all = serde_json::json!({
+            "iss": ISSUER, "aud": ["ferry"], "sub": "system:serviceaccount:shop:worker",
+            "iat": now(), "nbf": now() - 10, "exp": now() + 600,
+            "kubernetes.io": {"namespace": "shop", "serviceaccount": {"name": "worker"}},
+        });
+        for (key, value) in claims.as_object().expect("an object") {
+            all[key] = value.clone();
+        }
+        let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(
+            &header,
+            &all,
+            &jsonwebtoken::EncodingKey::from_ec_der(&issuer.pkcs8),
+        )
+        .expect("signed")
+    }
+
+    fn settings() -> ServiceAccountTokens {
+        ServiceAccountTokens {
+            jwks_file: PathBuf::from("jwks"),
+            issuer: ISSUER.to_owned(),
+            audiences: vec![DEFAULT_AUDIENCE.to_owned()],
+        }
+    }
+
+    #[test]
+    fn service_account_tokens_are_checked_for_signature_issuer_audience_and_time() {
+        let issuer = test_issuer("k1");
+        let verify = |token: &str| issuer.keys.verify(token, &settings());
+        let principal = verify(&sign(&issuer, "k1", serde_json::json!({}))).expect("valid");
+        assert_eq!(principal.name, "system:serviceaccount:shop:worker");
+        assert_eq!(
+            principal.groups,
+            ["system:serviceaccounts", "system:serviceaccounts:shop"]
+        );
+        let refused = [
+            (
+                "expired",
+                sign(&issuer, "k1", serde_json::json!({"exp": now() - 3600})),
+            ),
+            (
+                "not yet valid",
+                sign(&issuer, "k1", serde_json::json!({"nbf": now() + 3600})),
+            ),
+            (
+                "another audience",
+                sign(&issuer, "k1", serde_json::json!({"aud": ["vault"]})),
+            ),
+            (
+                "another issuer",
+                sign(&issuer, "k1", serde_json::json!({"iss": "https://evil"})),
+            ),
+            ("an unknown key", sign(&issuer, "k2", serde_json::json!({}))),
+            // Same key id, another key: a forgery.
+            (
+                "another key",
+                sign(&test_issuer("k1"), "k1", serde_json::json!({})),
+            ),
+        ];
+        for (what, token) in refused {
+            assert!(verify(&token).is_err(), "a token with {what} was accepted");
+        }
+        // A header naming an algorithm the key does not take (HMAC with the public key
+        // as secret, the classic confusion) is refused before any check.
+        let valid = sign(&issuer, "k1", serde_json::json!({}));
+        let mut parts = valid.splitn(2, '.');
+        let _ = parts.next();
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(br#"{"alg":"HS256","kid":"k1","typ":"JWT"}"#);
+        let confused = format!("{header}.{}", parts.next().expect("payload and signature"));
+        let err = verify(&confused).expect_err("algorithm confusion");
+        assert!(err.contains("does not fit its key"), "{err}");
+    }
+
     #[test]
     fn anonymous_only_where_nothing_is_required() {
         assert_eq!(

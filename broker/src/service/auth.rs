@@ -32,9 +32,12 @@ pub struct Authenticate {
 
 impl Interceptor for Authenticate {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        // Where nobody is authenticated, credentials (even malformed ones) are ignored.
         let bearer = match request.metadata().get("authorization") {
-            None => None,
-            Some(value) => Some(bearer_token(value.to_str().ok()).map_err(access_status)?),
+            Some(value) if self.authn.required() => {
+                Some(bearer_token(value.to_str().ok()).map_err(access_status)?)
+            }
+            _ => None,
         };
         let certificates = request.peer_certs();
         let leaf = certificates
@@ -549,6 +552,24 @@ fn quota_from_proto(quota: pb::Quota) -> Result<QuotaRecord, BrokerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listener_without_authentication_ignores_any_authorization_header() {
+        let mut open = Authenticate {
+            authn: Arc::new(Authenticator::none()),
+            quotas: Quotas::none(),
+        };
+        let mut request = Request::new(());
+        request.metadata_mut().insert(
+            "authorization",
+            tonic::metadata::MetadataValue::from_static("Basic dXNlcjpwYXNz"),
+        );
+        let request = open.call(request).expect("served");
+        assert_eq!(
+            request.extensions().get::<Caller>(),
+            Some(&Caller::Anonymous)
+        );
+    }
 
     #[test]
     fn bearer_headers_are_read_strictly() {

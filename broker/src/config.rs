@@ -236,13 +236,7 @@ impl BrokerConfig {
     /// How the client listener authenticates: the configured tokens, plus client
     /// certificates when the listener requires them.
     pub fn client_authentication(&self) -> AuthnSettings {
-        AuthnSettings {
-            certificates: self
-                .tls
-                .as_ref()
-                .is_some_and(|tls| tls.files.client_ca.is_some()),
-            ..self.authentication.clone()
-        }
+        self.authentication.on_listener(self.tls.as_ref())
     }
 
     /// Checks every bound; the broker refuses to start on an error.

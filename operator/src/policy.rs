@@ -22,7 +22,7 @@ use crate::crd::{AccessPolicy, GrantedOperation, Queue, Topic};
 use crate::error::Error;
 use crate::mapping::access::put_rule;
 use crate::mapping::kinds::Mapped;
-use crate::metadata::MetadataClient;
+use crate::metadata::{Entry, MetadataClient};
 use crate::records::{AccessRuleRecord, OPERATOR_RULE_PREFIX, RuleResource, keys};
 
 /// The kind, for metrics and logs.
@@ -244,17 +244,20 @@ async fn sync_rules<M: MetadataClient>(
     rules: Vec<AccessRuleRecord>,
     ctx: &Context<M>,
 ) -> Result<(), Error> {
-    let existing = ctx.metadata.list_prefix(&keys::access_rule(prefix)).await?;
-    let mut stale: BTreeMap<String, i64> = existing
+    // One listing serves both: what to rewrite, and what is no longer wanted.
+    let mut stale: BTreeMap<String, Entry> = ctx
+        .metadata
+        .list_prefix(&keys::access_rule(prefix))
+        .await?
         .into_iter()
-        .map(|entry| (entry.key, entry.mod_revision))
+        .map(|entry| (entry.key.clone(), entry))
         .collect();
     for rule in rules {
-        stale.remove(&keys::access_rule(&rule.name));
-        put_rule(&rule, ctx).await?;
+        let held = stale.remove(&keys::access_rule(&rule.name));
+        put_rule(&rule, held.as_ref(), ctx).await?;
     }
-    for (key, revision) in stale {
-        ctx.metadata.delete_key(&key, revision).await?;
+    for (key, entry) in stale {
+        ctx.metadata.delete_key(&key, entry.mod_revision).await?;
     }
     Ok(())
 }

@@ -23,6 +23,10 @@ use serde::Deserialize;
 
 use super::{AccessError, AuthMethod, Caller, Principal};
 
+/// Seconds a token's expiry and not-before may be off by (clocks of the API server
+/// and the hosts differ).
+const CLOCK_SKEW_LEEWAY_S: u64 = 30;
+
 /// The audience ServiceAccount tokens must carry by default.
 pub const DEFAULT_AUDIENCE: &str = "ferry";
 
@@ -51,6 +55,15 @@ pub struct ServiceAccountTokens {
 }
 
 impl AuthnSettings {
+    /// These settings on a listener with `tls`: client certificates authenticate
+    /// when it requires them (a client CA).
+    pub fn on_listener(&self, tls: Option<&crate::tls::ListenerTls>) -> Self {
+        Self {
+            certificates: tls.is_some_and(|tls| tls.files.client_ca.is_some()),
+            ..self.clone()
+        }
+    }
+
     /// Whether any way to authenticate is configured: then every request needs one.
     pub fn required(&self) -> bool {
         self.certificates || self.static_tokens.is_some() || self.service_accounts.is_some()
@@ -509,7 +522,7 @@ impl IssuerKeys {
         validation.set_issuer(&[&settings.issuer]);
         validation.set_audience(&settings.audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 30;
+        validation.leeway = CLOCK_SKEW_LEEWAY_S;
         validation.validate_nbf = true;
         let data = jsonwebtoken::decode::<ServiceAccountClaims>(token, &key, &validation)
             .map_err(|err| format!("the token was refused: {err}"))?;

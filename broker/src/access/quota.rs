@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::Caller;
+use super::rules::FOLLOW_RETRY_PAUSE;
 use crate::meta::{KeyValue, MetaError, MetadataStore, MetadataStoreExt, encode_json, keys};
 use crate::metrics::{PrincipalLabels, PrincipalMetrics, QuotaLabels};
 
@@ -158,7 +159,7 @@ pub async fn follow(meta: Arc<dyn MetadataStore>, sender: watch::Sender<Arc<Quot
         meta,
         keys::ACCESS_QUOTAS.to_owned(),
         sender,
-        Duration::from_secs(1),
+        FOLLOW_RETRY_PAUSE,
         QuotaTable::apply,
     )
     .await;

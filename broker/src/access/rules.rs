@@ -15,6 +15,8 @@ use crate::meta::{KeyValue, MetaError, MetadataStore, MetadataStoreExt, encode_j
 pub const GROUP_PREFIX: &str = "group:";
 /// The principal that matches every authenticated caller.
 pub const ANY_PRINCIPAL: &str = "*";
+/// How long following the rules (or quotas) waits after a failed read of the store.
+pub(crate) const FOLLOW_RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Longest rule name.
 pub const MAX_RULE_NAME_BYTES: usize = 253;
 
@@ -235,7 +237,7 @@ pub async fn follow(meta: Arc<dyn MetadataStore>, sender: watch::Sender<Arc<Acce
         meta,
         keys::ACCESS_RULES.to_owned(),
         sender,
-        Duration::from_secs(1),
+        FOLLOW_RETRY_PAUSE,
         AccessRules::apply,
     )
     .await;

@@ -86,11 +86,7 @@ pub async fn run(
         .map(TlsListener::load)
         .transpose()
         .context("the gRPC listener's TLS")?;
-    let mut authentication = options.authentication.clone();
-    authentication.certificates = options
-        .tls
-        .as_ref()
-        .is_some_and(|tls| tls.files.client_ca.is_some());
+    let authentication = options.authentication.on_listener(options.tls.as_ref());
     // A gateway that authenticates callers forwards their identities over the hosts'
     // peer listeners, unless it is set up to reach only the client ports (host TLS
     // without peer TLS): then it calls the hosts as itself, as before.

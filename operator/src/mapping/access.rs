@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use super::kinds::Mapped;
 use crate::context::Context;
 use crate::error::Error;
-use crate::metadata::MetadataClient;
+use crate::metadata::{Entry, MetadataClient};
 use crate::records::{AccessRuleRecord, keys, namespace_groups_rule, namespace_rule};
 
 /// Writes, or puts back, the rules letting `namespace`'s ServiceAccounts use `object`.
@@ -25,7 +25,8 @@ pub async fn ensure_namespace_rules<K: Mapped, M: MetadataClient>(
         &object.broker_name(),
     );
     for rule in [own, namespace_groups_rule(namespace)] {
-        put_rule(&rule, ctx).await?;
+        let held = ctx.metadata.get(&keys::access_rule(&rule.name)).await?;
+        put_rule(&rule, held.as_ref(), ctx).await?;
     }
     Ok(())
 }
@@ -50,14 +51,16 @@ pub async fn remove_namespace_rule<K: Mapped, M: MetadataClient>(
     Ok(())
 }
 
-/// Writes `rule` unless the store already holds exactly it.
+/// Writes `rule` unless the store already holds exactly it (`held`: its entry as
+/// just read, if any).
 pub(crate) async fn put_rule<M: MetadataClient>(
     rule: &AccessRuleRecord,
+    held: Option<&Entry>,
     ctx: &Context<M>,
 ) -> Result<(), Error> {
     let key = keys::access_rule(&rule.name);
     let bytes = serde_json::to_vec(rule)?;
-    match ctx.metadata.get(&key).await? {
+    match held {
         None => {
             ctx.metadata.create(&key, bytes).await?;
         }

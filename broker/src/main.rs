@@ -372,13 +372,14 @@ struct HostTlsArgs {
 }
 
 impl HostTlsArgs {
-    fn dialing(&self) -> Option<DialingTlsFiles> {
+    fn dialing(&self, reload_interval: Duration) -> Option<DialingTlsFiles> {
         Some(DialingTlsFiles {
             ca: self.host_tls_ca_file.clone()?,
             identity: self
                 .host_tls_cert_file
                 .clone()
                 .zip(self.host_tls_key_file.clone()),
+            reload_interval,
         })
     }
 }
@@ -402,6 +403,7 @@ impl GatewayArgs {
     fn into_options(self) -> anyhow::Result<GatewayOptions> {
         let timeout = Duration::from_millis(self.etcd_timeout_ms);
         let (authentication, authorization) = self.auth.settings()?;
+        let reload_interval = Duration::from_millis(self.tls.tls_reload_interval_ms);
         let peer_tls = self
             .peer_tls
             .peer_tls_ca_file
@@ -413,6 +415,7 @@ impl GatewayArgs {
                     .peer_tls_cert_file
                     .clone()
                     .zip(self.peer_tls.peer_tls_key_file.clone()),
+                reload_interval,
             });
         Ok(GatewayOptions {
             authentication,
@@ -420,7 +423,7 @@ impl GatewayArgs {
             peer_tls,
             insecure: self.insecure,
             tls: self.tls.listener()?,
-            host_tls: self.host_tls.dialing(),
+            host_tls: self.host_tls.dialing(reload_interval),
             etcd: self.etcd_security.apply(EtcdConfig {
                 request_timeout: timeout,
                 connect_timeout: timeout,

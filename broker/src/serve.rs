@@ -105,6 +105,7 @@ pub async fn run(
                 tls.listener.files.cert.clone(),
                 tls.listener.files.key.clone(),
             )),
+            reload_interval: tls.listener.reload_interval,
         })
         .context("TLS to peers")?,
         None => HostDialing::plaintext(),

@@ -193,6 +193,7 @@ pub(crate) async fn serve_until(
             listener,
             listeners.metrics_tls,
             Arc::clone(&broker),
+            ready.clone(),
             wait_true(stop_rx.clone()),
         ))
     });

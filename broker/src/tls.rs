@@ -365,10 +365,13 @@ async fn accept_loop(
 }
 
 /// How this process dials broker hosts: plaintext, or TLS trusting a CA and, when the
-/// hosts require client certificates, presenting one.
+/// hosts require client certificates, presenting one. The files are read again when
+/// they change (checked at most once per reload interval, as channels are made), so
+/// a renewed certificate reaches new connections without a restart;
+/// [`HostDialing::generation`] tells holders of long-lived channels to make new ones.
 #[derive(Debug, Clone, Default)]
 pub struct HostDialing {
-    tls: Option<ClientTlsConfig>,
+    tls: Option<Arc<DialingTls>>,
 }
 
 /// The files a process dials hosts over TLS with.
@@ -378,6 +381,51 @@ pub struct DialingTlsFiles {
     pub ca: PathBuf,
     /// This process's certificate and key, for hosts that require one.
     pub identity: Option<(PathBuf, PathBuf)>,
+    /// How often the files are checked for a change.
+    pub reload_interval: Duration,
+}
+
+/// The dialing TLS configuration and the files it follows.
+#[derive(Debug)]
+struct DialingTls {
+    files: DialingTlsFiles,
+    // A std mutex: held only to compare and swap the configuration, never across an
+    // await.
+    current: std::sync::Mutex<DialingState>,
+}
+
+#[derive(Debug)]
+struct DialingState {
+    material: Vec<Vec<u8>>,
+    config: ClientTlsConfig,
+    generation: u64,
+    checked: std::time::Instant,
+}
+
+impl DialingTlsFiles {
+    /// The files' contents, in a fixed order (CA, then certificate and key).
+    fn read(&self) -> Result<Vec<Vec<u8>>, TlsError> {
+        let mut material = vec![read(&self.ca)?];
+        if let Some((cert, key)) = &self.identity {
+            material.push(read(cert)?);
+            material.push(read(key)?);
+        }
+        Ok(material)
+    }
+
+    /// A client configuration from `material` (as [`DialingTlsFiles::read`] gives it),
+    /// every file checked first.
+    fn config(&self, material: &[Vec<u8>]) -> Result<ClientTlsConfig, TlsError> {
+        let ca = &material[0];
+        certificates(&self.ca, ca)?;
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        if let (Some((cert_path, key_path)), [_, cert, key]) = (&self.identity, material) {
+            certificates(cert_path, cert)?;
+            private_key(key_path, key)?;
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        Ok(config)
+    }
 }
 
 impl HostDialing {
@@ -386,19 +434,28 @@ impl HostDialing {
         Self::default()
     }
 
-    /// TLS channels configured from `files`, read once now.
+    /// TLS channels configured from `files`, read now; an error here stops the
+    /// process from starting.
     pub fn tls(files: &DialingTlsFiles) -> Result<Self, TlsError> {
-        let ca = read(&files.ca)?;
-        certificates(&files.ca, &ca)?;
-        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
-        if let Some((cert_path, key_path)) = &files.identity {
-            let cert = read(cert_path)?;
-            certificates(cert_path, &cert)?;
-            let key = read(key_path)?;
-            private_key(key_path, &key)?;
-            config = config.identity(Identity::from_pem(cert, key));
-        }
-        Ok(Self { tls: Some(config) })
+        let material = files.read()?;
+        let config = files.config(&material)?;
+        Ok(Self {
+            tls: Some(Arc::new(DialingTls {
+                files: files.clone(),
+                current: std::sync::Mutex::new(DialingState {
+                    material,
+                    config,
+                    generation: 0,
+                    checked: std::time::Instant::now(),
+                }),
+            })),
+        })
+    }
+
+    /// Counts configuration changes: a channel made under an older generation
+    /// reconnects with the files it was made with, so its holder makes a new one.
+    pub fn generation(&self) -> u64 {
+        self.tls.as_ref().map_or(0, |tls| tls.current().1)
     }
 
     /// Whether channels use TLS.
@@ -413,9 +470,41 @@ impl HostDialing {
             .map_err(|err| format!("unusable host address {address:?}: {err}"))?;
         match &self.tls {
             Some(tls) => endpoint
-                .tls_config(tls.clone())
+                .tls_config(tls.current().0)
                 .map_err(|err| format!("TLS for {address:?}: {err}")),
             None => Ok(endpoint),
         }
+    }
+}
+
+impl DialingTls {
+    /// The configuration to dial with and its generation, read again from the files
+    /// first when the reload interval has passed and they changed. Unusable files
+    /// (a rotation caught between the certificate and the key) keep the previous
+    /// configuration.
+    fn current(&self) -> (ClientTlsConfig, u64) {
+        let mut state = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if state.checked.elapsed() >= self.files.reload_interval {
+            state.checked = std::time::Instant::now();
+            match self.files.read().and_then(|material| {
+                if material == state.material {
+                    return Ok(None);
+                }
+                let config = self.files.config(&material)?;
+                Ok(Some((material, config)))
+            }) {
+                Ok(Some((material, config))) => {
+                    state.material = material;
+                    state.config = config;
+                    state.generation += 1;
+                    tracing::info!(ca = %self.files.ca.display(), "TLS files for dialing hosts reloaded");
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(%err, "TLS files for dialing hosts changed but are unusable; keeping the previous ones");
+                }
+            }
+        }
+        (state.config.clone(), state.generation)
     }
 }

@@ -99,6 +99,16 @@ async fn metrics_health_and_reflection() {
         1.0
     );
 
+    // The kubelet's HTTP probes (Kubernetes' gRPC probes cannot speak TLS).
+    let metrics_addr = broker.metrics_addr.expect("metrics enabled");
+    for (path, answer) in [("/health", "ok"), ("/ready", "ready")] {
+        let response = common::http_get(metrics_addr, path);
+        assert!(
+            response.starts_with("HTTP/1.1 200") && response.ends_with(answer),
+            "GET {path}: {response}"
+        );
+    }
+
     let health = HealthClient::new(ch.clone())
         .check(tonic_health::pb::HealthCheckRequest {
             service: "ferry.v1.TopicService".into(),

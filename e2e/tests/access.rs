@@ -377,3 +377,100 @@ async fn peer_address(cluster: &ferry_e2e::Cluster) -> SocketAddr {
         .parse()
         .expect("a peer address")
 }
+
+/// Certificates renewed on disk reach the connections a gateway and hosts open later,
+/// without restarting them: here the cluster moves to a new peer CA (certificates and
+/// trust replaced at once, as a rotation that also rolls the CA would), the host
+/// restarts and trusts only the new CA, and the gateway, never restarted, dials it
+/// with its renewed certificate and checks it against the new CA.
+#[tokio::test]
+async fn a_gateway_dials_hosts_with_its_renewed_peer_certificate_without_a_restart() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let tokens = dir.path().join("tokens");
+    let (_, admin) = add_token(dir.path(), &tokens, "admin");
+    let old_ca = Pki::new(dir.path(), "old-peer-ca");
+    let new_ca = Pki::new(dir.path(), "new-peer-ca");
+    // The files both processes read; a rotation replaces them in place.
+    let file = |name: &str| dir.path().join(name);
+    let install = |issued: &Issued, stem: &str| {
+        ferry_e2e::pki::replace_atomically(&issued.cert, &file(&format!("{stem}.pem")));
+        ferry_e2e::pki::replace_atomically(&issued.key, &file(&format!("{stem}.key")));
+    };
+    install(&issue_for_loopback(&old_ca, "host-old"), "host");
+    install(&issue_for_loopback(&old_ca, "gateway-old"), "gateway");
+    ferry_e2e::pki::bundle(&file("trust.pem"), &[&old_ca]);
+    let security = strings(&[
+        "--auth-tokens-file",
+        &path(&tokens),
+        "--authorization",
+        "--superuser",
+        "admin",
+        "--tls-reload-interval-ms",
+        "100",
+        "--peer-tls-ca-file",
+        &path(&file("trust.pem")),
+    ]);
+    let mut host_args = security.clone();
+    host_args.extend(strings(&[
+        "--peer-tls-cert-file",
+        &path(&file("host.pem")),
+        "--peer-tls-key-file",
+        &path(&file("host.key")),
+    ]));
+    let (mut cluster, _etcd) = start_formed(ClusterOptions {
+        hosts: 1,
+        extra_args: host_args,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let mut gateway_args = security;
+    gateway_args.extend(strings(&[
+        "--peer-tls-cert-file",
+        &path(&file("gateway.pem")),
+        "--peer-tls-key-file",
+        &path(&file("gateway.key")),
+    ]));
+    let gateway_args: Vec<&str> = gateway_args.iter().map(String::as_str).collect();
+    let gateway = Gateway::start(&cluster.etcd_endpoint(), "127.0.0.1", &gateway_args);
+    let server = gateway.url();
+    let send = |body: &str| {
+        ferryctl(
+            &server,
+            &admin,
+            &["queue", "send", "jobs", "--body", body],
+            "",
+        )
+    };
+    succeeded(
+        ferryctl(&server, &admin, &["queue", "create", "jobs"], ""),
+        "create a queue through the gateway",
+    );
+    succeeded(send("before"), "send before the rotation");
+
+    install(&issue_for_loopback(&new_ca, "host-new"), "host");
+    install(&issue_for_loopback(&new_ca, "gateway-new"), "gateway");
+    ferry_e2e::pki::bundle(&file("trust.pem"), &[&new_ca]);
+    // Past the reload interval, then the host comes back trusting the new CA only:
+    // the gateway's connection must be made again, with the files as they are now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.hosts_mut()[0].restart();
+    until_allowed("send through the gateway after the rotation", || {
+        send("after")
+    });
+
+    let received = succeeded(
+        ferryctl(
+            &server,
+            &admin,
+            &[
+                "queue", "receive", "jobs", "--max", "10", "--wait", "5", "--ack",
+            ],
+            "",
+        ),
+        "receive both",
+    );
+    for body in ["before", "after"] {
+        assert!(received.contains(body), "{body} missing: {received}");
+    }
+    drop(gateway);
+}

@@ -192,13 +192,18 @@ fn gauge(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Serves `/metrics` until `shutdown` resolves, over TLS when `tls` is given.
+/// Serves `/metrics`, `/health` (the process answers) and `/ready` (`ready` holds:
+/// the host serves what it replicates) until `shutdown` resolves, over TLS when
+/// `tls` is given. Kubernetes probes read the last two: the kubelet's gRPC probes
+/// cannot speak TLS, its HTTP probes can.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<TlsListener>,
     broker: Arc<Broker>,
+    ready: tokio::sync::watch::Receiver<bool>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::http::StatusCode;
     use axum::routing::get;
     let app = axum::Router::new()
         .route(
@@ -217,7 +222,20 @@ pub async fn serve(
                 }
             }),
         )
-        .route("/health", get(|| async { "ok" }));
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/ready",
+            get(move || {
+                let ready = *ready.borrow();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "catching up")
+                    }
+                }
+            }),
+        );
     match tls {
         Some(tls) => {
             let local = listener.local_addr()?;

@@ -746,23 +746,10 @@ async fn fetch_loop(
     retry_pause: Duration,
     dialing: HostDialing,
 ) {
-    let channel = match dialing.endpoint(&target.address) {
-        Ok(endpoint) => endpoint
-            .connect_timeout(retry_pause.max(Duration::from_secs(1)))
-            .tcp_nodelay(true)
-            // A leader that vanished (a cut link, a frozen host) is noticed by
-            // keep-alive pings, not after TCP's retransmission backoff.
-            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .connect_lazy(),
-        Err(err) => {
-            tracing::warn!(address = %target.address, %err, "leader address unusable");
-            return;
-        }
+    let Some((mut client, mut generation)) = leader_client(&dialing, &target, &config, retry_pause)
+    else {
+        return;
     };
-    let mut client = ReplicaServiceClient::new(channel)
-        .max_decoding_message_size(config.fetch_max_bytes as usize * 2 + 1024 * 1024);
     // Failures right after a leader change are usually the leader's view catching
     // up: retry soon, then back off to `retry_pause`.
     let mut pause = FIRST_RETRY_PAUSE.min(retry_pause);
@@ -770,6 +757,14 @@ async fn fetch_loop(
         match fetch_once(&partition, queue.as_ref(), &mut client, &target, &config).await {
             Ok(()) => pause = FIRST_RETRY_PAUSE.min(retry_pause),
             Err(err) => {
+                // Renewed certificates: the old channel would reconnect with the old
+                // ones, which the leader may refuse once they expire.
+                if dialing.generation() != generation {
+                    match leader_client(&dialing, &target, &config, retry_pause) {
+                        Some((renewed, made_under)) => (client, generation) = (renewed, made_under),
+                        None => return,
+                    }
+                }
                 tracing::debug!(
                     topic = partition.topic(),
                     partition = partition.index(),
@@ -782,6 +777,34 @@ async fn fetch_loop(
             }
         }
     }
+}
+
+/// A replica-service client of `target`'s leader, dialled as `dialing` says now, and
+/// the dialing generation it was made under; `None` when the address is unusable.
+fn leader_client(
+    dialing: &HostDialing,
+    target: &FetchTarget,
+    config: &ReplicationConfig,
+    retry_pause: Duration,
+) -> Option<(ReplicaServiceClient<Channel>, u64)> {
+    let channel = match dialing.endpoint(&target.address) {
+        Ok(endpoint) => endpoint
+            .connect_timeout(retry_pause.max(Duration::from_secs(1)))
+            .tcp_nodelay(true)
+            // A leader that vanished (a cut link, a frozen host) is noticed by
+            // keep-alive pings, not after TCP's retransmission backoff.
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .connect_lazy(),
+        Err(err) => {
+            tracing::warn!(address = %target.address, %err, "leader address unusable");
+            return None;
+        }
+    };
+    let client = ReplicaServiceClient::new(channel)
+        .max_decoding_message_size(config.fetch_max_bytes as usize * 2 + 1024 * 1024);
+    Some((client, dialing.generation()))
 }
 
 /// How long a fetch (or snapshot piece) may take: the leader answers within its

@@ -15,10 +15,11 @@ use crate::tls::HostDialing;
 /// moment must not bounce a request between them).
 pub const FORWARDED: &str = "ferry-forwarded";
 
-/// A cache of channels by host address.
+/// A cache of channels by host address, each with the dialing generation it was
+/// made under (a channel of an older one is made again: renewed certificates).
 #[derive(Debug)]
 pub struct PeerChannels {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, (u64, Channel)>>,
     connect_timeout: Duration,
     dialing: HostDialing,
 }
@@ -37,7 +38,10 @@ impl PeerChannels {
     /// A channel to `address` (`host:port`).
     pub fn channel(&self, address: &str) -> Result<Channel, Status> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(address) {
+        let generation = self.dialing.generation();
+        if let Some((made_under, channel)) = channels.get(address)
+            && *made_under == generation
+        {
             return Ok(channel.clone());
         }
         let endpoint = self.dialing.endpoint(address).map_err(Status::internal)?;
@@ -45,7 +49,11 @@ impl PeerChannels {
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .connect_lazy();
-        channels.insert(address.to_owned(), channel.clone());
+        // The endpoint may have just reloaded the files: file it under the latest.
+        channels.insert(
+            address.to_owned(),
+            (self.dialing.generation(), channel.clone()),
+        );
         Ok(channel)
     }
 }

@@ -258,10 +258,18 @@ pub fn detail(status: &tonic::Status) -> pb::ErrorDetail {
 
 /// The body of a plain HTTP GET of `/metrics` (the raw response, headers included).
 pub fn scrape(addr: SocketAddr) -> String {
+    http_get(addr, "/metrics")
+}
+
+/// The whole HTTP/1.1 response (status line, headers, body) to `GET path` on `addr`.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to metrics");
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .expect("request");
     let mut body = String::new();
     stream.read_to_string(&mut body).expect("response");

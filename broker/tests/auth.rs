@@ -488,3 +488,95 @@ fn a_listener_other_machines_reach_needs_tls_and_authentication_or_insecure() {
     );
     assert!(said.contains("without TLS and authentication"), "{said}");
 }
+
+/// The broker's peak resident memory (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmHWM line")
+}
+
+/// A 200 MiB request at a broker whose limit is 64 MiB (its default): without a token
+/// it is refused on its headers, before the body is read; with one, on the body's
+/// length prefix, before the body is buffered. Either way the broker's peak memory
+/// does not grow by the request's size, and it goes on serving.
+#[tokio::test]
+async fn an_oversized_request_is_refused_before_its_body_is_read() {
+    use ferry_proto::v1 as pb;
+    use pb::queue_service_client::QueueServiceClient;
+
+    const OVERSIZED_BYTES: usize = 200 * 1024 * 1024;
+    const LIMIT_KIB: u64 = 64 * 1024;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let tokens = dir.path().join("tokens");
+    let admin = common::add_token(&tokens, "admin", "");
+    let broker = BrokerProcess::start_with(
+        &dir.path().join("data"),
+        &[
+            "--auth-tokens-file",
+            &path(&tokens),
+            "--authorization",
+            "--superuser",
+            "admin",
+        ],
+    );
+    let pid = broker.pid().expect("the broker runs");
+    client_with(&broker, Some(&admin))
+        .await
+        .create_queue("jobs", &QueueSettings::default())
+        .await
+        .expect("create a queue");
+    let peak_before = peak_rss_kib(pid);
+    let channel = tonic::transport::Endpoint::from_shared(broker.url())
+        .expect("a URL")
+        .connect()
+        .await
+        .expect("connect");
+    let oversized = || pb::SendRequest {
+        queue: "jobs".into(),
+        messages: vec![pb::SendMessage {
+            body: vec![7u8; OVERSIZED_BYTES].into(),
+            ..pb::SendMessage::default()
+        }],
+    };
+    let client = QueueServiceClient::new(channel).max_encoding_message_size(usize::MAX);
+
+    let refused = client
+        .clone()
+        .send(oversized())
+        .await
+        .expect_err("an anonymous 200 MiB send");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+
+    let mut request = tonic::Request::new(oversized());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {admin}").parse().expect("a header value"),
+    );
+    let refused = client
+        .clone()
+        .send(request)
+        .await
+        .expect_err("an authenticated 200 MiB send");
+    assert!(
+        matches!(
+            refused.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
+        "over the request limit: {refused:?}"
+    );
+
+    let grown = peak_rss_kib(pid).saturating_sub(peak_before);
+    assert!(
+        grown < LIMIT_KIB,
+        "the broker's peak memory grew by {grown} KiB for requests it refused"
+    );
+    let admin_client = client_with(&broker, Some(&admin)).await;
+    admin_client
+        .send("jobs", vec![OutgoingMessage::new("still serving")])
+        .await
+        .expect("the broker still serves");
+}

@@ -147,6 +147,41 @@ impl Pki {
     }
 }
 
+/// Whether `openssl verify` accepts the certificate in `cert` as signed by the CA in
+/// `ca` for `purpose` (`sslserver`, `sslclient`) and naming `host`; what openssl
+/// printed when it does not. Files are PEM, in `dir`.
+pub fn openssl_verifies(
+    dir: &Path,
+    ca: &Path,
+    cert: &Path,
+    purpose: &str,
+    host: &str,
+) -> Result<(), String> {
+    let output = Command::new("openssl")
+        .args([
+            "verify",
+            "-purpose",
+            purpose,
+            "-verify_hostname",
+            host,
+            "-CAfile",
+        ])
+        .arg(ca)
+        .arg(cert)
+        .current_dir(dir)
+        .output()
+        .map_err(|err| format!("run openssl (install Debian's openssl): {err}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
 /// A serial number unlikely to repeat within a test run.
 fn serial() -> String {
     let nanos = std::time::SystemTime::now()

@@ -202,6 +202,7 @@ fn values_schema_refuses_what_cannot_work() {
         (&["defaultCluster.name=Not_A_Label"], "name"),
         (&["operator.port=0"], "port"),
         (&["operator.unknownSetting=1"], "unknownSetting"),
+        (&["tls.enabled=maybe"], "enabled"),
     ];
     for (sets, field) in refused {
         let output = template(&tools, home.path(), "ferry", "ferry-system", sets);
@@ -212,6 +213,45 @@ fn values_schema_refuses_what_cannot_work() {
                 && stderr.contains(field),
             "helm template refused {sets:?}, but not by the schema on {field}:\n{stderr}"
         );
+    }
+}
+
+#[test]
+fn tls_and_authentication_are_on_unless_the_values_turn_them_off() {
+    let tools = KubeTools::locate();
+    let home = tempfile::tempdir().expect("tempdir");
+    for (sets, on) in [
+        (&["defaultCluster.enabled=true"][..], true),
+        (
+            &[
+                "defaultCluster.enabled=true",
+                "tls.enabled=false",
+                "auth.enabled=false",
+            ][..],
+            false,
+        ),
+    ] {
+        let output = template(&tools, home.path(), "ferry", "ferry-system", sets);
+        assert!(output.status.success(), "helm template {sets:?} failed");
+        let rendered = String::from_utf8_lossy(&output.stdout);
+        // The cluster the operator creates for Queues and Topics that name none.
+        for flag in ["--default-cluster-tls", "--default-cluster-auth"] {
+            assert!(
+                rendered.contains(&format!("- {flag}={on}")),
+                "{sets:?}: the operator is not given {flag}={on}"
+            );
+        }
+        // The chart's own default cluster.
+        let cluster = rendered
+            .split("\n---")
+            .find(|doc| doc.contains("kind: BrokerCluster"))
+            .expect("the default BrokerCluster is rendered");
+        for field in ["enabled", "serviceAccountTokens", "authorization"] {
+            assert!(
+                cluster.contains(&format!("{field}: {on}")),
+                "{sets:?}: the default cluster lacks {field}: {on}:\n{cluster}"
+            );
+        }
     }
 }
 
@@ -373,6 +413,9 @@ fn rendered_chart_applies_to_a_real_api_server_with_least_privilege() {
         ("patch", "poddisruptionbudgets.policy"),
         ("create", "events.events.k8s.io"),
         ("watch", "pods"),
+        // A TLS BrokerCluster's CA and host certificates, by name.
+        ("get", "secrets"),
+        ("patch", "secrets"),
     ] {
         assert!(
             operator_can(&server, all, verb, resource, "elsewhere"),
@@ -381,7 +424,9 @@ fn rendered_chart_applies_to_a_real_api_server_with_least_privilege() {
     }
     for (verb, resource) in [
         ("delete", "statefulsets.apps"),
-        ("get", "secrets"),
+        // Secrets it did not make are none of its business.
+        ("list", "secrets"),
+        ("watch", "secrets"),
         ("create", "pods"),
         ("delete", "queues.ferry.dev"),
         ("create", "clusterroles.rbac.authorization.k8s.io"),

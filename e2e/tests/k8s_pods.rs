@@ -26,10 +26,9 @@ use std::time::{Duration, Instant};
 
 use common::rpc::{self, record_outcome, show, within};
 use ferry_e2e::node::NODE_ZONE;
+use ferry_e2e::pki::Pki;
 use ferry_e2e::{CheckOptions, History, KubeApiServer, KubeNode, check};
-use ferry_proto::v1 as pb;
-use ferry_proto::v1::metadata_service_client::MetadataServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// The image name the README documents for a locally built image.
 const IMAGE: &str = "ferry:dev";
@@ -128,32 +127,52 @@ fn wait_until(
 }
 
 /// `kubectl run` of a pod running `ferryctl args…` from Ferry's image against
-/// `address`, under the restricted Pod Security Standard (README.md, "On
-/// Kubernetes", step 4); returns its output once it succeeded.
+/// `address` of the examples' cluster (over TLS, trusting its CA, with the token of
+/// the examples' admin ServiceAccount), under the restricted Pod Security Standard
+/// (README.md, "On Kubernetes", step 4); returns its output once it succeeded.
 fn ferryctl_pod(server: &KubeApiServer, name: &str, address: &str, args: &[&str]) -> String {
-    let (succeeded, logs) = ferryctl_pod_in(server, APP_NAMESPACE, None, name, address, args);
+    let (succeeded, logs) = ferryctl_pod_in(
+        server,
+        APP_NAMESPACE,
+        MAIN_CA,
+        Some(ADMIN_ACCOUNT),
+        name,
+        address,
+        args,
+    );
     assert!(succeeded, "ferryctl {args:?} in pod {name} failed:\n{logs}");
     logs
 }
 
 /// Where a client pod's projected ServiceAccount token is mounted.
 const TOKEN_PATH: &str = "/var/run/secrets/ferry/token";
+/// The examples' ServiceAccount allowed everything on their cluster.
+const ADMIN_ACCOUNT: &str = "ferry-admin";
+/// The principal of the producers' client certificate (through the gateway).
+const PRODUCER: &str = "history-producer";
+/// The name the gateway's certificate carries (clients dial its pod IP).
+const GATEWAY_NAME: &str = "gateway.shop.test";
+/// The ConfigMap with the examples' cluster CA certificate (the operator's).
+const MAIN_CA: &str = "main-ca-cert";
+/// The ConfigMap with the secured cluster's CA certificate.
+const GUARDED_CA: &str = "guarded-ca-cert";
+/// Where a client pod finds the CA certificate it trusts.
+const CA_DIR: &str = "/etc/ferry/ca";
 
-/// As [`ferryctl_pod`], in `namespace`, and with `account` the pod runs as
-/// ServiceAccount `account` with a projected token for the audience `ferry`, which
-/// ferryctl sends (`--token-file`); whether it succeeded, and its output.
+/// As [`ferryctl_pod`], in `namespace`, trusting the CA certificate in ConfigMap
+/// `ca` of that namespace; with `account` the pod runs as ServiceAccount `account`
+/// with a projected token for the audience `ferry`, which ferryctl sends
+/// (`FERRY_TOKEN_FILE`); whether it succeeded, and its output.
 fn ferryctl_pod_in(
     server: &KubeApiServer,
     namespace: &str,
+    ca: &str,
     account: Option<&str>,
     name: &str,
     address: &str,
     args: &[&str],
 ) -> (bool, String) {
     let mut command = vec!["/usr/local/bin/ferryctl"];
-    if account.is_some() {
-        command.extend(["--token-file", TOKEN_PATH]);
-    }
     command.extend_from_slice(args);
     // The overrides replace the container kubectl would make (a JSON merge patch
     // replaces lists whole), so they carry everything.
@@ -163,12 +182,17 @@ fn ferryctl_pod_in(
                 "runAsNonRoot": true,
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
+            "volumes": [{"name": "ferry-ca", "configMap": {"name": ca}}],
             "containers": [{
                 "name": "ferryctl",
                 "image": IMAGE,
                 "imagePullPolicy": "Never",
                 "command": command,
-                "env": [{"name": "FERRY_SERVER", "value": address}],
+                "env": [
+                    {"name": "FERRY_SERVER", "value": address},
+                    {"name": "FERRY_TLS_CA_FILE", "value": format!("{CA_DIR}/ca.crt")},
+                ],
+                "volumeMounts": [{"name": "ferry-ca", "mountPath": CA_DIR, "readOnly": true}],
                 "securityContext": {
                     "allowPrivilegeEscalation": false,
                     "capabilities": {"drop": ["ALL"]},
@@ -179,14 +203,21 @@ fn ferryctl_pod_in(
     if let Some(account) = account {
         let spec = &mut overrides["spec"];
         spec["serviceAccountName"] = account.into();
-        spec["volumes"] = serde_json::json!([{
-            "name": "ferry-token",
-            "projected": {"sources": [{"serviceAccountToken": {
-                "audience": "ferry", "expirationSeconds": 3600, "path": "token"}}]},
-        }]);
-        spec["containers"][0]["volumeMounts"] = serde_json::json!([{
-            "name": "ferry-token", "mountPath": "/var/run/secrets/ferry", "readOnly": true,
-        }]);
+        if let Some(volumes) = spec["volumes"].as_array_mut() {
+            volumes.push(serde_json::json!({
+                "name": "ferry-token",
+                "projected": {"sources": [{"serviceAccountToken": {
+                    "audience": "ferry", "expirationSeconds": 3600, "path": "token"}}]},
+            }));
+        }
+        if let Some(env) = spec["containers"][0]["env"].as_array_mut() {
+            env.push(serde_json::json!({"name": "FERRY_TOKEN_FILE", "value": TOKEN_PATH}));
+        }
+        if let Some(mounts) = spec["containers"][0]["volumeMounts"].as_array_mut() {
+            mounts.push(serde_json::json!({
+                "name": "ferry-token", "mountPath": "/var/run/secrets/ferry", "readOnly": true,
+            }));
+        }
     }
     server.kubectl_ok([
         "run",
@@ -473,9 +504,10 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
     );
     let claim_before = volume_of(&server, "data-main-1");
     let uid_before = pod_uid(&server, "main-1");
-    let gateway = start_gateway(&server);
+    let (gateway, client_tls) = start_gateway(&server);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let via = runtime.block_on(async { channel(&format!("http://{gateway}:{GATEWAY_PORT}")) });
+    let via = runtime
+        .block_on(async { channel(&format!("https://{gateway}:{GATEWAY_PORT}"), client_tls) });
     let history = History::new();
     let producers = Producers::start(&runtime, &via, &history);
     producers.wait_for(SENDS_PER_PHASE, "before the pod is deleted");
@@ -529,7 +561,7 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
     // 7. Scale back in while producers run: below the largest replication factor
     //    (3) is refused; to 3, main-3 first hands its replicas over, then its pod
     //    and claim go.
-    let holders = runtime.block_on(replica_holders(&via));
+    let holders = replica_holders(&server, "holders-before", &address);
     assert!(
         holders.contains("main-3"),
         "the fourth host holds replicas before the scale-down: {holders:?}"
@@ -554,7 +586,7 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
                     .all(|name| !name.ends_with("main-3"))
         },
     );
-    let holders = runtime.block_on(replica_holders(&via));
+    let holders = replica_holders(&server, "holders-after", &address);
     assert!(
         !holders.contains("main-3"),
         "nothing is left on the removed host: {holders:?}"
@@ -662,7 +694,8 @@ fn secured_queue_in_pods(server: &KubeApiServer) {
         String::from_utf8_lossy(&applied.stderr)
     );
     wait_until(server, PODS_READY, "the secured broker is ready", || {
-        server.kubectl_ok([
+        // The StatefulSet comes after the cluster's certificates: absent at first.
+        let ready = server.kubectl([
             "get",
             "statefulset",
             "guarded",
@@ -670,16 +703,39 @@ fn secured_queue_in_pods(server: &KubeApiServer) {
             SECURE_NAMESPACE,
             "-o",
             "jsonpath={.status.readyReplicas}",
-        ]) == "1"
+        ]);
+        ready.status.success() && ready.stdout == b"1"
     });
     wait_until(server, PODS_READY, "queue vault-jobs is Ready", || {
         is_ready_in(server, SECURE_NAMESPACE, "queue", "vault-jobs")
     });
     let address = format!("guarded-client.{SECURE_NAMESPACE}.svc:7070");
+    // Clients in another namespace trust the cluster's CA through a copy of its
+    // ConfigMap (pods mount ConfigMaps of their own namespace only).
+    let ca_file = server.work_dir().join("guarded-ca.crt");
+    let ca_pem = server.kubectl_ok([
+        "get",
+        "configmap",
+        GUARDED_CA,
+        "-n",
+        SECURE_NAMESPACE,
+        "-o",
+        "go-template={{index .data \"ca.crt\"}}",
+    ]);
+    std::fs::write(&ca_file, ca_pem).expect("write the CA certificate");
+    server.kubectl_ok([
+        "create",
+        "configmap",
+        GUARDED_CA,
+        "-n",
+        APP_NAMESPACE,
+        &format!("--from-file=ca.crt={}", ca_file.display()),
+    ]);
 
     let (sent, logs) = ferryctl_pod_in(
         server,
         SECURE_NAMESPACE,
+        GUARDED_CA,
         Some("worker"),
         "vault-send",
         &address,
@@ -689,6 +745,7 @@ fn secured_queue_in_pods(server: &KubeApiServer) {
     let (received, logs) = ferryctl_pod_in(
         server,
         SECURE_NAMESPACE,
+        GUARDED_CA,
         Some("worker"),
         "vault-receive",
         &address,
@@ -701,6 +758,7 @@ fn secured_queue_in_pods(server: &KubeApiServer) {
     let (who, logs) = ferryctl_pod_in(
         server,
         SECURE_NAMESPACE,
+        GUARDED_CA,
         Some("worker"),
         "vault-whoami",
         &address,
@@ -716,6 +774,7 @@ fn secured_queue_in_pods(server: &KubeApiServer) {
     let (refused, logs) = ferryctl_pod_in(
         server,
         APP_NAMESPACE,
+        GUARDED_CA,
         Some("default"),
         "intruder-send",
         &address,
@@ -754,6 +813,7 @@ fn secured_queue_in_pods(server: &KubeApiServer) {
     let (admitted, logs) = ferryctl_pod_in(
         server,
         APP_NAMESPACE,
+        GUARDED_CA,
         Some("default"),
         "admitted-send",
         &address,
@@ -766,6 +826,7 @@ fn secured_queue_in_pods(server: &KubeApiServer) {
     let (still_refused, logs) = ferryctl_pod_in(
         server,
         APP_NAMESPACE,
+        GUARDED_CA,
         Some("default"),
         "admitted-purge",
         &address,
@@ -779,6 +840,7 @@ fn secured_queue_in_pods(server: &KubeApiServer) {
     let (anonymous, logs) = ferryctl_pod_in(
         server,
         APP_NAMESPACE,
+        GUARDED_CA,
         None,
         "anonymous-send",
         &address,
@@ -822,20 +884,38 @@ fn synced_reason(server: &KubeApiServer) -> String {
     ])
 }
 
-/// Every host holding a replica of any topic partition or queue, as the gateway's
-/// metadata tells.
-async fn replica_holders(via: &Channel) -> std::collections::BTreeSet<String> {
-    let metadata = MetadataServiceClient::new(via.clone())
-        .get_metadata(pb::GetMetadataRequest::default())
-        .await
-        .unwrap_or_else(|status| panic!("metadata: {}", show(&status)))
-        .into_inner();
-    metadata
-        .topics
+/// Every host holding a replica of any topic partition or queue, as `ferryctl cluster
+/// status` in a pod of the examples' admin ServiceAccount sees them (`name` names the
+/// pod).
+fn replica_holders(
+    server: &KubeApiServer,
+    name: &str,
+    address: &str,
+) -> std::collections::BTreeSet<String> {
+    let printed = ferryctl_pod(
+        server,
+        name,
+        address,
+        &["cluster", "status", "--output", "json"],
+    );
+    let status: serde_json::Value = serde_json::from_str(printed.trim())
+        .unwrap_or_else(|err| panic!("cluster status prints JSON ({err}):\n{printed}"));
+    ["topics", "queues"]
         .iter()
-        .chain(&metadata.queues)
-        .flat_map(|t| &t.partitions)
-        .flat_map(|p| p.replicas.iter().cloned())
+        .flat_map(|kind| status[kind].as_array().cloned().unwrap_or_default())
+        .flat_map(|resource| {
+            resource["partitions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|partition| {
+            partition["replicas"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|replica| replica.as_str().map(str::to_owned))
         .collect()
 }
 
@@ -906,9 +986,39 @@ fn pod_uid(server: &KubeApiServer, name: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// A `ferry-broker gateway` pod in the app namespace, on the chart's etcd; returns
-/// its pod IP once it is Ready (this machine is the node: it reaches pod IPs).
-fn start_gateway(server: &KubeApiServer) -> String {
+/// A `ferry-broker gateway` pod in the app namespace, on the chart's etcd, as a
+/// secured cluster needs one: clients authenticate with certificates from a CA of
+/// the test's (TLS on its own listener, so no `--insecure`), and it passes their
+/// identity on to the hosts' peer listeners with the cluster's peer certificate
+/// (Secret `main-peer`, the operator's). An AccessPolicy lets the producers'
+/// principal use the test's topic. Returns the pod's IP once it is Ready (this
+/// machine is the node: it reaches pod IPs) and the producers' TLS settings.
+fn start_gateway(server: &KubeApiServer) -> (String, ClientTlsConfig) {
+    let pki = Pki::new(server.work_dir(), "gateway-clients");
+    let gateway_cert = pki.issue("gateway", "gateway", &[&format!("DNS:{GATEWAY_NAME}")]);
+    let producer = pki.issue("producer", PRODUCER, &[]);
+    server.kubectl_ok([
+        "create",
+        "secret",
+        "generic",
+        "gateway-tls",
+        "-n",
+        APP_NAMESPACE,
+        &format!("--from-file=tls.crt={}", gateway_cert.cert.display()),
+        &format!("--from-file=tls.key={}", gateway_cert.key.display()),
+        &format!("--from-file=client-ca.crt={}", pki.ca().display()),
+    ]);
+    let policy = format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: AccessPolicy\nmetadata:\n  name: history-producers\n\
+         spec:\n  grants:\n  - users: [{PRODUCER}]\n    topics: [{TOPIC}]\n\
+         \x20   operations: [produce, consume, describe]\n"
+    );
+    let applied = server.kubectl_stdin(["apply", "-n", APP_NAMESPACE, "-f", "-"], &policy);
+    assert!(
+        applied.status.success(),
+        "apply the producers' policy: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
     let pod = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -916,8 +1026,14 @@ fn start_gateway(server: &KubeApiServer) -> String {
         "spec": {
             "securityContext": {
                 "runAsNonRoot": true,
+                "runAsUser": 65532,
+                "fsGroup": 65532,
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
+            "volumes": [
+                {"name": "tls", "secret": {"secretName": "gateway-tls", "defaultMode": 0o440}},
+                {"name": "peer", "secret": {"secretName": "main-peer", "defaultMode": 0o440}},
+            ],
             "containers": [{
                 "name": "gateway",
                 "image": IMAGE,
@@ -927,11 +1043,21 @@ fn start_gateway(server: &KubeApiServer) -> String {
                     format!("--etcd=http://ferry-etcd-0.ferry-etcd-headless.{RELEASE_NAMESPACE}.svc:2379"),
                     format!("--listen=0.0.0.0:{GATEWAY_PORT}"),
                     format!("--advertise=$(POD_IP):{GATEWAY_PORT}"),
-                    "--insecure".to_owned(),
+                    "--tls-cert-file=/etc/ferry/tls/tls.crt".to_owned(),
+                    "--tls-key-file=/etc/ferry/tls/tls.key".to_owned(),
+                    "--tls-client-ca-file=/etc/ferry/tls/client-ca.crt".to_owned(),
+                    "--peer-tls-ca-file=/etc/ferry/peer/ca.crt".to_owned(),
+                    "--peer-tls-cert-file=/etc/ferry/peer/tls.crt".to_owned(),
+                    "--peer-tls-key-file=/etc/ferry/peer/tls.key".to_owned(),
                 ],
                 "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                "volumeMounts": [
+                    {"name": "tls", "mountPath": "/etc/ferry/tls", "readOnly": true},
+                    {"name": "peer", "mountPath": "/etc/ferry/peer", "readOnly": true},
+                ],
                 "ports": [{"containerPort": GATEWAY_PORT}],
-                "readinessProbe": {"grpc": {"port": GATEWAY_PORT}, "periodSeconds": 2},
+                // The kubelet's gRPC probes cannot speak TLS.
+                "readinessProbe": {"tcpSocket": {"port": GATEWAY_PORT}, "periodSeconds": 2},
                 "securityContext": {
                     "allowPrivilegeEscalation": false,
                     "readOnlyRootFilesystem": true,
@@ -954,7 +1080,7 @@ fn start_gateway(server: &KubeApiServer) -> String {
         "--for=condition=Ready",
         "--timeout=120s",
     ]);
-    server.kubectl_ok([
+    let address = server.kubectl_ok([
         "get",
         "pod",
         "gateway",
@@ -962,12 +1088,23 @@ fn start_gateway(server: &KubeApiServer) -> String {
         APP_NAMESPACE,
         "-o",
         "jsonpath={.status.podIP}",
-    ])
+    ]);
+    let read = |path: &Path| std::fs::read(path).expect("read a test certificate");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&pki.ca())))
+        .identity(Identity::from_pem(
+            read(&producer.cert),
+            read(&producer.key),
+        ))
+        .domain_name(GATEWAY_NAME);
+    (address, tls)
 }
 
-fn channel(url: &str) -> Channel {
+fn channel(url: &str, tls: ClientTlsConfig) -> Channel {
     Endpoint::from_shared(url.to_owned())
         .expect("a valid URL")
+        .tls_config(tls)
+        .expect("TLS settings")
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy()
 }

@@ -10,6 +10,7 @@ use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tracing::warn;
 
+use crate::cluster::Validity;
 use crate::metrics::Metrics;
 
 /// The field manager of every server-side apply and the events' reporting controller.
@@ -25,6 +26,10 @@ pub struct DefaultCluster {
     pub hosts: i32,
     /// Its broker image; `None` uses [`Settings::broker_image`].
     pub image: Option<String>,
+    /// Whether it serves TLS.
+    pub tls: bool,
+    /// Whether it authenticates callers and enforces access rules.
+    pub auth: bool,
 }
 
 /// The image of this operator's release: both binaries are in it (see the
@@ -63,6 +68,8 @@ pub struct Settings {
     pub broker_metrics_port: i32,
     /// The brokers' peer port: replica fetches and requests passed on between hosts.
     pub broker_peer_port: i32,
+    /// Lifetimes of the certificates the operator issues to TLS clusters.
+    pub certificate_validity: Validity,
 }
 
 impl Default for Settings {
@@ -75,6 +82,8 @@ impl Default for Settings {
                 name: "ferry".to_owned(),
                 hosts: 3,
                 image: None,
+                tls: true,
+                auth: true,
             },
             resync_interval: Duration::from_secs(30),
             drain_check_interval: Duration::from_secs(2),
@@ -83,6 +92,10 @@ impl Default for Settings {
             broker_port: 7070,
             broker_metrics_port: 7071,
             broker_peer_port: 7072,
+            certificate_validity: Validity {
+                ca: Duration::from_secs(3650 * 86_400),
+                host: Duration::from_secs(90 * 86_400),
+            },
         }
     }
 }

@@ -25,6 +25,9 @@ pub enum Error {
     /// A finalizer step failed.
     #[error("finalizer failed: {0}")]
     Finalizer(String),
+    /// A cluster certificate could not be issued, or a stored one is unusable.
+    #[error("cluster certificates: {0}")]
+    Certificates(String),
 }
 
 impl Error {
@@ -37,6 +40,7 @@ impl Error {
             Self::MissingField(_) => "missing_field",
             Self::NotEmpty(_) => "not_empty",
             Self::Finalizer(_) => "finalizer",
+            Self::Certificates(_) => "certificates",
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
+use ferry_operator::cluster::Validity;
 use ferry_operator::context::{Context, DEFAULT_IMAGE, DefaultCluster, Settings};
 use ferry_operator::controller::{self, Namespaces};
 use ferry_operator::leader::{LeaderElector, LeaseSettings};
@@ -140,6 +141,23 @@ struct Cli {
     /// Broker image of that cluster (default: --broker-image).
     #[arg(long, env = "FERRY_OPERATOR_DEFAULT_CLUSTER_IMAGE")]
     default_cluster_image: Option<String>,
+    /// Whether that cluster serves TLS (`spec.tls.enabled`).
+    #[arg(
+        long,
+        env = "FERRY_OPERATOR_DEFAULT_CLUSTER_TLS",
+        default_value_t = true,
+        action = ArgAction::Set
+    )]
+    default_cluster_tls: bool,
+    /// Whether that cluster authenticates callers by ServiceAccount token and enforces
+    /// access rules (`spec.auth`).
+    #[arg(
+        long,
+        env = "FERRY_OPERATOR_DEFAULT_CLUSTER_AUTH",
+        default_value_t = true,
+        action = ArgAction::Set
+    )]
+    default_cluster_auth: bool,
     /// How often a resource is reconciled without a change (drift repair, status), in ms.
     #[arg(
         long,
@@ -165,6 +183,17 @@ struct Cli {
         default_value_t = 8
     )]
     max_concurrent_reconciles: u16,
+    /// Lifetime of the CA the operator makes for each TLS BrokerCluster, in days.
+    #[arg(long, env = "FERRY_OPERATOR_CA_VALIDITY_DAYS", default_value_t = 3650)]
+    ca_validity_days: u64,
+    /// Lifetime of the hosts' certificates, in hours; they are renewed after two
+    /// thirds of it. More than three resync intervals, less than the CA's lifetime.
+    #[arg(
+        long,
+        env = "FERRY_OPERATOR_CERTIFICATE_VALIDITY_HOURS",
+        default_value_t = 2160
+    )]
+    certificate_validity_hours: u64,
     /// The Kubernetes cluster's DNS domain (the hosts' advertised names end in it).
     #[arg(
         long,
@@ -279,6 +308,17 @@ impl Cli {
         {
             return invalid("intervals and timeouts must be above 0");
         }
+        // A renewal is due a third of a lifetime before expiry: a resync must come
+        // within that third.
+        let validity = self.settings().certificate_validity;
+        if validity.host < Duration::from_millis(self.resync_interval_ms).saturating_mul(3)
+            || validity.host >= validity.ca
+        {
+            return invalid(
+                "--certificate-validity-hours must exceed three resync intervals and stay below \
+                 --ca-validity-days",
+            );
+        }
         Ok(())
     }
 
@@ -291,6 +331,8 @@ impl Cli {
                 name: self.default_cluster_name.clone(),
                 hosts: self.default_cluster_hosts,
                 image: self.default_cluster_image.clone(),
+                tls: self.default_cluster_tls,
+                auth: self.default_cluster_auth,
             },
             resync_interval: Duration::from_millis(self.resync_interval_ms),
             drain_check_interval: Duration::from_millis(self.drain_check_interval_ms),
@@ -299,6 +341,10 @@ impl Cli {
             broker_port: self.broker_port,
             broker_metrics_port: self.broker_metrics_port,
             broker_peer_port: self.broker_peer_port,
+            certificate_validity: Validity {
+                ca: Duration::from_secs(self.ca_validity_days.saturating_mul(86_400)),
+                host: Duration::from_secs(self.certificate_validity_hours.saturating_mul(3_600)),
+            },
         }
     }
 

@@ -85,6 +85,11 @@ impl BrokerProcess {
         }
     }
 
+    /// The broker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// gRPC endpoint URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

@@ -111,8 +111,10 @@ async fn a_broker_cluster_yields_its_statefulset_services_and_pdb() {
     );
     assert_eq!(var("FERRY_ETCD")["value"], etcd.endpoint());
     assert_eq!(broker["envFrom"][0]["configMapRef"]["name"], "main-config");
-    for probe in ["readinessProbe", "livenessProbe"] {
-        assert_eq!(broker[probe]["grpc"]["port"], 7070, "{probe}");
+    // HTTP probes on the metrics port: the kubelet's gRPC probes cannot speak TLS.
+    for (probe, path) in [("readinessProbe", "/ready"), ("livenessProbe", "/health")] {
+        assert_eq!(broker[probe]["httpGet"]["port"], 7071, "{probe}");
+        assert_eq!(broker[probe]["httpGet"]["path"], path, "{probe}");
     }
     let security = &broker["securityContext"];
     assert_eq!(security["allowPrivilegeEscalation"], false);
@@ -195,6 +197,8 @@ async fn a_broker_cluster_yields_its_statefulset_services_and_pdb() {
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], "HostsNotReady");
 
+    tls_certificates_are_issued_and_renewed(&server, ns, &cluster).await;
+
     // The scale subresource moves the StatefulSet.
     server.kubectl_ok(["scale", "brokercluster", "main", "-n", ns, "--replicas=4"]);
     eventually("the StatefulSet scaled to 4", SETTLE, || {
@@ -254,6 +258,106 @@ async fn a_broker_cluster_yields_its_statefulset_services_and_pdb() {
             .iter()
             .any(|v| v["configMap"]["name"] == "secured-token-keys")),
         "{volumes}"
+    );
+}
+
+/// TLS by default: the cluster's CA, its certificate for clients, and host
+/// certificates that openssl (not the operator's own code) verifies against it for
+/// the names clients and peers dial; a certificate due for renewal is issued again
+/// from the same CA.
+async fn tls_certificates_are_issued_and_renewed(
+    server: &KubeApiServer,
+    ns: &str,
+    cluster: &Value,
+) {
+    let dir = server.work_dir().join(format!("{ns}-certificates"));
+    std::fs::create_dir_all(&dir).expect("a directory for the certificates");
+    // `kind/name`'s `key`, decoded from base64 for a Secret, written to `file`.
+    let save = |kind: &str, name: &str, key: &str, file: &str| {
+        let value = format!("index .data \"{key}\"");
+        let template = if kind == "secret" {
+            format!("go-template={{{{{value} | base64decode}}}}")
+        } else {
+            format!("go-template={{{{{value}}}}}")
+        };
+        let text = server.kubectl_ok(["get", kind, name, "-n", ns, "-o", &template]);
+        let path = dir.join(file);
+        std::fs::write(&path, text).expect("write a certificate");
+        path
+    };
+    let verifies = |cert: &std::path::Path, purpose: &str, host: &str| {
+        ferry_e2e::pki::openssl_verifies(&dir, &dir.join("ca.crt"), cert, purpose, host)
+    };
+    let ca_secret = must_get(server, ns, "secret", "main-ca");
+    assert_owned_by(&ca_secret, cluster);
+    assert!(
+        ca_secret["data"]["ca.key"].is_string(),
+        "the CA keeps its key"
+    );
+    let public = must_get(server, ns, "configmap", "main-ca-cert");
+    assert_owned_by(&public, cluster);
+    assert!(public["data"].get("ca.key").is_none(), "clients get no key");
+    save("configmap", "main-ca-cert", "ca.crt", "ca.crt");
+    assert_eq!(cluster["status"]["caConfigMap"], "main-ca-cert");
+    let client_name = format!("main-client.{ns}.svc");
+    let host_name = format!("main-2.main-hosts.{ns}.svc.cluster.local");
+    for (secret, purposes) in [
+        ("main-tls", &["sslserver"][..]),
+        ("main-peer", &["sslserver", "sslclient"][..]),
+    ] {
+        let object = must_get(server, ns, "secret", secret);
+        assert_eq!(object["type"], "kubernetes.io/tls");
+        assert_owned_by(&object, cluster);
+        let cert = save("secret", secret, "tls.crt", &format!("{secret}.crt"));
+        for purpose in purposes {
+            for host in [&client_name, &host_name] {
+                if let Err(printed) = verifies(&cert, purpose, host) {
+                    panic!("{secret} is not valid for {purpose} as {host}: {printed}");
+                }
+            }
+        }
+        assert!(
+            verifies(&cert, "sslserver", "elsewhere.example").is_err(),
+            "{secret} names a host it should not"
+        );
+    }
+    assert!(
+        verifies(&dir.join("main-tls.crt"), "sslclient", &client_name).is_err(),
+        "the client listener's certificate passes for a peer's"
+    );
+
+    // Renewal: a certificate past its renewal time is issued again, from the same CA.
+    let before = must_get(server, ns, "secret", "main-tls")["data"]["tls.crt"].clone();
+    server.kubectl_ok([
+        "annotate",
+        "secret",
+        "main-tls",
+        "-n",
+        ns,
+        "--overwrite",
+        "ferry.dev/renew-after=2000-01-01T00:00:00Z",
+    ]);
+    eventually("the certificate renewed", SETTLE, || {
+        let now = must_get(server, ns, "secret", "main-tls");
+        (now["data"]["tls.crt"] != before)
+            .then_some(())
+            .ok_or_else(|| "still the old certificate".to_owned())
+    })
+    .await;
+    let renewed = save("secret", "main-tls", "tls.crt", "main-tls-renewed.crt");
+    if let Err(printed) = verifies(&renewed, "sslserver", &client_name) {
+        panic!("the renewed certificate does not verify: {printed}");
+    }
+    assert_eq!(
+        must_get(server, ns, "configmap", "main-ca-cert")["data"]["ca.crt"],
+        public["data"]["ca.crt"],
+        "renewal keeps the CA"
+    );
+    assert!(
+        event_reasons(server, ns, "main")
+            .iter()
+            .any(|reason| reason == "CertificateIssued"),
+        "an event says the certificate was issued"
     );
 }
 

@@ -7,8 +7,12 @@
 //! No finalizer: owner references clean up everything the cluster owns, and a
 //! finalizer here could only hold a namespace in Terminating.
 
+mod certificates;
 mod issuer;
+mod pki;
 mod resources;
+
+pub use certificates::Validity;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -136,6 +140,10 @@ pub async fn reconcile<M: MetadataClient>(
     } else {
         None
     };
+    // With TLS, the cluster's CA and the hosts' certificates (renewed when due).
+    if cluster.spec.tls.enabled {
+        certificates::reconcile(&ctx, &names, &owner, &cluster.object_ref(&())).await?;
+    }
     let config_map = resources::config_map(&names, &owner, &cluster, issuer.as_deref());
     apply::<ConfigMap>(&client, &names, &config_map).await?;
     apply::<Service>(
@@ -567,6 +575,7 @@ fn cluster_status(
         etcd_registered: registered > 0,
         etcd_name: Some(names.etcd_name.clone()),
         address: Some(names.client_address(port)),
+        ca_config_map: cluster.spec.tls.enabled.then(|| names.ca_config_map()),
     }
 }
 

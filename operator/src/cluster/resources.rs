@@ -10,17 +10,18 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, ConfigMapVolumeSource, Container,
     ContainerPort, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EnvFromSource, EnvVar,
-    EnvVarSource, GRPCAction, ObjectFieldSelector, PersistentVolumeClaim,
+    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort,
-    ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::certificates::{CA_CERT_KEY, CERT_KEY, KEY_KEY};
 use crate::context::{BROKER_COMMAND, Settings};
 use crate::crd::{BrokerCluster, BrokerSettings, Durability};
 
@@ -69,6 +70,45 @@ impl ClusterNames {
     /// hosts (a volume: key rotation reaches them without a restart).
     pub fn token_keys_config_map(&self) -> String {
         format!("{}-token-keys", self.name)
+    }
+
+    /// The Secret of the cluster's certificate authority (certificate and key).
+    pub fn ca_secret(&self) -> String {
+        format!("{}-ca", self.name)
+    }
+
+    /// The ConfigMap of the CA certificate alone, for clients to trust.
+    pub fn ca_config_map(&self) -> String {
+        format!("{}-ca-cert", self.name)
+    }
+
+    /// The Secret of the hosts' client listener certificate.
+    pub fn tls_secret(&self) -> String {
+        format!("{}-tls", self.name)
+    }
+
+    /// The Secret of the hosts' peer certificate.
+    pub fn peer_secret(&self) -> String {
+        format!("{}-peer", self.name)
+    }
+
+    /// The DNS names clients and peers reach the hosts by, in the cluster domain
+    /// `domain`: the client Service's short and long names, and every host's
+    /// name under the headless Service (one wildcard: hosts come and go).
+    pub fn dns_names(&self, domain: &str) -> Vec<String> {
+        let (ns, client, hosts) = (
+            &self.namespace,
+            self.client_service(),
+            self.headless_service(),
+        );
+        vec![
+            client.clone(),
+            format!("{client}.{ns}"),
+            format!("{client}.{ns}.svc"),
+            format!("{client}.{ns}.svc.{domain}"),
+            format!("*.{hosts}.{ns}.svc"),
+            format!("*.{hosts}.{ns}.svc.{domain}"),
+        ]
     }
 
     /// The brokers' ServiceAccount.
@@ -126,7 +166,7 @@ pub fn selector_string(cluster: &str) -> String {
         .join(",")
 }
 
-fn meta(names: &ClusterNames, name: String, owner: &OwnerReference) -> ObjectMeta {
+pub(super) fn meta(names: &ClusterNames, name: String, owner: &OwnerReference) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(names.namespace.clone()),
@@ -197,6 +237,15 @@ pub fn broker_environment(config: &BrokerSettings) -> BTreeMap<String, String> {
     env
 }
 
+/// Where the hosts find their client listener certificate (Secret `{name}-tls`).
+pub const TLS_DIR: &str = "/etc/ferry/tls";
+/// The client listener certificate's volume.
+const TLS_VOLUME: &str = "tls";
+/// Where the hosts find their peer certificate and the cluster CA (`{name}-peer`).
+pub const PEER_TLS_DIR: &str = "/etc/ferry/peer";
+/// The peer certificate's volume.
+const PEER_TLS_VOLUME: &str = "peer-tls";
+
 /// Where the hosts find the ServiceAccount token keys.
 pub const TOKEN_KEYS_DIR: &str = "/etc/ferry/token-keys";
 /// The token keys volume.
@@ -209,6 +258,17 @@ pub const TOKEN_KEYS_FILE: &str = "jwks.json";
 /// whether access rules are enforced.
 pub fn host_environment(cluster: &BrokerCluster, issuer: Option<&str>) -> BTreeMap<String, String> {
     let mut env = broker_environment(&cluster.spec.config);
+    if cluster.spec.tls.enabled {
+        for (name, dir, file) in [
+            ("FERRY_TLS_CERT_FILE", TLS_DIR, CERT_KEY),
+            ("FERRY_TLS_KEY_FILE", TLS_DIR, KEY_KEY),
+            ("FERRY_PEER_TLS_CERT_FILE", PEER_TLS_DIR, CERT_KEY),
+            ("FERRY_PEER_TLS_KEY_FILE", PEER_TLS_DIR, KEY_KEY),
+            ("FERRY_PEER_TLS_CA_FILE", PEER_TLS_DIR, CA_CERT_KEY),
+        ] {
+            env.insert(name.to_owned(), format!("{dir}/{file}"));
+        }
+    }
     let auth = &cluster.spec.auth;
     if let (true, Some(issuer)) = (auth.service_account_tokens, issuer) {
         env.insert(
@@ -218,8 +278,15 @@ pub fn host_environment(cluster: &BrokerCluster, issuer: Option<&str>) -> BTreeM
         env.insert("FERRY_AUTH_TOKEN_ISSUER".to_owned(), issuer.to_owned());
         if auth.authorization {
             env.insert("FERRY_AUTHORIZATION".to_owned(), "true".to_owned());
-            if !auth.superusers.is_empty() {
-                env.insert("FERRY_SUPERUSERS".to_owned(), auth.superusers.join(","));
+            let namespace = cluster.metadata.namespace.as_deref().unwrap_or_default();
+            let superusers: Vec<String> = auth
+                .admin_service_accounts
+                .iter()
+                .map(|account| format!("system:serviceaccount:{namespace}:{account}"))
+                .chain(auth.superusers.iter().cloned())
+                .collect();
+            if !superusers.is_empty() {
+                env.insert("FERRY_SUPERUSERS".to_owned(), superusers.join(","));
             }
         }
     }
@@ -351,17 +418,21 @@ pub fn pod_disruption_budget(
     }
 }
 
-/// The gRPC health service a broker reports ready on once it has caught up with
-/// the partitions it replicates (the broker's `READY_HEALTH_SERVICE`), so a rolling
-/// update waits for each host to be back in sync before it restarts the next.
-pub const READY_HEALTH_SERVICE: &str = "ferry.ready";
+/// The path on a broker's metrics port that answers 200 once the host has caught
+/// up with the partitions it replicates, so a rolling update waits for each host to
+/// be back in sync before it restarts the next.
+pub const READY_PATH: &str = "/ready";
+/// The path on a broker's metrics port that answers 200 while the process runs.
+pub const HEALTH_PATH: &str = "/health";
 
-/// A gRPC health probe of `service` (`None`: the server as a whole).
-fn grpc_probe(settings: &Settings, service: Option<&str>, period_s: i32, failures: i32) -> Probe {
+/// An HTTP probe of `path` on the metrics port: the kubelet's gRPC probes cannot
+/// speak TLS, which the gRPC port may require.
+fn http_probe(settings: &Settings, path: &str, period_s: i32, failures: i32) -> Probe {
     Probe {
-        grpc: Some(GRPCAction {
-            port: settings.broker_port,
-            service: service.map(str::to_owned),
+        http_get: Some(HTTPGetAction {
+            port: IntOrString::Int(settings.broker_metrics_port),
+            path: Some(path.to_owned()),
+            ..HTTPGetAction::default()
         }),
         period_seconds: Some(period_s),
         failure_threshold: Some(failures),
@@ -387,6 +458,12 @@ fn field_env(name: &str, path: &str) -> EnvVar {
         }),
         ..EnvVar::default()
     }
+}
+
+/// Whether the hosts' listeners are secured as a broker requires for listening
+/// beyond loopback without `--insecure`: TLS, and a way to authenticate callers.
+pub fn secured(cluster: &BrokerCluster) -> bool {
+    cluster.spec.tls.enabled && cluster.spec.auth.service_account_tokens
 }
 
 /// The broker container: `ferry-broker serve` in cluster mode, the host id from the
@@ -415,25 +492,29 @@ fn broker_container(
         ),
         image_pull_policy: settings.broker_image_pull_policy.clone(),
         command: Some(vec![BROKER_COMMAND.to_owned()]),
-        args: Some(vec![
-            "serve".to_owned(),
-            "--cluster".to_owned(),
-            names.etcd_name.clone(),
-            "--data-dir".to_owned(),
-            DATA_DIR.to_owned(),
-            "--listen".to_owned(),
-            format!("0.0.0.0:{}", settings.broker_port),
-            "--metrics-listen".to_owned(),
-            format!("0.0.0.0:{}", settings.broker_metrics_port),
-            // Peers dial the pod's headless name (the --advertise host) on this port.
-            "--peer-listen".to_owned(),
-            format!("0.0.0.0:{}", settings.broker_peer_port),
-            "--advertise".to_owned(),
-            advertise,
-            // The pod network reaches these listeners, and the operator sets up no
-            // TLS for them yet (docs/security.md): the brokers must be told so.
-            "--insecure".to_owned(),
-        ]),
+        args: Some(
+            [
+                "serve".to_owned(),
+                "--cluster".to_owned(),
+                names.etcd_name.clone(),
+                "--data-dir".to_owned(),
+                DATA_DIR.to_owned(),
+                "--listen".to_owned(),
+                format!("0.0.0.0:{}", settings.broker_port),
+                "--metrics-listen".to_owned(),
+                format!("0.0.0.0:{}", settings.broker_metrics_port),
+                // Peers dial the pod's headless name (the --advertise host) on this port.
+                "--peer-listen".to_owned(),
+                format!("0.0.0.0:{}", settings.broker_peer_port),
+                "--advertise".to_owned(),
+                advertise,
+            ]
+            .into_iter()
+            // The pod network reaches these listeners: without TLS and authenticated
+            // callers the brokers must be told that this is meant (docs/security.md).
+            .chain((!secured(cluster)).then(|| "--insecure".to_owned()))
+            .collect(),
+        ),
         env: Some(vec![
             field_env("FERRY_HOST_ID", "metadata.name"),
             // The broker reads its zone from the pod's labels, where Kubernetes
@@ -475,10 +556,10 @@ fn broker_container(
                 ..ContainerPort::default()
             },
         ]),
-        readiness_probe: Some(grpc_probe(settings, Some(READY_HEALTH_SERVICE), 5, 3)),
+        readiness_probe: Some(http_probe(settings, READY_PATH, 5, 3)),
         liveness_probe: Some(Probe {
             initial_delay_seconds: Some(10),
-            ..grpc_probe(settings, None, 10, 6)
+            ..http_probe(settings, HEALTH_PATH, 10, 6)
         }),
         resources: cluster.spec.resources.clone(),
         volume_mounts: Some(
@@ -497,13 +578,11 @@ fn broker_container(
             ]
             .into_iter()
             .chain(
-                cluster
-                    .spec
-                    .auth
-                    .service_account_tokens
-                    .then(|| VolumeMount {
-                        name: TOKEN_KEYS_VOLUME.to_owned(),
-                        mount_path: TOKEN_KEYS_DIR.to_owned(),
+                optional_volumes(cluster)
+                    .into_iter()
+                    .map(|(volume, dir, _)| VolumeMount {
+                        name: volume.to_owned(),
+                        mount_path: dir.to_owned(),
                         read_only: Some(true),
                         ..VolumeMount::default()
                     }),
@@ -588,15 +667,58 @@ fn pod_volumes(names: &ClusterNames, cluster: &BrokerCluster) -> Vec<Volume> {
         }),
         ..Volume::default()
     }];
-    if cluster.spec.auth.service_account_tokens {
-        volumes.push(Volume {
-            name: TOKEN_KEYS_VOLUME.to_owned(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: names.token_keys_config_map(),
-                ..ConfigMapVolumeSource::default()
-            }),
+    for (volume, _, source) in optional_volumes(cluster) {
+        let mut volume = Volume {
+            name: volume.to_owned(),
             ..Volume::default()
-        });
+        };
+        match source {
+            VolumeSource::TokenKeys => {
+                volume.config_map = Some(ConfigMapVolumeSource {
+                    name: names.token_keys_config_map(),
+                    ..ConfigMapVolumeSource::default()
+                });
+            }
+            VolumeSource::Secret(secret) => {
+                volume.secret = Some(SecretVolumeSource {
+                    secret_name: Some(secret(names)),
+                    // Readable by the broker's group only (fsGroup), never by others.
+                    default_mode: Some(0o440),
+                    ..SecretVolumeSource::default()
+                });
+            }
+        }
+        volumes.push(volume);
+    }
+    volumes
+}
+
+/// Where an optional volume's files come from.
+enum VolumeSource {
+    /// The API server's token keys (ConfigMap `{name}-token-keys`).
+    TokenKeys,
+    /// A certificate Secret, by name.
+    Secret(fn(&ClusterNames) -> String),
+}
+
+/// The volumes the spec asks for beyond data and pod labels: name, mount path and
+/// source. Secret volumes (not subPath mounts) follow renewed certificates.
+fn optional_volumes(cluster: &BrokerCluster) -> Vec<(&'static str, &'static str, VolumeSource)> {
+    let mut volumes = Vec::new();
+    if cluster.spec.auth.service_account_tokens {
+        volumes.push((TOKEN_KEYS_VOLUME, TOKEN_KEYS_DIR, VolumeSource::TokenKeys));
+    }
+    if cluster.spec.tls.enabled {
+        volumes.push((
+            TLS_VOLUME,
+            TLS_DIR,
+            VolumeSource::Secret(ClusterNames::tls_secret),
+        ));
+        volumes.push((
+            PEER_TLS_VOLUME,
+            PEER_TLS_DIR,
+            VolumeSource::Secret(ClusterNames::peer_secret),
+        ));
     }
     volumes
 }

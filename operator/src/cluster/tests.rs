@@ -17,7 +17,10 @@ fn cluster(hosts: i32) -> BrokerCluster {
         "apiVersion": "ferry.dev/v1alpha1",
         "kind": "BrokerCluster",
         "metadata": {"name": "main", "namespace": NS, "uid": "uid-main", "generation": 2},
-        "spec": {"hosts": hosts, "podTemplate": {"tolerations": [{"key": "dedicated", "operator": "Exists"}]}},
+        // Without TLS here: these scenarios are about hosts; TLS has its own.
+        "spec": {"hosts": hosts, "tls": {"enabled": false},
+                 "auth": {"serviceAccountTokens": false, "authorization": false},
+                 "podTemplate": {"tolerations": [{"key": "dedicated", "operator": "Exists"}]}},
     }))
     .expect("valid BrokerCluster")
 }
@@ -153,10 +156,13 @@ async fn create_applies_every_owned_object_then_reports_status() {
                 broker["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
                 "metadata.name"
             );
-            assert_eq!(broker["readinessProbe"]["grpc"]["port"], 7070);
-            assert_eq!(broker["readinessProbe"]["grpc"]["service"], "ferry.ready");
-            assert!(broker["livenessProbe"]["grpc"].get("service").is_none());
-            assert_eq!(broker["livenessProbe"]["grpc"]["port"], 7070);
+            // HTTP probes on the metrics port: the kubelet's gRPC probes cannot
+            // speak TLS.
+            assert_eq!(broker["readinessProbe"]["httpGet"]["port"], 7071);
+            assert_eq!(broker["readinessProbe"]["httpGet"]["path"], "/ready");
+            assert_eq!(broker["livenessProbe"]["httpGet"]["port"], 7071);
+            assert_eq!(broker["livenessProbe"]["httpGet"]["path"], "/health");
+            assert!(args.contains(&"--insecure"), "no TLS: insecure on purpose");
             assert_eq!(broker["securityContext"]["allowPrivilegeEscalation"], false);
             assert_eq!(broker["securityContext"]["readOnlyRootFilesystem"], true);
         },
@@ -411,7 +417,9 @@ fn secured_cluster() -> BrokerCluster {
         "apiVersion": "ferry.dev/v1alpha1",
         "kind": "BrokerCluster",
         "metadata": {"name": "main", "namespace": NS, "uid": "uid-main", "generation": 2},
-        "spec": {"hosts": 3, "auth": {"serviceAccountTokens": true, "authorization": true,
+        "spec": {"hosts": 3, "tls": {"enabled": false},
+                 "auth": {"serviceAccountTokens": true, "authorization": true,
+                 "adminServiceAccounts": ["ops"],
                  "superusers": ["system:serviceaccount:ferry-system:admin"]}},
     }))
     .expect("valid BrokerCluster")
@@ -497,11 +505,169 @@ fn the_hosts_environment_turns_on_token_checks_and_access_rules() {
     );
     assert_eq!(
         env.get("FERRY_SUPERUSERS").map(String::as_str),
-        Some("system:serviceaccount:ferry-system:admin")
+        Some("system:serviceaccount:prod:ops,system:serviceaccount:ferry-system:admin")
     );
     let plain = super::resources::host_environment(&cluster(3), None);
     assert!(
         plain.keys().all(|key| !key.starts_with("FERRY_AUTH")),
         "{plain:?}"
     );
+}
+
+/// A cluster with the defaults: TLS, ServiceAccount tokens and access rules on.
+fn tls_cluster() -> BrokerCluster {
+    serde_json::from_value(json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "BrokerCluster",
+        "metadata": {"name": "main", "namespace": NS, "uid": "uid-main", "generation": 2},
+        "spec": {"hosts": 3},
+    }))
+    .expect("valid BrokerCluster")
+}
+
+/// The calls of a reconcile of [`tls_cluster`] that issues nothing, with
+/// `certificates` (the calls about certificates) after the ServiceAccount.
+fn tls_reconcile(certificates: Vec<Call>) -> Vec<Call> {
+    let mut calls =
+        vec![Call::new(Method::GET, path("/apis/apps/v1", "statefulsets", "main")).not_found()];
+    let mut applied = applies(
+        |set| {
+            let pod = &set["spec"]["template"]["spec"];
+            let broker = &pod["containers"][0];
+            for (volume, secret, dir) in [
+                ("tls", "main-tls", "/etc/ferry/tls"),
+                ("peer-tls", "main-peer", "/etc/ferry/peer"),
+            ] {
+                let found = pod["volumes"]
+                    .as_array()
+                    .and_then(|v| v.iter().find(|v| v["name"] == volume))
+                    .unwrap_or_else(|| panic!("a {volume} volume in {pod}"));
+                assert_eq!(found["secret"]["secretName"], secret);
+                assert_eq!(found["secret"]["defaultMode"], 0o440);
+                assert!(
+                    broker["volumeMounts"].as_array().is_some_and(|m| m
+                        .iter()
+                        .any(|m| m["name"] == volume
+                            && m["mountPath"] == dir
+                            && m["readOnly"] == true)),
+                    "{broker}"
+                );
+            }
+            // TLS and authenticated callers: the brokers listen without --insecure.
+            assert!(
+                broker["args"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(|a| a != "--insecure")),
+                "{broker}"
+            );
+        },
+        0,
+    );
+    calls.push(applied.remove(0));
+    calls.push(
+        Call::new(Method::GET, "/.well-known/openid-configuration").reply(
+            StatusCode::OK,
+            json!({"issuer": "https://kubernetes.default.svc"}),
+        ),
+    );
+    calls
+        .push(Call::new(Method::GET, "/openid/v1/jwks").reply(StatusCode::OK, json!({"keys": []})));
+    calls.push(Call::new(
+        Method::PATCH,
+        path("/api/v1", "configmaps", "main-token-keys"),
+    ));
+    calls.extend(certificates);
+    let config = applied.remove(0);
+    calls.push(config.check(|b| {
+        let env = &b["data"];
+        assert_eq!(env["FERRY_TLS_CERT_FILE"], "/etc/ferry/tls/tls.crt");
+        assert_eq!(env["FERRY_TLS_KEY_FILE"], "/etc/ferry/tls/tls.key");
+        assert_eq!(env["FERRY_PEER_TLS_CERT_FILE"], "/etc/ferry/peer/tls.crt");
+        assert_eq!(env["FERRY_PEER_TLS_KEY_FILE"], "/etc/ferry/peer/tls.key");
+        assert_eq!(env["FERRY_PEER_TLS_CA_FILE"], "/etc/ferry/peer/ca.crt");
+    }));
+    calls.extend(applied);
+    calls.push(
+        Call::new(
+            Method::PATCH,
+            path("/apis/ferry.dev/v1alpha1", "brokerclusters", "main") + "/status",
+        )
+        .check(|b| assert_eq!(b["status"]["caConfigMap"], "main-ca-cert")),
+    );
+    calls.push(event(NS, "HostsNotReady"));
+    calls.push(event(NS, "Applied"));
+    calls
+}
+
+/// What a PATCH of a Secret sent, kept to answer the next reconcile's GET.
+type Kept = Arc<std::sync::Mutex<Option<Value>>>;
+
+fn keep(kept: &Kept) -> impl Fn(&Value) + Send + 'static {
+    let kept = Arc::clone(kept);
+    move |body| {
+        owned_by_main(body);
+        *kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(body.clone());
+    }
+}
+
+fn kept(kept: &Kept) -> Value {
+    kept.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .expect("written by the first reconcile")
+}
+
+#[tokio::test]
+async fn tls_clusters_get_a_ca_and_host_certificates_once_and_mount_them() {
+    let (ca, tls, peer): (Kept, Kept, Kept) = Default::default();
+    let secret = |name: &str| path("/api/v1", "secrets", name);
+    let (ctx, server) = context(MemoryMetadata::new());
+    let ca_for_clients = Arc::clone(&ca);
+    let server = server.run(tls_reconcile(vec![
+        Call::new(Method::GET, secret("main-ca")).not_found(),
+        Call::new(Method::PATCH, secret("main-ca")).check(keep(&ca)),
+        Call::new(Method::PATCH, path("/api/v1", "configmaps", "main-ca-cert")).check(move |b| {
+            owned_by_main(b);
+            let stored = kept(&ca_for_clients);
+            let pem = b["data"]["ca.crt"].as_str().expect("the CA certificate");
+            assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+            // The ConfigMap has the certificate only, never the key.
+            assert!(b["data"].get("ca.key").is_none());
+            assert!(stored["data"]["ca.key"].is_string());
+        }),
+        Call::new(Method::GET, secret("main-tls")).not_found(),
+        Call::new(Method::PATCH, secret("main-tls")).check(keep(&tls)),
+        Call::new(Method::GET, secret("main-peer")).not_found(),
+        Call::new(Method::PATCH, secret("main-peer")).check(keep(&peer)),
+        event(NS, "CertificateIssued"),
+    ]));
+    reconcile(Arc::new(tls_cluster()), Arc::clone(&ctx))
+        .await
+        .expect("reconciled");
+    verify(server).await;
+    for issued in [kept(&tls), kept(&peer)] {
+        assert_eq!(issued["type"], "kubernetes.io/tls");
+        assert_eq!(issued["data"]["ca.crt"], kept(&ca)["data"]["ca.crt"]);
+        let annotations = &issued["metadata"]["annotations"];
+        assert!(annotations["ferry.dev/renew-after"].is_string(), "{issued}");
+        assert!(
+            annotations["ferry.dev/dns-names"]
+                .as_str()
+                .is_some_and(|n| n.contains("*.main-hosts.prod.svc.cluster.local")),
+            "{issued}"
+        );
+    }
+
+    // The next reconcile finds them current: it reads them and writes none.
+    let (ctx, server) = context(MemoryMetadata::new());
+    let server = server.run(tls_reconcile(vec![
+        Call::new(Method::GET, secret("main-ca")).reply(StatusCode::OK, kept(&ca)),
+        Call::new(Method::PATCH, path("/api/v1", "configmaps", "main-ca-cert")),
+        Call::new(Method::GET, secret("main-tls")).reply(StatusCode::OK, kept(&tls)),
+        Call::new(Method::GET, secret("main-peer")).reply(StatusCode::OK, kept(&peer)),
+    ]));
+    reconcile(Arc::new(tls_cluster()), Arc::clone(&ctx))
+        .await
+        .expect("reconciled");
+    verify(server).await;
 }

@@ -94,33 +94,75 @@ pub struct BrokerClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd: Option<EtcdSpec>,
 
+    /// TLS of the brokers' client and peer listeners (docs/security.md).
+    #[serde(default)]
+    pub tls: TlsSpec,
+
     /// Who may call the brokers, and what they may do (docs/security.md).
     #[serde(default)]
     pub auth: AuthSpec,
 }
 
+/// TLS of the brokers' listeners, with certificates the operator issues.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Serve clients and peers over TLS only. The operator keeps a certificate
+    /// authority of the cluster's own (Secret `{name}-ca`), issues the hosts' client
+    /// listener certificate (Secret `{name}-tls`) and peer certificate (Secret
+    /// `{name}-peer`, the only kind the peer listener accepts) and renews them before
+    /// they expire; hosts pick renewed files up without a restart. Clients trust the
+    /// CA certificate in ConfigMap `{name}-ca-cert` (key `ca.crt`). Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for TlsSpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
 /// Authentication and authorization of the brokers' clients.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.authorization || self.serviceAccountTokens")
     .message("authorization needs serviceAccountTokens: a way to tell callers apart"))]
 pub struct AuthSpec {
     /// Authenticate callers with Kubernetes ServiceAccount tokens for the audience
     /// `ferry` (a projected token volume), checked against this cluster's API server
-    /// keys, which the operator publishes to the broker pods. Default false.
-    #[serde(default)]
+    /// keys, which the operator publishes to the broker pods. Default true.
+    #[serde(default = "default_true")]
     pub service_account_tokens: bool,
 
     /// Enforce access rules: deny every operation no rule grants. A namespace's
-    /// ServiceAccounts may use its Topics and Queues by default. Default false.
-    #[serde(default)]
+    /// ServiceAccounts may use its Topics and Queues by default. Default true.
+    #[serde(default = "default_true")]
     pub authorization: bool,
+
+    /// ServiceAccounts of the cluster's own namespace allowed everything (creating
+    /// and deleting topics and queues through the API, access rules, quotas), by
+    /// name, at most 32.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 253)))]
+    pub admin_service_accounts: Vec<String>,
 
     /// Principals allowed everything (e.g.
     /// `system:serviceaccount:ferry-system:admin`), at most 32.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(min = 1, max = 256)))]
     pub superusers: Vec<String>,
+}
+
+impl Default for AuthSpec {
+    fn default() -> Self {
+        Self {
+            service_account_tokens: true,
+            authorization: true,
+            admin_service_accounts: Vec::new(),
+            superusers: Vec::new(),
+        }
+    }
 }
 
 /// Each host's persistent volume (one PersistentVolumeClaim per host).
@@ -344,6 +386,15 @@ pub struct BrokerClusterStatus {
     /// to it.
     #[serde(default)]
     pub etcd_registered: bool,
+
+    /// With TLS, the ConfigMap (key `ca.crt`) holding the CA certificate clients
+    /// check the brokers against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_config_map: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_hosts() -> i32 {

@@ -121,7 +121,11 @@ async fn create_default<K: Mapped, M: MetadataClient>(
     let hosts = defaults
         .hosts
         .max(i32::try_from(object.replication_factor()).unwrap_or(i32::MAX));
-    let mut spec = json!({"hosts": hosts});
+    let mut spec = json!({
+        "hosts": hosts,
+        "tls": {"enabled": defaults.tls},
+        "auth": {"serviceAccountTokens": defaults.auth, "authorization": defaults.auth},
+    });
     if let Some(image) = &defaults.image {
         spec["image"] = json!(image);
     }

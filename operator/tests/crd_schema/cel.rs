@@ -385,9 +385,14 @@ fn message_size_fits_in_a_batch() {
 fn authorization_needs_service_account_tokens() {
     rejects(
         "brokerclusters",
-        &cluster(json!({"auth": {"authorization": true}})),
+        &cluster(json!({"auth": {"serviceAccountTokens": false, "authorization": true}})),
         None,
         "authorization needs serviceAccountTokens: a way to tell callers apart",
+    );
+    accepts(
+        "brokerclusters",
+        &cluster(json!({"auth": {"serviceAccountTokens": false, "authorization": false}})),
+        None,
     );
     accepts(
         "brokerclusters",

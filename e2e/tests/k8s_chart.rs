@@ -413,6 +413,7 @@ fn rendered_chart_applies_to_a_real_api_server_with_least_privilege() {
         ("patch", "poddisruptionbudgets.policy"),
         ("create", "events.events.k8s.io"),
         ("watch", "pods"),
+        ("delete", "networkpolicies.networking.k8s.io"),
         // A TLS BrokerCluster's CA and host certificates, by name.
         ("get", "secrets"),
         ("patch", "secrets"),

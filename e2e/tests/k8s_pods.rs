@@ -1022,7 +1022,9 @@ fn start_gateway(server: &KubeApiServer) -> (String, ClientTlsConfig) {
     let pod = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "gateway", "namespace": APP_NAMESPACE},
+        // The label the cluster's NetworkPolicy admits to the hosts' peer port.
+        "metadata": {"name": "gateway", "namespace": APP_NAMESPACE,
+                     "labels": {"ferry.dev/peer-of": "main"}},
         "spec": {
             "securityContext": {
                 "runAsNonRoot": true,

@@ -171,6 +171,21 @@ async fn a_broker_cluster_yields_its_statefulset_services_and_pdb() {
         spec["selector"]["matchLabels"]
     );
     assert_owned_by(&pdb, &cluster);
+    // The broker pods' NetworkPolicy, as the API server stored it: the client port
+    // from every namespace, the peer port from the cluster's hosts and gateways.
+    let policy = must_get(&server, ns, "networkpolicy", "main-brokers");
+    assert_owned_by(&policy, &cluster);
+    let rules = &policy["spec"]["ingress"];
+    assert_eq!(rules[0]["ports"][0]["port"], 7070, "{policy}");
+    assert_eq!(rules[1]["ports"][0]["port"], 7072, "{policy}");
+    assert_eq!(
+        rules[1]["from"][1]["podSelector"]["matchLabels"]["ferry.dev/peer-of"],
+        "main"
+    );
+    assert_eq!(
+        pod["metadata"]["labels"]["app.kubernetes.io/part-of"], "ferry",
+        "broker pods carry the label the chart's etcd NetworkPolicy admits"
+    );
     let config = must_get(&server, ns, "configmap", "main-config");
     assert_eq!(config["data"]["FERRY_MAX_MESSAGE_BYTES"], "65536");
     assert_owned_by(&config, &cluster);

@@ -9,6 +9,7 @@
 
 mod certificates;
 mod issuer;
+mod network;
 mod pki;
 mod resources;
 
@@ -19,6 +20,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -168,6 +170,25 @@ pub async fn reconcile<M: MetadataClient>(
         &resources::pod_disruption_budget(&names, &owner, &cluster),
     )
     .await?;
+    if cluster.spec.network_policy.enabled {
+        apply::<NetworkPolicy>(
+            &client,
+            &names,
+            &network::network_policy(&names, &owner, &cluster, settings),
+        )
+        .await?;
+    } else {
+        // Turned off: the policy made before goes.
+        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &names.namespace);
+        match policies
+            .delete(&names.network_policy(), &Default::default())
+            .await
+        {
+            Ok(_) => info!(policy = names.network_policy(), "network policy removed"),
+            Err(kube::Error::Api(response)) if response.code == 404 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
     if resized {
         expand_volumes(&client, &names, current_hosts, &cluster.spec.storage.size).await?;
     }

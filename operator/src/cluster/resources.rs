@@ -111,6 +111,11 @@ impl ClusterNames {
         ]
     }
 
+    /// The broker pods' NetworkPolicy.
+    pub fn network_policy(&self) -> String {
+        format!("{}-brokers", self.name)
+    }
+
     /// The brokers' ServiceAccount.
     pub fn service_account(&self) -> String {
         format!("{}-broker", self.name)
@@ -143,6 +148,8 @@ pub fn labels(cluster: &str) -> BTreeMap<String, String> {
             "app.kubernetes.io/component".to_owned(),
             "broker".to_owned(),
         ),
+        // What the chart's NetworkPolicy of its bundled etcd admits.
+        ("app.kubernetes.io/part-of".to_owned(), "ferry".to_owned()),
     ])
 }
 

@@ -88,6 +88,15 @@ fn applies(check_set: impl Fn(&Value) + Send + 'static, ready: i32) -> Vec<Call>
             owned_by_main(b);
             assert_eq!(b["spec"]["maxUnavailable"], 1);
         }),
+        Call::new(
+            Method::PATCH,
+            path(
+                "/apis/networking.k8s.io/v1",
+                "networkpolicies",
+                "main-brokers",
+            ),
+        )
+        .check(owned_by_main),
     ]
 }
 
@@ -667,6 +676,37 @@ async fn tls_clusters_get_a_ca_and_host_certificates_once_and_mount_them() {
         Call::new(Method::GET, secret("main-peer")).reply(StatusCode::OK, kept(&peer)),
     ]));
     reconcile(Arc::new(tls_cluster()), Arc::clone(&ctx))
+        .await
+        .expect("reconciled");
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn a_network_policy_turned_off_is_removed() {
+    let (ctx, server) = context(MemoryMetadata::new());
+    let mut calls =
+        vec![Call::new(Method::GET, path("/apis/apps/v1", "statefulsets", "main")).not_found()];
+    let mut applied = applies(|_| {}, 0);
+    applied.pop();
+    calls.extend(applied);
+    calls.push(Call::new(
+        Method::DELETE,
+        path(
+            "/apis/networking.k8s.io/v1",
+            "networkpolicies",
+            "main-brokers",
+        ),
+    ));
+    calls.push(Call::new(
+        Method::PATCH,
+        path("/apis/ferry.dev/v1alpha1", "brokerclusters", "main") + "/status",
+    ));
+    calls.push(event(NS, "HostsNotReady"));
+    calls.push(event(NS, "Applied"));
+    let server = server.run(calls);
+    let mut open = cluster(3);
+    open.spec.network_policy.enabled = false;
+    reconcile(Arc::new(open), Arc::clone(&ctx))
         .await
         .expect("reconciled");
     verify(server).await;

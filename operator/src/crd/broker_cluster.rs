@@ -98,9 +98,40 @@ pub struct BrokerClusterSpec {
     #[serde(default)]
     pub tls: TlsSpec,
 
+    /// Who may open connections to the broker pods: a NetworkPolicy, enforced where
+    /// the cluster's network plugin enforces NetworkPolicies.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
+
     /// Who may call the brokers, and what they may do (docs/security.md).
     #[serde(default)]
     pub auth: AuthSpec,
+}
+
+/// The broker pods' NetworkPolicy: the client port from the allowed namespaces, the
+/// peer port from the cluster's own hosts and gateways only, the metrics port from
+/// anywhere (Prometheus; the kubelet's probes are never subject to it).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicy `{name}-brokers`. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Namespaces whose pods may reach the client port, by name, at most 64. Empty
+    /// (the default): every namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 63)))]
+    pub client_namespaces: Vec<String>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            client_namespaces: Vec::new(),
+        }
+    }
 }
 
 /// TLS of the brokers' listeners, with certificates the operator issues.

@@ -20,7 +20,7 @@ pub use access_policy::{
 };
 pub use broker_cluster::{
     AuthSpec, BrokerCluster, BrokerClusterSpec, BrokerClusterStatus, BrokerSettings, EtcdSpec,
-    PodDisruptionBudgetSpec, PodOverrides, StorageSpec, TlsSpec,
+    NetworkPolicySpec, PodDisruptionBudgetSpec, PodOverrides, StorageSpec, TlsSpec,
 };
 pub use common::{DeletionPolicy, Durability, PartitionCounts, Replication};
 pub use queue::{Queue, QueueSpec, QueueStatus};

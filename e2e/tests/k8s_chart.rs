@@ -36,6 +36,15 @@ const VALUE_SETS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "insecure",
+        &[
+            "tls.enabled=false",
+            "auth.enabled=false",
+            "etcd.tls.enabled=false",
+            "defaultCluster.enabled=true",
+        ],
+    ),
+    (
         "everything",
         &[
             "etcd.replicas=3",
@@ -241,6 +250,13 @@ fn tls_and_authentication_are_on_unless_the_values_turn_them_off() {
                 "{sets:?}: the operator is not given {flag}={on}"
             );
         }
+        // The bundled etcd: TLS with client certificates unless turned off too.
+        let etcd_secure = rendered.contains("- --client-cert-auth")
+            && rendered.contains("--etcd=https://ferry-etcd-0.ferry-etcd-headless");
+        assert!(
+            etcd_secure,
+            "{sets:?}: the bundled etcd is not TLS with client certificates"
+        );
         // The chart's own default cluster.
         let cluster = rendered
             .split("\n---")

@@ -1035,6 +1035,7 @@ fn start_gateway(server: &KubeApiServer) -> (String, ClientTlsConfig) {
             "volumes": [
                 {"name": "tls", "secret": {"secretName": "gateway-tls", "defaultMode": 0o440}},
                 {"name": "peer", "secret": {"secretName": "main-peer", "defaultMode": 0o440}},
+                {"name": "etcd", "secret": {"secretName": "main-etcd-client", "defaultMode": 0o440}},
             ],
             "containers": [{
                 "name": "gateway",
@@ -1042,7 +1043,12 @@ fn start_gateway(server: &KubeApiServer) -> (String, ClientTlsConfig) {
                 "imagePullPolicy": "Never",
                 "command": ["/usr/local/bin/ferry-broker", "gateway"],
                 "args": [
-                    format!("--etcd=http://ferry-etcd-0.ferry-etcd-headless.{RELEASE_NAMESPACE}.svc:2379"),
+                    // The chart's etcd wants a client certificate of its CA: the
+                    // operator's copy for the cluster's namespace.
+                    format!("--etcd=https://ferry-etcd-0.ferry-etcd-headless.{RELEASE_NAMESPACE}.svc:2379"),
+                    "--etcd-ca-file=/etc/ferry/etcd/ca.crt".to_owned(),
+                    "--etcd-cert-file=/etc/ferry/etcd/tls.crt".to_owned(),
+                    "--etcd-key-file=/etc/ferry/etcd/tls.key".to_owned(),
                     format!("--listen=0.0.0.0:{GATEWAY_PORT}"),
                     format!("--advertise=$(POD_IP):{GATEWAY_PORT}"),
                     "--tls-cert-file=/etc/ferry/tls/tls.crt".to_owned(),
@@ -1056,6 +1062,7 @@ fn start_gateway(server: &KubeApiServer) -> (String, ClientTlsConfig) {
                 "volumeMounts": [
                     {"name": "tls", "mountPath": "/etc/ferry/tls", "readOnly": true},
                     {"name": "peer", "mountPath": "/etc/ferry/peer", "readOnly": true},
+                    {"name": "etcd", "mountPath": "/etc/ferry/etcd", "readOnly": true},
                 ],
                 "ports": [{"containerPort": GATEWAY_PORT}],
                 // The kubelet's gRPC probes cannot speak TLS.

@@ -70,6 +70,18 @@ pub struct Settings {
     pub broker_peer_port: i32,
     /// Lifetimes of the certificates the operator issues to TLS clusters.
     pub certificate_validity: Validity,
+    /// The operator's own etcd TLS files (`https://` endpoints), copied to the hosts
+    /// of clusters on its etcd.
+    pub etcd_client_files: Option<EtcdClientFiles>,
+}
+
+/// TLS files for reaching etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdClientFiles {
+    /// The CA etcd's certificate chains to (`None`: the system's roots).
+    pub ca: Option<std::path::PathBuf>,
+    /// The client certificate and its key, for an etcd that requires one.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for Settings {
@@ -96,6 +108,7 @@ impl Default for Settings {
                 ca: Duration::from_secs(3650 * 86_400),
                 host: Duration::from_secs(90 * 86_400),
             },
+            etcd_client_files: None,
         }
     }
 }

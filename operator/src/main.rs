@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 use ferry_operator::cluster::Validity;
-use ferry_operator::context::{Context, DEFAULT_IMAGE, DefaultCluster, Settings};
+use ferry_operator::context::{Context, DEFAULT_IMAGE, DefaultCluster, EtcdClientFiles, Settings};
 use ferry_operator::controller::{self, Namespaces};
 use ferry_operator::leader::{LeaderElector, LeaseSettings};
 use ferry_operator::metadata::{EtcdMetadata, EtcdSettings, EtcdTls, MetaError};
@@ -345,6 +345,14 @@ impl Cli {
                 ca: Duration::from_secs(self.ca_validity_days.saturating_mul(86_400)),
                 host: Duration::from_secs(self.certificate_validity_hours.saturating_mul(3_600)),
             },
+            etcd_client_files: self
+                .etcd
+                .iter()
+                .any(|url| url.starts_with("https://"))
+                .then(|| EtcdClientFiles {
+                    ca: self.etcd_ca_file.clone(),
+                    identity: self.etcd_cert_file.clone().zip(self.etcd_key_file.clone()),
+                }),
         }
     }
 

@@ -71,7 +71,7 @@ app.kubernetes.io/component: etcd
 {{- $name := include "ferry.etcdName" . }}
 {{- $urls := list }}
 {{- range $i := until (int .Values.etcd.replicas) }}
-{{- $urls = append $urls (printf "http://%s-%d.%s-headless.%s.svc:2379" $name $i $name $.Release.Namespace) }}
+{{- $urls = append $urls (printf "%s://%s-%d.%s-headless.%s.svc:2379" (ternary "https" "http" $.Values.etcd.tls.enabled) $name $i $name $.Release.Namespace) }}
 {{- end }}
 {{- join "," $urls }}
 {{- else }}

@@ -20,8 +20,8 @@ use kube::runtime::events::EventType;
 use tracing::info;
 
 use super::pki::{self, Issued, Role};
-use super::resources::{ClusterNames, meta};
-use crate::context::Context;
+use super::resources::{ClusterNames, ETCD_CA_KEY, meta};
+use crate::context::{Context, EtcdClientFiles};
 use crate::error::Error;
 use crate::metadata::MetadataClient;
 
@@ -156,6 +156,37 @@ pub async fn reconcile<M: MetadataClient>(
         )
         .await;
     }
+    Ok(())
+}
+
+/// Copies the operator's etcd TLS files into Secret `{name}-etcd-client`, which the
+/// hosts mount (read again every reconcile, so renewed files reach them).
+pub async fn copy_etcd_client(
+    client: &kube::Client,
+    names: &ClusterNames,
+    owner: &OwnerReference,
+    files: &EtcdClientFiles,
+) -> Result<(), Error> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|err| {
+            Error::Certificates(format!("reading the etcd file {}: {err}", path.display()))
+        })
+    };
+    let mut data = BTreeMap::new();
+    if let Some(ca) = &files.ca {
+        data.insert(ETCD_CA_KEY.to_owned(), ByteString(read(ca)?));
+    }
+    if let Some((cert, key)) = &files.identity {
+        data.insert(CERT_KEY.to_owned(), ByteString(read(cert)?));
+        data.insert(KEY_KEY.to_owned(), ByteString(read(key)?));
+    }
+    let secret = Secret {
+        metadata: meta(names, names.etcd_client_secret(), owner),
+        type_: Some("Opaque".to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    };
+    super::apply(client, names, &secret).await?;
     Ok(())
 }
 

@@ -146,6 +146,10 @@ pub async fn reconcile<M: MetadataClient>(
     if cluster.spec.tls.enabled {
         certificates::reconcile(&ctx, &names, &owner, &cluster.object_ref(&())).await?;
     }
+    // On the operator's TLS etcd, the hosts reach it with the operator's files.
+    if let Some(files) = resources::etcd_client_files(&cluster, settings) {
+        certificates::copy_etcd_client(&client, &names, &owner, files).await?;
+    }
     let config_map = resources::config_map(&names, &owner, &cluster, issuer.as_deref());
     apply::<ConfigMap>(&client, &names, &config_map).await?;
     apply::<Service>(

@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::certificates::{CA_CERT_KEY, CERT_KEY, KEY_KEY};
-use crate::context::{BROKER_COMMAND, Settings};
+use crate::context::{BROKER_COMMAND, EtcdClientFiles, Settings};
 use crate::crd::{BrokerCluster, BrokerSettings, Durability};
 
 /// Where each host's volume is mounted.
@@ -109,6 +109,11 @@ impl ClusterNames {
             format!("*.{hosts}.{ns}.svc"),
             format!("*.{hosts}.{ns}.svc.{domain}"),
         ]
+    }
+
+    /// The Secret with a copy of the operator's etcd client files.
+    pub fn etcd_client_secret(&self) -> String {
+        format!("{}-etcd-client", self.name)
     }
 
     /// The broker pods' NetworkPolicy.
@@ -252,6 +257,49 @@ const TLS_VOLUME: &str = "tls";
 pub const PEER_TLS_DIR: &str = "/etc/ferry/peer";
 /// The peer certificate's volume.
 const PEER_TLS_VOLUME: &str = "peer-tls";
+
+/// Where the hosts find the operator's etcd client files (Secret
+/// `{name}-etcd-client`).
+pub const ETCD_CLIENT_DIR: &str = "/etc/ferry/etcd";
+/// The etcd client files' volume.
+const ETCD_CLIENT_VOLUME: &str = "etcd-client";
+/// The etcd CA certificate's key in that Secret.
+pub const ETCD_CA_KEY: &str = "ca.crt";
+
+/// The operator's etcd TLS files, when the cluster's hosts use the operator's etcd
+/// (they then get the same).
+pub fn etcd_client_files<'a>(
+    cluster: &BrokerCluster,
+    settings: &'a Settings,
+) -> Option<&'a EtcdClientFiles> {
+    settings
+        .etcd_client_files
+        .as_ref()
+        .filter(|_| super::uses_operator_etcd(cluster, settings))
+}
+
+/// The hosts' etcd TLS settings, pointing at the mounted copy of the operator's.
+fn etcd_client_environment(cluster: &BrokerCluster, settings: &Settings) -> Vec<EnvVar> {
+    let Some(files) = etcd_client_files(cluster, settings) else {
+        return Vec::new();
+    };
+    let mut env = Vec::new();
+    let mut put = |name: &str, file: &str| {
+        env.push(EnvVar {
+            name: name.to_owned(),
+            value: Some(format!("{ETCD_CLIENT_DIR}/{file}")),
+            ..EnvVar::default()
+        });
+    };
+    if files.ca.is_some() {
+        put("FERRY_ETCD_CA_FILE", ETCD_CA_KEY);
+    }
+    if files.identity.is_some() {
+        put("FERRY_ETCD_CERT_FILE", CERT_KEY);
+        put("FERRY_ETCD_KEY_FILE", KEY_KEY);
+    }
+    env
+}
 
 /// Where the hosts find the ServiceAccount token keys.
 pub const TOKEN_KEYS_DIR: &str = "/etc/ferry/token-keys";
@@ -522,23 +570,28 @@ fn broker_container(
             .chain((!secured(cluster)).then(|| "--insecure".to_owned()))
             .collect(),
         ),
-        env: Some(vec![
-            field_env("FERRY_HOST_ID", "metadata.name"),
-            // The broker reads its zone from the pod's labels, where Kubernetes
-            // copies the node's zone when it binds the pod
-            // (PodTopologyLabelsAdmission: on by default from 1.35, a feature gate
-            // before); without it the hosts have no zone.
-            EnvVar {
-                name: "FERRY_POD_LABELS_FILE".to_owned(),
-                value: Some(format!("{PODINFO_DIR}/labels")),
-                ..EnvVar::default()
-            },
-            EnvVar {
-                name: "FERRY_ETCD".to_owned(),
-                value: Some(etcd.join(",")),
-                ..EnvVar::default()
-            },
-        ]),
+        env: Some(
+            [
+                field_env("FERRY_HOST_ID", "metadata.name"),
+                // The broker reads its zone from the pod's labels, where Kubernetes
+                // copies the node's zone when it binds the pod
+                // (PodTopologyLabelsAdmission: on by default from 1.35, a feature gate
+                // before); without it the hosts have no zone.
+                EnvVar {
+                    name: "FERRY_POD_LABELS_FILE".to_owned(),
+                    value: Some(format!("{PODINFO_DIR}/labels")),
+                    ..EnvVar::default()
+                },
+                EnvVar {
+                    name: "FERRY_ETCD".to_owned(),
+                    value: Some(etcd.join(",")),
+                    ..EnvVar::default()
+                },
+            ]
+            .into_iter()
+            .chain(etcd_client_environment(cluster, settings))
+            .collect(),
+        ),
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {
                 name: names.config_map(),
@@ -585,7 +638,7 @@ fn broker_container(
             ]
             .into_iter()
             .chain(
-                optional_volumes(cluster)
+                optional_volumes(cluster, settings)
                     .into_iter()
                     .map(|(volume, dir, _)| VolumeMount {
                         name: volume.to_owned(),
@@ -658,7 +711,7 @@ fn spread_over_zones(names: &ClusterNames) -> Vec<TopologySpreadConstraint> {
 
 /// The pod's volumes: its labels (downward API) and, with ServiceAccount tokens, the
 /// API server's token keys.
-fn pod_volumes(names: &ClusterNames, cluster: &BrokerCluster) -> Vec<Volume> {
+fn pod_volumes(names: &ClusterNames, cluster: &BrokerCluster, settings: &Settings) -> Vec<Volume> {
     let mut volumes = vec![Volume {
         name: PODINFO_VOLUME.to_owned(),
         downward_api: Some(DownwardAPIVolumeSource {
@@ -674,7 +727,7 @@ fn pod_volumes(names: &ClusterNames, cluster: &BrokerCluster) -> Vec<Volume> {
         }),
         ..Volume::default()
     }];
-    for (volume, _, source) in optional_volumes(cluster) {
+    for (volume, _, source) in optional_volumes(cluster, settings) {
         let mut volume = Volume {
             name: volume.to_owned(),
             ..Volume::default()
@@ -710,8 +763,18 @@ enum VolumeSource {
 
 /// The volumes the spec asks for beyond data and pod labels: name, mount path and
 /// source. Secret volumes (not subPath mounts) follow renewed certificates.
-fn optional_volumes(cluster: &BrokerCluster) -> Vec<(&'static str, &'static str, VolumeSource)> {
+fn optional_volumes(
+    cluster: &BrokerCluster,
+    settings: &Settings,
+) -> Vec<(&'static str, &'static str, VolumeSource)> {
     let mut volumes = Vec::new();
+    if etcd_client_files(cluster, settings).is_some() {
+        volumes.push((
+            ETCD_CLIENT_VOLUME,
+            ETCD_CLIENT_DIR,
+            VolumeSource::Secret(ClusterNames::etcd_client_secret),
+        ));
+    }
     if cluster.spec.auth.service_account_tokens {
         volumes.push((TOKEN_KEYS_VOLUME, TOKEN_KEYS_DIR, VolumeSource::TokenKeys));
     }
@@ -828,7 +891,7 @@ pub fn stateful_set(
                         }),
                         ..PodSecurityContext::default()
                     }),
-                    volumes: Some(pod_volumes(names, cluster)),
+                    volumes: Some(pod_volumes(names, cluster, settings)),
                     ..PodSpec::default()
                 }),
             },

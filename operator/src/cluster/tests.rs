@@ -711,3 +711,65 @@ async fn a_network_policy_turned_off_is_removed() {
         .expect("reconciled");
     verify(server).await;
 }
+
+#[test]
+fn hosts_on_the_operators_tls_etcd_get_its_client_files() {
+    use crate::context::{EtcdClientFiles, Settings};
+    let settings = Settings {
+        etcd_endpoints: vec!["https://etcd:2379".to_owned()],
+        etcd_client_files: Some(EtcdClientFiles {
+            ca: Some("/etc/ferry/etcd/ca.crt".into()),
+            identity: Some((
+                "/etc/ferry/etcd/tls.crt".into(),
+                "/etc/ferry/etcd/tls.key".into(),
+            )),
+        }),
+        ..Settings::default()
+    };
+    let names = super::resources::ClusterNames {
+        name: "main".into(),
+        namespace: NS.into(),
+        etcd_name: "prod.main".into(),
+    };
+    let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference::default();
+    let set = |cluster: &BrokerCluster| {
+        serde_json::to_value(super::resources::stateful_set(
+            &names, &owner, cluster, &settings, 3, None,
+        ))
+        .expect("JSON")
+    };
+    let on_shared = set(&cluster(3));
+    let pod = &on_shared["spec"]["template"]["spec"];
+    let env = pod["containers"][0]["env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (name, value) in [
+        ("FERRY_ETCD_CA_FILE", "/etc/ferry/etcd/ca.crt"),
+        ("FERRY_ETCD_CERT_FILE", "/etc/ferry/etcd/tls.crt"),
+        ("FERRY_ETCD_KEY_FILE", "/etc/ferry/etcd/tls.key"),
+    ] {
+        assert!(
+            env.iter().any(|e| e["name"] == name && e["value"] == value),
+            "{name} in {env:?}"
+        );
+    }
+    assert!(
+        pod["volumes"].as_array().is_some_and(|v| v
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "main-etcd-client")),
+        "{pod}"
+    );
+    // A cluster with an etcd of its own gets none of the operator's files.
+    let mut own = cluster(3);
+    own.spec.etcd = Some(crate::crd::EtcdSpec {
+        endpoints: vec!["http://other:2379".to_owned()],
+    });
+    let separate = set(&own);
+    let env = &separate["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .is_some_and(|e| e.iter().all(|e| e["name"] != "FERRY_ETCD_CA_FILE")),
+        "{env}"
+    );
+}

@@ -20,7 +20,7 @@ use kube::runtime::events::EventType;
 use tracing::info;
 
 use super::pki::{self, Issued, Role};
-use super::resources::{ClusterNames, ETCD_CA_KEY, meta};
+use super::resources::{ClusterNames, meta};
 use crate::context::{Context, EtcdClientFiles};
 use crate::error::Error;
 use crate::metadata::MetadataClient;
@@ -174,7 +174,7 @@ pub async fn copy_etcd_client(
     };
     let mut data = BTreeMap::new();
     if let Some(ca) = &files.ca {
-        data.insert(ETCD_CA_KEY.to_owned(), ByteString(read(ca)?));
+        data.insert(CA_CERT_KEY.to_owned(), ByteString(read(ca)?));
     }
     if let Some((cert, key)) = &files.identity {
         data.insert(CERT_KEY.to_owned(), ByteString(read(cert)?));

@@ -9,6 +9,7 @@
 
 mod certificates;
 mod issuer;
+mod mounts;
 mod network;
 mod pki;
 mod resources;
@@ -147,7 +148,7 @@ pub async fn reconcile<M: MetadataClient>(
         certificates::reconcile(&ctx, &names, &owner, &cluster.object_ref(&())).await?;
     }
     // On the operator's TLS etcd, the hosts reach it with the operator's files.
-    if let Some(files) = resources::etcd_client_files(&cluster, settings) {
+    if let Some(files) = mounts::etcd_client_files(&cluster, settings) {
         certificates::copy_etcd_client(&client, &names, &owner, files).await?;
     }
     let config_map = resources::config_map(&names, &owner, &cluster, issuer.as_deref());

@@ -249,3 +249,85 @@ async fn a_principal_over_its_produce_quota_waits_and_is_held_to_the_rate() {
         "admin's requests counted"
     );
 }
+
+/// A quota on one topic, for every principal (`*`): a producer over it there is
+/// refused (the error names the topic), on another topic it is not, and another
+/// principal on the same topic has a bucket of its own; `quota list` shows where it
+/// applies and `quota remove --topic` lifts it.
+#[tokio::test]
+async fn a_topic_quota_holds_each_principal_on_that_topic_only() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let tokens = dir.path().join("tokens");
+    let admin = common::add_token(&tokens, "admin", "");
+    let loader = common::add_token(&tokens, "loader", "");
+    let broker = BrokerProcess::start_with(
+        &dir.path().join("data"),
+        &["--auth-tokens-file", &path(&tokens)],
+    );
+    let admin_client = connect(&broker, &admin).await;
+    for topic in ["limited", "free"] {
+        admin_client
+            .create_topic(topic, &TopicSettings::new(1))
+            .await
+            .expect("create a topic");
+    }
+    admin_client
+        .put_quota(&Quota {
+            principal: "*".into(),
+            topic: Some("limited".into()),
+            produce_bytes_per_second: Some(RATE),
+            ..Quota::default()
+        })
+        .await
+        .expect("set the topic's quota");
+    let listed = admin_client.list_quotas().await.expect("list quotas");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].topic.as_deref(), Some("limited"), "{listed:?}");
+
+    // Over a second's worth on `limited`, then the next request there is refused.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        produce_raw(&broker, &loader, "limited", 3 * RATE as usize / 2)
+            .await
+            .expect("a full bucket takes one large request");
+        match produce_raw(&broker, &loader, "limited", 1024).await {
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                let detail = common::detail(&status);
+                assert!(
+                    detail.message.contains(
+                        "loader is over its produce_bytes_per_second quota on topic \"limited\""
+                    ),
+                    "{detail:?}"
+                );
+                break;
+            }
+            Ok(_) => assert!(Instant::now() < deadline, "the quota never applied"),
+        }
+    }
+    // The debt is loader's on `limited` only.
+    for _ in 0..3 {
+        produce_raw(&broker, &loader, "free", 3 * RATE as usize / 2)
+            .await
+            .expect("another topic is not limited");
+    }
+    produce_raw(&broker, &admin, "limited", 1024)
+        .await
+        .expect("another principal has a bucket of its own there");
+
+    assert!(
+        admin_client
+            .delete_quota("*", Some("limited"), None)
+            .await
+            .expect("remove the topic's quota"),
+        "the quota existed"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while produce_raw(&broker, &loader, "limited", 1024)
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the quota was never lifted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

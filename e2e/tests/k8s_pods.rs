@@ -516,12 +516,47 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
     wait_until(&server, PODS_READY, "main-1 is back and Ready", || {
         pod_uid(&server, "main-1") != uid_before && ready_brokers(&server) == "4"
     });
+    let pod_uid_after_deletion = pod_uid(&server, "main-1");
     assert_eq!(
         volume_of(&server, "data-main-1"),
         claim_before,
         "the new main-1 runs on the same claim and volume"
     );
     producers.wait_for(SENDS_PER_PHASE, "after main-1 came back");
+
+    // The operator renews the hosts' certificates (their renewal time moved into the
+    // past) while producers run: every host serves the new one without a restart,
+    // and replication goes on over renewed peer certificates.
+    producers.phase("the certificate renewal");
+    let served_before = served_fingerprints(&server);
+    for secret in ["main-tls", "main-peer"] {
+        server.kubectl_ok([
+            "annotate",
+            "secret",
+            secret,
+            "-n",
+            APP_NAMESPACE,
+            "--overwrite",
+            "ferry.dev/renew-after=2000-01-01T00:00:00Z",
+        ]);
+    }
+    let mut renewed = String::new();
+    wait_until(
+        &server,
+        PODS_READY,
+        "every host serves the renewed certificate",
+        || {
+            renewed = secret_fingerprint(&server, "main-tls");
+            let served = served_fingerprints(&server);
+            !served_before.contains(&renewed) && served.iter().all(|f| *f == renewed)
+        },
+    );
+    assert_eq!(
+        pod_uid(&server, "main-1"),
+        pod_uid_after_deletion,
+        "the renewal restarted no host"
+    );
+    producers.wait_for(SENDS_PER_PHASE, "after the certificate renewal");
 
     // 6. A change to the BrokerCluster's pod spec rolls the hosts one at a time,
     //    each back in sync (ready) before the next goes, while producers run.
@@ -916,6 +951,66 @@ fn replica_holders(
                 .unwrap_or_default()
         })
         .filter_map(|replica| replica.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The SHA-256 fingerprint `openssl x509` prints for the PEM certificate `pem`.
+fn fingerprint(pem: &[u8]) -> String {
+    let mut openssl = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run openssl");
+    if let Some(mut stdin) = openssl.stdin.take() {
+        use std::io::Write;
+        let _ = stdin.write_all(pem);
+    }
+    let output = openssl.wait_with_output().expect("openssl x509");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// The fingerprint of the certificate in Secret `secret` of the app namespace.
+fn secret_fingerprint(server: &KubeApiServer, secret: &str) -> String {
+    let pem = server.kubectl_ok([
+        "get",
+        "secret",
+        secret,
+        "-n",
+        APP_NAMESPACE,
+        "-o",
+        "go-template={{index .data \"tls.crt\" | base64decode}}",
+    ]);
+    fingerprint(pem.as_bytes())
+}
+
+/// The fingerprints of the certificates the broker pods of `main` serve on their
+/// client port, as `openssl s_client` sees them (this machine reaches pod IPs).
+fn served_fingerprints(server: &KubeApiServer) -> Vec<String> {
+    let ips = server.kubectl_ok([
+        "get",
+        "pods",
+        "-n",
+        APP_NAMESPACE,
+        "-l",
+        "app.kubernetes.io/instance=main",
+        "-o",
+        "jsonpath={range .items[*]}{.status.podIP}{\"\\n\"}{end}",
+    ]);
+    ips.lines()
+        .filter(|ip| !ip.is_empty())
+        .map(|ip| {
+            let output = Command::new("timeout")
+                .args(["10", "openssl", "s_client", "-connect"])
+                .arg(format!("{ip}:7070"))
+                .args(["-servername", &format!("main-client.{APP_NAMESPACE}.svc")])
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .expect("run openssl s_client");
+            fingerprint(&output.stdout)
+        })
         .collect()
 }
 

@@ -10,7 +10,7 @@ use tonic::service::Interceptor;
 use tonic::{Request, Response, Status};
 
 use super::status::{Answer, access_status, to_status};
-use crate::access::quota::{self, QuotaKind, QuotaLimits, QuotaRecord, Quotas};
+use crate::access::quota::{self, QuotaKind, QuotaLimits, QuotaRecord, QuotaScope, Quotas};
 use crate::access::rules::{self, PatternKind, RulePattern};
 use crate::access::{
     AccessControl, AccessError, AccessRule, AuthMethod, Caller, Operation, Principal, Resource,
@@ -237,18 +237,22 @@ impl Guard {
         &self,
         method: &'static str,
         caller: &Caller,
+        resource: Resource<'_>,
         kind: QuotaKind,
     ) -> Result<(), Status> {
+        let scope = QuotaScope::of(resource).unwrap_or(QuotaScope::All);
         let admitted = self
             .quotas
-            .charge(caller, kind, 0)
+            .admit_on(caller, &scope, kind)
             .map_err(BrokerError::from);
         self.broker.answer(method, admitted)
     }
 
-    /// Charges `bytes` a request of `caller` just produced or read to its `kind` quota.
-    pub fn charge(&self, caller: &Caller, kind: QuotaKind, bytes: u64) {
-        self.quotas.charge_after(caller, kind, bytes);
+    /// Charges `bytes` a request of `caller` just produced or read on `resource` to
+    /// its `kind` quotas.
+    pub fn charge(&self, caller: &Caller, resource: Resource<'_>, kind: QuotaKind, bytes: u64) {
+        let scope = QuotaScope::of(resource).unwrap_or(QuotaScope::All);
+        self.quotas.charge_after_on(caller, &scope, kind, bytes);
     }
     /// Refuses the request unless its caller may do `operation` on every resource.
     pub fn check<'a, T>(
@@ -488,6 +492,8 @@ impl AccessService for AccessApi {
             principal = caller.name(),
             action = "put-quota",
             quota_principal = %record.principal,
+            quota_topic = record.topic.as_deref(),
+            quota_queue = record.queue.as_deref(),
             limits = ?record.limits,
             outcome = "done",
             "quota written"
@@ -505,10 +511,13 @@ impl AccessService for AccessApi {
             Operation::Admin,
             [Resource::Cluster],
         )?;
-        let principal = request.into_inner().principal;
-        let result = quota::delete(self.broker.meta.as_ref(), &principal)
-            .await
-            .map_err(BrokerError::from);
+        let request = request.into_inner();
+        let principal = request.principal;
+        let result = async {
+            let scope = quota_scope(request.topic, request.queue)?;
+            Ok(quota::delete(self.broker.meta.as_ref(), &principal, &scope).await?)
+        }
+        .await;
         let existed = self.broker.answer("DeleteQuota", result)?;
         tracing::info!(
             target: "ferry::audit",
@@ -529,6 +538,26 @@ fn quota_to_proto(record: &QuotaRecord) -> pb::Quota {
         produce_bytes_per_second: record.limits.produce_bytes_per_second,
         consume_bytes_per_second: record.limits.consume_bytes_per_second,
         requests_per_second: record.limits.requests_per_second,
+        topic: record.topic.clone().unwrap_or_default(),
+        queue: record.queue.clone().unwrap_or_default(),
+    }
+}
+
+/// The scope a request names: a valid topic or queue name, at most one of them.
+fn quota_scope(topic: String, queue: String) -> Result<QuotaScope, BrokerError> {
+    match (topic.is_empty(), queue.is_empty()) {
+        (true, true) => Ok(QuotaScope::All),
+        (false, true) => {
+            crate::names::validate_topic_name(&topic)?;
+            Ok(QuotaScope::Topic(topic))
+        }
+        (true, false) => {
+            crate::names::validate_queue_name(&queue)?;
+            Ok(QuotaScope::Queue(queue))
+        }
+        (false, false) => Err(BrokerError::InvalidArgument(
+            "a quota applies to one topic or one queue, not both".into(),
+        )),
     }
 }
 
@@ -539,8 +568,15 @@ fn quota_from_proto(quota: pb::Quota) -> Result<QuotaRecord, BrokerError> {
         ));
     }
     let positive = |value: Option<u64>| value.filter(|v| *v > 0);
+    let (topic, queue) = match quota_scope(quota.topic, quota.queue)? {
+        QuotaScope::All => (None, None),
+        QuotaScope::Topic(name) => (Some(name), None),
+        QuotaScope::Queue(name) => (None, Some(name)),
+    };
     Ok(QuotaRecord {
         principal: quota.principal,
+        topic,
+        queue,
         limits: QuotaLimits {
             produce_bytes_per_second: positive(quota.produce_bytes_per_second),
             consume_bytes_per_second: positive(quota.consume_bytes_per_second),

@@ -246,7 +246,12 @@ impl QueueService for QueueApi {
     ) -> Result<Response<pb::SendResponse>, Status> {
         let caller = self.check("Send", &request, Operation::Send, |r| &r.queue)?;
         let request = request.into_inner();
-        self.guard.admit("Send", &caller, QuotaKind::ProduceBytes)?;
+        self.guard.admit(
+            "Send",
+            &caller,
+            Resource::Queue(&request.queue),
+            QuotaKind::ProduceBytes,
+        )?;
         let bytes: usize = request.messages.iter().map(send_message_bytes).sum();
         let messages = request.messages.into_iter().map(outgoing_message).collect();
         let result = async {
@@ -257,8 +262,12 @@ impl QueueService for QueueApi {
         }
         .await;
         let (queue, outcomes) = self.broker.answer("Send", result)?;
-        self.guard
-            .charge(&caller, QuotaKind::ProduceBytes, bytes as u64);
+        self.guard.charge(
+            &caller,
+            Resource::Queue(&request.queue),
+            QuotaKind::ProduceBytes,
+            bytes as u64,
+        );
         Ok(Response::new(pb::SendResponse {
             results: outcomes
                 .into_iter()
@@ -275,8 +284,12 @@ impl QueueService for QueueApi {
         request: Request<pb::ReceiveRequest>,
     ) -> Result<Response<pb::ReceiveResponse>, Status> {
         let caller = self.check("Receive", &request, Operation::Receive, |r| &r.queue)?;
-        self.guard
-            .admit("Receive", &caller, QuotaKind::ConsumeBytes)?;
+        self.guard.admit(
+            "Receive",
+            &caller,
+            Resource::Queue(&request.get_ref().queue),
+            QuotaKind::ConsumeBytes,
+        )?;
         let peer = request.remote_addr();
         let request = request.into_inner();
         let result = async {
@@ -297,8 +310,12 @@ impl QueueService for QueueApi {
             .map(|d| received_message(&queue, d))
             .collect();
         let read: usize = messages.iter().map(|m| m.body.len()).sum();
-        self.guard
-            .charge(&caller, QuotaKind::ConsumeBytes, read as u64);
+        self.guard.charge(
+            &caller,
+            Resource::Queue(&request.queue),
+            QuotaKind::ConsumeBytes,
+            read as u64,
+        );
         Ok(Response::new(pb::ReceiveResponse { messages }))
     }
 

@@ -108,8 +108,12 @@ impl TopicService for TopicApi {
             [Resource::Topic(&request.get_ref().topic)],
         )?;
         let request = request.into_inner();
-        self.guard
-            .admit("Produce", &caller, QuotaKind::ProduceBytes)?;
+        self.guard.admit(
+            "Produce",
+            &caller,
+            Resource::Topic(&request.topic),
+            QuotaKind::ProduceBytes,
+        )?;
         let request_bytes = produce_request_bytes(&request);
         self.broker
             .answer("Produce", self.broker.check_accepting())?;
@@ -169,8 +173,12 @@ impl TopicService for TopicApi {
         }
         .await;
         let outcome = self.broker.answer("Produce", result)?;
-        self.guard
-            .charge(&caller, QuotaKind::ProduceBytes, request_bytes);
+        self.guard.charge(
+            &caller,
+            Resource::Topic(&request.topic),
+            QuotaKind::ProduceBytes,
+            request_bytes,
+        );
         self.record_appends(&request.topic, &outcome.batches, started);
         self.record_appends(&request.topic, &outcome.message_batches, started);
         let messages = outcome
@@ -210,8 +218,20 @@ impl TopicService for TopicApi {
                 .iter()
                 .map(|p| Resource::Topic(&p.topic)),
         )?;
-        self.guard
-            .admit("Fetch", &caller, QuotaKind::ConsumeBytes)?;
+        let topics: std::collections::BTreeSet<String> = request
+            .get_ref()
+            .partitions
+            .iter()
+            .map(|p| p.topic.clone())
+            .collect();
+        for topic in &topics {
+            self.guard.admit(
+                "Fetch",
+                &caller,
+                Resource::Topic(topic),
+                QuotaKind::ConsumeBytes,
+            )?;
+        }
         let request = request.into_inner();
         let targets: Vec<FetchTarget> = request
             .partitions
@@ -243,13 +263,23 @@ impl TopicService for TopicApi {
         )
         .await;
         let fetched = self.broker.answer("Fetch", result)?;
-        let read: usize = fetched
-            .iter()
-            .filter_map(|f| f.result.as_ref().ok())
-            .map(|data| data.records.len())
-            .sum();
-        self.guard
-            .charge(&caller, QuotaKind::ConsumeBytes, read as u64);
+        // What each topic gave, charged to its quotas (and all of it to the caller's
+        // overall one).
+        let mut read: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for partition in &fetched {
+            if let Ok(data) = &partition.result {
+                *read.entry(partition.target.topic.as_str()).or_default() +=
+                    data.records.len() as u64;
+            }
+        }
+        for (topic, bytes) in read {
+            self.guard.charge(
+                &caller,
+                Resource::Topic(topic),
+                QuotaKind::ConsumeBytes,
+                bytes,
+            );
+        }
         let metrics = &self.broker.metrics;
         let partitions = fetched
             .into_iter()

@@ -62,11 +62,15 @@ impl AccessRule {
     }
 }
 
-/// One principal's quotas; `None` is no limit.
+/// One principal's quotas, overall or on one topic or queue; `None` is no limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Quota {
     /// A principal's name, or `*` for every principal without its own quota.
     pub principal: String,
+    /// The topic the limits hold the principal to (on top of its overall quota).
+    pub topic: Option<String>,
+    /// The queue the limits hold the principal to (never with `topic`).
+    pub queue: Option<String>,
     /// Bytes per second produced to topics and sent to queues.
     pub produce_bytes_per_second: Option<u64>,
     /// Bytes per second fetched from topics and received from queues.
@@ -89,6 +93,8 @@ impl Client {
             .into_iter()
             .map(|q| Quota {
                 principal: q.principal,
+                topic: Some(q.topic).filter(|t| !t.is_empty()),
+                queue: Some(q.queue).filter(|q| !q.is_empty()),
                 produce_bytes_per_second: q.produce_bytes_per_second,
                 consume_bytes_per_second: q.consume_bytes_per_second,
                 requests_per_second: q.requests_per_second,
@@ -96,12 +102,15 @@ impl Client {
             .collect())
     }
 
-    /// Sets a principal's quotas, replacing its previous ones.
+    /// Sets a principal's quotas (overall, or on its topic or queue), replacing its
+    /// previous ones there.
     pub async fn put_quota(&self, quota: &Quota) -> Result<(), ClientError> {
         self.access_service()
             .put_quota(pb::PutQuotaRequest {
                 quota: Some(pb::Quota {
                     principal: quota.principal.clone(),
+                    topic: quota.topic.clone().unwrap_or_default(),
+                    queue: quota.queue.clone().unwrap_or_default(),
                     produce_bytes_per_second: quota.produce_bytes_per_second,
                     consume_bytes_per_second: quota.consume_bytes_per_second,
                     requests_per_second: quota.requests_per_second,
@@ -112,12 +121,20 @@ impl Client {
         Ok(())
     }
 
-    /// Removes a principal's quotas; whether it had any.
-    pub async fn delete_quota(&self, principal: &str) -> Result<bool, ClientError> {
+    /// Removes a principal's quotas overall, or on `topic` or `queue`; whether it had
+    /// any there.
+    pub async fn delete_quota(
+        &self,
+        principal: &str,
+        topic: Option<&str>,
+        queue: Option<&str>,
+    ) -> Result<bool, ClientError> {
         let response = self
             .access_service()
             .delete_quota(pb::DeleteQuotaRequest {
                 principal: principal.to_owned(),
+                topic: topic.unwrap_or_default().to_owned(),
+                queue: queue.unwrap_or_default().to_owned(),
             })
             .await
             .map_err(|status| self.error(&status))?

@@ -7,7 +7,8 @@
 //! from the same image) that produces and consumes through the cluster's Service DNS
 //! name. README.md's Kubernetes section is these steps. Then a broker pod is deleted
 //! while producers send through a gateway pod: the StatefulSet brings it back on its
-//! own claim; then a change to the BrokerCluster's pod spec rolls the hosts one at a
+//! own claim; then the operator renews the hosts' certificates and every host serves
+//! the new one without a restart; then a change to the BrokerCluster's pod spec rolls the hosts one at a
 //! time; then the cluster, scaled out to four hosts before, is scaled back to three
 //! (a scale below the replication factor is refused first): the fourth host hands
 //! its replicas over before its pod and claim go. The history checker finds nothing

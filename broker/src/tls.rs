@@ -416,7 +416,8 @@ impl DialingTlsFiles {
     /// A client configuration from `material` (as [`DialingTlsFiles::read`] gives it),
     /// every file checked first.
     fn config(&self, material: &[Vec<u8>]) -> Result<ClientTlsConfig, TlsError> {
-        let ca = &material[0];
+        let empty = Vec::new();
+        let ca = material.first().unwrap_or(&empty);
         certificates(&self.ca, ca)?;
         let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
         if let (Some((cert_path, key_path)), [_, cert, key]) = (&self.identity, material) {

@@ -397,6 +397,10 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
         "every produced message is consumed, once:\n{produced}"
     );
 
+    // README.md's client pod, exactly as written there (after the count above: it
+    // produces to the same topic).
+    readme_client_pod(&server);
+
     // Queues through the same Service: send, receive and ack, every message acked.
     let queued = ferryctl_pod(
         &server,
@@ -1013,6 +1017,61 @@ fn served_fingerprints(server: &KubeApiServer) -> Vec<String> {
             fingerprint(&output.stdout)
         })
         .collect()
+}
+
+/// Runs the client pod of README.md's "On Kubernetes" step 4 with the overrides
+/// written there (TLS trusting the cluster's CA, a projected token of the examples'
+/// admin ServiceAccount), and checks it produced.
+fn readme_client_pod(server: &KubeApiServer) {
+    let readme = std::fs::read_to_string(repo_path("README.md")).expect("read README.md");
+    let start = readme
+        .find("kubectl run -n shop ferryctl")
+        .expect("README.md's client pod command");
+    let command = &readme[start..];
+    let overrides = command
+        .split_once("--overrides='")
+        .and_then(|(_, rest)| rest.split_once("'\n"))
+        .map(|(json, _)| json)
+        .expect("the command's --overrides");
+    serde_json::from_str::<serde_json::Value>(overrides)
+        .unwrap_or_else(|err| panic!("README.md's overrides are not JSON ({err}):\n{overrides}"));
+    assert_eq!(
+        APP_NAMESPACE, "shop",
+        "README.md's commands use namespace shop"
+    );
+    server.kubectl_ok([
+        "run",
+        "-n",
+        APP_NAMESPACE,
+        "ferryctl",
+        &format!("--image={IMAGE}"),
+        "--restart=Never",
+        &format!("--overrides={overrides}"),
+    ]);
+    let mut phase = String::new();
+    wait_until(
+        server,
+        PODS_READY,
+        "README.md's client pod finished",
+        || {
+            phase = server.kubectl_ok([
+                "get",
+                "pod",
+                "ferryctl",
+                "-n",
+                APP_NAMESPACE,
+                "-o",
+                "jsonpath={.status.phase}",
+            ]);
+            phase == "Succeeded" || phase == "Failed"
+        },
+    );
+    let logs = server.kubectl(["logs", "ferryctl", "-n", APP_NAMESPACE]);
+    let logs = String::from_utf8_lossy(&logs.stdout).into_owned();
+    assert!(
+        phase == "Succeeded" && logs.contains("produce: 1000 messages"),
+        "README.md's client pod ({phase}):\n{logs}"
+    );
 }
 
 /// Whether a resource in the app namespace has the condition Ready=True.

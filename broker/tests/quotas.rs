@@ -67,6 +67,32 @@ async fn produce_raw(
         .map(tonic::Response::into_inner)
 }
 
+/// Sends `token`'s producer a second and a half's worth to `topic` (a full bucket
+/// takes it, and it is stored), then a small request, until that one is refused (the
+/// quota reaches the broker through its watch: until then nothing refuses); the
+/// refusal.
+async fn refused_after_a_large_request(
+    broker: &BrokerProcess,
+    token: &str,
+    topic: &str,
+) -> tonic::Status {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let large = produce_raw(broker, token, topic, 3 * RATE as usize / 2)
+            .await
+            .expect("a full bucket takes one large request");
+        assert!(
+            large.message_batches.iter().all(|b| b.error.is_none()),
+            "the large message was stored: {:?}",
+            large.message_batches
+        );
+        match produce_raw(broker, token, topic, 1024).await {
+            Err(status) => return status,
+            Ok(_) => assert!(Instant::now() < deadline, "the quota never applied"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_principal_over_its_produce_quota_waits_and_is_held_to_the_rate() {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -102,36 +128,19 @@ async fn a_principal_over_its_produce_quota_waits_and_is_held_to_the_rate() {
 
     // One request larger than a second's worth (1.5 s) passes on a full bucket; the
     // next is refused with the wait (the half second of debt), and writes nothing.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        // The quota reaches the broker through its watch: until then nothing refuses.
-        let large = produce_raw(&broker, &loader, "probe", 3 * RATE as usize / 2)
-            .await
-            .expect("a full bucket takes one large request");
-        assert!(
-            large.message_batches.iter().all(|b| b.error.is_none()),
-            "the large message was stored: {:?}",
-            large.message_batches
-        );
-        match produce_raw(&broker, &loader, "probe", 1024).await {
-            Err(status) => {
-                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-                let detail = common::detail(&status);
-                assert_eq!(detail.code, pb::ErrorCode::Throttled as i32, "{detail:?}");
-                assert!(
-                    (200..=1_000).contains(&detail.retry_after_ms),
-                    "half a second's worth of debt: {detail:?}"
-                );
-                assert!(
-                    detail
-                        .message
-                        .contains("loader is over its produce_bytes_per_second quota")
-                );
-                break;
-            }
-            Ok(_) => assert!(Instant::now() < deadline, "the quota never applied"),
-        }
-    }
+    let status = refused_after_a_large_request(&broker, &loader, "probe").await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let detail = common::detail(&status);
+    assert_eq!(detail.code, pb::ErrorCode::Throttled as i32, "{detail:?}");
+    assert!(
+        (200..=1_000).contains(&detail.retry_after_ms),
+        "half a second's worth of debt: {detail:?}"
+    );
+    assert!(
+        detail
+            .message
+            .contains("loader is over its produce_bytes_per_second quota")
+    );
     let probe = admin_client
         .describe_topic("probe")
         .await
@@ -285,26 +294,15 @@ async fn a_topic_quota_holds_each_principal_on_that_topic_only() {
     assert_eq!(listed[0].topic.as_deref(), Some("limited"), "{listed:?}");
 
     // Over a second's worth on `limited`, then the next request there is refused.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        produce_raw(&broker, &loader, "limited", 3 * RATE as usize / 2)
-            .await
-            .expect("a full bucket takes one large request");
-        match produce_raw(&broker, &loader, "limited", 1024).await {
-            Err(status) => {
-                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-                let detail = common::detail(&status);
-                assert!(
-                    detail.message.contains(
-                        "loader is over its produce_bytes_per_second quota on topic \"limited\""
-                    ),
-                    "{detail:?}"
-                );
-                break;
-            }
-            Ok(_) => assert!(Instant::now() < deadline, "the quota never applied"),
-        }
-    }
+    let status = refused_after_a_large_request(&broker, &loader, "limited").await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let detail = common::detail(&status);
+    assert!(
+        detail
+            .message
+            .contains("loader is over its produce_bytes_per_second quota on topic \"limited\""),
+        "{detail:?}"
+    );
     // The debt is loader's on `limited` only.
     for _ in 0..3 {
         produce_raw(&broker, &loader, "free", 3 * RATE as usize / 2)

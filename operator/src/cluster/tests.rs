@@ -100,6 +100,20 @@ fn applies(check_set: impl Fn(&Value) + Send + 'static, ready: i32) -> Vec<Call>
     ]
 }
 
+/// The status patch of a first reconcile, checked by `check`, and the events of its
+/// conditions (no host ready yet, the objects applied).
+fn first_status(check: impl Fn(&Value) + Send + 'static) -> [Call; 3] {
+    [
+        Call::new(
+            Method::PATCH,
+            path("/apis/ferry.dev/v1alpha1", "brokerclusters", "main") + "/status",
+        )
+        .check(check),
+        event(NS, "HostsNotReady"),
+        event(NS, "Applied"),
+    ]
+}
+
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
     status["status"]["conditions"]
         .as_array()
@@ -481,12 +495,7 @@ async fn service_account_tokens_publish_the_issuer_keys_to_the_hosts() {
         }),
     );
     calls.extend(applied);
-    calls.push(Call::new(
-        Method::PATCH,
-        path("/apis/ferry.dev/v1alpha1", "brokerclusters", "main") + "/status",
-    ));
-    calls.push(event(NS, "HostsNotReady"));
-    calls.push(event(NS, "Applied"));
+    calls.extend(first_status(|_| {}));
     let server = server.run(calls);
     reconcile(Arc::new(secured_cluster()), Arc::clone(&ctx))
         .await
@@ -596,15 +605,9 @@ fn tls_reconcile(certificates: Vec<Call>) -> Vec<Call> {
         assert_eq!(env["FERRY_PEER_TLS_CA_FILE"], "/etc/ferry/peer/ca.crt");
     }));
     calls.extend(applied);
-    calls.push(
-        Call::new(
-            Method::PATCH,
-            path("/apis/ferry.dev/v1alpha1", "brokerclusters", "main") + "/status",
-        )
-        .check(|b| assert_eq!(b["status"]["caConfigMap"], "main-ca-cert")),
-    );
-    calls.push(event(NS, "HostsNotReady"));
-    calls.push(event(NS, "Applied"));
+    calls.extend(first_status(|b| {
+        assert_eq!(b["status"]["caConfigMap"], "main-ca-cert");
+    }));
     calls
 }
 
@@ -697,12 +700,7 @@ async fn a_network_policy_turned_off_is_removed() {
             "main-brokers",
         ),
     ));
-    calls.push(Call::new(
-        Method::PATCH,
-        path("/apis/ferry.dev/v1alpha1", "brokerclusters", "main") + "/status",
-    ));
-    calls.push(event(NS, "HostsNotReady"));
-    calls.push(event(NS, "Applied"));
+    calls.extend(first_status(|_| {}));
     let server = server.run(calls);
     let mut open = cluster(3);
     open.spec.network_policy.enabled = false;

@@ -114,11 +114,15 @@ impl RebuildArgs {
                 cluster: cluster.clone(),
                 host_id: host_id.clone(),
             },
-            etcd: Box::new(self.etcd_security.apply(EtcdConfig {
-                request_timeout: timeout,
-                connect_timeout: timeout,
-                ..EtcdConfig::new(self.etcd.clone())
-            })?),
+            etcd: Box::new(self.etcd_security.apply(
+                EtcdConfig {
+                    request_timeout: timeout,
+                    connect_timeout: timeout,
+                    ..EtcdConfig::new(self.etcd.clone())
+                },
+                // A one-shot command: its TLS files are read once.
+                None,
+            )?),
         })
     }
 }
@@ -190,8 +194,13 @@ struct EtcdSecurityArgs {
 }
 
 impl EtcdSecurityArgs {
-    /// `config` with the TLS files and password read now.
-    fn apply(&self, mut config: EtcdConfig) -> anyhow::Result<EtcdConfig> {
+    /// `config` with the TLS files (followed every `reload_interval`, if given) and
+    /// the password read now.
+    fn apply(
+        &self,
+        mut config: EtcdConfig,
+        reload_interval: Option<Duration>,
+    ) -> anyhow::Result<EtcdConfig> {
         let read = |flag: &str, path: &PathBuf| {
             std::fs::read(path)
                 .map_err(|err| anyhow::anyhow!("reading {flag} {}: {err}", path.display()))
@@ -210,18 +219,9 @@ impl EtcdSecurityArgs {
         }
         if https {
             config.tls = Some(EtcdTls {
-                ca_pem: self
-                    .etcd_ca_file
-                    .as_ref()
-                    .map(|path| read("--etcd-ca-file", path))
-                    .transpose()?,
-                identity: match (&self.etcd_cert_file, &self.etcd_key_file) {
-                    (Some(cert), Some(key)) => Some((
-                        read("--etcd-cert-file", cert)?,
-                        read("--etcd-key-file", key)?,
-                    )),
-                    _ => None,
-                },
+                ca_file: self.etcd_ca_file.clone(),
+                identity_files: self.etcd_cert_file.clone().zip(self.etcd_key_file.clone()),
+                reload_interval,
             });
         }
         if let (Some(name), Some(path)) = (&self.etcd_user, &self.etcd_password_file) {
@@ -424,11 +424,14 @@ impl GatewayArgs {
             insecure: self.insecure,
             tls: self.tls.listener()?,
             host_tls: self.host_tls.dialing(reload_interval),
-            etcd: self.etcd_security.apply(EtcdConfig {
-                request_timeout: timeout,
-                connect_timeout: timeout,
-                ..EtcdConfig::new(self.etcd)
-            })?,
+            etcd: self.etcd_security.apply(
+                EtcdConfig {
+                    request_timeout: timeout,
+                    connect_timeout: timeout,
+                    ..EtcdConfig::new(self.etcd)
+                },
+                Some(reload_interval),
+            )?,
             listen: self.listen,
             advertise: self.advertise,
             gateway_id: self.gateway_id,
@@ -552,11 +555,14 @@ impl ServeArgs {
     fn into_options(self) -> anyhow::Result<(BrokerConfig, ServeOptions)> {
         let zone = self.zone()?;
         let timeout = Duration::from_millis(self.etcd_timeout_ms);
-        let etcd = self.etcd_security.apply(EtcdConfig {
-            request_timeout: timeout,
-            connect_timeout: timeout,
-            ..EtcdConfig::new(self.etcd)
-        })?;
+        let etcd = self.etcd_security.apply(
+            EtcdConfig {
+                request_timeout: timeout,
+                connect_timeout: timeout,
+                ..EtcdConfig::new(self.etcd)
+            },
+            Some(Duration::from_millis(self.host.tls.tls_reload_interval_ms)),
+        )?;
         let options = ServeOptions {
             cluster: self.cluster,
             host_id: self.host_id,

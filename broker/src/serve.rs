@@ -147,7 +147,7 @@ pub async fn run(
     cluster.observed_interval = options.observed_interval;
     cluster.validate()?;
     let store = EtcdStore::connect(options.etcd.clone()).await?;
-    let client = store.client();
+    let etcd = store.connection();
     let meta: Arc<dyn MetadataStore> = Arc::new(store);
     // Before registering: a new or wiped disk must not stay in any in-sync set.
     crate::cluster::disk::claim(
@@ -174,14 +174,14 @@ pub async fn run(
     // resumed in an epoch whose unsynced writes a power loss may have taken.
     crate::cluster::disk::resign_leaderships(meta.as_ref(), &cluster.cluster, &cluster.host_id)
         .await?;
-    let membership = Membership::start(client.clone(), cluster.clone());
+    let membership = Membership::start(etcd.clone(), cluster.clone());
     let view = ViewKeeper::start(
         Arc::clone(&meta),
         cluster.cluster.clone(),
         cluster.retry_pause,
     );
     let controller = Controller::start(ControllerContext {
-        client,
+        etcd,
         meta: Arc::clone(&meta),
         config: cluster.clone(),
         lease: membership.status(),

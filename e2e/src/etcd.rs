@@ -146,6 +146,13 @@ impl EtcdServer {
         self.process.as_mut().is_some_and(|p| !p.has_exited())
     }
 
+    /// Makes etcd trust client certificates of the CA at `client_ca` only, from its
+    /// next start: the old clients' certificates are refused then.
+    pub fn set_client_ca(&mut self, client_ca: &Path) {
+        let tls = self.tls.as_mut().expect("etcd serves TLS");
+        tls.client_ca = client_ca.to_owned();
+    }
+
     /// Stops etcd with SIGTERM and waits for it to exit, so its ports are free.
     pub fn stop(&mut self) {
         if let Some(process) = self.process.take() {

@@ -6,8 +6,8 @@
 //! back to plaintext; a certificate rotated on disk is served to new connections
 //! without a restart while a producer carries on and nothing is lost; stalled and
 //! garbage handshakes neither stop the listener nor hold it beyond their limits.
-//! etcd too: hosts and gateways reach an etcd that requires client certificates, and
-//! sign in to one with authentication on (a wrong password is refused, saying why).
+//! etcd too: hosts and gateways reach an etcd that requires client certificates (and
+//! take a renewed one from disk without a restart), and sign in to one with authentication on (a wrong password is refused, saying why).
 
 mod common;
 
@@ -25,6 +25,7 @@ use ferry_e2e::{
     BrokerHost, Cluster, ClusterOptions, EtcdServer, HostConfig, broker_binary, ferryctl_binary,
 };
 use ferry_proto::v1 as pb;
+use pb::admin_service_client::AdminServiceClient;
 use pb::metadata_service_client::MetadataServiceClient;
 use pb::replica_service_client::ReplicaServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -561,8 +562,9 @@ async fn stalled_and_garbage_handshakes_are_dropped_and_do_not_stop_the_listener
 async fn hosts_and_the_gateway_reach_an_etcd_that_requires_client_certificates() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let secured = SecuredEtcd::new(dir.path());
-    let etcd_flags = secured.flags.clone();
-    let cluster = Cluster::start_with(ClusterOptions {
+    let mut etcd_flags = secured.flags.clone();
+    etcd_flags.extend(["--tls-reload-interval-ms".to_owned(), "200".to_owned()]);
+    let mut cluster = Cluster::start_with(ClusterOptions {
         hosts: 2,
         extra_args: etcd_flags.clone(),
         etcd_tls: Some(secured.server.clone()),
@@ -590,6 +592,59 @@ async fn hosts_and_the_gateway_reach_an_etcd_that_requires_client_certificates()
     rpc::produce(&channel, "through-tls-etcd", 0, None, "hello")
         .await
         .unwrap_or_else(|status| panic!("produce through the gateway: {}", show(&status)));
+
+    // The client certificate is renewed from another CA and etcd restarts trusting
+    // only that one: hosts and the gateway pick the new files up without a restart
+    // and carry on (the old certificate, still in use, would be refused).
+    // Past a few reload intervals the processes have read the new files (which etcd
+    // does not accept yet, so they keep using the old ones until it does).
+    let stale = secured
+        .renew_client_certificate(dir.path(), cluster.etcd_mut(), Duration::from_secs(1))
+        .await;
+    let stale_client = etcd_client_with(&secured.ca.ca(), &stale, &endpoint).await;
+    assert!(
+        stale_client.is_err(),
+        "etcd still accepts a certificate of the old CA"
+    );
+    let mut etcd = secured.connect(&endpoint).await;
+    wait_for_view(
+        &mut etcd,
+        cluster.name(),
+        FORM_DEADLINE,
+        "both hosts registered and a controller elected with the renewed certificate",
+        |view| view.hosts.len() == 2 && view.live_controller().is_some(),
+    )
+    .await;
+    // Creating writes to etcd from a host; producing needs the gateway's watch of
+    // etcd to have seen the new topic's leader.
+    retry_until(
+        ROTATION_DEADLINE,
+        "create a topic after the renewal",
+        || async {
+            let created = AdminServiceClient::new(channel.clone())
+                .create_topic(pb::CreateTopicRequest {
+                    name: "after-etcd-renewal".to_owned(),
+                    config: Some(pb::TopicConfig {
+                        partitions: 1,
+                        replication_factor: 1,
+                        ..Default::default()
+                    }),
+                })
+                .await;
+            match created {
+                Err(status) if status.code() != tonic::Code::AlreadyExists => Err(status),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
+    retry_until(ROTATION_DEADLINE, "produce after the renewal", || {
+        rpc::produce(&channel, "after-etcd-renewal", 0, None, "renewed")
+    })
+    .await;
+    rpc::produce(&channel, "through-tls-etcd", 0, None, "still here")
+        .await
+        .unwrap_or_else(|status| panic!("produce to the old topic: {}", show(&status)));
 
     // Without a client certificate etcd refuses the gateway, which says so and exits;
     // TLS flags with an http:// endpoint are refused before anything is sent.
@@ -632,6 +687,45 @@ async fn hosts_and_the_gateway_reach_an_etcd_that_requires_client_certificates()
         );
     }
     drop(gateway);
+}
+
+/// Calls `call` until it succeeds, failing the test with its last error after
+/// `deadline`.
+async fn retry_until<T, Fut>(deadline: Duration, what: &str, mut call: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(_) if Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("{what}: {}", show(&status)),
+        }
+    }
+}
+
+/// Whether a client presenting `identity` gets an answer from etcd at `endpoint`.
+async fn etcd_client_with(
+    ca: &Path,
+    identity: &Issued,
+    endpoint: &str,
+) -> Result<(), etcd_client::Error> {
+    let read = |path: &Path| std::fs::read(path).expect("read a certificate file");
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read(ca)))
+        .identity(etcd_client::Identity::from_pem(
+            read(&identity.cert),
+            read(&identity.key),
+        ));
+    let options = etcd_client::ConnectOptions::new()
+        .with_tls(tls)
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(5));
+    let mut client = etcd_client::Client::connect([endpoint], Some(options)).await?;
+    client.get("/", None).await.map(|_| ())
 }
 
 #[tokio::test]

@@ -24,7 +24,7 @@ use super::records::ControllerRecord;
 use super::view::ClusterView;
 use crate::clock::now_ms;
 use crate::meta::{
-    Compare, MetaError, MetadataStore, Op, Revision, decode_json, encode_json, keys,
+    Compare, EtcdConnection, MetaError, MetadataStore, Op, Revision, decode_json, encode_json, keys,
 };
 use crate::queue::QueueRecord;
 use crate::topic::TopicRecord;
@@ -45,7 +45,7 @@ impl Drop for Controller {
 #[derive(Clone)]
 pub struct ControllerContext {
     /// etcd, for the lease-attached election key.
-    pub client: Client,
+    pub etcd: EtcdConnection,
     /// The metadata store (etcd) for desired state and partition states.
     pub meta: Arc<dyn MetadataStore>,
     /// This host's settings.
@@ -70,7 +70,7 @@ async fn campaign_forever(mut context: ControllerContext) {
         let Some(lease) = wait_live(&mut context.lease).await else {
             return;
         };
-        match campaign(&mut context.client, &context.config, lease).await {
+        match campaign(&mut context.etcd.client(), &context.config, lease).await {
             Ok(Some(epoch)) => {
                 tracing::info!(cluster = %context.config.cluster, host = %context.config.host_id, epoch, "elected controller");
                 let reason = lead(&mut context, lease, epoch).await;

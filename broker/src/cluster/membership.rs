@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use super::ClusterConfig;
 use super::records::HostRecord;
 use crate::clock::now_ms;
-use crate::meta::{encode_json, keys};
+use crate::meta::{EtcdConnection, encode_json, keys};
 
 /// The host's lease as the host itself sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,7 +38,7 @@ impl LeaseStatus {
 pub struct Membership {
     status: watch::Receiver<LeaseStatus>,
     task: JoinHandle<()>,
-    client: Client,
+    connection: EtcdConnection,
     leave_timeout: Duration,
 }
 
@@ -59,14 +59,14 @@ impl Drop for Membership {
 impl Membership {
     /// Starts registering and renewing in the background; watch [`Membership::status`]
     /// to learn when the host is live.
-    pub fn start(client: Client, config: ClusterConfig) -> Self {
+    pub fn start(connection: EtcdConnection, config: ClusterConfig) -> Self {
         let (sender, status) = watch::channel(LeaseStatus::default());
         let leave_timeout = config.keep_alive_interval;
-        let task = tokio::spawn(keep_membership(client.clone(), config, sender));
+        let task = tokio::spawn(keep_membership(connection.clone(), config, sender));
         Self {
             status,
             task,
-            client,
+            connection,
             leave_timeout,
         }
     }
@@ -83,7 +83,7 @@ impl Membership {
         let Some(id) = self.status.borrow().id else {
             return;
         };
-        let mut client = self.client.clone();
+        let mut client = self.connection.client();
         match tokio::time::timeout(self.leave_timeout, client.lease_revoke(id)).await {
             Ok(Ok(_)) => tracing::info!(lease = id, "host left the cluster"),
             Ok(Err(err)) => tracing::warn!(lease = id, error = %err, "could not revoke the lease"),
@@ -114,18 +114,19 @@ impl Membership {
 /// Grants, registers and renews for as long as the host runs; after any failure the
 /// host counts its lease as gone once its validity runs out, and starts over.
 async fn keep_membership(
-    mut client: Client,
+    connection: EtcdConnection,
     config: ClusterConfig,
     status: watch::Sender<LeaseStatus>,
 ) {
     let mut lost: Option<i64> = None;
     loop {
+        let mut client = connection.client();
         match register(&mut client, &config, &status).await {
             Ok(id) => {
                 if let Some(old) = lost.take() {
                     revoke_lost(&mut client, &config, old).await;
                 }
-                let reason = renew(&mut client, &config, &status, id).await;
+                let reason = renew(&connection, &config, &status, id).await;
                 tracing::warn!(lease = id, %reason, "host lease lost; registering again");
                 lost = Some(id);
             }
@@ -195,9 +196,10 @@ fn valid_until(sent: Instant, ttl_s: i64, config: &ClusterConfig) -> Option<Inst
 
 /// Renews the lease until it is lost; returns why. A broken keep-alive stream (an
 /// etcd member restarting, a network blip) is reopened on the same lease for as long
-/// as the lease may still be valid, so leadership rides out short interruptions.
+/// as the lease may still be valid, so leadership rides out short interruptions; it
+/// is reopened with the connection's current client (renewed etcd certificates).
 async fn renew(
-    client: &mut Client,
+    connection: &EtcdConnection,
     config: &ClusterConfig,
     status: &watch::Sender<LeaseStatus>,
     id: i64,
@@ -207,7 +209,7 @@ async fn renew(
         if !status.borrow().is_live(Instant::now()) {
             return format!("the lease ran out before it could be renewed ({last_failure})");
         }
-        match renew_on_stream(client, config, status, id).await {
+        match renew_on_stream(&mut connection.client(), config, status, id).await {
             Renewal::Expired => return "etcd says the lease expired".into(),
             Renewal::Broken(reason) => {
                 tracing::debug!(lease = id, %reason, "keep-alive interrupted; reopening");

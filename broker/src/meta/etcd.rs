@@ -7,8 +7,15 @@
 //! watchers see no gap; if etcd compacted that history away, watchers are told to
 //! re-read (their receiver closes) and a fresh stream starts at the current revision;
 //! the same happens when etcd's revision goes backwards (it lost its data).
+//!
+//! With TLS, the certificate files are read again every reload interval; when they
+//! change, a new client is built and checked against etcd, then handed out to every
+//! request and reconnection from then on ([`EtcdConnection`]), so a rotated client
+//! certificate is used without a restart. Streams already open stay on their
+//! connection (etcd checks a client certificate only at the handshake).
 
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use etcd_client::{
@@ -44,17 +51,48 @@ pub struct EtcdConfig {
     pub user: Option<EtcdUser>,
 }
 
-/// How the etcd client checks etcd's certificate and proves its own identity.
+/// How the etcd client checks etcd's certificate and proves its own identity: the
+/// files, read at connect and again whenever they change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EtcdTls {
     /// PEM CA certificates etcd's certificate must chain to; `None` trusts the
     /// system's roots.
-    pub ca_pem: Option<Vec<u8>>,
-    /// PEM client certificate and key, for an etcd started with `--client-cert-auth`.
-    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key files, for an etcd started with
+    /// `--client-cert-auth`.
+    pub identity_files: Option<(PathBuf, PathBuf)>,
+    /// How often the files are checked for a change; `None` reads them once (a
+    /// command that ends soon).
+    pub reload_interval: Option<Duration>,
+}
+
+/// What the TLS files held when last read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TlsMaterial {
+    ca_pem: Option<Vec<u8>>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl EtcdTls {
+    /// Reads the files now.
+    fn read(&self) -> Result<TlsMaterial, MetaError> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|err| MetaError::Backend {
+                operation: "reading an etcd TLS file",
+                reason: format!("{}: {err}", path.display()),
+            })
+        };
+        Ok(TlsMaterial {
+            ca_pem: self.ca_file.as_ref().map(read).transpose()?,
+            identity: match &self.identity_files {
+                Some((cert, key)) => Some((read(cert)?, read(key)?)),
+                None => None,
+            },
+        })
+    }
+}
+
+impl TlsMaterial {
     fn client_config(&self) -> etcd_client::TlsOptions {
         let mut tls = etcd_client::TlsOptions::new();
         tls = match &self.ca_pem {
@@ -102,13 +140,49 @@ impl EtcdConfig {
     }
 }
 
+/// The etcd client every request takes its channel from: replaced when the TLS files
+/// it was built from change, so new requests and reconnections present the renewed
+/// certificate.
+#[derive(Clone)]
+pub struct EtcdConnection {
+    current: Arc<RwLock<Client>>,
+}
+
+impl std::fmt::Debug for EtcdConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConnection").finish_non_exhaustive()
+    }
+}
+
+impl EtcdConnection {
+    fn new(client: Client) -> Self {
+        Self {
+            current: Arc::new(RwLock::new(client)),
+        }
+    }
+
+    /// The client to use now; take it again for each new request or stream.
+    pub fn client(&self) -> Client {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn replace(&self, client: Client) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = client;
+    }
+}
+
 /// The metadata store on an etcd cluster.
 pub struct EtcdStore {
-    client: Client,
+    connection: EtcdConnection,
     /// Replaced when history was compacted away: dropping the old sender closes every
     /// receiver, which is how watchers learn they must re-read.
     events: Arc<Mutex<broadcast::Sender<WatchEvent>>>,
     watcher: JoinHandle<()>,
+    /// Follows the TLS files, when there are files to follow.
+    reloader: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -120,6 +194,9 @@ impl std::fmt::Debug for EtcdStore {
 impl Drop for EtcdStore {
     fn drop(&mut self) {
         self.watcher.abort();
+        if let Some(reloader) = &self.reloader {
+            reloader.abort();
+        }
     }
 }
 
@@ -185,70 +262,155 @@ fn key_value(kv: &etcd_client::KeyValue) -> Result<KeyValue, MetaError> {
     })
 }
 
+/// A client for `config`, presenting `tls` (it connects at its first request, or now
+/// to sign in).
+async fn open(
+    config: &EtcdConfig,
+    tls: Option<&TlsMaterial>,
+) -> Result<Client, etcd_client::Error> {
+    let mut options = ConnectOptions::new()
+        .with_timeout(config.request_timeout)
+        .with_connect_timeout(config.connect_timeout)
+        .with_keep_alive(Duration::from_secs(5), config.request_timeout);
+    if let Some(tls) = tls {
+        options = options.with_tls(tls.client_config());
+    }
+    if let Some(user) = &config.user {
+        // etcd's tokens expire (5 minutes by default); a long-lived host renews its
+        // own rather than fail every request after that.
+        options = options
+            .with_user(user.name.clone(), user.password.clone())
+            .with_auto_token_refresh(true);
+    }
+    Client::connect(&config.endpoints, Some(options)).await
+}
+
+/// etcd's current revision under the root, which also proves the client gets through.
+async fn current_revision(
+    client: &mut Client,
+    config: &EtcdConfig,
+) -> Result<i64, etcd_client::Error> {
+    let response = client
+        .get(
+            config.root.as_str(),
+            Some(GetOptions::new().with_count_only()),
+        )
+        .await?;
+    Ok(response
+        .header()
+        .map(|header| header.revision())
+        .unwrap_or(0))
+}
+
 impl EtcdStore {
     /// Connects to etcd and starts watching the root. Fails when no member answers
     /// within the connect timeout.
     pub async fn connect(config: EtcdConfig) -> Result<Self, MetaError> {
-        let mut options = ConnectOptions::new()
-            .with_timeout(config.request_timeout)
-            .with_connect_timeout(config.connect_timeout)
-            .with_keep_alive(Duration::from_secs(5), config.request_timeout);
-        if let Some(tls) = &config.tls {
-            options = options.with_tls(tls.client_config());
-        }
-        if let Some(user) = &config.user {
-            // etcd's tokens expire (5 minutes by default); a long-lived host renews its
-            // own rather than fail every request after that.
-            options = options
-                .with_user(user.name.clone(), user.password.clone())
-                .with_auto_token_refresh(true);
-        }
-        let mut client = Client::connect(&config.endpoints, Some(options))
+        let material = config.tls.as_ref().map(EtcdTls::read).transpose()?;
+        let mut client = open(&config, material.as_ref())
             .await
             .map_err(|err| unreachable(&config.endpoints, &err))?;
         // Watch from the revision after the one current now, so no change made after
         // `connect` returns is missed.
-        let current = client
-            .get(
-                config.root.as_str(),
-                Some(GetOptions::new().with_count_only()),
-            )
+        let current = current_revision(&mut client, &config)
             .await
-            .map_err(|err| unreachable(&config.endpoints, &err))?
-            .header()
-            .map(|header| header.revision())
-            .unwrap_or(0);
+            .map_err(|err| unreachable(&config.endpoints, &err))?;
+        let connection = EtcdConnection::new(client);
         let (sender, _) = broadcast::channel(config.watch_buffer.max(1));
         let events = Arc::new(Mutex::new(sender));
         let watcher = tokio::spawn(watch_root(
-            client.clone(),
+            connection.clone(),
             config.clone(),
             Arc::clone(&events),
             current + 1,
         ));
+        let reloader = match (&config.tls, material) {
+            (Some(tls), Some(material)) => tls.reload_interval.map(|interval| {
+                tokio::spawn(follow_tls_files(
+                    connection.clone(),
+                    config.clone(),
+                    interval,
+                    material,
+                ))
+            }),
+            _ => None,
+        };
         Ok(Self {
-            client,
+            connection,
             events,
             watcher,
+            reloader,
         })
     }
 
-    /// The etcd client, for the cluster work that needs more than key-value access
-    /// (leases, elections).
-    pub fn client(&self) -> Client {
-        self.client.clone()
+    /// The etcd connection, for the cluster work that needs more than key-value
+    /// access (leases, elections).
+    pub fn connection(&self) -> EtcdConnection {
+        self.connection.clone()
+    }
+}
+
+/// Reads the TLS files every `interval`; when they changed, builds a client from them
+/// and, once etcd answers it, hands it out instead of the old one. A client etcd
+/// refuses (a certificate it does not trust yet) is tried again at the next check
+/// while the old one stays in use.
+async fn follow_tls_files(
+    connection: EtcdConnection,
+    config: EtcdConfig,
+    interval: Duration,
+    mut in_use: TlsMaterial,
+) {
+    let Some(tls) = config.tls.clone() else {
+        return;
+    };
+    let mut warned_for: Option<TlsMaterial> = None;
+    loop {
+        tokio::time::sleep(interval).await;
+        let material = match tls.read() {
+            Ok(material) => material,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the etcd TLS files; keeping the old ones");
+                continue;
+            }
+        };
+        if material == in_use {
+            continue;
+        }
+        let checked = match open(&config, Some(&material)).await {
+            Ok(mut client) => current_revision(&mut client, &config).await.map(|_| client),
+            Err(err) => Err(err),
+        };
+        match checked {
+            Ok(client) => {
+                connection.replace(client);
+                in_use = material;
+                warned_for = None;
+                tracing::info!("etcd TLS files changed; new requests use the new certificate");
+            }
+            Err(err) => {
+                if warned_for.as_ref() != Some(&material) {
+                    tracing::warn!(
+                        error = %unreachable(&config.endpoints, &err),
+                        "etcd TLS files changed but etcd does not accept them yet; \
+                         keeping the old ones and trying again"
+                    );
+                    warned_for = Some(material);
+                }
+            }
+        }
     }
 }
 
 /// Fans etcd watch events under `config.root` out to the broadcast, resuming after
 /// stream failures without a gap.
 async fn watch_root(
-    mut client: Client,
+    connection: EtcdConnection,
     config: EtcdConfig,
     events: Arc<Mutex<broadcast::Sender<WatchEvent>>>,
     mut next_revision: i64,
 ) {
     loop {
+        let mut client = connection.client();
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(next_revision);
@@ -325,7 +487,7 @@ async fn watch_root(
 impl MetadataStore for EtcdStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, MetaError>> {
         Box::pin(async move {
-            let mut client = self.client.clone();
+            let mut client = self.connection.client();
             let response = client
                 .get(key, None)
                 .await
@@ -336,7 +498,7 @@ impl MetadataStore for EtcdStore {
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<KeyValue>, MetaError>> {
         Box::pin(async move {
-            let mut client = self.client.clone();
+            let mut client = self.connection.client();
             let response = client
                 .get(prefix, Some(GetOptions::new().with_prefix()))
                 .await
@@ -378,7 +540,7 @@ impl MetadataStore for EtcdStore {
                     }
                 })
                 .collect();
-            let mut client = self.client.clone();
+            let mut client = self.connection.client();
             let response = client
                 .txn(Txn::new().when(compares).and_then(ops))
                 .await

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
-pub use etcd::{EtcdConfig, EtcdStore, EtcdTls, EtcdUser};
+pub use etcd::{EtcdConfig, EtcdConnection, EtcdStore, EtcdTls, EtcdUser};
 use tokio::sync::broadcast;
 
 /// A boxed future, so the trait stays usable as `dyn MetadataStore`.

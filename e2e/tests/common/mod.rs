@@ -326,6 +326,28 @@ impl SecuredEtcd {
         }
     }
 
+    /// Renews the client certificate from a new CA made under `dir` (written over the
+    /// same files, as a Secret volume update does) and, once processes following the
+    /// files have had `settle` to read them, restarts `etcd` trusting only that CA:
+    /// whoever still presents the old certificate is refused from then on. Returns a
+    /// certificate of the old CA, for checking that.
+    pub async fn renew_client_certificate(
+        &self,
+        dir: &std::path::Path,
+        etcd: &mut ferry_e2e::EtcdServer,
+        settle: std::time::Duration,
+    ) -> ferry_e2e::pki::Issued {
+        let renewed_ca = ferry_e2e::pki::Pki::new(dir, "etcd-client-ca-renewed");
+        let renewed = renewed_ca.issue("ferry-renewed", "ferry", &[]);
+        let stale = self.ca.issue("ferry-stale", "ferry", &[]);
+        ferry_e2e::pki::replace_atomically(&renewed.key, &self.client.key);
+        ferry_e2e::pki::replace_atomically(&renewed.cert, &self.client.cert);
+        tokio::time::sleep(settle).await;
+        etcd.set_client_ca(&renewed_ca.ca());
+        etcd.restart();
+        stale
+    }
+
     /// The test's own client of that etcd at `endpoint`, with the client certificate.
     pub async fn connect(&self, endpoint: &str) -> Client {
         let read = |path: &std::path::Path| {

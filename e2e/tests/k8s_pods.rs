@@ -303,17 +303,6 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
         .filter(|line| line.ends_with("=Bound"))
         .count();
     assert_eq!(bound, 3, "the brokers' volume claims are bound: {claims}");
-    // The hosts reach the chart's etcd with the operator's client files, whose digest
-    // is on the pod template (new files roll the hosts).
-    let digest = stateful_set_field(
-        &server,
-        "{.spec.template.metadata.annotations.ferry\\.dev/etcd-client-digest}",
-    );
-    assert_eq!(
-        digest.len(),
-        16,
-        "the etcd client files' digest: {digest:?}"
-    );
     for (kind, name) in [
         ("queue", "orders"),
         ("queue", "orders-dlq"),

@@ -59,6 +59,13 @@ struct Cli {
         requires = "etcd_cert_file"
     )]
     etcd_key_file: Option<PathBuf>,
+    /// How often the etcd TLS files are checked for a renewed certificate, in ms.
+    #[arg(
+        long,
+        env = "FERRY_OPERATOR_ETCD_TLS_RELOAD_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    etcd_tls_reload_interval_ms: u64,
     /// etcd user, when etcd's authentication is on.
     #[arg(
         long,
@@ -229,7 +236,8 @@ enum MainError {
 }
 
 impl Cli {
-    /// How to reach etcd, with the TLS files and password read now.
+    /// How to reach etcd, with the password read now (the TLS files are read at
+    /// connect and followed).
     fn etcd_settings(&self) -> Result<EtcdSettings, MainError> {
         let read = |flag: &str, path: &PathBuf| {
             std::fs::read(path).map_err(|err| {
@@ -244,24 +252,11 @@ impl Cli {
                 self.etcd
             )));
         }
-        let tls = if https {
-            Some(EtcdTls {
-                ca_pem: self
-                    .etcd_ca_file
-                    .as_ref()
-                    .map(|path| read("--etcd-ca-file", path))
-                    .transpose()?,
-                identity: match (&self.etcd_cert_file, &self.etcd_key_file) {
-                    (Some(cert), Some(key)) => Some((
-                        read("--etcd-cert-file", cert)?,
-                        read("--etcd-key-file", key)?,
-                    )),
-                    _ => None,
-                },
-            })
-        } else {
-            None
-        };
+        let tls = https.then(|| EtcdTls {
+            ca_file: self.etcd_ca_file.clone(),
+            identity_files: self.etcd_cert_file.clone().zip(self.etcd_key_file.clone()),
+            reload_interval: Duration::from_millis(self.etcd_tls_reload_interval_ms),
+        });
         let user = match (&self.etcd_user, &self.etcd_password_file) {
             (Some(name), Some(path)) => {
                 let password =
@@ -305,6 +300,7 @@ impl Cli {
             || self.drain_check_interval_ms == 0
             || self.error_requeue_ms == 0
             || self.etcd_timeout_ms == 0
+            || self.etcd_tls_reload_interval_ms == 0
         {
             return invalid("intervals and timeouts must be above 0");
         }

@@ -821,17 +821,21 @@ async fn the_chart_installs_and_its_operator_reconciles_the_sample_queue() {
 async fn the_operator_maps_a_queue_through_an_etcd_that_requires_client_certificates() {
     let ns = "op-etcd-tls";
     let server = server_with_crds(ns);
-    let secured = SecuredEtcd::new(&server.work_dir().join(format!("{ns}-pki")));
-    let cluster = Cluster::start_with(ClusterOptions {
+    let pki_dir = server.work_dir().join(format!("{ns}-pki"));
+    let secured = SecuredEtcd::new(&pki_dir);
+    let mut host_flags = secured.flags.clone();
+    host_flags.extend(["--tls-reload-interval-ms".to_owned(), "200".to_owned()]);
+    let mut cluster = Cluster::start_with(ClusterOptions {
         name: format!("{ns}.main"),
         hosts: 1,
-        extra_args: secured.flags.clone(),
+        extra_args: host_flags,
         etcd_tls: Some(secured.server.clone()),
         ..ClusterOptions::default()
     });
     let endpoint = cluster.etcd_endpoint();
     assert!(endpoint.starts_with("https://"), "{endpoint}");
-    let flags: Vec<&str> = secured.flags.iter().map(String::as_str).collect();
+    let mut flags: Vec<&str> = secured.flags.iter().map(String::as_str).collect();
+    flags.extend(["--etcd-tls-reload-interval-ms", "200"]);
     let _operator = start_operator(&server, "op-etcd-tls-a", ns, &endpoint, &flags);
     apply(&server, ns, &broker_cluster_yaml("main", 1));
     apply(&server, ns, &queue_yaml("secured", ""));
@@ -841,6 +845,19 @@ async fn the_operator_maps_a_queue_through_an_etcd_that_requires_client_certific
     let record = etcd_json(&mut etcd, "/ferry/queues/secured")
         .await
         .expect("the queue's record, written over TLS");
+    assert_eq!(record["incarnation"], queue["status"]["incarnation"]);
+
+    // A renewed client certificate (from a CA etcd trusts alone after a restart)
+    // is taken from disk by the running operator and host: the next Queue maps.
+    secured
+        .renew_client_certificate(&pki_dir, cluster.etcd_mut(), Duration::from_secs(1))
+        .await;
+    apply(&server, ns, &queue_yaml("after-renewal", ""));
+    let queue = wait_ready(&server, ns, "queue", "after-renewal").await;
+    let mut etcd = secured.connect(&endpoint).await;
+    let record = etcd_json(&mut etcd, "/ferry/queues/after-renewal")
+        .await
+        .expect("the second queue's record, written with the renewed certificate");
     assert_eq!(record["incarnation"], queue["status"]["incarnation"]);
 }
 

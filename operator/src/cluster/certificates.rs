@@ -160,14 +160,14 @@ pub async fn reconcile<M: MetadataClient>(
 }
 
 /// Copies the operator's etcd TLS files into Secret `{name}-etcd-client`, which the
-/// hosts mount (read again every reconcile, so renewed files reach them); returns a
-/// digest of what it copied.
+/// hosts mount (read again every reconcile, so renewed files reach the hosts, which
+/// follow them without a restart).
 pub async fn copy_etcd_client(
     client: &kube::Client,
     names: &ClusterNames,
     owner: &OwnerReference,
     files: &EtcdClientFiles,
-) -> Result<String, Error> {
+) -> Result<(), Error> {
     let read = |path: &std::path::Path| {
         std::fs::read(path).map_err(|err| {
             Error::Certificates(format!("reading the etcd file {}: {err}", path.display()))
@@ -181,12 +181,6 @@ pub async fn copy_etcd_client(
         data.insert(CERT_KEY.to_owned(), ByteString(read(cert)?));
         data.insert(KEY_KEY.to_owned(), ByteString(read(key)?));
     }
-    let mut copied = Vec::new();
-    for (key, value) in &data {
-        copied.extend_from_slice(key.as_bytes());
-        copied.push(0);
-        copied.extend_from_slice(&value.0);
-    }
     let secret = Secret {
         metadata: meta(names, names.etcd_client_secret(), owner),
         type_: Some("Opaque".to_owned()),
@@ -194,7 +188,7 @@ pub async fn copy_etcd_client(
         ..Secret::default()
     };
     super::apply(client, names, &secret).await?;
-    Ok(crate::records::digest(&copied))
+    Ok(())
 }
 
 impl StoredCa {

@@ -148,10 +148,9 @@ pub async fn reconcile<M: MetadataClient>(
         certificates::reconcile(&ctx, &names, &owner, &cluster.object_ref(&())).await?;
     }
     // On the operator's TLS etcd, the hosts reach it with the operator's files.
-    let etcd_client_digest = match mounts::etcd_client_files(&cluster, settings) {
-        Some(files) => Some(certificates::copy_etcd_client(&client, &names, &owner, files).await?),
-        None => None,
-    };
+    if let Some(files) = mounts::etcd_client_files(&cluster, settings) {
+        certificates::copy_etcd_client(&client, &names, &owner, files).await?;
+    }
     let config_map = resources::config_map(&names, &owner, &cluster, issuer.as_deref());
     apply::<ConfigMap>(&client, &names, &config_map).await?;
     apply::<Service>(
@@ -168,10 +167,6 @@ pub async fn reconcile<M: MetadataClient>(
     .await?;
     let mut set =
         resources::stateful_set(&names, &owner, &cluster, settings, hosts, issuer.as_deref());
-    if let Some(digest) = etcd_client_digest {
-        // Hosts read their etcd files at start only: new ones roll them.
-        mounts::annotate_etcd_client(&mut set, digest);
-    }
     let resized = keep_volume_templates(&mut set, existing.as_ref(), &cluster.spec.storage.size);
     let applied: StatefulSet = apply(&client, &names, &set).await?;
     apply::<PodDisruptionBudget>(

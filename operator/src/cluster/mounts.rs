@@ -5,7 +5,6 @@
 //! mounts: the kubelet refreshes volumes when the Secrets and ConfigMaps change, so
 //! renewed certificates and keys reach running hosts.
 
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EnvVar,
     ObjectFieldSelector, SecretVolumeSource, Volume, VolumeMount,
@@ -30,22 +29,6 @@ const PEER_TLS_VOLUME: &str = "peer-tls";
 pub const ETCD_CLIENT_DIR: &str = "/etc/ferry/etcd";
 /// The etcd client files' volume.
 const ETCD_CLIENT_VOLUME: &str = "etcd-client";
-/// The pod-template annotation with a digest of the etcd client files: hosts read
-/// them once, at start, so a change rolls them (one at a time, as any change).
-pub const ETCD_CLIENT_DIGEST_ANNOTATION: &str = "ferry.dev/etcd-client-digest";
-
-/// Marks `set`'s pod template with the digest of the etcd client files it mounts.
-pub fn annotate_etcd_client(set: &mut StatefulSet, digest: String) {
-    if let Some(template) = set.spec.as_mut().map(|spec| &mut spec.template) {
-        template
-            .metadata
-            .get_or_insert_with(Default::default)
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert(ETCD_CLIENT_DIGEST_ANNOTATION.to_owned(), digest);
-    }
-}
-
 /// The operator's etcd TLS files, when the cluster's hosts use the operator's etcd
 /// (they then get the same).
 pub fn etcd_client_files<'a>(

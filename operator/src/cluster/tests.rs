@@ -758,21 +758,6 @@ fn hosts_on_the_operators_tls_etcd_get_its_client_files() {
             .any(|v| v["secret"]["secretName"] == "main-etcd-client")),
         "{pod}"
     );
-    // New etcd files roll the hosts (they read them at start): their digest is on
-    // the pod template, beside the settings' digest.
-    let mut built = super::resources::stateful_set(&names, &owner, &cluster(3), &settings, 3, None);
-    super::mounts::annotate_etcd_client(&mut built, "0123abcd".to_owned());
-    let annotations =
-        serde_json::to_value(&built).expect("JSON")["spec"]["template"]["metadata"]["annotations"]
-            .clone();
-    assert_eq!(
-        annotations["ferry.dev/etcd-client-digest"], "0123abcd",
-        "{annotations}"
-    );
-    assert!(
-        annotations["ferry.dev/config-digest"].is_string(),
-        "{annotations}"
-    );
     // A cluster with an etcd of its own gets none of the operator's files.
     let mut own = cluster(3);
     own.spec.etcd = Some(crate::crd::EtcdSpec {

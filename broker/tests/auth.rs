@@ -431,8 +431,10 @@ async fn a_python_grpcio_client_authenticates_with_a_token_and_reads_the_refusal
         "whoami python static-token",
         "sent 3",
         "acked 3",
-        "denied PERMISSION_DENIED nobody lacks the send right on queue \"from-python\"",
+        "denied PERMISSION_DENIED nobody lacks the send right on queue \"from-python\" \
+         (reason PERMISSION_DENIED)",
         "anonymous UNAUTHENTICATED",
+        "(reason UNAUTHENTICATED)",
     ] {
         assert!(printed.contains(line), "{line:?} missing: {printed}");
     }

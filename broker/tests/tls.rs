@@ -134,7 +134,12 @@ fn a_python_grpcio_client_sends_receives_and_acks_over_mutual_tls() {
         ok,
         "the Python client failed (./.ci/setup test installs grpcio): {printed}"
     );
-    for line in ["sent 3", "acked 3", "refused without a certificate"] {
+    for line in [
+        "sent 3",
+        "acked 3",
+        "missing NOT_FOUND queue no-such-queue",
+        "refused without a certificate",
+    ] {
         assert!(printed.contains(line), "{line:?} missing: {printed}");
     }
 }

@@ -1,13 +1,13 @@
 //! The one error type of the client library, and its decoding from broker replies.
 //!
-//! The broker sends a `tonic::Status` whose binary details are a prost-encoded
-//! [`ErrorDetail`]; per-partition failures carry the same `ErrorDetail` inline. Both
-//! become [`ClientError::Broker`], so callers match on one shape whichever way the
-//! error travelled.
+//! The broker sends a `tonic::Status` in the standard gRPC error model (a
+//! `google.rpc.Status` with an `ErrorInfo`, `RetryInfo` and a leader hint, read back
+//! into an [`ErrorDetail`] by `ferry_proto::status`); per-partition failures carry an
+//! `ErrorDetail` inline. Both become [`ClientError::Broker`], so callers match on one
+//! shape whichever way the error travelled.
 
 use ferry_proto::v1::{ErrorCode, ErrorDetail};
 use ferry_records::RecordError;
-use prost::Message;
 
 /// Everything that can go wrong in the client library.
 ///
@@ -85,9 +85,9 @@ fn broker_message(code: ErrorCode, message: &str) -> String {
 }
 
 impl ClientError {
-    /// Decodes a gRPC status, using its `ErrorDetail` when the broker attached one.
+    /// Decodes a gRPC status, using its error details when the broker attached them.
     pub fn from_status(status: &tonic::Status, address: &str) -> Self {
-        if let Ok(detail) = ErrorDetail::decode(status.details())
+        if let Some(detail) = ferry_proto::status::detail(status)
             && detail.code != ErrorCode::Unspecified as i32
         {
             return Self::from_detail(Some(status.code()), &detail);
@@ -219,7 +219,7 @@ mod tests {
     use ferry_proto::v1::LeaderHint;
 
     fn status_with(code: tonic::Code, detail: &ErrorDetail) -> tonic::Status {
-        tonic::Status::with_details(code, "ignored", detail.encode_to_vec().into())
+        ferry_proto::status::status(code, detail, &Default::default())
     }
 
     #[test]

@@ -5,9 +5,11 @@ sends three messages to a queue, receives and acks them. With a client certifica
 (mutual TLS) it creates the queue first and checks that a client without a
 certificate is refused. With a bearer token (gRPC access-token call credentials) it
 asks WhoAmI, and checks that a second token, without rights on the queue, gets
-PERMISSION_DENIED naming the right, and no token UNAUTHENTICATED. Prints one line per
-step; exits non-zero on any failure. Run by broker/tests/tls.rs and
-broker/tests/auth.rs against a real broker.
+PERMISSION_DENIED naming the right, and no token UNAUTHENTICATED. Errors are read
+with grpcio-status as the standard google.rpc.Status: an ErrorInfo of domain
+ferry.dev whose reason is Ferry's error code, and a ResourceInfo naming a missing
+queue. Prints one line per step; exits non-zero on any failure. Run by
+broker/tests/tls.rs and broker/tests/auth.rs against a real broker.
 """
 
 import argparse
@@ -19,6 +21,8 @@ import time
 
 import grpc
 import grpc_tools
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from grpc_tools import protoc
 
 
@@ -32,6 +36,25 @@ def generate(proto_dir: str, out: str) -> None:
     if code != 0:
         sys.exit(f"protoc failed with {code}")
     sys.path.insert(0, out)
+
+
+def standard_details(error: grpc.RpcError, expected_reason: str):
+    """The ErrorInfo (checked against `expected_reason`) and the ResourceInfo, if
+    any, of a failed call, decoded as any gRPC client decodes them."""
+    status = rpc_status.from_call(error)
+    if status is None:
+        sys.exit(f"{error.code().name}: no google.rpc.Status in the trailers")
+    info, resource = None, None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+        elif detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
+            resource = error_details_pb2.ResourceInfo()
+            detail.Unpack(resource)
+    if info is None or info.domain != "ferry.dev" or info.reason != expected_reason:
+        sys.exit(f"{error.code().name}: expected reason {expected_reason}, got {info}")
+    return info, resource
 
 
 def read(path: str) -> bytes:
@@ -106,6 +129,19 @@ def main() -> None:
         if failed:
             sys.exit(f"acks failed: {failed}")
         print("acked", len(acked.results))
+        if not args.token:
+            try:
+                queues.Receive(queue_pb2.ReceiveRequest(queue="no-such-queue"), timeout=10)
+            except grpc.RpcError as error:
+                _, resource = standard_details(error, "QUEUE_NOT_FOUND")
+                if resource is None or (resource.resource_type, resource.resource_name) != (
+                    "queue",
+                    "no-such-queue",
+                ):
+                    sys.exit(f"a missing queue is not named: {resource}")
+                print("missing", error.code().name, resource.resource_type, resource.resource_name)
+            else:
+                sys.exit("a receive from a missing queue succeeded")
 
     if args.token:
         check_refusals(args, server_only, queue_pb2, queue_pb2_grpc)
@@ -142,7 +178,10 @@ def check_refusals(args, server_only, queue_pb2, queue_pb2_grpc) -> None:
             except grpc.RpcError as error:
                 if error.code() != expected:
                     sys.exit(f"{name}: {error.code()} {error.details()}, expected {expected}")
-                print(name, error.code().name, error.details())
+                info, _ = standard_details(error, expected.name)
+                if name == "denied" and info.metadata.get("operation") != "send":
+                    sys.exit(f"denied: the missing right is not named: {info}")
+                print(name, error.code().name, error.details(), f"(reason {info.reason})")
             else:
                 sys.exit(f"{name}: a send without rights was accepted")
 

@@ -10,5 +10,11 @@ pub mod v1 {
     tonic::include_proto!("ferry.v1");
 }
 
+pub mod status;
+
 /// The encoded `FileDescriptorSet` of the API, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ferry_descriptor");
+
+/// The encoded `FileDescriptorSet` of `google.rpc`'s error details, which statuses
+/// carry (`status`): served by reflection too, so tools such as grpcurl print them.
+pub const ERROR_DETAILS_DESCRIPTOR_SET: &[u8] = tonic_types::pb::FILE_DESCRIPTOR_SET;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_proto::v1::{ErrorCode, ErrorDetail};
-use prost::Message;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::codegen::{BoxFuture, Service, http};
@@ -227,8 +226,7 @@ impl Forwarder {
 
 /// The broker's error detail in a status, or one made from the status itself.
 pub fn detail_of(status: &Status) -> ErrorDetail {
-    ErrorDetail::decode(status.details())
-        .ok()
+    ferry_proto::status::detail(status)
         .filter(|detail| detail.code != ErrorCode::Unspecified as i32)
         .unwrap_or_else(|| ErrorDetail {
             code: ErrorCode::Internal as i32,
@@ -241,8 +239,8 @@ pub fn detail_of(status: &Status) -> ErrorDetail {
 /// Whether a host refused because it does not lead (or no leader is known): the
 /// request did nothing and can go to the leader once the directory knows it.
 pub fn is_moved(status: &Status) -> bool {
-    ErrorDetail::decode(status.details())
-        .is_ok_and(|detail| detail.code == ErrorCode::NotLeader as i32)
+    ferry_proto::status::detail(status)
+        .is_some_and(|detail| detail.code == ErrorCode::NotLeader as i32)
 }
 
 /// Whether the gateway could not reach the host at all (no connection, no name):
@@ -269,7 +267,7 @@ pub fn not_done_by_the_host(status: &Status) -> bool {
 /// has not opened it yet (it follows etcd a moment behind), and refused before
 /// writing anything.
 pub fn is_not_yet_known(status: &Status) -> bool {
-    ErrorDetail::decode(status.details()).is_ok_and(|detail| {
+    ferry_proto::status::detail(status).is_some_and(|detail| {
         detail.code == ErrorCode::TopicNotFound as i32
             || detail.code == ErrorCode::QueueNotFound as i32
     })

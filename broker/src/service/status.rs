@@ -1,8 +1,11 @@
-//! The one place that maps broker errors to gRPC status codes and `ErrorDetail`s.
+//! The one place that maps broker errors to gRPC status codes and `ErrorDetail`s,
+//! sent in the standard error model (`ferry_proto::status`).
 
+use std::collections::HashMap;
+
+use ferry_proto::status::ErrorContext;
 use ferry_proto::v1::{ErrorCode, ErrorDetail, LeaderHint};
 use ferry_storage::StorageError;
-use prost::Message;
 use tonic::{Code, Status};
 
 use crate::access::AccessError;
@@ -125,12 +128,94 @@ pub fn error_detail(err: &BrokerError) -> ErrorDetail {
     }
 }
 
-/// The gRPC status for an error, with its `ErrorDetail` in the status details.
+/// What an error was about: the missing resource, and the names and numbers a
+/// client may act on as `ErrorInfo` metadata.
+fn error_context(err: &BrokerError) -> ErrorContext {
+    use BrokerError as E;
+    let missing = |kind: &str, name: &str| Some((kind.to_owned(), name.to_owned()));
+    let partition = |topic: &str, partition: u32| {
+        HashMap::from([
+            ("topic".to_owned(), topic.to_owned()),
+            ("partition".to_owned(), partition.to_string()),
+        ])
+    };
+    let one = |key: &str, value: &str| HashMap::from([(key.to_owned(), value.to_owned())]);
+    let (missing, metadata) = match err {
+        E::TopicNotFound(name) | E::Group(GroupError::UnknownTopic(name)) => {
+            (missing("topic", name), one("topic", name))
+        }
+        E::QueueNotFound(name) => (missing("queue", name), one("queue", name)),
+        E::GroupNotFound(name) => (missing("group", name), one("group", name)),
+        E::PartitionNotFound {
+            topic,
+            partition: p,
+            ..
+        } => (
+            missing("partition", &format!("{topic}/{p}")),
+            partition(topic, *p),
+        ),
+        E::TopicExists(name) => (None, one("topic", name)),
+        E::QueueExists(name) => (None, one("queue", name)),
+        E::QueueInUse { queue, used_by } => {
+            let mut metadata = one("queue", queue);
+            metadata.insert("usedBy".to_owned(), used_by.clone());
+            (None, metadata)
+        }
+        E::QueueStorage { queue, .. } => (None, one("queue", queue)),
+        E::Storage {
+            topic,
+            partition: p,
+            ..
+        }
+        | E::NotEnoughReplicas {
+            topic,
+            partition: p,
+            ..
+        }
+        | E::ReplicationIncomplete {
+            topic,
+            partition: p,
+            ..
+        }
+        | E::FencedLeaderEpoch {
+            topic,
+            partition: p,
+            ..
+        } => (None, partition(topic, *p)),
+        E::NotLeader {
+            kind,
+            name,
+            partition: p,
+            ..
+        } => match kind {
+            ferry_replication::LogKind::Topic => (None, partition(name, *p)),
+            ferry_replication::LogKind::Queue => (None, one("queue", name)),
+        },
+        E::LimitExceeded { what, limit } => {
+            let mut metadata = one("limit", what);
+            metadata.insert("value".to_owned(), limit.to_string());
+            (None, metadata)
+        }
+        E::Access(AccessError::Denied {
+            principal,
+            operation,
+            resource,
+        }) => {
+            let mut metadata = one("principal", principal);
+            metadata.insert("operation".to_owned(), operation.as_str().to_owned());
+            metadata.insert("resource".to_owned(), resource.clone());
+            (None, metadata)
+        }
+        _ => (None, HashMap::new()),
+    };
+    ErrorContext { missing, metadata }
+}
+
+/// The gRPC status for an error, its `ErrorDetail` and context in the standard
+/// error details.
 pub fn to_status(err: &BrokerError) -> Status {
     let (code, _) = classify(err);
-    let detail = error_detail(err);
-    let message = detail.message.clone();
-    Status::with_details(code, message, detail.encode_to_vec().into())
+    ferry_proto::status::status(code, &error_detail(err), &error_context(err))
 }
 
 /// The gRPC status for a request refused before it reached a service (the
@@ -195,9 +280,15 @@ mod tests {
     fn not_found_carries_its_detail() {
         let status = to_status(&BrokerError::TopicNotFound("orders".into()));
         assert_eq!(status.code(), Code::NotFound);
-        let detail = ErrorDetail::decode(status.details()).expect("detail decodes");
+        let detail = ferry_proto::status::detail(&status).expect("detail decodes");
         assert_eq!(detail.code, ErrorCode::TopicNotFound as i32);
         assert!(detail.message.contains("orders"));
+        let context = error_context(&BrokerError::TopicNotFound("orders".into()));
+        assert_eq!(
+            context.missing,
+            Some(("topic".to_owned(), "orders".to_owned()))
+        );
+        assert_eq!(context.metadata["topic"], "orders");
     }
 
     #[test]
@@ -225,7 +316,7 @@ mod tests {
         };
         let status = to_status(&err);
         assert_eq!(status.code(), Code::Unavailable);
-        let detail = ErrorDetail::decode(status.details()).expect("detail decodes");
+        let detail = ferry_proto::status::detail(&status).expect("detail decodes");
         assert_eq!(detail.code, ErrorCode::NotLeader as i32);
         let hint = detail.leader_hint.expect("hint");
         assert_eq!(
@@ -253,7 +344,7 @@ mod tests {
             denied.message(),
             "alice lacks the purge right on queue \"jobs\""
         );
-        let detail = ErrorDetail::decode(denied.details()).expect("detail decodes");
+        let detail = ferry_proto::status::detail(&denied).expect("detail decodes");
         assert_eq!(detail.code, ErrorCode::PermissionDenied as i32);
     }
 

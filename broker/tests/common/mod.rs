@@ -257,8 +257,7 @@ pub async fn read_partition(channel: &Channel, topic: &str, partition: u32) -> V
 
 /// The `ErrorDetail` of a failed call.
 pub fn detail(status: &tonic::Status) -> pb::ErrorDetail {
-    use prost::Message;
-    pb::ErrorDetail::decode(status.details()).expect("status carries an ErrorDetail")
+    ferry_proto::status::detail(status).expect("status carries Ferry's error details")
 }
 
 /// The body of a plain HTTP GET of `/metrics` (the raw response, headers included).

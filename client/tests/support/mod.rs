@@ -22,7 +22,6 @@ use ferry_proto::v1::group_service_server::{GroupService, GroupServiceServer};
 use ferry_proto::v1::queue_service_server::QueueServiceServer;
 use ferry_proto::v1::topic_service_server::{TopicService, TopicServiceServer};
 use ferry_records::BatchHeader;
-use prost::Message;
 use tonic::{Request, Response, Status};
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -34,7 +33,7 @@ fn status(code: tonic::Code, error: pb::ErrorCode, message: &str) -> Status {
         leader_hint: None,
         retry_after_ms: 0,
     };
-    Status::with_details(code, message, detail.encode_to_vec().into())
+    ferry_proto::status::status(code, &detail, &Default::default())
 }
 
 #[derive(Debug, Default)]
@@ -109,10 +108,10 @@ impl Faults {
             }),
             retry_after_ms: 0,
         };
-        Some(Status::with_details(
+        Some(ferry_proto::status::status(
             tonic::Code::Unavailable,
-            message,
-            detail.encode_to_vec().into(),
+            &detail,
+            &Default::default(),
         ))
     }
 }

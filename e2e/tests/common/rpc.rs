@@ -61,16 +61,15 @@ pub async fn within<T>(
 
 /// The broker's [`pb::ErrorDetail`] in `status`, if it sent one.
 pub fn error_detail(status: &Status) -> Option<pb::ErrorDetail> {
-    pb::ErrorDetail::decode(status.details())
-        .ok()
+    ferry_proto::status::detail(status)
         .filter(|detail| detail.code != pb::ErrorCode::Unspecified as i32)
 }
 
 /// The detail of a NOT_LEADER refusal, which clients may retry (UNAVAILABLE, with a
 /// pause to wait). A refused request wrote nothing.
 pub fn not_leader_detail(status: &Status) -> Result<pb::ErrorDetail, String> {
-    let detail = pb::ErrorDetail::decode(status.details())
-        .map_err(|err| format!("no ErrorDetail ({err}) in {}", show(status)))?;
+    let detail = ferry_proto::status::detail(status)
+        .ok_or_else(|| format!("no error details in {}", show(status)))?;
     if status.code() != Code::Unavailable
         || detail.code != pb::ErrorCode::NotLeader as i32
         || detail.retry_after_ms == 0
@@ -147,8 +146,8 @@ pub fn record_outcome(history: &History, op: u64, answer: &Result<u64, Status>) 
 
 /// A status with its decoded detail, for messages.
 pub fn show(status: &Status) -> String {
-    let detail = pb::ErrorDetail::decode(status.details())
-        .map_or_else(|_| "no detail".to_owned(), |detail| format!("{detail:?}"));
+    let detail = ferry_proto::status::detail(status)
+        .map_or_else(|| "no detail".to_owned(), |detail| format!("{detail:?}"));
     format!("{:?} {:?} ({detail})", status.code(), status.message())
 }
 

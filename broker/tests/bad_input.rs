@@ -138,6 +138,7 @@ async fn bad_requests_get_clear_errors_and_lose_nothing() {
                 max_wait_ms: u32::MAX,
                 min_bytes: 0,
                 max_bytes: u32::MAX,
+                decode: false,
             })
             .await,
         Code::InvalidArgument,
@@ -155,6 +156,7 @@ async fn bad_requests_get_clear_errors_and_lose_nothing() {
             max_wait_ms: 0,
             min_bytes: u32::MAX,
             max_bytes: u32::MAX,
+            decode: false,
         })
         .await
         .expect("capped fetch")
@@ -172,6 +174,7 @@ async fn bad_requests_get_clear_errors_and_lose_nothing() {
             max_wait_ms: 0,
             min_bytes: 0,
             max_bytes: 0,
+            decode: false,
         })
         .await
         .expect("call succeeds")

@@ -75,6 +75,7 @@ async fn read_back(ch: &tonic::transport::Channel) -> ReadBack {
                 max_wait_ms: 0,
                 min_bytes: 0,
                 max_bytes: 0,
+                decode: false,
             })
             .await
             .expect("fetch")

@@ -74,10 +74,10 @@ async fn produce(
         .into_inner();
     match &response.batches[0].error {
         None => Ok(()),
-        Some(detail) => Err(tonic::Status::with_details(
+        Some(detail) => Err(ferry_proto::status::status(
             tonic::Code::ResourceExhausted,
-            detail.message.clone(),
-            prost::Message::encode_to_vec(detail).into(),
+            detail,
+            &Default::default(),
         )),
     }
 }

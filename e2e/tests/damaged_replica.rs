@@ -181,6 +181,7 @@ async fn read_all(channel: &tonic::transport::Channel) -> Result<Vec<String>, St
                 max_wait_ms: 0,
                 min_bytes: 0,
                 max_bytes: 0,
+                decode: false,
             })
             .await
             .map_err(|status| rpc::show(&status))?

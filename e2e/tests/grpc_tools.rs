@@ -3,7 +3,9 @@
 //! topic as a `google.rpc.Status` with an `ErrorInfo` (reason `TOPIC_NOT_FOUND`,
 //! domain `ferry.dev`) and a `ResourceInfo`, and a host's refusal to serve a queue
 //! it does not lead with `NOT_LEADER`, a `RetryInfo` and the leader's address in a
-//! `ferry.v1.LeaderHint`.
+//! `ferry.v1.LeaderHint`. A decoded fetch of partitions spread over both hosts,
+//! sent to one, answers the partitions it leads with their messages and refuses
+//! each of the others alone, naming its leader.
 
 mod common;
 
@@ -16,6 +18,8 @@ use ferry_e2e::{ClusterOptions, KubeTools};
 use serde_json::Value;
 
 const QUEUE: &str = "tooling";
+const TOPIC: &str = "spread";
+const PARTITIONS: u32 = 4;
 /// Longest one grpcurl call may run.
 const GRPCURL_TIMEOUT_S: &str = "30";
 
@@ -27,6 +31,25 @@ fn grpcurl() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Calls `method` on the plaintext server at `addr` with the JSON `request`; its
+/// JSON answer.
+fn call(addr: &str, method: &str, request: &str) -> Value {
+    let output = Command::new("timeout")
+        .args(["-s", "KILL", GRPCURL_TIMEOUT_S])
+        .arg(grpcurl())
+        .args(["-plaintext", "-d", request, addr, method])
+        .output()
+        .unwrap_or_else(|err| panic!("run grpcurl: {err}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{method} failed: {stdout} {stderr}"
+    );
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|err| panic!("grpcurl printed no JSON ({err}): {stdout}"))
 }
 
 /// Calls `method` on the plaintext server at `addr` with the JSON `request`,
@@ -123,4 +146,92 @@ async fn grpcurl_prints_ferrys_errors_in_the_standard_model() {
     let hint = detail(&moved, "type.googleapis.com/ferry.v1.LeaderHint");
     assert_eq!(hint["hostId"], led_by.host_id(), "{hint:#}");
     assert_eq!(hint["address"], led_by.addr().to_string(), "{hint:#}");
+
+    decoded_fetch_spread_over_hosts(&cluster, &mut etcd).await;
+}
+
+/// Partitions of one topic spread over both hosts, each holding one message: a
+/// decoded fetch of all of them from one host.
+async fn decoded_fetch_spread_over_hosts(
+    cluster: &ferry_e2e::Cluster,
+    etcd: &mut etcd_client::Client,
+) {
+    let channels = common::rpc::channels(cluster);
+    let first = &cluster.hosts()[0];
+    common::rpc::create_topic(&channels[first.host_id()], TOPIC, PARTITIONS).await;
+    let ids: Vec<PartitionId> = (0..PARTITIONS)
+        .map(|p| PartitionId::topic(TOPIC, p))
+        .collect();
+    let view = wait_for_view(
+        etcd,
+        cluster.name(),
+        FORM_DEADLINE,
+        "every partition led",
+        |view| ids.iter().all(|id| view.leader(id).is_some()),
+    )
+    .await;
+    let leaders: Vec<String> = ids
+        .iter()
+        .map(|id| view.leader(id).expect("a leader").to_owned())
+        .collect();
+    assert!(
+        leaders.iter().any(|l| l == first.host_id())
+            && leaders.iter().any(|l| l != first.host_id()),
+        "partitions spread over both hosts: {leaders:?}"
+    );
+    for (partition, leader) in (0..PARTITIONS).zip(&leaders) {
+        let value = format!("m{partition}");
+        common::rpc::until_led(Duration::from_secs(30), || {
+            common::rpc::produce(&channels[leader], TOPIC, partition, None, &value)
+        })
+        .await
+        .unwrap_or_else(|status| panic!("produce to {partition}: {}", common::rpc::show(&status)));
+    }
+    let wanted: Vec<String> = (0..PARTITIONS)
+        .map(|p| format!(r#"{{"topic": "{TOPIC}", "partition": {p}, "offset": 0}}"#))
+        .collect();
+    let answer = call(
+        &first.addr().to_string(),
+        "ferry.v1.TopicService/Fetch",
+        &format!(
+            r#"{{"partitions": [{}], "decode": true}}"#,
+            wanted.join(", ")
+        ),
+    );
+    let partitions = answer["partitions"].as_array().expect("partitions");
+    assert_eq!(partitions.len(), PARTITIONS as usize, "{answer:#}");
+    for ((partition, leader), fetched) in (0..PARTITIONS).zip(&leaders).zip(partitions) {
+        assert_eq!(
+            fetched["partition"].as_u64().unwrap_or(0),
+            u64::from(partition),
+            "{fetched:#}"
+        );
+        if leader == first.host_id() {
+            let value = format!("m{partition}");
+            let expected = base64_of(value.as_bytes());
+            assert_eq!(
+                fetched["messages"][0]["value"],
+                expected.as_str(),
+                "{fetched:#}"
+            );
+            assert!(fetched["error"].is_null(), "{fetched:#}");
+        } else {
+            assert_eq!(
+                fetched["error"]["code"], "ERROR_CODE_NOT_LEADER",
+                "{fetched:#}"
+            );
+            assert_eq!(
+                fetched["error"]["leaderHint"]["hostId"],
+                leader.as_str(),
+                "{fetched:#}"
+            );
+            assert!(fetched["messages"].is_null(), "{fetched:#}");
+        }
+    }
+}
+
+/// Standard base64, as protobuf's JSON mapping writes bytes.
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status};
 use super::directory::{Directory, Target};
 use super::forward::{
     Forwarder, HostChannel, current_caller, detail_of, not_done_by_the_host, on_behalf_of,
+    partition_not_done_by_the_host,
 };
 use crate::access::{AccessControl, Operation, Resource};
 use crate::cluster::routing::coordinator_index;
@@ -398,8 +399,23 @@ impl TopicService for Gateway {
                     joined.map_err(|err| Status::internal(format!("fetch task failed: {err}")))?;
                 match fetched {
                     Ok(response) => {
-                        for ((index, _), partition) in group.iter().zip(response.partitions) {
-                            results[*index] = Some(partition);
+                        let retry = tokio::time::Instant::now() < deadline;
+                        for ((index, wanted), partition) in
+                            group.into_iter().zip(response.partitions)
+                        {
+                            // A partition the host did not serve (it moved, or the
+                            // host has not opened it yet) goes again after the
+                            // directory catches up; the others are answered.
+                            if retry
+                                && partition
+                                    .error
+                                    .as_ref()
+                                    .is_some_and(partition_not_done_by_the_host)
+                            {
+                                pending.push((index, wanted));
+                            } else {
+                                results[index] = Some(partition);
+                            }
                         }
                     }
                     Err(status)

@@ -243,6 +243,12 @@ pub fn is_moved(status: &Status) -> bool {
         .is_some_and(|detail| detail.code == ErrorCode::NotLeader as i32)
 }
 
+/// Whether one partition's error in a host's answer says the host did nothing with
+/// it: not the leader, or the topic not opened there yet (see [`not_done_by_the_host`]).
+pub fn partition_not_done_by_the_host(detail: &ErrorDetail) -> bool {
+    detail.code == ErrorCode::NotLeader as i32 || is_not_yet_known_code(detail.code)
+}
+
 /// Whether the gateway could not reach the host at all (no connection, no name):
 /// the request never left, so it can go again. tonic answers a failed connect with
 /// `UNAVAILABLE` and the connector's message, and no Ferry error detail; a
@@ -267,10 +273,11 @@ pub fn not_done_by_the_host(status: &Status) -> bool {
 /// has not opened it yet (it follows etcd a moment behind), and refused before
 /// writing anything.
 pub fn is_not_yet_known(status: &Status) -> bool {
-    ferry_proto::status::detail(status).is_some_and(|detail| {
-        detail.code == ErrorCode::TopicNotFound as i32
-            || detail.code == ErrorCode::QueueNotFound as i32
-    })
+    ferry_proto::status::detail(status).is_some_and(|detail| is_not_yet_known_code(detail.code))
+}
+
+fn is_not_yet_known_code(code: i32) -> bool {
+    code == ErrorCode::TopicNotFound as i32 || code == ErrorCode::QueueNotFound as i32
 }
 
 #[cfg(test)]

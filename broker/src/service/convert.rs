@@ -8,6 +8,45 @@ use crate::queue::{
 };
 use crate::topic::{DurabilitySetting, ReplicationSetting, Topic, TopicOverrides, TopicSettings};
 
+/// The records of `batches` at or after `from`, decoded for clients that do not read
+/// the batch format, and the offset to fetch next: past the last batch (a range the
+/// broker lost to disk damage is skipped), or `from` when there was none.
+pub fn decoded_messages(
+    batches: &bytes::Bytes,
+    from: u64,
+) -> Result<(Vec<pb::FetchedMessage>, u64), ferry_records::RecordError> {
+    let mut messages = Vec::new();
+    let mut next_offset = from;
+    for batch in ferry_records::Batches::new(batches) {
+        let batch = batch?;
+        next_offset = next_offset.max(batch.header.next_offset());
+        if batch.header.is_lost_range() {
+            continue;
+        }
+        for record in batch.records() {
+            let record = record?;
+            if record.offset < from {
+                continue;
+            }
+            messages.push(pb::FetchedMessage {
+                offset: record.offset,
+                key: record.key.map(|key| batches.slice_ref(key)),
+                value: batches.slice_ref(record.value),
+                headers: record
+                    .headers
+                    .iter()
+                    .map(|header| pb::Header {
+                        key: header.key.to_owned(),
+                        value: batches.slice_ref(header.value),
+                    })
+                    .collect(),
+                timestamp_ms: record.timestamp_ms,
+            });
+        }
+    }
+    Ok((messages, next_offset))
+}
+
 fn durability_from(value: i32) -> Result<Option<DurabilitySetting>, BrokerError> {
     match pb::Durability::try_from(value) {
         Ok(pb::Durability::Unspecified) => Ok(None),

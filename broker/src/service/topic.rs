@@ -16,10 +16,11 @@ use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::metrics::TopicLabels;
 use crate::names::validate_topic_name;
+use crate::service::convert::decoded_messages;
 use crate::service::status::error_detail;
 use crate::topic::{
-    BatchOutcome, FetchLimits, FetchTarget, IncomingBatch, IncomingMessage, PartitionScope, fetch,
-    produce,
+    BatchOutcome, FetchLimits, FetchTarget, FetchedData, IncomingBatch, IncomingMessage,
+    PartitionScope, fetch, produce, validate_fetch,
 };
 
 /// The topic data API over a broker.
@@ -32,6 +33,47 @@ impl TopicApi {
     /// Serves produce and fetch requests for `broker`, checking callers with `guard`.
     pub fn new(broker: Arc<Broker>, guard: Guard) -> Self {
         Self { broker, guard }
+    }
+}
+
+/// A partition's answer to a fetch: the stored batches, or their records decoded
+/// for a client that does not read the batch format.
+fn fetched_partition(target: FetchTarget, data: FetchedData, decode: bool) -> pb::FetchedPartition {
+    let mut answer = pb::FetchedPartition {
+        topic: target.topic,
+        partition: target.partition,
+        high_watermark: data.high_watermark,
+        log_start_offset: data.log_start_offset,
+        ..Default::default()
+    };
+    if !decode {
+        answer.records = data.records.into();
+        return answer;
+    }
+    match decoded_messages(&data.records.into(), target.offset) {
+        Ok((messages, next_offset)) => {
+            answer.messages = messages;
+            answer.next_offset = next_offset;
+        }
+        // The log checked these batches when it read them: this is a bug.
+        Err(err) => {
+            answer.error = Some(error_detail(&BrokerError::Internal(format!(
+                "stored batches of {}/{} do not decode: {err}",
+                answer.topic, answer.partition
+            ))));
+        }
+    }
+    answer
+}
+
+/// A partition's fetch refused or failed on its own.
+fn failed_partition(target: FetchTarget, err: &BrokerError) -> pb::FetchedPartition {
+    pb::FetchedPartition {
+        topic: target.topic,
+        partition: target.partition,
+        error: Some(error_detail(err)),
+        next_offset: target.offset,
+        ..Default::default()
     }
 }
 
@@ -233,6 +275,7 @@ impl TopicService for TopicApi {
             )?;
         }
         let request = request.into_inner();
+        let decode = request.decode;
         let targets: Vec<FetchTarget> = request
             .partitions
             .into_iter()
@@ -243,26 +286,46 @@ impl TopicService for TopicApi {
                 max_bytes: p.max_bytes,
             })
             .collect();
-        for target in &targets {
-            let leads = self
-                .broker
-                .check_leader(LogKind::Topic, &target.topic, target.partition);
-            self.broker.answer("Fetch", leads)?;
-        }
-        let params = FetchLimits {
+        let mut params = FetchLimits {
             max_wait: Duration::from_millis(u64::from(request.max_wait_ms)),
             min_bytes: request.min_bytes,
             max_bytes: request.max_bytes,
         };
-        let result = fetch(
-            &self.broker.topics,
-            targets,
-            params,
-            &self.broker.config.limits,
-            self.broker.stopping(),
-        )
-        .await;
-        let fetched = self.broker.answer("Fetch", result)?;
+        let valid = validate_fetch(&targets, &params, &self.broker.config.limits);
+        self.broker.answer("Fetch", valid)?;
+        // A partition this host does not lead is refused alone, with the leader's
+        // address; the others are read (at once: a refusal ends the wait, as any
+        // partition's error does).
+        let mut answers: Vec<Option<pb::FetchedPartition>> = Vec::with_capacity(targets.len());
+        let mut served = Vec::with_capacity(targets.len());
+        for target in targets {
+            match self
+                .broker
+                .check_leader(LogKind::Topic, &target.topic, target.partition)
+            {
+                Ok(_) => {
+                    answers.push(None);
+                    served.push(target);
+                }
+                Err(err) => answers.push(Some(failed_partition(target, &err))),
+            }
+        }
+        if served.len() < answers.len() {
+            params.max_wait = Duration::ZERO;
+        }
+        let fetched = if served.is_empty() {
+            Vec::new()
+        } else {
+            let result = fetch(
+                &self.broker.topics,
+                served,
+                params,
+                &self.broker.config.limits,
+                self.broker.stopping(),
+            )
+            .await;
+            self.broker.answer("Fetch", result)?
+        };
         // What each topic gave, charged to its quotas (and all of it to the caller's
         // overall one).
         let mut read: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
@@ -281,38 +344,31 @@ impl TopicService for TopicApi {
             );
         }
         let metrics = &self.broker.metrics;
-        let partitions = fetched
+        let mut fetched = fetched.into_iter().map(|f| match f.result {
+            Ok(data) => {
+                let labels = TopicLabels {
+                    topic: f.target.topic.clone(),
+                };
+                metrics
+                    .fetch_messages
+                    .get_or_create(&labels)
+                    .inc_by(data.record_count);
+                metrics
+                    .fetch_bytes
+                    .get_or_create(&labels)
+                    .inc_by(data.records.len() as u64);
+                fetched_partition(f.target, data, decode)
+            }
+            Err(err) => failed_partition(f.target, &err),
+        });
+        let partitions = answers
             .into_iter()
-            .map(|f| match f.result {
-                Ok(data) => {
-                    let labels = TopicLabels {
-                        topic: f.target.topic.clone(),
-                    };
-                    metrics
-                        .fetch_messages
-                        .get_or_create(&labels)
-                        .inc_by(data.record_count);
-                    metrics
-                        .fetch_bytes
-                        .get_or_create(&labels)
-                        .inc_by(data.records.len() as u64);
-                    pb::FetchedPartition {
-                        topic: f.target.topic,
-                        partition: f.target.partition,
-                        records: data.records.into(),
-                        high_watermark: data.high_watermark,
-                        log_start_offset: data.log_start_offset,
-                        error: None,
-                    }
-                }
-                Err(err) => pb::FetchedPartition {
-                    topic: f.target.topic,
-                    partition: f.target.partition,
-                    error: Some(error_detail(&err)),
-                    ..Default::default()
-                },
+            .map(|answer| {
+                answer
+                    .or_else(|| fetched.next())
+                    .ok_or_else(|| Status::internal("a fetch result went missing"))
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         Ok(Response::new(pb::FetchResponse { partitions }))
     }
 

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -61,12 +60,19 @@ pub struct FetchedPartition {
     pub result: BrokerResult<FetchedData>,
 }
 
-/// Checks a fetch request against the limits and resolves its partitions.
-fn resolve(
-    topics: &Topics,
+/// Checks a fetch request as a whole against the limits: what fails here fails the
+/// request, not one partition.
+pub fn validate(
     targets: &[FetchTarget],
+    params: &FetchLimits,
     limits: &Limits,
-) -> BrokerResult<Vec<Arc<ReplicatedLog>>> {
+) -> BrokerResult<()> {
+    if params.max_wait > Duration::from_millis(u64::from(limits.max_fetch_wait_ms)) {
+        return Err(BrokerError::InvalidArgument(format!(
+            "max_wait_ms must be at most {}",
+            limits.max_fetch_wait_ms
+        )));
+    }
     if targets.is_empty() {
         return Err(BrokerError::InvalidArgument(
             "a fetch needs at least one partition".into(),
@@ -78,10 +84,7 @@ fn resolve(
             limit: u64::from(limits.max_fetch_partitions),
         });
     }
-    targets
-        .iter()
-        .map(|t| topics.get(&t.topic)?.partition(t.partition).cloned())
-        .collect()
+    Ok(())
 }
 
 /// Reads the targets, long-polling until `min_bytes` are available or `max_wait` passes.
@@ -94,29 +97,45 @@ pub async fn fetch(
     limits: &Limits,
     mut stopping: watch::Receiver<bool>,
 ) -> BrokerResult<Vec<FetchedPartition>> {
-    if params.max_wait > Duration::from_millis(u64::from(limits.max_fetch_wait_ms)) {
-        return Err(BrokerError::InvalidArgument(format!(
-            "max_wait_ms must be at most {}",
-            limits.max_fetch_wait_ms
-        )));
-    }
-    let partitions = resolve(topics, &targets, limits)?;
+    validate(&targets, &params, limits)?;
+    // Targets that resolved, and the errors of those naming no topic or partition
+    // (answered in the first pass, which then returns: an error ends the wait).
+    let (partitions, mut unresolved): (Vec<_>, Vec<_>) = targets
+        .iter()
+        .map(|t| {
+            match topics
+                .get(&t.topic)
+                .and_then(|topic| topic.partition(t.partition).cloned())
+            {
+                Ok(partition) => (Some(partition), None),
+                Err(err) => (None, Some(err)),
+            }
+        })
+        .unzip();
     let deadline = Instant::now() + params.max_wait;
     let response_limit = cap(params.max_bytes, limits.max_fetch_bytes) as usize;
     let partition_limit = limits.max_partition_fetch_bytes;
     let min_bytes = params.min_bytes.max(1) as usize;
     let mut receivers: Vec<watch::Receiver<u64>> =
-        partitions.iter().map(|p| p.subscribe()).collect();
+        partitions.iter().flatten().map(|p| p.subscribe()).collect();
     loop {
         for receiver in &mut receivers {
             receiver.borrow_and_update();
         }
         let mut total = 0usize;
         let mut results = Vec::with_capacity(targets.len());
-        for (target, partition) in targets.iter().zip(&partitions) {
+        for ((target, partition), unresolved) in
+            targets.iter().zip(&partitions).zip(&mut unresolved)
+        {
             let budget = (cap(target.max_bytes, partition_limit) as usize)
                 .min(response_limit.saturating_sub(total));
-            let result = read_one(partition, target.offset, budget).await;
+            let result = match (partition, unresolved.take()) {
+                (Some(partition), _) => read_one(partition, target.offset, budget).await,
+                (None, Some(err)) => Err(err),
+                (None, None) => Err(BrokerError::Internal(
+                    "an unresolved fetch target was answered twice".into(),
+                )),
+            };
             if let Ok(data) = &result {
                 total += data.records.len();
             }

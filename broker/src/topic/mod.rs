@@ -5,7 +5,9 @@ mod produce;
 mod registry;
 mod settings;
 
-pub use fetch::{FetchLimits, FetchTarget, FetchedData, FetchedPartition, fetch};
+pub use fetch::{
+    FetchLimits, FetchTarget, FetchedData, FetchedPartition, fetch, validate as validate_fetch,
+};
 // A topic partition is a replicated log; so are a queue's two logs.
 pub use crate::replicated_log::{
     Ack, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets, ReplicatedLog, STANDALONE_LEADER_EPOCH,

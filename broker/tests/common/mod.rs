@@ -222,6 +222,7 @@ pub async fn read_partition(channel: &Channel, topic: &str, partition: u32) -> V
                 max_wait_ms: 0,
                 min_bytes: 0,
                 max_bytes: 0,
+                decode: false,
             })
             .await
             .expect("fetch")

@@ -217,7 +217,8 @@ impl Client {
     /// Reads record batches from partitions, long-polling up to `options.max_wait_ms`.
     ///
     /// In a cluster each partition is read from its leader (one request per leader,
-    /// concurrently), following `NOT_LEADER` answers a few times.
+    /// concurrently), following `NOT_LEADER` answers (for the whole request or for
+    /// one partition) a few times.
     pub async fn fetch(
         &self,
         targets: &[FetchTarget],
@@ -251,7 +252,21 @@ impl Client {
                 let (group, outcome) = joined
                     .map_err(|err| ClientError::Protocol(format!("fetch task failed: {err}")))?;
                 match outcome {
-                    Ok(partitions) => fetched.extend(partitions),
+                    Ok(partitions) => {
+                        // A partition the host does not lead is refused alone: go to
+                        // the leader it names; the others are answered.
+                        for (target, partition) in group.into_iter().zip(partitions) {
+                            let moved = partition.error.as_ref().is_some_and(|err| {
+                                round < MAX_REDIRECTS
+                                    && self.learn_leader(Kind::Topic, &target.partition.topic, err)
+                            });
+                            if moved {
+                                pending.push(target);
+                            } else {
+                                fetched.push(partition);
+                            }
+                        }
+                    }
                     Err(err) => {
                         let learned = group.iter().any(|target| {
                             self.learn_leader(Kind::Topic, &target.partition.topic, &err)
@@ -313,6 +328,8 @@ impl Client {
             max_wait_ms: options.max_wait_ms,
             min_bytes: options.min_bytes,
             max_bytes: options.max_bytes,
+            // The stored batches, decoded here without copying.
+            decode: false,
         };
         let wait = Duration::from_millis(u64::from(options.max_wait_ms));
         let response = self

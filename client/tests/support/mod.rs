@@ -383,7 +383,7 @@ impl TopicService for Api {
                     records: Bytes::from(records),
                     high_watermark: log.next_offset,
                     log_start_offset: 0,
-                    error: None,
+                    ..Default::default()
                 });
             }
         }

@@ -13,7 +13,6 @@ use ferry_records::{BatchBuilder, Batches, partition_for_key};
 use pb::admin_service_client::AdminServiceClient;
 use pb::queue_service_client::QueueServiceClient;
 use pb::topic_service_client::TopicServiceClient;
-use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -254,9 +253,15 @@ pub async fn produce(
         // A batch can fail after the request was accepted (REPLICATION_INCOMPLETE:
         // written, but not confirmed by the replicas). Such an error has no gRPC
         // code of its own; it comes back as UNKNOWN carrying the batch's detail.
-        let message = format!("batch failed: {}", detail.message);
-        let details = detail.encode_to_vec().into();
-        return Err(Status::with_details(Code::Unknown, message, details));
+        let failed = pb::ErrorDetail {
+            message: format!("batch failed: {}", detail.message),
+            ..detail.clone()
+        };
+        return Err(ferry_proto::status::status(
+            Code::Unknown,
+            &failed,
+            &Default::default(),
+        ));
     }
     assert_eq!(result.partition, partition, "{result:?}");
     assert_eq!(result.base_offset, result.last_offset, "{result:?}");
@@ -303,6 +308,7 @@ pub async fn read_partition(
                 max_wait_ms: 0,
                 min_bytes: 0,
                 max_bytes: 0,
+                decode: false,
             })
             .await?
             .into_inner();

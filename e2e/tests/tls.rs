@@ -24,10 +24,11 @@ use ferry_e2e::pki::{self, Issued, Pki};
 use ferry_e2e::{
     BrokerHost, Cluster, ClusterOptions, EtcdServer, HostConfig, broker_binary, ferryctl_binary,
 };
+use ferry_proto::internal::v1 as internal;
 use ferry_proto::v1 as pb;
+use internal::replica_service_client::ReplicaServiceClient;
 use pb::admin_service_client::AdminServiceClient;
 use pb::metadata_service_client::MetadataServiceClient;
-use pb::replica_service_client::ReplicaServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Longest a `ferryctl` command may run.
@@ -103,9 +104,9 @@ async fn metadata(channel: &Channel) -> Result<pb::GetMetadataResponse, tonic::S
 /// A replica fetch of `secured`/0 as host `h1` would send it.
 async fn fetch_replica(
     channel: Channel,
-) -> Result<tonic::Response<pb::ReplicaFetchResponse>, tonic::Status> {
+) -> Result<tonic::Response<internal::ReplicaFetchResponse>, tonic::Status> {
     ReplicaServiceClient::new(channel)
-        .replica_fetch(pb::ReplicaFetchRequest {
+        .replica_fetch(internal::ReplicaFetchRequest {
             topic: "secured".to_owned(),
             partition: 0,
             follower_id: "h1".to_owned(),

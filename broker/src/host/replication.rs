@@ -14,8 +14,8 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_proto::v1 as pb;
-use ferry_proto::v1::replica_service_client::ReplicaServiceClient;
+use ferry_proto::internal::v1 as pb;
+use ferry_proto::internal::v1::replica_service_client::ReplicaServiceClient;
 use ferry_records::Batches;
 use ferry_storage::StorageError;
 use tokio::task::JoinHandle;

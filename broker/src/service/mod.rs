@@ -16,12 +16,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_proto::internal::v1::replica_service_server::ReplicaServiceServer;
 use ferry_proto::v1::access_service_server::AccessServiceServer;
 use ferry_proto::v1::admin_service_server::AdminServiceServer;
 use ferry_proto::v1::group_service_server::GroupServiceServer;
 use ferry_proto::v1::metadata_service_server::MetadataServiceServer;
 use ferry_proto::v1::queue_service_server::QueueServiceServer;
-use ferry_proto::v1::replica_service_server::ReplicaServiceServer;
 use ferry_proto::v1::topic_service_server::TopicServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_proto::v1 as pb;
-use ferry_proto::v1::replica_service_server::ReplicaService;
+use ferry_proto::internal::v1 as pb;
+use ferry_proto::internal::v1::replica_service_server::ReplicaService;
 use ferry_replication::LogKind;
 use tonic::{Request, Response, Status};
 

@@ -287,7 +287,21 @@ pub async fn probe(channel: &Channel, id: &PartitionId) -> Result<(), Status> {
     }
 }
 
-/// Reads `partition` of `topic` from its start to its high watermark.
+/// A partition's own error in a fetch, as the status a single-partition call would
+/// have failed with.
+fn partition_status(detail: &pb::ErrorDetail) -> Status {
+    use pb::ErrorCode as E;
+    let code = match E::try_from(detail.code).unwrap_or(E::Unspecified) {
+        E::NotLeader | E::ShuttingDown | E::StorageFailed => Code::Unavailable,
+        E::OffsetOutOfRange => Code::OutOfRange,
+        E::TopicNotFound | E::PartitionNotFound => Code::NotFound,
+        _ => Code::Unknown,
+    };
+    ferry_proto::status::status(code, detail, &Default::default())
+}
+
+/// Reads `partition` of `topic` from its start to its high watermark; a refusal of
+/// the partition (NOT_LEADER, …) comes back as the error.
 pub async fn read_partition(
     channel: &Channel,
     topic: &str,
@@ -315,11 +329,10 @@ pub async fn read_partition(
         let [fetched] = response.partitions.as_slice() else {
             panic!("one partition fetched, got {response:?}");
         };
-        assert!(
-            fetched.error.is_none(),
-            "fetch of {topic}/{partition} at {offset}: {:?}",
-            fetched.error
-        );
+        if let Some(refused) = &fetched.error {
+            // One partition asked for: its refusal is the answer, as a status.
+            return Err(partition_status(refused));
+        }
         if fetched.records.is_empty() {
             assert_eq!(
                 offset, fetched.high_watermark,

@@ -308,12 +308,9 @@ pub fn segment_files(log_dir: &Path) -> Vec<PathBuf> {
     logs
 }
 
-/// Runs `e2e/python/queue_client.py` (Python grpcio, stubs generated from the
-/// repository's protos) with `args`: whether it succeeded, and what it printed.
-pub fn python_queue_client(args: &[String]) -> (bool, String) {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    // Where `.ci/setup test` installs grpcio and grpcio-tools.
-    let deps = std::env::var_os("FERRY_PYTHON_DEPS").map_or_else(
+/// Where `.ci/setup test` installs grpcio, grpcio-tools and grpcio-status.
+fn python_deps() -> PathBuf {
+    std::env::var_os("FERRY_PYTHON_DEPS").map_or_else(
         || {
             std::env::var_os("HOME")
                 .map(PathBuf::from)
@@ -321,12 +318,20 @@ pub fn python_queue_client(args: &[String]) -> (bool, String) {
                 .join(".cache/ferry/python")
         },
         PathBuf::from,
-    );
-    let output = Command::new("python3")
-        .env("PYTHONPATH", &deps)
-        .arg(repo.join("e2e/python/queue_client.py"))
-        .arg("--proto-dir")
-        .arg(repo.join("proto"))
+    )
+}
+
+/// Runs `python3 args…` from the repository with the Python client
+/// (`clients/python`) and its dependencies on the path: whether it succeeded, and
+/// what it printed.
+pub fn python(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let path =
+        std::env::join_paths([repo.join("clients/python"), python_deps()]).expect("a PYTHONPATH");
+    let output = Command::new("timeout")
+        .args(["-s", "KILL", "600", "python3"])
+        .current_dir(&repo)
+        .env("PYTHONPATH", path)
         .args(args)
         .output()
         .unwrap_or_else(|err| panic!("run python3: {err}"));
@@ -336,6 +341,20 @@ pub fn python_queue_client(args: &[String]) -> (bool, String) {
         String::from_utf8_lossy(&output.stderr)
     );
     (output.status.success(), printed)
+}
+
+/// Runs `e2e/python/queue_client.py` (Python grpcio, stubs generated from the
+/// repository's protos) with `args`: whether it succeeded, and what it printed.
+pub fn python_queue_client(args: &[String]) -> (bool, String) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut all: Vec<std::ffi::OsString> = vec![
+        repo.join("e2e/python/queue_client.py").into(),
+        "--proto-dir".into(),
+        repo.join("proto").into(),
+    ];
+    all.extend(args.iter().map(Into::into));
+    let all: Vec<&std::ffi::OsStr> = all.iter().map(std::ffi::OsString::as_os_str).collect();
+    python(&all)
 }
 
 /// `ferry-broker token add` for `principal` (in `groups`, comma-separated, if any):

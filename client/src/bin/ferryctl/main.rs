@@ -93,6 +93,14 @@ enum Command {
     Quota(quota::QuotaCommand),
     /// Show the principal the broker sees for these credentials.
     Whoami,
+    /// Print a shell completion script: `source <(ferryctl completion bash)`, or
+    /// write it where the shell looks (zsh: a directory on $fpath as `_ferryctl`;
+    /// fish: ~/.config/fish/completions/ferryctl.fish).
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Global settings every command gets.
@@ -157,8 +165,33 @@ impl Cli {
     }
 }
 
+/// Prints the completion script for `shell` (needs no broker and no credentials).
+fn completion(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory as _;
+    use clap_complete::Generator as _;
+    use std::io::Write as _;
+    let mut command = Cli::command();
+    command.set_bin_name("ferryctl");
+    command.build();
+    let mut script = Vec::new();
+    let written = shell
+        .try_generate(&command, &mut script)
+        .and_then(|()| std::io::stdout().write_all(&script));
+    match written {
+        // A reader that stopped early (`| head`) is not an error.
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: writing the completion script: {err}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completion { shell } = cli.command {
+        return completion(shell);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -196,6 +229,7 @@ fn main() -> ExitCode {
             Command::Acl(command) => acl::run(&context, command).await,
             Command::Quota(command) => quota::run(&context, command).await,
             Command::Whoami => acl::who_am_i(&context).await,
+            Command::Completion { .. } => Ok(()),
         }
     });
     match result {

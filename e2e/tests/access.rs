@@ -463,7 +463,7 @@ async fn a_gateway_dials_hosts_with_its_renewed_peer_certificate_without_a_resta
             &server,
             &admin,
             &[
-                "queue", "receive", "jobs", "--max", "10", "--wait", "5", "--ack",
+                "queue", "receive", "jobs", "--max", "10", "--wait", "5s", "--ack",
             ],
             "",
         ),

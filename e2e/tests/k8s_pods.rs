@@ -452,7 +452,7 @@ fn brokers_run_in_pods_installed_by_helm_and_serve_clients_in_the_cluster() {
             &server,
             &format!("dlq-receive-{delivery}"),
             &address,
-            &["orders", "--visibility-timeout", "0.5"],
+            &["orders", "--visibility-timeout", "500ms"],
         );
         assert_eq!(message["body"], "poison", "{printed}");
         assert_eq!(message["receive_count"], delivery, "{printed}");
@@ -789,7 +789,7 @@ fn secured_queue_in_pods(server: &KubeApiServer) {
         Some("worker"),
         "vault-receive",
         &address,
-        &["queue", "receive", "vault-jobs", "--ack", "--wait", "10"],
+        &["queue", "receive", "vault-jobs", "--ack", "--wait", "10s"],
     );
     assert!(
         received && logs.contains("classified"),
@@ -892,7 +892,7 @@ fn secured_queue_in_pods(server: &KubeApiServer) {
     );
 }
 
-/// `ferryctl queue receive QUEUE OPTIONS… --wait 20 --output json` in pod `name`:
+/// `ferryctl queue receive QUEUE OPTIONS… --wait 20s --output json` in pod `name`:
 /// the one message it printed, and all it printed.
 fn receive_one(
     server: &KubeApiServer,
@@ -902,7 +902,7 @@ fn receive_one(
 ) -> (serde_json::Value, String) {
     let mut args = vec!["queue", "receive"];
     args.extend_from_slice(queue_and_options);
-    args.extend_from_slice(&["--wait", "20", "--output", "json"]);
+    args.extend_from_slice(&["--wait", "20s", "--output", "json"]);
     let printed = ferryctl_pod(server, name, address, &args);
     let lines: Vec<&str> = printed.lines().filter(|l| l.starts_with('{')).collect();
     assert_eq!(lines.len(), 1, "one message received:\n{printed}");

@@ -66,8 +66,8 @@ pub enum QueueCommand {
         /// Deduplication id (only with a single line of input).
         #[arg(long)]
         dedup_id: Option<String>,
-        /// Delay before the messages become visible, in seconds (0.5 works).
-        #[arg(long, value_parser = parse::seconds_ms)]
+        /// Delay before the messages become visible (a duration: 30s, 0.5s, 250ms).
+        #[arg(long, value_parser = parse::duration_ms)]
         delay: Option<u64>,
         /// Attribute `name=value` on every message; repeat for more.
         #[arg(long = "attribute", value_parser = parse_attribute)]
@@ -80,12 +80,12 @@ pub enum QueueCommand {
         /// Most messages to receive.
         #[arg(long, default_value_t = 1)]
         max: u64,
-        /// Wait up to this many seconds for a first message (default: the queue's
+        /// Wait up to this long for a first message, e.g. 20s (default: the queue's
         /// receive wait).
-        #[arg(long, value_parser = parse::seconds_ms)]
+        #[arg(long, value_parser = parse::duration_ms)]
         wait: Option<u64>,
-        /// Keep the messages invisible for this many seconds (default: the queue's).
-        #[arg(long, value_parser = parse::seconds_ms)]
+        /// Keep the messages invisible this long, e.g. 5m (default: the queue's).
+        #[arg(long, value_parser = parse::duration_ms)]
         visibility_timeout: Option<u64>,
         /// Ack the messages after printing them.
         #[arg(long, conflicts_with = "at_most_once")]
@@ -109,8 +109,8 @@ pub enum QueueCommand {
         /// Receipt handles from `queue receive`.
         #[arg(required = true)]
         receipts: Vec<String>,
-        /// Seconds until they are visible again (default 0).
-        #[arg(long, value_parser = parse::seconds_ms)]
+        /// How long until they are visible again, e.g. 10s (default 0).
+        #[arg(long, value_parser = parse::duration_ms)]
         delay: Option<u64>,
     },
     /// Set a new visibility timeout, counted from now, on received messages.
@@ -120,8 +120,8 @@ pub enum QueueCommand {
         /// Receipt handles from `queue receive`.
         #[arg(required = true)]
         receipts: Vec<String>,
-        /// New visibility timeout in seconds (0 makes them visible now).
-        #[arg(long, value_parser = parse::seconds_ms)]
+        /// New visibility timeout, e.g. 30s (0 makes them visible now).
+        #[arg(long, value_parser = parse::duration_ms)]
         timeout: u64,
     },
     /// Move messages from a dead-letter queue back to their queues (or to --to).
@@ -140,17 +140,17 @@ pub enum QueueCommand {
 /// Settings of `queue create`; unset ones take the broker's defaults.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Seconds a received message stays invisible unless acked (0.5 works).
-    #[arg(long, value_parser = parse::seconds_ms)]
+    /// How long a received message stays invisible unless acked: 30s, 0.5s, 5m.
+    #[arg(long, value_parser = parse::duration_ms)]
     visibility_timeout: Option<u64>,
-    /// Seconds before a sent message becomes visible.
-    #[arg(long, value_parser = parse::seconds_ms)]
+    /// How long before a sent message becomes visible, e.g. 10s.
+    #[arg(long, value_parser = parse::duration_ms)]
     delay: Option<u64>,
-    /// Seconds a message is kept (0 keeps forever); units work too: 4d, 12h.
-    #[arg(long, value_parser = parse::seconds_ms)]
+    /// How long a message is kept, e.g. 4d or 12h (0 keeps forever).
+    #[arg(long, value_parser = parse::duration_ms)]
     retention: Option<u64>,
-    /// Seconds a receive without its own wait long-polls.
-    #[arg(long, value_parser = parse::seconds_ms)]
+    /// How long a receive without its own wait long-polls, e.g. 20s.
+    #[arg(long, value_parser = parse::duration_ms)]
     receive_wait: Option<u64>,
     /// Receives without an ack before a message moves to --dead-letter.
     #[arg(long, requires = "dead_letter")]
@@ -161,8 +161,8 @@ pub struct CreateArgs {
     /// FIFO queue: messages of one group are delivered in order, one at a time.
     #[arg(long)]
     fifo: bool,
-    /// Seconds within which a repeated dedup id is not stored again.
-    #[arg(long, value_parser = parse::seconds_ms)]
+    /// How long a repeated dedup id is not stored again, e.g. 5m.
+    #[arg(long, value_parser = parse::duration_ms)]
     dedup_window: Option<u64>,
     /// Use the SHA-256 of the body as dedup id for messages sent without one.
     #[arg(long)]
@@ -869,9 +869,9 @@ mod tests {
             "create",
             "jobs",
             "--visibility-timeout",
-            "0.5",
+            "0.5s",
             "--receive-wait",
-            "10",
+            "10s",
             "--fifo",
             "--max-receive-count",
             "3",

@@ -28,7 +28,7 @@ pub enum TopicCommand {
         /// Number of partitions.
         #[arg(long)]
         partitions: u32,
-        /// Delete data older than this: 7d, 24h, 30m, 15s or milliseconds (0 keeps forever).
+        /// Delete data older than this: 7d, 24h, 30m, 15s (0 keeps forever).
         #[arg(long, value_parser = parse::duration_ms)]
         retention: Option<u64>,
         /// Per partition, delete the oldest data beyond this size: 1GiB, 500MB, bytes.

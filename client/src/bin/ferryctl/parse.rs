@@ -110,7 +110,11 @@ mod tests {
         assert_eq!(duration_ms(".25s"), Ok(250));
         assert_eq!(duration_ms("1.5h"), Ok(5_400_000));
         assert_eq!(duration_ms("0"), Ok(0));
-        assert!(duration_ms("1234").unwrap_err().contains("needs a unit"));
+        assert!(
+            duration_ms("1234")
+                .expect_err("a bare number")
+                .contains("needs a unit")
+        );
         assert!(duration_ms("0.5").is_err());
         assert!(duration_ms("1.5ms").is_err());
         assert!(duration_ms("0.0005s").is_err());

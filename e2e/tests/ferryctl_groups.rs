@@ -1,0 +1,172 @@
+//! `ferryctl group reset-offsets` against a real host: a dry run shows the plan and
+//! moves nothing; `--execute` commits it (to the earliest offset, shifted back,
+//! clamped to what is stored) and the next reader starts there; a group with a
+//! member reading is refused, saying why.
+
+mod common;
+
+use std::process::Output;
+use std::time::Duration;
+
+use common::start_formed;
+use ferry_e2e::{ClusterOptions, ferryctl_binary};
+use serde_json::Value;
+
+/// Longest one ferryctl command may run.
+const FERRYCTL_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn ferryctl(server: &str, args: &[&str], stdin: &str) -> Output {
+    let mut all = vec!["--server".to_owned(), server.to_owned()];
+    all.extend(args.iter().map(|&a| a.to_owned()));
+    ferry_e2e::run_bounded(&ferryctl_binary(), &all, stdin, FERRYCTL_TIMEOUT)
+}
+
+fn ok(server: &str, args: &[&str], stdin: &str) -> String {
+    let output = ferryctl(server, args, stdin);
+    assert!(
+        output.status.success(),
+        "ferryctl {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The group's committed offset per partition of `topic`, from `group describe`.
+fn committed(server: &str, group: &str) -> Vec<u64> {
+    let described: Value = serde_json::from_str(&ok(
+        server,
+        &["--output", "json", "group", "describe", group],
+        "",
+    ))
+    .expect("JSON");
+    described["lag"]
+        .as_array()
+        .expect("lag")
+        .iter()
+        .map(|p| p["committed_offset"].as_u64().expect("an offset"))
+        .collect()
+}
+
+#[tokio::test]
+async fn reset_offsets_plans_then_commits_and_refuses_while_members_read() {
+    let (cluster, _etcd) = start_formed(ClusterOptions {
+        hosts: 1,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let server = cluster.hosts()[0].addr().to_string();
+    ok(
+        &server,
+        &["topic", "create", "ledger", "--partitions", "1"],
+        "",
+    );
+    let lines: String = (0..10).map(|n| format!("entry-{n}\n")).collect();
+    ok(&server, &["topic", "produce", "ledger"], &lines);
+    ok(
+        &server,
+        &[
+            "topic",
+            "consume",
+            "ledger",
+            "--group",
+            "audit",
+            "--from-beginning",
+            "--max",
+            "10",
+        ],
+        "",
+    );
+    assert_eq!(committed(&server, "audit"), vec![10]);
+
+    let plan = ok(
+        &server,
+        &[
+            "group",
+            "reset-offsets",
+            "audit",
+            "--topic",
+            "ledger",
+            "--to-earliest",
+        ],
+        "",
+    );
+    assert!(plan.contains("dry run"), "{plan}");
+    assert_eq!(
+        committed(&server, "audit"),
+        vec![10],
+        "a dry run moves nothing"
+    );
+
+    let base = ["group", "reset-offsets", "audit", "--topic", "ledger"];
+    for (target, expected) in [
+        (vec!["--to-earliest"], 0),
+        (vec!["--to-latest"], 10),
+        (vec!["--shift-by", "-4"], 6),
+        (vec!["--to-offset", "99"], 10),
+    ] {
+        let mut args = base.to_vec();
+        args.extend(target.iter().copied());
+        args.push("--execute");
+        ok(&server, &args, "");
+        assert_eq!(committed(&server, "audit"), vec![expected], "{target:?}");
+    }
+
+    // The next reader starts where the reset put the group.
+    ok(
+        &server,
+        &[&base[..], &["--to-offset", "7", "--execute"]].concat(),
+        "",
+    );
+    let read = ok(
+        &server,
+        &[
+            "topic", "consume", "ledger", "--group", "audit", "--max", "3",
+        ],
+        "",
+    );
+    assert!(
+        read.contains("entry-7") && !read.contains("entry-6"),
+        "{read}"
+    );
+
+    // A member reading: the offsets stay, and the refusal says why.
+    let mut member = std::process::Command::new(ferryctl_binary())
+        .args([
+            "--server", &server, "topic", "consume", "ledger", "--group", "audit",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a consumer");
+    let deadline = std::time::Instant::now() + FERRYCTL_TIMEOUT;
+    loop {
+        let described: Value = serde_json::from_str(&ok(
+            &server,
+            &["--output", "json", "group", "describe", "audit"],
+            "",
+        ))
+        .expect("JSON");
+        if described["members"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty())
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the consumer never joined"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused = ferryctl(
+        &server,
+        &[&base[..], &["--to-earliest", "--execute"]].concat(),
+        "",
+    );
+    let _ = member.kill();
+    let _ = member.wait();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("has members"), "{said}");
+}

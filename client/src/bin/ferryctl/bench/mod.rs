@@ -85,6 +85,10 @@ pub struct BenchArgs {
     /// Idempotent producer: true or false.
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     pub idempotent: bool,
+    /// Keep a topic the bench created (by default it is deleted after the run; a
+    /// topic that existed before is always kept).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 fn parse_durability(text: &str) -> Result<Durability, String> {
@@ -177,25 +181,47 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<()>
     };
     args.validate()?;
     let client = context.connect().await?;
-    let topic = prepare_topic(&client, &args).await?;
-    let leaders = wait_for_leaders(&client, &topic).await?;
+    let (topic, created) = prepare_topic(&client, &args).await?;
+    let result = measure(context, &client, mode, &topic, &args).await;
+    if created
+        && !args.keep
+        && let Err(err) = client.delete_topic(&topic.name).await
+    {
+        eprintln!("note: could not delete bench topic '{}': {err}", topic.name);
+    }
+    result?.print(context.output)
+}
+
+/// Runs one topic bench mode on `topic` once its partitions are led.
+async fn measure(
+    context: &Context,
+    client: &Client,
+    mode: &str,
+    topic: &TopicDescription,
+    args: &BenchArgs,
+) -> anyhow::Result<report::Report> {
+    let leaders = wait_for_leaders(client, topic).await?;
     let report = match mode {
         "produce" => {
             let amount = args.amount(1_000_000);
-            let outcome = produce::run(context, &topic, &args, amount, args.rate).await?;
-            outcome.into_report(args.config_json(&topic, args.rate), &leaders)
+            let outcome = produce::run(context, topic, args, amount, args.rate).await?;
+            outcome.into_report(args.config_json(topic, args.rate), &leaders)
         }
-        "consume" => consume::run_consume(context, &client, &topic, &args).await?,
+        "consume" => consume::run_consume(context, client, topic, args).await?,
         _ => {
             let rate = args.rate.unwrap_or(50_000);
-            consume::run_e2e(context, &topic, &args, rate).await?
+            consume::run_e2e(context, topic, args, rate).await?
         }
     };
-    report.print(context.output)
+    Ok(report)
 }
 
-/// Uses the named topic when it exists, or creates it (fresh name by default).
-async fn prepare_topic(client: &Client, args: &BenchArgs) -> anyhow::Result<TopicDescription> {
+/// Uses the named topic when it exists, or creates it (fresh name by default);
+/// whether it was created here.
+async fn prepare_topic(
+    client: &Client,
+    args: &BenchArgs,
+) -> anyhow::Result<(TopicDescription, bool)> {
     let name = args
         .topic
         .clone()
@@ -212,7 +238,7 @@ async fn prepare_topic(client: &Client, args: &BenchArgs) -> anyhow::Result<Topi
             if replication != (args.replication_factor, Some(args.replication)) {
                 eprintln!("note: topic '{name}' exists; keeping its replication");
             }
-            Ok(topic)
+            Ok((topic, false))
         }
         Err(err) if err.is(ErrorCode::TopicNotFound) => {
             let settings = TopicSettings {
@@ -225,6 +251,7 @@ async fn prepare_topic(client: &Client, args: &BenchArgs) -> anyhow::Result<Topi
             client
                 .create_topic(&name, &settings)
                 .await
+                .map(|topic| (topic, true))
                 .with_context(|| format!("creating bench topic '{name}'"))
         }
         Err(err) => Err(err.into()),

@@ -1,7 +1,8 @@
-//! `ferryctl group reset-offsets` against a real host: a dry run shows the plan and
+//! `ferryctl` habits against a real host. `group reset-offsets`: a dry run shows the plan and
 //! moves nothing; `--execute` commits it (to the earliest offset, shifted back,
 //! clamped to what is stored) and the next reader starts there; a group with a
-//! member reading is refused, saying why.
+//! member reading is refused, saying why. Benches delete the topic they created
+//! unless `--keep`.
 
 mod common;
 
@@ -169,4 +170,41 @@ async fn reset_offsets_plans_then_commits_and_refuses_while_members_read() {
     assert!(!refused.status.success());
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("has members"), "{said}");
+}
+
+#[tokio::test]
+async fn benches_remove_the_topic_they_created_unless_kept() {
+    let (cluster, _etcd) = start_formed(ClusterOptions {
+        hosts: 1,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let server = cluster.hosts()[0].addr().to_string();
+    let topics = |server: &str| -> Vec<String> {
+        let listed: Value =
+            serde_json::from_str(&ok(server, &["--output", "json", "topic", "list"], ""))
+                .expect("JSON");
+        listed["topics"]
+            .as_array()
+            .expect("topics")
+            .iter()
+            .map(|t| t["name"].as_str().expect("a name").to_owned())
+            .collect()
+    };
+    let bench = [
+        "bench",
+        "produce",
+        "--messages",
+        "2000",
+        "--partitions",
+        "1",
+    ];
+    ok(&server, &bench, "");
+    assert!(topics(&server).is_empty(), "{:?}", topics(&server));
+    ok(&server, &[&bench[..], &["--keep"]].concat(), "");
+    let kept = topics(&server);
+    assert!(kept.len() == 1 && kept[0].starts_with("bench-"), "{kept:?}");
+    // A topic that existed before is never deleted.
+    ok(&server, &[&bench[..], &["--topic", &kept[0]]].concat(), "");
+    assert_eq!(topics(&server), kept);
 }

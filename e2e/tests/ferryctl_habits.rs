@@ -2,7 +2,8 @@
 //! moves nothing; `--execute` commits it (to the earliest offset, shifted back,
 //! clamped to what is stored) and the next reader starts there; a group with a
 //! member reading is refused, saying why. Benches delete the topic they created
-//! unless `--keep`.
+//! unless `--keep`. Ctrl-C (SIGINT) on `topic consume --group` commits what was
+//! printed and leaves the group.
 
 mod common;
 
@@ -15,6 +16,16 @@ use serde_json::Value;
 
 /// Longest one ferryctl command may run.
 const FERRYCTL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A ferryctl process that must not outlive the test, even when it fails.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 fn ferryctl(server: &str, args: &[&str], stdin: &str) -> Output {
     let mut all = vec!["--server".to_owned(), server.to_owned()];
@@ -132,14 +143,16 @@ async fn reset_offsets_plans_then_commits_and_refuses_while_members_read() {
     );
 
     // A member reading: the offsets stay, and the refusal says why.
-    let mut member = std::process::Command::new(ferryctl_binary())
-        .args([
-            "--server", &server, "topic", "consume", "ledger", "--group", "audit",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start a consumer");
+    let member = Running(
+        std::process::Command::new(ferryctl_binary())
+            .args([
+                "--server", &server, "topic", "consume", "ledger", "--group", "audit",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start a consumer"),
+    );
     let deadline = std::time::Instant::now() + FERRYCTL_TIMEOUT;
     loop {
         let described: Value = serde_json::from_str(&ok(
@@ -165,8 +178,7 @@ async fn reset_offsets_plans_then_commits_and_refuses_while_members_read() {
         &[&base[..], &["--to-earliest", "--execute"]].concat(),
         "",
     );
-    let _ = member.kill();
-    let _ = member.wait();
+    drop(member);
     assert!(!refused.status.success());
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("has members"), "{said}");
@@ -207,4 +219,61 @@ async fn benches_remove_the_topic_they_created_unless_kept() {
     // A topic that existed before is never deleted.
     ok(&server, &[&bench[..], &["--topic", &kept[0]]].concat(), "");
     assert_eq!(topics(&server), kept);
+}
+
+#[tokio::test]
+async fn ctrl_c_on_a_group_consumer_commits_what_was_printed_and_leaves() {
+    use std::io::{BufRead, BufReader};
+    let (cluster, _etcd) = start_formed(ClusterOptions {
+        hosts: 1,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let server = cluster.hosts()[0].addr().to_string();
+    ok(
+        &server,
+        &["topic", "create", "tail", "--partitions", "1"],
+        "",
+    );
+    let mut reader = Running(
+        std::process::Command::new(ferryctl_binary())
+            .args([
+                "--server", &server, "topic", "consume", "tail", "--group", "tailers",
+            ])
+            .args(["--from-beginning", "--timeout-ms", "600000"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start a consumer"),
+    );
+    let lines: String = (0..7).map(|n| format!("line-{n}\n")).collect();
+    ok(&server, &["topic", "produce", "tail"], &lines);
+    let mut printed = BufReader::new(reader.0.stdout.take().expect("stdout")).lines();
+    for n in 0..7 {
+        let line = printed
+            .next()
+            .expect("a printed line")
+            .expect("readable output");
+        assert_eq!(line, format!("line-{n}"));
+    }
+    let pid = reader.0.id().to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("run kill");
+    assert!(signalled.success());
+    let exited = reader.0.wait().expect("the consumer exits");
+    assert!(exited.success(), "Ctrl-C is a normal end: {exited}");
+    assert_eq!(committed(&server, "tailers"), vec![7]);
+    let described: Value = serde_json::from_str(&ok(
+        &server,
+        &["--output", "json", "group", "describe", "tailers"],
+        "",
+    ))
+    .expect("JSON");
+    assert_eq!(
+        described["members"],
+        serde_json::json!([]),
+        "left the group"
+    );
 }

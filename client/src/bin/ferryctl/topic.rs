@@ -86,7 +86,8 @@ pub enum TopicCommand {
         /// Stop after this many messages.
         #[arg(long)]
         max: Option<u64>,
-        /// Stop when no message arrived for this long.
+        /// Stop when no message arrived for this long. Ctrl-C stops too; with a
+        /// group, what was printed is committed and the member leaves either way.
         #[arg(long, default_value_t = 5000)]
         timeout_ms: u64,
     },
@@ -473,7 +474,12 @@ async fn consume(
             break;
         }
         let limit = usize::try_from(want).unwrap_or(usize::MAX).min(10_000);
-        let records = consumer.poll_up_to(idle_left, limit).await?;
+        // Ctrl-C ends the run like --max does: what was printed is committed and
+        // the member leaves, so its partitions move at once.
+        let records = tokio::select! {
+            polled = consumer.poll_up_to(idle_left, limit) => polled?,
+            _ = tokio::signal::ctrl_c() => break,
+        };
         if records.is_empty() {
             continue;
         }

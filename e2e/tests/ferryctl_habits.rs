@@ -3,14 +3,17 @@
 //! clamped to what is stored) and the next reader starts there; a group with a
 //! member reading is refused, saying why. Benches delete the topic they created
 //! unless `--keep`. Ctrl-C (SIGINT) on `topic consume --group` commits what was
-//! printed and leaves the group.
+//! printed and leaves the group. A port that answers HTTP (the metrics port) or a
+//! stopped broker is named as such within seconds. `topic create` and `queue
+//! create` on a cluster return once every partition is led, so a produce right
+//! after finds its leader.
 
 mod common;
 
 use std::process::Output;
 use std::time::Duration;
 
-use common::start_formed;
+use common::{PartitionId, read_view, start_formed};
 use ferry_e2e::{ClusterOptions, ferryctl_binary};
 use serde_json::Value;
 
@@ -276,4 +279,100 @@ async fn ctrl_c_on_a_group_consumer_commits_what_was_printed_and_leaves() {
         serde_json::json!([]),
         "left the group"
     );
+}
+
+#[test]
+fn a_metrics_port_or_a_stopped_broker_is_named_within_seconds() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut broker = Running(
+        std::process::Command::new(ferry_e2e::broker_binary())
+            .arg("standalone")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start a standalone broker"),
+    );
+    // "ferry-broker ready grpc=ADDR metrics=ADDR"
+    let ready = BufReader::new(broker.0.stdout.take().expect("stdout"))
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| line.starts_with("ferry-broker ready"))
+        .expect("the broker's ready line");
+    let field = |name: &str| {
+        ready
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix(name))
+            .expect("an address")
+            .to_owned()
+    };
+    let (grpc, metrics) = (field("grpc="), field("metrics="));
+
+    let wrong = ferryctl(&metrics, &["topic", "list"], "");
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success());
+    assert!(said.contains("is it the metrics port?"), "{said}");
+    assert!(
+        !said.contains("https://"),
+        "no TLS hint for an HTTP port: {said}"
+    );
+
+    ok(&grpc, &["topic", "list"], "");
+    let pid = broker.0.id().to_string();
+    let stop = |signal: &str| {
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    };
+    stop("-STOP");
+    let silent = ferryctl(&grpc, &["topic", "list"], "");
+    stop("-CONT");
+    let said = String::from_utf8_lossy(&silent.stderr);
+    assert!(!silent.status.success());
+    assert!(said.contains("no answer from"), "{said}");
+}
+
+#[tokio::test]
+async fn creates_on_a_cluster_return_once_every_partition_is_led() {
+    let (cluster, mut etcd) = start_formed(ClusterOptions {
+        hosts: 3,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let server = cluster.hosts()[0].addr().to_string();
+    let other = cluster.hosts()[2].addr().to_string();
+    ok(
+        &server,
+        &[
+            "topic",
+            "create",
+            "fresh",
+            "--partitions",
+            "6",
+            "--replication-factor",
+            "3",
+        ],
+        "",
+    );
+    ok(
+        &server,
+        &["queue", "create", "fresh-jobs", "--replication-factor", "3"],
+        "",
+    );
+    // Read at once: the creates waited for the leaders.
+    let view = read_view(&mut etcd, cluster.name())
+        .await
+        .expect("the view");
+    for partition in 0..6 {
+        let id = PartitionId::topic("fresh", partition);
+        assert!(view.leader(&id).is_some(), "{id:?} has no leader yet");
+    }
+    assert!(view.leader(&PartitionId::queue("fresh-jobs")).is_some());
+    ok(&other, &["topic", "produce", "fresh"], "right away\n");
+    ok(&other, &["queue", "send", "fresh-jobs"], "right away\n");
 }

@@ -7,6 +7,7 @@ mod cluster;
 mod group;
 mod output;
 mod parse;
+mod placement;
 mod queue;
 mod quota;
 mod topic;
@@ -114,10 +115,36 @@ pub struct Context {
     pub client: ClientConfig,
 }
 
+/// How long the first answer may take before ferryctl says the server is silent.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Context {
-    /// Connects to the broker, with the address in the error when that fails.
+    /// Connects to the broker, with the address in the error when that fails, and
+    /// checks within seconds that a gRPC server answers there: a stopped broker or
+    /// a port that speaks something else is named as such, not left to a request's
+    /// 30 s timeout or an HTTP status.
     pub async fn connect(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect_with(&self.server, self.client.clone()).await?)
+        let client = Client::connect_with(&self.server, self.client.clone()).await?;
+        match tokio::time::timeout(PROBE_TIMEOUT, client.who_am_i()).await {
+            Err(_) => anyhow::bail!(
+                "no answer from {} within {} s: is the broker running (not stopped or \
+                 overloaded), and is this its gRPC port (--listen, 7070 by default)?",
+                self.server,
+                PROBE_TIMEOUT.as_secs()
+            ),
+            Ok(Err(ClientError::Broker {
+                code: ErrorCode::Unspecified,
+                message,
+                ..
+            })) if message.contains("HTTP status code") => anyhow::bail!(
+                "{} answered HTTP, not Ferry's gRPC ({message}): is it the metrics port? \
+                 The gRPC port is the broker's --listen (7070 by default).",
+                self.server
+            ),
+            // Any other answer (an access error included) is a server speaking gRPC:
+            // the command itself says what is wrong, if anything.
+            Ok(_) => Ok(client),
+        }
     }
 }
 

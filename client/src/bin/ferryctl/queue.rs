@@ -237,6 +237,9 @@ pub async fn run(context: &Context, command: QueueCommand) -> anyhow::Result<()>
                 .create_queue(&name, &settings.settings()?)
                 .await
                 .map_err(|err| queue_error(&name, err))?;
+            // So that a send right after this command finds the leader.
+            crate::placement::wait_until_led(&client, crate::placement::Kind::Queue, &name, 1)
+                .await;
             match format {
                 OutputFormat::Text => println!("created queue '{}'", queue.name),
                 OutputFormat::Json => output::print_json(&queue_json(&queue))?,

@@ -132,6 +132,14 @@ pub async fn run(context: &Context, command: TopicCommand) -> anyhow::Result<()>
                 .create_topic(&name, &settings)
                 .await
                 .map_err(|err| topic_error(&name, err))?;
+            // So that a produce right after this command finds the leaders.
+            crate::placement::wait_until_led(
+                &client,
+                crate::placement::Kind::Topic,
+                &name,
+                topic.partition_count() as usize,
+            )
+            .await;
             match format {
                 OutputFormat::Text => println!(
                     "created topic '{}' with {} partitions",

@@ -6,7 +6,8 @@
 //! printed and leaves the group. A port that answers HTTP (the metrics port) or a
 //! stopped broker is named as such within seconds. `topic create` and `queue
 //! create` on a cluster return once every partition is led, so a produce right
-//! after finds its leader.
+//! after finds its leader. `topic consume` reads chosen partitions from an offset
+//! or a time, prints a kcat-style format, and keeps binary values exact in JSON.
 
 mod common;
 
@@ -375,4 +376,105 @@ async fn creates_on_a_cluster_return_once_every_partition_is_led() {
     assert!(view.leader(&PartitionId::queue("fresh-jobs")).is_some());
     ok(&other, &["topic", "produce", "fresh"], "right away\n");
     ok(&other, &["queue", "send", "fresh-jobs"], "right away\n");
+}
+
+#[tokio::test]
+async fn consume_reads_chosen_partitions_from_an_offset_or_a_time_in_any_format() {
+    use ferry_proto::v1 as pb;
+    let (cluster, _etcd) = start_formed(ClusterOptions {
+        hosts: 1,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let host = &cluster.hosts()[0];
+    let server = host.addr().to_string();
+    ok(
+        &server,
+        &["topic", "create", "bytes", "--partitions", "2"],
+        "",
+    );
+    // Three messages with their own times, and a value that is not UTF-8, all on
+    // the partition of key "k".
+    let partition = ferry_records::partition_for_key(b"k", 2);
+    let message = |value: &[u8], timestamp_ms: i64| pb::Message {
+        key: Some(b"k".to_vec().into()),
+        value: value.to_vec().into(),
+        headers: vec![pb::Header {
+            key: "h".to_owned(),
+            value: b"v".to_vec().into(),
+        }],
+        timestamp_ms: Some(timestamp_ms),
+    };
+    let channel = tonic::transport::Endpoint::from_shared(host.url())
+        .expect("a URL")
+        .connect_lazy();
+    pb::topic_service_client::TopicServiceClient::new(channel)
+        .produce(pb::ProduceRequest {
+            topic: "bytes".to_owned(),
+            batches: vec![],
+            messages: vec![
+                message(b"first", 1_000),
+                message(b"second", 2_000),
+                message(&[0xff, 0x00, b'A'], 3_000),
+            ],
+        })
+        .await
+        .expect("produce");
+    let p = partition.to_string();
+    let formatted = ok(
+        &server,
+        &[
+            "topic",
+            "consume",
+            "bytes",
+            "--partition",
+            &p,
+            "--offset",
+            "1",
+            "--max",
+            "1",
+            "--format",
+            "%t/%p@%o %k=%s [%h] %T\\n",
+        ],
+        "",
+    );
+    assert_eq!(formatted, format!("bytes/{p}@1 k=second [h=v] 2000\n"));
+    let from_time = ok(
+        &server,
+        &[
+            "--output",
+            "json",
+            "topic",
+            "consume",
+            "bytes",
+            "--from-timestamp",
+            "2500",
+            "--max",
+            "1",
+        ],
+        "",
+    );
+    let record: Value = serde_json::from_str(from_time.trim()).expect("one JSON line");
+    assert_eq!(record["offset"], 2, "{record}");
+    assert_eq!(record["value_base64"], "/wBB", "the exact bytes: {record}");
+    assert_eq!(record["headers"][0]["key"], "h", "{record}");
+    let other = (1 - partition).to_string();
+    let empty = ferryctl(
+        &server,
+        &[
+            "topic",
+            "consume",
+            "bytes",
+            "--partition",
+            &other,
+            "--from-beginning",
+            "--timeout-ms",
+            "500",
+        ],
+        "",
+    );
+    assert!(
+        empty.status.success() && empty.stdout.is_empty(),
+        "{empty:?}"
+    );
 }

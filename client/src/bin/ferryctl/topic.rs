@@ -86,6 +86,21 @@ pub enum TopicCommand {
         /// Stop after this many messages.
         #[arg(long)]
         max: Option<u64>,
+        /// Read only this partition (repeatable; without --group).
+        #[arg(long = "partition", conflicts_with = "group")]
+        partitions: Vec<u32>,
+        /// Start at this offset in each partition read (without --group).
+        #[arg(long, conflicts_with_all = ["group", "from_beginning", "from_timestamp"])]
+        offset: Option<u64>,
+        /// Start at the first message at or after this time, ms since the epoch
+        /// (without --group).
+        #[arg(long, conflicts_with_all = ["group", "from_beginning"])]
+        from_timestamp: Option<i64>,
+        /// Print each message with this format (kcat's -f): %s value, %k key, %t
+        /// topic, %p partition, %o offset, %T timestamp (ms), %h headers (k=v,…),
+        /// %% a percent sign; \n and \t escapes. Default "%s\n". Text output only.
+        #[arg(long)]
+        format: Option<String>,
         /// Stop when no message arrived for this long. Ctrl-C stops too; with a
         /// group, what was printed is committed and the member leaves either way.
         #[arg(long, default_value_t = 5000)]
@@ -176,12 +191,20 @@ pub async fn run(context: &Context, command: TopicCommand) -> anyhow::Result<()>
             group,
             from_beginning,
             max,
+            partitions,
+            offset,
+            from_timestamp,
+            format: template,
             timeout_ms,
         } => {
             let options = ConsumeOptions {
                 group,
                 from_beginning,
                 max,
+                partitions,
+                offset,
+                from_timestamp,
+                template: Template::parse(template.as_deref().unwrap_or("%s\\n"))?,
                 idle: Duration::from_millis(timeout_ms),
             };
             consume(&client, format, &name, options).await?;
@@ -437,7 +460,106 @@ struct ConsumeOptions {
     group: Option<String>,
     from_beginning: bool,
     max: Option<u64>,
+    partitions: Vec<u32>,
+    offset: Option<u64>,
+    from_timestamp: Option<i64>,
+    template: Template,
     idle: Duration,
+}
+
+/// One piece of a `--format` template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Value,
+    Key,
+    Topic,
+    Partition,
+    Offset,
+    Timestamp,
+    Headers,
+}
+
+/// A parsed `--format` template (kcat's -f style).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Template(Vec<Piece>);
+
+impl Template {
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            let piece = match (c, chars.clone().next()) {
+                ('%', Some(spec)) => {
+                    chars.next();
+                    match spec {
+                        's' => Piece::Value,
+                        'k' => Piece::Key,
+                        't' => Piece::Topic,
+                        'p' => Piece::Partition,
+                        'o' => Piece::Offset,
+                        'T' => Piece::Timestamp,
+                        'h' => Piece::Headers,
+                        '%' => {
+                            literal.push('%');
+                            continue;
+                        }
+                        other => anyhow::bail!(
+                            "--format: unknown %{other} (use %s %k %t %p %o %T %h or %%)"
+                        ),
+                    }
+                }
+                ('\\', Some(escaped @ ('n' | 't' | '\\'))) => {
+                    chars.next();
+                    literal.push(match escaped {
+                        'n' => '\n',
+                        't' => '\t',
+                        _ => '\\',
+                    });
+                    continue;
+                }
+                _ => {
+                    literal.push(c);
+                    continue;
+                }
+            };
+            if !literal.is_empty() {
+                pieces.push(Piece::Text(std::mem::take(&mut literal)));
+            }
+            pieces.push(piece);
+        }
+        if !literal.is_empty() {
+            pieces.push(Piece::Text(literal));
+        }
+        Ok(Self(pieces))
+    }
+
+    /// Writes `record` as the template says; values and keys go out byte for byte.
+    fn write(&self, out: &mut impl Write, record: &ConsumedRecord) -> std::io::Result<()> {
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(text) => out.write_all(text.as_bytes())?,
+                Piece::Value => out.write_all(&record.value)?,
+                Piece::Key => out.write_all(record.key.as_deref().unwrap_or_default())?,
+                Piece::Topic => out.write_all(record.topic.as_bytes())?,
+                Piece::Partition => write!(out, "{}", record.partition)?,
+                Piece::Offset => write!(out, "{}", record.offset)?,
+                Piece::Timestamp => write!(out, "{}", record.timestamp_ms)?,
+                Piece::Headers => {
+                    for (index, (key, value)) in record.headers.iter().enumerate() {
+                        if index > 0 {
+                            out.write_all(b",")?;
+                        }
+                        out.write_all(key.as_bytes())?;
+                        out.write_all(b"=")?;
+                        out.write_all(value)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 async fn consume(
@@ -467,12 +589,25 @@ async fn consume(
                 .describe_topic(name)
                 .await
                 .map_err(|err| topic_error(name, err))?;
-            let partitions = (0..topic.partition_count())
+            let count = topic.partition_count();
+            if let Some(missing) = options.partitions.iter().find(|&&p| p >= count) {
+                anyhow::bail!("topic '{name}' has no partition {missing} (it has {count})");
+            }
+            let partitions = (0..count)
+                .filter(|p| options.partitions.is_empty() || options.partitions.contains(p))
                 .map(|p| TopicPartition::new(name, p))
                 .collect();
             Consumer::assign(client, config, partitions)?
         }
     };
+    if let Some(offset) = options.offset {
+        for tp in consumer.assignment() {
+            consumer.seek(&tp, offset);
+        }
+    }
+    if let Some(timestamp_ms) = options.from_timestamp {
+        consumer.seek_to_timestamp(timestamp_ms).await?;
+    }
     let mut consumed = 0u64;
     let mut last_message = Instant::now();
     loop {
@@ -493,7 +628,7 @@ async fn consume(
         }
         last_message = Instant::now();
         consumed += records.len() as u64;
-        print_records(format, &records)?;
+        print_records(format, &options.template, &records)?;
     }
     consumer.close().await?;
     if format == OutputFormat::Text {
@@ -502,20 +637,32 @@ async fn consume(
     Ok(())
 }
 
-fn print_records(format: OutputFormat, records: &[ConsumedRecord]) -> anyhow::Result<()> {
+fn print_records(
+    format: OutputFormat,
+    template: &Template,
+    records: &[ConsumedRecord],
+) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let base64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     for record in records {
         match format {
-            OutputFormat::Text => {
-                stdout.write_all(&record.value)?;
-                stdout.write_all(b"\n")?;
-            }
+            OutputFormat::Text => template.write(&mut stdout, record)?,
             OutputFormat::Json => {
+                // Text for people (invalid UTF-8 replaced), base64 for the exact bytes.
                 let line = json!({
+                    "topic": &*record.topic,
                     "partition": record.partition,
                     "offset": record.offset,
                     "key": record.key.as_deref().map(output::lossy),
+                    "key_base64": record.key.as_deref().map(base64),
                     "value": output::lossy(&record.value),
+                    "value_base64": base64(&record.value),
+                    "headers": record.headers.iter().map(|(k, v)| json!({
+                        "key": k,
+                        "value": output::lossy(v),
+                        "value_base64": base64(v),
+                    })).collect::<Vec<_>>(),
                     "timestamp": record.timestamp_ms,
                 });
                 serde_json::to_writer(&mut stdout, &line)?;
@@ -583,5 +730,30 @@ mod tests {
         let value = topic_json(&topic);
         assert_eq!(value["partitions"][0]["records"], 10);
         assert_eq!(value["config"]["durability"], "fsync");
+    }
+
+    #[test]
+    fn format_templates_write_each_field_byte_for_byte() -> anyhow::Result<()> {
+        let record = ConsumedRecord {
+            topic: std::sync::Arc::from("orders"),
+            partition: 2,
+            offset: 41,
+            key: Some(bytes::Bytes::from_static(b"k1")),
+            value: bytes::Bytes::from_static(&[0xff, b'v']),
+            headers: vec![
+                ("a".to_owned(), bytes::Bytes::from_static(b"1")),
+                ("b".to_owned(), bytes::Bytes::from_static(b"2")),
+            ],
+            timestamp_ms: 1_700,
+        };
+        let template = Template::parse(r"%t/%p@%o %k=%s [%h] %T 100%%\n")?;
+        let mut out = Vec::new();
+        template.write(&mut out, &record)?;
+        let mut expected = b"orders/2@41 k1=".to_vec();
+        expected.extend_from_slice(&[0xff, b'v']);
+        expected.extend_from_slice(b" [a=1,b=2] 1700 100%\n");
+        assert_eq!(out, expected);
+        assert!(Template::parse("%x").is_err());
+        Ok(())
     }
 }

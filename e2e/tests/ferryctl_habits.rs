@@ -8,6 +8,8 @@
 //! create` on a cluster return once every partition is led, so a produce right
 //! after finds its leader. `topic consume` reads chosen partitions from an offset
 //! or a time, prints a kcat-style format, and keeps binary values exact in JSON.
+//! Named contexts in a config file (`ferryctl config …`) choose the server; flags
+//! override them.
 
 mod common;
 
@@ -477,4 +479,64 @@ async fn consume_reads_chosen_partitions_from_an_offset_or_a_time_in_any_format(
         empty.status.success() && empty.stdout.is_empty(),
         "{empty:?}"
     );
+}
+
+#[tokio::test]
+async fn named_contexts_choose_the_server_and_flags_override_them() {
+    let (cluster, _etcd) = start_formed(ClusterOptions {
+        hosts: 1,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let server = cluster.hosts()[0].addr().to_string();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = dir.path().join("ferry/config.toml");
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new("timeout")
+            .args(["-s", "KILL", "60"])
+            .arg(ferryctl_binary())
+            .args(args)
+            .env("FERRY_CONFIG", &config)
+            .env_remove("FERRY_SERVER")
+            .output()
+            .expect("run ferryctl");
+        (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    };
+    let (set, said) = run(&["--server", &server, "config", "set-context", "here"]);
+    assert!(set, "{said}");
+    let (set, said) = run(&[
+        "--server",
+        "127.0.0.1:1",
+        "config",
+        "set-context",
+        "nowhere",
+    ]);
+    assert!(set, "{said}");
+    // The first context set became the current one: no --server needed.
+    let (listed, said) = run(&["topic", "list"]);
+    assert!(listed, "{said}");
+    let (used, said) = run(&["config", "use-context", "nowhere"]);
+    assert!(used, "{said}");
+    let (listed, _) = run(&["topic", "list"]);
+    assert!(!listed, "the current context points nowhere");
+    let (listed, said) = run(&["--context", "here", "topic", "list"]);
+    assert!(listed, "{said}");
+    let (listed, said) = run(&["--server", &server, "topic", "list"]);
+    assert!(listed, "a flag overrides the context: {said}");
+    let (missing, said) = run(&["--context", "elsewhere", "topic", "list"]);
+    assert!(
+        !missing && said.contains("no context 'elsewhere'"),
+        "{said}"
+    );
+    let (got, said) = run(&["config", "get-contexts"]);
+    assert!(got && said.contains("*        nowhere"), "{said}");
+    let stored = std::fs::read_to_string(&config).expect("the config file");
+    assert!(stored.contains("current-context = \"nowhere\""), "{stored}");
 }

@@ -4,6 +4,7 @@
 mod acl;
 mod bench;
 mod cluster;
+mod config;
 mod group;
 mod output;
 mod parse;
@@ -27,13 +28,13 @@ use output::OutputFormat;
 struct Cli {
     /// Broker (or gateway) address: `host:port`, `http://host:port` or
     /// `https://host:port` (TLS; `host:port` is TLS too when a --tls-* flag is given).
-    #[arg(
-        long,
-        global = true,
-        env = "FERRY_SERVER",
-        default_value = "127.0.0.1:7070"
-    )]
-    server: String,
+    /// Default: the context's, else 127.0.0.1:7070.
+    #[arg(long, global = true, env = "FERRY_SERVER")]
+    server: Option<String>,
+    /// The named context (server, TLS, token) to use from the config file
+    /// (`ferryctl config`); default: its current context.
+    #[arg(long, global = true, env = "FERRY_CONTEXT")]
+    context: Option<String>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
@@ -94,6 +95,9 @@ enum Command {
     Quota(quota::QuotaCommand),
     /// Show the principal the broker sees for these credentials.
     Whoami,
+    /// Manage named contexts (server, TLS, token) in the config file.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Print a shell completion script: `source <(ferryctl completion bash)`, or
     /// write it where the shell looks (zsh: a directory on $fpath as `_ferryctl`;
     /// fish: ~/.config/fish/completions/ferryctl.fish).
@@ -149,47 +153,71 @@ impl Context {
 }
 
 impl Cli {
-    /// The bearer token: --token-file's contents, else FERRY_TOKEN, else none.
-    fn token(&self) -> anyhow::Result<Option<BearerToken>> {
-        let token = match &self.token_file {
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("reading --token-file {}", path.display()))?,
-            None => match std::env::var("FERRY_TOKEN") {
-                Ok(token) => token,
-                Err(_) => return Ok(None),
-            },
-        };
-        Ok(Some(BearerToken::new(&token)?))
-    }
-
-    /// TLS settings from the flags, the files read now; `None` when no flag is given.
-    fn tls(&self) -> anyhow::Result<Option<TlsOptions>> {
-        if self.tls_ca_file.is_none()
-            && self.tls_cert_file.is_none()
-            && self.tls_server_name.is_none()
-        {
-            return Ok(None);
+    /// The connection flags given on this command line (or their variables).
+    fn given(&self) -> config::Connection {
+        config::Connection {
+            server: self.server.clone(),
+            tls_ca_file: self.tls_ca_file.clone(),
+            tls_cert_file: self.tls_cert_file.clone(),
+            tls_key_file: self.tls_key_file.clone(),
+            tls_server_name: self.tls_server_name.clone(),
+            token_file: self.token_file.clone(),
         }
-        let read = |flag: &str, path: &PathBuf| {
-            std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))
-        };
-        let ca_pem = self
-            .tls_ca_file
-            .as_ref()
-            .map(|path| read("--tls-ca-file", path))
-            .transpose()?;
-        let identity = match (&self.tls_cert_file, &self.tls_key_file) {
-            (Some(cert), Some(key)) => {
-                Some((read("--tls-cert-file", cert)?, read("--tls-key-file", key)?))
-            }
-            _ => None,
-        };
-        Ok(Some(TlsOptions {
-            ca_pem,
-            identity,
-            server_name: self.tls_server_name.clone(),
-        }))
     }
+}
+
+/// The bearer token: the token file's contents, else FERRY_TOKEN, else none.
+fn token(connection: &config::Connection) -> anyhow::Result<Option<BearerToken>> {
+    let token = match &connection.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading --token-file {}", path.display()))?,
+        None => match std::env::var("FERRY_TOKEN") {
+            Ok(token) => token,
+            Err(_) => return Ok(None),
+        },
+    };
+    Ok(Some(BearerToken::new(&token)?))
+}
+
+/// TLS settings, the files read now; `None` when no TLS setting is given.
+fn tls(connection: &config::Connection) -> anyhow::Result<Option<TlsOptions>> {
+    if connection.tls_ca_file.is_none()
+        && connection.tls_cert_file.is_none()
+        && connection.tls_server_name.is_none()
+    {
+        return Ok(None);
+    }
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))
+    };
+    let ca_pem = connection
+        .tls_ca_file
+        .as_ref()
+        .map(|path| read("--tls-ca-file", path))
+        .transpose()?;
+    let identity = match (&connection.tls_cert_file, &connection.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            Some((read("--tls-cert-file", cert)?, read("--tls-key-file", key)?))
+        }
+        (None, None) => None,
+        _ => anyhow::bail!("a client certificate needs both --tls-cert-file and --tls-key-file"),
+    };
+    Ok(Some(TlsOptions {
+        ca_pem,
+        identity,
+        server_name: connection.tls_server_name.clone(),
+    }))
+}
+
+/// The connection: flags over the selected context over the defaults.
+fn resolve(cli: &Cli) -> anyhow::Result<(String, Option<TlsOptions>, Option<BearerToken>)> {
+    let context = config::selected(&config::path(), cli.context.as_deref())?;
+    let connection = cli.given().or(context);
+    let server = connection
+        .server
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:7070".to_owned());
+    Ok((server, tls(&connection)?, token(&connection)?))
 }
 
 /// Prints the completion script for `shell` (needs no broker and no credentials).
@@ -219,6 +247,17 @@ fn main() -> ExitCode {
     if let Command::Completion { shell } = cli.command {
         return completion(shell);
     }
+    // Contexts are edited without a broker.
+    let given = cli.given();
+    if let Command::Config(command) = cli.command {
+        return match config::run(command, given, cli.output) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -229,16 +268,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (tls, token) = match cli.tls().and_then(|tls| Ok((tls, cli.token()?))) {
+    let (server, tls, token) = match resolve(&cli) {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("error: {err:#}");
             return ExitCode::FAILURE;
         }
     };
-    let tls_in_use = tls.is_some() || cli.server.trim().starts_with("https://");
+    let tls_in_use = tls.is_some() || server.trim().starts_with("https://");
     let context = Context {
-        server: cli.server,
+        server,
         output: cli.output,
         client: ClientConfig {
             tls,
@@ -256,7 +295,7 @@ fn main() -> ExitCode {
             Command::Acl(command) => acl::run(&context, command).await,
             Command::Quota(command) => quota::run(&context, command).await,
             Command::Whoami => acl::who_am_i(&context).await,
-            Command::Completion { .. } => Ok(()),
+            Command::Completion { .. } | Command::Config(_) => Ok(()),
         }
     });
     match result {

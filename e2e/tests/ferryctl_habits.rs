@@ -9,7 +9,8 @@
 //! after finds its leader. `topic consume` reads chosen partitions from an offset
 //! or a time, prints a kcat-style format, and keeps binary values exact in JSON.
 //! Named contexts in a config file (`ferryctl config …`) choose the server; flags
-//! override them.
+//! override them. Keyless lines produced spread over the partitions, one each in
+//! turn.
 
 mod common;
 
@@ -539,4 +540,43 @@ async fn named_contexts_choose_the_server_and_flags_override_them() {
     assert!(got && said.contains("*        nowhere"), "{said}");
     let stored = std::fs::read_to_string(&config).expect("the config file");
     assert!(stored.contains("current-context = \"nowhere\""), "{stored}");
+}
+
+#[tokio::test]
+async fn keyless_lines_spread_over_the_partitions() {
+    let (cluster, _etcd) = start_formed(ClusterOptions {
+        hosts: 1,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let server = cluster.hosts()[0].addr().to_string();
+    ok(
+        &server,
+        &["topic", "create", "spread", "--partitions", "3"],
+        "",
+    );
+    ok(
+        &server,
+        &["topic", "produce", "spread"],
+        "a\nb\nc\nd\ne\nf\n",
+    );
+    let read = ok(
+        &server,
+        &[
+            "topic",
+            "consume",
+            "spread",
+            "--from-beginning",
+            "--max",
+            "6",
+            "--format",
+            "%p\\n",
+        ],
+        "",
+    );
+    let mut per_partition = [0; 3];
+    for line in read.lines() {
+        per_partition[line.parse::<usize>().expect("a partition")] += 1;
+    }
+    assert_eq!(per_partition, [2, 2, 2], "{read}");
 }

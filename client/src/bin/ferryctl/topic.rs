@@ -9,8 +9,8 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use ferry_client::{
     AutoOffsetReset, Client, ClientError, ConsumedRecord, Consumer, ConsumerConfig, DeliveryFuture,
-    Durability, ErrorCode, Producer, ProducerConfig, RecordRef, TopicDescription, TopicPartition,
-    TopicSettings,
+    Durability, ErrorCode, Partitioner, Producer, ProducerConfig, RecordRef, TopicDescription,
+    TopicPartition, TopicSettings,
 };
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
@@ -69,9 +69,13 @@ pub enum TopicCommand {
         /// Key for every message (messages with one key share a partition).
         #[arg(long)]
         key: Option<String>,
+        /// Where keyless messages go: round-robin (each to the next partition) or
+        /// sticky (fill one partition's batch, then the next: larger batches).
+        #[arg(long, value_parser = parse_partitioner, default_value = "round-robin")]
+        partitioner: Partitioner,
     },
-    /// Consume messages and print them (keys and values are shown as UTF-8; invalid
-    /// bytes are replaced by U+FFFD, there is no base64 output).
+    /// Consume messages and print them: values as they are (or with --format); with
+    /// --output json, text with invalid UTF-8 replaced and base64 for the exact bytes.
     Consume {
         /// Topic name.
         name: String,
@@ -106,6 +110,16 @@ pub enum TopicCommand {
         #[arg(long, default_value_t = 5000)]
         timeout_ms: u64,
     },
+}
+
+fn parse_partitioner(text: &str) -> Result<Partitioner, String> {
+    match text {
+        "round-robin" => Ok(Partitioner::RoundRobin),
+        "sticky" => Ok(Partitioner::Sticky),
+        other => Err(format!(
+            "unknown partitioner '{other}' (round-robin or sticky)"
+        )),
+    }
 }
 
 fn parse_durability(text: &str) -> Result<Durability, String> {
@@ -185,7 +199,11 @@ pub async fn run(context: &Context, command: TopicCommand) -> anyhow::Result<()>
                 OutputFormat::Json => output::print_json(&json!({ "deleted": name }))?,
             }
         }
-        TopicCommand::Produce { name, key } => produce(&client, format, &name, key).await?,
+        TopicCommand::Produce {
+            name,
+            key,
+            partitioner,
+        } => produce(&client, format, &name, key, partitioner).await?,
         TopicCommand::Consume {
             name,
             group,
@@ -397,8 +415,13 @@ async fn produce(
     format: OutputFormat,
     name: &str,
     key: Option<String>,
+    partitioner: Partitioner,
 ) -> anyhow::Result<()> {
-    let producer = Producer::new(client, name, ProducerConfig::default())
+    let config = ProducerConfig {
+        partitioner,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(client, name, config)
         .await
         .map_err(|err| topic_error(name, err))?;
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());

@@ -51,6 +51,17 @@ fn ok(server: &str, args: &[&str], stdin: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// A one-host cluster and its address.
+async fn one_host() -> (ferry_e2e::Cluster, String) {
+    let (cluster, _etcd) = start_formed(ClusterOptions {
+        hosts: 1,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let server = cluster.hosts()[0].addr().to_string();
+    (cluster, server)
+}
+
 /// The group's committed offset per partition of `topic`, from `group describe`.
 fn committed(server: &str, group: &str) -> Vec<u64> {
     let described: Value = serde_json::from_str(&ok(
@@ -69,12 +80,7 @@ fn committed(server: &str, group: &str) -> Vec<u64> {
 
 #[tokio::test]
 async fn reset_offsets_plans_then_commits_and_refuses_while_members_read() {
-    let (cluster, _etcd) = start_formed(ClusterOptions {
-        hosts: 1,
-        ..ClusterOptions::default()
-    })
-    .await;
-    let server = cluster.hosts()[0].addr().to_string();
+    let (_cluster, server) = one_host().await;
     ok(
         &server,
         &["topic", "create", "ledger", "--partitions", "1"],
@@ -193,12 +199,7 @@ async fn reset_offsets_plans_then_commits_and_refuses_while_members_read() {
 
 #[tokio::test]
 async fn benches_remove_the_topic_they_created_unless_kept() {
-    let (cluster, _etcd) = start_formed(ClusterOptions {
-        hosts: 1,
-        ..ClusterOptions::default()
-    })
-    .await;
-    let server = cluster.hosts()[0].addr().to_string();
+    let (_cluster, server) = one_host().await;
     let topics = |server: &str| -> Vec<String> {
         let listed: Value =
             serde_json::from_str(&ok(server, &["--output", "json", "topic", "list"], ""))
@@ -231,12 +232,7 @@ async fn benches_remove_the_topic_they_created_unless_kept() {
 #[tokio::test]
 async fn ctrl_c_on_a_group_consumer_commits_what_was_printed_and_leaves() {
     use std::io::{BufRead, BufReader};
-    let (cluster, _etcd) = start_formed(ClusterOptions {
-        hosts: 1,
-        ..ClusterOptions::default()
-    })
-    .await;
-    let server = cluster.hosts()[0].addr().to_string();
+    let (_cluster, server) = one_host().await;
     ok(
         &server,
         &["topic", "create", "tail", "--partitions", "1"],
@@ -484,12 +480,7 @@ async fn consume_reads_chosen_partitions_from_an_offset_or_a_time_in_any_format(
 
 #[tokio::test]
 async fn named_contexts_choose_the_server_and_flags_override_them() {
-    let (cluster, _etcd) = start_formed(ClusterOptions {
-        hosts: 1,
-        ..ClusterOptions::default()
-    })
-    .await;
-    let server = cluster.hosts()[0].addr().to_string();
+    let (_cluster, server) = one_host().await;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let config = dir.path().join("ferry/config.toml");
     let run = |args: &[&str]| {
@@ -544,12 +535,7 @@ async fn named_contexts_choose_the_server_and_flags_override_them() {
 
 #[tokio::test]
 async fn keyless_lines_spread_over_the_partitions() {
-    let (cluster, _etcd) = start_formed(ClusterOptions {
-        hosts: 1,
-        ..ClusterOptions::default()
-    })
-    .await;
-    let server = cluster.hosts()[0].addr().to_string();
+    let (_cluster, server) = one_host().await;
     ok(
         &server,
         &["topic", "create", "spread", "--partitions", "3"],

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{FORM_DEADLINE, PartitionId, start_formed, wait_for_view};
+use common::start_formed;
 use ferry_e2e::ClusterOptions;
 
 /// How long the Go test may run, compiling included.
@@ -86,36 +86,7 @@ async fn the_go_client_follows_leaders_through_a_host_kill() {
     wait_for("consumed the 30 before messages as group readers");
     wait_for("paused");
 
-    let queue = PartitionId::queue("go-jobs");
-    let view = wait_for_view(
-        &mut etcd,
-        cluster.name(),
-        FORM_DEADLINE,
-        "the queue led with three in sync",
-        |view| {
-            view.partition(&queue)
-                .is_some_and(|state| state.leader.is_some() && state.isr.len() == 3)
-        },
-    )
-    .await;
-    let victim = view.leader(&queue).expect("a leader").to_owned();
-    cluster.host_mut(&victim).kill();
-    let partitions: Vec<PartitionId> = (0..3)
-        .map(|p| PartitionId::topic("go-events", p))
-        .chain([queue.clone()])
-        .collect();
-    wait_for_view(
-        &mut etcd,
-        cluster.name(),
-        FORM_DEADLINE,
-        "every partition led by a survivor",
-        |view| {
-            partitions
-                .iter()
-                .all(|id| view.leader(id).is_some_and(|leader| leader != victim))
-        },
-    )
-    .await;
+    common::kill_queue_leader(&mut cluster, &mut etcd, "go-jobs", "go-events", 3).await;
     std::fs::write(&resume, b"go").expect("resume the Go test");
     wait_for("consumed the 30 after messages as group readers");
     wait_for("--- PASS: TestScenario");

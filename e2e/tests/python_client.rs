@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{FORM_DEADLINE, PartitionId, start_formed, wait_for_view};
+use common::start_formed;
 use ferry_e2e::ClusterOptions;
 
 /// Where `.ci/setup test` installs grpcio, grpcio-tools and grpcio-status.
@@ -138,36 +138,7 @@ async fn the_python_client_follows_leaders_through_a_host_kill() {
     scenario.wait_for("consumed the 30 before messages as group readers");
     scenario.wait_for("paused");
 
-    let queue = PartitionId::queue("py-jobs");
-    let view = wait_for_view(
-        &mut etcd,
-        cluster.name(),
-        FORM_DEADLINE,
-        "the queue led with three in sync",
-        |view| {
-            view.partition(&queue)
-                .is_some_and(|state| state.leader.is_some() && state.isr.len() == 3)
-        },
-    )
-    .await;
-    let victim = view.leader(&queue).expect("a leader").to_owned();
-    cluster.host_mut(&victim).kill();
-    let partitions: Vec<PartitionId> = (0..3)
-        .map(|p| PartitionId::topic("py-events", p))
-        .chain([queue.clone()])
-        .collect();
-    wait_for_view(
-        &mut etcd,
-        cluster.name(),
-        FORM_DEADLINE,
-        "every partition led by a survivor",
-        |view| {
-            partitions
-                .iter()
-                .all(|id| view.leader(id).is_some_and(|leader| leader != victim))
-        },
-    )
-    .await;
+    common::kill_queue_leader(&mut cluster, &mut etcd, "py-jobs", "py-events", 3).await;
 
     // The same client, whose remembered leaders include the dead host, goes on.
     scenario.resume();

@@ -367,3 +367,46 @@ impl SecuredEtcd {
         .expect("connect to etcd over TLS")
     }
 }
+
+/// Kills the host leading `queue` once it is led with three replicas in sync, and
+/// waits until it and the topic's `partitions` are led by survivors; the killed
+/// host's id. For the scenarios that check a client follows its leaders.
+pub async fn kill_queue_leader(
+    cluster: &mut ferry_e2e::Cluster,
+    etcd: &mut Client,
+    queue: &str,
+    topic: &str,
+    partitions: u32,
+) -> String {
+    let queue = PartitionId::queue(queue);
+    let view = wait_for_view(
+        etcd,
+        cluster.name(),
+        FORM_DEADLINE,
+        "the queue led with three in sync",
+        |view| {
+            view.partition(&queue)
+                .is_some_and(|state| state.leader.is_some() && state.isr.len() == 3)
+        },
+    )
+    .await;
+    let victim = view.leader(&queue).expect("a leader").to_owned();
+    cluster.host_mut(&victim).kill();
+    let led: Vec<PartitionId> = (0..partitions)
+        .map(|p| PartitionId::topic(topic, p))
+        .chain([queue])
+        .collect();
+    let name = cluster.name().to_owned();
+    wait_for_view(
+        etcd,
+        &name,
+        FORM_DEADLINE,
+        "every partition led by a survivor",
+        |view| {
+            led.iter()
+                .all(|id| view.leader(id).is_some_and(|leader| leader != victim))
+        },
+    )
+    .await;
+    victim
+}

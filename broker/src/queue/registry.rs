@@ -255,7 +255,7 @@ impl Queues {
             return Err(BrokerError::QueueExists(name.to_owned()));
         }
         if let Some(dlq) = &settings.dead_letter_queue {
-            self.check_dead_letter_target(name, &settings, dlq)?;
+            self.check_dead_letter_target(name, &settings, dlq).await?;
         }
         if self.read_map().len() >= self.limits.max_queues as usize {
             return Err(BrokerError::LimitExceeded {
@@ -292,7 +292,7 @@ impl Queues {
         Ok(queue)
     }
 
-    fn check_dead_letter_target(
+    async fn check_dead_letter_target(
         &self,
         name: &str,
         settings: &QueueSettings,
@@ -303,10 +303,26 @@ impl Queues {
                 "a queue cannot be its own dead-letter queue".into(),
             ));
         }
-        let target = self.get(dlq).map_err(|_| {
-            BrokerError::InvalidArgument(format!("dead-letter queue {dlq:?} does not exist"))
-        })?;
-        let target = &target.record.settings;
+        // The queues open here follow the metadata store a moment behind (in a
+        // cluster, a dead-letter queue just created on another host may not be open
+        // here yet): the store's record decides.
+        let target = match self.get(dlq) {
+            Ok(open) => open.record.clone(),
+            Err(_) => match self.meta.get(&keys::queue(dlq)).await? {
+                Some(kv) => decode_json::<QueueRecord>(&kv.key, &kv.value)?,
+                None => {
+                    return Err(BrokerError::InvalidArgument(format!(
+                        "dead-letter queue {dlq:?} does not exist"
+                    )));
+                }
+            },
+        };
+        if target.cluster != self.cluster {
+            return Err(BrokerError::InvalidArgument(format!(
+                "dead-letter queue {dlq:?} belongs to another broker cluster"
+            )));
+        }
+        let target = &target.settings;
         if target.fifo != settings.fifo {
             return Err(BrokerError::InvalidArgument(format!(
                 "dead-letter queue {dlq:?} must be {} like the queue",
@@ -789,5 +805,62 @@ async fn move_dead_letters(
         })
         .await?;
         tracing::debug!(queue = queue.name(), dlq = %dlq_name, count, "dead-lettered");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{EmbeddedConfig, EmbeddedStore};
+
+    async fn registry(dir: &Path, meta: Arc<dyn MetadataStore>) -> BrokerResult<Queues> {
+        Queues::open(
+            dir,
+            DiskHooks::default(),
+            Limits::default(),
+            QueueSettings::default(),
+            Housekeeping {
+                interval_ms: 1_000,
+                snapshot_bytes: 1 << 20,
+                snapshot_interval_ms: 60_000,
+            },
+            meta,
+            None,
+        )
+        .await
+    }
+
+    /// A dead-letter queue another registry created (another host, whose queues this
+    /// one has not opened yet) is found in the metadata store, not only among the
+    /// queues open here.
+    #[tokio::test]
+    async fn a_dead_letter_queue_is_checked_in_the_metadata_store() -> BrokerResult<()> {
+        let dir = tempfile::tempdir().map_err(|err| BrokerError::Internal(err.to_string()))?;
+        let meta: Arc<dyn MetadataStore> = Arc::new(EmbeddedStore::open(&EmbeddedConfig {
+            path: dir.path().join("meta.redb"),
+            watch_buffer: 16,
+        })?);
+        let first = registry(&dir.path().join("a"), Arc::clone(&meta)).await?;
+        let second = registry(&dir.path().join("b"), Arc::clone(&meta)).await?;
+        first.create("dlq", &QueueOverrides::default()).await?;
+        let work = QueueOverrides {
+            dead_letter_queue: Some("dlq".into()),
+            max_receive_count: Some(3),
+            ..QueueOverrides::default()
+        };
+        second.create("work", &work).await?;
+        let missing = QueueOverrides {
+            dead_letter_queue: Some("nowhere".into()),
+            max_receive_count: Some(3),
+            ..QueueOverrides::default()
+        };
+        match second.create("other", &missing).await {
+            Err(BrokerError::InvalidArgument(why)) => {
+                assert!(why.contains("does not exist"), "{why}")
+            }
+            Err(other) => panic!("refused for another reason: {other}"),
+            Ok(_) => panic!("a queue whose dead-letter queue does not exist was created"),
+        }
+        Ok(())
     }
 }

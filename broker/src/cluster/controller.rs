@@ -10,7 +10,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use etcd_client::{Client, Compare as EtcdCompare, CompareOp, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare as EtcdCompare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -119,10 +121,21 @@ async fn campaign(
             key.as_str(),
             encode_json(&record),
             Some(PutOptions::new().with_lease(lease)),
-        )]);
+        )])
+        .or_else([TxnOp::get(key.as_str(), None)]);
     let response = client.txn(txn).await?;
     if !response.succeeded() {
-        return Ok(None);
+        // The seat may already be this host's under this very lease (it stepped down
+        // on a stale view and campaigns again): it leads again at that epoch.
+        let held = response.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(get) => get
+                .kvs()
+                .first()
+                .filter(|kv| kv.lease() == lease)
+                .map(|kv| u64::try_from(kv.mod_revision()).unwrap_or(0)),
+            _ => None,
+        });
+        return Ok(held);
     }
     let epoch = response
         .header()
@@ -182,10 +195,10 @@ async fn lead(context: &mut ControllerContext, lease: i64, epoch: Revision) -> S
             return "the host's lease is gone".into();
         }
         let view = Arc::clone(&context.view.borrow());
-        if let Some((record, revision)) = &view.controller
-            && (record.host_id != context.config.host_id || *revision != epoch)
-        {
-            return format!("{} is controller now", record.host_id);
+        match seat(view.controller.as_ref(), &context.config.host_id, epoch) {
+            Seat::Held => {}
+            Seat::NotSeenYet => continue,
+            Seat::Taken(by) => return format!("{by} is controller now"),
         }
         if wanted.is_none() {
             match desired(context.meta.as_ref(), &context.config.cluster).await {
@@ -204,6 +217,28 @@ async fn lead(context: &mut ControllerContext, lease: i64, epoch: Revision) -> S
                 tracing::warn!(%err, "reconcile failed; trying again");
             }
         }
+    }
+}
+
+/// The controller seat as a host's view shows it to the controller elected at `epoch`.
+#[derive(Debug, PartialEq, Eq)]
+enum Seat {
+    /// This controller's seat, or an empty one the view has not refilled yet.
+    Held,
+    /// The view still shows the seat from before this election (perhaps this host's
+    /// own, under a lease it lost): it has not caught up, so wait rather than step
+    /// down from a seat this host holds.
+    NotSeenYet,
+    /// Another election happened after this one: the named host leads now.
+    Taken(String),
+}
+
+fn seat(shown: Option<&(ControllerRecord, Revision)>, host_id: &str, epoch: Revision) -> Seat {
+    match shown {
+        None => Seat::Held,
+        Some((_, revision)) if *revision < epoch => Seat::NotSeenYet,
+        Some((record, revision)) if *revision == epoch && record.host_id == host_id => Seat::Held,
+        Some((record, _)) => Seat::Taken(record.host_id.clone()),
     }
 }
 
@@ -411,4 +446,66 @@ async fn desired(meta: &dyn MetadataStore, cluster: &str) -> Result<Vec<Desired>
         }
     }
     Ok(desired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(host: &str, revision: Revision) -> (ControllerRecord, Revision) {
+        let record = ControllerRecord {
+            host_id: host.to_owned(),
+            elected_at_ms: 0,
+        };
+        (record, revision)
+    }
+
+    #[test]
+    fn a_view_from_before_the_election_is_waited_for_not_obeyed() {
+        assert_eq!(seat(None, "h0", 13), Seat::Held);
+        assert_eq!(seat(Some(&shown("h0", 13)), "h0", 13), Seat::Held);
+        // This host's own seat under the lease it lost, or another host's seat that
+        // has gone since: the view lags behind the election.
+        assert_eq!(seat(Some(&shown("h0", 4)), "h0", 13), Seat::NotSeenYet);
+        assert_eq!(seat(Some(&shown("h1", 4)), "h0", 13), Seat::NotSeenYet);
+        assert_eq!(
+            seat(Some(&shown("h1", 20)), "h0", 13),
+            Seat::Taken("h1".to_owned())
+        );
+        assert_eq!(
+            seat(Some(&shown("h0", 20)), "h0", 13),
+            Seat::Taken("h0".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_host_that_holds_the_seat_under_its_lease_wins_its_campaign_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let etcd = ferry_e2e::EtcdServer::start(dir.path());
+        let mut client = Client::connect([etcd.endpoint()], None)
+            .await
+            .expect("connect");
+        let config = ClusterConfig::new("c", "h0", "127.0.0.1:1");
+        let lease = client.lease_grant(30, None).await.expect("lease").id();
+        let other = client.lease_grant(30, None).await.expect("lease").id();
+
+        let epoch = campaign(&mut client, &config, lease)
+            .await
+            .expect("campaign")
+            .expect("elected");
+        assert_eq!(
+            campaign(&mut client, &config, lease)
+                .await
+                .expect("campaign"),
+            Some(epoch),
+            "the seat is already this lease's: same epoch, no new election"
+        );
+        assert_eq!(
+            campaign(&mut client, &config, other)
+                .await
+                .expect("campaign"),
+            None,
+            "a seat under another lease is taken"
+        );
+    }
 }

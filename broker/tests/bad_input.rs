@@ -17,7 +17,7 @@ fn produce_to(topic: &str, records: Vec<u8>) -> pb::ProduceRequest {
             partition: Some(0),
             records: records.into(),
         }],
-        messages: vec![],
+        ..pb::ProduceRequest::default()
     }
 }
 
@@ -80,6 +80,7 @@ async fn bad_requests_get_clear_errors_and_lose_nothing() {
                 topic: "kept".into(),
                 batches: vec![],
                 messages: vec![],
+                ..pb::ProduceRequest::default()
             })
             .await,
         Code::InvalidArgument,

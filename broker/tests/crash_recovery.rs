@@ -90,6 +90,7 @@ async fn produce_until_stopped(
                     records: encoded.clone().into(),
                 }],
                 messages: vec![],
+                ..pb::ProduceRequest::default()
             };
             history.lock().await.batches_sent += 1;
             match client.produce(request).await {
@@ -196,6 +197,7 @@ async fn a_torn_tail_is_cut_off_at_recovery() {
                     records: batch(chunk, None).into(),
                 }],
                 messages: vec![],
+                ..pb::ProduceRequest::default()
             })
             .await
             .expect("produce");
@@ -240,6 +242,7 @@ async fn a_torn_tail_is_cut_off_at_recovery() {
                 records: batch(&[b"after".to_vec()], None).into(),
             }],
             messages: vec![],
+            ..pb::ProduceRequest::default()
         })
         .await
         .expect("produce after recovery")

@@ -52,6 +52,7 @@ async fn fill(ch: &tonic::transport::Channel) -> Vec<Vec<u8>> {
                     records: common::batch(chunk, None).into(),
                 }],
                 messages: vec![],
+                ..pb::ProduceRequest::default()
             })
             .await
             .expect("produce is acknowledged");

@@ -45,6 +45,7 @@ async fn decoded_fetch_answers_records_and_failed_partitions_fail_alone() {
                 message("k1", "one", 2_000),
                 message("k2", "two", 3_000),
             ],
+            ..pb::ProduceRequest::default()
         })
         .await
         .expect("produce")

@@ -69,6 +69,7 @@ async fn produce(
                 records: batch(values, None).into(),
             }],
             messages: vec![],
+            ..pb::ProduceRequest::default()
         })
         .await?
         .into_inner();

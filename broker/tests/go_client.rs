@@ -65,6 +65,7 @@ fn the_go_stubs_are_current_and_the_go_client_works_against_a_standalone_broker(
     for line in [
         "--- PASS: TestKeysMapToPartitionsAsTheBrokerMapsThem",
         "--- PASS: TestErrorsAreReadFromTheStandardDetails",
+        "a produce whose answer was lost: stored once (idempotent), twice (plain)",
         "consumed the 30 after messages as group readers",
         "scenario: ok",
         "--- PASS: TestScenario",

@@ -79,6 +79,7 @@ async fn lost_records_keep_their_data_and_rebuild_brings_them_back() {
                     records: batch(chunk, None).into(),
                 }],
                 messages: vec![],
+                ..pb::ProduceRequest::default()
             })
             .await
             .expect("produce");

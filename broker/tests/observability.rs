@@ -38,6 +38,7 @@ async fn metrics_health_and_reflection() {
                     records: batch(&[b"one".to_vec(), b"two".to_vec()], None).into(),
                 }],
                 messages: vec![],
+                ..pb::ProduceRequest::default()
             })
             .await
             .expect("produce");
@@ -63,6 +64,7 @@ async fn metrics_health_and_reflection() {
                 value: b"x".to_vec().into(),
                 ..Default::default()
             }],
+            ..pb::ProduceRequest::default()
         })
         .await;
 

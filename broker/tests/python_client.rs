@@ -44,6 +44,7 @@ fn the_python_client_produces_consumes_and_uses_queues_on_a_standalone_broker() 
         "consumed the 30 before messages as group readers",
         "dead-lettered poison after 1 receive",
         "missing queue: QUEUE_NOT_FOUND",
+        "a produce whose answer was lost: stored once (idempotent), twice (plain)",
         "consumed the 30 after messages as group readers",
         "received and acked 5 jobs",
         "ok all",

@@ -56,6 +56,7 @@ async fn produce_raw(
             value: vec![7u8; bytes].into(),
             ..pb::Message::default()
         }],
+        ..pb::ProduceRequest::default()
     });
     request.metadata_mut().insert(
         "authorization",

@@ -44,6 +44,8 @@ type Options struct {
 	Timeout time.Duration
 	// RetryDeadline bounds the retries of one operation (default 30 s).
 	RetryDeadline time.Duration
+	// DialOptions are added to every connection's (interceptors, for example).
+	DialOptions []grpc.DialOption
 }
 
 // Client talks to one Ferry deployment: a standalone broker, a cluster's hosts,
@@ -119,8 +121,9 @@ func (c *Client) conn(address string) (*grpc.ClientConn, error) {
 	if conn, ok := c.conns[address]; ok {
 		return conn, nil
 	}
-	conn, err := grpc.NewClient(address, grpc.WithTransportCredentials(c.credentials),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(c.credentials),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20))}, c.options.DialOptions...)
+	conn, err := grpc.NewClient(address, dial...)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 
 	ferryv1 "ferry.dev/clients/go/gen/ferry/v1"
 )
@@ -36,19 +37,40 @@ type RecordMetadata struct {
 	Offset    uint64
 }
 
-// Producer sends messages to one topic in batches: keyed ones to the leader of
-// their key's partition, keyless ones spread over the hosts leading the topic.
-// Delivery is at least once: a request whose answer was lost is sent again.
-type Producer struct {
-	client *Client
-	topic  string
-	turn   int
-	mu     sync.Mutex
+// ProducerOptions configure a Producer.
+type ProducerOptions struct {
+	// AtLeastOnce sends plain messages the broker places itself: a request sent
+	// again after its answer was lost may be stored twice. By default a producer
+	// is idempotent: it takes an id from the broker (InitProducer), places each
+	// message on a partition and numbers the messages per partition, so the broker
+	// stores a retried request once.
+	AtLeastOnce bool
 }
 
-// Producer makes a producer to `topic`.
+// Producer sends messages to one topic: keyed ones to the leader of their key's
+// partition, keyless ones spread one message at a time. A request whose answer was
+// lost is sent again; unless AtLeastOnce, the broker stores it once.
+type Producer struct {
+	client  *Client
+	topic   string
+	options ProducerOptions
+	turn    int
+	mu      sync.Mutex
+	// The idempotent producer's identity and next sequence per partition; dropped
+	// after a batch fails for good (its numbers may or may not be stored), so the
+	// next Send starts over under a new identity.
+	identity  *ferryv1.ProducerIdentity
+	sequences map[uint32]int32
+}
+
+// Producer makes an idempotent producer to `topic`.
 func (c *Client) Producer(topic string) *Producer {
-	return &Producer{client: c, topic: topic}
+	return c.ProducerWith(topic, ProducerOptions{})
+}
+
+// ProducerWith makes a producer to `topic` with `options`.
+func (c *Client) ProducerWith(topic string, options ProducerOptions) *Producer {
+	return &Producer{client: c, topic: topic, options: options}
 }
 
 type pending struct {
@@ -69,6 +91,9 @@ func (p *Producer) Send(ctx context.Context, messages ...Message) ([]RecordMetad
 			message.Headers = append(message.Headers, &ferryv1.Header{Key: k, Value: v})
 		}
 		todo[i] = pending{i, message}
+	}
+	if !p.options.AtLeastOnce {
+		return p.sendPlaced(ctx, todo, out)
 	}
 	deadline := time.Now().Add(p.client.options.RetryDeadline)
 	for len(todo) > 0 {
@@ -163,6 +188,128 @@ func (p *Producer) sendTo(ctx context.Context, address string, group []pending, 
 			return nil, err
 		}
 		out[group[i].index] = RecordMetadata{p.topic, position.GetPartition(), position.GetOffset()}
+	}
+	return again, nil
+}
+
+// entry is messages placed on one partition, numbered from baseSequence.
+type entry struct {
+	partition    uint32
+	baseSequence int32
+	items        []pending
+}
+
+// sendPlaced is the idempotent path: every message is placed and numbered before
+// the first send, and an entry sent again keeps its numbers, so the broker answers
+// a retry of a stored entry with the original offsets.
+func (p *Producer) sendPlaced(ctx context.Context, todo []pending, out []RecordMetadata) ([]RecordMetadata, error) {
+	if p.identity == nil {
+		var answer *ferryv1.InitProducerResponse
+		err := p.client.routed(ctx, nil, func(ctx context.Context, conn *grpc.ClientConn) error {
+			var err error
+			answer, err = ferryv1.NewTopicServiceClient(conn).InitProducer(ctx, &ferryv1.InitProducerRequest{})
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		p.identity = &ferryv1.ProducerIdentity{ProducerId: answer.GetProducerId(), ProducerEpoch: answer.GetProducerEpoch()}
+		p.sequences = map[uint32]int32{}
+	}
+	partitions, err := p.client.Partitions(ctx, p.topic)
+	if err != nil {
+		return nil, err
+	}
+	var entries []*entry
+	byPartition := map[uint32]*entry{}
+	for _, item := range todo {
+		var partition uint32
+		if item.message.Key != nil {
+			partition = uint32(PartitionForKey(item.message.Key, partitions))
+		} else {
+			partition = uint32(p.turn % partitions)
+			p.turn++
+		}
+		e, ok := byPartition[partition]
+		if !ok {
+			e = &entry{partition: partition}
+			byPartition[partition] = e
+			entries = append(entries, e)
+		}
+		e.items = append(e.items, item)
+	}
+	for _, e := range entries {
+		e.baseSequence = p.sequences[e.partition]
+		p.sequences[e.partition] = int32((int64(e.baseSequence) + int64(len(e.items))) % (1 << 31))
+	}
+	deadline := time.Now().Add(p.client.options.RetryDeadline)
+	for len(entries) > 0 {
+		groups := map[string][]*entry{}
+		for _, e := range entries {
+			address := p.client.Leader(Route{"topic", p.topic, e.partition})
+			groups[address] = append(groups[address], e)
+		}
+		entries = nil
+		for address, group := range groups {
+			again, err := p.sendEntries(ctx, address, group, out, deadline)
+			if err != nil {
+				p.identity = nil
+				return nil, err
+			}
+			entries = append(entries, again...)
+		}
+		if len(entries) > 0 {
+			time.Sleep(50 * time.Millisecond)
+			_, _ = p.client.Refresh(ctx, p.topic)
+		}
+	}
+	return out, nil
+}
+
+// sendEntries sends `group` to `address` (a server when empty); the entries to
+// send again.
+func (p *Producer) sendEntries(ctx context.Context, address string, group []*entry, out []RecordMetadata, deadline time.Time) ([]*entry, error) {
+	if address == "" {
+		address = p.client.currentServer()
+	}
+	request := &ferryv1.ProduceRequest{Topic: p.topic, Producer: p.identity}
+	for _, e := range group {
+		placed := &ferryv1.PartitionMessages{Partition: e.partition, BaseSequence: e.baseSequence}
+		for _, item := range e.items {
+			placed.Messages = append(placed.Messages, item.message)
+		}
+		request.PartitionMessages = append(request.PartitionMessages, placed)
+	}
+	var answer *ferryv1.ProduceResponse
+	err := p.client.once(ctx, address, func(ctx context.Context, conn *grpc.ClientConn) error {
+		var err error
+		answer, err = ferryv1.NewTopicServiceClient(conn).Produce(ctx, request)
+		return err
+	})
+	if err != nil {
+		if (err.Retriable() || err.unreachable()) && time.Now().Before(deadline) {
+			return group, nil
+		}
+		return nil, err
+	}
+	results := answer.GetPartitionMessageBatches()
+	var again []*entry
+	for i, e := range group {
+		if i >= len(results) {
+			return nil, &Error{Code: codes.Internal, Message: "the broker answered fewer entries than were sent"}
+		}
+		result := results[i]
+		if result.GetError().GetCode() != ferryv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			failure := fromDetail(result.GetError())
+			if failure.Retriable() && time.Now().Before(deadline) {
+				again = append(again, e)
+				continue
+			}
+			return nil, failure
+		}
+		for n, item := range e.items {
+			out[item.index] = RecordMetadata{p.topic, e.partition, result.GetBaseOffset() + uint64(n)}
+		}
 	}
 	return again, nil
 }

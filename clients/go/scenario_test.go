@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -25,6 +27,7 @@ const (
 	scenarioTopic  = "go-events"
 	scenarioQueue  = "go-jobs"
 	scenarioPoison = "go-poison"
+	scenarioOnce   = "go-once"
 )
 
 func TestKeysMapToPartitionsAsTheBrokerMapsThem(t *testing.T) {
@@ -115,6 +118,7 @@ func TestScenario(t *testing.T) {
 	_, err = client.Queue("go-no-such-queue").Send(ctx, &ferryv1.SendMessage{Body: []byte("x")})
 	missing := FromError(err)
 	check(t, missing.Reason == "QUEUE_NOT_FOUND" && missing.Metadata["queue"] == "go-no-such-queue", "missing queue: %+v", missing)
+	onceAfterALostAnswer(t, ctx, servers, replicas)
 	t.Log("before: done")
 
 	if resume := os.Getenv("FERRY_RESUME_FILE"); resume != "" {
@@ -186,4 +190,66 @@ func consume(t *testing.T, ctx context.Context, client *Client, prefix string) {
 	}
 	check(t, len(seen) == 30, "consumed other messages too: %v", seen)
 	fmt.Printf("consumed the 30 %s messages as group readers\n", prefix)
+}
+
+// produceLosingAnAnswer sends 10 messages to scenarioOnce in one request whose
+// answer is lost after the broker stored them (an interceptor turns the first
+// Produce's answer into UNAVAILABLE): the producer sends the same request again.
+func produceLosingAnAnswer(t *testing.T, ctx context.Context, servers, prefix string, options ProducerOptions) {
+	t.Helper()
+	var lost atomic.Bool
+	loseOnce := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn,
+		invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if err == nil && method == ferryv1.TopicService_Produce_FullMethodName && lost.CompareAndSwap(false, true) {
+			return status.Error(codes.Unavailable, "the answer was lost (test)")
+		}
+		return err
+	}
+	client, err := NewClient(SplitServers(servers), Options{RetryDeadline: 60 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithUnaryInterceptor(loseOnce)}})
+	check(t, err == nil, "client: %v", err)
+	defer client.Close()
+	var messages []Message
+	for n := range 10 {
+		messages = append(messages, Message{Value: fmt.Appendf(nil, "%s-%d", prefix, n)})
+	}
+	stored, err := client.ProducerWith(scenarioOnce, options).Send(ctx, messages...)
+	check(t, err == nil, "produce %s: %v", prefix, err)
+	check(t, lost.Load(), "an answer was lost")
+	seen := map[uint64]bool{}
+	for _, meta := range stored {
+		seen[meta.Offset] = true
+	}
+	check(t, len(seen) == 10, "%s: offsets %v", prefix, stored)
+}
+
+// onceAfterALostAnswer: the idempotent producer's retry is stored once, a plain
+// (AtLeastOnce) producer's twice.
+func onceAfterALostAnswer(t *testing.T, ctx context.Context, servers string, replicas uint32) {
+	t.Helper()
+	client, err := NewClient(SplitServers(servers), Options{RetryDeadline: 60 * time.Second})
+	check(t, err == nil, "client: %v", err)
+	defer client.Close()
+	err = client.CreateTopic(ctx, scenarioOnce, &TopicConfig{Partitions: 1, ReplicationFactor: replicas})
+	check(t, err == nil, "create %s: %v", scenarioOnce, err)
+	produceLosingAnAnswer(t, ctx, servers, "idempotent", ProducerOptions{})
+	produceLosingAnAnswer(t, ctx, servers, "plain", ProducerOptions{AtLeastOnce: true})
+	consumer, err := client.Consumer(ctx, "once-readers", []string{scenarioOnce}, ConsumerOptions{})
+	check(t, err == nil, "join: %v", err)
+	seen := map[string]int{}
+	for deadline, total := time.Now().Add(60*time.Second), 0; total < 30 && time.Now().Before(deadline); {
+		records, err := consumer.Poll(ctx, time.Second)
+		check(t, err == nil, "poll: %v", err)
+		for _, r := range records {
+			seen[string(r.Value)]++
+			total++
+		}
+	}
+	check(t, consumer.Close(ctx) == nil, "close")
+	for n := range 10 {
+		idempotent, plain := fmt.Sprintf("idempotent-%d", n), fmt.Sprintf("plain-%d", n)
+		check(t, seen[idempotent] == 1 && seen[plain] == 2, "stored counts: %v", seen)
+	}
+	fmt.Println("a produce whose answer was lost: stored once (idempotent), twice (plain)")
 }

@@ -117,6 +117,7 @@ async fn filled_cluster() -> (Cluster, etcd_client::Client) {
                     records: records.clone().into(),
                 }],
                 messages: Vec::new(),
+                ..pb::ProduceRequest::default()
             };
             async move { client.produce(request).await }
         })

@@ -416,6 +416,7 @@ async fn consume_reads_chosen_partitions_from_an_offset_or_a_time_in_any_format(
                 message(b"second", 2_000),
                 message(&[0xff, 0x00, b'A'], 3_000),
             ],
+            ..pb::ProduceRequest::default()
         })
         .await
         .expect("produce");

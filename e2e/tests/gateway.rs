@@ -111,6 +111,7 @@ async fn a_client_that_knows_only_the_gateway_is_served_by_the_whole_cluster() {
             topic: TOPIC.to_owned(),
             batches,
             messages: Vec::new(),
+            ..pb::ProduceRequest::default()
         })
         .await
         .unwrap_or_else(|s| panic!("produce over every partition: {}", show(&s)))
@@ -219,6 +220,7 @@ async fn a_produce_right_after_a_create_keeps_its_order_and_names_real_offsets()
                 topic: topic.clone(),
                 batches: Vec::new(),
                 messages,
+                ..pb::ProduceRequest::default()
             })
             .await
             .unwrap_or_else(|s| panic!("round {round}: produce: {}", show(&s)))

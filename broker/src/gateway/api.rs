@@ -175,20 +175,27 @@ enum ProduceItem {
         message: pb::Message,
         partition: u32,
     },
+    Placed {
+        index: usize,
+        entry: pb::PartitionMessages,
+    },
 }
 
 impl ProduceItem {
     fn partition(&self) -> u32 {
         match self {
             Self::Batch { partition, .. } | Self::Message { partition, .. } => *partition,
+            Self::Placed { entry, .. } => entry.partition,
         }
     }
 
-    /// Its place in the request: batches first, then messages, each in order.
-    fn place(&self) -> (bool, usize) {
+    /// Its place in the request: batches, then messages, then placed messages, each
+    /// in order.
+    fn place(&self) -> (u8, usize) {
         match self {
-            Self::Batch { index, .. } => (false, *index),
-            Self::Message { index, .. } => (true, *index),
+            Self::Batch { index, .. } => (0, *index),
+            Self::Message { index, .. } => (1, *index),
+            Self::Placed { index, .. } => (2, *index),
         }
     }
 }
@@ -198,6 +205,7 @@ struct ProduceAnswer {
     batches: Vec<Option<pb::BatchResult>>,
     messages: Vec<Option<pb::RecordPosition>>,
     message_batches: Vec<pb::BatchResult>,
+    placed: Vec<Option<pb::BatchResult>>,
 }
 
 /// The partition a batch without one goes to: its common key's, else the turn's.
@@ -228,7 +236,10 @@ impl TopicService for Gateway {
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         let request = request.into_inner();
-        if request.batches.is_empty() && request.messages.is_empty() {
+        if request.batches.is_empty()
+            && request.messages.is_empty()
+            && request.partition_messages.is_empty()
+        {
             return Err(to_status(&BrokerError::EmptyBatch));
         }
         let directory = self.forwarder.directory();
@@ -267,10 +278,17 @@ impl TopicService for Gateway {
                 partition,
             });
         }
+        for (index, entry) in request.partition_messages.iter().enumerate() {
+            items.push(ProduceItem::Placed {
+                index,
+                entry: entry.clone(),
+            });
+        }
         let mut answer = ProduceAnswer {
             batches: vec![None; request.batches.len()],
             messages: vec![None; request.messages.len()],
             message_batches: Vec::new(),
+            placed: vec![None; request.partition_messages.len()],
         };
         let deadline = self.forwarder.deadline();
         let mut directory = self.forwarder.subscribe();
@@ -289,6 +307,7 @@ impl TopicService for Gateway {
             let mut sends = JoinSet::new();
             for (target, group) in groups {
                 let topic = request.topic.clone();
+                let producer = request.producer;
                 let channel = match &target {
                     Ok(target) => self
                         .forwarder
@@ -299,7 +318,7 @@ impl TopicService for Gateway {
                 sends.spawn(on_behalf_of(current_caller(), async move {
                     match channel {
                         Ok(channel) => {
-                            let sent = send_group(channel, topic, &group).await;
+                            let sent = send_group(channel, topic, producer, &group).await;
                             (group, sent)
                         }
                         Err((status, group)) => (group, Err(status)),
@@ -348,6 +367,11 @@ impl TopicService for Gateway {
                 .map(|m| m.ok_or_else(missing))
                 .collect::<Result<_, _>>()?,
             message_batches: answer.message_batches,
+            partition_message_batches: answer
+                .placed
+                .into_iter()
+                .map(|b| b.ok_or_else(missing))
+                .collect::<Result<_, _>>()?,
         }))
     }
 
@@ -536,17 +560,19 @@ fn group_by_leader(
 async fn send_group(
     channel: HostChannel,
     topic: String,
+    producer: Option<pb::ProducerIdentity>,
     group: &[ProduceItem],
 ) -> Result<pb::ProduceResponse, Status> {
     let mut request = pb::ProduceRequest {
         topic,
-        batches: Vec::new(),
-        messages: Vec::new(),
+        producer,
+        ..pb::ProduceRequest::default()
     };
     for item in group {
         match item {
             ProduceItem::Batch { batch, .. } => request.batches.push(batch.clone()),
             ProduceItem::Message { message, .. } => request.messages.push(message.clone()),
+            ProduceItem::Placed { entry, .. } => request.partition_messages.push(entry.clone()),
         }
     }
     TopicServiceClient::new(channel)
@@ -563,10 +589,12 @@ fn place_response(
 ) {
     let mut batches = response.batches.into_iter();
     let mut messages = response.messages.into_iter();
+    let mut placed = response.partition_message_batches.into_iter();
     for item in group {
         match item {
             ProduceItem::Batch { index, .. } => answer.batches[*index] = batches.next(),
             ProduceItem::Message { index, .. } => answer.messages[*index] = messages.next(),
+            ProduceItem::Placed { index, .. } => answer.placed[*index] = placed.next(),
         }
     }
     answer.message_batches.extend(response.message_batches);
@@ -594,6 +622,9 @@ fn place_failure(answer: &mut ProduceAnswer, group: &[ProduceItem], status: &Sta
                 if !message_partitions.contains(partition) {
                     message_partitions.push(*partition);
                 }
+            }
+            ProduceItem::Placed { index, entry } => {
+                answer.placed[*index] = Some(failed_batch(entry.partition, &detail));
             }
         }
     }

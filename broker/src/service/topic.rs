@@ -20,8 +20,9 @@ use crate::service::convert::decoded_messages;
 use crate::service::status::error_detail;
 use crate::topic::{
     BatchOutcome, FetchLimits, FetchTarget, FetchedData, IncomingBatch, IncomingMessage,
-    PartitionScope, fetch, produce, validate_fetch,
+    IncomingPartitionMessages, PartitionScope, ProduceInput, fetch, produce, validate_fetch,
 };
+use ferry_records::ProducerStamp;
 
 /// The topic data API over a broker.
 pub struct TopicApi {
@@ -77,23 +78,70 @@ fn failed_partition(target: FetchTarget, err: &BrokerError) -> pb::FetchedPartit
     }
 }
 
-/// The payload bytes a produce request carries, as its quota counts them: record
-/// batches whole, plain messages by key, value and headers.
+/// The payload bytes a produce request carries, as its quota and the produce-bytes
+/// metric count them: record batches whole, messages by key, value and headers.
 fn produce_request_bytes(request: &pb::ProduceRequest) -> u64 {
+    let message_bytes = |m: &pb::Message| {
+        m.key.as_ref().map_or(0, |k| k.len())
+            + m.value.len()
+            + m.headers
+                .iter()
+                .map(|h| h.key.len() + h.value.len())
+                .sum::<usize>()
+    };
     let batches: usize = request.batches.iter().map(|b| b.records.len()).sum();
-    let messages: usize = request
-        .messages
+    let messages: usize = request.messages.iter().map(message_bytes).sum();
+    let placed: usize = request
+        .partition_messages
         .iter()
-        .map(|m| {
-            m.key.as_ref().map_or(0, |k| k.len())
-                + m.value.len()
-                + m.headers
-                    .iter()
-                    .map(|h| h.key.len() + h.value.len())
-                    .sum::<usize>()
-        })
+        .flat_map(|entry| &entry.messages)
+        .map(message_bytes)
         .sum();
-    (batches + messages) as u64
+    (batches + messages + placed) as u64
+}
+
+fn incoming_message(message: pb::Message) -> IncomingMessage {
+    IncomingMessage {
+        key: message.key.map(Into::into),
+        value: message.value.into(),
+        headers: message
+            .headers
+            .into_iter()
+            .map(|h| (h.key, h.value.into()))
+            .collect(),
+        timestamp_ms: message.timestamp_ms,
+    }
+}
+
+/// A produce request as the topic layer takes it.
+fn produce_input(
+    batches: Vec<pb::PartitionBatch>,
+    messages: Vec<pb::Message>,
+    partition_messages: Vec<pb::PartitionMessages>,
+    producer: Option<pb::ProducerIdentity>,
+) -> ProduceInput {
+    ProduceInput {
+        batches: batches
+            .into_iter()
+            .map(|b| IncomingBatch {
+                partition: b.partition,
+                records: b.records.into(),
+            })
+            .collect(),
+        messages: messages.into_iter().map(incoming_message).collect(),
+        partition_messages: partition_messages
+            .into_iter()
+            .map(|entry| IncomingPartitionMessages {
+                partition: entry.partition,
+                messages: entry.messages.into_iter().map(incoming_message).collect(),
+                producer: producer.map(|p| ProducerStamp {
+                    producer_id: p.producer_id,
+                    producer_epoch: p.producer_epoch,
+                    base_sequence: entry.base_sequence,
+                }),
+            })
+            .collect(),
+    }
 }
 
 fn batch_result(outcome: BatchOutcome) -> pb::BatchResult {
@@ -162,29 +210,12 @@ impl TopicService for TopicApi {
         let result = async {
             validate_topic_name(&request.topic)?;
             let topic = self.broker.topics.get(&request.topic)?;
-            let bytes: usize = request.batches.iter().map(|b| b.records.len()).sum();
-            let batches = request
-                .batches
-                .into_iter()
-                .map(|b| IncomingBatch {
-                    partition: b.partition,
-                    records: b.records.into(),
-                })
-                .collect();
-            let messages = request
-                .messages
-                .into_iter()
-                .map(|m| IncomingMessage {
-                    key: m.key.map(Into::into),
-                    value: m.value.into(),
-                    headers: m
-                        .headers
-                        .into_iter()
-                        .map(|h| (h.key, h.value.into()))
-                        .collect(),
-                    timestamp_ms: m.timestamp_ms,
-                })
-                .collect();
+            let input = produce_input(
+                request.batches,
+                request.messages,
+                request.partition_messages,
+                request.producer,
+            );
             let check = |partition| {
                 self.broker
                     .check_leader(LogKind::Topic, &request.topic, partition)
@@ -196,21 +227,14 @@ impl TopicService for TopicApi {
                 check: &check,
                 ack: self.broker.ack_policy(&topic.record.settings),
             };
-            let outcome = produce(
-                &topic,
-                batches,
-                messages,
-                &self.broker.config.limits,
-                &scope,
-            )
-            .await?;
+            let outcome = produce(&topic, input, &self.broker.config.limits, &scope).await?;
             self.broker
                 .metrics
                 .produce_bytes
                 .get_or_create(&TopicLabels {
                     topic: request.topic.clone(),
                 })
-                .inc_by(bytes as u64);
+                .inc_by(request_bytes);
             Ok::<_, BrokerError>(outcome)
         }
         .await;
@@ -223,6 +247,7 @@ impl TopicService for TopicApi {
         );
         self.record_appends(&request.topic, &outcome.batches, started);
         self.record_appends(&request.topic, &outcome.message_batches, started);
+        self.record_appends(&request.topic, &outcome.partition_message_batches, started);
         let messages = outcome
             .message_positions
             .into_iter()
@@ -240,6 +265,11 @@ impl TopicService for TopicApi {
             messages,
             message_batches: outcome
                 .message_batches
+                .into_iter()
+                .map(batch_result)
+                .collect(),
+            partition_message_batches: outcome
+                .partition_message_batches
                 .into_iter()
                 .map(batch_result)
                 .collect(),

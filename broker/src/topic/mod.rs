@@ -13,7 +13,8 @@ pub use crate::replicated_log::{
     Ack, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets, ReplicatedLog, STANDALONE_LEADER_EPOCH,
 };
 pub use produce::{
-    BatchOutcome, IncomingBatch, IncomingMessage, PartitionScope, ProduceOutcome, produce,
+    BatchOutcome, IncomingBatch, IncomingMessage, IncomingPartitionMessages, PartitionScope,
+    ProduceInput, ProduceOutcome, produce,
 };
 pub use registry::{Topic, Topics};
 pub use settings::{

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ferry_records::{BatchBuilder, Batches, RecordError, partition_for_key, validate_batch};
+use ferry_records::{
+    BatchBuilder, Batches, ProducerStamp, RecordError, partition_for_key, validate_batch,
+};
 use ferry_storage::AppendOutcome;
 use tokio::task::JoinSet;
 
@@ -35,6 +37,29 @@ pub struct IncomingMessage {
     pub timestamp_ms: Option<i64>,
 }
 
+/// Messages the client placed on one partition, for the broker to encode as one
+/// batch (stamped with the producer's fields when idempotent).
+#[derive(Debug)]
+pub struct IncomingPartitionMessages {
+    /// Target partition.
+    pub partition: u32,
+    /// The messages, in order.
+    pub messages: Vec<IncomingMessage>,
+    /// The idempotent producer's id, epoch and this entry's base sequence.
+    pub producer: Option<ProducerStamp>,
+}
+
+/// Everything one produce request asks to store.
+#[derive(Debug, Default)]
+pub struct ProduceInput {
+    /// Batches the client encoded.
+    pub batches: Vec<IncomingBatch>,
+    /// Messages the broker places and encodes.
+    pub messages: Vec<IncomingMessage>,
+    /// Messages the client placed, one batch per entry.
+    pub partition_messages: Vec<IncomingPartitionMessages>,
+}
+
 /// Where one batch landed, or why it did not.
 #[derive(Debug)]
 pub struct BatchOutcome {
@@ -53,6 +78,8 @@ pub struct ProduceOutcome {
     pub message_positions: Vec<BrokerResult<(u32, u64)>>,
     /// One per partition the messages went to, in order of first appearance.
     pub message_batches: Vec<BatchOutcome>,
+    /// One per incoming partition-messages entry, in order.
+    pub partition_message_batches: Vec<BatchOutcome>,
 }
 
 /// Which partitions a produce may write to, and when a write counts as done.
@@ -92,19 +119,36 @@ impl PartitionScope<'_> {
 /// Appends a request's batches and messages to `topic`, within `scope`.
 pub async fn produce(
     topic: &Topic,
-    batches: Vec<IncomingBatch>,
-    messages: Vec<IncomingMessage>,
+    input: ProduceInput,
     limits: &Limits,
     scope: &PartitionScope<'_>,
 ) -> BrokerResult<ProduceOutcome> {
-    if batches.is_empty() && messages.is_empty() {
+    let ProduceInput {
+        mut batches,
+        messages,
+        partition_messages,
+    } = input;
+    if batches.is_empty() && messages.is_empty() && partition_messages.is_empty() {
         return Err(BrokerError::EmptyBatch);
     }
-    let items = batches.len() + messages.len();
+    let items = batches.len()
+        + messages.len()
+        + partition_messages
+            .iter()
+            .map(|entry| entry.messages.len())
+            .sum::<usize>();
     if items > limits.max_produce_items as usize {
         return Err(BrokerError::LimitExceeded {
             what: "batches and messages in one produce request",
             limit: u64::from(limits.max_produce_items),
+        });
+    }
+    // Client-placed messages become batches like the client's own, after them.
+    let client_batches = batches.len();
+    for entry in &partition_messages {
+        batches.push(IncomingBatch {
+            partition: Some(entry.partition),
+            records: encode_partition_messages(topic, entry, limits)?,
         });
     }
     // Check everything before appending anything, so a bad request writes nothing.
@@ -169,8 +213,13 @@ pub async fn produce(
         .map(|r| r.unwrap_or_else(|| Err(BrokerError::Internal("append result missing".into()))));
 
     let mut outcome = ProduceOutcome::default();
-    for ((partition, _), result) in targets.into_iter().zip(&mut results) {
-        outcome.batches.push(BatchOutcome { partition, result });
+    for (slot, ((partition, _), result)) in targets.into_iter().zip(&mut results).enumerate() {
+        let batch = BatchOutcome { partition, result };
+        if slot < client_batches {
+            outcome.batches.push(batch);
+        } else {
+            outcome.partition_message_batches.push(batch);
+        }
     }
     let mut base_offsets = BTreeMap::new();
     for ((partition, _), result) in encoded.iter().zip(results) {
@@ -270,19 +319,7 @@ fn encode_messages(
     let mut builders: BTreeMap<u32, BatchBuilder> = BTreeMap::new();
     let mut chosen = Vec::with_capacity(messages.len());
     for message in messages {
-        let size = message.key.as_ref().map_or(0, Vec::len)
-            + message.value.len()
-            + message
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>();
-        if size > max_message {
-            return Err(BrokerError::MessageTooLarge {
-                size,
-                limit: max_message,
-            });
-        }
+        check_message_size(message, max_message)?;
         let partition = match &message.key {
             Some(key) => partition_for_key(key, partitions),
             None => match keyless_partition {
@@ -294,17 +331,7 @@ fn encode_messages(
             order.push(partition);
             BatchBuilder::new()
         });
-        let headers: Vec<(&str, &[u8])> = message
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
-            .collect();
-        builder.push(
-            message.key.as_deref(),
-            &message.value,
-            &headers,
-            message.timestamp_ms.unwrap_or(now),
-        );
+        push_message(builder, message, now);
         check_batch_size(builder.encoded_len(), limits)?;
         chosen.push(partition);
     }
@@ -315,4 +342,54 @@ fn encode_messages(
         }
     }
     Ok((chosen, encoded))
+}
+
+/// Refuses a message larger than the topic allows (key, value and headers).
+fn check_message_size(message: &IncomingMessage, max_message: usize) -> BrokerResult<()> {
+    let size = message.key.as_ref().map_or(0, Vec::len)
+        + message.value.len()
+        + message
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    if size > max_message {
+        return Err(BrokerError::MessageTooLarge {
+            size,
+            limit: max_message,
+        });
+    }
+    Ok(())
+}
+
+fn push_message(builder: &mut BatchBuilder, message: &IncomingMessage, now: i64) {
+    let headers: Vec<(&str, &[u8])> = message
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    builder.push(
+        message.key.as_deref(),
+        &message.value,
+        &headers,
+        message.timestamp_ms.unwrap_or(now),
+    );
+}
+
+/// Encodes one client-placed entry as one batch, stamped with its producer fields.
+fn encode_partition_messages(
+    topic: &Topic,
+    entry: &IncomingPartitionMessages,
+    limits: &Limits,
+) -> BrokerResult<Vec<u8>> {
+    let max_message = topic.record.settings.max_message_bytes as usize;
+    let now = now_ms();
+    let mut builder = BatchBuilder::new();
+    builder.set_producer(entry.producer);
+    for message in &entry.messages {
+        check_message_size(message, max_message)?;
+        push_message(&mut builder, message, now);
+    }
+    check_batch_size(builder.encoded_len(), limits)?;
+    builder.finish().ok_or(BrokerError::EmptyBatch)
 }

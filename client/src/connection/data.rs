@@ -182,7 +182,7 @@ impl Client {
                     records: records.clone(),
                 })
                 .collect(),
-            messages: Vec::new(),
+            ..pb::ProduceRequest::default()
         };
         let response = self
             .topic_service()

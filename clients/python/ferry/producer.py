@@ -1,7 +1,12 @@
 """A batching producer: messages wait up to `linger` seconds (or until `batch_size`
 are buffered) and go in one request per host, keyed ones to the leader of their
 key's partition (CRC32C of the key, as the broker computes it), keyless ones spread
-over the hosts that lead the topic's partitions."""
+over the partitions one message at a time.
+
+Idempotent by default: the producer takes an id from the broker (InitProducer) and
+numbers the messages it sends to each partition, so a request sent again after its
+answer was lost is recognised and not stored twice. `idempotent=False` sends plain
+messages the broker places itself (at least once)."""
 
 import itertools
 import threading
@@ -36,16 +41,39 @@ class _Pending(NamedTuple):
     future: Future
 
 
+class _Entry(NamedTuple):
+    """Messages placed on one partition, numbered from `base_sequence`."""
+
+    partition: int
+    base_sequence: int
+    pending: List[_Pending]
+
+
 class Producer:
     """Sends messages to one topic in batches. `send` returns a Future of
-    RecordMetadata; `flush` waits for everything sent so far. Delivery is at least
-    once: a request whose answer was lost is sent again."""
+    RecordMetadata; `flush` waits for everything sent so far. A request whose answer
+    was lost is sent again; with `idempotent` (the default) the broker stores it
+    once."""
 
-    def __init__(self, client: Client, topic: str, *, linger: float = 0.005, batch_size: int = 500):
+    def __init__(
+        self,
+        client: Client,
+        topic: str,
+        *,
+        linger: float = 0.005,
+        batch_size: int = 500,
+        idempotent: bool = True,
+    ):
         self._client = client
         self._topic = topic
         self._linger = linger
         self._batch_size = max(1, batch_size)
+        self._idempotent = idempotent
+        # The producer's identity and the next sequence per partition; dropped after
+        # a batch fails for good (its sequence numbers may or may not be stored), so
+        # the next batch starts over under a new identity.
+        self._identity: Optional[topic_pb2.ProducerIdentity] = None
+        self._sequences: Dict[int, int] = {}
         self._buffer: List[_Pending] = []
         self._in_flight = 0
         self._cond = threading.Condition()
@@ -131,6 +159,12 @@ class Producer:
                 self._cond.notify_all()
 
     def _deliver(self, batch: List[_Pending]) -> None:
+        if self._idempotent:
+            self._deliver_placed(batch)
+        else:
+            self._deliver_plain(batch)
+
+    def _deliver_plain(self, batch: List[_Pending]) -> None:
         deadline = time.monotonic() + self._client.retry_deadline
         pending = batch
         while pending:
@@ -187,3 +221,92 @@ class Producer:
             else:
                 pending.future.set_exception(error)
         return again
+
+    def _deliver_placed(self, batch: List[_Pending]) -> None:
+        """The idempotent path: the producer places every message on a partition and
+        numbers it; an entry sent again keeps its numbers, so the broker answers a
+        retry of a stored entry with the original offsets."""
+        if self._identity is None:
+            answer = self._client.call("TopicService", "InitProducer", topic_pb2.InitProducerRequest())
+            self._identity = topic_pb2.ProducerIdentity(
+                producer_id=answer.producer_id, producer_epoch=answer.producer_epoch
+            )
+            self._sequences = {}
+        partitions = self._client.partitions(self._topic)
+        by_partition: Dict[int, List[_Pending]] = {}
+        for pending in batch:
+            if pending.message.HasField("key"):
+                partition = partition_for_key(pending.message.key, partitions)
+            else:
+                partition = next(self._turn) % partitions
+            by_partition.setdefault(partition, []).append(pending)
+        entries = []
+        for partition, members in by_partition.items():
+            base = self._sequences.get(partition, 0)
+            self._sequences[partition] = (base + len(members)) % (1 << 31)
+            entries.append(_Entry(partition, base, members))
+        deadline = time.monotonic() + self._client.retry_deadline
+        failed_for_good = False
+        while entries:
+            groups: Dict[Optional[str], List[_Entry]] = {}
+            for entry in entries:
+                address = self._client.leader(("topic", self._topic, entry.partition))
+                groups.setdefault(address, []).append(entry)
+            entries = []
+            for address, group in groups.items():
+                again, failed = self._send_placed(address, group, deadline)
+                entries.extend(again)
+                failed_for_good = failed_for_good or failed
+            if entries:
+                time.sleep(0.05)
+                try:
+                    self._client.refresh([self._topic])
+                except FerryError:
+                    pass  # the next round's sends say what is wrong
+        if failed_for_good:
+            self._identity = None
+
+    def _send_placed(
+        self, address: Optional[str], group: List[_Entry], deadline: float
+    ) -> Tuple[List[_Entry], bool]:
+        """Sends `group` to `address` (a server when None); the entries to send
+        again, and whether one failed for good."""
+        request = topic_pb2.ProduceRequest(
+            topic=self._topic,
+            producer=self._identity,
+            partition_messages=[
+                topic_pb2.PartitionMessages(
+                    partition=entry.partition,
+                    base_sequence=entry.base_sequence,
+                    messages=[p.message for p in entry.pending],
+                )
+                for entry in group
+            ],
+        )
+        try:
+            answer = self._client.call("TopicService", "Produce", request, address=address)
+        except FerryError as error:
+            unreachable = not error.reason and error.code == grpc.StatusCode.UNAVAILABLE
+            if (error.retriable or unreachable) and time.monotonic() < deadline:
+                return group, False
+            for entry in group:
+                for pending in entry.pending:
+                    pending.future.set_exception(error)
+            return [], True
+        again = []
+        failed = False
+        for entry, result in zip(group, answer.partition_message_batches):
+            if result.HasField("error") and result.error.code:
+                error = FerryError.from_detail(result.error)
+                if error.retriable and time.monotonic() < deadline:
+                    again.append(entry)
+                    continue
+                failed = True
+                for pending in entry.pending:
+                    pending.future.set_exception(error)
+                continue
+            for index, pending in enumerate(entry.pending):
+                pending.future.set_result(
+                    RecordMetadata(self._topic, entry.partition, result.base_offset + index)
+                )
+        return again, failed

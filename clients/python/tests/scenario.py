@@ -4,7 +4,9 @@ phases against a standalone broker):
 
   before: creates a topic and queues, produces 30 messages (keyed and keyless, over
           every partition), consumes them all as group "readers" and commits, sends
-          5 messages to a queue, and moves a message to a dead-letter queue.
+          5 messages to a queue, and moves a message to a dead-letter queue; loses
+          the answer to a produce on purpose and checks the retry is stored once by
+          the idempotent producer (and twice by a plain one).
   after:  produces 30 more; a new member of "readers" gets exactly those (the
           commit held); the 5 queued messages are received and acked.
 
@@ -17,14 +19,18 @@ non-zero on any failure.
 """
 
 import argparse
+import collections
 import sys
 import time
+
+import grpc
 
 from ferry import Client, FerryError, partition_for_key
 
 TOPIC = "py-events"
 QUEUE = "py-jobs"
 POISON = "py-poison"
+ONCE = "py-once"
 PARTITIONS = 3
 
 
@@ -66,6 +72,48 @@ def consume(client: Client, expected_prefix: str) -> None:
     print(f"consumed the 30 {expected_prefix} messages as group readers")
 
 
+def produce_losing_an_answer(client: Client, prefix: str, idempotent: bool) -> None:
+    """Produces 10 messages to ONCE in one request whose answer is lost after the
+    broker stored them: the producer sends the same request again."""
+    real_call = client.call
+    lost = []
+
+    def call(service, method, request, **options):
+        answer = real_call(service, method, request, **options)
+        if method == "Produce" and not lost:
+            lost.append(answer)
+            raise FerryError(grpc.StatusCode.UNAVAILABLE, "the answer was lost (test)")
+        return answer
+
+    client.call = call
+    try:
+        with client.producer(ONCE, linger=0.05, idempotent=idempotent) as producer:
+            futures = [producer.send(f"{prefix}-{n}".encode()) for n in range(10)]
+            stored = [future.result(timeout=60) for future in futures]
+    finally:
+        del client.call  # the class's own method again
+    check(len(lost) == 1, "an answer was lost")
+    offsets = [meta.offset for meta in stored]
+    check(offsets == sorted(offsets) and len(set(offsets)) == 10, f"offsets {offsets}")
+
+
+def once_after_a_lost_answer(client: Client, replicas: int) -> None:
+    client.create_topic(ONCE, partitions=1, replication_factor=replicas)
+    produce_losing_an_answer(client, "idempotent", idempotent=True)
+    produce_losing_an_answer(client, "plain", idempotent=False)
+    counts = collections.Counter()
+    with client.consumer("once-readers", [ONCE]) as consumer:
+        deadline = time.monotonic() + 60
+        while sum(counts.values()) < 30 and time.monotonic() < deadline:
+            for record in consumer.poll(timeout=1.0):
+                counts[record.value.decode()] += 1
+    idempotent = {value: n for value, n in counts.items() if value.startswith("idempotent-")}
+    plain = {value: n for value, n in counts.items() if value.startswith("plain-")}
+    check(idempotent == {f"idempotent-{n}": 1 for n in range(10)}, f"idempotent: {idempotent}")
+    check(plain == {f"plain-{n}": 2 for n in range(10)}, f"plain: {plain}")
+    print("a produce whose answer was lost: stored once (idempotent), twice (plain)")
+
+
 def before(client: Client, replicas: int) -> None:
     client.create_topic(TOPIC, partitions=PARTITIONS, replication_factor=replicas)
     client.create_queue(QUEUE, replication_factor=replicas)
@@ -96,6 +144,7 @@ def before(client: Client, replicas: int) -> None:
         check(error.reason == "QUEUE_NOT_FOUND" and error.metadata.get("queue") == "py-no-such-queue",
               f"missing queue error: {error!r} {error.reason} {error.metadata}")
         print("missing queue:", error.reason)
+    once_after_a_lost_answer(client, replicas)
 
 
 def after(client: Client) -> None:

@@ -243,6 +243,7 @@ pub async fn produce(
                 records: records.into(),
             }],
             messages: Vec::new(),
+            ..pb::ProduceRequest::default()
         })
         .await?
         .into_inner();

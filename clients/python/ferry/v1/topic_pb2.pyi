@@ -36,14 +36,36 @@ class PartitionBatch(_message.Message):
     def __init__(self, partition: _Optional[int] = ..., records: _Optional[bytes] = ...) -> None: ...
 
 class ProduceRequest(_message.Message):
-    __slots__ = ("topic", "batches", "messages")
+    __slots__ = ("topic", "batches", "messages", "partition_messages", "producer")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_FIELD_NUMBER: _ClassVar[int]
     topic: str
     batches: _containers.RepeatedCompositeFieldContainer[PartitionBatch]
     messages: _containers.RepeatedCompositeFieldContainer[Message]
-    def __init__(self, topic: _Optional[str] = ..., batches: _Optional[_Iterable[_Union[PartitionBatch, _Mapping]]] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
+    partition_messages: _containers.RepeatedCompositeFieldContainer[PartitionMessages]
+    producer: ProducerIdentity
+    def __init__(self, topic: _Optional[str] = ..., batches: _Optional[_Iterable[_Union[PartitionBatch, _Mapping]]] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., partition_messages: _Optional[_Iterable[_Union[PartitionMessages, _Mapping]]] = ..., producer: _Optional[_Union[ProducerIdentity, _Mapping]] = ...) -> None: ...
+
+class PartitionMessages(_message.Message):
+    __slots__ = ("partition", "messages", "base_sequence")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    BASE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    messages: _containers.RepeatedCompositeFieldContainer[Message]
+    base_sequence: int
+    def __init__(self, partition: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., base_sequence: _Optional[int] = ...) -> None: ...
+
+class ProducerIdentity(_message.Message):
+    __slots__ = ("producer_id", "producer_epoch")
+    PRODUCER_ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    producer_id: int
+    producer_epoch: int
+    def __init__(self, producer_id: _Optional[int] = ..., producer_epoch: _Optional[int] = ...) -> None: ...
 
 class BatchResult(_message.Message):
     __slots__ = ("partition", "base_offset", "last_offset", "duplicate", "error")
@@ -68,14 +90,16 @@ class RecordPosition(_message.Message):
     def __init__(self, partition: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class ProduceResponse(_message.Message):
-    __slots__ = ("batches", "messages", "message_batches")
+    __slots__ = ("batches", "messages", "message_batches", "partition_message_batches")
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_MESSAGE_BATCHES_FIELD_NUMBER: _ClassVar[int]
     batches: _containers.RepeatedCompositeFieldContainer[BatchResult]
     messages: _containers.RepeatedCompositeFieldContainer[RecordPosition]
     message_batches: _containers.RepeatedCompositeFieldContainer[BatchResult]
-    def __init__(self, batches: _Optional[_Iterable[_Union[BatchResult, _Mapping]]] = ..., messages: _Optional[_Iterable[_Union[RecordPosition, _Mapping]]] = ..., message_batches: _Optional[_Iterable[_Union[BatchResult, _Mapping]]] = ...) -> None: ...
+    partition_message_batches: _containers.RepeatedCompositeFieldContainer[BatchResult]
+    def __init__(self, batches: _Optional[_Iterable[_Union[BatchResult, _Mapping]]] = ..., messages: _Optional[_Iterable[_Union[RecordPosition, _Mapping]]] = ..., message_batches: _Optional[_Iterable[_Union[BatchResult, _Mapping]]] = ..., partition_message_batches: _Optional[_Iterable[_Union[BatchResult, _Mapping]]] = ...) -> None: ...
 
 class FetchPartition(_message.Message):
     __slots__ = ("topic", "partition", "offset", "max_bytes")

@@ -204,7 +204,15 @@ type ProduceRequest struct {
 	Batches []*PartitionBatch      `protobuf:"bytes,2,rep,name=batches,proto3" json:"batches,omitempty"`
 	// Encoded by the broker into one batch per partition; keyed messages go to
 	// hash(key) mod partitions, keyless ones round-robin per request.
-	Messages      []*Message `protobuf:"bytes,3,rep,name=messages,proto3" json:"messages,omitempty"`
+	Messages []*Message `protobuf:"bytes,3,rep,name=messages,proto3" json:"messages,omitempty"`
+	// Messages the client placed on partitions itself, each entry encoded by the
+	// broker into one batch. With `producer` set, that batch carries the producer's
+	// id, epoch and the entry's base_sequence, so a retry of an entry already stored
+	// is answered with its original offsets and not stored twice (idempotent
+	// producing without the batch format).
+	PartitionMessages []*PartitionMessages `protobuf:"bytes,4,rep,name=partition_messages,json=partitionMessages,proto3" json:"partition_messages,omitempty"`
+	// The idempotent producer sending `partition_messages` (from InitProducer).
+	Producer      *ProducerIdentity `protobuf:"bytes,5,opt,name=producer,proto3" json:"producer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -260,6 +268,136 @@ func (x *ProduceRequest) GetMessages() []*Message {
 	return nil
 }
 
+func (x *ProduceRequest) GetPartitionMessages() []*PartitionMessages {
+	if x != nil {
+		return x.PartitionMessages
+	}
+	return nil
+}
+
+func (x *ProduceRequest) GetProducer() *ProducerIdentity {
+	if x != nil {
+		return x.Producer
+	}
+	return nil
+}
+
+// Messages for one partition, stored as one batch (all or none).
+type PartitionMessages struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Messages  []*Message             `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
+	// The producer's count of messages sent to this partition before these; used only
+	// with ProduceRequest.producer. A retry sends the same entry with the same value.
+	BaseSequence  int32 `protobuf:"varint,3,opt,name=base_sequence,json=baseSequence,proto3" json:"base_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionMessages) Reset() {
+	*x = PartitionMessages{}
+	mi := &file_ferry_v1_topic_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionMessages) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionMessages) ProtoMessage() {}
+
+func (x *PartitionMessages) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_v1_topic_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionMessages.ProtoReflect.Descriptor instead.
+func (*PartitionMessages) Descriptor() ([]byte, []int) {
+	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PartitionMessages) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionMessages) GetMessages() []*Message {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *PartitionMessages) GetBaseSequence() int32 {
+	if x != nil {
+		return x.BaseSequence
+	}
+	return 0
+}
+
+// An idempotent producer's identity, as InitProducer allocated it.
+type ProducerIdentity struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProducerId    int64                  `protobuf:"varint,1,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	ProducerEpoch int32                  `protobuf:"varint,2,opt,name=producer_epoch,json=producerEpoch,proto3" json:"producer_epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProducerIdentity) Reset() {
+	*x = ProducerIdentity{}
+	mi := &file_ferry_v1_topic_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProducerIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProducerIdentity) ProtoMessage() {}
+
+func (x *ProducerIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_v1_topic_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProducerIdentity.ProtoReflect.Descriptor instead.
+func (*ProducerIdentity) Descriptor() ([]byte, []int) {
+	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ProducerIdentity) GetProducerId() int64 {
+	if x != nil {
+		return x.ProducerId
+	}
+	return 0
+}
+
+func (x *ProducerIdentity) GetProducerEpoch() int32 {
+	if x != nil {
+		return x.ProducerEpoch
+	}
+	return 0
+}
+
 type BatchResult struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Partition  uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
@@ -275,7 +413,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_ferry_v1_topic_proto_msgTypes[4]
+	mi := &file_ferry_v1_topic_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +425,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_topic_proto_msgTypes[4]
+	mi := &file_ferry_v1_topic_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +438,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{4}
+	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BatchResult) GetPartition() uint32 {
@@ -348,7 +486,7 @@ type RecordPosition struct {
 
 func (x *RecordPosition) Reset() {
 	*x = RecordPosition{}
-	mi := &file_ferry_v1_topic_proto_msgTypes[5]
+	mi := &file_ferry_v1_topic_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +498,7 @@ func (x *RecordPosition) String() string {
 func (*RecordPosition) ProtoMessage() {}
 
 func (x *RecordPosition) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_topic_proto_msgTypes[5]
+	mi := &file_ferry_v1_topic_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +511,7 @@ func (x *RecordPosition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordPosition.ProtoReflect.Descriptor instead.
 func (*RecordPosition) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{5}
+	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RecordPosition) GetPartition() uint32 {
@@ -398,13 +536,15 @@ type ProduceResponse struct {
 	Messages []*RecordPosition `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
 	// Per-partition outcome of the messages path, in order of first appearance.
 	MessageBatches []*BatchResult `protobuf:"bytes,3,rep,name=message_batches,json=messageBatches,proto3" json:"message_batches,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// One per request partition_messages entry, in request order.
+	PartitionMessageBatches []*BatchResult `protobuf:"bytes,4,rep,name=partition_message_batches,json=partitionMessageBatches,proto3" json:"partition_message_batches,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *ProduceResponse) Reset() {
 	*x = ProduceResponse{}
-	mi := &file_ferry_v1_topic_proto_msgTypes[6]
+	mi := &file_ferry_v1_topic_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +556,7 @@ func (x *ProduceResponse) String() string {
 func (*ProduceResponse) ProtoMessage() {}
 
 func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_topic_proto_msgTypes[6]
+	mi := &file_ferry_v1_topic_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +569,7 @@ func (x *ProduceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProduceResponse.ProtoReflect.Descriptor instead.
 func (*ProduceResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{6}
+	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ProduceResponse) GetBatches() []*BatchResult {
@@ -453,6 +593,13 @@ func (x *ProduceResponse) GetMessageBatches() []*BatchResult {
 	return nil
 }
 
+func (x *ProduceResponse) GetPartitionMessageBatches() []*BatchResult {
+	if x != nil {
+		return x.PartitionMessageBatches
+	}
+	return nil
+}
+
 type FetchPartition struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Topic     string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
@@ -466,7 +613,7 @@ type FetchPartition struct {
 
 func (x *FetchPartition) Reset() {
 	*x = FetchPartition{}
-	mi := &file_ferry_v1_topic_proto_msgTypes[7]
+	mi := &file_ferry_v1_topic_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -478,7 +625,7 @@ func (x *FetchPartition) String() string {
 func (*FetchPartition) ProtoMessage() {}
 
 func (x *FetchPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_topic_proto_msgTypes[7]
+	mi := &file_ferry_v1_topic_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -491,7 +638,7 @@ func (x *FetchPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchPartition.ProtoReflect.Descriptor instead.
 func (*FetchPartition) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{7}
+	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FetchPartition) GetTopic() string {
@@ -539,7 +686,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_ferry_v1_topic_proto_msgTypes[8]
+	mi := &file_ferry_v1_topic_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +698,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_topic_proto_msgTypes[8]
+	mi := &file_ferry_v1_topic_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +711,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{8}
+	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FetchRequest) GetPartitions() []*FetchPartition {
@@ -616,7 +763,7 @@ type FetchedMessage struct {
 
 func (x *FetchedMessage) Reset() {
 	*x = FetchedMessage{}
-	mi := &file_ferry_v1_topic_proto_msgTypes[9]
+	mi := &file_ferry_v1_topic_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +775,7 @@ func (x *FetchedMessage) String() string {
 func (*FetchedMessage) ProtoMessage() {}
 
 func (x *FetchedMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_topic_proto_msgTypes[9]
+	mi := &file_ferry_v1_topic_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +788,7 @@ func (x *FetchedMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchedMessage.ProtoReflect.Descriptor instead.
 func (*FetchedMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{9}
+	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FetchedMessage) GetOffset() uint64 {
@@ -704,7 +851,7 @@ type FetchedPartition struct {
 
 func (x *FetchedPartition) Reset() {
 	*x = FetchedPartition{}
-	mi := &file_ferry_v1_topic_proto_msgTypes[10]
+	mi := &file_ferry_v1_topic_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +863,7 @@ func (x *FetchedPartition) String() string {
 func (*FetchedPartition) ProtoMessage() {}
 
 func (x *FetchedPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_topic_proto_msgTypes[10]
+	mi := &file_ferry_v1_topic_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +876,7 @@ func (x *FetchedPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchedPartition.ProtoReflect.Descriptor instead.
 func (*FetchedPartition) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{10}
+	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FetchedPartition) GetTopic() string {
@@ -797,7 +944,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_ferry_v1_topic_proto_msgTypes[11]
+	mi := &file_ferry_v1_topic_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +956,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_topic_proto_msgTypes[11]
+	mi := &file_ferry_v1_topic_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +969,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{11}
+	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FetchResponse) GetPartitions() []*FetchedPartition {
@@ -847,7 +994,7 @@ type OffsetQuery struct {
 
 func (x *OffsetQuery) Reset() {
 	*x = OffsetQuery{}
-	mi := &file_ferry_v1_topic_proto_msgTypes[12]
+	mi := &file_ferry_v1_topic_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +1006,7 @@ func (x *OffsetQuery) String() string {
 func (*OffsetQuery) ProtoMessage() {}
 
 func (x *OffsetQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_topic_proto_msgTypes[12]
+	mi := &file_ferry_v1_topic_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +1019,7 @@ func (x *OffsetQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffsetQuery.ProtoReflect.Descriptor instead.
 func (*OffsetQuery) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{12}
+	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *OffsetQuery) GetPartition() uint32 {
@@ -949,7 +1096,7 @@ type ListOffsetsRequest struct {
 
 func (x *ListOffsetsRequest) Reset() {
 	*x = ListOffsetsRequest{}
-	mi := &file_ferry_v1_topic_proto_msgTypes[13]
+	mi := &file_ferry_v1_topic_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -961,7 +1108,7 @@ func (x *ListOffsetsRequest) String() string {
 func (*ListOffsetsRequest) ProtoMessage() {}
 
 func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_topic_proto_msgTypes[13]
+	mi := &file_ferry_v1_topic_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -974,7 +1121,7 @@ func (x *ListOffsetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsRequest.ProtoReflect.Descriptor instead.
 func (*ListOffsetsRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{13}
+	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListOffsetsRequest) GetTopic() string {
@@ -1004,7 +1151,7 @@ type PartitionOffset struct {
 
 func (x *PartitionOffset) Reset() {
 	*x = PartitionOffset{}
-	mi := &file_ferry_v1_topic_proto_msgTypes[14]
+	mi := &file_ferry_v1_topic_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1163,7 @@ func (x *PartitionOffset) String() string {
 func (*PartitionOffset) ProtoMessage() {}
 
 func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_topic_proto_msgTypes[14]
+	mi := &file_ferry_v1_topic_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1176,7 @@ func (x *PartitionOffset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionOffset.ProtoReflect.Descriptor instead.
 func (*PartitionOffset) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{14}
+	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PartitionOffset) GetPartition() uint32 {
@@ -1062,7 +1209,7 @@ type ListOffsetsResponse struct {
 
 func (x *ListOffsetsResponse) Reset() {
 	*x = ListOffsetsResponse{}
-	mi := &file_ferry_v1_topic_proto_msgTypes[15]
+	mi := &file_ferry_v1_topic_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1074,7 +1221,7 @@ func (x *ListOffsetsResponse) String() string {
 func (*ListOffsetsResponse) ProtoMessage() {}
 
 func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_topic_proto_msgTypes[15]
+	mi := &file_ferry_v1_topic_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1087,7 +1234,7 @@ func (x *ListOffsetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOffsetsResponse.ProtoReflect.Descriptor instead.
 func (*ListOffsetsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{15}
+	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListOffsetsResponse) GetOffsets() []*PartitionOffset {
@@ -1105,7 +1252,7 @@ type InitProducerRequest struct {
 
 func (x *InitProducerRequest) Reset() {
 	*x = InitProducerRequest{}
-	mi := &file_ferry_v1_topic_proto_msgTypes[16]
+	mi := &file_ferry_v1_topic_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1264,7 @@ func (x *InitProducerRequest) String() string {
 func (*InitProducerRequest) ProtoMessage() {}
 
 func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_topic_proto_msgTypes[16]
+	mi := &file_ferry_v1_topic_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1277,7 @@ func (x *InitProducerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerRequest.ProtoReflect.Descriptor instead.
 func (*InitProducerRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{16}
+	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{18}
 }
 
 type InitProducerResponse struct {
@@ -1143,7 +1290,7 @@ type InitProducerResponse struct {
 
 func (x *InitProducerResponse) Reset() {
 	*x = InitProducerResponse{}
-	mi := &file_ferry_v1_topic_proto_msgTypes[17]
+	mi := &file_ferry_v1_topic_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1302,7 @@ func (x *InitProducerResponse) String() string {
 func (*InitProducerResponse) ProtoMessage() {}
 
 func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_topic_proto_msgTypes[17]
+	mi := &file_ferry_v1_topic_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1315,7 @@ func (x *InitProducerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitProducerResponse.ProtoReflect.Descriptor instead.
 func (*InitProducerResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{17}
+	return file_ferry_v1_topic_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *InitProducerResponse) GetProducerId() int64 {
@@ -1204,11 +1351,21 @@ const file_ferry_v1_topic_proto_rawDesc = "" +
 	"\tpartition\x18\x01 \x01(\rH\x00R\tpartition\x88\x01\x01\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\fR\arecordsB\f\n" +
 	"\n" +
-	"_partition\"\x89\x01\n" +
+	"_partition\"\x8d\x02\n" +
 	"\x0eProduceRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x122\n" +
 	"\abatches\x18\x02 \x03(\v2\x18.ferry.v1.PartitionBatchR\abatches\x12-\n" +
-	"\bmessages\x18\x03 \x03(\v2\x11.ferry.v1.MessageR\bmessages\"\xb8\x01\n" +
+	"\bmessages\x18\x03 \x03(\v2\x11.ferry.v1.MessageR\bmessages\x12J\n" +
+	"\x12partition_messages\x18\x04 \x03(\v2\x1b.ferry.v1.PartitionMessagesR\x11partitionMessages\x126\n" +
+	"\bproducer\x18\x05 \x01(\v2\x1a.ferry.v1.ProducerIdentityR\bproducer\"\x85\x01\n" +
+	"\x11PartitionMessages\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12-\n" +
+	"\bmessages\x18\x02 \x03(\v2\x11.ferry.v1.MessageR\bmessages\x12#\n" +
+	"\rbase_sequence\x18\x03 \x01(\x05R\fbaseSequence\"Z\n" +
+	"\x10ProducerIdentity\x12\x1f\n" +
+	"\vproducer_id\x18\x01 \x01(\x03R\n" +
+	"producerId\x12%\n" +
+	"\x0eproducer_epoch\x18\x02 \x01(\x05R\rproducerEpoch\"\xb8\x01\n" +
 	"\vBatchResult\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x1f\n" +
 	"\vbase_offset\x18\x02 \x01(\x04R\n" +
@@ -1219,11 +1376,12 @@ const file_ferry_v1_topic_proto_rawDesc = "" +
 	"\x05error\x18\x05 \x01(\v2\x15.ferry.v1.ErrorDetailR\x05error\"F\n" +
 	"\x0eRecordPosition\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x16\n" +
-	"\x06offset\x18\x02 \x01(\x04R\x06offset\"\xb8\x01\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\"\x8b\x02\n" +
 	"\x0fProduceResponse\x12/\n" +
 	"\abatches\x18\x01 \x03(\v2\x15.ferry.v1.BatchResultR\abatches\x124\n" +
 	"\bmessages\x18\x02 \x03(\v2\x18.ferry.v1.RecordPositionR\bmessages\x12>\n" +
-	"\x0fmessage_batches\x18\x03 \x03(\v2\x15.ferry.v1.BatchResultR\x0emessageBatches\"y\n" +
+	"\x0fmessage_batches\x18\x03 \x03(\v2\x15.ferry.v1.BatchResultR\x0emessageBatches\x12Q\n" +
+	"\x19partition_message_batches\x18\x04 \x03(\v2\x15.ferry.v1.BatchResultR\x17partitionMessageBatches\"y\n" +
 	"\x0eFetchPartition\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\rR\tpartition\x12\x16\n" +
@@ -1297,56 +1455,62 @@ func file_ferry_v1_topic_proto_rawDescGZIP() []byte {
 	return file_ferry_v1_topic_proto_rawDescData
 }
 
-var file_ferry_v1_topic_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_ferry_v1_topic_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_ferry_v1_topic_proto_goTypes = []any{
 	(*Header)(nil),               // 0: ferry.v1.Header
 	(*Message)(nil),              // 1: ferry.v1.Message
 	(*PartitionBatch)(nil),       // 2: ferry.v1.PartitionBatch
 	(*ProduceRequest)(nil),       // 3: ferry.v1.ProduceRequest
-	(*BatchResult)(nil),          // 4: ferry.v1.BatchResult
-	(*RecordPosition)(nil),       // 5: ferry.v1.RecordPosition
-	(*ProduceResponse)(nil),      // 6: ferry.v1.ProduceResponse
-	(*FetchPartition)(nil),       // 7: ferry.v1.FetchPartition
-	(*FetchRequest)(nil),         // 8: ferry.v1.FetchRequest
-	(*FetchedMessage)(nil),       // 9: ferry.v1.FetchedMessage
-	(*FetchedPartition)(nil),     // 10: ferry.v1.FetchedPartition
-	(*FetchResponse)(nil),        // 11: ferry.v1.FetchResponse
-	(*OffsetQuery)(nil),          // 12: ferry.v1.OffsetQuery
-	(*ListOffsetsRequest)(nil),   // 13: ferry.v1.ListOffsetsRequest
-	(*PartitionOffset)(nil),      // 14: ferry.v1.PartitionOffset
-	(*ListOffsetsResponse)(nil),  // 15: ferry.v1.ListOffsetsResponse
-	(*InitProducerRequest)(nil),  // 16: ferry.v1.InitProducerRequest
-	(*InitProducerResponse)(nil), // 17: ferry.v1.InitProducerResponse
-	(*ErrorDetail)(nil),          // 18: ferry.v1.ErrorDetail
+	(*PartitionMessages)(nil),    // 4: ferry.v1.PartitionMessages
+	(*ProducerIdentity)(nil),     // 5: ferry.v1.ProducerIdentity
+	(*BatchResult)(nil),          // 6: ferry.v1.BatchResult
+	(*RecordPosition)(nil),       // 7: ferry.v1.RecordPosition
+	(*ProduceResponse)(nil),      // 8: ferry.v1.ProduceResponse
+	(*FetchPartition)(nil),       // 9: ferry.v1.FetchPartition
+	(*FetchRequest)(nil),         // 10: ferry.v1.FetchRequest
+	(*FetchedMessage)(nil),       // 11: ferry.v1.FetchedMessage
+	(*FetchedPartition)(nil),     // 12: ferry.v1.FetchedPartition
+	(*FetchResponse)(nil),        // 13: ferry.v1.FetchResponse
+	(*OffsetQuery)(nil),          // 14: ferry.v1.OffsetQuery
+	(*ListOffsetsRequest)(nil),   // 15: ferry.v1.ListOffsetsRequest
+	(*PartitionOffset)(nil),      // 16: ferry.v1.PartitionOffset
+	(*ListOffsetsResponse)(nil),  // 17: ferry.v1.ListOffsetsResponse
+	(*InitProducerRequest)(nil),  // 18: ferry.v1.InitProducerRequest
+	(*InitProducerResponse)(nil), // 19: ferry.v1.InitProducerResponse
+	(*ErrorDetail)(nil),          // 20: ferry.v1.ErrorDetail
 }
 var file_ferry_v1_topic_proto_depIdxs = []int32{
 	0,  // 0: ferry.v1.Message.headers:type_name -> ferry.v1.Header
 	2,  // 1: ferry.v1.ProduceRequest.batches:type_name -> ferry.v1.PartitionBatch
 	1,  // 2: ferry.v1.ProduceRequest.messages:type_name -> ferry.v1.Message
-	18, // 3: ferry.v1.BatchResult.error:type_name -> ferry.v1.ErrorDetail
-	4,  // 4: ferry.v1.ProduceResponse.batches:type_name -> ferry.v1.BatchResult
-	5,  // 5: ferry.v1.ProduceResponse.messages:type_name -> ferry.v1.RecordPosition
-	4,  // 6: ferry.v1.ProduceResponse.message_batches:type_name -> ferry.v1.BatchResult
-	7,  // 7: ferry.v1.FetchRequest.partitions:type_name -> ferry.v1.FetchPartition
-	0,  // 8: ferry.v1.FetchedMessage.headers:type_name -> ferry.v1.Header
-	18, // 9: ferry.v1.FetchedPartition.error:type_name -> ferry.v1.ErrorDetail
-	9,  // 10: ferry.v1.FetchedPartition.messages:type_name -> ferry.v1.FetchedMessage
-	10, // 11: ferry.v1.FetchResponse.partitions:type_name -> ferry.v1.FetchedPartition
-	12, // 12: ferry.v1.ListOffsetsRequest.queries:type_name -> ferry.v1.OffsetQuery
-	14, // 13: ferry.v1.ListOffsetsResponse.offsets:type_name -> ferry.v1.PartitionOffset
-	3,  // 14: ferry.v1.TopicService.Produce:input_type -> ferry.v1.ProduceRequest
-	8,  // 15: ferry.v1.TopicService.Fetch:input_type -> ferry.v1.FetchRequest
-	13, // 16: ferry.v1.TopicService.ListOffsets:input_type -> ferry.v1.ListOffsetsRequest
-	16, // 17: ferry.v1.TopicService.InitProducer:input_type -> ferry.v1.InitProducerRequest
-	6,  // 18: ferry.v1.TopicService.Produce:output_type -> ferry.v1.ProduceResponse
-	11, // 19: ferry.v1.TopicService.Fetch:output_type -> ferry.v1.FetchResponse
-	15, // 20: ferry.v1.TopicService.ListOffsets:output_type -> ferry.v1.ListOffsetsResponse
-	17, // 21: ferry.v1.TopicService.InitProducer:output_type -> ferry.v1.InitProducerResponse
-	18, // [18:22] is the sub-list for method output_type
-	14, // [14:18] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	4,  // 3: ferry.v1.ProduceRequest.partition_messages:type_name -> ferry.v1.PartitionMessages
+	5,  // 4: ferry.v1.ProduceRequest.producer:type_name -> ferry.v1.ProducerIdentity
+	1,  // 5: ferry.v1.PartitionMessages.messages:type_name -> ferry.v1.Message
+	20, // 6: ferry.v1.BatchResult.error:type_name -> ferry.v1.ErrorDetail
+	6,  // 7: ferry.v1.ProduceResponse.batches:type_name -> ferry.v1.BatchResult
+	7,  // 8: ferry.v1.ProduceResponse.messages:type_name -> ferry.v1.RecordPosition
+	6,  // 9: ferry.v1.ProduceResponse.message_batches:type_name -> ferry.v1.BatchResult
+	6,  // 10: ferry.v1.ProduceResponse.partition_message_batches:type_name -> ferry.v1.BatchResult
+	9,  // 11: ferry.v1.FetchRequest.partitions:type_name -> ferry.v1.FetchPartition
+	0,  // 12: ferry.v1.FetchedMessage.headers:type_name -> ferry.v1.Header
+	20, // 13: ferry.v1.FetchedPartition.error:type_name -> ferry.v1.ErrorDetail
+	11, // 14: ferry.v1.FetchedPartition.messages:type_name -> ferry.v1.FetchedMessage
+	12, // 15: ferry.v1.FetchResponse.partitions:type_name -> ferry.v1.FetchedPartition
+	14, // 16: ferry.v1.ListOffsetsRequest.queries:type_name -> ferry.v1.OffsetQuery
+	16, // 17: ferry.v1.ListOffsetsResponse.offsets:type_name -> ferry.v1.PartitionOffset
+	3,  // 18: ferry.v1.TopicService.Produce:input_type -> ferry.v1.ProduceRequest
+	10, // 19: ferry.v1.TopicService.Fetch:input_type -> ferry.v1.FetchRequest
+	15, // 20: ferry.v1.TopicService.ListOffsets:input_type -> ferry.v1.ListOffsetsRequest
+	18, // 21: ferry.v1.TopicService.InitProducer:input_type -> ferry.v1.InitProducerRequest
+	8,  // 22: ferry.v1.TopicService.Produce:output_type -> ferry.v1.ProduceResponse
+	13, // 23: ferry.v1.TopicService.Fetch:output_type -> ferry.v1.FetchResponse
+	17, // 24: ferry.v1.TopicService.ListOffsets:output_type -> ferry.v1.ListOffsetsResponse
+	19, // 25: ferry.v1.TopicService.InitProducer:output_type -> ferry.v1.InitProducerResponse
+	22, // [22:26] is the sub-list for method output_type
+	18, // [18:22] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_ferry_v1_topic_proto_init() }
@@ -1357,8 +1521,8 @@ func file_ferry_v1_topic_proto_init() {
 	file_ferry_v1_common_proto_init()
 	file_ferry_v1_topic_proto_msgTypes[1].OneofWrappers = []any{}
 	file_ferry_v1_topic_proto_msgTypes[2].OneofWrappers = []any{}
-	file_ferry_v1_topic_proto_msgTypes[9].OneofWrappers = []any{}
-	file_ferry_v1_topic_proto_msgTypes[12].OneofWrappers = []any{
+	file_ferry_v1_topic_proto_msgTypes[11].OneofWrappers = []any{}
+	file_ferry_v1_topic_proto_msgTypes[14].OneofWrappers = []any{
 		(*OffsetQuery_Earliest)(nil),
 		(*OffsetQuery_Latest)(nil),
 		(*OffsetQuery_TimestampMs)(nil),
@@ -1369,7 +1533,7 @@ func file_ferry_v1_topic_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_v1_topic_proto_rawDesc), len(file_ferry_v1_topic_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -265,6 +265,7 @@ async fn worker(
             }
         }
         outcome.records += records.len() as u64;
+        super::progress::received(records.len() as u64);
         outcome.bytes += records.iter().map(|r| r.value.len() as u64).sum::<u64>();
         if let Stop::Shared { total, .. } = &stop {
             total.fetch_add(records.len() as u64, Ordering::Relaxed);

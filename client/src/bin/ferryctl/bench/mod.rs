@@ -6,6 +6,7 @@
 
 mod consume;
 mod produce;
+mod progress;
 mod queue;
 mod report;
 
@@ -182,7 +183,9 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<()>
     args.validate()?;
     let client = context.connect().await?;
     let (topic, created) = prepare_topic(&client, &args).await?;
+    let progress = progress::Progress::start();
     let result = measure(context, &client, mode, &topic, &args).await;
+    drop(progress);
     if created
         && !args.keep
         && let Err(err) = client.delete_topic(&topic.name).await

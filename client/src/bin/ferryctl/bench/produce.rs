@@ -226,6 +226,7 @@ async fn worker(
             (latency, count as u64, result)
         });
         sent += count as u64;
+        super::progress::sent(count as u64);
         while let Some(done) = acks.try_join_next() {
             account(&mut outcome, done, size)?;
         }

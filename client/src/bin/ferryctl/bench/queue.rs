@@ -166,7 +166,9 @@ pub async fn run(context: &Context, args: &QueueBenchArgs) -> anyhow::Result<()>
             }
         })?;
     wait_until_served(&client, &args.queue).await?;
+    let progress = super::progress::Progress::start();
     let measured = measure(context, args).await;
+    drop(progress);
     if !args.keep
         && let Err(err) = client.delete_queue(&args.queue).await
     {
@@ -396,6 +398,7 @@ async fn produce(client: &Client, args: &QueueBenchArgs, plan: Plan) -> anyhow::
             }
         }
         done += count;
+        super::progress::sent(count);
     }
     Ok(sent)
 }
@@ -514,6 +517,7 @@ async fn consume(
                 continue;
             }
             out.acked += 1;
+            super::progress::received(1);
             out.acked_bytes += message.body.len() as u64;
             let mut stamp = [0u8; 8];
             if let Some(head) = message.body.get(..8) {

@@ -148,6 +148,18 @@ impl Broker {
         self.offsets.commit(group, offsets).await
     }
 
+    /// Deletes a group with no members: its committed offsets go.
+    /// `GroupHasMembers` while a member is in it, `GroupNotFound` when it has
+    /// neither members nor offsets.
+    pub async fn delete_group(&self, group: &str) -> BrokerResult<()> {
+        crate::names::validate_group_name(group)?;
+        self.groups().check_commit(group, None, &[])?;
+        if self.groups().describe(group).is_none() && self.offsets.fetch(group, &[]).is_empty() {
+            return Err(BrokerError::GroupNotFound(group.to_owned()));
+        }
+        self.offsets.delete_group(group).await
+    }
+
     /// Removes group members whose session expired.
     pub fn expire_members(&self) {
         for (group, member) in self.groups().expire(Instant::now()) {

@@ -2,8 +2,9 @@
 //! moves nothing; `--execute` commits it (to the earliest offset, shifted back,
 //! clamped to what is stored) and the next reader starts there; a group with a
 //! member reading is refused, saying why. Benches delete the topic they created
-//! unless `--keep`. Ctrl-C (SIGINT) on `topic consume --group` commits what was
-//! printed and leaves the group. A port that answers HTTP (the metrics port) or a
+//! unless `--keep`, and show a progress line on a terminal only. Ctrl-C (SIGINT) on `topic consume --group` commits what was
+//! printed and leaves the group; `group delete` refuses while a member reads, then
+//! removes the group and its offsets. A port that answers HTTP (the metrics port) or a
 //! stopped broker is named as such within seconds. `topic create` and `queue
 //! create` on a cluster return once every partition is led, so a produce right
 //! after finds its leader. `topic consume` reads chosen partitions from an offset
@@ -227,10 +228,32 @@ async fn benches_remove_the_topic_they_created_unless_kept() {
     // A topic that existed before is never deleted.
     ok(&server, &[&bench[..], &["--topic", &kept[0]]].concat(), "");
     assert_eq!(topics(&server), kept);
+
+    // Off a terminal there is no progress line; on one (a pseudo-terminal from
+    // `script`), a run of a few seconds redraws one with the counts and the rate.
+    let quiet = ferryctl(&server, &bench, "");
+    let said = String::from_utf8_lossy(&quiet.stderr);
+    assert!(!said.contains("sent "), "{said}");
+    let command = format!(
+        "'{}' --server {server} bench produce --duration-s 3 --partitions 1 --rate 20000",
+        ferryctl_binary().display()
+    );
+    let on_a_terminal = ferry_e2e::run_bounded(
+        std::path::Path::new("script"),
+        &["-qec".to_owned(), command, "/dev/null".to_owned()],
+        "",
+        FERRYCTL_TIMEOUT,
+    );
+    let shown = String::from_utf8_lossy(&on_a_terminal.stdout);
+    assert!(on_a_terminal.status.success(), "{shown}");
+    assert!(
+        shown.contains("s: sent ") && shown.contains("/s)"),
+        "a progress line: {shown:?}"
+    );
 }
 
 #[tokio::test]
-async fn ctrl_c_on_a_group_consumer_commits_what_was_printed_and_leaves() {
+async fn ctrl_c_on_a_group_consumer_commits_and_leaves_then_the_group_can_be_deleted() {
     use std::io::{BufRead, BufReader};
     let (_cluster, server) = one_host().await;
     ok(
@@ -259,6 +282,12 @@ async fn ctrl_c_on_a_group_consumer_commits_what_was_printed_and_leaves() {
             .expect("readable output");
         assert_eq!(line, format!("line-{n}"));
     }
+    // A group with a member reading is not deleted, and the refusal says why.
+    let refused = ferryctl(&server, &["group", "delete", "tailers"], "");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("has members"), "{said}");
+
     let pid = reader.0.id().to_string();
     let signalled = std::process::Command::new("kill")
         .args(["-INT", &pid])
@@ -278,6 +307,39 @@ async fn ctrl_c_on_a_group_consumer_commits_what_was_printed_and_leaves() {
         described["members"],
         serde_json::json!([]),
         "left the group"
+    );
+
+    // Nobody reads now: the group and its offsets go, and a new member starts from
+    // its reset policy.
+    let deleted = ok(&server, &["group", "delete", "tailers"], "");
+    assert!(deleted.contains("deleted"), "{deleted}");
+    let gone = ferryctl(&server, &["group", "describe", "tailers"], "");
+    assert!(!gone.status.success());
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+    assert!(!ok(&server, &["group", "list"], "").contains("tailers"));
+    let again = ferryctl(&server, &["group", "delete", "tailers"], "");
+    assert!(!again.status.success(), "a second delete finds nothing");
+    let reread = ok(
+        &server,
+        &[
+            "topic",
+            "consume",
+            "tail",
+            "--group",
+            "tailers",
+            "--from-beginning",
+            "--max",
+            "7",
+        ],
+        "",
+    );
+    assert!(
+        reread.contains("line-0"),
+        "read from the start again: {reread}"
     );
 }
 

@@ -10,7 +10,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::auth::{Guard, caller};
+use super::auth::{Guard, audit_admin, caller};
 use super::peers::{FORWARDED, PeerChannels};
 use super::status::Answer;
 use crate::access::{Caller, Operation, Resource};
@@ -122,7 +122,8 @@ group_request!(
     pb::LeaveGroupRequest,
     pb::CommitOffsetsRequest,
     pb::FetchOffsetsRequest,
-    pb::DescribeGroupRequest
+    pb::DescribeGroupRequest,
+    pb::DeleteGroupRequest
 );
 
 fn to_pb(partitions: Vec<TopicPartition>) -> Vec<pb::TopicPartition> {
@@ -348,5 +349,18 @@ impl GroupService for GroupApi {
             members,
             lag,
         }))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        let caller = self.check("DeleteGroup", &request, Operation::Admin)?;
+        pass_on_if_elsewhere!(self, request, delete_group);
+        let group = request.into_inner().group;
+        let result = self.broker.delete_group(&group).await;
+        self.broker.answer("DeleteGroup", result)?;
+        audit_admin(&caller, "delete-group", &group);
+        Ok(Response::new(pb::DeleteGroupResponse {}))
     }
 }

@@ -387,6 +387,18 @@ impl Client {
         Ok(groups)
     }
 
+    /// Deletes a consumer group with no members, and its committed offsets.
+    pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {
+        let request = pb::DeleteGroupRequest {
+            group: group.to_owned(),
+        };
+        self.group_service()
+            .delete_group(request)
+            .await
+            .map_err(|status| self.error(&status))?;
+        Ok(())
+    }
+
     /// Describes a consumer group: members, assignment and lag per partition.
     pub async fn describe_group(&self, group: &str) -> Result<GroupDescription, ClientError> {
         let request = pb::DescribeGroupRequest {

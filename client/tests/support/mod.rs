@@ -662,4 +662,13 @@ impl GroupService for Api {
             ..pb::DescribeGroupResponse::default()
         }))
     }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Reply<pb::DeleteGroupResponse> {
+        let mut state = self.state.lock().unwrap();
+        state.groups.remove(&request.into_inner().group);
+        Ok(Response::new(pb::DeleteGroupResponse {}))
+    }
 }

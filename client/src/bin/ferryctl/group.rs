@@ -1,5 +1,5 @@
-//! `ferryctl group …`: list consumer groups, show members, assignment and lag, and
-//! move a group's committed offsets.
+//! `ferryctl group …`: list consumer groups, show members, assignment and lag, move
+//! a group's committed offsets, and delete a group.
 
 use std::collections::HashMap;
 
@@ -37,6 +37,13 @@ pub enum GroupCommand {
         /// Commit the new offsets (without it, only show them).
         #[arg(long)]
         execute: bool,
+    },
+    /// Delete a group and its committed offsets (like kafka-consumer-groups
+    /// --delete). The group must have no members; a member that joins later starts
+    /// from its reset policy.
+    Delete {
+        /// Group name.
+        group: String,
     },
 }
 
@@ -93,6 +100,26 @@ pub async fn run(context: &Context, command: GroupCommand) -> anyhow::Result<()>
                 execute,
             )
             .await?
+        }
+        GroupCommand::Delete { group } => {
+            client.delete_group(&group).await.map_err(|err| {
+                if err.is(ErrorCode::GroupNotFound) {
+                    anyhow::anyhow!("group '{group}' not found")
+                } else if err.is(ErrorCode::GroupHasMembers) {
+                    anyhow::anyhow!(
+                        "group '{group}' has members: stop its consumers (or wait until their \
+                         sessions end) and delete it then"
+                    )
+                } else {
+                    err.into()
+                }
+            })?;
+            match context.output {
+                OutputFormat::Text => println!("group '{group}' deleted"),
+                OutputFormat::Json => {
+                    output::print_json(&json!({ "group": group, "deleted": true }))?
+                }
+            }
         }
         GroupCommand::Describe { group } => {
             let description = client.describe_group(&group).await.map_err(|err| {

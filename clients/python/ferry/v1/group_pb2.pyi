@@ -133,6 +133,16 @@ class DescribeGroupRequest(_message.Message):
     group: str
     def __init__(self, group: _Optional[str] = ...) -> None: ...
 
+class DeleteGroupRequest(_message.Message):
+    __slots__ = ("group",)
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    def __init__(self, group: _Optional[str] = ...) -> None: ...
+
+class DeleteGroupResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class GroupMember(_message.Message):
     __slots__ = ("member_id", "client_id", "assigned", "owned")
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]

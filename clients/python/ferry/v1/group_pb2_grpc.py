@@ -74,6 +74,11 @@ class GroupServiceStub:
                 request_serializer=ferry_dot_v1_dot_group__pb2.DescribeGroupRequest.SerializeToString,
                 response_deserializer=ferry_dot_v1_dot_group__pb2.DescribeGroupResponse.FromString,
                 _registered_method=True)
+        self.DeleteGroup = channel.unary_unary(
+                '/ferry.v1.GroupService/DeleteGroup',
+                request_serializer=ferry_dot_v1_dot_group__pb2.DeleteGroupRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_group__pb2.DeleteGroupResponse.FromString,
+                _registered_method=True)
 
 
 class GroupServiceServicer:
@@ -126,6 +131,15 @@ class GroupServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteGroup(self, request, context):
+        """Delete a group with no members: its committed offsets go, and a member that
+        joins later starts from its reset policy. GROUP_HAS_MEMBERS while any member
+        is in it, GROUP_NOT_FOUND when it has neither members nor offsets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GroupServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +177,11 @@ def add_GroupServiceServicer_to_server(servicer, server):
                     servicer.DescribeGroup,
                     request_deserializer=ferry_dot_v1_dot_group__pb2.DescribeGroupRequest.FromString,
                     response_serializer=ferry_dot_v1_dot_group__pb2.DescribeGroupResponse.SerializeToString,
+            ),
+            'DeleteGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGroup,
+                    request_deserializer=ferry_dot_v1_dot_group__pb2.DeleteGroupRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_group__pb2.DeleteGroupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -359,6 +378,33 @@ class GroupService:
             '/ferry.v1.GroupService/DescribeGroup',
             ferry_dot_v1_dot_group__pb2.DescribeGroupRequest.SerializeToString,
             ferry_dot_v1_dot_group__pb2.DescribeGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ferry.v1.GroupService/DeleteGroup',
+            ferry_dot_v1_dot_group__pb2.DeleteGroupRequest.SerializeToString,
+            ferry_dot_v1_dot_group__pb2.DeleteGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -833,6 +833,86 @@ func (x *DescribeGroupRequest) GetGroup() string {
 	return ""
 }
 
+type DeleteGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteGroupRequest) Reset() {
+	*x = DeleteGroupRequest{}
+	mi := &file_ferry_v1_group_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteGroupRequest) ProtoMessage() {}
+
+func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_v1_group_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteGroupRequest.ProtoReflect.Descriptor instead.
+func (*DeleteGroupRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_v1_group_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DeleteGroupRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+type DeleteGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteGroupResponse) Reset() {
+	*x = DeleteGroupResponse{}
+	mi := &file_ferry_v1_group_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteGroupResponse) ProtoMessage() {}
+
+func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_v1_group_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteGroupResponse.ProtoReflect.Descriptor instead.
+func (*DeleteGroupResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_v1_group_proto_rawDescGZIP(), []int{16}
+}
+
 type GroupMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	MemberId      string                 `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
@@ -845,7 +925,7 @@ type GroupMember struct {
 
 func (x *GroupMember) Reset() {
 	*x = GroupMember{}
-	mi := &file_ferry_v1_group_proto_msgTypes[15]
+	mi := &file_ferry_v1_group_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +937,7 @@ func (x *GroupMember) String() string {
 func (*GroupMember) ProtoMessage() {}
 
 func (x *GroupMember) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_group_proto_msgTypes[15]
+	mi := &file_ferry_v1_group_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +950,7 @@ func (x *GroupMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupMember.ProtoReflect.Descriptor instead.
 func (*GroupMember) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_group_proto_rawDescGZIP(), []int{15}
+	return file_ferry_v1_group_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GroupMember) GetMemberId() string {
@@ -914,7 +994,7 @@ type PartitionLag struct {
 
 func (x *PartitionLag) Reset() {
 	*x = PartitionLag{}
-	mi := &file_ferry_v1_group_proto_msgTypes[16]
+	mi := &file_ferry_v1_group_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1006,7 @@ func (x *PartitionLag) String() string {
 func (*PartitionLag) ProtoMessage() {}
 
 func (x *PartitionLag) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_group_proto_msgTypes[16]
+	mi := &file_ferry_v1_group_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1019,7 @@ func (x *PartitionLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionLag.ProtoReflect.Descriptor instead.
 func (*PartitionLag) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_group_proto_rawDescGZIP(), []int{16}
+	return file_ferry_v1_group_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PartitionLag) GetTopic() string {
@@ -989,7 +1069,7 @@ type DescribeGroupResponse struct {
 
 func (x *DescribeGroupResponse) Reset() {
 	*x = DescribeGroupResponse{}
-	mi := &file_ferry_v1_group_proto_msgTypes[17]
+	mi := &file_ferry_v1_group_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1081,7 @@ func (x *DescribeGroupResponse) String() string {
 func (*DescribeGroupResponse) ProtoMessage() {}
 
 func (x *DescribeGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_group_proto_msgTypes[17]
+	mi := &file_ferry_v1_group_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1094,7 @@ func (x *DescribeGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeGroupResponse.ProtoReflect.Descriptor instead.
 func (*DescribeGroupResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_group_proto_rawDescGZIP(), []int{17}
+	return file_ferry_v1_group_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DescribeGroupResponse) GetGroup() string {
@@ -1103,7 +1183,10 @@ const file_ferry_v1_group_proto_rawDesc = "" +
 	"\x12ListGroupsResponse\x12\x16\n" +
 	"\x06groups\x18\x01 \x03(\tR\x06groups\",\n" +
 	"\x14DescribeGroupRequest\x12\x14\n" +
-	"\x05group\x18\x01 \x01(\tR\x05group\"\xad\x01\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\"*\n" +
+	"\x12DeleteGroupRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\"\x15\n" +
+	"\x13DeleteGroupResponse\"\xad\x01\n" +
 	"\vGroupMember\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x124\n" +
@@ -1121,7 +1204,7 @@ const file_ferry_v1_group_proto_rawDesc = "" +
 	"generation\x18\x02 \x01(\x04R\n" +
 	"generation\x12/\n" +
 	"\amembers\x18\x03 \x03(\v2\x15.ferry.v1.GroupMemberR\amembers\x12(\n" +
-	"\x03lag\x18\x04 \x03(\v2\x16.ferry.v1.PartitionLagR\x03lag2\x9f\x04\n" +
+	"\x03lag\x18\x04 \x03(\v2\x16.ferry.v1.PartitionLagR\x03lag2\xeb\x04\n" +
 	"\fGroupService\x12D\n" +
 	"\tJoinGroup\x12\x1a.ferry.v1.JoinGroupRequest\x1a\x1b.ferry.v1.JoinGroupResponse\x12D\n" +
 	"\tHeartbeat\x12\x1a.ferry.v1.HeartbeatRequest\x1a\x1b.ferry.v1.HeartbeatResponse\x12G\n" +
@@ -1131,7 +1214,8 @@ const file_ferry_v1_group_proto_rawDesc = "" +
 	"\fFetchOffsets\x12\x1d.ferry.v1.FetchOffsetsRequest\x1a\x1e.ferry.v1.FetchOffsetsResponse\x12G\n" +
 	"\n" +
 	"ListGroups\x12\x1b.ferry.v1.ListGroupsRequest\x1a\x1c.ferry.v1.ListGroupsResponse\x12P\n" +
-	"\rDescribeGroup\x12\x1e.ferry.v1.DescribeGroupRequest\x1a\x1f.ferry.v1.DescribeGroupResponseB;\n" +
+	"\rDescribeGroup\x12\x1e.ferry.v1.DescribeGroupRequest\x1a\x1f.ferry.v1.DescribeGroupResponse\x12J\n" +
+	"\vDeleteGroup\x12\x1c.ferry.v1.DeleteGroupRequest\x1a\x1d.ferry.v1.DeleteGroupResponseB;\n" +
 	"\fdev.ferry.v1P\x01Z)ferry.dev/clients/go/gen/ferry/v1;ferryv1b\x06proto3"
 
 var (
@@ -1146,7 +1230,7 @@ func file_ferry_v1_group_proto_rawDescGZIP() []byte {
 	return file_ferry_v1_group_proto_rawDescData
 }
 
-var file_ferry_v1_group_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_ferry_v1_group_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_ferry_v1_group_proto_goTypes = []any{
 	(*JoinGroupRequest)(nil),      // 0: ferry.v1.JoinGroupRequest
 	(*JoinGroupResponse)(nil),     // 1: ferry.v1.JoinGroupResponse
@@ -1163,22 +1247,24 @@ var file_ferry_v1_group_proto_goTypes = []any{
 	(*ListGroupsRequest)(nil),     // 12: ferry.v1.ListGroupsRequest
 	(*ListGroupsResponse)(nil),    // 13: ferry.v1.ListGroupsResponse
 	(*DescribeGroupRequest)(nil),  // 14: ferry.v1.DescribeGroupRequest
-	(*GroupMember)(nil),           // 15: ferry.v1.GroupMember
-	(*PartitionLag)(nil),          // 16: ferry.v1.PartitionLag
-	(*DescribeGroupResponse)(nil), // 17: ferry.v1.DescribeGroupResponse
-	(*TopicPartition)(nil),        // 18: ferry.v1.TopicPartition
+	(*DeleteGroupRequest)(nil),    // 15: ferry.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),   // 16: ferry.v1.DeleteGroupResponse
+	(*GroupMember)(nil),           // 17: ferry.v1.GroupMember
+	(*PartitionLag)(nil),          // 18: ferry.v1.PartitionLag
+	(*DescribeGroupResponse)(nil), // 19: ferry.v1.DescribeGroupResponse
+	(*TopicPartition)(nil),        // 20: ferry.v1.TopicPartition
 }
 var file_ferry_v1_group_proto_depIdxs = []int32{
-	18, // 0: ferry.v1.JoinGroupResponse.assigned:type_name -> ferry.v1.TopicPartition
-	18, // 1: ferry.v1.HeartbeatRequest.owned:type_name -> ferry.v1.TopicPartition
-	18, // 2: ferry.v1.HeartbeatResponse.assigned:type_name -> ferry.v1.TopicPartition
+	20, // 0: ferry.v1.JoinGroupResponse.assigned:type_name -> ferry.v1.TopicPartition
+	20, // 1: ferry.v1.HeartbeatRequest.owned:type_name -> ferry.v1.TopicPartition
+	20, // 2: ferry.v1.HeartbeatResponse.assigned:type_name -> ferry.v1.TopicPartition
 	6,  // 3: ferry.v1.CommitOffsetsRequest.offsets:type_name -> ferry.v1.OffsetCommit
-	18, // 4: ferry.v1.FetchOffsetsRequest.partitions:type_name -> ferry.v1.TopicPartition
+	20, // 4: ferry.v1.FetchOffsetsRequest.partitions:type_name -> ferry.v1.TopicPartition
 	10, // 5: ferry.v1.FetchOffsetsResponse.offsets:type_name -> ferry.v1.CommittedOffset
-	18, // 6: ferry.v1.GroupMember.assigned:type_name -> ferry.v1.TopicPartition
-	18, // 7: ferry.v1.GroupMember.owned:type_name -> ferry.v1.TopicPartition
-	15, // 8: ferry.v1.DescribeGroupResponse.members:type_name -> ferry.v1.GroupMember
-	16, // 9: ferry.v1.DescribeGroupResponse.lag:type_name -> ferry.v1.PartitionLag
+	20, // 6: ferry.v1.GroupMember.assigned:type_name -> ferry.v1.TopicPartition
+	20, // 7: ferry.v1.GroupMember.owned:type_name -> ferry.v1.TopicPartition
+	17, // 8: ferry.v1.DescribeGroupResponse.members:type_name -> ferry.v1.GroupMember
+	18, // 9: ferry.v1.DescribeGroupResponse.lag:type_name -> ferry.v1.PartitionLag
 	0,  // 10: ferry.v1.GroupService.JoinGroup:input_type -> ferry.v1.JoinGroupRequest
 	2,  // 11: ferry.v1.GroupService.Heartbeat:input_type -> ferry.v1.HeartbeatRequest
 	4,  // 12: ferry.v1.GroupService.LeaveGroup:input_type -> ferry.v1.LeaveGroupRequest
@@ -1186,15 +1272,17 @@ var file_ferry_v1_group_proto_depIdxs = []int32{
 	9,  // 14: ferry.v1.GroupService.FetchOffsets:input_type -> ferry.v1.FetchOffsetsRequest
 	12, // 15: ferry.v1.GroupService.ListGroups:input_type -> ferry.v1.ListGroupsRequest
 	14, // 16: ferry.v1.GroupService.DescribeGroup:input_type -> ferry.v1.DescribeGroupRequest
-	1,  // 17: ferry.v1.GroupService.JoinGroup:output_type -> ferry.v1.JoinGroupResponse
-	3,  // 18: ferry.v1.GroupService.Heartbeat:output_type -> ferry.v1.HeartbeatResponse
-	5,  // 19: ferry.v1.GroupService.LeaveGroup:output_type -> ferry.v1.LeaveGroupResponse
-	8,  // 20: ferry.v1.GroupService.CommitOffsets:output_type -> ferry.v1.CommitOffsetsResponse
-	11, // 21: ferry.v1.GroupService.FetchOffsets:output_type -> ferry.v1.FetchOffsetsResponse
-	13, // 22: ferry.v1.GroupService.ListGroups:output_type -> ferry.v1.ListGroupsResponse
-	17, // 23: ferry.v1.GroupService.DescribeGroup:output_type -> ferry.v1.DescribeGroupResponse
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
+	15, // 17: ferry.v1.GroupService.DeleteGroup:input_type -> ferry.v1.DeleteGroupRequest
+	1,  // 18: ferry.v1.GroupService.JoinGroup:output_type -> ferry.v1.JoinGroupResponse
+	3,  // 19: ferry.v1.GroupService.Heartbeat:output_type -> ferry.v1.HeartbeatResponse
+	5,  // 20: ferry.v1.GroupService.LeaveGroup:output_type -> ferry.v1.LeaveGroupResponse
+	8,  // 21: ferry.v1.GroupService.CommitOffsets:output_type -> ferry.v1.CommitOffsetsResponse
+	11, // 22: ferry.v1.GroupService.FetchOffsets:output_type -> ferry.v1.FetchOffsetsResponse
+	13, // 23: ferry.v1.GroupService.ListGroups:output_type -> ferry.v1.ListGroupsResponse
+	19, // 24: ferry.v1.GroupService.DescribeGroup:output_type -> ferry.v1.DescribeGroupResponse
+	16, // 25: ferry.v1.GroupService.DeleteGroup:output_type -> ferry.v1.DeleteGroupResponse
+	18, // [18:26] is the sub-list for method output_type
+	10, // [10:18] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -1212,7 +1300,7 @@ func file_ferry_v1_group_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_v1_group_proto_rawDesc), len(file_ferry_v1_group_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,7 +1,8 @@
 //! The gateway against real processes: a client that knows only the gateway's
 //! address creates, produces, fetches and uses a queue on a three-host cluster; one
 //! produce request spanning partitions led by different hosts is split and put back
-//! together; the gateway answers metadata as the leader of everything; and when a
+//! together; the gateway answers metadata as the leader of everything, while
+//! `ferryctl cluster status` through it shows the real hosts and leaders; and when a
 //! leader is killed, sends through the gateway keep being acknowledged (it retries
 //! while the leader moves) with nothing acknowledged lost.
 
@@ -32,6 +33,63 @@ fn channel(url: String) -> Channel {
         .expect("a valid URL")
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy()
+}
+
+/// `ferryctl --output json cluster status` through `gateway`.
+fn cluster_status(gateway: &Gateway) -> serde_json::Value {
+    let args = [
+        "--server",
+        gateway.url().trim_start_matches("http://"),
+        "--output",
+        "json",
+        "cluster",
+        "status",
+    ]
+    .map(str::to_owned);
+    let output = ferry_e2e::run_bounded(
+        &ferry_e2e::ferryctl_binary(),
+        &args,
+        "",
+        Duration::from_secs(60),
+    );
+    assert!(
+        output.status.success(),
+        "cluster status: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+/// The first `cluster status` through `gateway` that satisfies `wanted` (the hosts
+/// learn placement changes from etcd a moment after they are made).
+async fn cluster_status_when(
+    gateway: &Gateway,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + FORM_DEADLINE;
+    loop {
+        let status = cluster_status(gateway);
+        if wanted(&status) {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cluster status through the gateway never showed it: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The leader `status` names for partition `p` of the topic.
+fn partition_leader(status: &serde_json::Value, p: u32) -> Option<&str> {
+    status["topics"]
+        .as_array()?
+        .iter()
+        .find(|t| t["name"] == TOPIC)?["partitions"]
+        .as_array()?
+        .iter()
+        .find(|q| q["partition"] == p)?["leader"]
+        .as_str()
 }
 
 #[tokio::test]
@@ -90,6 +148,22 @@ async fn a_client_that_knows_only_the_gateway_is_served_by_the_whole_cluster() {
         assert_eq!(partition.leader_host_id, "gateway", "{partition:?}");
         assert_eq!(partition.in_sync_replicas.len(), 3, "{partition:?}");
     }
+
+    //    `ferryctl cluster status` through the gateway shows the cluster behind it:
+    //    its hosts and each partition's real leader.
+    let status = cluster_status_when(&gateway, |status| {
+        (0..PARTITIONS)
+            .all(|p| partition_leader(status, p) == placed.leader(&PartitionId::topic(TOPIC, p)))
+    })
+    .await;
+    let hosts: BTreeSet<&str> = status["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .filter_map(|h| h["host_id"].as_str())
+        .collect();
+    assert_eq!(hosts, BTreeSet::from(["h0", "h1", "h2"]), "{status}");
+    assert_eq!(status["cluster"], name.as_str(), "{status}");
 
     // 3. One produce request for every partition, led by different hosts: split,
     //    sent, and answered in the request's order.
@@ -169,6 +243,16 @@ async fn a_client_that_knows_only_the_gateway_is_served_by_the_whole_cluster() {
         view.leader(&PartitionId::topic(TOPIC, 0)),
         Some(victim.as_str())
     );
+    // The status through the gateway shows the killed host gone and the new leader.
+    cluster_status_when(&gateway, |status| {
+        let victim_gone = status["hosts"].as_array().is_some_and(|hosts| {
+            hosts
+                .iter()
+                .any(|h| h["host_id"] == victim.as_str() && h["alive"] == false)
+        });
+        victim_gone && partition_leader(status, 0) == view.leader(&PartitionId::topic(TOPIC, 0))
+    })
+    .await;
     for p in 0..PARTITIONS {
         for read in rpc::read_partition(&via, TOPIC, p)
             .await

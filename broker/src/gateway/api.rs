@@ -15,6 +15,7 @@ use ferry_proto::v1::admin_service_client::AdminServiceClient;
 use ferry_proto::v1::admin_service_server::AdminService;
 use ferry_proto::v1::group_service_client::GroupServiceClient;
 use ferry_proto::v1::group_service_server::GroupService;
+use ferry_proto::v1::metadata_service_client::MetadataServiceClient;
 use ferry_proto::v1::metadata_service_server::MetadataService;
 use ferry_proto::v1::queue_service_client::QueueServiceClient;
 use ferry_proto::v1::queue_service_server::QueueService;
@@ -954,6 +955,13 @@ impl GroupService for Gateway {
     ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
         to_coordinator!(self, request, describe_group)
     }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        to_coordinator!(self, request, delete_group)
+    }
 }
 
 /// Forwards an access request to a live host of the default cluster: rules and
@@ -1043,6 +1051,39 @@ impl MetadataService for Gateway {
     /// The gateway answers for itself: it is the one host clients see, and it
     /// "leads" every partition that has a leader somewhere, so clients send it
     /// everything.
+    /// The real cluster, as one of its hosts sees it: the gateway's GetMetadata
+    /// names the gateway as every partition's leader, for routing.
+    async fn describe_cluster(
+        &self,
+        request: Request<pb::DescribeClusterRequest>,
+    ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
+        let mut request = request.into_inner();
+        let chosen = std::mem::take(&mut request.cluster);
+        answer(
+            self.forwarder
+                .routed(
+                    |directory| {
+                        let cluster = if chosen.is_empty() {
+                            directory.default_cluster(self.default_cluster.as_deref())?
+                        } else {
+                            chosen.clone()
+                        };
+                        any_host(directory, &cluster, self.turn())
+                    },
+                    |channel| {
+                        let request = request.clone();
+                        async move {
+                            MetadataServiceClient::new(channel)
+                                .describe_cluster(request)
+                                .await
+                                .map(Response::into_inner)
+                        }
+                    },
+                )
+                .await,
+        )
+    }
+
     async fn get_metadata(
         &self,
         request: Request<pb::GetMetadataRequest>,

@@ -10,9 +10,10 @@ use tonic::{Request, Response, Status};
 
 use super::auth::Guard;
 use super::status::Answer;
-use crate::access::{Operation, Resource};
+use crate::access::{Caller, Operation, Resource};
 use crate::broker::Broker;
 use crate::cluster::routing::Routing;
+use crate::error::BrokerError;
 use crate::topic::{STANDALONE_LEADER_EPOCH, Topic};
 
 /// The metadata API over a broker.
@@ -43,12 +44,58 @@ impl MetadataService for MetadataApi {
             request.get_ref().topics.iter().map(|t| Resource::Topic(t)),
         )?;
         let wanted = request.into_inner().topics;
+        let response = self.metadata("GetMetadata", &caller, &wanted)?;
+        Ok(Response::new(response))
+    }
+
+    async fn describe_cluster(
+        &self,
+        request: Request<pb::DescribeClusterRequest>,
+    ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
+        let caller = self.guard.check(
+            "DescribeCluster",
+            &request,
+            Operation::Describe,
+            request.get_ref().topics.iter().map(|t| Resource::Topic(t)),
+        )?;
+        let request = request.into_inner();
+        let own = self
+            .broker
+            .routing
+            .as_ref()
+            .map_or("standalone", |routing| routing.cluster());
+        if !request.cluster.is_empty() && request.cluster != own {
+            let elsewhere = BrokerError::InvalidArgument(format!(
+                "this host serves cluster {own}, not {}; ask one of its hosts or a gateway",
+                request.cluster
+            ));
+            return Err(self.broker.fail("DescribeCluster", &elsewhere));
+        }
+        let metadata = self.metadata("DescribeCluster", &caller, &request.topics)?;
+        Ok(Response::new(pb::DescribeClusterResponse {
+            cluster: metadata.cluster,
+            hosts: metadata.hosts,
+            topics: metadata.topics,
+            queues: metadata.queues,
+        }))
+    }
+}
+
+impl MetadataApi {
+    /// This host's view of its cluster (or itself, standalone): `wanted` topics (all
+    /// when empty) and every queue the caller may describe.
+    fn metadata(
+        &self,
+        method: &'static str,
+        caller: &Caller,
+        wanted: &[String],
+    ) -> Result<pb::GetMetadataResponse, Status> {
         let topics = if wanted.is_empty() {
             self.broker.topics.list()
         } else {
             let found: Result<Vec<_>, _> =
                 wanted.iter().map(|t| self.broker.topics.get(t)).collect();
-            self.broker.answer("GetMetadata", found)?
+            self.broker.answer(method, found)?
         };
         let mut response = match &self.broker.routing {
             Some(routing) => self.cluster_metadata(routing, &topics),
@@ -56,15 +103,13 @@ impl MetadataService for MetadataApi {
         };
         response
             .topics
-            .retain(|t| self.guard.may_describe(&caller, Resource::Topic(&t.name)));
+            .retain(|t| self.guard.may_describe(caller, Resource::Topic(&t.name)));
         response
             .queues
-            .retain(|q| self.guard.may_describe(&caller, Resource::Queue(&q.name)));
-        Ok(Response::new(response))
+            .retain(|q| self.guard.may_describe(caller, Resource::Queue(&q.name)));
+        Ok(response)
     }
-}
 
-impl MetadataApi {
     /// This host leads everything.
     fn standalone_metadata(&self, topics: &[Arc<Topic>]) -> pb::GetMetadataResponse {
         let host_id = self.broker.config.host_id.clone();

@@ -130,6 +130,27 @@ impl Client {
         Ok(ClusterMetadata::from_proto(response))
     }
 
+    /// The cluster as its hosts see it: real hosts and leaders also through a
+    /// gateway (whose [`Self::cluster_metadata`] names itself, for routing).
+    pub async fn describe_cluster(&self, topics: &[&str]) -> Result<ClusterMetadata, ClientError> {
+        let request = pb::DescribeClusterRequest {
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            cluster: String::new(),
+        };
+        let response = MetadataServiceClient::new(self.service())
+            .max_decoding_message_size(self.max_message_bytes)
+            .describe_cluster(request)
+            .await
+            .map_err(|status| self.error(&status))?
+            .into_inner();
+        Ok(ClusterMetadata::from_proto(pb::GetMetadataResponse {
+            cluster: response.cluster,
+            hosts: response.hosts,
+            topics: response.topics,
+            queues: response.queues,
+        }))
+    }
+
     /// Learns every leader of a topic (or a queue) at once from the connected host;
     /// best effort: routing falls back to `NOT_LEADER` hints if this fails.
     pub(crate) async fn refresh_leaders(&self, kind: Kind, name: &str) {

@@ -1,5 +1,6 @@
-//! `ferryctl cluster status`: the hosts of the connected broker's cluster, and every
-//! partition's replicas, leader, epoch and in-sync replicas.
+//! `ferryctl cluster status`: the hosts of the connected broker's cluster (through a
+//! gateway, of the cluster behind it), and every partition's replicas, leader, epoch
+//! and in-sync replicas.
 
 use clap::Subcommand;
 use ferry_client::{ClusterMetadata, PartitionPlacement, ResourcePlacement};
@@ -20,7 +21,7 @@ pub async fn run(context: &Context, command: ClusterCommand) -> anyhow::Result<(
     let client = context.connect().await?;
     match command {
         ClusterCommand::Status => {
-            let metadata = client.cluster_metadata(&[]).await?;
+            let metadata = client.describe_cluster(&[]).await?;
             match context.output {
                 OutputFormat::Text => print!("{}", status_text(&metadata)),
                 OutputFormat::Json => output::print_json(&status_json(&metadata))?,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65rry/v1/metadata.proto\x12\x08\x66\x65rry.v1\"$\n\x12GetMetadataRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\"k\n\x04Host\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05\x61live\x18\x03 \x01(\x08\x12\x12\n\ncontroller\x18\x04 \x01(\x08\x12\x0c\n\x04zone\x18\x05 \x01(\t\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\"\xd4\x02\n\x0fPartitionLeader\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x16\n\x0eleader_host_id\x18\x02 \x01(\t\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x04\x12\x10\n\x08replicas\x18\x04 \x03(\t\x12\x18\n\x10in_sync_replicas\x18\x05 \x03(\t\x12\x1b\n\x0ehigh_watermark\x18\x06 \x01(\x04H\x00\x88\x01\x01\x12\x1b\n\x0elog_end_offset\x18\x07 \x01(\x04H\x01\x88\x01\x01\x12@\n\x0c\x66ollower_lag\x18\x08 \x03(\x0b\x32*.ferry.v1.PartitionLeader.FollowerLagEntry\x1a\x32\n\x10\x46ollowerLagEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x42\x11\n\x0f_high_watermarkB\x11\n\x0f_log_end_offset\"L\n\rTopicMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\npartitions\x18\x02 \x03(\x0b\x32\x19.ferry.v1.PartitionLeader\"\x97\x01\n\x13GetMetadataResponse\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x1d\n\x05hosts\x18\x02 \x03(\x0b\x32\x0e.ferry.v1.Host\x12\'\n\x06topics\x18\x03 \x03(\x0b\x32\x17.ferry.v1.TopicMetadata\x12\'\n\x06queues\x18\x04 \x03(\x0b\x32\x17.ferry.v1.TopicMetadata2]\n\x0fMetadataService\x12J\n\x0bGetMetadata\x12\x1c.ferry.v1.GetMetadataRequest\x1a\x1d.ferry.v1.GetMetadataResponseB;\n\x0c\x64\x65v.ferry.v1P\x01Z)ferry.dev/clients/go/gen/ferry/v1;ferryv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x65rry/v1/metadata.proto\x12\x08\x66\x65rry.v1\"9\n\x16\x44\x65scribeClusterRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\"\x9b\x01\n\x17\x44\x65scribeClusterResponse\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x1d\n\x05hosts\x18\x02 \x03(\x0b\x32\x0e.ferry.v1.Host\x12\'\n\x06topics\x18\x03 \x03(\x0b\x32\x17.ferry.v1.TopicMetadata\x12\'\n\x06queues\x18\x04 \x03(\x0b\x32\x17.ferry.v1.TopicMetadata\"$\n\x12GetMetadataRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\"k\n\x04Host\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05\x61live\x18\x03 \x01(\x08\x12\x12\n\ncontroller\x18\x04 \x01(\x08\x12\x0c\n\x04zone\x18\x05 \x01(\t\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\"\xd4\x02\n\x0fPartitionLeader\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x16\n\x0eleader_host_id\x18\x02 \x01(\t\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x04\x12\x10\n\x08replicas\x18\x04 \x03(\t\x12\x18\n\x10in_sync_replicas\x18\x05 \x03(\t\x12\x1b\n\x0ehigh_watermark\x18\x06 \x01(\x04H\x00\x88\x01\x01\x12\x1b\n\x0elog_end_offset\x18\x07 \x01(\x04H\x01\x88\x01\x01\x12@\n\x0c\x66ollower_lag\x18\x08 \x03(\x0b\x32*.ferry.v1.PartitionLeader.FollowerLagEntry\x1a\x32\n\x10\x46ollowerLagEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x42\x11\n\x0f_high_watermarkB\x11\n\x0f_log_end_offset\"L\n\rTopicMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\npartitions\x18\x02 \x03(\x0b\x32\x19.ferry.v1.PartitionLeader\"\x97\x01\n\x13GetMetadataResponse\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x1d\n\x05hosts\x18\x02 \x03(\x0b\x32\x0e.ferry.v1.Host\x12\'\n\x06topics\x18\x03 \x03(\x0b\x32\x17.ferry.v1.TopicMetadata\x12\'\n\x06queues\x18\x04 \x03(\x0b\x32\x17.ferry.v1.TopicMetadata2\xb5\x01\n\x0fMetadataService\x12J\n\x0bGetMetadata\x12\x1c.ferry.v1.GetMetadataRequest\x1a\x1d.ferry.v1.GetMetadataResponse\x12V\n\x0f\x44\x65scribeCluster\x12 .ferry.v1.DescribeClusterRequest\x1a!.ferry.v1.DescribeClusterResponseB;\n\x0c\x64\x65v.ferry.v1P\x01Z)ferry.dev/clients/go/gen/ferry/v1;ferryv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\014dev.ferry.v1P\001Z)ferry.dev/clients/go/gen/ferry/v1;ferryv1'
   _globals['_PARTITIONLEADER_FOLLOWERLAGENTRY']._loaded_options = None
   _globals['_PARTITIONLEADER_FOLLOWERLAGENTRY']._serialized_options = b'8\001'
-  _globals['_GETMETADATAREQUEST']._serialized_start=37
-  _globals['_GETMETADATAREQUEST']._serialized_end=73
-  _globals['_HOST']._serialized_start=75
-  _globals['_HOST']._serialized_end=182
-  _globals['_PARTITIONLEADER']._serialized_start=185
-  _globals['_PARTITIONLEADER']._serialized_end=525
-  _globals['_PARTITIONLEADER_FOLLOWERLAGENTRY']._serialized_start=437
-  _globals['_PARTITIONLEADER_FOLLOWERLAGENTRY']._serialized_end=487
-  _globals['_TOPICMETADATA']._serialized_start=527
-  _globals['_TOPICMETADATA']._serialized_end=603
-  _globals['_GETMETADATARESPONSE']._serialized_start=606
-  _globals['_GETMETADATARESPONSE']._serialized_end=757
-  _globals['_METADATASERVICE']._serialized_start=759
-  _globals['_METADATASERVICE']._serialized_end=852
+  _globals['_DESCRIBECLUSTERREQUEST']._serialized_start=37
+  _globals['_DESCRIBECLUSTERREQUEST']._serialized_end=94
+  _globals['_DESCRIBECLUSTERRESPONSE']._serialized_start=97
+  _globals['_DESCRIBECLUSTERRESPONSE']._serialized_end=252
+  _globals['_GETMETADATAREQUEST']._serialized_start=254
+  _globals['_GETMETADATAREQUEST']._serialized_end=290
+  _globals['_HOST']._serialized_start=292
+  _globals['_HOST']._serialized_end=399
+  _globals['_PARTITIONLEADER']._serialized_start=402
+  _globals['_PARTITIONLEADER']._serialized_end=742
+  _globals['_PARTITIONLEADER_FOLLOWERLAGENTRY']._serialized_start=654
+  _globals['_PARTITIONLEADER_FOLLOWERLAGENTRY']._serialized_end=704
+  _globals['_TOPICMETADATA']._serialized_start=744
+  _globals['_TOPICMETADATA']._serialized_end=820
+  _globals['_GETMETADATARESPONSE']._serialized_start=823
+  _globals['_GETMETADATARESPONSE']._serialized_end=974
+  _globals['_METADATASERVICE']._serialized_start=977
+  _globals['_METADATASERVICE']._serialized_end=1158
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,11 @@ class MetadataServiceStub:
                 request_serializer=ferry_dot_v1_dot_metadata__pb2.GetMetadataRequest.SerializeToString,
                 response_deserializer=ferry_dot_v1_dot_metadata__pb2.GetMetadataResponse.FromString,
                 _registered_method=True)
+        self.DescribeCluster = channel.unary_unary(
+                '/ferry.v1.MetadataService/DescribeCluster',
+                request_serializer=ferry_dot_v1_dot_metadata__pb2.DescribeClusterRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_metadata__pb2.DescribeClusterResponse.FromString,
+                _registered_method=True)
 
 
 class MetadataServiceServicer:
@@ -52,6 +57,17 @@ class MetadataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeCluster(self, request, context):
+        """The cluster as its hosts see it: every host (live or gone, the controller) and
+        every partition's real leader, replicas and in-sync set. On a host the same as
+        GetMetadata; through a gateway, GetMetadata presents the gateway as the leader
+        of everything (so clients send it all) while DescribeCluster shows the cluster
+        behind it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetadataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +75,11 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.GetMetadata,
                     request_deserializer=ferry_dot_v1_dot_metadata__pb2.GetMetadataRequest.FromString,
                     response_serializer=ferry_dot_v1_dot_metadata__pb2.GetMetadataResponse.SerializeToString,
+            ),
+            'DescribeCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeCluster,
+                    request_deserializer=ferry_dot_v1_dot_metadata__pb2.DescribeClusterRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_metadata__pb2.DescribeClusterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +110,33 @@ class MetadataService:
             '/ferry.v1.MetadataService/GetMetadata',
             ferry_dot_v1_dot_metadata__pb2.GetMetadataRequest.SerializeToString,
             ferry_dot_v1_dot_metadata__pb2.GetMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ferry.v1.MetadataService/DescribeCluster',
+            ferry_dot_v1_dot_metadata__pb2.DescribeClusterRequest.SerializeToString,
+            ferry_dot_v1_dot_metadata__pb2.DescribeClusterResponse.FromString,
             options,
             channel_credentials,
             insecure,

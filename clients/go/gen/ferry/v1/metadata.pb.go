@@ -21,6 +21,129 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type DescribeClusterRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: all topics.
+	Topics []string `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	// Through a gateway serving several clusters, which one; empty: its default. A
+	// host answers only for its own cluster.
+	Cluster       string `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeClusterRequest) Reset() {
+	*x = DescribeClusterRequest{}
+	mi := &file_ferry_v1_metadata_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeClusterRequest) ProtoMessage() {}
+
+func (x *DescribeClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_v1_metadata_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeClusterRequest.ProtoReflect.Descriptor instead.
+func (*DescribeClusterRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_v1_metadata_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DescribeClusterRequest) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *DescribeClusterRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+type DescribeClusterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Hosts         []*Host                `protobuf:"bytes,2,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	Topics        []*TopicMetadata       `protobuf:"bytes,3,rep,name=topics,proto3" json:"topics,omitempty"`
+	Queues        []*TopicMetadata       `protobuf:"bytes,4,rep,name=queues,proto3" json:"queues,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeClusterResponse) Reset() {
+	*x = DescribeClusterResponse{}
+	mi := &file_ferry_v1_metadata_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeClusterResponse) ProtoMessage() {}
+
+func (x *DescribeClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_v1_metadata_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeClusterResponse.ProtoReflect.Descriptor instead.
+func (*DescribeClusterResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_v1_metadata_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DescribeClusterResponse) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *DescribeClusterResponse) GetHosts() []*Host {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *DescribeClusterResponse) GetTopics() []*TopicMetadata {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *DescribeClusterResponse) GetQueues() []*TopicMetadata {
+	if x != nil {
+		return x.Queues
+	}
+	return nil
+}
+
 type GetMetadataRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty: all topics.
@@ -31,7 +154,7 @@ type GetMetadataRequest struct {
 
 func (x *GetMetadataRequest) Reset() {
 	*x = GetMetadataRequest{}
-	mi := &file_ferry_v1_metadata_proto_msgTypes[0]
+	mi := &file_ferry_v1_metadata_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -43,7 +166,7 @@ func (x *GetMetadataRequest) String() string {
 func (*GetMetadataRequest) ProtoMessage() {}
 
 func (x *GetMetadataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_metadata_proto_msgTypes[0]
+	mi := &file_ferry_v1_metadata_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -56,7 +179,7 @@ func (x *GetMetadataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetadataRequest.ProtoReflect.Descriptor instead.
 func (*GetMetadataRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_metadata_proto_rawDescGZIP(), []int{0}
+	return file_ferry_v1_metadata_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *GetMetadataRequest) GetTopics() []string {
@@ -86,7 +209,7 @@ type Host struct {
 
 func (x *Host) Reset() {
 	*x = Host{}
-	mi := &file_ferry_v1_metadata_proto_msgTypes[1]
+	mi := &file_ferry_v1_metadata_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -98,7 +221,7 @@ func (x *Host) String() string {
 func (*Host) ProtoMessage() {}
 
 func (x *Host) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_metadata_proto_msgTypes[1]
+	mi := &file_ferry_v1_metadata_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -111,7 +234,7 @@ func (x *Host) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Host.ProtoReflect.Descriptor instead.
 func (*Host) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_metadata_proto_rawDescGZIP(), []int{1}
+	return file_ferry_v1_metadata_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Host) GetHostId() string {
@@ -178,7 +301,7 @@ type PartitionLeader struct {
 
 func (x *PartitionLeader) Reset() {
 	*x = PartitionLeader{}
-	mi := &file_ferry_v1_metadata_proto_msgTypes[2]
+	mi := &file_ferry_v1_metadata_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -190,7 +313,7 @@ func (x *PartitionLeader) String() string {
 func (*PartitionLeader) ProtoMessage() {}
 
 func (x *PartitionLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_metadata_proto_msgTypes[2]
+	mi := &file_ferry_v1_metadata_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -203,7 +326,7 @@ func (x *PartitionLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionLeader.ProtoReflect.Descriptor instead.
 func (*PartitionLeader) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_metadata_proto_rawDescGZIP(), []int{2}
+	return file_ferry_v1_metadata_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PartitionLeader) GetPartition() uint32 {
@@ -273,7 +396,7 @@ type TopicMetadata struct {
 
 func (x *TopicMetadata) Reset() {
 	*x = TopicMetadata{}
-	mi := &file_ferry_v1_metadata_proto_msgTypes[3]
+	mi := &file_ferry_v1_metadata_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -285,7 +408,7 @@ func (x *TopicMetadata) String() string {
 func (*TopicMetadata) ProtoMessage() {}
 
 func (x *TopicMetadata) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_metadata_proto_msgTypes[3]
+	mi := &file_ferry_v1_metadata_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -298,7 +421,7 @@ func (x *TopicMetadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopicMetadata.ProtoReflect.Descriptor instead.
 func (*TopicMetadata) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_metadata_proto_rawDescGZIP(), []int{3}
+	return file_ferry_v1_metadata_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TopicMetadata) GetName() string {
@@ -329,7 +452,7 @@ type GetMetadataResponse struct {
 
 func (x *GetMetadataResponse) Reset() {
 	*x = GetMetadataResponse{}
-	mi := &file_ferry_v1_metadata_proto_msgTypes[4]
+	mi := &file_ferry_v1_metadata_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +464,7 @@ func (x *GetMetadataResponse) String() string {
 func (*GetMetadataResponse) ProtoMessage() {}
 
 func (x *GetMetadataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_v1_metadata_proto_msgTypes[4]
+	mi := &file_ferry_v1_metadata_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +477,7 @@ func (x *GetMetadataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetadataResponse.ProtoReflect.Descriptor instead.
 func (*GetMetadataResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_v1_metadata_proto_rawDescGZIP(), []int{4}
+	return file_ferry_v1_metadata_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetMetadataResponse) GetCluster() string {
@@ -389,7 +512,15 @@ var File_ferry_v1_metadata_proto protoreflect.FileDescriptor
 
 const file_ferry_v1_metadata_proto_rawDesc = "" +
 	"\n" +
-	"\x17ferry/v1/metadata.proto\x12\bferry.v1\",\n" +
+	"\x17ferry/v1/metadata.proto\x12\bferry.v1\"J\n" +
+	"\x16DescribeClusterRequest\x12\x16\n" +
+	"\x06topics\x18\x01 \x03(\tR\x06topics\x12\x18\n" +
+	"\acluster\x18\x02 \x01(\tR\acluster\"\xbb\x01\n" +
+	"\x17DescribeClusterResponse\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12$\n" +
+	"\x05hosts\x18\x02 \x03(\v2\x0e.ferry.v1.HostR\x05hosts\x12/\n" +
+	"\x06topics\x18\x03 \x03(\v2\x17.ferry.v1.TopicMetadataR\x06topics\x12/\n" +
+	"\x06queues\x18\x04 \x03(\v2\x17.ferry.v1.TopicMetadataR\x06queues\",\n" +
 	"\x12GetMetadataRequest\x12\x16\n" +
 	"\x06topics\x18\x01 \x03(\tR\x06topics\"\x9f\x01\n" +
 	"\x04Host\x12\x17\n" +
@@ -424,9 +555,10 @@ const file_ferry_v1_metadata_proto_rawDesc = "" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12$\n" +
 	"\x05hosts\x18\x02 \x03(\v2\x0e.ferry.v1.HostR\x05hosts\x12/\n" +
 	"\x06topics\x18\x03 \x03(\v2\x17.ferry.v1.TopicMetadataR\x06topics\x12/\n" +
-	"\x06queues\x18\x04 \x03(\v2\x17.ferry.v1.TopicMetadataR\x06queues2]\n" +
+	"\x06queues\x18\x04 \x03(\v2\x17.ferry.v1.TopicMetadataR\x06queues2\xb5\x01\n" +
 	"\x0fMetadataService\x12J\n" +
-	"\vGetMetadata\x12\x1c.ferry.v1.GetMetadataRequest\x1a\x1d.ferry.v1.GetMetadataResponseB;\n" +
+	"\vGetMetadata\x12\x1c.ferry.v1.GetMetadataRequest\x1a\x1d.ferry.v1.GetMetadataResponse\x12V\n" +
+	"\x0fDescribeCluster\x12 .ferry.v1.DescribeClusterRequest\x1a!.ferry.v1.DescribeClusterResponseB;\n" +
 	"\fdev.ferry.v1P\x01Z)ferry.dev/clients/go/gen/ferry/v1;ferryv1b\x06proto3"
 
 var (
@@ -441,28 +573,35 @@ func file_ferry_v1_metadata_proto_rawDescGZIP() []byte {
 	return file_ferry_v1_metadata_proto_rawDescData
 }
 
-var file_ferry_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_ferry_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_ferry_v1_metadata_proto_goTypes = []any{
-	(*GetMetadataRequest)(nil),  // 0: ferry.v1.GetMetadataRequest
-	(*Host)(nil),                // 1: ferry.v1.Host
-	(*PartitionLeader)(nil),     // 2: ferry.v1.PartitionLeader
-	(*TopicMetadata)(nil),       // 3: ferry.v1.TopicMetadata
-	(*GetMetadataResponse)(nil), // 4: ferry.v1.GetMetadataResponse
-	nil,                         // 5: ferry.v1.PartitionLeader.FollowerLagEntry
+	(*DescribeClusterRequest)(nil),  // 0: ferry.v1.DescribeClusterRequest
+	(*DescribeClusterResponse)(nil), // 1: ferry.v1.DescribeClusterResponse
+	(*GetMetadataRequest)(nil),      // 2: ferry.v1.GetMetadataRequest
+	(*Host)(nil),                    // 3: ferry.v1.Host
+	(*PartitionLeader)(nil),         // 4: ferry.v1.PartitionLeader
+	(*TopicMetadata)(nil),           // 5: ferry.v1.TopicMetadata
+	(*GetMetadataResponse)(nil),     // 6: ferry.v1.GetMetadataResponse
+	nil,                             // 7: ferry.v1.PartitionLeader.FollowerLagEntry
 }
 var file_ferry_v1_metadata_proto_depIdxs = []int32{
-	5, // 0: ferry.v1.PartitionLeader.follower_lag:type_name -> ferry.v1.PartitionLeader.FollowerLagEntry
-	2, // 1: ferry.v1.TopicMetadata.partitions:type_name -> ferry.v1.PartitionLeader
-	1, // 2: ferry.v1.GetMetadataResponse.hosts:type_name -> ferry.v1.Host
-	3, // 3: ferry.v1.GetMetadataResponse.topics:type_name -> ferry.v1.TopicMetadata
-	3, // 4: ferry.v1.GetMetadataResponse.queues:type_name -> ferry.v1.TopicMetadata
-	0, // 5: ferry.v1.MetadataService.GetMetadata:input_type -> ferry.v1.GetMetadataRequest
-	4, // 6: ferry.v1.MetadataService.GetMetadata:output_type -> ferry.v1.GetMetadataResponse
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	3,  // 0: ferry.v1.DescribeClusterResponse.hosts:type_name -> ferry.v1.Host
+	5,  // 1: ferry.v1.DescribeClusterResponse.topics:type_name -> ferry.v1.TopicMetadata
+	5,  // 2: ferry.v1.DescribeClusterResponse.queues:type_name -> ferry.v1.TopicMetadata
+	7,  // 3: ferry.v1.PartitionLeader.follower_lag:type_name -> ferry.v1.PartitionLeader.FollowerLagEntry
+	4,  // 4: ferry.v1.TopicMetadata.partitions:type_name -> ferry.v1.PartitionLeader
+	3,  // 5: ferry.v1.GetMetadataResponse.hosts:type_name -> ferry.v1.Host
+	5,  // 6: ferry.v1.GetMetadataResponse.topics:type_name -> ferry.v1.TopicMetadata
+	5,  // 7: ferry.v1.GetMetadataResponse.queues:type_name -> ferry.v1.TopicMetadata
+	2,  // 8: ferry.v1.MetadataService.GetMetadata:input_type -> ferry.v1.GetMetadataRequest
+	0,  // 9: ferry.v1.MetadataService.DescribeCluster:input_type -> ferry.v1.DescribeClusterRequest
+	6,  // 10: ferry.v1.MetadataService.GetMetadata:output_type -> ferry.v1.GetMetadataResponse
+	1,  // 11: ferry.v1.MetadataService.DescribeCluster:output_type -> ferry.v1.DescribeClusterResponse
+	10, // [10:12] is the sub-list for method output_type
+	8,  // [8:10] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_ferry_v1_metadata_proto_init() }
@@ -470,14 +609,14 @@ func file_ferry_v1_metadata_proto_init() {
 	if File_ferry_v1_metadata_proto != nil {
 		return
 	}
-	file_ferry_v1_metadata_proto_msgTypes[2].OneofWrappers = []any{}
+	file_ferry_v1_metadata_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_v1_metadata_proto_rawDesc), len(file_ferry_v1_metadata_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

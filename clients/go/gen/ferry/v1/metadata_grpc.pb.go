@@ -19,7 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	MetadataService_GetMetadata_FullMethodName = "/ferry.v1.MetadataService/GetMetadata"
+	MetadataService_GetMetadata_FullMethodName     = "/ferry.v1.MetadataService/GetMetadata"
+	MetadataService_DescribeCluster_FullMethodName = "/ferry.v1.MetadataService/DescribeCluster"
 )
 
 // MetadataServiceClient is the client API for MetadataService service.
@@ -29,6 +30,12 @@ const (
 // Who serves what, so smart clients can route requests straight to leaders.
 type MetadataServiceClient interface {
 	GetMetadata(ctx context.Context, in *GetMetadataRequest, opts ...grpc.CallOption) (*GetMetadataResponse, error)
+	// The cluster as its hosts see it: every host (live or gone, the controller) and
+	// every partition's real leader, replicas and in-sync set. On a host the same as
+	// GetMetadata; through a gateway, GetMetadata presents the gateway as the leader
+	// of everything (so clients send it all) while DescribeCluster shows the cluster
+	// behind it.
+	DescribeCluster(ctx context.Context, in *DescribeClusterRequest, opts ...grpc.CallOption) (*DescribeClusterResponse, error)
 }
 
 type metadataServiceClient struct {
@@ -49,6 +56,16 @@ func (c *metadataServiceClient) GetMetadata(ctx context.Context, in *GetMetadata
 	return out, nil
 }
 
+func (c *metadataServiceClient) DescribeCluster(ctx context.Context, in *DescribeClusterRequest, opts ...grpc.CallOption) (*DescribeClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DescribeClusterResponse)
+	err := c.cc.Invoke(ctx, MetadataService_DescribeCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MetadataServiceServer is the server API for MetadataService service.
 // All implementations must embed UnimplementedMetadataServiceServer
 // for forward compatibility.
@@ -56,6 +73,12 @@ func (c *metadataServiceClient) GetMetadata(ctx context.Context, in *GetMetadata
 // Who serves what, so smart clients can route requests straight to leaders.
 type MetadataServiceServer interface {
 	GetMetadata(context.Context, *GetMetadataRequest) (*GetMetadataResponse, error)
+	// The cluster as its hosts see it: every host (live or gone, the controller) and
+	// every partition's real leader, replicas and in-sync set. On a host the same as
+	// GetMetadata; through a gateway, GetMetadata presents the gateway as the leader
+	// of everything (so clients send it all) while DescribeCluster shows the cluster
+	// behind it.
+	DescribeCluster(context.Context, *DescribeClusterRequest) (*DescribeClusterResponse, error)
 	mustEmbedUnimplementedMetadataServiceServer()
 }
 
@@ -68,6 +91,9 @@ type UnimplementedMetadataServiceServer struct{}
 
 func (UnimplementedMetadataServiceServer) GetMetadata(context.Context, *GetMetadataRequest) (*GetMetadataResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetMetadata not implemented")
+}
+func (UnimplementedMetadataServiceServer) DescribeCluster(context.Context, *DescribeClusterRequest) (*DescribeClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DescribeCluster not implemented")
 }
 func (UnimplementedMetadataServiceServer) mustEmbedUnimplementedMetadataServiceServer() {}
 func (UnimplementedMetadataServiceServer) testEmbeddedByValue()                         {}
@@ -108,6 +134,24 @@ func _MetadataService_GetMetadata_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MetadataService_DescribeCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DescribeClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetadataServiceServer).DescribeCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MetadataService_DescribeCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetadataServiceServer).DescribeCluster(ctx, req.(*DescribeClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MetadataService_ServiceDesc is the grpc.ServiceDesc for MetadataService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -118,6 +162,10 @@ var MetadataService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetMetadata",
 			Handler:    _MetadataService_GetMetadata_Handler,
+		},
+		{
+			MethodName: "DescribeCluster",
+			Handler:    _MetadataService_DescribeCluster_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

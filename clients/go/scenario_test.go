@@ -7,6 +7,7 @@ package ferry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -160,7 +161,29 @@ func produce(t *testing.T, ctx context.Context, client *Client, prefix string) {
 		messages = append(messages, Message{Key: key, Value: fmt.Appendf(nil, "%s-%d", prefix, n),
 			Headers: map[string][]byte{"n": fmt.Append(nil, n)}})
 	}
-	stored, err := client.Producer(scenarioTopic).Send(ctx, messages...)
+	var stored []RecordMetadata
+	var err error
+	if prefix == "after" {
+		// The background batching producer: each Send returns at once.
+		async := client.AsyncProducer(scenarioTopic, AsyncOptions{Linger: 10 * time.Millisecond, BatchSize: 8})
+		var results []<-chan Result
+		for _, m := range messages {
+			results = append(results, async.Send(m))
+		}
+		check(t, async.Flush(ctx) == nil, "flush")
+		for _, result := range results {
+			r := <-result
+			if r.Err != nil && err == nil {
+				err = r.Err
+			}
+			stored = append(stored, r.Metadata)
+		}
+		check(t, async.Close(ctx) == nil, "close")
+		late := <-async.Send(Message{Value: []byte("late")})
+		check(t, errors.Is(late.Err, ErrClosed), "a send after close: %v", late.Err)
+	} else {
+		stored, err = client.Producer(scenarioTopic).Send(ctx, messages...)
+	}
 	check(t, err == nil, "produce %s: %v", prefix, err)
 	for i, meta := range stored {
 		if key := messages[i].Key; key != nil {

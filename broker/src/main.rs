@@ -16,7 +16,6 @@ use ferry_broker::serve::{self, PeerOptions, PeerTls, ServeOptions};
 use ferry_broker::standalone::{self, BoundAddresses};
 use ferry_broker::tls::{DialingTlsFiles, ListenerTls, ServerTlsFiles};
 use ferry_broker::topic::DurabilitySetting;
-use tracing_subscriber::EnvFilter;
 
 /// The Ferry message broker.
 #[derive(Parser, Debug)]
@@ -24,6 +23,8 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    log: ferry_telemetry::LogArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +171,9 @@ struct GatewayArgs {
     /// refused otherwise.
     #[arg(long, env = "FERRY_INSECURE")]
     insecure: bool,
+    /// Prometheus metrics listen address (its calls by method and code), or "off".
+    #[arg(long, env = "FERRY_GATEWAY_METRICS_LISTEN", default_value = "off")]
+    metrics_listen: String,
 }
 
 /// How etcd is reached securely: TLS (for `https://` endpoints) and a user.
@@ -417,7 +421,9 @@ impl GatewayArgs {
                     .zip(self.peer_tls.peer_tls_key_file.clone()),
                 reload_interval,
             });
+        let metrics_listen = metrics_address(&self.metrics_listen)?;
         Ok(GatewayOptions {
+            metrics_listen,
             authentication,
             authorization,
             peer_tls,
@@ -754,12 +760,7 @@ impl StandaloneArgs {
             insecure: self.insecure,
             ..config
         };
-        config.metrics_listen = match self.metrics_listen.as_str() {
-            "off" | "" => None,
-            addr => Some(addr.parse().map_err(|err| {
-                anyhow::anyhow!("--metrics-listen {addr:?} is not an address: {err}")
-            })?),
-        };
+        config.metrics_listen = metrics_address(&self.metrics_listen)?;
         let limits = &mut config.limits;
         if let Some(v) = self.max_message_bytes {
             limits.max_message_bytes = v;
@@ -815,14 +816,23 @@ impl StandaloneArgs {
     }
 }
 
+/// A `--metrics-listen` value: an address, or `off` (also empty) for none.
+fn metrics_address(value: &str) -> anyhow::Result<Option<SocketAddr>> {
+    match value {
+        "off" | "" => Ok(None),
+        addr => addr
+            .parse()
+            .map(Some)
+            .map_err(|err| anyhow::anyhow!("--metrics-listen {addr:?} is not an address: {err}")),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    ferry_telemetry::init_logs(
+        cli.log.log_format,
+        ferry_telemetry::filter_from_env("FERRY_LOG", "info"),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ferry-broker")

@@ -180,7 +180,7 @@ pub(crate) async fn serve_until(
         tls = listeners.tls.is_some(),
         authentication = listeners.authn.required(),
         authorization = broker.config.authorization.enforced,
-        metrics = ?bound.metrics,
+        metrics = %bound.metrics.map_or_else(|| "off".to_owned(), |addr| addr.to_string()),
         data_dir = %broker.config.data_dir.display(),
         "ferry broker ready"
     );

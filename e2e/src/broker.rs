@@ -317,6 +317,10 @@ fn spawn(config: &HostConfig, listen: SocketAddrV4) -> Launch {
     if std::env::var_os("FERRY_LOG").is_none() {
         command.env("FERRY_LOG", "warn");
     }
+    // Readable lines in a failed test's output (JSON is the default off a terminal).
+    if std::env::var_os("FERRY_LOG_FORMAT").is_none() {
+        command.env("FERRY_LOG_FORMAT", "text");
+    }
     // Plain logs: they end up in test output, not on a terminal.
     command.env("NO_COLOR", "1");
     let mut process = Supervised::spawn(&format!("host {}", config.host_id), &mut command);

@@ -35,6 +35,9 @@ impl Gateway {
         if std::env::var_os("FERRY_LOG").is_none() {
             command.env("FERRY_LOG", "warn");
         }
+        if std::env::var_os("FERRY_LOG_FORMAT").is_none() {
+            command.env("FERRY_LOG_FORMAT", "text");
+        }
         let mut process = Supervised::spawn("gateway", &mut command);
         let child = process.child_mut();
         let stdout = child.stdout.take().expect("piped stdout");

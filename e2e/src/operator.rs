@@ -164,8 +164,11 @@ fn spawn(config: &OperatorConfig, listen: SocketAddr) -> Supervised {
     {
         command.env("FERRY_LOG", "info");
     }
+    if std::env::var_os("FERRY_LOG_FORMAT").is_none() {
+        command.env("FERRY_LOG_FORMAT", "text");
+    }
     let mut process = Supervised::spawn(&format!("operator {}", config.identity), &mut command);
-    // Its logs go to stdout (tracing's default), panics to stderr: both are copied.
+    // Its logs and panics go to stderr, and stdout is copied too.
     let child = process.child_mut();
     let outputs: [Box<dyn Read + Send>; 2] = [
         Box::new(child.stdout.take().expect("stdout is piped")),
@@ -207,7 +210,7 @@ fn wait_healthy(process: &mut Supervised, addr: SocketAddr) -> Result<(), String
 /// A plain HTTP/1.0 GET (the server then closes the connection after one response
 /// with no chunked encoding, so reading to the end is the whole body); the body of
 /// a 200 answer.
-fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
     let failed = |err: std::io::Error| format!("GET {path} on {addr}: {err}");
     let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).map_err(failed)?;
     stream

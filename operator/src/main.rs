@@ -124,6 +124,8 @@ struct Cli {
     /// default: RUST_LOG, else `info`.
     #[arg(long, env = "FERRY_LOG")]
     log: Option<String>,
+    #[command(flatten)]
+    log_output: ferry_telemetry::LogArgs,
     /// The broker image of clusters that name none.
     #[arg(long, env = "FERRY_OPERATOR_BROKER_IMAGE", default_value = DEFAULT_IMAGE)]
     broker_image: String,
@@ -493,7 +495,7 @@ async fn main() -> ExitCode {
         None => EnvFilter::try_from_default_env().ok(),
     }
     .unwrap_or_else(|| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    ferry_telemetry::init_logs(cli.log_output.log_format, filter);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

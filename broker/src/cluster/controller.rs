@@ -220,6 +220,25 @@ async fn lead(context: &mut ControllerContext, lease: i64, epoch: Revision) -> S
     }
 }
 
+/// The event operators follow for placement and leadership (docs/operations.md):
+/// one line per partition state the controller wrote.
+fn log_change(cluster: &str, change: &Change) {
+    match change {
+        Change::Create { key, state } | Change::Update { key, state, .. } => tracing::info!(
+            cluster,
+            partition = %key,
+            leader = state.leader.as_deref().unwrap_or("none"),
+            leader_epoch = state.leader_epoch,
+            replicas = %state.replicas.join(","),
+            in_sync = %state.isr.join(","),
+            "partition state written"
+        ),
+        Change::Delete { key, .. } => {
+            tracing::info!(cluster, partition = %key, "partition state removed");
+        }
+    }
+}
+
 /// The controller seat as a host's view shows it to the controller elected at `epoch`.
 #[derive(Debug, PartialEq, Eq)]
 enum Seat {
@@ -305,7 +324,7 @@ async fn reconcile(
             ],
         };
         if context.meta.txn(compares, ops).await?.succeeded {
-            tracing::info!(cluster = %config.cluster, change = ?change, "partition state written");
+            log_change(&config.cluster, &change);
             continue;
         }
         // Either the state moved under us (the view will catch up and the next pass
@@ -362,8 +381,8 @@ async fn recover_leaderless(
         }];
         if context.meta.txn(compares, ops).await?.succeeded {
             tracing::warn!(
-                partition = ?key,
-                in_sync = ?next.isr,
+                partition = %key,
+                in_sync = %next.isr.join(","),
                 "every replica reported: the best logs are in sync again"
             );
         }

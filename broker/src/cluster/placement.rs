@@ -63,6 +63,16 @@ pub struct PartitionKey {
     pub partition: u32,
 }
 
+impl std::fmt::Display for PartitionKey {
+    /// `topic orders/3`, `queue jobs`: how logs name a partition.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            LogKind::Queue => write!(f, "queue {}", self.name),
+            kind => write!(f, "{} {}/{}", kind.as_str(), self.name, self.partition),
+        }
+    }
+}
+
 /// What the controller knows of the hosts.
 #[derive(Debug, Clone, Default)]
 pub struct Hosts {

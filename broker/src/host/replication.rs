@@ -619,7 +619,7 @@ impl Replication {
             let report = match crate::rebuild::report_on(&opened, state.leader_epoch) {
                 Ok(report) => report,
                 Err(err) => {
-                    tracing::warn!(partition = ?key, %err, "cannot read the log to report it");
+                    tracing::warn!(partition = %key, %err, "cannot read the log to report it");
                     continue;
                 }
             };
@@ -628,14 +628,14 @@ impl Replication {
             match self.meta.put(&path, encode_json(&report)).await {
                 Ok(_) => {
                     tracing::warn!(
-                        partition = ?key,
+                        partition = %key,
                         ?report,
                         "no in-sync replica left: reported this replica's log for a new election"
                     );
                     self.reported.insert(key.clone(), state.leader_epoch);
                 }
                 Err(err) => {
-                    tracing::warn!(partition = ?key, %err, "cannot write the replica report")
+                    tracing::warn!(partition = %key, %err, "cannot write the replica report")
                 }
             }
         }
@@ -665,8 +665,8 @@ impl Replication {
                     tracing::info!(
                         topic = %key.name,
                         partition = key.partition,
-                        from = ?state.isr,
-                        to = ?next.isr,
+                        from = %state.isr.join(","),
+                        to = %next.isr.join(","),
                         "in-sync replicas changed"
                     );
                 } else {
@@ -709,7 +709,7 @@ fn stepping_down(
 ) -> Option<PartitionState> {
     let next = election::step_down_if_damaged(state, me, damaged, whole_copy_in_sync)?;
     tracing::error!(
-        replicas = ?state.isr,
+        replicas = %state.isr.join(","),
         "this leader's log lost records to damage on disk: leaving the in-sync set so a \
          whole copy leads"
     );

@@ -49,6 +49,7 @@ impl BrokerProcess {
             .args(metrics_default)
             .args(extra)
             .env("FERRY_LOG", "warn")
+            .env("FERRY_LOG_FORMAT", "text")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

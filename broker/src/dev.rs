@@ -119,39 +119,55 @@ pub async fn run(
     for index in 0..options.hosts {
         let host = format!("h{index}");
         let port = options.first_port + index;
+        let metrics = metrics_port(options.first_port, options.hosts, index);
         let child = Command::new(&binary)
             .arg("serve")
             .args(["--cluster", &options.cluster, "--host-id", &host])
             .args(["--etcd", &client_url])
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-listen", "off", "--data-dir"])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+            .arg("--data-dir")
             .arg(options.data_dir.join(&host))
             .env("FERRY_LOG", &log_level)
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start host {host}"))?;
         children.0.push((host.clone(), child));
-        println!("{host}: 127.0.0.1:{port}");
+        println!("{host}: 127.0.0.1:{port} (metrics http://127.0.0.1:{metrics}/metrics)");
     }
     let gateway_port = options.first_port + options.hosts;
+    let gateway_metrics = metrics_port(options.first_port, options.hosts, options.hosts);
     let gateway = Command::new(&binary)
         .arg("gateway")
         .args(["--etcd", &client_url])
         .args(["--listen", &format!("127.0.0.1:{gateway_port}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{gateway_metrics}")])
         .env("FERRY_LOG", &log_level)
         .stdout(Stdio::null())
         .spawn()
         .context("cannot start the gateway")?;
     children.0.push(("gateway".into(), gateway));
-    println!("gateway: 127.0.0.1:{gateway_port}");
+    println!(
+        "gateway: 127.0.0.1:{gateway_port} (metrics http://127.0.0.1:{gateway_metrics}/metrics)"
+    );
     println!(
         "cluster {} on etcd {client_url} (log: {}); try: ferryctl --server 127.0.0.1:{gateway_port} \
-         topic create orders --replication-factor 3, then ferryctl --server 127.0.0.1:{} cluster status",
+         topic create orders --replication-factor 3, then ferryctl --server \
+         127.0.0.1:{gateway_port} cluster status",
         options.cluster,
         etcd_log_path.display(),
-        options.first_port
     );
     shutdown.await;
     drop(children);
     Ok(())
+}
+
+/// The metrics port of the `index`th process (hosts, then the gateway): after every
+/// gRPC port (the hosts' and the gateway's), so three hosts on 7070-7072 and the
+/// gateway on 7073 serve metrics on 7074-7077.
+fn metrics_port(first_port: u16, hosts: u16, index: u16) -> u16 {
+    first_port
+        .saturating_add(hosts)
+        .saturating_add(1)
+        .saturating_add(index)
 }

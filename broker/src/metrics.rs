@@ -106,6 +106,8 @@ impl SyncObserver for FsyncHistogram {
 /// Every metric the broker exports.
 pub struct Metrics {
     registry: Registry,
+    /// Calls to every gRPC server of the process, by method and code.
+    pub rpc: crate::service::rpc_metrics::RpcMetrics,
     /// Records appended, by topic.
     pub produce_messages: Family<TopicLabels, Counter>,
     /// Batch bytes appended, by topic.
@@ -175,8 +177,11 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("ferry");
+        let mut root = process_registry();
+        let registry = root.sub_registry_with_prefix("ferry");
+        let rpc = crate::service::rpc_metrics::RpcMetrics::register(registry);
         let metrics = Self {
+            rpc,
             produce_messages: Family::default(),
             produce_bytes: Family::default(),
             fetch_messages: Family::default(),
@@ -341,17 +346,59 @@ impl Metrics {
             metrics.principals.throttled.clone(),
         );
         Self {
-            registry,
+            registry: root,
             ..metrics
         }
     }
 
     /// Renders the registry in the Prometheus text format.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            tracing::warn!(%err, "encoding metrics failed");
-        }
-        out
+        encode(&self.registry)
+    }
+}
+
+/// A registry with the standard `process_*` metrics; Ferry's own go in its `ferry`
+/// sub-registry.
+fn process_registry() -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
+    registry
+}
+
+/// `registry` in the Prometheus text format.
+fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    if let Err(err) = prometheus_client::encoding::text::encode(&mut out, registry) {
+        tracing::warn!(%err, "encoding metrics failed");
+    }
+    out
+}
+
+/// What a gateway exports: the calls it answered (and forwarded), by method and code.
+pub struct GatewayMetrics {
+    registry: Registry,
+    /// Calls to the gateway's gRPC server.
+    pub rpc: crate::service::rpc_metrics::RpcMetrics,
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GatewayMetrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = process_registry();
+        let rpc = crate::service::rpc_metrics::RpcMetrics::register(
+            registry.sub_registry_with_prefix("ferry"),
+        );
+        Self { registry, rpc }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        encode(&self.registry)
     }
 }

@@ -101,6 +101,54 @@ async fn metrics_health_and_reflection() {
         1.0
     );
 
+    // Every call by method and code, in the gRPC conventions: the missing topic's
+    // produce is NOT_FOUND, the others OK, and each call is timed.
+    let produce = "grpc_service=\"ferry.v1.TopicService\",grpc_method=\"Produce\"";
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("ferry_grpc_server_handled_total{{{produce},grpc_code=\"NOT_FOUND\"}}")
+        ),
+        1.0
+    );
+    assert!(
+        sample(
+            &metrics,
+            &format!("ferry_grpc_server_handled_total{{{produce},grpc_code=\"OK\"}}")
+        ) >= 3.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("ferry_grpc_server_handling_seconds_count{{{produce}}}")
+        ),
+        sample(
+            &metrics,
+            &format!("ferry_grpc_server_started_total{{{produce}}}")
+        )
+    );
+
+    // The standard process metrics, without Ferry's prefix.
+    assert!(sample(&metrics, "process_resident_memory_bytes ") > 0.0);
+    assert!(sample(&metrics, "process_open_fds ") > 0.0);
+    assert!(sample(&metrics, "process_max_fds ") >= sample(&metrics, "process_open_fds "));
+    // CPU time counts in clock ticks: a young process may not have used one yet.
+    assert!(sample(&metrics, "process_cpu_seconds_total ") >= 0.0);
+    assert!(sample(&metrics, "process_start_time_seconds ") > 1.6e9);
+
+    // docs/operations.md lists every metric a host exports.
+    let documented = include_str!("../../docs/operations.md");
+    for family in metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+    {
+        assert!(
+            documented.contains(&format!("| `{family}` |")),
+            "{family} is exported but not in docs/operations.md"
+        );
+    }
+
     // The kubelet's HTTP probes (Kubernetes' gRPC probes cannot speak TLS).
     let metrics_addr = broker.metrics_addr.expect("metrics enabled");
     for (path, answer) in [("/health", "ok"), ("/ready", "ready")] {

@@ -35,5 +35,5 @@ pub use etcd::{EtcdServer, EtcdServerTls};
 pub use history::{CheckOptions, History, Verdict, check};
 pub use kube::{KubeApiServer, KubeTools};
 pub use node::KubeNode;
-pub use operator::{OperatorConfig, OperatorProcess};
+pub use operator::{OperatorConfig, OperatorProcess, http_get};
 pub use process::run_bounded;

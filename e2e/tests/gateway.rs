@@ -27,6 +27,8 @@ const PARTITIONS: u32 = 3;
 const QUEUE: &str = "gateway-jobs";
 const SEND_TIMEOUT: Duration = Duration::from_secs(15);
 const PRODUCER: u32 = 0;
+/// The gateway's metrics address (its IP is this test's alone).
+const GATEWAY_METRICS: &str = "127.0.0.60:9464";
 
 fn channel(url: String) -> Channel {
     Endpoint::from_shared(url)
@@ -102,7 +104,11 @@ async fn a_client_that_knows_only_the_gateway_is_served_by_the_whole_cluster() {
     })
     .await;
     let name = cluster.name().to_owned();
-    let gateway = Gateway::start(&cluster.etcd_endpoint(), "127.0.0.60", &[]);
+    let gateway = Gateway::start(
+        &cluster.etcd_endpoint(),
+        "127.0.0.60",
+        &["--metrics-listen", GATEWAY_METRICS],
+    );
     let via = channel(gateway.url());
 
     // 1. Create through the gateway; the cluster places the partitions on its hosts.
@@ -236,6 +242,18 @@ async fn a_client_that_knows_only_the_gateway_is_served_by_the_whole_cluster() {
         acked_after_kill >= 30,
         "sends after the kill should mostly succeed through the gateway: {acked_after_kill} of 40"
     );
+
+    // The gateway counts what it answered, by method and code.
+    let metrics = ferry_e2e::http_get(GATEWAY_METRICS.parse().expect("an address"), "/metrics")
+        .unwrap_or_else(|err| panic!("gateway metrics: {err}"));
+    let produced_ok = "ferry_grpc_server_handled_total{grpc_service=\"ferry.v1.TopicService\",\
+                       grpc_method=\"Produce\",grpc_code=\"OK\"} ";
+    let count: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(produced_ok))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {produced_ok} in {metrics}"));
+    assert!(count >= 33.0, "{count} produces counted");
 
     // 6. Read everything back through the gateway and judge it.
     let view = read_view(&mut etcd, &name).await.expect("view");

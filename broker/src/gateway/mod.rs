@@ -31,6 +31,7 @@ use crate::access::authn::{Authenticator, AuthnSettings};
 use crate::access::quota::Quotas;
 use crate::access::{AccessControl, AccessRules, AuthorizationSettings};
 use crate::meta::{EtcdConfig, EtcdStore, MetadataStore};
+use crate::metrics::GatewayMetrics;
 use crate::service::auth::Authenticate;
 use crate::tls::{DialingTlsFiles, HostDialing, ListenerTls, TlsListener};
 
@@ -72,6 +73,8 @@ pub struct GatewayOptions {
     pub peer_tls: Option<DialingTlsFiles>,
     /// Serve a listener other machines can reach without TLS and authentication.
     pub insecure: bool,
+    /// Where to serve Prometheus metrics (`/metrics`, plaintext); `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Runs a gateway until `shutdown` resolves; `on_ready` gets the bound address.
@@ -151,6 +154,22 @@ pub async fn run(
         quotas: Quotas::none(),
     };
     let limit = options.max_request_bytes;
+    let metrics = Arc::new(GatewayMetrics::new());
+    let metrics_server = match options.metrics_listen {
+        Some(addr) => {
+            let listener = crate::host::metrics_endpoint::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            let bound = listener.local_addr()?;
+            let metrics = Arc::clone(&metrics);
+            tracing::info!(metrics = %bound, "gateway metrics served");
+            Some(tokio::spawn(crate::host::metrics_endpoint::serve_rendered(
+                listener,
+                move || metrics.render(),
+            )))
+        }
+        None => None,
+    };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<TopicServiceServer<Gateway>>()
@@ -161,6 +180,7 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let router = tonic::transport::Server::builder()
+        .layer(metrics.rpc.layer())
         .add_service(health_service)
         .add_service(reflection)
         .add_service(InterceptedService::new(
@@ -213,6 +233,9 @@ pub async fn run(
     let served = crate::service::serve_router(router, listener, tls, shutdown).await;
     rules.abort();
     reloader.abort();
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     served?;
     drop(keeper);
     tracing::info!("ferry gateway stopped");

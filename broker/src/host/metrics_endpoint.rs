@@ -284,6 +284,33 @@ impl axum::serve::Listener for TlsConnections {
     }
 }
 
+/// Serves `/metrics` (what `render` returns) and `/health` on `listener` until the
+/// task is dropped: for processes with no broker behind them (the gateway).
+pub async fn serve_rendered(
+    listener: tokio::net::TcpListener,
+    render: impl Fn() -> String + Clone + Send + Sync + 'static,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let text = render();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
+        .route("/health", get(|| async { "ok" }));
+    axum::serve(listener, app).await
+}
+
 /// Binds the metrics listener.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await

@@ -9,6 +9,7 @@ mod metadata;
 pub mod peers;
 mod queue;
 mod replica;
+pub mod rpc_metrics;
 pub mod status;
 mod topic;
 
@@ -132,6 +133,7 @@ pub async fn serve(
             err
         });
     let router = tonic::transport::Server::builder()
+        .layer(broker.metrics.rpc.layer())
         .concurrency_limit_per_connection(
             broker.config.limits.max_concurrent_requests_per_connection as usize,
         )
@@ -178,6 +180,7 @@ pub async fn serve_peers(
         security.quotas.clone(),
     );
     let router = tonic::transport::Server::builder()
+        .layer(broker.metrics.rpc.layer())
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(
@@ -209,13 +212,13 @@ pub async fn serve_peers(
 /// that establishes the caller (`[others, groups]`: group requests may differ) and
 /// then checked by `guard`.
 fn add_client_services<I>(
-    router: tonic::transport::server::Router,
+    router: MeteredRouter,
     broker: &Arc<Broker>,
     guard: &Guard,
     [interceptor, group_interceptor]: [I; 2],
     dialing: HostDialing,
     limit: usize,
-) -> tonic::transport::server::Router
+) -> MeteredRouter
 where
     I: tonic::service::Interceptor + Clone + Send + Sync + 'static,
 {
@@ -254,9 +257,14 @@ where
         ))
 }
 
+/// A server router whose calls [`rpc_metrics`] counts.
+pub(crate) type MeteredRouter = tonic::transport::server::Router<
+    tower::layer::util::Stack<rpc_metrics::RpcMetricsLayer, tower::layer::util::Identity>,
+>;
+
 /// Runs `router` on `listener`, over TLS when `tls` is given, until `shutdown`.
 pub(crate) async fn serve_router(
-    router: tonic::transport::server::Router,
+    router: MeteredRouter,
     listener: TcpListener,
     tls: Option<TlsListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -17,6 +17,18 @@ fn request(records: Vec<u8>) -> pb::ProduceRequest {
     }
 }
 
+/// A new idempotent producer's id.
+async fn producer_id(
+    client: &mut pb::topic_service_client::TopicServiceClient<tonic::transport::Channel>,
+) -> i64 {
+    client
+        .init_producer(pb::InitProducerRequest {})
+        .await
+        .expect("init producer")
+        .into_inner()
+        .producer_id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_batch_is_stored_once() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -24,12 +36,7 @@ async fn a_retried_batch_is_stored_once() {
     let ch = channel(&broker.url()).await;
     create_topic(&ch, "payments", 1, pb::Durability::Fsync).await;
     let mut client = topics(&ch);
-    let id = client
-        .init_producer(pb::InitProducerRequest {})
-        .await
-        .expect("init producer")
-        .into_inner()
-        .producer_id;
+    let id = producer_id(&mut client).await;
     let stamp = |base_sequence| {
         Some(ProducerStamp {
             producer_id: id,
@@ -130,12 +137,7 @@ async fn placed_messages_from_a_producer_are_stored_once() {
     let ch = channel(&broker.url()).await;
     create_topic(&ch, "orders", 2, pb::Durability::Fsync).await;
     let mut client = topics(&ch);
-    let id = client
-        .init_producer(pb::InitProducerRequest {})
-        .await
-        .expect("init producer")
-        .into_inner()
-        .producer_id;
+    let id = producer_id(&mut client).await;
     let send = |request| {
         let mut client = client.clone();
         async move {

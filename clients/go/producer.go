@@ -150,23 +150,15 @@ func (p *Producer) groupByHost(ctx context.Context, todo []pending) (map[string]
 // sendTo sends `group` to `address` (a server when empty); the messages to send
 // again (their partition's leader moved, or the host went away).
 func (p *Producer) sendTo(ctx context.Context, address string, group []pending, out []RecordMetadata, deadline time.Time) ([]pending, error) {
-	if address == "" {
-		address = p.client.currentServer()
-	}
 	request := &ferryv1.ProduceRequest{Topic: p.topic}
 	for _, item := range group {
 		request.Messages = append(request.Messages, item.message)
 	}
-	var answer *ferryv1.ProduceResponse
-	err := p.client.once(ctx, address, func(ctx context.Context, conn *grpc.ClientConn) error {
-		var err error
-		answer, err = ferryv1.NewTopicServiceClient(conn).Produce(ctx, request)
-		return err
-	})
+	answer, retry, err := p.produce(ctx, address, request, deadline)
+	if retry {
+		return group, nil
+	}
 	if err != nil {
-		if (err.Retriable() || err.unreachable()) && time.Now().Before(deadline) {
-			return group, nil
-		}
 		return nil, err
 	}
 	failed := map[uint32]*Error{}
@@ -269,9 +261,6 @@ func (p *Producer) sendPlaced(ctx context.Context, todo []pending, out []RecordM
 // sendEntries sends `group` to `address` (a server when empty); the entries to
 // send again.
 func (p *Producer) sendEntries(ctx context.Context, address string, group []*entry, out []RecordMetadata, deadline time.Time) ([]*entry, error) {
-	if address == "" {
-		address = p.client.currentServer()
-	}
 	request := &ferryv1.ProduceRequest{Topic: p.topic, Producer: p.identity}
 	for _, e := range group {
 		placed := &ferryv1.PartitionMessages{Partition: e.partition, BaseSequence: e.baseSequence}
@@ -280,16 +269,11 @@ func (p *Producer) sendEntries(ctx context.Context, address string, group []*ent
 		}
 		request.PartitionMessages = append(request.PartitionMessages, placed)
 	}
-	var answer *ferryv1.ProduceResponse
-	err := p.client.once(ctx, address, func(ctx context.Context, conn *grpc.ClientConn) error {
-		var err error
-		answer, err = ferryv1.NewTopicServiceClient(conn).Produce(ctx, request)
-		return err
-	})
+	answer, retry, err := p.produce(ctx, address, request, deadline)
+	if retry {
+		return group, nil
+	}
 	if err != nil {
-		if (err.Retriable() || err.unreachable()) && time.Now().Before(deadline) {
-			return group, nil
-		}
 		return nil, err
 	}
 	results := answer.GetPartitionMessageBatches()
@@ -312,4 +296,25 @@ func (p *Producer) sendEntries(ctx context.Context, address string, group []*ent
 		}
 	}
 	return again, nil
+}
+
+// produce sends `request` once to `address` (a server when empty). `again` when it
+// failed in a way a retry may fix and the deadline allows one.
+func (p *Producer) produce(ctx context.Context, address string, request *ferryv1.ProduceRequest,
+	deadline time.Time) (answer *ferryv1.ProduceResponse, again bool, err error) {
+	if address == "" {
+		address = p.client.currentServer()
+	}
+	failure := p.client.once(ctx, address, func(ctx context.Context, conn *grpc.ClientConn) error {
+		var err error
+		answer, err = ferryv1.NewTopicServiceClient(conn).Produce(ctx, request)
+		return err
+	})
+	if failure != nil {
+		if (failure.Retriable() || failure.unreachable()) && time.Now().Before(deadline) {
+			return nil, true, nil
+		}
+		return nil, false, failure
+	}
+	return answer, false, nil
 }

@@ -173,11 +173,15 @@ class Producer:
             for address, group in groups.items():
                 pending.extend(self._send_to(address, group, deadline))
             if pending:
-                time.sleep(0.05)
-                try:
-                    self._client.refresh([self._topic])
-                except FerryError:
-                    pass  # the next round's sends say what is wrong
+                self._pause_and_refresh()
+
+    def _pause_and_refresh(self) -> None:
+        """Before sending again: a moment for leaders to move, then where they are."""
+        time.sleep(0.05)
+        try:
+            self._client.refresh([self._topic])
+        except FerryError:
+            pass  # the next round's sends say what is wrong
 
     def _group_by_host(self, batch: List[_Pending]) -> Dict[Optional[str], List[_Pending]]:
         partitions = self._client.partitions(self._topic)
@@ -258,11 +262,7 @@ class Producer:
                 entries.extend(again)
                 failed_for_good = failed_for_good or failed
             if entries:
-                time.sleep(0.05)
-                try:
-                    self._client.refresh([self._topic])
-                except FerryError:
-                    pass  # the next round's sends say what is wrong
+                self._pause_and_refresh()
         if failed_for_good:
             self._identity = None
 

@@ -101,6 +101,9 @@ async fn read_all(meta: &dyn MetadataStore, cache: &Mutex<Cached>) -> BrokerResu
     Ok(())
 }
 
+/// Pause before watching again after the store closed a subscription.
+const RESUBSCRIBE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Applies the store's offset changes to `cache` for as long as the store runs;
 /// after a gap in the changes (lagged, or history compacted) it reads everything
 /// again. Offsets deleted during such a gap stay cached until the host restarts.
@@ -126,7 +129,11 @@ async fn follow(meta: Arc<dyn MetadataStore>, cache: Arc<Mutex<Cached>>, mut wat
                     lock(&cache).remove(&key, revision);
                 }
             }
-            Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => {
+            Err(gap) => {
+                if matches!(gap, broadcast::error::RecvError::Closed) {
+                    // A closed subscription is renewed, but not in a busy loop.
+                    tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
+                }
                 watch = meta.watch(keys::GROUPS);
                 if let Err(err) = read_all(meta.as_ref(), &cache).await {
                     tracing::warn!(%err, "cannot re-read committed offsets; following changes only");

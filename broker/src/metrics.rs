@@ -84,6 +84,17 @@ pub struct QueueKindLabels {
     pub kind: &'static str,
 }
 
+/// Labels naming one follower replica of a topic partition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The follower's host id.
+    pub replica: String,
+}
+
 /// Labels naming an RPC outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -141,6 +152,12 @@ pub struct Metrics {
     pub queue_messages: Family<QueueKindLabels, Gauge>,
     /// Age of each queue's oldest message.
     pub queue_oldest_age_seconds: Family<QueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// On a leader: messages each follower is behind.
+    pub replica_lag_messages: Family<ReplicaLabels, Gauge>,
+    /// On a leader: seconds since each follower last held everything it had.
+    pub replica_lag_seconds: Family<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Partitions of the cluster whose in-sync set is smaller than their replicas.
+    pub cluster_partitions_under_replicated: Family<KindLabels, Gauge>,
     /// Consumers seen receiving in the last minute, per queue.
     pub queue_consumers: Family<QueueLabels, Gauge>,
     /// Message events per queue (sent, received, acked, redelivered, dead_lettered,
@@ -198,6 +215,9 @@ impl Metrics {
             request_errors: Family::default(),
             queue_messages: Family::default(),
             queue_oldest_age_seconds: Family::default(),
+            replica_lag_messages: Family::default(),
+            replica_lag_seconds: Family::default(),
+            cluster_partitions_under_replicated: Family::default(),
             queue_consumers: Family::default(),
             queue_events: Family::default(),
             cluster_lease_live: Gauge::default(),
@@ -312,6 +332,21 @@ impl Metrics {
             "cluster_partitions_led",
             "Partitions this host leads",
             metrics.cluster_partitions_led.clone(),
+        );
+        registry.register(
+            "replica_lag_messages",
+            "Messages a follower is behind its leader, as the leader last saw it fetch",
+            metrics.replica_lag_messages.clone(),
+        );
+        registry.register(
+            "replica_lag_seconds",
+            "Seconds since a follower last held everything its leader had",
+            metrics.replica_lag_seconds.clone(),
+        );
+        registry.register(
+            "cluster_partitions_under_replicated",
+            "Partitions of the cluster whose in-sync set is smaller than their replicas",
+            metrics.cluster_partitions_under_replicated.clone(),
         );
         registry.register(
             "cluster_partitions_leaderless",

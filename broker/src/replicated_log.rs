@@ -498,6 +498,14 @@ impl ReplicatedLog {
         }
     }
 
+    /// On a leader: each follower's progress (for lag metrics). Empty elsewhere.
+    pub fn follower_lag(&self) -> Vec<ferry_replication::FollowerLag> {
+        match &*self.lock_role() {
+            Role::Leader(leader) => leader.follower_lag(),
+            Role::Alone | Role::Follower => Vec::new(),
+        }
+    }
+
     /// Runs `append` (a follower storing fetched batches) unless this host stopped
     /// following meanwhile: a host taking up leadership changes the role under the
     /// same lock, so nothing fetched lands after that. `None` when skipped. Blocking.

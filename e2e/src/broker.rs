@@ -97,6 +97,7 @@ pub struct BrokerHost {
     config: HostConfig,
     process: Option<Supervised>,
     addr: SocketAddr,
+    metrics: Option<SocketAddr>,
     paused: bool,
 }
 
@@ -123,8 +124,9 @@ impl BrokerHost {
             .into_iter()
             .zip(launches)
             .map(|(config, launch)| match wait_ready(launch) {
-                Ok((process, addr)) => Self {
+                Ok((process, addr, metrics)) => Self {
                     addr: reachable(&config, addr),
+                    metrics,
                     config,
                     process: Some(process),
                     paused: false,
@@ -137,6 +139,12 @@ impl BrokerHost {
     /// Its gRPC address (the last one it listened on).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where it serves Prometheus metrics (not in a network namespace: there the
+    /// listener is off).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     /// Its gRPC URL.
@@ -200,8 +208,9 @@ impl BrokerHost {
     pub fn try_restart(&mut self) -> Result<(), String> {
         self.kill();
         let any_port = SocketAddrV4::new(self.config.ip, 0);
-        let (process, addr) = wait_ready(spawn(&self.config, any_port))?;
+        let (process, addr, metrics) = wait_ready(spawn(&self.config, any_port))?;
         self.process = Some(process);
+        self.metrics = metrics;
         self.addr = reachable(&self.config, addr);
         Ok(())
     }
@@ -246,8 +255,9 @@ impl BrokerHost {
                 .map_err(|second| format!("on {same}: {first}; on a new port: {second}"))
         });
         match started {
-            Ok((process, addr)) => {
+            Ok((process, addr, metrics)) => {
                 self.process = Some(process);
+                self.metrics = metrics;
                 self.addr = reachable(&self.config, addr);
             }
             Err(failure) => panic!("host {} did not restart: {failure}", self.host_id()),
@@ -299,13 +309,13 @@ fn spawn(config: &HostConfig, listen: SocketAddrV4) -> Launch {
             .args(["--advertise", &format!("{}:{HOST_PORT}", config.ip)])
             // Reachable from the test network, in plaintext: on purpose.
             .arg("--insecure");
+        command.args(["--metrics-listen", "off"]);
     } else {
-        command.args(["--listen", &listen.to_string()]);
+        command
+            .args(["--listen", &listen.to_string()])
+            .args(["--metrics-listen", &format!("{}:0", config.ip)]);
     }
-    command
-        .arg("--data-dir")
-        .arg(&config.data_dir)
-        .args(["--metrics-listen", "off"]);
+    command.arg("--data-dir").arg(&config.data_dir);
     if let Some(ttl_ms) = config.lease_ttl_ms {
         command.args(["--lease-ttl-ms", &ttl_ms.to_string()]);
     }
@@ -360,15 +370,22 @@ fn watch_stdout(stdout: impl Read, tx: &mpsc::Sender<String>) {
 }
 
 /// Waits for the ready line and parses the gRPC address from it.
-fn wait_ready(mut launch: Launch) -> Result<(Supervised, SocketAddr), String> {
+/// A started host: its process, gRPC address and metrics address (if served).
+type Started = (Supervised, SocketAddr, Option<SocketAddr>);
+
+fn wait_ready(mut launch: Launch) -> Result<Started, String> {
     match launch.ready.recv_timeout(START_TIMEOUT) {
         Ok(rest) => {
-            let addr = rest
-                .split_whitespace()
+            let mut words = rest.split_whitespace();
+            let addr = words
                 .next()
                 .and_then(|addr| addr.parse().ok())
                 .ok_or_else(|| format!("ready line without an address: {rest:?}"))?;
-            Ok((launch.process, addr))
+            let metrics = words
+                .next()
+                .and_then(|word| word.strip_prefix("metrics="))
+                .and_then(|addr| addr.parse().ok());
+            Ok((launch.process, addr, metrics))
         }
         Err(mpsc::RecvTimeoutError::Disconnected) => {
             // stdout closed without a ready line: the broker exited.

@@ -170,6 +170,42 @@ fn assert_valid(verdict: &Verdict, what: &str) {
     assert!(verdict.valid, "{what}: {}", verdict.to_json());
 }
 
+/// The leaders' count of topic partitions whose in-sync set lacks a replica.
+const UNDER_REPLICATED: &str = "ferry_cluster_partitions_under_replicated{kind=\"topics\"}";
+
+/// The value of the sample line starting with `series` (labels included).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Waits until the metrics of one of `hosts` satisfy `wanted`.
+async fn metric_eventually(
+    cluster: &Cluster,
+    hosts: &[String],
+    what: &str,
+    wanted: impl Fn(&str) -> bool,
+) {
+    let deadline = Instant::now() + CATCH_UP_DEADLINE;
+    loop {
+        let scraped: Vec<String> = hosts
+            .iter()
+            .filter_map(|host| cluster.host(host).metrics_addr())
+            .filter_map(|addr| ferry_e2e::http_get(addr, "/metrics").ok())
+            .collect();
+        if scraped.iter().any(|metrics| wanted(metrics)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed {what}: {scraped:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn sync_replication_loses_nothing_acknowledged_when_the_leader_dies_and_replicas_catch_up() {
     let (mut cluster, mut etcd) = start_replicated(pb::ReplicationMode::Sync).await;
@@ -215,6 +251,11 @@ async fn sync_replication_loses_nothing_acknowledged_when_the_leader_dies_and_re
     }
     load.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE, "while a replica is down")
         .await;
+    // The leaders' metrics say so: partitions under-replicated.
+    metric_eventually(&cluster, &leaders, "under-replicated partitions", |m| {
+        sample(m, UNDER_REPLICATED) >= Some(1.0)
+    })
+    .await;
     cluster.host_mut(&wiped).restart();
     // A wiped disk leaves every in-sync set before the host registers: it cannot
     // be ready at once.
@@ -235,6 +276,29 @@ async fn sync_replication_loses_nothing_acknowledged_when_the_leader_dies_and_re
         SENDS_PER_PHASE,
         PHASE_DEADLINE,
         "after the wiped host returned",
+    )
+    .await;
+    // Back in sync: nothing under-replicated, and each leader sees both followers
+    // caught up moments ago, a few messages behind at most.
+    metric_eventually(
+        &cluster,
+        &leaders,
+        "every partition fully replicated",
+        |m| {
+            let lags = |name: &str| -> Vec<f64> {
+                m.lines()
+                    .filter(|line| line.starts_with(name))
+                    .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+                    .collect()
+            };
+            let seconds = lags("ferry_replica_lag_seconds{");
+            let messages = lags("ferry_replica_lag_messages{");
+            sample(m, UNDER_REPLICATED) == Some(0.0)
+                && seconds.len() == 2
+                && seconds.iter().all(|s| *s * 1000.0 <= MAX_LAG_MS as f64)
+                && messages.len() == 2
+                && messages.iter().all(|n| *n < SENDS_PER_PHASE as f64)
+        },
     )
     .await;
     let history = load.stop().await;

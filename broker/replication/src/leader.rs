@@ -23,6 +23,18 @@ struct Progress {
     lost: Vec<Range<u64>>,
 }
 
+/// How far one follower is behind, as its leader knows it (for metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowerLag {
+    /// The follower's host id.
+    pub host: String,
+    /// Its durable end at its last fetch; `None` before its first fetch in this epoch.
+    pub fetch_offset: Option<u64>,
+    /// When it last held everything the leader had; `None` since it lost data (or
+    /// before its first fetch).
+    pub caught_up_at_ms: Option<u64>,
+}
+
 /// A fetch from a host that holds no replica of the partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownFollower(pub String);
@@ -252,6 +264,21 @@ impl LeaderCore {
             .collect()
     }
 
+    /// Each follower's progress, in placement order.
+    pub fn follower_lag(&self) -> Vec<FollowerLag> {
+        self.followers
+            .iter()
+            .map(|host| {
+                let progress = self.progress.get(host);
+                FollowerLag {
+                    host: host.clone(),
+                    fetch_offset: progress.and_then(|p| p.fetch_offset),
+                    caught_up_at_ms: progress.and_then(|p| p.caught_up_at_ms),
+                }
+            })
+            .collect()
+    }
+
     /// The in-sync set as this leader judges it at `now_ms` (`me` first): members stay
     /// while they caught up within `max_lag_ms`; others join once they caught up
     /// recently and hold at least the high watermark and this epoch's start.
@@ -330,6 +357,24 @@ mod tests {
         core.set_replicas(&hosts(&["b", "c"]), &hosts(&["b"]), 0, 2);
         assert_eq!(core.high_watermark(10), 10, "c left the set");
         assert!(core.record_fetch("x", 1, 10, Vec::new(), 2).is_err());
+    }
+
+    #[test]
+    fn follower_lag_says_where_each_follower_is_and_when_it_last_kept_up() {
+        let mut core = leading(10);
+        core.record_fetch("b", 10, 10, Vec::new(), 5)
+            .expect("fetch");
+        core.record_fetch("c", 4, 10, Vec::new(), 5).expect("fetch");
+        let lag = core.follower_lag();
+        let by_host = |host: &str| lag.iter().find(|l| l.host == host).cloned();
+        let b = by_host("b").expect("b");
+        assert_eq!((b.fetch_offset, b.caught_up_at_ms), (Some(10), Some(5)));
+        let c = by_host("c").expect("c");
+        assert_eq!(c.fetch_offset, Some(4));
+        // c went backwards: it lost data and has not caught up since.
+        core.record_fetch("c", 2, 10, Vec::new(), 6).expect("fetch");
+        let c = core.follower_lag().into_iter().find(|l| l.host == "c");
+        assert_eq!(c.and_then(|c| c.caught_up_at_ms), None);
     }
 
     #[test]

@@ -23,5 +23,5 @@ mod leader;
 mod state;
 
 pub use id::{LogId, LogKind, ParseLogKindError};
-pub use leader::{Commit, LeaderCore, UnknownFollower};
+pub use leader::{Commit, FollowerLag, LeaderCore, UnknownFollower};
 pub use state::PartitionState;

@@ -15,7 +15,9 @@ use crate::tls::TlsListener;
 use ferry_replication::LogKind;
 
 use crate::broker::Broker;
-use crate::metrics::{GroupLabels, KindLabels, PartitionLabels, QueueKindLabels, QueueLabels};
+use crate::metrics::{
+    GroupLabels, KindLabels, PartitionLabels, QueueKindLabels, QueueLabels, ReplicaLabels,
+};
 
 /// Refreshes the gauges that are read from state rather than counted.
 fn refresh_gauges(broker: &Broker) {
@@ -24,6 +26,10 @@ fn refresh_gauges(broker: &Broker) {
     metrics.log_start_offset.clear();
     metrics.log_size_bytes.clear();
     metrics.log_lost_records.clear();
+    metrics.replica_lag_messages.clear();
+    metrics.replica_lag_seconds.clear();
+    // The replication core's clock: follower catch-up times are on it.
+    let now_ms = crate::clock::monotonic_ms();
     match rustix::fs::statvfs(&broker.config.data_dir) {
         Ok(fs) => {
             let block = fs.f_frsize;
@@ -66,6 +72,26 @@ fn refresh_gauges(broker: &Broker) {
                 .log_lost_records
                 .get_or_create(&labels)
                 .set(gauge(lost));
+            for follower in partition.follower_lag() {
+                let replica = ReplicaLabels {
+                    topic: topic.name().to_owned(),
+                    partition: partition.index(),
+                    replica: follower.host,
+                };
+                if let Some(offset) = follower.fetch_offset {
+                    metrics
+                        .replica_lag_messages
+                        .get_or_create(&replica)
+                        .set(gauge(log.end_offset().saturating_sub(offset)));
+                }
+                if let Some(at_ms) = follower.caught_up_at_ms {
+                    let seconds = now_ms.saturating_sub(at_ms) as f64 / 1000.0;
+                    metrics
+                        .replica_lag_seconds
+                        .get_or_create(&replica)
+                        .set(seconds);
+                }
+            }
         }
     }
     for ((group, topic, partition), committed) in broker.offsets.all() {
@@ -107,13 +133,17 @@ fn refresh_cluster_metrics(broker: &Broker) {
         .set(gauge(view.hosts.len() as u64));
     metrics.cluster_partitions_led.clear();
     metrics.cluster_partitions_leaderless.clear();
+    metrics.cluster_partitions_under_replicated.clear();
     for kind in [LogKind::Topic, LogKind::Queue] {
         let labels = KindLabels {
             kind: kind.as_str().to_owned(),
         };
         let states = view.partitions.iter().filter(|(key, _)| key.kind == kind);
-        let (mut led, mut leaderless) = (0u64, 0u64);
+        let (mut led, mut leaderless, mut under_replicated) = (0u64, 0u64, 0u64);
         for (_, (state, _)) in states {
+            if state.isr.len() < state.replicas.len() {
+                under_replicated += 1;
+            }
             match state.leader.as_deref() {
                 Some(leader) if leader == routing.host_id() => led += 1,
                 Some(_) => {}
@@ -128,6 +158,10 @@ fn refresh_cluster_metrics(broker: &Broker) {
             .cluster_partitions_leaderless
             .get_or_create(&labels)
             .set(gauge(leaderless));
+        metrics
+            .cluster_partitions_under_replicated
+            .get_or_create(&labels)
+            .set(gauge(under_replicated));
     }
 }
 

@@ -20,7 +20,6 @@ pub mod meta;
 pub mod metrics;
 pub mod names;
 pub mod offsets;
-pub mod process_metrics;
 pub mod queue;
 pub mod rebuild;
 pub mod replicated_log;

@@ -396,7 +396,7 @@ impl Metrics {
 /// sub-registry.
 fn process_registry() -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
+    registry.register_collector(Box::new(ferry_telemetry::process_metrics::ProcessCollector));
     registry
 }
 

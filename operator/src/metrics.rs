@@ -45,7 +45,11 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("ferry_operator");
+        // The standard process_* metrics at the root, the operator's own under
+        // ferry_operator_.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ferry_telemetry::process_metrics::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("ferry_operator");
         let reconciles = Family::<KindLabels, Counter>::default();
         let failures = Family::<FailureLabels, Counter>::default();
         let durations = Family::<KindLabels, Histogram>::new_with_constructor(|| {
@@ -69,7 +73,7 @@ impl Default for Metrics {
             leading.clone(),
         );
         Self {
-            registry,
+            registry: root,
             reconciles,
             failures,
             durations,

@@ -1,9 +1,11 @@
 //! How Ferry's programs report on themselves: one log setup for the broker, the
-//! gateway and the operator.
+//! gateway and the operator, and the standard process metrics they all export.
 //!
 //! Logs go to stderr, as text on a terminal (with colours) and as one JSON object
 //! per line elsewhere (pods, files, pipes), unless `--log-format` says otherwise.
 //! Colour codes are written only to a terminal.
+
+pub mod process_metrics;
 
 use std::io::IsTerminal;
 

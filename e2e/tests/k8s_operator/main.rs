@@ -708,6 +708,13 @@ async fn two_operator_replicas_never_reconcile_at_once() {
         queues.is_some_and(|count| count > 0.0),
         "the new leader counted no Queue reconcile"
     );
+    let resident = survivor
+        .metric("process_resident_memory_bytes")
+        .expect("metrics");
+    assert!(
+        resident.is_some_and(|bytes| bytes > 0.0),
+        "the operator exports the standard process metrics"
+    );
 }
 
 #[tokio::test]

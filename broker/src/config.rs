@@ -124,8 +124,11 @@ pub struct BrokerConfig {
     pub queue_housekeeping_interval_ms: u64,
     /// Consumer group rules.
     pub groups: GroupConfig,
-    /// How often retention runs: 5 s.
+    /// How often retention runs (and the data directory's free space is checked): 5 s.
     pub retention_check_interval_ms: u64,
+    /// Warn (once) when the data directory's file system has less than this share
+    /// free, in percent: 10; 0 never warns.
+    pub disk_warn_free_percent: u8,
     /// How often expired group members are removed: 500 ms.
     pub group_expiry_check_interval_ms: u64,
     /// How long shutdown waits for in-flight requests: 30 s.
@@ -198,6 +201,7 @@ impl Default for BrokerConfig {
             queue_housekeeping_interval_ms: 1000,
             groups: GroupConfig::default(),
             retention_check_interval_ms: 5_000,
+            disk_warn_free_percent: 10,
             group_expiry_check_interval_ms: 500,
             shutdown_grace_ms: 30_000,
             metadata_watch_buffer: 1024,

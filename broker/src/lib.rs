@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod commit;
 pub mod config;
 pub mod dev;
+pub mod disk_pressure;
 pub mod error;
 pub mod gateway;
 pub mod group;

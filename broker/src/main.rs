@@ -646,9 +646,13 @@ struct StandaloneArgs {
     /// Longest time between a queue's snapshots while its journal grows, in ms.
     #[arg(long, env = "FERRY_QUEUE_SNAPSHOT_INTERVAL_MS")]
     queue_snapshot_interval_ms: Option<u64>,
-    /// How often retention runs, in ms.
+    /// How often retention runs (and free space is checked), in ms.
     #[arg(long, env = "FERRY_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
+    /// Log a warning once the data directory's file system has less than this
+    /// percentage free (0: never).
+    #[arg(long, env = "FERRY_DISK_WARN_FREE_PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    disk_warn_free_percent: Option<u8>,
     /// How long shutdown waits for in-flight requests, in ms.
     #[arg(long, env = "FERRY_SHUTDOWN_GRACE_MS")]
     shutdown_grace_ms: Option<u64>,
@@ -807,6 +811,9 @@ impl StandaloneArgs {
         }
         if let Some(v) = self.retention_check_interval_ms {
             config.retention_check_interval_ms = v;
+        }
+        if let Some(v) = self.disk_warn_free_percent {
+            config.disk_warn_free_percent = v;
         }
         if let Some(v) = self.shutdown_grace_ms {
             config.shutdown_grace_ms = v;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::disk_pressure::DiskPressure;
 use crate::tls::{HostDialing, Protocol, TlsListener};
 use tokio::sync::watch;
 
@@ -260,12 +261,16 @@ fn spawn_background(
         ));
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut disk = DiskPressure::new(broker.config.disk_warn_free_percent);
         let stopped = wait_true(stop);
         tokio::pin!(stopped);
         loop {
             tokio::select! {
                 _ = &mut stopped => return,
-                _ = retention.tick() => broker.topics.enforce_retention().await,
+                _ = retention.tick() => {
+                    broker.topics.enforce_retention().await;
+                    disk.check(&broker.config.data_dir);
+                }
                 _ = expiry.tick() => broker.expire_members(),
             }
         }

@@ -88,3 +88,54 @@ fn text_lines_carry_no_colour_codes_off_a_terminal() {
     assert!(!logs.contains('\u{1b}'), "no colour codes: {logs}");
     assert!(!logs.contains("Some("), "options written plainly: {logs}");
 }
+
+#[test]
+fn a_data_directory_short_of_space_is_warned_about_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Every file system has less than 100 % free: the warning comes at the first check.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry-broker"))
+        .arg("standalone")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+        .args(["--disk-warn-free-percent", "100"])
+        .args(["--retention-check-interval-ms", "50"])
+        .env("FERRY_LOG", "info")
+        .env("FERRY_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferry-broker");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut warnings = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // Several checks go by (one each 50 ms) while we wait: one warning only.
+    while std::time::Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) else {
+            if !warnings.is_empty() {
+                break;
+            }
+            continue;
+        };
+        let event: Value = serde_json::from_str(&line).unwrap_or_default();
+        if event["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("data directory nearly full"))
+        {
+            warnings.push(event);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let event = &warnings[0];
+    assert_eq!(event["level"], "WARN");
+    assert_eq!(event["fields"]["threshold_percent"], 100);
+    assert!(event["fields"]["free_bytes"].as_u64().is_some(), "{event}");
+}

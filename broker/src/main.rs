@@ -834,18 +834,28 @@ fn metrics_address(value: &str) -> anyhow::Result<Option<SocketAddr>> {
     }
 }
 
+/// The service name this process's spans carry.
+fn program_name(command: Option<&Command>) -> &'static str {
+    match command {
+        Some(Command::Gateway(_)) => "ferry-gateway",
+        _ => "ferry-broker",
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    ferry_telemetry::init_logs(
-        cli.log.log_format,
-        ferry_telemetry::filter_from_env("FERRY_LOG", "info"),
-    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ferry-broker")
         .build()?;
     // The signal handlers are installed as the commands below are built.
     let _runtime_context = runtime.enter();
+    // Dropped before the runtime: buffered spans are flushed while it still runs.
+    let _telemetry = ferry_telemetry::init(
+        program_name(cli.command.as_ref()),
+        cli.log.log_format,
+        ferry_telemetry::filter_from_env("FERRY_LOG", "info"),
+    )?;
     match cli.command {
         Some(Command::Dev(args)) => runtime.block_on(dev::run(
             DevOptions {

@@ -495,12 +495,22 @@ async fn main() -> ExitCode {
         None => EnvFilter::try_from_default_env().ok(),
     }
     .unwrap_or_else(|| EnvFilter::new("info"));
-    ferry_telemetry::init_logs(cli.log_output.log_format, filter);
-    match run(cli).await {
+    let telemetry = match ferry_telemetry::init("ferry-operator", cli.log_output.log_format, filter)
+    {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("ferry-operator: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(%err, "ferry-operator failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The flush waits for the exporter, which runs on this runtime.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
 }

@@ -3,13 +3,29 @@
 //!
 //! Logs go to stderr, as text on a terminal (with colours) and as one JSON object
 //! per line elsewhere (pods, files, pipes), unless `--log-format` says otherwise.
-//! Colour codes are written only to a terminal.
+//! Colour codes are written only to a terminal. Inside a traced span a line
+//! carries its trace and span ids.
+//!
+//! Traces go to an OTLP/gRPC collector when the standard `OTEL_*` variables name
+//! one ([`traces`]); [`rpc`] gives every gRPC call a span and [`propagation`]
+//! carries the W3C trace context between processes and in messages.
 
+mod log_lines;
 pub mod process_metrics;
+pub mod propagation;
+pub mod rpc;
+pub mod traces;
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use log_lines::{Shape, WithTraceIds};
+pub use traces::TraceError;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,21 +58,110 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
-/// Installs the process's log subscriber, writing to stderr: `filter` chooses what
-/// is logged (`FERRY_LOG` syntax, e.g. `info,ferry_broker=debug`).
-pub fn init_logs(format: LogFormat, filter: EnvFilter) {
+/// What [`init`] set up; flushes the spans still buffered when shut down or dropped.
+/// Drop it outside async code (or in `spawn_blocking`): the flush waits for the
+/// exporter, whose channel runs on the Tokio runtime.
+#[must_use = "dropping it stops exporting traces"]
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Sends the spans still buffered and stops exporting.
+    pub fn shutdown(mut self) {
+        self.flush_and_stop();
+    }
+
+    fn flush_and_stop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("warning: traces not all sent: {err}");
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.flush_and_stop();
+    }
+}
+
+/// Installs the process's log subscriber, writing to stderr (`filter` chooses what
+/// is logged, `FERRY_LOG` syntax, e.g. `info,ferry_broker=debug`), and exports
+/// spans over OTLP when the `OTEL_*` environment asks for it ([`traces`]), as
+/// service `program`. Call it inside a Tokio runtime.
+pub fn init(
+    program: &'static str,
+    format: LogFormat,
+    filter: EnvFilter,
+) -> Result<Telemetry, TraceError> {
+    install(program, Some((format, filter)))
+}
+
+/// Like [`init`] for a command-line tool that writes no log lines: only spans,
+/// when the environment asks for them.
+pub fn init_traces(program: &'static str) -> Result<Telemetry, TraceError> {
+    install(program, None)
+}
+
+fn install(
+    program: &'static str,
+    logs: Option<(LogFormat, EnvFilter)>,
+) -> Result<Telemetry, TraceError> {
+    let provider = traces::provider(program)?;
+    let spans = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(traces::tracer(provider, program))
+            .with_filter(LevelFilter::INFO)
+    });
+    let lines = logs.map(|(format, filter)| log_layer(format, filter));
+    tracing_subscriber::registry()
+        .with(spans)
+        .with(lines)
+        .init();
+    Ok(Telemetry { provider })
+}
+
+/// The layer writing log lines to stderr in `format`.
+fn log_layer<S>(format: LogFormat, filter: EnvFilter) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
     let terminal = std::io::stderr().is_terminal();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // RPC spans are for traces: their ids are in the lines already, their fields
+    // would only crowd them.
+    let filter = match "ferry::rpc=off".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(terminal);
     match format.resolve(terminal) {
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .init(),
-        _ => builder.init(),
+        LogFormat::Json => {
+            let lines = tracing_subscriber::fmt::format()
+                .json()
+                .with_current_span(true)
+                .with_span_list(true);
+            layer
+                .json()
+                .event_format(WithTraceIds::new(lines, Shape::Json))
+                .with_filter(filter)
+                .boxed()
+        }
+        _ => {
+            let lines = tracing_subscriber::fmt::format().with_ansi(terminal);
+            layer
+                .event_format(WithTraceIds::new(lines, Shape::Text))
+                .with_filter(filter)
+                .boxed()
+        }
     }
 }
 

@@ -14,14 +14,13 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::server::NamedService;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use super::directory::{Directory, Target};
 use crate::access::Caller;
 use crate::error::BrokerResult;
 use crate::service::auth::forward_caller;
-use crate::service::peers::PeerChannels;
+use crate::service::peers::{PeerChannel, PeerChannels};
 use crate::service::status::to_status;
 use crate::tls::HostDialing;
 
@@ -85,7 +84,7 @@ impl<S: NamedService> NamedService for OnBehalfOfCaller<S> {
 
 /// A channel to a host; requests on it carry the caller's identity when the gateway
 /// forwards identities.
-pub type HostChannel = InterceptedService<Channel, ForwardCaller>;
+pub type HostChannel = InterceptedService<PeerChannel, ForwardCaller>;
 
 /// Adds the serving task's caller to each forwarded request (see
 /// `service::auth::forward_caller`); fails closed when the caller is unknown.

@@ -181,6 +181,7 @@ pub async fn run(
         .build_v1()?;
     let router = tonic::transport::Server::builder()
         .layer(metrics.rpc.layer())
+        .layer(ferry_telemetry::rpc::RpcTraceLayer::server())
         .add_service(health_service)
         .add_service(reflection)
         .add_service(InterceptedService::new(

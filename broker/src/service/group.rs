@@ -7,11 +7,10 @@ use ferry_proto::v1 as pb;
 use ferry_proto::v1::group_service_client::GroupServiceClient;
 use ferry_proto::v1::group_service_server::GroupService;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::auth::{Guard, audit_admin, caller};
-use super::peers::{FORWARDED, PeerChannels};
+use super::peers::{FORWARDED, PeerChannel, PeerChannels};
 use super::status::Answer;
 use crate::access::{Caller, Operation, Resource};
 use crate::broker::Broker;
@@ -72,7 +71,7 @@ impl GroupApi {
         &self,
         address: &str,
         request: Req,
-        call: impl FnOnce(GroupServiceClient<Channel>, Request<Req>) -> Fut,
+        call: impl FnOnce(GroupServiceClient<PeerChannel>, Request<Req>) -> Fut,
     ) -> Result<Response<Resp>, Status>
     where
         Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,

@@ -24,6 +24,7 @@ use ferry_proto::v1::group_service_server::GroupServiceServer;
 use ferry_proto::v1::metadata_service_server::MetadataServiceServer;
 use ferry_proto::v1::queue_service_server::QueueServiceServer;
 use ferry_proto::v1::topic_service_server::TopicServiceServer;
+use ferry_telemetry::rpc::RpcTraceLayer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
@@ -134,6 +135,7 @@ pub async fn serve(
         });
     let router = tonic::transport::Server::builder()
         .layer(broker.metrics.rpc.layer())
+        .layer(RpcTraceLayer::server())
         .concurrency_limit_per_connection(
             broker.config.limits.max_concurrent_requests_per_connection as usize,
         )
@@ -181,6 +183,9 @@ pub async fn serve_peers(
     );
     let router = tonic::transport::Server::builder()
         .layer(broker.metrics.rpc.layer())
+        // Calls a gateway or a host forwards carry their trace; replica fetches,
+        // a follower's steady polling, start none.
+        .layer(RpcTraceLayer::server().inside_traces_only())
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(
@@ -257,9 +262,12 @@ where
         ))
 }
 
-/// A server router whose calls [`rpc_metrics`] counts.
+/// A server router whose calls [`rpc_metrics`] counts and whose calls get spans.
 pub(crate) type MeteredRouter = tonic::transport::server::Router<
-    tower::layer::util::Stack<rpc_metrics::RpcMetricsLayer, tower::layer::util::Identity>,
+    tower::layer::util::Stack<
+        RpcTraceLayer,
+        tower::layer::util::Stack<rpc_metrics::RpcMetricsLayer, tower::layer::util::Identity>,
+    >,
 >;
 
 /// Runs `router` on `listener`, over TLS when `tls` is given, until `shutdown`.

@@ -5,8 +5,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use ferry_telemetry::rpc::{RpcTraceLayer, RpcTraced};
 use tonic::Status;
 use tonic::transport::Channel;
+use tower::Layer;
 
 use crate::tls::HostDialing;
 
@@ -14,6 +16,9 @@ use crate::tls::HostDialing;
 /// it itself rather than pass it on again (two hosts whose views differ for a
 /// moment must not bounce a request between them).
 pub const FORWARDED: &str = "ferry-forwarded";
+
+/// A channel to another host; its calls are spans of the trace they are part of.
+pub type PeerChannel = RpcTraced<Channel>;
 
 /// A cache of channels by host address, each with the dialing generation it was
 /// made under (a channel of an older one is made again: renewed certificates).
@@ -36,13 +41,13 @@ impl PeerChannels {
     }
 
     /// A channel to `address` (`host:port`).
-    pub fn channel(&self, address: &str) -> Result<Channel, Status> {
+    pub fn channel(&self, address: &str) -> Result<PeerChannel, Status> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         let generation = self.dialing.generation();
         if let Some((made_under, channel)) = channels.get(address)
             && *made_under == generation
         {
-            return Ok(channel.clone());
+            return Ok(traced(channel.clone()));
         }
         let endpoint = self.dialing.endpoint(address).map_err(Status::internal)?;
         let channel = endpoint
@@ -54,6 +59,11 @@ impl PeerChannels {
             address.to_owned(),
             (self.dialing.generation(), channel.clone()),
         );
-        Ok(channel)
+        Ok(traced(channel))
     }
+}
+
+/// `channel` with client spans for calls made inside a trace (none are started).
+fn traced(channel: Channel) -> PeerChannel {
+    RpcTraceLayer::client().inside_traces_only().layer(channel)
 }

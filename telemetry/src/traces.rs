@@ -1,0 +1,116 @@
+//! OpenTelemetry traces, exported over OTLP/gRPC when the standard `OTEL_*`
+//! environment variables ask for it, and off otherwise.
+//!
+//! Exporting is on when `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, unless `OTEL_SDK_DISABLED=true` or
+//! `OTEL_TRACES_EXPORTER=none`. The SDK reads the rest itself: the sampler
+//! (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`; parent-based always-on by
+//! default), the batch settings (`OTEL_BSP_*`), headers and timeouts
+//! (`OTEL_EXPORTER_OTLP_*`) and the resource (`OTEL_SERVICE_NAME`,
+//! `OTEL_RESOURCE_ATTRIBUTES`). When off, no span is made for RPCs and nothing is
+//! sent anywhere.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+
+/// Whether this process exports traces (set once, at start-up).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports traces: the RPC layers and message-header
+/// propagation do nothing when it does not.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Why traces could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The OTLP exporter could not be built (a bad endpoint, a TLS problem).
+    #[error("cannot export traces over OTLP: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+}
+
+/// Whether the environment asks for traces to be exported, read through `var`.
+pub fn requested(var: impl Fn(&str) -> Option<String>) -> bool {
+    let set = |name: &str| var(name).is_some_and(|value| !value.trim().is_empty());
+    let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let no_exporter =
+        var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
+    !disabled
+        && !no_exporter
+        && (set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") || set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+}
+
+/// The tracer provider exporting this process's spans, when the environment asks
+/// for it; `program` is the service name unless `OTEL_SERVICE_NAME` says
+/// otherwise. Must be called inside a Tokio runtime (the exporter's channel lives
+/// there). Installs the W3C trace-context propagator either way, so that context
+/// passes through a process that does not export.
+pub(crate) fn provider(program: &str) -> Result<Option<SdkTracerProvider>, TraceError> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    if !requested(|name| std::env::var(name).ok()) {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()?;
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(program.to_owned());
+    }
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    EXPORTING.store(true, Ordering::Relaxed);
+    Ok(Some(provider))
+}
+
+/// The tracer spans of `program` are recorded with.
+pub(crate) fn tracer(
+    provider: &SdkTracerProvider,
+    program: &'static str,
+) -> opentelemetry_sdk::trace::Tracer {
+    provider.tracer(program)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        }
+    }
+
+    #[test]
+    fn an_endpoint_turns_exporting_on_and_the_standard_switches_turn_it_off() {
+        assert!(!requested(env(&[])));
+        assert!(requested(env(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://127.0.0.1:4317"
+        )])));
+        assert!(requested(env(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://collector:4317"
+        )])));
+        assert!(!requested(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])));
+        assert!(!requested(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ])));
+        assert!(!requested(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ])));
+    }
+}

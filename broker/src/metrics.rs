@@ -95,6 +95,40 @@ pub struct ReplicaLabels {
     pub replica: String,
 }
 
+/// Labels naming a TLS listener: `client`, `peer` or `metrics`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// The listener.
+    pub listener: &'static str,
+}
+
+/// The expiry of the certificate each TLS listener serves, read again at each scrape
+/// (listeners reload their files when they change).
+#[derive(Clone, Debug, Default)]
+pub struct CertificateExpiry(Family<ListenerLabels, Gauge>);
+
+impl CertificateExpiry {
+    /// Sets the gauges from the listeners this process serves now.
+    pub fn refresh(&self) {
+        self.0.clear();
+        for (role, not_after) in crate::tls::served_certificate_expiry() {
+            self.0
+                .get_or_create(&ListenerLabels {
+                    listener: role.as_str(),
+                })
+                .set(not_after);
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "Not-after time of the certificate a TLS listener serves, seconds since the epoch",
+            self.0.clone(),
+        );
+    }
+}
+
 /// Labels naming an RPC outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -176,6 +210,16 @@ pub struct Metrics {
     pub cluster_partitions_leaderless: Family<KindLabels, Gauge>,
     /// Per-principal usage and throttling.
     pub principals: PrincipalMetrics,
+    /// Not-after of each TLS listener's certificate.
+    pub tls_certificate_expiry: CertificateExpiry,
+    /// 1 for a partition whose log refuses writes after a failed write or fsync.
+    pub log_poisoned: Family<PartitionLabels, Gauge>,
+    /// 1 for a queue one of whose logs refuses writes after a failed write or fsync.
+    pub queue_log_poisoned: Family<QueueLabels, Gauge>,
+    /// Followers a leader on this host took out of an in-sync set, by kind.
+    pub replica_isr_shrinks: Family<KindLabels, Counter>,
+    /// Followers a leader on this host put back into an in-sync set, by kind.
+    pub replica_isr_expands: Family<KindLabels, Counter>,
 }
 
 /// Labels for cluster gauges: `topics` or `queues`.
@@ -226,6 +270,11 @@ impl Metrics {
             cluster_partitions_led: Family::default(),
             cluster_partitions_leaderless: Family::default(),
             principals: PrincipalMetrics::default(),
+            tls_certificate_expiry: CertificateExpiry::default(),
+            log_poisoned: Family::default(),
+            queue_log_poisoned: Family::default(),
+            replica_isr_shrinks: Family::default(),
+            replica_isr_expands: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -380,6 +429,27 @@ impl Metrics {
             "Requests refused for a quota, by principal and quota",
             metrics.principals.throttled.clone(),
         );
+        metrics.tls_certificate_expiry.register(registry);
+        registry.register(
+            "log_poisoned",
+            "1 while the partition's log refuses writes after a failed write or fsync",
+            metrics.log_poisoned.clone(),
+        );
+        registry.register(
+            "queue_log_poisoned",
+            "1 while one of the queue's logs refuses writes after a failed write or fsync",
+            metrics.queue_log_poisoned.clone(),
+        );
+        registry.register(
+            "replica_isr_shrinks",
+            "Followers a leader on this host took out of an in-sync set",
+            metrics.replica_isr_shrinks.clone(),
+        );
+        registry.register(
+            "replica_isr_expands",
+            "Followers a leader on this host put back into an in-sync set",
+            metrics.replica_isr_expands.clone(),
+        );
         Self {
             registry: root,
             ..metrics
@@ -388,7 +458,28 @@ impl Metrics {
 
     /// Renders the registry in the Prometheus text format.
     pub fn render(&self) -> String {
+        self.tls_certificate_expiry.refresh();
         encode(&self.registry)
+    }
+
+    /// Counts an in-sync set change a leader here wrote: followers taken out and
+    /// put back, for the partitions of `kind` (`topics`, `queues`).
+    pub fn count_in_sync_change(&self, kind: &str, before: &[String], after: &[String]) {
+        let labels = KindLabels {
+            kind: kind.to_owned(),
+        };
+        let removed = before.iter().filter(|h| !after.contains(h)).count();
+        let added = after.iter().filter(|h| !before.contains(h)).count();
+        if removed > 0 {
+            self.replica_isr_shrinks
+                .get_or_create(&labels)
+                .inc_by(removed as u64);
+        }
+        if added > 0 {
+            self.replica_isr_expands
+                .get_or_create(&labels)
+                .inc_by(added as u64);
+        }
     }
 }
 
@@ -414,6 +505,8 @@ pub struct GatewayMetrics {
     registry: Registry,
     /// Calls to the gateway's gRPC server.
     pub rpc: crate::service::rpc_metrics::RpcMetrics,
+    /// Not-after of the gateway's listener certificate.
+    pub tls_certificate_expiry: CertificateExpiry,
 }
 
 impl Default for GatewayMetrics {
@@ -426,14 +519,20 @@ impl GatewayMetrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let mut registry = process_registry();
-        let rpc = crate::service::rpc_metrics::RpcMetrics::register(
-            registry.sub_registry_with_prefix("ferry"),
-        );
-        Self { registry, rpc }
+        let ferry = registry.sub_registry_with_prefix("ferry");
+        let rpc = crate::service::rpc_metrics::RpcMetrics::register(ferry);
+        let tls_certificate_expiry = CertificateExpiry::default();
+        tls_certificate_expiry.register(ferry);
+        Self {
+            registry,
+            rpc,
+            tls_certificate_expiry,
+        }
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.tls_certificate_expiry.refresh();
         encode(&self.registry)
     }
 }

@@ -23,7 +23,7 @@ use crate::host::observed::Publisher;
 use crate::host::replication::Replicator;
 use crate::meta::{EtcdConfig, EtcdStore, MetadataStore};
 use crate::standalone::{BoundAddresses, Listeners, prepare_data_dir, serve_until, start_security};
-use crate::tls::{DialingTlsFiles, HostDialing, ListenerTls, TlsListener};
+use crate::tls::{DialingTlsFiles, HostDialing, ListenerRole, ListenerTls, TlsListener};
 
 /// What cluster mode adds to a broker's configuration.
 #[derive(Debug, Clone)]
@@ -95,7 +95,7 @@ pub async fn run(
         .peer
         .tls
         .as_ref()
-        .map(|tls| TlsListener::load(tls.listener.clone()))
+        .map(|tls| TlsListener::load_as(tls.listener.clone(), ListenerRole::Peer))
         .transpose()
         .context("the peer listener's TLS")?;
     listeners.dialing = match &options.peer.tls {

@@ -10,7 +10,8 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -201,6 +202,149 @@ impl Material {
     }
 }
 
+/// Which of a process's listeners a TLS configuration serves: the label of its
+/// certificate's expiry metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ListenerRole {
+    /// The client gRPC listener (a host's or a gateway's).
+    Client,
+    /// The peer gRPC listener between hosts.
+    Peer,
+    /// The metrics HTTP listener.
+    Metrics,
+}
+
+impl ListenerRole {
+    /// The metric label: `client`, `peer` or `metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerRole::Client => "client",
+            ListenerRole::Peer => "peer",
+            ListenerRole::Metrics => "metrics",
+        }
+    }
+
+    fn protocol(self) -> Protocol {
+        match self {
+            ListenerRole::Client | ListenerRole::Peer => Protocol::Grpc,
+            ListenerRole::Metrics => Protocol::Http1,
+        }
+    }
+}
+
+/// The TLS configurations this process serves, so that the metrics endpoint can
+/// report when each one's certificate expires without holding the listeners.
+static SERVED: Mutex<Vec<Weak<ReloadingServerConfig>>> = Mutex::new(Vec::new());
+
+/// The not-after time (seconds since the epoch) of the certificate each live TLS
+/// listener of this process serves now, by listener; the earliest where a process
+/// runs more than one of a kind.
+pub fn served_certificate_expiry() -> Vec<(ListenerRole, i64)> {
+    let mut served = SERVED.lock().unwrap_or_else(|e| e.into_inner());
+    served.retain(|config| config.strong_count() > 0);
+    let mut expiry: std::collections::BTreeMap<ListenerRole, i64> = Default::default();
+    for config in served.iter().filter_map(Weak::upgrade) {
+        let not_after = config.not_after.load(Ordering::Relaxed);
+        // 0: the certificate's validity could not be read (see `not_after_unix`).
+        if not_after != 0 {
+            let entry = expiry.entry(config.role).or_insert(not_after);
+            *entry = (*entry).min(not_after);
+        }
+    }
+    expiry.into_iter().collect()
+}
+
+/// The not-after time of the leaf (first) certificate of a PEM chain, in seconds
+/// since the epoch; `None` when it cannot be read.
+fn leaf_not_after(pem: &[u8]) -> Option<i64> {
+    let leaf = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    not_after_unix(leaf.as_ref())
+}
+
+/// One DER element: its tag, its contents and what follows it.
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        // Long form: the low bits count the length's bytes; certificates need few.
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at(count);
+        let len = bytes
+            .iter()
+            .fold(0usize, |len, byte| (len << 8) | usize::from(*byte));
+        (len, rest)
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let (content, rest) = rest.split_at(len);
+    Some((tag, content, rest))
+}
+
+/// The not-after time of a DER X.509 certificate, in seconds since the epoch
+/// (RFC 5280 4.1: Certificate → tbsCertificate → validity → notAfter). A few lines of
+/// DER reading rather than an X.509 crate: this one field is all the broker needs.
+pub fn not_after_unix(der: &[u8]) -> Option<i64> {
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, certificate, _) = der_element(der)? else {
+        return None;
+    };
+    let (SEQUENCE, mut tbs, _) = der_element(certificate)? else {
+        return None;
+    };
+    // [0] EXPLICIT version, absent in version 1 certificates.
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_element(tbs)?.2;
+    }
+    // serialNumber, signature, issuer.
+    for _ in 0..3 {
+        tbs = der_element(tbs)?.2;
+    }
+    let (SEQUENCE, validity, _) = der_element(tbs)? else {
+        return None;
+    };
+    let (_, _, validity) = der_element(validity)?;
+    let (tag, time, _) = der_element(validity)?;
+    let time = std::str::from_utf8(time).ok()?;
+    match tag {
+        0x17 => {
+            // UTCTime YYMMDDHHMMSSZ: years 50-99 are 19xx (RFC 5280 4.1.2.5.1).
+            let yy: i64 = time.get(0..2)?.parse().ok()?;
+            let year = if yy >= 50 { 1900 + yy } else { 2000 + yy };
+            unix_time(year, time.get(2..)?)
+        }
+        0x18 => unix_time(time.get(0..4)?.parse().ok()?, time.get(4..)?),
+        _ => None,
+    }
+}
+
+/// Seconds since the epoch of `year` and `rest`, `MMDDHHMMSSZ`.
+fn unix_time(year: i64, rest: &str) -> Option<i64> {
+    if rest.len() != 11 || !rest.ends_with('Z') {
+        return None;
+    }
+    let field = |at: usize| -> Option<i64> { rest.get(at..at + 2)?.parse().ok() };
+    let (month, day) = (field(0)?, field(2)?);
+    let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
 /// What a TLS listener serves, for the protocol it offers in ALPN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -215,19 +359,31 @@ pub enum Protocol {
 pub struct ReloadingServerConfig {
     files: ServerTlsFiles,
     protocol: Protocol,
+    role: ListenerRole,
     current: RwLock<(Material, Arc<ServerConfig>)>,
+    /// The served certificate's not-after, seconds since the epoch (0: unreadable).
+    not_after: AtomicI64,
 }
 
 impl ReloadingServerConfig {
     /// Reads the files; an error here stops the host from starting.
-    pub fn load(files: ServerTlsFiles, protocol: Protocol) -> Result<Arc<Self>, TlsError> {
+    pub fn load(files: ServerTlsFiles, role: ListenerRole) -> Result<Arc<Self>, TlsError> {
+        let protocol = role.protocol();
         let material = Material::read(&files)?;
         let config = Arc::new(material.server_config(&files, protocol)?);
-        Ok(Arc::new(Self {
+        let not_after = AtomicI64::new(leaf_not_after(&material.cert).unwrap_or(0));
+        let this = Arc::new(Self {
             files,
             protocol,
+            role,
             current: RwLock::new((material, config)),
-        }))
+            not_after,
+        });
+        SERVED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&this));
+        Ok(this)
     }
 
     /// The configuration new connections get.
@@ -247,7 +403,9 @@ impl ReloadingServerConfig {
             }
         }
         let config = Arc::new(material.server_config(&self.files, self.protocol)?);
+        let not_after = leaf_not_after(&material.cert).unwrap_or(0);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = (material, config);
+        self.not_after.store(not_after, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -288,15 +446,25 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Loads the files `settings` names, for a gRPC listener.
+    /// Loads the files `settings` names, for a client gRPC listener.
     pub fn load(settings: ListenerTls) -> Result<Self, TlsError> {
-        Self::load_for(settings, Protocol::Grpc)
+        Self::load_as(settings, ListenerRole::Client)
     }
 
-    /// Loads the files `settings` names, for a listener serving `protocol`.
+    /// Loads the files `settings` names, for a listener serving `protocol`: gRPC for
+    /// clients, or HTTP/1.1 for metrics.
     pub fn load_for(settings: ListenerTls, protocol: Protocol) -> Result<Self, TlsError> {
+        let role = match protocol {
+            Protocol::Grpc => ListenerRole::Client,
+            Protocol::Http1 => ListenerRole::Metrics,
+        };
+        Self::load_as(settings, role)
+    }
+
+    /// Loads the files `settings` names, for the listener `role`.
+    pub fn load_as(settings: ListenerTls, role: ListenerRole) -> Result<Self, TlsError> {
         Ok(Self {
-            config: ReloadingServerConfig::load(settings.files.clone(), protocol)?,
+            config: ReloadingServerConfig::load(settings.files.clone(), role)?,
             settings,
         })
     }
@@ -507,5 +675,65 @@ impl DialingTls {
             }
         }
         (state.config.clone(), state.generation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Made with `openssl req -x509 -newkey ec … -days 3650` (a UTCTime not-after).
+    const UTC_TIME: &str = "-----BEGIN CERTIFICATE-----
+MIIBgTCCASegAwIBAgIUDhsqlKc/K8koFuuxx4ovJrv/GhwwCgYIKoZIzj0EAwIw
+FjEUMBIGA1UEAwwLZXhwaXJ5LXRlc3QwHhcNMjYxMjA2MDgxMjMzWhcNMzYxMjAz
+MDgxMjMzWjAWMRQwEgYDVQQDDAtleHBpcnktdGVzdDBZMBMGByqGSM49AgEGCCqG
+SM49AwEHA0IABJ9R7nJKsvTXZI42LyvspMZ0pJ7+GsDBxRs5jFn9Yax2fLG/s+SZ
+DPlAZ5dHZsc4wriAsq/y2JH+83M9HpVQqvGjUzBRMB0GA1UdDgQWBBST8Hm773+3
+osye4PJsgOZO9t63BDAfBgNVHSMEGDAWgBST8Hm773+3osye4PJsgOZO9t63BDAP
+BgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCID4rUZ0ZG/qKIqH/RVaI
+7kznplAuoAAa0bvHrVAV3bOEAiEAhMgAu9cEFSUcdgnf1v8IOE+Aex5dpRC9+UQ2
+g4LNJTA=
+-----END CERTIFICATE-----
+";
+
+    // `-days 10000`: a not-after past 2049 is a GeneralizedTime.
+    const GENERALIZED_TIME: &str = "-----BEGIN CERTIFICATE-----
+MIIBbzCCARWgAwIBAgIUZVZ/7rOcaF5qjIpLUYiBdNAKWLAwCgYIKoZIzj0EAwIw
+DDEKMAgGA1UEAwwBZzAgFw0yNjEyMDYwODEyMzVaGA8yMDU0MDQyMzA4MTIzNVow
+DDEKMAgGA1UEAwwBZzBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABIss4BK1i1Ll
+PJCFmgB/kkexUCcTOqW4R+3V5hM4pywn8SRJGpOB9yBl1oGWQ9s0S5K/uPykx6UZ
+NZT6cXYGR5+jUzBRMB0GA1UdDgQWBBQvKZ4FvfR5kFzDVj/pjTuWu7rjSDAfBgNV
+HSMEGDAWgBQvKZ4FvfR5kFzDVj/pjTuWu7rjSDAPBgNVHRMBAf8EBTADAQH/MAoG
+CCqGSM49BAMCA0gAMEUCIQDdxT9W/Bj5M6Y5nureUgRygHpiYumsW7OaYxDs5Ylf
+yAIgRUpJ8BsVg8zVgH5Czg8LffJMyo3pQxL5kFsFwlnZyf0=
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn reads_the_not_after_of_a_certificate() {
+        // `date -d "$(openssl x509 -noout -enddate …)" +%s`.
+        assert_eq!(leaf_not_after(UTC_TIME.as_bytes()), Some(2_111_904_753));
+        assert_eq!(
+            leaf_not_after(GENERALIZED_TIME.as_bytes()),
+            Some(2_660_544_755)
+        );
+    }
+
+    #[test]
+    fn garbage_has_no_not_after() {
+        assert_eq!(not_after_unix(b""), None);
+        assert_eq!(not_after_unix(&[0x30, 0x82, 0xff]), None);
+        assert_eq!(not_after_unix(&[0x30, 0x03, 0x30, 0x01, 0x00]), None);
+        let der = CertificateDer::pem_slice_iter(UTC_TIME.as_bytes())
+            .next()
+            .and_then(Result::ok)
+            .map(|der| der.as_ref().to_vec())
+            .unwrap_or_default();
+        for cut in 0..der.len() {
+            // Any prefix either parses to the same field (the not-after comes early)
+            // or to nothing: never a panic or another value.
+            let got = not_after_unix(&der[..cut]);
+            assert!(got.is_none() || got == Some(2_111_904_753), "cut at {cut}");
+        }
     }
 }

@@ -18,6 +18,7 @@ use crate::broker::Broker;
 use crate::metrics::{
     GroupLabels, KindLabels, PartitionLabels, QueueKindLabels, QueueLabels, ReplicaLabels,
 };
+use crate::replicated_log::{QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG};
 
 /// Refreshes the gauges that are read from state rather than counted.
 fn refresh_gauges(broker: &Broker) {
@@ -26,6 +27,7 @@ fn refresh_gauges(broker: &Broker) {
     metrics.log_start_offset.clear();
     metrics.log_size_bytes.clear();
     metrics.log_lost_records.clear();
+    metrics.log_poisoned.clear();
     metrics.replica_lag_messages.clear();
     metrics.replica_lag_seconds.clear();
     // The replication core's clock: follower catch-up times are on it.
@@ -72,6 +74,10 @@ fn refresh_gauges(broker: &Broker) {
                 .log_lost_records
                 .get_or_create(&labels)
                 .set(gauge(lost));
+            metrics
+                .log_poisoned
+                .get_or_create(&labels)
+                .set(i64::from(log.failure().is_some()));
             for follower in partition.follower_lag() {
                 let replica = ReplicaLabels {
                     topic: topic.name().to_owned(),
@@ -173,6 +179,7 @@ fn refresh_queue_metrics(broker: &Broker) {
     metrics.queue_oldest_age_seconds.clear();
     metrics.queue_consumers.clear();
     metrics.queue_events.clear();
+    metrics.queue_log_poisoned.clear();
     let now = crate::clock::now_ms();
     for queue in broker.queues.list() {
         let stats = queue.stats(now);
@@ -211,6 +218,14 @@ fn refresh_queue_metrics(broker: &Broker) {
                 .inc_by(value);
         }
         let labels = QueueLabels { queue: name };
+        let poisoned = [QUEUE_MESSAGES_LOG, QUEUE_JOURNAL_LOG]
+            .into_iter()
+            .filter_map(|index| queue.replicated_log(index).ok())
+            .any(|log| log.log().failure().is_some());
+        metrics
+            .queue_log_poisoned
+            .get_or_create(&labels)
+            .set(i64::from(poisoned));
         metrics
             .queue_oldest_age_seconds
             .get_or_create(&labels)

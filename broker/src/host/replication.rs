@@ -662,6 +662,11 @@ impl Replication {
         match self.meta.txn(compares, ops).await {
             Ok(outcome) => {
                 if outcome.succeeded {
+                    self.broker.metrics.count_in_sync_change(
+                        key.kind.as_str(),
+                        &state.isr,
+                        &next.isr,
+                    );
                     tracing::info!(
                         topic = %key.name,
                         partition = key.partition,

@@ -440,6 +440,14 @@ impl Metrics {
             "1 while one of the queue's logs refuses writes after a failed write or fsync",
             metrics.queue_log_poisoned.clone(),
         );
+        // From zero, so that the first change is an increase a rule can see.
+        for kind in ["topics", "queues"] {
+            let labels = KindLabels {
+                kind: kind.to_owned(),
+            };
+            metrics.replica_isr_shrinks.get_or_create(&labels).inc_by(0);
+            metrics.replica_isr_expands.get_or_create(&labels).inc_by(0);
+        }
         registry.register(
             "replica_isr_shrinks",
             "Followers a leader on this host took out of an in-sync set",

@@ -147,6 +147,21 @@ pub struct ConsumedRecord {
     pub timestamp_ms: i64,
 }
 
+impl ConsumedRecord {
+    /// A span for processing this record, linked to the span that produced it when
+    /// the producer was tracing (its `traceparent` header).
+    pub fn process_span(&self) -> tracing::Span {
+        let id = format!("{}/{}/{}", self.topic, self.partition, self.offset);
+        ferry_telemetry::propagation::process_span(&self.topic, &id, |name| {
+            self.headers
+                .iter()
+                .find(|(header, _)| header == name)
+                .and_then(|(_, value)| std::str::from_utf8(value).ok())
+                .map(str::to_owned)
+        })
+    }
+}
+
 /// Which offset of a partition to look up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetSpec {

@@ -23,12 +23,23 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a gateway on `ip` (any port) following the etcd at `etcd_endpoint`.
     pub fn start(etcd_endpoint: &str, ip: &str, extra_args: &[&str]) -> Self {
+        Self::start_with_env(etcd_endpoint, ip, extra_args, &[])
+    }
+
+    /// Like [`Gateway::start`], with more environment variables (e.g. `OTEL_*`).
+    pub fn start_with_env(
+        etcd_endpoint: &str,
+        ip: &str,
+        extra_args: &[&str],
+        env: &[(String, String)],
+    ) -> Self {
         let mut command = process::command(&broker_binary());
         command
             .arg("gateway")
             .args(["--etcd", etcd_endpoint])
             .args(["--listen", &format!("{ip}:0")])
             .args(extra_args)
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

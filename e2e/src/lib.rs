@@ -36,4 +36,4 @@ pub use history::{CheckOptions, History, Verdict, check};
 pub use kube::{KubeApiServer, KubeTools};
 pub use node::KubeNode;
 pub use operator::{OperatorConfig, OperatorProcess, http_get};
-pub use process::run_bounded;
+pub use process::{run_bounded, run_bounded_with_env};

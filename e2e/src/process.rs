@@ -17,8 +17,20 @@ pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Runs `binary args…` to its end with `stdin` as its input, killing it if it runs
 /// over `limit` (a short-lived client such as `ferryctl`, which starts no children).
 pub fn run_bounded(binary: &Path, args: &[String], stdin: &str, limit: Duration) -> Output {
+    run_bounded_with_env(binary, args, &[], stdin, limit)
+}
+
+/// Like [`run_bounded`], with more environment variables for the process.
+pub fn run_bounded_with_env(
+    binary: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    stdin: &str,
+    limit: Duration,
+) -> Output {
     let mut child = Command::new(binary)
         .args(args)
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

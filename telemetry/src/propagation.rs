@@ -5,6 +5,7 @@
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{SpanContext, TraceContextExt};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The header that carries the W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
@@ -86,12 +87,8 @@ pub fn extract_headers(headers: &http::HeaderMap) -> Context {
 }
 
 /// The current span's trace context as header pairs, to carry in a message's
-/// headers or a queue message's attributes; empty when there is no current span
-/// (or traces are not exported).
+/// headers or a queue message's attributes; empty outside a traced span.
 pub fn current_context_fields() -> Vec<(String, String)> {
-    if !crate::traces::exporting() {
-        return Vec::new();
-    }
     let context = Context::current();
     if !context.span().span_context().is_valid() {
         return Vec::new();
@@ -111,6 +108,39 @@ pub fn carried_span_context(lookup: impl Fn(&str) -> Option<String>) -> Option<S
         opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&extractor));
     let span_context = context.span().span_context().clone();
     span_context.is_valid().then_some(span_context)
+}
+
+/// `future` run in the trace current now (if any), for work spawned onto another
+/// task: the RPC spans it makes are children of the current span. Unlike
+/// instrumenting it with the current span, this does not keep that span open.
+pub fn in_current_trace<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    use opentelemetry::context::FutureExt as _;
+    future.with_context(Context::current())
+}
+
+/// A span for processing one consumed message of `destination` (a topic or a
+/// queue), linked to the span that sent it when the message carried its context
+/// (`lookup` reads the message's headers or attributes). Enter it around the work
+/// the message causes.
+pub fn process_span(
+    destination: &str,
+    message_id: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: "ferry::messaging",
+        "process",
+        otel.name = format!("process {destination}"),
+        otel.kind = "consumer",
+        messaging.system = "ferry",
+        messaging.operation.type = "process",
+        messaging.destination.name = destination,
+        messaging.message.id = message_id,
+    );
+    if let Some(sender) = carried_span_context(lookup) {
+        span.add_link(sender);
+    }
+    span
 }
 
 #[cfg(test)]

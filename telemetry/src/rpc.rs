@@ -3,8 +3,9 @@
 //! A server span continues the trace its caller sent in the `traceparent` header; a
 //! client span is a child of the current span and sends its own context on. Both
 //! follow OpenTelemetry's RPC conventions (`rpc.system`, `rpc.service`,
-//! `rpc.method`, `rpc.grpc.status_code`). Nothing is made while traces are not
-//! exported, so the layers cost one atomic load per call then.
+//! `rpc.method`, `rpc.grpc.status_code`). A layer that starts traces makes
+//! nothing while this process exports none; one that only continues them looks
+//! for a trace context first.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -88,7 +89,10 @@ pub struct RpcTraced<S> {
 impl<S> RpcTraced<S> {
     /// The span for a call of `path` with `headers`; `None` when it gets none.
     fn span_for(&self, path: &str, headers: &mut http::HeaderMap) -> Option<tracing::Span> {
-        if !exporting() {
+        // A call continuing a trace gets a span whoever set the tracing up (a
+        // program embedding the client may export through its own layer); only a
+        // new trace needs this process to export.
+        if self.layer.roots == Roots::Start && !exporting() {
             return None;
         }
         let name = path.trim_start_matches('/');

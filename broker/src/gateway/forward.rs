@@ -23,6 +23,7 @@ use crate::service::auth::forward_caller;
 use crate::service::peers::{PeerChannel, PeerChannels};
 use crate::service::status::to_status;
 use crate::tls::HostDialing;
+use tracing::Instrument;
 
 /// How long a retry waits for the directory to change before trying again anyway.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -32,13 +33,22 @@ tokio::task_local! {
     static CALLER: Caller;
 }
 
-/// Runs `future` on behalf of `caller`: requests it forwards carry that identity. A
-/// forwarding future spawned onto another task must be wrapped again.
-pub async fn on_behalf_of<F: Future>(caller: Option<Caller>, future: F) -> F::Output {
-    match caller {
-        Some(caller) => CALLER.scope(caller, future).await,
-        None => future.await,
+/// Runs `future` on behalf of `caller`, in the span of the request being served:
+/// requests it forwards carry that identity and continue that trace. A forwarding
+/// future spawned onto another task must be wrapped again.
+pub fn on_behalf_of<F: Future>(
+    caller: Option<Caller>,
+    future: F,
+) -> impl Future<Output = F::Output> {
+    // Taken now, where the request is served: a spawned task runs in no span.
+    let span = tracing::Span::current();
+    async move {
+        match caller {
+            Some(caller) => CALLER.scope(caller, future).await,
+            None => future.await,
+        }
     }
+    .instrument(span)
 }
 
 /// The caller of the request being served on this task, if any.

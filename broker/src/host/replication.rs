@@ -20,6 +20,7 @@ use ferry_records::Batches;
 use ferry_storage::StorageError;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 use crate::tls::HostDialing;
 
@@ -1033,9 +1034,29 @@ async fn fetch_once(
     }
     if !answer.records.is_empty() {
         let records = answer.records;
+        // A span per fetch that brought records (not per poll: most bring none),
+        // when traces are exported.
+        let span = if !ferry_telemetry::traces::exporting() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                target: "ferry::replica",
+                "replica fetch",
+                otel.kind = "consumer",
+                kind = partition.kind().as_str(),
+                topic = partition.topic(),
+                partition = partition.index(),
+                follower = %target.me,
+                leader = %target.address,
+                offset = fetch_offset,
+                bytes = records.len(),
+            )
+        };
         let appending = Arc::clone(partition);
         let wait_for_disk = partition.durability() == DurabilitySetting::Fsync;
+        let appended = span.clone();
         tokio::task::spawn_blocking(move || {
+            let _in_span = appended.enter();
             let log = appending.log();
             appending
                 .while_following(|| {
@@ -1053,6 +1074,7 @@ async fn fetch_once(
             }
             Ok::<_, FetchError>(())
         })
+        .instrument(span)
         .await??;
         partition.publish_log_end();
     }

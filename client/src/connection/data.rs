@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferry_proto::v1 as pb;
 
+use ferry_telemetry::propagation::in_current_trace;
 use tokio::task::JoinSet;
 
 use super::Client;
@@ -117,10 +118,10 @@ impl Client {
                     .map(|(partition, i)| (*partition, batches[*i].1.clone()))
                     .collect();
                 let topic = topic.to_owned();
-                calls.spawn(async move {
+                calls.spawn(in_current_trace(async move {
                     let outcome = client.produce_to_host(&topic, &request).await;
                     (positions, outcome)
-                });
+                }));
             }
             while let Some(joined) = calls.join_next().await {
                 let (positions, outcome) = joined
@@ -243,10 +244,10 @@ impl Client {
             let whole = round == 0 && groups.len() == 1;
             let mut calls = JoinSet::new();
             for (client, group) in groups {
-                calls.spawn(async move {
+                calls.spawn(in_current_trace(async move {
                     let outcome = client.fetch_from_host(&group, options).await;
                     (group, outcome)
-                });
+                }));
             }
             while let Some(joined) = calls.join_next().await {
                 let (group, outcome) = joined

@@ -20,10 +20,12 @@ use ferry_proto::v1::admin_service_client::AdminServiceClient;
 use ferry_proto::v1::group_service_client::GroupServiceClient;
 use ferry_proto::v1::queue_service_client::QueueServiceClient;
 use ferry_proto::v1::topic_service_client::TopicServiceClient;
+use ferry_telemetry::rpc::{RpcTraceLayer, RpcTraced};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tower::Layer;
 
 use crate::error::ClientError;
 
@@ -126,8 +128,9 @@ pub struct Client {
 }
 
 /// The channel with every request given a deadline and credentials (see
-/// [`CallDefaults`]).
-pub(crate) type Service = InterceptedService<Channel, CallDefaults>;
+/// [`CallDefaults`]), and a client span when made inside a traced span (whose
+/// context the broker continues).
+pub(crate) type Service = InterceptedService<RpcTraced<Channel>, CallDefaults>;
 
 /// Gives a request the client's request timeout unless the call set its own, and the
 /// client's bearer token.
@@ -202,7 +205,9 @@ impl Client {
 
     fn service(&self) -> Service {
         InterceptedService::new(
-            self.channel.clone(),
+            RpcTraceLayer::client()
+                .inside_traces_only()
+                .layer(self.channel.clone()),
             CallDefaults {
                 timeout: self.request_timeout,
                 authorization: self.authorization.clone(),

@@ -215,6 +215,14 @@ pub struct QueueMessage {
 }
 
 impl QueueMessage {
+    /// A span for processing this message of `queue`, linked to the span that sent
+    /// it when the sender was tracing (its `traceparent` attribute).
+    pub fn process_span(&self, queue: &str) -> tracing::Span {
+        ferry_telemetry::propagation::process_span(queue, &self.id, |name| {
+            self.attributes.get(name).cloned()
+        })
+    }
+
     fn from_proto(message: pb::ReceivedMessage) -> Self {
         Self {
             id: message.message_id,
@@ -387,11 +395,22 @@ impl Client {
             return Ok(Vec::new());
         }
         let count = messages.len();
+        // Each message carries the sender's trace context (when it has one), so
+        // whoever processes it can link to the send.
+        let trace_context = ferry_telemetry::propagation::current_context_fields();
         let request = pb::SendRequest {
             queue: queue.to_owned(),
             messages: messages
                 .into_iter()
-                .map(OutgoingMessage::into_proto)
+                .map(|mut message| {
+                    for (name, value) in &trace_context {
+                        message
+                            .attributes
+                            .entry(name.clone())
+                            .or_insert_with(|| value.clone());
+                    }
+                    message.into_proto()
+                })
                 .collect(),
         };
         let response = self

@@ -107,6 +107,24 @@ impl ProducerConfig {
     }
 }
 
+/// `headers` with the trace-context fields added that it does not carry yet;
+/// `None` when there is nothing to add (outside a traced span, the common case).
+fn with_trace_context<'a>(
+    headers: &'a [(&'a str, &'a [u8])],
+    trace_context: &'a [(String, String)],
+) -> Option<Vec<(&'a str, &'a [u8])>> {
+    if trace_context.is_empty() {
+        return None;
+    }
+    let mut extended = headers.to_vec();
+    for (name, value) in trace_context {
+        if !headers.iter().any(|(header, _)| header == name) {
+            extended.push((name.as_str(), value.as_bytes()));
+        }
+    }
+    Some(extended)
+}
+
 /// Sends records to one topic. Cheap to clone; clones share batches and the sender
 /// task. Dropping every clone delivers what is buffered in the background; call
 /// [`Producer::close`] to wait for it.
@@ -121,7 +139,8 @@ pub struct Producer {
 
 impl Producer {
     /// Creates a producer for `topic`: looks up its partitions and, when idempotent,
-    /// gets a producer id. Must be called inside a Tokio runtime.
+    /// gets a producer id. Must be called inside a Tokio runtime. Made inside a
+    /// traced span, its produce requests are spans of that trace.
     pub async fn new(
         client: &Client,
         topic: &str,
@@ -168,7 +187,8 @@ impl Producer {
             partitions,
             receiver,
         );
-        tokio::spawn(sender.run());
+        // Its requests are spans of the trace this producer was made in, if any.
+        tokio::spawn(ferry_telemetry::propagation::in_current_trace(sender.run()));
         Ok(Self {
             shared,
             commands,
@@ -206,9 +226,16 @@ impl Producer {
     }
 
     /// Like [`Producer::send`], borrowing the record: its bytes are copied into the batch.
+    /// Inside a traced span the record carries its context (a `traceparent` header).
     pub async fn send_ref(&self, record: RecordRef<'_>) -> Result<DeliveryFuture, ClientError> {
         self.reserve(1).await?;
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
+        let trace_context = ferry_telemetry::propagation::current_context_fields();
+        let headers = with_trace_context(record.headers, &trace_context);
+        let record = RecordRef {
+            headers: headers.as_deref().unwrap_or(record.headers),
+            ..record
+        };
         let appended = {
             let mut accumulator = self.shared.accumulator();
             self.check_open_locked(1)?;
@@ -243,13 +270,19 @@ impl Producer {
         self.reserve(count).await?;
         let now = Instant::now();
         let clock_ms = now_ms();
+        let trace_context = ferry_telemetry::propagation::current_context_fields();
         let mut wake = false;
         {
             let mut accumulator = self.shared.accumulator();
             self.check_open_locked(count)?;
             for record in records {
                 let timestamp_ms = record.timestamp_ms.unwrap_or(clock_ms);
-                let appended = accumulator.append(record, timestamp_ms, now);
+                let headers = with_trace_context(record.headers, &trace_context);
+                let record = RecordRef {
+                    headers: headers.as_deref().unwrap_or(record.headers),
+                    ..*record
+                };
+                let appended = accumulator.append(&record, timestamp_ms, now);
                 wake |= appended.wake_sender;
                 delivery.push(&appended.outcome, appended.index);
             }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ferry_proto::v1::ErrorCode;
 use ferry_records::{BatchBuilder, ProducerStamp};
+use ferry_telemetry::propagation::in_current_trace;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::{JoinError, JoinSet};
 
@@ -385,9 +386,9 @@ impl Sender {
         let client = self.client.clone();
         let topic = Arc::clone(&self.topic);
         let partitions: Vec<u32> = request.iter().map(|(partition, _)| *partition).collect();
-        let handle = self
-            .in_flight
-            .spawn(async move { client.produce_batches(&topic, &request).await });
+        let handle = self.in_flight.spawn(in_current_trace(async move {
+            client.produce_batches(&topic, &request).await
+        }));
         self.in_flight_partitions.insert(handle.id(), partitions);
     }
 

@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use ferry_client::{BearerToken, Client, ClientConfig, ClientError, ErrorCode, TlsOptions};
+use tracing::Instrument;
 
 use output::OutputFormat;
 
@@ -242,6 +243,20 @@ fn completion(shell: clap_complete::Shell) -> ExitCode {
     }
 }
 
+/// The command line's subcommands, e.g. `ferryctl topic produce`: the trace's name.
+fn command_name() -> String {
+    let mut name = String::from("ferryctl");
+    if let Ok(matches) = <Cli as clap::CommandFactory>::command().try_get_matches() {
+        let mut next = matches.subcommand();
+        while let Some((subcommand, matches)) = next {
+            name.push(' ');
+            name.push_str(subcommand);
+            next = matches.subcommand();
+        }
+    }
+    name
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Completion { shell } = cli.command {
@@ -285,19 +300,37 @@ fn main() -> ExitCode {
             ..ClientConfig::default()
         },
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Topic(command) => topic::run(&context, command).await,
-            Command::Group(command) => group::run(&context, command).await,
-            Command::Queue(command) => queue::run(&context, command).await,
-            Command::Bench(command) => bench::run(&context, command).await,
-            Command::Cluster(command) => cluster::run(&context, command).await,
-            Command::Acl(command) => acl::run(&context, command).await,
-            Command::Quota(command) => quota::run(&context, command).await,
-            Command::Whoami => acl::who_am_i(&context).await,
-            Command::Completion { .. } | Command::Config(_) => Ok(()),
+    let telemetry = {
+        let _in_runtime = runtime.enter();
+        match ferry_telemetry::init_traces("ferryctl") {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
         }
-    });
+    };
+    // The whole command is one trace: its requests, the messages it produces
+    // (they carry the context) and what it prints are spans of it.
+    let span = tracing::info_span!("ferryctl", otel.name = command_name());
+    let result = runtime.block_on(
+        async {
+            match cli.command {
+                Command::Topic(command) => topic::run(&context, command).await,
+                Command::Group(command) => group::run(&context, command).await,
+                Command::Queue(command) => queue::run(&context, command).await,
+                Command::Bench(command) => bench::run(&context, command).await,
+                Command::Cluster(command) => cluster::run(&context, command).await,
+                Command::Acl(command) => acl::run(&context, command).await,
+                Command::Quota(command) => quota::run(&context, command).await,
+                Command::Whoami => acl::who_am_i(&context).await,
+                Command::Completion { .. } | Command::Config(_) => Ok(()),
+            }
+        }
+        .instrument(span),
+    );
+    // Sent before the runtime stops: the exporter's channel runs on it.
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

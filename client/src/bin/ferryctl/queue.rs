@@ -660,7 +660,7 @@ async fn receive(
             break;
         }
         received += messages.len() as u64;
-        print_messages(format, &messages)?;
+        print_messages(format, name, &messages)?;
         if ack {
             let receipts: Vec<&String> = messages.iter().map(|m| &m.receipt).collect();
             let results = client
@@ -716,9 +716,16 @@ fn message_json(message: &QueueMessage) -> serde_json::Value {
     object
 }
 
-fn print_messages(format: OutputFormat, messages: &[QueueMessage]) -> anyhow::Result<()> {
+fn print_messages(
+    format: OutputFormat,
+    queue: &str,
+    messages: &[QueueMessage],
+) -> anyhow::Result<()> {
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let tracing = ferry_telemetry::traces::exporting();
     for message in messages {
+        // Printing is this receiver's processing: its span links to the sender's.
+        let _processing = tracing.then(|| message.process_span(queue).entered());
         match format {
             OutputFormat::Text => stdout.write_all(&message.body)?,
             OutputFormat::Json => serde_json::to_writer(&mut stdout, &message_json(message))?,

@@ -668,7 +668,10 @@ fn print_records(
     use base64::Engine as _;
     let base64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let tracing = ferry_telemetry::traces::exporting();
     for record in records {
+        // Printing is this consumer's processing: its span links to the producer's.
+        let _processing = tracing.then(|| record.process_span().entered());
         match format {
             OutputFormat::Text => template.write(&mut stdout, record)?,
             OutputFormat::Json => {

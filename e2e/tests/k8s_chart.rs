@@ -54,6 +54,23 @@ const VALUE_SETS: &[(&str, &[&str])] = &[
             "serviceAccount.annotations.example\\.com/role=ferry",
         ],
     ),
+    (
+        "dashboards",
+        &[
+            "monitoring.dashboards.enabled=true",
+            "monitoring.dashboards.labels.team=streaming",
+        ],
+    ),
+    (
+        "monitoring",
+        &[
+            "monitoring.podMonitor.enabled=true",
+            "monitoring.podMonitor.namespaces={team-a}",
+            "monitoring.dashboards.enabled=true",
+            "monitoring.prometheusRule.enabled=true",
+            "monitoring.prometheusRule.thresholds.consumerGroupLag=500",
+        ],
+    ),
 ];
 
 fn set_args(sets: &[&str]) -> Vec<String> {
@@ -212,6 +229,16 @@ fn values_schema_refuses_what_cannot_work() {
         (&["operator.port=0"], "port"),
         (&["operator.unknownSetting=1"], "unknownSetting"),
         (&["tls.enabled=maybe"], "enabled"),
+        (&["monitoring.podMonitor.scheme=ftp"], "scheme"),
+        (
+            &["monitoring.prometheusRule.thresholds.diskFreePercent=150"],
+            "diskFreePercent",
+        ),
+        (
+            &["monitoring.prometheusRule.thresholds.hostDownFor=soon"],
+            "hostDownFor",
+        ),
+        (&["monitoring.dashboards.unknown=1"], "unknown"),
     ];
     for (sets, field) in refused {
         let output = template(&tools, home.path(), "ferry", "ferry-system", sets);
@@ -268,6 +295,147 @@ fn tls_and_authentication_are_on_unless_the_values_turn_them_off() {
                 "{sets:?}: the default cluster lacks {field}: {on}:\n{cluster}"
             );
         }
+    }
+}
+
+/// GitHub's anchor of a Markdown heading: lower case, spaces to dashes, and only
+/// letters, digits, dashes and underscores kept.
+fn heading_anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn monitoring_renders_a_pod_monitor_rules_with_runbooks_and_dashboards_for_the_sidecar() {
+    let tools = KubeTools::locate();
+    let home = tempfile::tempdir().expect("tempdir");
+    let off = template(&tools, home.path(), "ferry", "ferry-system", &[]);
+    assert!(off.status.success(), "helm template failed");
+    let off = String::from_utf8_lossy(&off.stdout);
+    for kind in [
+        "kind: PodMonitor",
+        "kind: PrometheusRule",
+        "grafana_dashboard",
+    ] {
+        assert!(!off.contains(kind), "{kind} is rendered by default");
+    }
+
+    let sets = [
+        "monitoring.podMonitor.enabled=true",
+        "monitoring.dashboards.enabled=true",
+        "monitoring.dashboards.label=grafana_dashboards_ferry",
+        "monitoring.dashboards.namespace=grafana",
+        "monitoring.prometheusRule.enabled=true",
+        "monitoring.prometheusRule.thresholds.diskFreePercent=7",
+    ];
+    let output = template(&tools, home.path(), "ferry", "ferry-system", &sets);
+    assert!(
+        output.status.success(),
+        "helm template {sets:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rendered = String::from_utf8(output.stdout).expect("UTF-8 manifests");
+    let docs: Vec<&str> = rendered.split("\n---").collect();
+
+    // The PodMonitor selects the pods the operator's StatefulSets make and scrapes
+    // the port the operator names `metrics`.
+    let monitor = docs
+        .iter()
+        .find(|doc| doc.contains("kind: PodMonitor"))
+        .expect("a PodMonitor");
+    for line in [
+        "app.kubernetes.io/name: ferry-broker",
+        "- port: metrics",
+        "any: true",
+        "targetLabel: ferry_cluster",
+        "jobLabel: app.kubernetes.io/name",
+    ] {
+        assert!(
+            monitor.contains(line),
+            "the PodMonitor lacks {line:?}:\n{monitor}"
+        );
+    }
+
+    // One ConfigMap per dashboard file, labelled for the sidecar, whose JSON parses
+    // and picks its data source by variable.
+    let dashboards = file_names(&chart().join("dashboards"));
+    let maps: Vec<&&str> = docs
+        .iter()
+        .filter(|doc| {
+            doc.contains("kind: ConfigMap") && doc.contains("grafana_dashboards_ferry: \"1\"")
+        })
+        .collect();
+    assert_eq!(maps.len(), dashboards.len(), "{dashboards:?}");
+    for map in maps {
+        assert!(map.contains("namespace: grafana"), "{map}");
+        let (_, json) = map.split_once(".json: |-\n").expect("a dashboard key");
+        let json: String = json
+            .lines()
+            .map(|line| line.strip_prefix("    ").unwrap_or(line))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let dashboard: serde_json::Value = serde_json::from_str(&json)
+            .unwrap_or_else(|err| panic!("a dashboard ConfigMap holds no JSON: {err}"));
+        let variables = dashboard["templating"]["list"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            variables
+                .iter()
+                .any(|v| v["name"] == "datasource" && v["type"] == "datasource"),
+            "{} has no datasource variable",
+            dashboard["title"]
+        );
+        assert!(
+            json.contains("${datasource}"),
+            "{} does not use $datasource",
+            dashboard["title"]
+        );
+    }
+
+    // Every alert has a summary, a description and a runbook in docs/operations.md.
+    let rule = docs
+        .iter()
+        .find(|doc| doc.contains("kind: PrometheusRule"))
+        .expect("a PrometheusRule");
+    assert!(
+        rule.contains("* 100 < 7"),
+        "the disk threshold is not the value's:\n{rule}"
+    );
+    let operations = std::fs::read_to_string(repo_path("docs/operations.md")).expect("docs");
+    let anchors: Vec<String> = operations
+        .lines()
+        .filter_map(|line| line.strip_prefix("### "))
+        .map(heading_anchor)
+        .collect();
+    let alerts: Vec<&str> = rule.split("- alert: ").skip(1).collect();
+    assert!(alerts.len() >= 13, "alerts: {}", alerts.len());
+    for alert in alerts {
+        let name = alert.lines().next().unwrap_or_default().trim();
+        for field in ["summary:", "description:", "runbook_url:", "severity:"] {
+            assert!(alert.contains(field), "{name} has no {field}");
+        }
+        let anchor = alert
+            .split("runbook_url: ")
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .and_then(|url| url.split_once('#'))
+            .map(|(_, anchor)| anchor.trim().to_owned())
+            .unwrap_or_default();
+        assert_eq!(anchor, heading_anchor(name), "{name}'s runbook anchor");
+        assert!(
+            anchors.contains(&anchor),
+            "{name}: docs/operations.md has no section #{anchor}"
+        );
     }
 }
 
@@ -329,9 +497,13 @@ fn rendered_chart_applies_to_a_real_api_server_with_least_privilege() {
     }
 
     for (index, (name, sets)) in VALUE_SETS.iter().enumerate() {
-        // The ServiceMonitor's CRD belongs to the Prometheus Operator, absent here;
-        // `helm template` above renders it.
-        if sets.contains(&"serviceMonitor.enabled=true") {
+        // The ServiceMonitor's, PodMonitor's and PrometheusRule's CRDs belong to the
+        // Prometheus Operator, absent here; `helm template` above renders them.
+        if sets.iter().any(|set| {
+            set.starts_with("serviceMonitor.enabled=true")
+                || set.starts_with("monitoring.podMonitor.enabled=true")
+                || set.starts_with("monitoring.prometheusRule.enabled=true")
+        }) {
             continue;
         }
         let release = format!("ferry{index}");

@@ -10,157 +10,18 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::otlp::{Collector, Received, otel_env};
 use common::start_formed;
 use ferry_e2e::ClusterOptions;
 use ferry_e2e::gateway::Gateway;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use tonic::transport::server::TcpIncoming;
 
 const TOPIC: &str = "traced";
 const QUEUE: &str = "traced-jobs";
 /// This test's gateway and collector address (its IP is this test's alone).
 const IP: &str = "127.0.0.65";
-/// How long the spans may take to arrive (the processes export every 100 ms).
-const ARRIVAL: Duration = Duration::from_secs(30);
-
-/// A span as received, with the service that sent it.
-#[derive(Debug, Clone)]
-struct Received {
-    service: String,
-    span: Span,
-}
-
-impl Received {
-    fn attribute(&self, key: &str) -> Option<String> {
-        string_attribute(&self.span.attributes, key)
-    }
-
-    fn is(&self, service: &str, name: &str, kind: SpanKind) -> bool {
-        self.service == service && self.span.name == name && self.span.kind == kind as i32
-    }
-}
-
-fn string_attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|value| match &value.value {
-            Some(any_value::Value::StringValue(text)) => Some(text.clone()),
-            Some(any_value::Value::IntValue(number)) => Some(number.to_string()),
-            _ => None,
-        })
-}
-
-/// An OTLP/gRPC trace collector keeping every span it is sent.
-#[derive(Clone, Default)]
-struct Collector {
-    spans: Arc<Mutex<Vec<Received>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.spans.lock().expect("collector lock");
-        for resource_spans in request.into_inner().resource_spans {
-            let service = resource_spans
-                .resource
-                .as_ref()
-                .and_then(|resource| string_attribute(&resource.attributes, "service.name"))
-                .unwrap_or_default();
-            for scope in resource_spans.scope_spans {
-                spans.extend(scope.spans.into_iter().map(|span| Received {
-                    service: service.clone(),
-                    span,
-                }));
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-impl Collector {
-    /// Serves on `IP` (any port) until the test ends; returns the address.
-    async fn start(&self) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind(format!("{IP}:0"))
-            .await
-            .expect("bind the collector");
-        let addr = listener.local_addr().expect("collector address");
-        let service = TraceServiceServer::new(self.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(TcpIncoming::from(listener)),
-        );
-        addr
-    }
-
-    fn snapshot(&self) -> Vec<Received> {
-        self.spans.lock().expect("collector lock").clone()
-    }
-
-    /// Waits until `found` finds what it looks for in the spans received so far.
-    async fn wait_for<T>(&self, what: &str, found: impl Fn(&[Received]) -> Option<T>) -> T {
-        let until = Instant::now() + ARRIVAL;
-        loop {
-            let spans = self.snapshot();
-            if let Some(result) = found(&spans) {
-                return result;
-            }
-            if Instant::now() > until {
-                let hex = |bytes: &[u8]| -> String {
-                    bytes.iter().take(4).map(|b| format!("{b:02x}")).collect()
-                };
-                let names: Vec<String> = spans
-                    .iter()
-                    .map(|r| {
-                        format!(
-                            "{}:{} trace {} span {} parent {}",
-                            r.service,
-                            r.span.name,
-                            hex(&r.span.trace_id),
-                            hex(&r.span.span_id),
-                            hex(&r.span.parent_span_id)
-                        )
-                    })
-                    .collect();
-                panic!(
-                    "{what}: not among the {} spans received: {names:?}",
-                    spans.len()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-/// The OTLP settings every process of this test runs with.
-fn otel_env(collector: SocketAddr) -> Vec<(String, String)> {
-    [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}")),
-        // Export within 100 ms rather than the default 5 s.
-        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
-        ("OTEL_TRACES_SAMPLER", "parentbased_always_on".to_owned()),
-    ]
-    .into_iter()
-    .map(|(name, value)| (name.to_owned(), value))
-    .collect()
-}
 
 /// Runs `ferryctl --server <gateway> args…` exporting to the collector.
 fn ferryctl(gateway: &Gateway, env: &[(String, String)], args: &[&str], stdin: &str) -> String {
@@ -204,7 +65,7 @@ fn ancestry<'a>(spans: &'a [Received], span: &'a Received) -> Vec<&'a Received> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_produce_through_the_gateway_is_one_trace_and_its_consumer_links_to_it() {
     let collector = Collector::default();
-    let collector_addr = collector.start().await;
+    let collector_addr = collector.start(IP);
     let env = otel_env(collector_addr);
     let host_env = (0..3)
         .flat_map(|host| {

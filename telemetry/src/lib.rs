@@ -120,7 +120,8 @@ fn install(
             .with_tracer(traces::tracer(provider, program))
             .with_filter(LevelFilter::INFO)
     });
-    let lines = logs.map(|(format, filter)| log_layer(format, filter));
+    let terminal = std::io::stderr().is_terminal();
+    let lines = logs.map(|(format, filter)| log_layer(format, filter, std::io::stderr, terminal));
     tracing_subscriber::registry()
         .with(spans)
         .with(lines)
@@ -128,12 +129,13 @@ fn install(
     Ok(Telemetry { provider })
 }
 
-/// The layer writing log lines to stderr in `format`.
-fn log_layer<S>(format: LogFormat, filter: EnvFilter) -> impl Layer<S>
+/// The layer writing log lines to `writer` in `format`; `terminal` says whether
+/// that is a terminal (colours, and what `auto` means).
+fn log_layer<S, W>(format: LogFormat, filter: EnvFilter, writer: W, terminal: bool) -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let terminal = std::io::stderr().is_terminal();
     // RPC spans are for traces: their ids are in the lines already, their fields
     // would only crowd them.
     let filter = match "ferry::rpc=off".parse() {
@@ -141,7 +143,7 @@ where
         Err(_) => filter,
     };
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(terminal);
     match format.resolve(terminal) {
         LogFormat::Json => {
@@ -175,6 +177,88 @@ pub fn filter_from_env(variable: &str, default: &str) -> EnvFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    /// Log lines written to memory.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Lines {
+        type Writer = Lines;
+
+        fn make_writer(&'w self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    /// What `format` writes for one line inside a traced span and one outside,
+    /// and the span's trace and span ids.
+    fn lines_inside_and_outside(format: LogFormat) -> (Vec<String>, String, String) {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let lines = Lines::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(log_layer(
+                format,
+                EnvFilter::new("info"),
+                lines.clone(),
+                false,
+            ));
+        let ids = tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("work");
+            let ids = {
+                let _inside = span.enter();
+                tracing::info!("inside");
+                let context = span.context();
+                let span_context = context.span().span_context().clone();
+                (
+                    span_context.trace_id().to_string(),
+                    span_context.span_id().to_string(),
+                )
+            };
+            tracing::info!("outside");
+            ids
+        });
+        let written = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("UTF-8");
+        (written.lines().map(str::to_owned).collect(), ids.0, ids.1)
+    }
+
+    #[test]
+    fn a_line_inside_a_traced_span_carries_its_trace_and_span_ids() {
+        let (json, trace_id, span_id) = lines_inside_and_outside(LogFormat::Json);
+        assert_eq!(json.len(), 2, "{json:?}");
+        let inside: serde_json::Value = serde_json::from_str(&json[0]).expect("JSON");
+        assert_eq!(inside["trace_id"], trace_id.as_str());
+        assert_eq!(inside["span_id"], span_id.as_str());
+        assert_eq!(inside["fields"]["message"], "inside");
+        let outside: serde_json::Value = serde_json::from_str(&json[1]).expect("JSON");
+        assert!(outside.get("trace_id").is_none(), "{outside}");
+
+        let (text, trace_id, span_id) = lines_inside_and_outside(LogFormat::Text);
+        assert!(
+            text[0].ends_with(&format!("inside trace_id={trace_id} span_id={span_id}")),
+            "{text:?}"
+        );
+        assert!(!text[1].contains("trace_id"), "{text:?}");
+    }
 
     #[test]
     fn auto_means_text_on_a_terminal_and_json_elsewhere() {

@@ -9,12 +9,14 @@
 //!
 //! [`rpc`] has the plain gRPC requests scenarios send to hosts; [`timeline`] samples
 //! partition epochs in the background and checks them; [`load`] keeps producers
-//! writing to a topic's leaders and reads the topic back.
+//! writing to a topic's leaders and reads the topic back; [`otlp`] is a trace
+//! collector the processes under test export to.
 
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
 pub mod load;
+pub mod otlp;
 pub mod rpc;
 pub mod timeline;
 

@@ -24,15 +24,16 @@ mod support;
 
 use std::time::Duration;
 
-use common::rpc;
 use common::{PartitionId, SecuredEtcd, read_partition_state};
+use common::{otlp, rpc};
 use ferry_e2e::{Cluster, ClusterOptions, KubeApiServer, OperatorConfig, OperatorProcess};
 use serde_json::Value;
 use support::{
     LEASE_DURATION, LEASE_FLAGS, POLL, SETTLE, apply, assert_owned_by, broker_cluster_yaml,
     brokers, chart_operator_config, condition, container, delete, etcd_client, etcd_json,
     event_reasons, eventually, get, leading, lease_holder, must_get, queue_dirs, queue_leader,
-    queue_yaml, reconciles, repo_path, server_with_crds, start_operator, wait_gone, wait_ready,
+    queue_yaml, reconciles, repo_path, server_with_crds, start_operator, start_operator_with_env,
+    wait_gone, wait_ready,
 };
 use tokio::time::Instant;
 
@@ -382,7 +383,17 @@ async fn a_queue_and_a_topic_are_mapped_ready_and_served_by_real_brokers() {
     let server = server_with_crds(ns);
     let cluster = brokers(ns, "main", 3);
     let etcd_endpoint = cluster.etcd_endpoint();
-    let _operator = start_operator(&server, "op-mapping-a", ns, &etcd_endpoint, &[]);
+    // The operator exports its reconcile spans to a collector.
+    let collector = otlp::Collector::default();
+    let collector_addr = collector.start("127.0.0.66");
+    let _operator = start_operator_with_env(
+        &server,
+        "op-mapping-a",
+        ns,
+        &etcd_endpoint,
+        &[],
+        otlp::otel_env(collector_addr),
+    );
     apply(&server, ns, &broker_cluster_yaml("main", 3));
     apply(
         &server,
@@ -411,6 +422,27 @@ async fn a_queue_and_a_topic_are_mapped_ready_and_served_by_real_brokers() {
     }
     assert_eq!(topic["status"]["partitions"]["ready"], 3);
     assert_eq!(topic["status"]["partitions"]["total"], 3);
+
+    // Each reconcile is a span naming the resource it reconciled.
+    for (kind, name) in [("Queue", "jobs"), ("Topic", "events")] {
+        collector
+            .wait_for(
+                &format!("a reconcile span of {kind} {ns}/{name}"),
+                |spans| {
+                    spans
+                        .iter()
+                        .find(|r| {
+                            r.service == "ferry-operator"
+                                && r.span.name == "reconcile"
+                                && r.attribute("kind").as_deref() == Some(kind)
+                                && r.attribute("namespace").as_deref() == Some(ns)
+                                && r.attribute("name").as_deref() == Some(name)
+                        })
+                        .cloned()
+                },
+            )
+            .await;
+    }
 
     // The records, in the brokers' format, mapped to the cluster, claimed by the
     // incarnation in status.

@@ -61,13 +61,25 @@ pub fn start_operator(
     etcd: &str,
     more: &[&str],
 ) -> OperatorProcess {
+    start_operator_with_env(server, identity, namespace, etcd, more, Vec::new())
+}
+
+/// Like [`start_operator`], with more environment variables (e.g. `OTEL_*`).
+pub fn start_operator_with_env(
+    server: &KubeApiServer,
+    identity: &str,
+    namespace: &str,
+    etcd: &str,
+    more: &[&str],
+    env: Vec<(String, String)>,
+) -> OperatorProcess {
     let mut args = operator_args(namespace, etcd);
     args.extend(more.iter().map(|arg| (*arg).to_owned()));
     OperatorProcess::start(OperatorConfig {
         identity: identity.to_owned(),
         kubeconfig: server.kubeconfig_path(),
         args,
-        env: Vec::new(),
+        env,
     })
 }
 

@@ -211,6 +211,29 @@ fn out_of_range_values_are_refused() {
         ),
         "maxMessageBytes must not exceed maxBatchBytes",
     );
+    apply_rejected(
+        &server,
+        ns,
+        &broker_cluster(
+            "traced",
+            "  tracing:\n    otlpEndpoint: http://otel:4317\n    samplingRatio: 1.5\n",
+        ),
+        "spec.tracing.samplingRatio in body should be less than or equal to 1",
+    );
+    apply_rejected(
+        &server,
+        ns,
+        &broker_cluster("traced", "  tracing:\n    otlpEndpoint: otel:4317\n"),
+        "spec.tracing.otlpEndpoint in body should match '^https?://'",
+    );
+    apply_ok(
+        &server,
+        ns,
+        &broker_cluster(
+            "traced",
+            "  tracing:\n    otlpEndpoint: http://otel:4317\n    samplingRatio: 0.1\n",
+        ),
+    );
 }
 
 #[test]

@@ -265,6 +265,23 @@ pub fn host_environment(cluster: &BrokerCluster, issuer: Option<&str>) -> BTreeM
             env.insert(name.to_owned(), format!("{dir}/{file}"));
         }
     }
+    if let Some(endpoint) = &cluster.spec.tracing.otlp_endpoint {
+        // The standard OpenTelemetry variables (docs/operations.md, "Traces").
+        let ratio = cluster.spec.tracing.sampling_ratio.unwrap_or(1.0);
+        let namespace = cluster.metadata.namespace.as_deref().unwrap_or_default();
+        let name = cluster.metadata.name.as_deref().unwrap_or_default();
+        for (key, value) in [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned()),
+            ("OTEL_TRACES_SAMPLER_ARG", ratio.to_string()),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                format!("k8s.namespace.name={namespace},ferry.cluster={name}"),
+            ),
+        ] {
+            env.insert(key.to_owned(), value);
+        }
+    }
     let auth = &cluster.spec.auth;
     if let (true, Some(issuer)) = (auth.service_account_tokens, issuer) {
         env.insert(

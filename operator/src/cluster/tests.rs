@@ -532,6 +532,33 @@ fn the_hosts_environment_turns_on_token_checks_and_access_rules() {
     );
 }
 
+#[test]
+fn a_tracing_endpoint_becomes_the_standard_otel_variables() {
+    let mut traced = cluster(3);
+    traced.spec.tracing.otlp_endpoint = Some("http://collector.monitoring:4317".to_owned());
+    traced.spec.tracing.sampling_ratio = Some(0.25);
+    let env = super::resources::host_environment(&traced, None);
+    let get = |key: &str| env.get(key).map(String::as_str);
+    assert_eq!(
+        get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        Some("http://collector.monitoring:4317")
+    );
+    assert_eq!(get("OTEL_TRACES_SAMPLER"), Some("parentbased_traceidratio"));
+    assert_eq!(get("OTEL_TRACES_SAMPLER_ARG"), Some("0.25"));
+    assert_eq!(
+        get("OTEL_RESOURCE_ATTRIBUTES"),
+        Some("k8s.namespace.name=prod,ferry.cluster=main")
+    );
+    let plain = super::resources::host_environment(&cluster(3), None);
+    assert!(
+        plain.keys().all(|key| !key.starts_with("OTEL_")),
+        "{plain:?}"
+    );
+    // Unset, the field stays out of the object (no change to existing clusters).
+    let spec = serde_json::to_value(&cluster(3).spec).expect("JSON");
+    assert!(spec.get("tracing").is_none(), "{spec}");
+}
+
 /// A cluster with the defaults: TLS, ServiceAccount tokens and access rules on.
 fn tls_cluster() -> BrokerCluster {
     serde_json::from_value(json!({

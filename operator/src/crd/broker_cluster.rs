@@ -106,6 +106,34 @@ pub struct BrokerClusterSpec {
     /// Who may call the brokers, and what they may do (docs/security.md).
     #[serde(default)]
     pub auth: AuthSpec,
+
+    /// OpenTelemetry traces of the hosts (docs/operations.md, "Traces").
+    #[serde(default, skip_serializing_if = "TracingSpec::is_off")]
+    pub tracing: TracingSpec,
+}
+
+/// Where the hosts send their spans, and how many traces they start.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingSpec {
+    /// The OTLP/gRPC collector, e.g. `http://otel-collector.monitoring:4317`
+    /// (`https://` for TLS). Unset: no traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^https?://"))]
+    pub otlp_endpoint: Option<String>,
+
+    /// The share of new traces sampled, 0 to 1. Default 1. A request that is part
+    /// of a sampled trace (its caller sampled it) is always traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sampling_ratio: Option<f64>,
+}
+
+impl TracingSpec {
+    /// Whether nothing is set (the field is then left out).
+    pub fn is_off(&self) -> bool {
+        self == &TracingSpec::default()
+    }
 }
 
 /// The broker pods' NetworkPolicy: the client port from the allowed namespaces, the

@@ -6,7 +6,8 @@
 //! followers' replica fetch spans for the topic; then `ferryctl topic consume`
 //! exports a processing span per message that links to the producer's span, carried
 //! across the broker in the messages' `traceparent` header. A queue's messages
-//! carry it in their attributes the same way.
+//! carry it in their attributes the same way. A collector serving TLS receives
+//! spans from a process trusting its CA through `OTEL_EXPORTER_OTLP_CERTIFICATE`.
 
 mod common;
 
@@ -16,6 +17,7 @@ use common::otlp::{Collector, Received, otel_env};
 use common::start_formed;
 use ferry_e2e::ClusterOptions;
 use ferry_e2e::gateway::Gateway;
+use ferry_e2e::pki::Pki;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
 const TOPIC: &str = "traced";
@@ -248,6 +250,33 @@ async fn a_produce_through_the_gateway_is_one_trace_and_its_consumer_links_to_it
                                 && link.span_id == sent_root.span.span_id
                         })
                 })
+                .cloned()
+        })
+        .await;
+
+    // A collector serving TLS: ferryctl trusts it through the standard CA variable.
+    let dir = tempfile::tempdir().expect("a directory for the collector's CA");
+    let ca = Pki::new(dir.path(), "collector-ca");
+    let served = ca.issue("collector", "collector", &[&format!("IP:{IP}")]);
+    let secure = Collector::default();
+    let secure_addr = secure.start_tls(IP, &served.cert, &served.key);
+    let secure_env = vec![
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+            format!("https://{secure_addr}"),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_CERTIFICATE".to_owned(),
+            ca.ca().display().to_string(),
+        ),
+        ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "100".to_owned()),
+    ];
+    ferryctl(&gateway, &secure_env, &["topic", "describe", TOPIC], "");
+    secure
+        .wait_for("ferryctl's span over TLS", |spans| {
+            spans
+                .iter()
+                .find(|r| r.service == "ferryctl" && r.span.name == "ferryctl topic describe")
                 .cloned()
         })
         .await;

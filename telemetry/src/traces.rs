@@ -13,6 +13,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithTonicConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -32,6 +33,16 @@ pub enum TraceError {
     /// The OTLP exporter could not be built (a bad endpoint, a TLS problem).
     #[error("cannot export traces over OTLP: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    /// A TLS file the environment names cannot be read.
+    #[error("{variable}: cannot read {path}: {source}")]
+    File {
+        /// The variable naming it.
+        variable: String,
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Whether the environment asks for traces to be exported, read through `var`.
@@ -55,9 +66,11 @@ pub(crate) fn provider(program: &str) -> Result<Option<SdkTracerProvider>, Trace
     if !requested(|name| std::env::var(name).ok()) {
         return Ok(None);
     }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .build()?;
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+    if let Some(tls) = tls_config(|name| std::env::var(name).ok())? {
+        exporter = exporter.with_tls_config(tls);
+    }
+    let exporter = exporter.build()?;
     let mut resource = Resource::builder();
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(program.to_owned());
@@ -69,6 +82,72 @@ pub(crate) fn provider(program: &str) -> Result<Option<SdkTracerProvider>, Trace
     opentelemetry::global::set_tracer_provider(provider.clone());
     EXPORTING.store(true, Ordering::Relaxed);
     Ok(Some(provider))
+}
+
+/// The first of `names` set (non-empty) in the environment read through `var`.
+fn first_set(var: &impl Fn(&str) -> Option<String>, names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|name| var(name).filter(|value| !value.trim().is_empty()))
+}
+
+/// TLS for an `https://` collector: the CA in
+/// `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`, else the system's roots, and the
+/// client certificate and key in
+/// `OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE` / `…_CLIENT_KEY` when set (the
+/// standard variables; the exporter's own default trusts no root at all).
+fn tls_config(
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<tonic::transport::ClientTlsConfig>, TraceError> {
+    let endpoint = first_set(
+        &var,
+        &[
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ],
+    );
+    if !endpoint.is_some_and(|endpoint| endpoint.trim().starts_with("https://")) {
+        return Ok(None);
+    }
+    let read = |variable: &str, path: String| {
+        std::fs::read(&path).map_err(|source| TraceError::File {
+            variable: variable.to_owned(),
+            path,
+            source,
+        })
+    };
+    let ca_names = [
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    ];
+    let tls = tonic::transport::ClientTlsConfig::new();
+    let mut tls = match first_set(&var, &ca_names) {
+        Some(path) => {
+            let pem = read("OTEL_EXPORTER_OTLP_CERTIFICATE", path)?;
+            tls.ca_certificate(tonic::transport::Certificate::from_pem(pem))
+        }
+        None => tls.with_native_roots(),
+    };
+    let cert = first_set(
+        &var,
+        &[
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        ],
+    );
+    let key = first_set(
+        &var,
+        &[
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        ],
+    );
+    if let (Some(cert), Some(key)) = (cert, key) {
+        let cert = read("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", cert)?;
+        let key = read("OTEL_EXPORTER_OTLP_CLIENT_KEY", key)?;
+        tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+    }
+    Ok(Some(tls))
 }
 
 /// The tracer spans of `program` are recorded with.
@@ -90,6 +169,26 @@ mod tests {
                 .find(|(key, _)| *key == name)
                 .map(|(_, value)| (*value).to_owned())
         }
+    }
+
+    #[test]
+    fn an_https_collector_gets_tls_and_a_missing_ca_file_is_named() {
+        assert!(
+            tls_config(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]))
+                .expect("no files")
+                .is_none()
+        );
+        assert!(
+            tls_config(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317")]))
+                .expect("no files")
+                .is_some()
+        );
+        let err = tls_config(env(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://c:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+        ]))
+        .expect_err("missing CA file");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 
     #[test]

@@ -88,6 +88,23 @@ impl Collector {
     /// runtime of its own (so a test blocking its own runtime stalls no export);
     /// returns the address.
     pub fn start(&self, ip: &str) -> SocketAddr {
+        self.serve(ip, None)
+    }
+
+    /// Like [`Collector::start`], serving TLS with the certificate and key (PEM)
+    /// in these files.
+    pub fn start_tls(&self, ip: &str, cert: &std::path::Path, key: &std::path::Path) -> SocketAddr {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
+        };
+        let identity = tonic::transport::Identity::from_pem(read(cert), read(key));
+        self.serve(
+            ip,
+            Some(tonic::transport::ServerTlsConfig::new().identity(identity)),
+        )
+    }
+
+    fn serve(&self, ip: &str, tls: Option<tonic::transport::ServerTlsConfig>) -> SocketAddr {
         let listener = std::net::TcpListener::bind(format!("{ip}:0")).expect("bind the collector");
         let addr = listener.local_addr().expect("collector address");
         listener
@@ -102,7 +119,11 @@ impl Collector {
             runtime.block_on(async move {
                 let listener =
                     tokio::net::TcpListener::from_std(listener).expect("a Tokio listener");
-                let _ = tonic::transport::Server::builder()
+                let mut server = tonic::transport::Server::builder();
+                if let Some(tls) = tls {
+                    server = server.tls_config(tls).expect("the collector's TLS");
+                }
+                let _ = server
                     .add_service(service)
                     .serve_with_incoming(TcpIncoming::from(listener))
                     .await;

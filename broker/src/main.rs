@@ -174,6 +174,9 @@ struct GatewayArgs {
     /// Prometheus metrics listen address (its calls by method and code), or "off".
     #[arg(long, env = "FERRY_GATEWAY_METRICS_LISTEN", default_value = "off")]
     metrics_listen: String,
+    /// Serve /metrics over TLS with --tls-cert-file (and --tls-client-ca-file).
+    #[arg(long, env = "FERRY_GATEWAY_METRICS_TLS", requires = "tls_cert_file")]
+    metrics_tls: bool,
 }
 
 /// How etcd is reached securely: TLS (for `https://` endpoints) and a user.
@@ -424,6 +427,7 @@ impl GatewayArgs {
         let metrics_listen = metrics_address(&self.metrics_listen)?;
         Ok(GatewayOptions {
             metrics_listen,
+            metrics_tls: self.metrics_tls,
             authentication,
             authorization,
             peer_tls,

@@ -1,7 +1,8 @@
 //! TLS against real processes and real certificates (made by openssl): a cluster
 //! whose hosts require client certificates replicates over mutual TLS on the peer
 //! listeners (which refuse client certificates; the client port does not serve
-//! replica fetches), and `ferryctl` reaches it through a TLS gateway; clients without a certificate, with
+//! replica fetches), and `ferryctl` reaches it through a TLS gateway (whose metrics
+//! are served over TLS too); clients without a certificate, with
 //! one from another CA, or in plaintext are refused, and `ferryctl` never falls
 //! back to plaintext; a certificate rotated on disk is served to new connections
 //! without a restart while a producer carries on and nothing is lost; stalled and
@@ -31,6 +32,9 @@ use pb::admin_service_client::AdminServiceClient;
 use pb::metadata_service_client::MetadataServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+/// The TLS gateway's metrics address (its IP is this test's alone) and port.
+const GATEWAY_METRICS: &str = "127.0.0.67:9466";
+const GATEWAY_METRICS_PORT: u16 = 9466;
 /// Longest a `ferryctl` command may run.
 const FERRYCTL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for a rotated certificate to be served.
@@ -137,6 +141,24 @@ fn succeeded(args: &[String], output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// `curl args…`: the body, or what went wrong.
+fn curl(args: &[String]) -> Result<String, String> {
+    let output = std::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("run curl (install Debian's curl): {err}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|arg| (*arg).to_owned()).collect()
 }
@@ -175,10 +197,49 @@ async fn a_mutual_tls_cluster_replicates_over_tls_and_ferryctl_reaches_it_throug
         path(&gateway_cert.cert),
         "--host-tls-key-file".to_owned(),
         path(&gateway_cert.key),
+        "--metrics-listen".to_owned(),
+        GATEWAY_METRICS.to_owned(),
+        "--metrics-tls".to_owned(),
     ]);
     let gateway_args: Vec<&str> = gateway_args.iter().map(String::as_str).collect();
     let gateway = Gateway::start(&cluster.etcd_endpoint(), "127.0.0.1", &gateway_args);
     let server = gateway.url().replace("http://", "https://");
+
+    // The gateway's metrics are served over TLS too, to a scraper whose certificate
+    // the client CA signed, and never in plaintext. (Its certificate names
+    // 127.0.0.1, where curl believes it connects.)
+    let url = format!("https://127.0.0.1:{GATEWAY_METRICS_PORT}/metrics");
+    let to_gateway = format!("127.0.0.1:{GATEWAY_METRICS_PORT}:{GATEWAY_METRICS}");
+    let scraped = curl(&[
+        "--connect-to".to_owned(),
+        to_gateway.clone(),
+        "--cacert".to_owned(),
+        path(&ca.ca()),
+        "--cert".to_owned(),
+        path(&alice.cert),
+        "--key".to_owned(),
+        path(&alice.key),
+        url.clone(),
+    ]);
+    assert!(
+        scraped
+            .as_ref()
+            .is_ok_and(|body| body.contains("ferry_tls_certificate_expiry")),
+        "gateway metrics over TLS: {scraped:?}"
+    );
+    let refused = curl(&[
+        "--connect-to".to_owned(),
+        to_gateway,
+        "--cacert".to_owned(),
+        path(&ca.ca()),
+        url,
+    ]);
+    assert!(
+        refused.is_err(),
+        "gateway metrics without a client certificate: {refused:?}"
+    );
+    let plain = curl(&[format!("http://{GATEWAY_METRICS}/metrics")]);
+    assert!(plain.is_err(), "gateway metrics in plaintext: {plain:?}");
 
     let client_flags = [
         "--server".to_owned(),

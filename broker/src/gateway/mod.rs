@@ -33,7 +33,7 @@ use crate::access::{AccessControl, AccessRules, AuthorizationSettings};
 use crate::meta::{EtcdConfig, EtcdStore, MetadataStore};
 use crate::metrics::GatewayMetrics;
 use crate::service::auth::Authenticate;
-use crate::tls::{DialingTlsFiles, HostDialing, ListenerTls, TlsListener};
+use crate::tls::{DialingTlsFiles, HostDialing, ListenerTls, Protocol, TlsListener};
 
 /// How a gateway runs.
 #[derive(Debug, Clone)]
@@ -73,8 +73,10 @@ pub struct GatewayOptions {
     pub peer_tls: Option<DialingTlsFiles>,
     /// Serve a listener other machines can reach without TLS and authentication.
     pub insecure: bool,
-    /// Where to serve Prometheus metrics (`/metrics`, plaintext); `None`: nowhere.
+    /// Where to serve Prometheus metrics (`/metrics`); `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve them over TLS with the gRPC listener's certificate (and client CA).
+    pub metrics_tls: bool,
 }
 
 /// Runs a gateway until `shutdown` resolves; `on_ready` gets the bound address.
@@ -155,6 +157,14 @@ pub async fn run(
     };
     let limit = options.max_request_bytes;
     let metrics = Arc::new(GatewayMetrics::new());
+    let metrics_tls = match (&options.tls, options.metrics_tls) {
+        (Some(files), true) => Some(
+            TlsListener::load_for(files.clone(), Protocol::Http1)
+                .context("the metrics listener's TLS")?,
+        ),
+        (None, true) => anyhow::bail!("--metrics-tls needs --tls-cert-file and --tls-key-file"),
+        _ => None,
+    };
     let metrics_server = match options.metrics_listen {
         Some(addr) => {
             let listener = crate::host::metrics_endpoint::bind(addr)
@@ -162,9 +172,10 @@ pub async fn run(
                 .with_context(|| format!("cannot serve metrics on {addr}"))?;
             let bound = listener.local_addr()?;
             let metrics = Arc::clone(&metrics);
-            tracing::info!(metrics = %bound, "gateway metrics served");
+            tracing::info!(metrics = %bound, tls = metrics_tls.is_some(), "gateway metrics served");
             Some(tokio::spawn(crate::host::metrics_endpoint::serve_rendered(
                 listener,
+                metrics_tls,
                 move || metrics.render(),
             )))
         }

@@ -285,6 +285,16 @@ pub async fn serve(
                 }
             }),
         );
+    serve_app(listener, tls, app, shutdown).await
+}
+
+/// Serves `app` on `listener`, over TLS when `tls` is given, until `shutdown`.
+async fn serve_app(
+    listener: tokio::net::TcpListener,
+    tls: Option<TlsListener>,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     match tls {
         Some(tls) => {
             let local = listener.local_addr()?;
@@ -333,10 +343,12 @@ impl axum::serve::Listener for TlsConnections {
     }
 }
 
-/// Serves `/metrics` (what `render` returns) and `/health` on `listener` until the
-/// task is dropped: for processes with no broker behind them (the gateway).
+/// Serves `/metrics` (what `render` returns) and `/health` on `listener`, over TLS
+/// when `tls` is given, until the task is dropped: for processes with no broker
+/// behind them (the gateway).
 pub async fn serve_rendered(
     listener: tokio::net::TcpListener,
+    tls: Option<TlsListener>,
     render: impl Fn() -> String + Clone + Send + Sync + 'static,
 ) -> std::io::Result<()> {
     use axum::routing::get;
@@ -357,7 +369,7 @@ pub async fn serve_rendered(
             }),
         )
         .route("/health", get(|| async { "ok" }));
-    axum::serve(listener, app).await
+    serve_app(listener, tls, app, std::future::pending()).await
 }
 
 /// Binds the metrics listener.

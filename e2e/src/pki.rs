@@ -81,6 +81,14 @@ impl Pki {
         self.dir.join("ca.pem")
     }
 
+    /// Issues `file_stem`.pem/.key (subject CN `file_stem`) valid for every loopback
+    /// address the harness uses: 127.0.0.1 for gateways, 127.0.0.2… for hosts.
+    pub fn issue_for_loopback(&self, file_stem: &str) -> Issued {
+        let sans: Vec<String> = (1..=12).map(|n| format!("IP:127.0.0.{n}")).collect();
+        let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
+        self.issue(file_stem, file_stem, &sans)
+    }
+
     /// Issues `file_stem`.pem/.key with subject CN `common_name` and the given
     /// subject alternative names (`"IP:127.0.0.2"`, `"DNS:localhost"`), usable by
     /// servers and clients alike.

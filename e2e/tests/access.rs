@@ -91,12 +91,6 @@ fn until_allowed(what: &str, mut attempt: impl FnMut() -> Output) -> String {
     }
 }
 
-fn issue_for_loopback(ca: &Pki, stem: &str) -> Issued {
-    let sans: Vec<String> = (1..=12).map(|n| format!("IP:127.0.0.{n}")).collect();
-    let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
-    ca.issue(stem, stem, &sans)
-}
-
 /// A purge of `jobs` with `token`, and forwarding headers claiming `claimed`.
 async fn purge_claiming(
     channel: Channel,
@@ -129,8 +123,8 @@ async fn a_gateway_forwards_its_callers_identities_and_the_hosts_decide() {
     let (_, admin) = add_token(dir.path(), &tokens, "admin");
     let (alice_token, alice) = add_token(dir.path(), &tokens, "alice");
     let peer_ca = Pki::new(dir.path(), "peer-ca");
-    let peers_cert = issue_for_loopback(&peer_ca, "peers");
-    let gateway_cert = issue_for_loopback(&peer_ca, "gateway");
+    let peers_cert = peer_ca.issue_for_loopback("peers");
+    let gateway_cert = peer_ca.issue_for_loopback("gateway");
     let security = strings(&[
         "--auth-tokens-file",
         &path(&tokens),
@@ -396,8 +390,8 @@ async fn a_gateway_dials_hosts_with_its_renewed_peer_certificate_without_a_resta
         ferry_e2e::pki::replace_atomically(&issued.cert, &file(&format!("{stem}.pem")));
         ferry_e2e::pki::replace_atomically(&issued.key, &file(&format!("{stem}.key")));
     };
-    install(&issue_for_loopback(&old_ca, "host-old"), "host");
-    install(&issue_for_loopback(&old_ca, "gateway-old"), "gateway");
+    install(&old_ca.issue_for_loopback("host-old"), "host");
+    install(&old_ca.issue_for_loopback("gateway-old"), "gateway");
     ferry_e2e::pki::bundle(&file("trust.pem"), &[&old_ca]);
     let security = strings(&[
         "--auth-tokens-file",
@@ -447,8 +441,8 @@ async fn a_gateway_dials_hosts_with_its_renewed_peer_certificate_without_a_resta
     );
     succeeded(send("before"), "send before the rotation");
 
-    install(&issue_for_loopback(&new_ca, "host-new"), "host");
-    install(&issue_for_loopback(&new_ca, "gateway-new"), "gateway");
+    install(&new_ca.issue_for_loopback("host-new"), "host");
+    install(&new_ca.issue_for_loopback("gateway-new"), "gateway");
     ferry_e2e::pki::bundle(&file("trust.pem"), &[&new_ca]);
     // Past the reload interval, then the host comes back trusting the new CA only:
     // the gateway's connection must be made again, with the files as they are now.

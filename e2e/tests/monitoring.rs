@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::start_formed;
 use ferry_e2e::gateway::Gateway;
-use ferry_e2e::pki::{Issued, Pki};
+use ferry_e2e::pki::Pki;
 use ferry_e2e::{ClusterOptions, ferryctl_binary, http_get};
 
 const TOPIC: &str = "watched";
@@ -40,14 +40,6 @@ fn repo_path(relative: &str) -> PathBuf {
 
 fn path(path: &Path) -> String {
     path.to_str().expect("a UTF-8 path").to_owned()
-}
-
-/// A certificate for the loopback addresses the harness uses (127.0.0.1 for
-/// gateways, 127.0.0.2… for hosts).
-fn issue_for_loopback(ca: &Pki, stem: &str) -> Issued {
-    let sans: Vec<String> = (1..=12).map(|n| format!("IP:127.0.0.{n}")).collect();
-    let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
-    ca.issue(stem, stem, &sans)
 }
 
 /// Runs `ferryctl --server <server> args…` with `stdin`; its stdout, or a panic
@@ -312,8 +304,8 @@ async fn dashboards_and_alerts_name_only_metrics_a_running_cluster_exports() {
     // The client listeners' CA and the peer listeners' CA, as a deployment has them.
     let ca = Pki::new(dir.path(), "ferry-ca");
     let peer_ca = Pki::new(dir.path(), "peer-ca");
-    let hosts_cert = issue_for_loopback(&ca, "hosts");
-    let peers_cert = issue_for_loopback(&peer_ca, "peers");
+    let hosts_cert = ca.issue_for_loopback("hosts");
+    let peers_cert = peer_ca.issue_for_loopback("peers");
     let extra_args = vec![
         "--tls-cert-file".to_owned(),
         path(&hosts_cert.cert),

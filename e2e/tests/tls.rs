@@ -40,18 +40,6 @@ const FERRYCTL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for a rotated certificate to be served.
 const ROTATION_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Subject alternative names covering the loopback addresses the harness uses
-/// (127.0.0.1 for gateways, 127.0.0.2… for hosts).
-fn loopback_sans() -> Vec<String> {
-    (1..=12).map(|n| format!("IP:127.0.0.{n}")).collect()
-}
-
-fn issue_for_loopback(ca: &Pki, stem: &str) -> Issued {
-    let sans = loopback_sans();
-    let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
-    ca.issue(stem, stem, &sans)
-}
-
 fn path(path: &Path) -> String {
     path.to_str().expect("a UTF-8 path").to_owned()
 }
@@ -170,9 +158,9 @@ async fn a_mutual_tls_cluster_replicates_over_tls_and_ferryctl_reaches_it_throug
     // for the peer listeners: a user's certificate means nothing to a peer listener.
     let ca = Pki::new(dir.path(), "ferry-ca");
     let peer_ca = Pki::new(dir.path(), "peer-ca");
-    let hosts_cert = issue_for_loopback(&ca, "hosts");
-    let peers_cert = issue_for_loopback(&peer_ca, "peers");
-    let gateway_cert = issue_for_loopback(&ca, "gateway");
+    let hosts_cert = ca.issue_for_loopback("hosts");
+    let peers_cert = peer_ca.issue_for_loopback("peers");
+    let gateway_cert = ca.issue_for_loopback("gateway");
     let alice = ca.issue("alice", "alice", &[]);
     let mut extra_args = listener_args(&hosts_cert, Some(&ca.ca()));
     extra_args.extend([
@@ -354,7 +342,7 @@ async fn clients_without_a_trusted_certificate_or_over_plaintext_are_refused() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let ca = Pki::new(dir.path(), "ferry-ca");
     let other = Pki::new(dir.path(), "other-ca");
-    let host_cert = issue_for_loopback(&ca, "host");
+    let host_cert = ca.issue_for_loopback("host");
     let alice = ca.issue("alice", "alice", &[]);
     let mallory = other.issue("mallory", "alice", &[]);
     let (cluster, _etcd) = start_formed(ClusterOptions {
@@ -447,8 +435,8 @@ async fn a_certificate_rotated_on_disk_is_served_without_a_restart_and_nothing_i
     let dir = tempfile::tempdir().expect("a temporary directory");
     let old_ca = Pki::new(dir.path(), "old-ca");
     let new_ca = Pki::new(dir.path(), "new-ca");
-    let old = issue_for_loopback(&old_ca, "old");
-    let new = issue_for_loopback(&new_ca, "new");
+    let old = old_ca.issue_for_loopback("old");
+    let new = new_ca.issue_for_loopback("new");
     // The files the host reads, as a Secret volume would hold them.
     let served = Issued {
         cert: dir.path().join("tls.crt"),
@@ -556,7 +544,7 @@ async fn a_certificate_rotated_on_disk_is_served_without_a_restart_and_nothing_i
 async fn stalled_and_garbage_handshakes_are_dropped_and_do_not_stop_the_listener() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let ca = Pki::new(dir.path(), "ferry-ca");
-    let host_cert = issue_for_loopback(&ca, "host");
+    let host_cert = ca.issue_for_loopback("host");
     let mut extra_args = listener_args(&host_cert, None);
     extra_args.extend(strings(&[
         "--max-pending-tls-handshakes",

@@ -74,7 +74,9 @@ def main() -> None:
     parser.add_argument("--queue", default="from-python")
     args = parser.parse_args()
 
-    generate(args.proto_dir, tempfile.mkdtemp(prefix="ferry-python-"))
+    # Removed when the script ends (its finalizer runs at exit, failures included).
+    stubs = tempfile.TemporaryDirectory(prefix="ferry-python-")
+    generate(args.proto_dir, stubs.name)
     from ferry.v1 import access_pb2, access_pb2_grpc  # generated just above
     from ferry.v1 import queue_pb2, queue_pb2_grpc
 

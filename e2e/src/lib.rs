@@ -17,6 +17,7 @@
 //! Every process is wrapped in `timeout 600`, so a test killed midway leaves nothing
 //! running for long.
 
+pub mod bench;
 pub mod broker;
 pub mod cluster;
 pub mod etcd;

@@ -28,26 +28,16 @@
 //! minutes. Broker logs (level `FERRY_LOG`, default `warn`) go to stderr; only the
 //! JSON goes to stdout.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use ferry_e2e::bench::{
+    Binaries, LIFETIME_S, Standalone, bench, load_average, rerun_with_broker, round,
+};
 use ferry_e2e::{Cluster, ClusterOptions};
 use serde_json::{Value, json};
 
-/// Where the standalone host listens: apart from the cluster hosts' 127.0.0.2…
-const STANDALONE_IP: &str = "127.0.0.100";
-/// How long the standalone host may take to print its ready line.
-const STANDALONE_START_TIMEOUT: Duration = Duration::from_secs(60);
-/// The line a broker prints once it listens, followed by `ADDR metrics=…`.
-const READY_PREFIX: &str = "ferry-broker ready grpc=";
-/// Longest any process this program starts lives, in seconds (as the harness's).
-const LIFETIME_S: u64 = 600;
 /// Time a cluster case needs beyond its produce duration: topic creation, leader
 /// election, flushing what is in flight.
 const CASE_OVERHEAD_S: u64 = 30;
@@ -249,7 +239,7 @@ fn run() -> anyhow::Result<()> {
             .prefix("ferry-bench-standalone-")
             .tempdir()
             .context("creating the standalone data directory")?;
-        let host = Standalone::start(&binaries.broker, data.path())?;
+        let host = Standalone::start(&binaries.broker, data.path(), &[], LIFETIME_S)?;
         for &size in &args.sizes {
             eprintln!("bench_cluster: standalone, {size}-byte messages");
             let load = load_average();
@@ -344,145 +334,6 @@ fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The binaries this program runs.
-struct Binaries {
-    broker: PathBuf,
-    ferryctl: PathBuf,
-}
-
-impl Binaries {
-    /// `FERRY_BROKER_BIN` / `FERRYCTL_BIN`, else the ones beside this binary (cargo
-    /// puts every binary of a build in the same directory).
-    fn find() -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("locating this binary")?;
-        let dir = exe.parent().context("this binary has no directory")?;
-        let pick = |variable: &str, name: &str| -> anyhow::Result<PathBuf> {
-            let path = std::env::var_os(variable).map_or_else(|| dir.join(name), PathBuf::from);
-            if !path.is_file() {
-                bail!(
-                    "no {name} at {}: build it (cargo build --release -p ferry-broker -p \
-                     ferry-client) or set {variable}",
-                    path.display()
-                );
-            }
-            Ok(path)
-        };
-        Ok(Self {
-            broker: pick("FERRY_BROKER_BIN", "ferry-broker")?,
-            ferryctl: pick("FERRYCTL_BIN", "ferryctl")?,
-        })
-    }
-}
-
-/// Runs this program again with `FERRY_BROKER_BIN` set and exits as it does.
-fn rerun_with_broker(broker: &Path) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("locating this binary")?;
-    let status = Command::new(&exe)
-        .args(std::env::args_os().skip(1))
-        .env("FERRY_BROKER_BIN", broker)
-        .status()
-        .with_context(|| format!("running {} again", exe.display()))?;
-    std::process::exit(status.code().unwrap_or(1));
-}
-
-/// A `ferry-broker standalone` process, stopped when dropped.
-struct Standalone {
-    /// The `timeout` process running the broker.
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Standalone {
-    /// Starts it on a free port of [`STANDALONE_IP`] and waits for its ready line.
-    fn start(broker: &Path, data_dir: &Path) -> anyhow::Result<Self> {
-        let mut child = Command::new("timeout")
-            .arg(LIFETIME_S.to_string())
-            .arg(broker)
-            .arg("standalone")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--listen", &format!("{STANDALONE_IP}:0")])
-            .args(["--metrics-listen", "off"])
-            .env(
-                "FERRY_LOG",
-                std::env::var("FERRY_LOG").unwrap_or_else(|_| "warn".to_owned()),
-            )
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {} standalone", broker.display()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .context("the broker's stdout is piped")?;
-        let (tx, ready) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep reading after the ready line so the broker never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix(READY_PREFIX) {
-                    let _ = tx.send(rest.to_owned());
-                }
-            }
-        });
-        // Own the child before waiting, so a failed start still stops it.
-        let mut host = Self {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 100], 0)),
-        };
-        let rest = ready
-            .recv_timeout(STANDALONE_START_TIMEOUT)
-            .context("the standalone broker printed no ready line")?;
-        host.addr = rest
-            .split_whitespace()
-            .next()
-            .and_then(|addr| addr.parse().ok())
-            .with_context(|| format!("a ready line without an address: {rest:?}"))?;
-        Ok(host)
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        // SIGTERM to `timeout`, which passes it on: the broker shuts down cleanly.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `ferryctl --output json` with `args` against `url`; returns its report.
-fn bench(ferryctl: &Path, url: &str, args: &[String]) -> anyhow::Result<Value> {
-    let output = Command::new(ferryctl)
-        .args(["--server", url, "--output", "json"])
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", ferryctl.display()))?;
-    if !output.status.success() {
-        bail!("ferryctl {} failed: {}", args.join(" "), output.status);
-    }
-    serde_json::from_slice(&output.stdout).with_context(|| {
-        format!(
-            "ferryctl printed no JSON report: {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
-
 /// The figures of one case, from a `ferryctl bench produce` report.
 fn summary(report: &Value, load_average_1m: Option<f64>) -> Value {
     json!({
@@ -510,20 +361,4 @@ fn queue_summary(report: &Value, load_average_1m: Option<f64>) -> Value {
         "latency_ms": report["latency_ms"],
         "load_average_1m_before": load_average_1m,
     })
-}
-
-/// The machine's one-minute load average: others' work on a shared box skews results.
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// Rounds to `digits` decimals so the report does not print float noise.
-fn round(value: f64, digits: i32) -> f64 {
-    let factor = 10f64.powi(digits);
-    (value * factor).round() / factor
 }

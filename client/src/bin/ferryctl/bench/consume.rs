@@ -121,6 +121,7 @@ pub async fn run_consume(
         latency_label: "poll",
         config: args.config_json(&topic, None),
         by_leader: None,
+        quarters: None,
     })
 }
 
@@ -181,6 +182,7 @@ pub async fn run_e2e(
         latency_label: "end-to-end",
         config: args.config_json(topic, Some(rate)),
         by_leader: None,
+        quarters: None,
     })
 }
 

@@ -32,11 +32,15 @@ pub struct ProduceOutcome {
     /// Messages acknowledged per partition: shows whether the load reached every
     /// partition (and so every leader).
     pub acked_by_partition: BTreeMap<u32, u64>,
+    /// When acknowledgements came (since the producers started) and how many
+    /// messages each covered: whether a long run holds its rate.
+    pub ack_times: Vec<(Duration, u64)>,
 }
 
-/// What one acknowledgement task reports: latency, records sent, the error or the
-/// acknowledged records per partition.
-type Acked = (Duration, u64, Result<BTreeMap<u32, u64>, String>);
+/// What one acknowledgement task reports: when the chunk was sent (since the
+/// producers started), its latency, records sent, the error or the acknowledged
+/// records per partition.
+type Acked = (Duration, Duration, u64, Result<BTreeMap<u32, u64>, String>);
 
 impl ProduceOutcome {
     fn empty() -> anyhow::Result<Self> {
@@ -48,6 +52,7 @@ impl ProduceOutcome {
             latency: report::histogram()?,
             first_error: None,
             acked_by_partition: BTreeMap::new(),
+            ack_times: Vec::new(),
         })
     }
 
@@ -63,7 +68,37 @@ impl ProduceOutcome {
         for (partition, count) in other.acked_by_partition {
             *self.acked_by_partition.entry(partition).or_default() += count;
         }
+        self.ack_times.extend(other.ack_times);
         Ok(())
+    }
+
+    /// The rate of each quarter of the acknowledged messages (by count): the time
+    /// from the end of the previous quarter (the start, first) to the acknowledgement
+    /// that completed this one. Empty without acknowledgements.
+    pub fn quarters(&self) -> Vec<Duration> {
+        let mut times = self.ack_times.clone();
+        times.sort();
+        let total: u64 = times.iter().map(|(_, count)| count).sum();
+        if total == 0 {
+            return Vec::new();
+        }
+        let mut ends = Vec::with_capacity(4);
+        let mut acked = 0u64;
+        for (at, count) in times {
+            acked += count;
+            // A chunk completing several quarters at once ends each of them.
+            while ends.len() < 4 && acked * 4 >= total * (ends.len() as u64 + 1) {
+                ends.push(at);
+            }
+        }
+        let mut previous = Duration::ZERO;
+        ends.into_iter()
+            .map(|end| {
+                let length = end.saturating_sub(previous);
+                previous = end;
+                length
+            })
+            .collect()
     }
 
     /// The produce report; `leaders` maps partitions to the hosts leading them.
@@ -75,6 +110,7 @@ impl ProduceOutcome {
                 self.failed
             );
         }
+        let quarters = self.quarters();
         Report {
             mode: "produce",
             messages: self.acked,
@@ -85,6 +121,7 @@ impl ProduceOutcome {
             latency_label: "send→ack",
             config,
             by_leader: Some(by_leader),
+            quarters: Some(quarters),
         }
     }
 
@@ -118,6 +155,7 @@ pub async fn run(
     let producers = args.producers as u64;
     let partitions = topic.partition_count();
     let mut workers = JoinSet::new();
+    let started = Instant::now();
     for index in 0..producers {
         let share = match amount {
             Amount::Messages(total) => {
@@ -135,7 +173,7 @@ pub async fn run(
                 message_size,
                 batch_size,
             };
-            worker(&context, &topic, config, shape, share, rate_share).await
+            worker(&context, &topic, config, shape, share, rate_share, started).await
         });
     }
     let mut total = ProduceOutcome::empty()?;
@@ -179,6 +217,7 @@ async fn worker(
     shape: Shape,
     amount: Amount,
     rate: Option<u64>,
+    started: Instant,
 ) -> anyhow::Result<ProduceOutcome> {
     let client = context.connect().await?;
     let producer = Producer::new(&client, topic, config).await?;
@@ -223,7 +262,8 @@ async fn worker(
             let result = result
                 .map(|acked| per_partition(&acked))
                 .map_err(|err| err.to_string());
-            (latency, count as u64, result)
+            let sent_since_start = sent_at.duration_since(started);
+            (sent_since_start, latency, count as u64, result)
         });
         sent += count as u64;
         super::progress::sent(count as u64);
@@ -254,10 +294,11 @@ fn account(
     done: Result<Acked, tokio::task::JoinError>,
     size: usize,
 ) -> anyhow::Result<()> {
-    let (latency, count, result) = done.context("delivery task failed")?;
+    let (sent, latency, count, result) = done.context("delivery task failed")?;
     match result {
         Ok(partitions) => {
             outcome.acked += count;
+            outcome.ack_times.push((sent + latency, count));
             outcome.bytes += count * size as u64;
             report::record(&mut outcome.latency, latency, count);
             for (partition, acked) in partitions {
@@ -270,4 +311,24 @@ fn account(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarters_split_the_acknowledged_messages_by_count() -> anyhow::Result<()> {
+        let mut outcome = ProduceOutcome::empty()?;
+        let s = Duration::from_secs;
+        // 100 messages: 25 by 1 s, 50 by 2 s, 75 by 4 s, 100 by 8 s.
+        outcome.ack_times = vec![(s(8), 25), (s(1), 25), (s(2), 25), (s(4), 25)];
+        assert_eq!(outcome.quarters(), vec![s(1), s(1), s(2), s(4)]);
+        // A chunk completing two quarters ends both: 70 of 100 by 3 s, all by 5 s.
+        outcome.ack_times = vec![(s(1), 10), (s(3), 60), (s(5), 30)];
+        assert_eq!(outcome.quarters(), vec![s(3), s(0), s(2), s(0)]);
+        outcome.ack_times.clear();
+        assert!(outcome.quarters().is_empty());
+        Ok(())
+    }
 }

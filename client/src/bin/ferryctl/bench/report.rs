@@ -44,6 +44,8 @@ pub struct Report {
     /// Produce only: per leading host, its partitions and the messages it
     /// acknowledged (one host on a standalone broker).
     pub by_leader: Option<serde_json::Value>,
+    /// Produce only: how long each quarter of the messages took to be acknowledged.
+    pub quarters: Option<Vec<Duration>>,
 }
 
 impl Report {
@@ -68,7 +70,25 @@ impl Report {
         if let (Some(by_leader), Some(object)) = (&self.by_leader, value.as_object_mut()) {
             object.insert("by_leader".to_owned(), by_leader.clone());
         }
+        if let (Some(quarters), Some(object)) = (&self.quarters, value.as_object_mut()) {
+            object.insert("quarters".to_owned(), self.quarters_json(quarters));
+        }
         value
+    }
+
+    /// Each quarter's rate: a quarter of the messages (and bytes) over its time.
+    fn quarters_json(&self, quarters: &[Duration]) -> serde_json::Value {
+        quarters
+            .iter()
+            .map(|length| {
+                let seconds = length.as_secs_f64().max(1e-9);
+                json!({
+                    "seconds": round(seconds, 3),
+                    "msgs_per_sec": round(self.messages as f64 / 4.0 / seconds, 1),
+                    "mb_per_sec": round(self.bytes as f64 / 4.0 / 1e6 / seconds, 2),
+                })
+            })
+            .collect()
     }
 
     /// The human-readable summary.
@@ -99,6 +119,16 @@ impl Report {
                 })
                 .collect();
             text.push_str(&format!("acked by leader: {}\n", summary.join(", ")));
+        }
+        if let Some(quarters) = self.quarters.as_ref().filter(|q| !q.is_empty()) {
+            let rates: Vec<String> = quarters
+                .iter()
+                .map(|length| {
+                    let rate = self.messages as f64 / 4.0 / length.as_secs_f64().max(1e-9);
+                    format!("{rate:.0}")
+                })
+                .collect();
+            text.push_str(&format!("by quarter (msgs/s): {}\n", rates.join(", ")));
         }
         if self.failed > 0 {
             text.push_str(&format!("failed: {} messages\n", self.failed));
@@ -178,6 +208,7 @@ mod tests {
             latency_label: "send→ack",
             config: json!({ "partitions": 4 }),
             by_leader: Some(json!({ "h0": { "partitions": [0, 1], "acked": 1_000 } })),
+            quarters: Some(vec![Duration::from_millis(250); 4]),
         };
         let value = report.to_json();
         assert_eq!(value["mode"], "produce");
@@ -187,6 +218,8 @@ mod tests {
         assert!(value["latency_ms"]["max"].as_f64().unwrap_or(0.0) >= 40.0);
         assert_eq!(value["config"]["partitions"], 4);
         assert_eq!(value["by_leader"]["h0"]["acked"], 1_000);
+        // 250 messages in each 0.25 s quarter.
+        assert_eq!(value["quarters"][3]["msgs_per_sec"], 1000.0);
         assert!(
             report
                 .to_text()

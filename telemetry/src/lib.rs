@@ -115,6 +115,11 @@ fn install(
     logs: Option<(LogFormat, EnvFilter)>,
 ) -> Result<Telemetry, TraceError> {
     let provider = traces::provider(program)?;
+    if provider.is_none() && logs.is_none() {
+        // No subscriber at all: a registry without layers would enable every
+        // span and event of every library (the cost of recording them all).
+        return Ok(Telemetry { provider });
+    }
     let spans = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(traces::tracer(provider, program))

@@ -53,8 +53,20 @@ impl Binaries {
     }
 }
 
+/// The binaries, in a process whose environment names the broker for the harness
+/// (`FERRY_BROKER_BIN`, which `Cluster` reads). When it does not, this program runs
+/// again with it set and exits as that run does: setting our own environment is
+/// unsafe in a process that may have threads.
+pub fn binaries_for_harness() -> anyhow::Result<Binaries> {
+    let binaries = Binaries::find()?;
+    if std::env::var_os("FERRY_BROKER_BIN").is_none() {
+        rerun_with_broker(&binaries.broker)?;
+    }
+    Ok(binaries)
+}
+
 /// Runs this program again with `FERRY_BROKER_BIN` set and exits as it does.
-pub fn rerun_with_broker(broker: &Path) -> anyhow::Result<()> {
+fn rerun_with_broker(broker: &Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating this binary")?;
     let status = Command::new(&exe)
         .args(std::env::args_os().skip(1))

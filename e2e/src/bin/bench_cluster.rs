@@ -32,9 +32,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use ferry_e2e::bench::{
-    Binaries, LIFETIME_S, Standalone, bench, load_average, rerun_with_broker, round,
-};
+use ferry_e2e::bench::{LIFETIME_S, Standalone, bench, binaries_for_harness, load_average, round};
 use ferry_e2e::{Cluster, ClusterOptions};
 use serde_json::{Value, json};
 
@@ -226,12 +224,7 @@ fn main() -> ExitCode {
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     args.validate()?;
-    let binaries = Binaries::find()?;
-    if std::env::var_os("FERRY_BROKER_BIN").is_none() {
-        // The harness reads FERRY_BROKER_BIN; setting our own environment is unsafe
-        // in a process that may have threads, so run again with it set.
-        return rerun_with_broker(&binaries.broker);
-    }
+    let binaries = binaries_for_harness()?;
     let mut standalone = Vec::new();
     let mut standalone_queue = None;
     {

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use ferry_e2e::bench::{
-    Binaries, LIFETIME_S, Standalone, bench, load_average, rerun_with_broker, resident_bytes, round,
+    LIFETIME_S, Standalone, bench, binaries_for_harness, load_average, resident_bytes, round,
 };
 use ferry_e2e::{Cluster, ClusterOptions};
 use serde_json::{Value, json};
@@ -125,10 +125,7 @@ fn main() -> ExitCode {
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     args.validate()?;
-    let binaries = Binaries::find()?;
-    if std::env::var_os("FERRY_BROKER_BIN").is_none() {
-        return rerun_with_broker(&binaries.broker);
-    }
+    let binaries = binaries_for_harness()?;
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let scratch = tempfile::Builder::new()
         .prefix("ferry-bench-disk-")

@@ -13,7 +13,8 @@
 //! - `produce_100b_fsync`: `--small-messages` 100-byte messages with `fsync`, the
 //!   rate of each quarter and the last quarter's over the first's;
 //! - `latency_under_bulk`: send→ack latency of 100-byte messages offered at
-//!   `--latency-rate` on one topic while a bulk 1 KiB producer writes another;
+//!   `--latency-rate` (no linger) on one topic while a bulk 1 KiB producer writes
+//!   another;
 //! - `large`: 64 KiB and 1 MiB messages (`--large-bytes` each), ratio to the disk;
 //! - `replicated_1k_fsync`: 1 KiB messages on a three-host cluster (RF=3, `sync`,
 //!   every replica on this one disk), ratio to the standalone figure.
@@ -391,7 +392,14 @@ impl Runner<'_> {
         std::thread::sleep(Duration::from_secs(2));
         let mut probe_args =
             self.produce_args(100, Amount::Seconds(self.args.latency_s), "fsync", 1);
-        probe_args.extend(["--rate".to_owned(), self.args.latency_rate.to_string()]);
+        // No linger: the goal is the broker's send->ack, not the client's batching
+        // (a 5 ms linger alone puts the probe's p50 at 4 ms).
+        probe_args.extend([
+            "--rate".to_owned(),
+            self.args.latency_rate.to_string(),
+            "--linger-ms".to_owned(),
+            "0".to_owned(),
+        ]);
         let probe = bench(self.ferryctl, &self.url, &probe_args);
         let bulk = bulk.wait_with_output().context("the bulk producer")?;
         let probe = probe?;

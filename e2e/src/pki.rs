@@ -41,6 +41,41 @@ pub(crate) fn openssl<S: AsRef<OsStr>>(dir: &Path, args: &[S]) {
     );
 }
 
+/// `path` as a command-line argument.
+pub fn arg(path: &Path) -> String {
+    path.to_str().expect("a UTF-8 path").to_owned()
+}
+
+impl Issued {
+    /// The flags of a host or gateway serving this certificate on its client
+    /// listener, requiring callers' certificates from `client_ca` when given.
+    pub fn listener_args(&self, client_ca: Option<&Path>) -> Vec<String> {
+        let mut args = vec![
+            "--tls-cert-file".to_owned(),
+            arg(&self.cert),
+            "--tls-key-file".to_owned(),
+            arg(&self.key),
+        ];
+        if let Some(ca) = client_ca {
+            args.extend(["--tls-client-ca-file".to_owned(), arg(ca)]);
+        }
+        args
+    }
+
+    /// The flags of a host serving this certificate on its peer listener, trusting
+    /// peers of `peer_ca`.
+    pub fn peer_listener_args(&self, peer_ca: &Path) -> Vec<String> {
+        vec![
+            "--peer-tls-cert-file".to_owned(),
+            arg(&self.cert),
+            "--peer-tls-key-file".to_owned(),
+            arg(&self.key),
+            "--peer-tls-ca-file".to_owned(),
+            arg(peer_ca),
+        ]
+    }
+}
+
 impl Pki {
     /// A new CA named `name` (its subject CN) under `parent/name`, valid for two days.
     pub fn new(parent: &Path, name: &str) -> Self {

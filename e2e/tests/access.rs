@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::start_formed;
 use ferry_e2e::gateway::Gateway;
-use ferry_e2e::pki::{Issued, Pki};
+use ferry_e2e::pki::{Issued, Pki, arg as path};
 use ferry_e2e::{ClusterOptions, broker_binary, ferryctl_binary};
 use ferry_proto::v1 as pb;
 use pb::queue_service_client::QueueServiceClient;
@@ -27,10 +27,6 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 const FERRYCTL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for a rule to reach every host.
 const RULE_DEADLINE: Duration = Duration::from_secs(20);
-
-fn path(path: &Path) -> String {
-    path.to_str().expect("a UTF-8 path").to_owned()
-}
 
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|arg| (*arg).to_owned()).collect()

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::start_formed;
 use ferry_e2e::gateway::Gateway;
-use ferry_e2e::pki::Pki;
+use ferry_e2e::pki::{Pki, arg as path};
 use ferry_e2e::{ClusterOptions, ferryctl_binary, http_get};
 
 const TOPIC: &str = "watched";
@@ -36,10 +36,6 @@ fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(relative)
-}
-
-fn path(path: &Path) -> String {
-    path.to_str().expect("a UTF-8 path").to_owned()
 }
 
 /// Runs `ferryctl --server <server> args…` with `stdin`; its stdout, or a panic
@@ -306,18 +302,8 @@ async fn dashboards_and_alerts_name_only_metrics_a_running_cluster_exports() {
     let peer_ca = Pki::new(dir.path(), "peer-ca");
     let hosts_cert = ca.issue_for_loopback("hosts");
     let peers_cert = peer_ca.issue_for_loopback("peers");
-    let extra_args = vec![
-        "--tls-cert-file".to_owned(),
-        path(&hosts_cert.cert),
-        "--tls-key-file".to_owned(),
-        path(&hosts_cert.key),
-        "--peer-tls-cert-file".to_owned(),
-        path(&peers_cert.cert),
-        "--peer-tls-key-file".to_owned(),
-        path(&peers_cert.key),
-        "--peer-tls-ca-file".to_owned(),
-        path(&peer_ca.ca()),
-    ];
+    let mut extra_args = hosts_cert.listener_args(None);
+    extra_args.extend(peers_cert.peer_listener_args(&peer_ca.ca()));
     let (cluster, _etcd) = start_formed(ClusterOptions {
         hosts: 3,
         extra_args,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use common::rpc::{self, show};
 use common::{FORM_DEADLINE, PartitionId, SecuredEtcd, start_formed, wait_for_view};
 use ferry_e2e::gateway::Gateway;
-use ferry_e2e::pki::{self, Issued, Pki};
+use ferry_e2e::pki::{self, Issued, Pki, arg as path};
 use ferry_e2e::{
     BrokerHost, Cluster, ClusterOptions, EtcdServer, HostConfig, broker_binary, ferryctl_binary,
 };
@@ -39,24 +39,6 @@ const GATEWAY_METRICS_PORT: u16 = 9466;
 const FERRYCTL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for a rotated certificate to be served.
 const ROTATION_DEADLINE: Duration = Duration::from_secs(30);
-
-fn path(path: &Path) -> String {
-    path.to_str().expect("a UTF-8 path").to_owned()
-}
-
-/// `ferry-broker` arguments for a TLS listener (and mutual TLS with `client_ca`).
-fn listener_args(server: &Issued, client_ca: Option<&Path>) -> Vec<String> {
-    let mut args = vec![
-        "--tls-cert-file".to_owned(),
-        path(&server.cert),
-        "--tls-key-file".to_owned(),
-        path(&server.key),
-    ];
-    if let Some(ca) = client_ca {
-        args.extend(["--tls-client-ca-file".to_owned(), path(ca)]);
-    }
-    args
-}
 
 /// A TLS channel to `addr` trusting `ca`, presenting `identity` if given.
 fn tls_channel(addr: SocketAddr, ca: &Path, identity: Option<&Issued>) -> Channel {
@@ -162,22 +144,15 @@ async fn a_mutual_tls_cluster_replicates_over_tls_and_ferryctl_reaches_it_throug
     let peers_cert = peer_ca.issue_for_loopback("peers");
     let gateway_cert = ca.issue_for_loopback("gateway");
     let alice = ca.issue("alice", "alice", &[]);
-    let mut extra_args = listener_args(&hosts_cert, Some(&ca.ca()));
-    extra_args.extend([
-        "--peer-tls-cert-file".to_owned(),
-        path(&peers_cert.cert),
-        "--peer-tls-key-file".to_owned(),
-        path(&peers_cert.key),
-        "--peer-tls-ca-file".to_owned(),
-        path(&peer_ca.ca()),
-    ]);
+    let mut extra_args = hosts_cert.listener_args(Some(&ca.ca()));
+    extra_args.extend(peers_cert.peer_listener_args(&peer_ca.ca()));
     let (cluster, mut etcd) = start_formed(ClusterOptions {
         hosts: 3,
         extra_args,
         ..ClusterOptions::default()
     })
     .await;
-    let mut gateway_args = listener_args(&gateway_cert, Some(&ca.ca()));
+    let mut gateway_args = gateway_cert.listener_args(Some(&ca.ca()));
     gateway_args.extend([
         "--host-tls-ca-file".to_owned(),
         path(&ca.ca()),
@@ -347,7 +322,7 @@ async fn clients_without_a_trusted_certificate_or_over_plaintext_are_refused() {
     let mallory = other.issue("mallory", "alice", &[]);
     let (cluster, _etcd) = start_formed(ClusterOptions {
         hosts: 1,
-        extra_args: listener_args(&host_cert, Some(&ca.ca())),
+        extra_args: host_cert.listener_args(Some(&ca.ca())),
         ..ClusterOptions::default()
     })
     .await;
@@ -445,7 +420,7 @@ async fn a_certificate_rotated_on_disk_is_served_without_a_restart_and_nothing_i
     std::fs::copy(&old.cert, &served.cert).expect("install the first certificate");
     std::fs::copy(&old.key, &served.key).expect("install the first key");
     let both = pki::bundle(&dir.path().join("both.pem"), &[&old_ca, &new_ca]);
-    let mut extra_args = listener_args(&served, None);
+    let mut extra_args = served.listener_args(None);
     extra_args.extend(["--tls-reload-interval-ms".to_owned(), "200".to_owned()]);
     let (cluster, _etcd) = start_formed(ClusterOptions {
         hosts: 1,
@@ -545,7 +520,7 @@ async fn stalled_and_garbage_handshakes_are_dropped_and_do_not_stop_the_listener
     let dir = tempfile::tempdir().expect("a temporary directory");
     let ca = Pki::new(dir.path(), "ferry-ca");
     let host_cert = ca.issue_for_loopback("host");
-    let mut extra_args = listener_args(&host_cert, None);
+    let mut extra_args = host_cert.listener_args(None);
     extra_args.extend(strings(&[
         "--max-pending-tls-handshakes",
         "2",

@@ -22,6 +22,8 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
 const TOPIC: &str = "traced";
 const QUEUE: &str = "traced-jobs";
+/// Longest a `ferryctl` command may run.
+const FERRYCTL_TIMEOUT: Duration = Duration::from_secs(60);
 /// This test's gateway and collector address (its IP is this test's alone).
 const IP: &str = "127.0.0.65";
 
@@ -37,7 +39,7 @@ fn ferryctl(gateway: &Gateway, env: &[(String, String)], args: &[&str], stdin: &
         &all,
         env,
         stdin,
-        Duration::from_secs(60),
+        FERRYCTL_TIMEOUT,
     );
     assert!(
         output.status.success(),

@@ -67,11 +67,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether spans are exported.
-    pub fn exporting(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Sends the spans still buffered and stops exporting.
     pub fn shutdown(mut self) {
         self.flush_and_stop();

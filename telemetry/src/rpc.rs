@@ -10,6 +10,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use futures::future::Either;
 use opentelemetry::trace::TraceContextExt;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -130,6 +131,9 @@ impl<S> RpcTraced<S> {
     }
 }
 
+/// A call in its span.
+pub type Traced<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
 /// Records how a call ended on its span.
 fn record_status(span: &tracing::Span, headers: Option<&http::HeaderMap>) {
     let code = match headers {
@@ -165,7 +169,9 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    /// The inner call as it is when it gets no span (nothing added on the hot path),
+    /// else it in its span.
+    type Future = Either<S::Future, Traced<S::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -174,20 +180,20 @@ where
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let path = request.uri().path().to_owned();
         let Some(span) = self.span_for(&path, request.headers_mut()) else {
-            return Box::pin(self.inner.call(request));
+            return Either::Left(self.inner.call(request));
         };
         let response = {
             let _entered = span.enter();
             self.inner.call(request)
         };
         let recording = span.clone();
-        Box::pin(
+        Either::Right(Box::pin(
             async move {
                 let response = response.await;
                 record_status(&recording, response.as_ref().ok().map(|r| r.headers()));
                 response
             }
             .instrument(span),
-        )
+        ))
     }
 }

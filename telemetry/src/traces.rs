@@ -45,15 +45,18 @@ pub enum TraceError {
     },
 }
 
+/// The variables naming the collector, the specific one first.
+const ENDPOINT_VARIABLES: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
+
 /// Whether the environment asks for traces to be exported, read through `var`.
-pub fn requested(var: impl Fn(&str) -> Option<String>) -> bool {
-    let set = |name: &str| var(name).is_some_and(|value| !value.trim().is_empty());
+fn requested(var: impl Fn(&str) -> Option<String>) -> bool {
     let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let no_exporter =
         var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
-    !disabled
-        && !no_exporter
-        && (set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") || set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    !disabled && !no_exporter && first_set(&var, &ENDPOINT_VARIABLES).is_some()
 }
 
 /// The tracer provider exporting this process's spans, when the environment asks
@@ -99,13 +102,7 @@ fn first_set(var: &impl Fn(&str) -> Option<String>, names: &[&str]) -> Option<St
 fn tls_config(
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<tonic::transport::ClientTlsConfig>, TraceError> {
-    let endpoint = first_set(
-        &var,
-        &[
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-        ],
-    );
+    let endpoint = first_set(&var, &ENDPOINT_VARIABLES);
     if !endpoint.is_some_and(|endpoint| endpoint.trim().starts_with("https://")) {
         return Ok(None);
     }

@@ -63,6 +63,16 @@ pub struct Limits {
     pub queue_segment_bytes: u64,
     /// Most replicas of a topic partition in cluster mode: 7.
     pub max_replication_factor: u32,
+    /// Bytes at the end of each log kept in the OS page cache once fsynced; older
+    /// fsynced bytes are dropped from it (0: leave caching to the OS): 64 MiB.
+    pub page_cache_window_bytes: u64,
+}
+
+impl Limits {
+    /// [`Limits::page_cache_window_bytes`] as the storage setting.
+    pub fn page_cache_window(&self) -> Option<u64> {
+        (self.page_cache_window_bytes > 0).then_some(self.page_cache_window_bytes)
+    }
 }
 
 impl Default for Limits {
@@ -92,6 +102,7 @@ impl Default for Limits {
             max_receipts_per_request: 10_000,
             queue_segment_bytes: 64 * 1024 * 1024,
             max_replication_factor: 7,
+            page_cache_window_bytes: ferry_storage::PAGE_CACHE_WINDOW_BYTES_DEFAULT,
         }
     }
 }

@@ -641,6 +641,10 @@ struct StandaloneArgs {
     /// How often queues look for dead letters, expired messages and compaction, in ms.
     #[arg(long, env = "FERRY_QUEUE_HOUSEKEEPING_INTERVAL_MS")]
     queue_housekeeping_interval_ms: Option<u64>,
+    /// Bytes at the end of each log kept in the OS page cache once fsynced; older
+    /// fsynced bytes are dropped from it so long runs recycle memory (0: leave it to the OS).
+    #[arg(long, env = "FERRY_PAGE_CACHE_WINDOW_BYTES")]
+    page_cache_window_bytes: Option<u64>,
     /// Size at which a queue's message log and journal roll to a new segment, in bytes.
     #[arg(long, env = "FERRY_QUEUE_SEGMENT_BYTES")]
     queue_segment_bytes: Option<u64>,
@@ -803,6 +807,9 @@ impl StandaloneArgs {
         }
         if let Some(v) = self.queue_housekeeping_interval_ms {
             config.queue_housekeeping_interval_ms = v;
+        }
+        if let Some(v) = self.page_cache_window_bytes {
+            config.limits.page_cache_window_bytes = v;
         }
         if let Some(v) = self.queue_segment_bytes {
             config.limits.queue_segment_bytes = v;

@@ -145,6 +145,7 @@ impl QueueSettings {
             max_record_bytes: (self.max_message_bytes as usize)
                 .saturating_add(QUEUE_HEADER_ALLOWANCE),
             max_batch_bytes: limits.max_batch_bytes as usize,
+            page_cache_window_bytes: limits.page_cache_window(),
             ..LogConfig::default()
         }
     }

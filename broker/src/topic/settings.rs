@@ -135,6 +135,7 @@ impl TopicSettings {
             retention_ms: (self.retention_ms > 0).then_some(self.retention_ms),
             max_record_bytes: self.max_message_bytes as usize,
             max_batch_bytes: limits.max_batch_bytes as usize,
+            page_cache_window_bytes: limits.page_cache_window(),
             ..LogConfig::default()
         }
     }

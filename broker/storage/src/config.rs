@@ -49,7 +49,16 @@ pub struct LogConfig {
     pub max_batch_bytes: usize,
     /// Idempotent producers remembered per log (least recently used evicted). Default 10 000.
     pub max_producers: usize,
+    /// Bytes at the log's end left in the OS page cache once fsynced; older fsynced
+    /// bytes are dropped from it (`posix_fadvise(DONTNEED)`), so reads near the end stay
+    /// in memory and a long run recycles pages instead of filling memory. `None` leaves
+    /// caching to the OS. Default 64 MiB. `Durability::None` logs are only released
+    /// when flushed.
+    pub page_cache_window_bytes: Option<u64>,
 }
+
+/// Default [`LogConfig::page_cache_window_bytes`].
+pub const PAGE_CACHE_WINDOW_BYTES_DEFAULT: u64 = 64 << 20;
 
 impl Default for LogConfig {
     fn default() -> Self {
@@ -63,6 +72,7 @@ impl Default for LogConfig {
             max_record_bytes: 1 << 20,
             max_batch_bytes: 16 << 20,
             max_producers: 10_000,
+            page_cache_window_bytes: Some(PAGE_CACHE_WINDOW_BYTES_DEFAULT),
         }
     }
 }

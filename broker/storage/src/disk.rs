@@ -5,14 +5,19 @@
 //! is one `Option` check per call, next to a syscall.
 
 use std::fs::File;
+use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use rustix::fs::{Advice, fadvise};
+use tracing::debug;
+
 use crate::StorageError;
 use crate::error::IoContext;
+use crate::page_cache::CacheRelease;
 
 /// The operations a [`FaultInjector`] can fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +54,7 @@ pub struct DiskHooks {
 pub(crate) struct Disk {
     hooks: DiskHooks,
     fsyncs: AtomicU64,
+    cache_released_bytes: AtomicU64,
 }
 
 impl Disk {
@@ -57,6 +63,7 @@ impl Disk {
         Self {
             hooks,
             fsyncs: AtomicU64::new(0),
+            cache_released_bytes: AtomicU64::new(0),
         }
     }
 
@@ -97,6 +104,30 @@ impl Disk {
             observer.synced(started.elapsed());
         }
         result.context(|| format!("fsync of {}", path.display()))
+    }
+
+    /// Drops fsynced bytes from the OS page cache. Only a hint: a refusal is logged and
+    /// changes nothing else.
+    pub(crate) fn release_cache(&self, release: &CacheRelease) {
+        let Some(len) = NonZeroU64::new(release.to.saturating_sub(release.from)) else {
+            return;
+        };
+        match fadvise(&*release.file, release.from, Some(len), Advice::DontNeed) {
+            Ok(()) => {
+                self.cache_released_bytes
+                    .fetch_add(len.get(), Ordering::Relaxed);
+            }
+            Err(err) => debug!(
+                path = %release.path.display(),
+                error = %err,
+                "could not drop written bytes from the page cache"
+            ),
+        }
+    }
+
+    /// Bytes dropped from the page cache so far.
+    pub(crate) fn cache_released_bytes(&self) -> u64 {
+        self.cache_released_bytes.load(Ordering::Relaxed)
     }
 
     /// Segment fsyncs attempted so far.

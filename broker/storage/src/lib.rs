@@ -17,6 +17,7 @@ mod epochs;
 mod error;
 mod index;
 mod log;
+mod page_cache;
 mod producer_state;
 mod read;
 mod recovery;
@@ -26,7 +27,7 @@ mod segment;
 
 pub use config::{
     Durability, INDEX_INTERVAL_BYTES_MAX, LogConfig, MAX_BATCH_BYTES_MAX, MAX_PRODUCERS_MAX,
-    SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    PAGE_CACHE_WINDOW_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 pub use disk::{DiskHooks, FaultInjector, FaultPoint, SyncObserver};
 pub use epochs::EpochStart;

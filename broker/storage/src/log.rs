@@ -21,7 +21,7 @@ use crate::recovery::{PRODUCER_SNAPSHOT_FILE, recover, reload_producers, write_r
 use crate::repair::{LostRecords, clip, load_lost, persist_lost};
 use crate::scan::ScanMode;
 use crate::segment::Segment;
-use crate::{StorageError, disk};
+use crate::{StorageError, disk, page_cache};
 
 /// The result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -517,20 +517,32 @@ impl Log {
 
     /// One leader round: fsync every file holding unsynced data. Returns the end offset
     /// those files covered and the truncation generation it was taken in.
+    ///
+    /// Then drops from the page cache what these fsyncs made durable beyond the
+    /// configured window (see `page_cache`).
     fn sync_round(&self) -> Result<(u64, u64), StorageError> {
-        let (files, target, generation) = {
+        let (files, target, generation, releases) = {
             let mut state = self.lock_state()?;
             let mut files = std::mem::take(&mut state.unsynced);
             let active = state.active();
             files.push((Arc::clone(&active.file), active.path.clone()));
             let target = active.next_offset;
             let generation = self.lock_commit()?.generation;
-            (files, target, generation)
+            // Every byte below each segment's size is covered by this round's fsyncs
+            // (sealed segments were fsynced when they rolled, or are in `files`).
+            let releases = match self.config.page_cache_window_bytes {
+                Some(window) => page_cache::take_releases(&mut state.segments, window),
+                None => Vec::new(),
+            };
+            (files, target, generation, releases)
         };
         for (file, path) in &files {
             if let Err(err) = self.disk.sync(file, path) {
                 return Err(self.poison(err));
             }
+        }
+        for release in &releases {
+            self.disk.release_cache(release);
         }
         Ok((target, generation))
     }
@@ -1070,6 +1082,12 @@ impl Log {
         self.lock_state()
             .map(|state| state.segments.len())
             .unwrap_or(0)
+    }
+
+    /// Bytes of segment files dropped from the OS page cache since open (see
+    /// [`LogConfig::page_cache_window_bytes`]).
+    pub fn cache_released_bytes(&self) -> u64 {
+        self.disk.cache_released_bytes()
     }
 
     /// Segment fsyncs attempted since open (for metrics and tests).

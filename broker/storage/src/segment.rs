@@ -60,6 +60,8 @@ pub(crate) struct Segment {
     last_batch: Option<(u32, u32)>,
     /// Leader epoch of the last batch (0 while empty): a lost range put after it takes it.
     pub(crate) last_epoch: u64,
+    /// Bytes from the start already dropped from the OS page cache (`page_cache`).
+    pub(crate) cache_released_to: u64,
 }
 
 impl Segment {
@@ -76,6 +78,7 @@ impl Segment {
             bytes_since_index: 0,
             last_batch: None,
             last_epoch: 0,
+            cache_released_to: 0,
         }
     }
 

@@ -3,10 +3,11 @@
 //! (and a three-host cluster) against it, and prints one JSON document:
 //!
 //! - `disk`: sequential write of `--disk-bytes` (1 MiB writes, then one
-//!   `fdatasync`, timed together) and synchronous 4 KiB writes per second
-//!   (`write` + `fdatasync` each), in the directory the brokers use, before the
-//!   standalone runs and after them (a shared machine's disk drifts; ratios use the
-//!   mean of the two sequential figures);
+//!   `fdatasync`, timed together), the same with `O_DIRECT`, and synchronous 4 KiB
+//!   writes per second (`write` + `fdatasync` each), in the directory the brokers
+//!   use, before the standalone runs and after them (a shared machine's disk drifts;
+//!   ratios use the means: `ratio_to_disk` the buffered figure the issue names,
+//!   `ratio_to_direct_disk` the device's own);
 //! - `produce_1k_fsync` / `produce_1k_interval`: `--bytes` of 1 KiB messages with
 //!   `fsync` / `interval` durability, MB/s and the ratio to the sequential write,
 //!   with per-quarter rates and the broker's resident memory (start, max, end);
@@ -33,6 +34,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -95,6 +97,10 @@ struct Args {
     /// Concurrent producers of each run.
     #[arg(long, default_value_t = 2)]
     producers: u32,
+    /// Passed on to every broker (standalone and cluster hosts), to compare tuning
+    /// knobs: `--broker-arg=--page-cache-window-bytes=0`.
+    #[arg(long, allow_hyphen_values = true)]
+    broker_arg: Vec<String>,
 }
 
 impl Args {
@@ -135,14 +141,14 @@ fn run() -> anyhow::Result<()> {
 
     eprintln!("bench_disk: the disk ({} bytes written)", args.disk_bytes);
     let disk = measure_disk(scratch.path(), args.disk_bytes, args.sync_write_s)?;
-    let disk_mb = disk.sequential_mb_per_sec;
 
     let data = scratch.path().join("standalone");
     std::fs::create_dir_all(&data)?;
-    let broker_args = [
+    let mut broker_args = vec![
         format!("--max-message-bytes={MAX_MESSAGE_BYTES}"),
         format!("--max-batch-bytes={MAX_BATCH_BYTES}"),
     ];
+    broker_args.extend(args.broker_arg.iter().cloned());
     let host = Standalone::start(&binaries.broker, &data, &broker_args, 4 * LIFETIME_S)?;
     let pid = host
         .broker_pid()
@@ -182,12 +188,15 @@ fn run() -> anyhow::Result<()> {
     // printed and the ratios use their mean.
     eprintln!("bench_disk: the disk again");
     let disk_after = measure_disk(scratch.path(), args.disk_bytes, args.sync_write_s)?;
-    let disk_mb = (disk_mb + disk_after.sequential_mb_per_sec) / 2.0;
-    let fsync_1k = with_ratio(fsync_1k, disk_mb, 0.5);
-    let interval_1k = with_ratio(interval_1k, disk_mb, 0.6);
+    let means = DiskMeans {
+        buffered_mb_per_sec: (disk.sequential_mb_per_sec + disk_after.sequential_mb_per_sec) / 2.0,
+        direct_mb_per_sec: (disk.direct_mb_per_sec + disk_after.direct_mb_per_sec) / 2.0,
+    };
+    let fsync_1k = with_ratio(fsync_1k, means, 0.5);
+    let interval_1k = with_ratio(interval_1k, means, 0.6);
     let large: serde_json::Map<String, Value> = large
         .into_iter()
-        .map(|(size, report)| (size, with_ratio(report, disk_mb, 0.8)))
+        .map(|(size, report)| (size, with_ratio(report, means, 0.8)))
         .collect();
 
     let replicated = if args.cluster_bytes > 0 {
@@ -218,7 +227,8 @@ fn run() -> anyhow::Result<()> {
         "disk": {
             "before": disk.to_json(),
             "after": disk_after.to_json(),
-            "sequential_write_mb_per_sec_mean": round(disk_mb, 1),
+            "sequential_write_mb_per_sec_mean": round(means.buffered_mb_per_sec, 1),
+            "direct_write_mb_per_sec_mean": round(means.direct_mb_per_sec, 1),
         },
         "produce_1k_fsync": fsync_1k,
         "produce_1k_interval": interval_1k,
@@ -243,6 +253,7 @@ struct Disk {
     sequential_bytes: u64,
     sequential_seconds: f64,
     sequential_mb_per_sec: f64,
+    direct_mb_per_sec: f64,
     sync_writes_per_sec: f64,
 }
 
@@ -252,14 +263,17 @@ impl Disk {
             "sequential_write_bytes": self.sequential_bytes,
             "sequential_write_seconds": round(self.sequential_seconds, 3),
             "sequential_write_mb_per_sec": round(self.sequential_mb_per_sec, 1),
+            "direct_write_mb_per_sec": round(self.direct_mb_per_sec, 1),
             "sync_4k_writes_per_sec": round(self.sync_writes_per_sec, 0),
         })
     }
 }
 
 /// Writes `bytes` to a file in `dir` in 1 MiB writes and fdatasyncs it (timed
-/// together), then counts synchronous 4 KiB writes for `sync_s` seconds.
+/// together), the same with `O_DIRECT` (the device without the page cache's copy),
+/// then counts synchronous 4 KiB writes for `sync_s` seconds.
 fn measure_disk(dir: &Path, bytes: u64, sync_s: u64) -> anyhow::Result<Disk> {
+    let direct_mb_per_sec = measure_direct_write(dir, bytes)?;
     let path = dir.join("disk-test");
     let chunk = vec![0x5a_u8; 1 << 20];
     let started = Instant::now();
@@ -292,8 +306,39 @@ fn measure_disk(dir: &Path, bytes: u64, sync_s: u64) -> anyhow::Result<Disk> {
         sequential_bytes: bytes,
         sequential_seconds,
         sequential_mb_per_sec: bytes as f64 / 1e6 / sequential_seconds.max(1e-9),
+        direct_mb_per_sec,
         sync_writes_per_sec: writes as f64 / sync_seconds.max(1e-9),
     })
+}
+
+/// MB/s of `bytes` written in 1 MiB `O_DIRECT` writes from an aligned buffer, then
+/// one `fdatasync`.
+fn measure_direct_write(dir: &Path, bytes: u64) -> anyhow::Result<f64> {
+    const CHUNK: usize = 1 << 20;
+    /// Direct I/O wants buffers, offsets and lengths aligned to the logical block.
+    const ALIGN: usize = 4096;
+    let path = dir.join("disk-test-direct");
+    let mut buffer = vec![0x3c_u8; CHUNK + ALIGN];
+    let skip = buffer.as_ptr().align_offset(ALIGN);
+    let chunk = &mut buffer[skip..skip + CHUNK];
+    chunk.fill(0x3c);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(&path)
+        .with_context(|| format!("open {} with O_DIRECT", path.display()))?;
+    let chunks = bytes.div_ceil(CHUNK as u64);
+    let started = Instant::now();
+    for i in 0..chunks {
+        file.write_all_at(chunk, i * CHUNK as u64)?;
+    }
+    file.sync_data()?;
+    let seconds = started.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok((chunks * CHUNK as u64) as f64 / 1e6 / seconds.max(1e-9))
 }
 
 /// Runs `ferryctl bench` cases against one broker.
@@ -477,6 +522,7 @@ fn replicated(ferryctl: &Path, args: &Args, standalone_mb: f64) -> anyhow::Resul
     let cluster = Cluster::start_with(ClusterOptions {
         name: "bench-disk".to_owned(),
         hosts: CLUSTER_HOSTS,
+        extra_args: args.broker_arg.clone(),
         ..ClusterOptions::default()
     });
     let runner = Runner {
@@ -525,13 +571,24 @@ fn quarter_rates(report: &Value) -> Vec<f64> {
 }
 
 /// `report` with its ratio to the disk's sequential write and the goal for it.
-fn with_ratio(report: Value, disk_mb_per_sec: f64, goal: f64) -> Value {
-    let ratio = mb_per_sec(&report) / disk_mb_per_sec.max(1e-9);
+fn with_ratio(report: Value, disk: DiskMeans, goal: f64) -> Value {
+    let produced = mb_per_sec(&report);
     json!({
         "report": report,
-        "ratio_to_disk": round(ratio, 3),
+        "ratio_to_disk": round(produced / disk.buffered_mb_per_sec.max(1e-9), 3),
+        "ratio_to_direct_disk": round(produced / disk.direct_mb_per_sec.max(1e-9), 3),
         "goal_ratio_at_least": goal,
     })
+}
+
+/// The disk's speed as the ratios use it: the mean of the measurements before and
+/// after the standalone runs.
+#[derive(Debug, Clone, Copy)]
+struct DiskMeans {
+    /// Buffered writes + one fdatasync (the issue's definition of the disk's limit).
+    buffered_mb_per_sec: f64,
+    /// `O_DIRECT` writes + one fdatasync (the device without the page cache).
+    direct_mb_per_sec: f64,
 }
 
 /// How much a run produces.

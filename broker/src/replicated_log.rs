@@ -10,9 +10,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use ferry_replication::LogKind;
 use ferry_replication::{Commit, LeaderCore, PartitionState};
-use ferry_storage::{AppendOutcome, DiskHooks, Log, LogConfig, ReadResult, StorageError};
+use ferry_storage::{
+    AppendOutcome, CheckedBatch, DiskHooks, Log, LogConfig, ReadResult, StorageError,
+};
 use tokio::sync::watch;
 
 use crate::clock::monotonic_ms;
@@ -213,12 +216,12 @@ impl ReplicatedLog {
         self.role.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends one encoded batch as the leader of `leader_epoch` and answers per `ack`.
+    /// Appends one checked batch as the leader of `leader_epoch` and answers per `ack`.
     /// With fsync durability it first waits until the batch is on the local disk
     /// (sharing the fsync with concurrent appends).
     pub async fn append(
         &self,
-        batch: Vec<u8>,
+        batch: CheckedBatch<Bytes>,
         leader_epoch: u64,
         now_ms: i64,
         ack: Ack,
@@ -229,10 +232,11 @@ impl ReplicatedLog {
         };
         self.check_writable(leader_epoch, min_in_sync)?;
         let log = Arc::clone(&self.log);
-        let outcome = tokio::task::spawn_blocking(move || log.append(batch, leader_epoch, now_ms))
-            .await
-            .map_err(|err| BrokerError::Internal(format!("append task failed: {err}")))?
-            .map_err(|err| self.error(err))?;
+        let outcome =
+            tokio::task::spawn_blocking(move || log.append_checked(batch, leader_epoch, now_ms))
+                .await
+                .map_err(|err| BrokerError::Internal(format!("append task failed: {err}")))?
+                .map_err(|err| self.error(err))?;
         // Followers may fetch the batch now, so their fsyncs overlap this one; the
         // high watermark still waits for this host's own durable end.
         self.publish_log_end();
@@ -691,10 +695,11 @@ mod tests {
     use super::*;
     use ferry_records::BatchBuilder;
 
-    fn batch() -> Vec<u8> {
+    fn batch() -> CheckedBatch<Bytes> {
         let mut builder = BatchBuilder::new();
         builder.push(None, b"payload", &[], 1);
-        builder.finish().expect("one record")
+        let bytes = Bytes::from(builder.finish().expect("one record"));
+        ferry_storage::check_batch(bytes, 1 << 20, 1 << 20).expect("a good batch")
     }
 
     fn open_replicated(dir: &Path) -> ReplicatedLog {

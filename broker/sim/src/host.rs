@@ -668,7 +668,7 @@ impl Host {
                         let gap = batch.header.base_offset..batch.header.next_offset();
                         self.trace.push(format!("copied the leader's gap {gap:?}"));
                     }
-                    log.append_replicated(batch.bytes.to_vec(), now_ms as i64)
+                    log.append_replicated(batch.bytes, now_ms as i64)
                         .map_err(storage("replicated append"))?;
                 }
                 let end = log.end_offset();

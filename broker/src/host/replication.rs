@@ -1062,7 +1062,7 @@ async fn fetch_once(
                 .while_following(|| {
                     let now = now_ms();
                     for batch in Batches::new(&records) {
-                        log.append_replicated(batch?.bytes.to_vec(), now)?;
+                        log.append_replicated(batch?.bytes, now)?;
                     }
                     Ok::<_, FetchError>(())
                 })

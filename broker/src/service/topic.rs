@@ -125,7 +125,7 @@ fn produce_input(
             .into_iter()
             .map(|b| IncomingBatch {
                 partition: b.partition,
-                records: b.records.into(),
+                records: b.records,
             })
             .collect(),
         messages: messages.into_iter().map(incoming_message).collect(),

@@ -3,10 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ferry_records::{
-    BatchBuilder, Batches, ProducerStamp, RecordError, partition_for_key, validate_batch,
-};
-use ferry_storage::AppendOutcome;
+use bytes::Bytes;
+use ferry_records::{BatchBuilder, Batches, ProducerStamp, RecordError, partition_for_key};
+use ferry_storage::{AppendOutcome, CheckedBatch, StorageError};
 use tokio::task::JoinSet;
 
 use crate::clock::now_ms;
@@ -20,8 +19,8 @@ use crate::topic::{ReplicatedLog, STANDALONE_LEADER_EPOCH, Topic};
 pub struct IncomingBatch {
     /// Target partition; the broker picks when `None`.
     pub partition: Option<u32>,
-    /// Encoded record batch.
-    pub records: Vec<u8>,
+    /// Encoded record batch (a slice of the request, not a copy).
+    pub records: Bytes,
 }
 
 /// A message for the broker to encode.
@@ -148,20 +147,19 @@ pub async fn produce(
     for entry in &partition_messages {
         batches.push(IncomingBatch {
             partition: Some(entry.partition),
-            records: encode_partition_messages(topic, entry, limits)?,
+            records: encode_partition_messages(topic, entry, limits)?.into(),
         });
     }
     // Check everything before appending anything, so a bad request writes nothing.
+    // Each batch is checked once, here; the partition's log takes the checked batch
+    // as it is (its limits are the same).
     let mut targets = Vec::with_capacity(batches.len());
+    let mut checked_batches = Vec::with_capacity(batches.len());
     let max_message = topic.record.settings.max_message_bytes as usize;
-    for batch in &batches {
+    for batch in batches {
         check_batch_size(batch.records.len(), limits)?;
-        let header = validate_batch(&batch.records, max_message).map_err(|err| match err {
-            RecordError::RecordTooLarge { size, limit } => {
-                BrokerError::MessageTooLarge { size, limit }
-            }
-            err => BrokerError::CorruptBatch(err),
-        })?;
+        let checked = check(batch.records, limits, max_message)?;
+        let header = checked.header();
         if header.record_count > limits.max_batch_records {
             return Err(BrokerError::LimitExceeded {
                 what: "records in one batch",
@@ -170,36 +168,31 @@ pub async fn produce(
         }
         let partition = match batch.partition {
             Some(partition) => partition,
-            None => choose_partition(topic, &batch.records, scope)?,
+            None => choose_partition(topic, checked.bytes(), scope)?,
         };
         topic.partition(partition)?;
         let epoch = (scope.check)(partition)?;
         targets.push((partition, epoch));
+        checked_batches.push(checked);
     }
     let (message_partitions, encoded) = encode_messages(topic, &messages, limits, scope)?;
-    let mut message_epochs = Vec::with_capacity(encoded.len());
-    for (partition, _) in &encoded {
-        message_epochs.push((scope.check)(*partition)?);
+    let mut message_targets = Vec::with_capacity(encoded.len());
+    let mut checked_messages = Vec::with_capacity(encoded.len());
+    for (partition, records) in encoded {
+        message_targets.push((partition, (scope.check)(partition)?));
+        checked_messages.push(check(records.into(), limits, max_message)?);
     }
 
     let mut jobs = JoinSet::new();
-    for (slot, (batch, (partition, epoch))) in batches.into_iter().zip(&targets).enumerate() {
+    let all_targets = targets.iter().chain(&message_targets);
+    let all_batches = checked_batches.into_iter().chain(checked_messages);
+    for (slot, (batch, (partition, epoch))) in all_batches.zip(all_targets).enumerate() {
         let target = Arc::clone(topic.partition(*partition)?);
-        jobs.spawn(append_job(slot, target, batch.records, *epoch, scope.ack));
+        jobs.spawn(append_job(slot, target, batch, *epoch, scope.ack));
     }
     let first_message_slot = targets.len();
-    for (i, ((partition, records), epoch)) in encoded.iter().zip(message_epochs).enumerate() {
-        let target = Arc::clone(topic.partition(*partition)?);
-        jobs.spawn(append_job(
-            first_message_slot + i,
-            target,
-            records.clone(),
-            epoch,
-            scope.ack,
-        ));
-    }
     let mut results: Vec<Option<BrokerResult<AppendOutcome>>> = (0..first_message_slot
-        + encoded.len())
+        + message_targets.len())
         .map(|_| None)
         .collect();
     while let Some(joined) = jobs.join_next().await {
@@ -222,7 +215,7 @@ pub async fn produce(
         }
     }
     let mut base_offsets = BTreeMap::new();
-    for ((partition, _), result) in encoded.iter().zip(results) {
+    for ((partition, _), result) in message_targets.iter().zip(results) {
         if let Ok(appended) = &result {
             base_offsets.insert(*partition, appended.base_offset);
         }
@@ -249,13 +242,29 @@ pub async fn produce(
 async fn append_job(
     slot: usize,
     partition: Arc<ReplicatedLog>,
-    records: Vec<u8>,
+    records: CheckedBatch<Bytes>,
     leader_epoch: u64,
     ack: Ack,
 ) -> (usize, BrokerResult<AppendOutcome>) {
     (
         slot,
         partition.append(records, leader_epoch, now_ms(), ack).await,
+    )
+}
+
+/// Checks a batch as its log would (CRC, every record, sizes), once, keeping the result.
+fn check(records: Bytes, limits: &Limits, max_message: usize) -> BrokerResult<CheckedBatch<Bytes>> {
+    ferry_storage::check_batch(records, limits.max_batch_bytes as usize, max_message).map_err(
+        |err| match err {
+            StorageError::InvalidBatch(RecordError::RecordTooLarge { size, limit }) => {
+                BrokerError::MessageTooLarge { size, limit }
+            }
+            StorageError::InvalidBatch(err) => BrokerError::CorruptBatch(err),
+            StorageError::BatchTooLarge { size, limit } => {
+                BrokerError::BatchTooLarge { size, limit }
+            }
+            err => BrokerError::Internal(format!("checking a batch: {err}")),
+        },
     )
 }
 

@@ -5,14 +5,15 @@
 //! is one `Option` check per call, next to a syscall.
 
 use std::fs::File;
+use std::io::IoSlice;
 use std::num::NonZeroU64;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::fs::{Advice, fadvise};
+use rustix::io::{Errno, pwritev};
 use tracing::debug;
 
 use crate::StorageError;
@@ -74,20 +75,20 @@ impl Disk {
         }
     }
 
-    /// Writes all of `bytes` at `position` of a segment file.
+    /// Writes all of `parts`, one after the other, at `position` of a segment file.
     pub(crate) fn write_at(
         &self,
         file: &File,
         path: &Path,
-        bytes: &[u8],
+        parts: [&[u8]; 2],
         position: u64,
     ) -> Result<(), StorageError> {
         self.inject(FaultPoint::SegmentWrite, path)
-            .and_then(|()| file.write_all_at(bytes, position))
+            .and_then(|()| write_all_vectored_at(file, parts, position))
             .context(|| {
                 format!(
                     "writing {} bytes at {position} of {}",
-                    bytes.len(),
+                    parts[0].len() + parts[1].len(),
                     path.display()
                 )
             })
@@ -134,6 +135,33 @@ impl Disk {
     pub(crate) fn fsync_count(&self) -> u64 {
         self.fsyncs.load(Ordering::Relaxed)
     }
+}
+
+/// `pwritev` until every byte of `parts` is at `position` onwards: one system call for
+/// a batch whose stamped header is apart from its body (a call may write less).
+fn write_all_vectored_at(file: &File, parts: [&[u8]; 2], position: u64) -> std::io::Result<()> {
+    let mut slices = [IoSlice::new(parts[0]), IoSlice::new(parts[1])];
+    let mut slices: &mut [IoSlice<'_>] = &mut slices;
+    let mut remaining = parts[0].len() + parts[1].len();
+    let mut position = position;
+    while remaining > 0 {
+        match pwritev(file, slices, position) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    "the file took no more bytes",
+                ));
+            }
+            Ok(written) => {
+                remaining -= written;
+                position += written as u64;
+                IoSlice::advance_slices(&mut slices, written);
+            }
+            Err(Errno::INTR) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
 }
 
 /// fsyncs a directory, so that files created, renamed or removed in it stay so.

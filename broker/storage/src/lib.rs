@@ -11,6 +11,7 @@
 //! blocking tasks. Storage has no threads or timers: the caller drives `Interval`
 //! flushing and retention.
 
+mod checked;
 mod config;
 mod disk;
 mod epochs;
@@ -25,6 +26,7 @@ mod repair;
 mod scan;
 mod segment;
 
+pub use checked::{CheckedBatch, check_batch};
 pub use config::{
     Durability, INDEX_INTERVAL_BYTES_MAX, LogConfig, MAX_BATCH_BYTES_MAX, MAX_PRODUCERS_MAX,
     PAGE_CACHE_WINDOW_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,

@@ -1,6 +1,7 @@
 //! The log: a directory of segments with one writer lock, group commit, and reads
 //! that do their I/O outside the lock.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::ops::Range;
@@ -8,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
-use ferry_records::{BatchHeader, RecordError, validate_batch};
+use ferry_records::{BatchHeader, HEADER_LEN, RecordError};
 use tracing::{error, warn};
 
+use crate::checked::{CheckedBatch, check_batch};
 use crate::config::{Durability, LogConfig};
 use crate::disk::{Disk, DiskHooks, FaultInjector, sync_dir};
 use crate::epochs::{EpochHistory, EpochStart};
@@ -250,13 +252,39 @@ impl Log {
     /// `leader_epoch` is stamped on the batch; an epoch older than one that already
     /// appended is refused ([`StorageError::StaleLeaderEpoch`]), so a deposed leader
     /// cannot write behind its successor's back.
+    ///
+    /// The batch is borrowed: its header is stamped in a copy and written ahead of the
+    /// rest in one vectored write, so the caller's buffer (a slice of a request) is
+    /// never copied in user space.
     pub fn append(
         &self,
-        mut batch: Vec<u8>,
+        batch: impl AsRef<[u8]>,
         leader_epoch: u64,
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
-        let mut header = self.validate(&batch)?;
+        let checked = check_batch(
+            batch,
+            self.config.max_batch_bytes,
+            self.config.max_record_bytes,
+        )?;
+        self.append_checked(checked, leader_epoch, now_ms)
+    }
+
+    /// [`Log::append`] of a batch already checked by [`crate::check_batch`] (against
+    /// limits no larger than this log's; otherwise it is checked again).
+    pub fn append_checked<B: AsRef<[u8]>>(
+        &self,
+        batch: CheckedBatch<B>,
+        leader_epoch: u64,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
+        let mut header =
+            if batch.checked_within(self.config.max_batch_bytes, self.config.max_record_bytes) {
+                *batch.header()
+            } else {
+                self.validate(batch.bytes())?
+            };
+        let batch = batch.bytes();
         if header.is_lost_range() {
             // Only storage may say records were lost; a producer's batch holds records.
             return Err(RecordError::Malformed("a lost-range batch cannot be produced").into());
@@ -274,9 +302,13 @@ impl Log {
         let base_offset = state.active().next_offset;
         header.base_offset = base_offset;
         header.leader_epoch = leader_epoch;
-        BatchHeader::set_base_offset(&mut batch, base_offset);
-        BatchHeader::set_leader_epoch(&mut batch, leader_epoch);
-        self.write_batch(&mut state, &batch, &header, now_ms)
+        // `validate` checked the batch is at least a header long.
+        let (head, rest) = batch.split_at(HEADER_LEN);
+        let mut stamped = [0u8; HEADER_LEN];
+        stamped.copy_from_slice(head);
+        BatchHeader::set_base_offset(&mut stamped, base_offset);
+        BatchHeader::set_leader_epoch(&mut stamped, leader_epoch);
+        self.write_batch(&mut state, [&stamped, rest], &header, now_ms)
     }
 
     /// Appends a batch exactly as another replica's log holds it (offsets and epoch
@@ -286,11 +318,11 @@ impl Log {
     /// starts below this log's end keeps the records held here and covers the rest.
     pub fn append_replicated(
         &self,
-        batch: Vec<u8>,
+        batch: impl AsRef<[u8]>,
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
+        let mut batch = Cow::Borrowed(batch.as_ref());
         let mut header = self.validate(&batch)?;
-        let mut batch = batch;
         let mut state = self.lock_state()?;
         self.check_usable()?;
         let end = state.active().next_offset;
@@ -311,8 +343,10 @@ impl Log {
                 leader_epoch: header.leader_epoch,
                 timestamp_ms: header.max_timestamp_ms,
             };
-            batch = ferry_records::lost_range_batch(rest, ferry_records::HEADER_LEN)
-                .ok_or(RecordError::Malformed("an empty lost range"))?;
+            batch = Cow::Owned(
+                ferry_records::lost_range_batch(rest, HEADER_LEN)
+                    .ok_or(RecordError::Malformed("an empty lost range"))?,
+            );
             header = BatchHeader::parse(&batch)?;
         }
         if header.base_offset != end {
@@ -321,7 +355,7 @@ impl Log {
                 received: header.base_offset,
             });
         }
-        let outcome = self.write_batch(&mut state, &batch, &header, now_ms)?;
+        let outcome = self.write_batch(&mut state, [&batch, &[]], &header, now_ms)?;
         if header.is_lost_range() {
             // The leader's copy lost these records too: this log has the same gap, and
             // says so like a log that found damage itself.
@@ -335,25 +369,20 @@ impl Log {
 
     /// Checks size and format before any lock is taken (the CPU-heavy part).
     fn validate(&self, batch: &[u8]) -> Result<BatchHeader, StorageError> {
-        if batch.len() > self.config.max_batch_bytes {
-            return Err(StorageError::BatchTooLarge {
-                size: batch.len(),
-                limit: self.config.max_batch_bytes,
-            });
-        }
-        let header = validate_batch(batch, self.config.max_record_bytes)?;
-        if header.has_producer() && header.base_sequence < 0 {
-            return Err(RecordError::Malformed("idempotent batch without a base sequence").into());
-        }
-        Ok(header)
+        check_batch(
+            batch,
+            self.config.max_batch_bytes,
+            self.config.max_record_bytes,
+        )
+        .map(|checked| *checked.header())
     }
 
-    /// Writes a stamped batch at the log end: epoch history, roll, write, indexes,
-    /// producer table, end offset.
+    /// Writes a stamped batch, given as two consecutive parts, at the log end: epoch
+    /// history, roll, write, indexes, producer table, end offset.
     fn write_batch(
         &self,
         state: &mut LogState,
-        batch: &[u8],
+        batch: [&[u8]; 2],
         header: &BatchHeader,
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {

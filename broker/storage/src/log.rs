@@ -302,7 +302,7 @@ impl Log {
         let base_offset = state.active().next_offset;
         header.base_offset = base_offset;
         header.leader_epoch = leader_epoch;
-        // `validate` checked the batch is at least a header long.
+        // `check_batch` made sure the batch holds at least a whole header.
         let (head, rest) = batch.split_at(HEADER_LEN);
         let mut stamped = [0u8; HEADER_LEN];
         stamped.copy_from_slice(head);

@@ -104,6 +104,24 @@ async fn bad_requests_get_clear_errors_and_lose_nothing() {
             .map_or(0, |e| e.code),
     };
     assert_eq!(refused, pb::ErrorCode::CorruptBatch as i32);
+    // A large request (its batches are checked off the async workers) with one bad
+    // batch after good ones is refused whole: none of it is written.
+    let good = batch(&vec![vec![7u8; 1000]; 500], None);
+    let mut bad = batch(&[b"y".to_vec()], None);
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let mut request = produce_to("kept", good.clone());
+    request
+        .batches
+        .extend([good, bad].map(|records| pb::PartitionBatch {
+            partition: Some(0),
+            records: records.into(),
+        }));
+    assert_refused(
+        client.produce(request).await,
+        Code::InvalidArgument,
+        pb::ErrorCode::CorruptBatch,
+    );
     // Unknown partition.
     let mut request = produce_to("kept", batch(&[b"x".to_vec()], None));
     request.batches[0].partition = Some(99);

@@ -153,20 +153,12 @@ pub async fn produce(
     // Check everything before appending anything, so a bad request writes nothing.
     // Each batch is checked once, here; the partition's log takes the checked batch
     // as it is (its limits are the same).
-    let mut targets = Vec::with_capacity(batches.len());
-    let mut checked_batches = Vec::with_capacity(batches.len());
     let max_message = topic.record.settings.max_message_bytes as usize;
-    for batch in batches {
-        check_batch_size(batch.records.len(), limits)?;
-        let checked = check(batch.records, limits, max_message)?;
-        let header = checked.header();
-        if header.record_count > limits.max_batch_records {
-            return Err(BrokerError::LimitExceeded {
-                what: "records in one batch",
-                limit: u64::from(limits.max_batch_records),
-            });
-        }
-        let partition = match batch.partition {
+    let checked = check_all(batches, limits, max_message).await?;
+    let mut targets = Vec::with_capacity(checked.len());
+    let mut checked_batches = Vec::with_capacity(checked.len());
+    for (partition, checked) in checked {
+        let partition = match partition {
             Some(partition) => partition,
             None => choose_partition(topic, checked.bytes(), scope)?,
         };
@@ -180,7 +172,7 @@ pub async fn produce(
     let mut checked_messages = Vec::with_capacity(encoded.len());
     for (partition, records) in encoded {
         message_targets.push((partition, (scope.check)(partition)?));
-        checked_messages.push(check(records.into(), limits, max_message)?);
+        checked_messages.push(check(records.into(), limits.max_batch_bytes, max_message)?);
     }
 
     let mut jobs = JoinSet::new();
@@ -252,10 +244,53 @@ async fn append_job(
     )
 }
 
+/// Requests carrying more batch bytes than this are checked on the blocking pool: a
+/// large request's CRCs and record walks take milliseconds, which would otherwise hold
+/// an async worker, and every small request queued behind it, for as long.
+const INLINE_CHECK_BYTES_MAX: usize = 256 << 10;
+
+/// Checks every batch (sizes, CRC, records, record count), keeping each one's
+/// requested partition; the first failure fails the request.
+async fn check_all(
+    batches: Vec<IncomingBatch>,
+    limits: &Limits,
+    max_message: usize,
+) -> BrokerResult<Vec<(Option<u32>, CheckedBatch<Bytes>)>> {
+    let max_batch_bytes = limits.max_batch_bytes;
+    let max_batch_records = limits.max_batch_records;
+    let bytes: usize = batches.iter().map(|batch| batch.records.len()).sum();
+    let check_each = move || {
+        batches
+            .into_iter()
+            .map(|batch| {
+                let checked = check(batch.records, max_batch_bytes, max_message)?;
+                if checked.header().record_count > max_batch_records {
+                    return Err(BrokerError::LimitExceeded {
+                        what: "records in one batch",
+                        limit: u64::from(max_batch_records),
+                    });
+                }
+                Ok((batch.partition, checked))
+            })
+            .collect()
+    };
+    if bytes <= INLINE_CHECK_BYTES_MAX {
+        return check_each();
+    }
+    tokio::task::spawn_blocking(check_each)
+        .await
+        .map_err(|err| BrokerError::Internal(format!("batch check task failed: {err}")))?
+}
+
 /// Checks a batch as its log would (CRC, every record, sizes), once, keeping the result.
-fn check(records: Bytes, limits: &Limits, max_message: usize) -> BrokerResult<CheckedBatch<Bytes>> {
-    ferry_storage::check_batch(records, limits.max_batch_bytes as usize, max_message).map_err(
-        |err| match err {
+fn check(
+    records: Bytes,
+    max_batch_bytes: u32,
+    max_message: usize,
+) -> BrokerResult<CheckedBatch<Bytes>> {
+    check_batch_size(records.len(), max_batch_bytes)?;
+    ferry_storage::check_batch(records, max_batch_bytes as usize, max_message).map_err(|err| {
+        match err {
             StorageError::InvalidBatch(RecordError::RecordTooLarge { size, limit }) => {
                 BrokerError::MessageTooLarge { size, limit }
             }
@@ -264,15 +299,15 @@ fn check(records: Bytes, limits: &Limits, max_message: usize) -> BrokerResult<Ch
                 BrokerError::BatchTooLarge { size, limit }
             }
             err => BrokerError::Internal(format!("checking a batch: {err}")),
-        },
-    )
+        }
+    })
 }
 
-fn check_batch_size(size: usize, limits: &Limits) -> BrokerResult<()> {
-    if size > limits.max_batch_bytes as usize {
+fn check_batch_size(size: usize, max_batch_bytes: u32) -> BrokerResult<()> {
+    if size > max_batch_bytes as usize {
         return Err(BrokerError::BatchTooLarge {
             size,
-            limit: limits.max_batch_bytes as usize,
+            limit: max_batch_bytes as usize,
         });
     }
     if size == 0 {
@@ -341,7 +376,7 @@ fn encode_messages(
             BatchBuilder::new()
         });
         push_message(builder, message, now);
-        check_batch_size(builder.encoded_len(), limits)?;
+        check_batch_size(builder.encoded_len(), limits.max_batch_bytes)?;
         chosen.push(partition);
     }
     let mut encoded = Vec::with_capacity(order.len());
@@ -399,6 +434,6 @@ fn encode_partition_messages(
         check_message_size(message, max_message)?;
         push_message(&mut builder, message, now);
     }
-    check_batch_size(builder.encoded_len(), limits)?;
+    check_batch_size(builder.encoded_len(), limits.max_batch_bytes)?;
     builder.finish().ok_or(BrokerError::EmptyBatch)
 }

@@ -184,19 +184,25 @@ pub enum BrokerError {
 impl BrokerError {
     /// Wraps a storage error with the partition it came from.
     pub fn storage(topic: &str, partition: u32, source: StorageError) -> Self {
+        Self::refused_batch(source).unwrap_or_else(|source| BrokerError::Storage {
+            topic: topic.to_owned(),
+            partition,
+            source,
+        })
+    }
+
+    /// The client's error a storage error stands for when it refused a batch (too
+    /// large, malformed, a record too large); any other storage error back.
+    pub fn refused_batch(source: StorageError) -> Result<Self, StorageError> {
         match source {
             StorageError::InvalidBatch(RecordError::RecordTooLarge { size, limit }) => {
-                BrokerError::MessageTooLarge { size, limit }
+                Ok(BrokerError::MessageTooLarge { size, limit })
             }
-            StorageError::InvalidBatch(err) => BrokerError::CorruptBatch(err),
+            StorageError::InvalidBatch(err) => Ok(BrokerError::CorruptBatch(err)),
             StorageError::BatchTooLarge { size, limit } => {
-                BrokerError::BatchTooLarge { size, limit }
+                Ok(BrokerError::BatchTooLarge { size, limit })
             }
-            source => BrokerError::Storage {
-                topic: topic.to_owned(),
-                partition,
-                source,
-            },
+            source => Err(source),
         }
     }
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_records::{BatchBuilder, Batches, ProducerStamp, RecordError, partition_for_key};
-use ferry_storage::{AppendOutcome, CheckedBatch, StorageError};
+use ferry_records::{BatchBuilder, Batches, ProducerStamp, partition_for_key};
+use ferry_storage::{AppendOutcome, CheckedBatch};
 use tokio::task::JoinSet;
 
 use crate::clock::now_ms;
@@ -290,16 +290,8 @@ fn check(
 ) -> BrokerResult<CheckedBatch<Bytes>> {
     check_batch_size(records.len(), max_batch_bytes)?;
     ferry_storage::check_batch(records, max_batch_bytes as usize, max_message).map_err(|err| {
-        match err {
-            StorageError::InvalidBatch(RecordError::RecordTooLarge { size, limit }) => {
-                BrokerError::MessageTooLarge { size, limit }
-            }
-            StorageError::InvalidBatch(err) => BrokerError::CorruptBatch(err),
-            StorageError::BatchTooLarge { size, limit } => {
-                BrokerError::BatchTooLarge { size, limit }
-            }
-            err => BrokerError::Internal(format!("checking a batch: {err}")),
-        }
+        BrokerError::refused_batch(err)
+            .unwrap_or_else(|other| BrokerError::Internal(format!("checking a batch: {other}")))
     })
 }
 

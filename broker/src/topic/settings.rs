@@ -203,3 +203,26 @@ pub struct TopicRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::QueueSettings;
+
+    #[test]
+    fn the_page_cache_window_reaches_topic_and_queue_logs() {
+        let limits = Limits::default();
+        let window = Some(ferry_storage::PAGE_CACHE_WINDOW_BYTES_DEFAULT);
+        let topic = TopicSettings::default();
+        let queue = QueueSettings::default();
+        assert_eq!(topic.log_config(&limits).page_cache_window_bytes, window);
+        assert_eq!(queue.log_config(&limits).page_cache_window_bytes, window);
+        // 0 leaves caching to the OS.
+        let off = Limits {
+            page_cache_window_bytes: 0,
+            ..Limits::default()
+        };
+        assert_eq!(topic.log_config(&off).page_cache_window_bytes, None);
+        assert_eq!(queue.log_config(&off).page_cache_window_bytes, None);
+    }
+}

@@ -110,13 +110,18 @@ impl Disk {
     /// Drops fsynced bytes from the OS page cache. Only a hint: a refusal is logged and
     /// changes nothing else.
     pub(crate) fn release_cache(&self, release: &CacheRelease) {
-        let Some(len) = NonZeroU64::new(release.to.saturating_sub(release.from)) else {
-            return;
+        // `None`: to the end of the file.
+        let len = match release.to {
+            Some(to) => match NonZeroU64::new(to.saturating_sub(release.from)) {
+                Some(len) => Some(len),
+                None => return,
+            },
+            None => None,
         };
-        match fadvise(&*release.file, release.from, Some(len), Advice::DontNeed) {
+        match fadvise(&*release.file, release.from, len, Advice::DontNeed) {
             Ok(()) => {
                 self.cache_released_bytes
-                    .fetch_add(len.get(), Ordering::Relaxed);
+                    .fetch_add(release.new_bytes, Ordering::Relaxed);
             }
             Err(err) => debug!(
                 path = %release.path.display(),

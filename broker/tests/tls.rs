@@ -11,11 +11,7 @@ use std::process::Command;
 
 use common::BrokerProcess;
 use ferry_client::{Client, ClientConfig, TlsOptions};
-use ferry_e2e::pki::{Issued, Pki};
-
-fn path(path: &Path) -> String {
-    path.to_str().expect("a UTF-8 path").to_owned()
-}
+use ferry_e2e::pki::{Issued, Pki, arg as path};
 
 /// `curl args…`: whether it succeeded, and what it printed.
 fn curl(args: &[String]) -> (bool, String) {
@@ -39,14 +35,8 @@ fn start(dir: &Path, server: &Issued, client_ca: Option<&Path>) -> BrokerProcess
         "--metrics-listen".to_owned(),
         "127.0.0.1:0".to_owned(),
         "--metrics-tls".to_owned(),
-        "--tls-cert-file".to_owned(),
-        path(&server.cert),
-        "--tls-key-file".to_owned(),
-        path(&server.key),
     ];
-    if let Some(ca) = client_ca {
-        extra.extend(["--tls-client-ca-file".to_owned(), path(ca)]);
-    }
+    extra.extend(server.listener_args(client_ca));
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     BrokerProcess::start_with(&dir.join("data"), &extra)
 }

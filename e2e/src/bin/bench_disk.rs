@@ -318,10 +318,9 @@ fn measure_direct_write(dir: &Path, bytes: u64) -> anyhow::Result<f64> {
     /// Direct I/O wants buffers, offsets and lengths aligned to the logical block.
     const ALIGN: usize = 4096;
     let path = dir.join("disk-test-direct");
-    let mut buffer = vec![0x3c_u8; CHUNK + ALIGN];
+    let buffer = vec![0x3c_u8; CHUNK + ALIGN];
     let skip = buffer.as_ptr().align_offset(ALIGN);
-    let chunk = &mut buffer[skip..skip + CHUNK];
-    chunk.fill(0x3c);
+    let chunk = &buffer[skip..skip + CHUNK];
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -6,6 +6,7 @@
 //! protobuf types.
 
 pub mod access;
+pub mod allocator;
 pub mod broker;
 pub mod clock;
 pub mod cluster;

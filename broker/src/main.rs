@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ferry_broker::access::AuthorizationSettings;
 use ferry_broker::access::authn::{self, AuthnSettings, DEFAULT_AUDIENCE, ServiceAccountTokens};
+use ferry_broker::allocator::{self, AllocatorSettings};
 use ferry_broker::config::{BrokerConfig, ReplicationConfig};
 use ferry_broker::dev::{self, DevOptions};
 use ferry_broker::gateway::{self, GatewayOptions};
@@ -25,6 +26,24 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     log: ferry_telemetry::LogArgs,
+    #[command(flatten)]
+    allocator: AllocatorArgs,
+}
+
+/// How much freed memory the C allocator keeps for reuse (`ferry_broker::allocator`).
+#[derive(Args, Debug)]
+struct AllocatorArgs {
+    /// Allocations larger than this are mapped on their own and returned to the OS
+    /// when freed, in bytes (glibc; at most 32 MiB; 0 here and in
+    /// --malloc-trim-threshold-bytes: glibc's adaptive thresholds).
+    #[arg(long, env = "FERRY_MALLOC_MMAP_THRESHOLD_BYTES", global = true,
+          default_value_t = allocator::MMAP_THRESHOLD_BYTES_DEFAULT)]
+    malloc_mmap_threshold_bytes: usize,
+    /// Free bytes at the top of each of the allocator's heaps kept for reuse before
+    /// it shrinks (glibc).
+    #[arg(long, env = "FERRY_MALLOC_TRIM_THRESHOLD_BYTES", global = true,
+          default_value_t = allocator::TRIM_THRESHOLD_BYTES_DEFAULT)]
+    malloc_trim_threshold_bytes: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -855,6 +874,11 @@ fn program_name(command: Option<&Command>) -> &'static str {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Before the runtime starts its threads, so every heap they use is set up alike.
+    let allocator = allocator::apply(AllocatorSettings {
+        mmap_threshold_bytes: cli.allocator.malloc_mmap_threshold_bytes,
+        trim_threshold_bytes: cli.allocator.malloc_trim_threshold_bytes,
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ferry-broker")
@@ -867,6 +891,7 @@ fn main() -> anyhow::Result<()> {
         cli.log.log_format,
         ferry_telemetry::filter_from_env("FERRY_LOG", "info"),
     )?;
+    tracing::debug!(?allocator, "allocator thresholds");
     match cli.command {
         Some(Command::Dev(args)) => runtime.block_on(dev::run(
             DevOptions {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use ferry_records::{BatchHeader, HEADER_LEN, RecordError};
 use tracing::{error, warn};
 
-use crate::checked::{CheckedBatch, check_batch};
+use crate::checked::{CheckedBatch, check_batch, check_replica_batch};
 use crate::config::{Durability, LogConfig};
 use crate::disk::{Disk, DiskHooks, FaultInjector, sync_dir};
 use crate::epochs::{EpochHistory, EpochStart};
@@ -312,8 +312,9 @@ impl Log {
     }
 
     /// Appends a batch exactly as another replica's log holds it (offsets and epoch
-    /// already stamped by the leader). It must start at this log's end. The producer
-    /// table learns it without judging it: the leader already did. A lost-range batch
+    /// already stamped by the leader). It must start at this log's end. It is checked
+    /// whole and against its CRC, not record by record, and the producer table learns
+    /// it without judging it: the leader did both when it took it. A lost-range batch
     /// (the leader's records lost to damage) becomes a lost range here too; one that
     /// starts below this log's end keeps the records held here and covers the rest.
     pub fn append_replicated(
@@ -322,7 +323,7 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendOutcome, StorageError> {
         let mut batch = Cow::Borrowed(batch.as_ref());
-        let mut header = self.validate(&batch)?;
+        let mut header = check_replica_batch(&batch, self.config.max_batch_bytes)?;
         let mut state = self.lock_state()?;
         self.check_usable()?;
         let end = state.active().next_offset;

@@ -108,6 +108,34 @@ fn a_replicated_batch_must_start_at_the_log_end() {
 }
 
 #[test]
+fn a_copy_damaged_on_the_way_is_refused_whole() {
+    let (_tmp, leader_dir) = temp_log_dir();
+    let (_tmp2, follower_dir) = temp_log_dir();
+    let leader = Log::open(&leader_dir, small_config(Durability::Fsync)).expect("open");
+    let follower = Log::open(&follower_dir, small_config(Durability::Fsync)).expect("open");
+    leader.append(batch(3, 40, 0), 1, 0).expect("append");
+    let stored = read_all(&leader).remove(0);
+    // Replicas check the CRC, not each record: a flipped bit in a record's body (or
+    // a cut copy) is still refused, and nothing is written.
+    let mut flipped = stored.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x10;
+    match follower.append_replicated(flipped, 0) {
+        Err(StorageError::InvalidBatch(ferry_records::RecordError::CrcMismatch { .. })) => {}
+        other => panic!("a damaged copy must be refused: {other:?}"),
+    }
+    match follower.append_replicated(&stored[..stored.len() - 1], 0) {
+        Err(StorageError::InvalidBatch(ferry_records::RecordError::Truncated { .. })) => {}
+        other => panic!("a cut copy must be refused: {other:?}"),
+    }
+    assert_eq!(follower.end_offset(), 0, "nothing written");
+    follower
+        .append_replicated(stored, 0)
+        .expect("the intact copy");
+    assert_eq!(read_all(&follower), read_all(&leader));
+}
+
+#[test]
 fn truncation_and_reopening_keep_the_history_true() {
     let (_tmp, dir) = temp_log_dir();
     let log = Log::open(&dir, small_config(Durability::Fsync)).expect("open");

@@ -16,7 +16,7 @@ pub mod varint;
 
 pub use builder::{BatchBuilder, LostRange, ProducerStamp, lost_range_batch};
 pub use header::{ATTR_LOST_RANGE, BatchHeader, HEADER_LEN, MAGIC, NO_PRODUCER_ID, NO_SEQUENCE};
-pub use reader::{Batch, Batches, Header, Record, Records, validate_batch};
+pub use reader::{Batch, Batches, Header, Record, Records, validate_batch, validate_batch_crc};
 
 /// Why bytes could not be read as record batches.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -192,14 +192,11 @@ fn usize_from(value: u64) -> Result<usize, RecordError> {
     usize::try_from(value).map_err(|_| RecordError::Malformed("length does not fit in memory"))
 }
 
-/// Fully checks one encoded batch as it arrives from a producer: exactly one batch,
-/// valid header and CRC, every record well formed with consecutive offset deltas,
-/// and no record larger than `max_record_bytes`. Returns the header.
-///
-/// A lost-range batch ([`crate::ATTR_LOST_RANGE`]) passes with a valid CRC and equal
-/// timestamps (its body is padding); whoever accepts batches from producers must
-/// refuse it, since only the storage engine may say that records were lost.
-pub fn validate_batch(bytes: &[u8], max_record_bytes: usize) -> Result<BatchHeader, RecordError> {
+/// Checks that `bytes` are exactly one batch, with a valid header and CRC (and equal
+/// timestamps if it is a lost range), without walking its records: enough for a copy
+/// of a batch that [`validate_batch`] passed before, which the CRC covers. Returns the
+/// header.
+pub fn validate_batch_crc(bytes: &[u8]) -> Result<BatchHeader, RecordError> {
     let header = BatchHeader::parse(bytes)?;
     if header.total_len() != bytes.len() {
         return Err(if header.total_len() > bytes.len() {
@@ -211,14 +208,26 @@ pub fn validate_batch(bytes: &[u8], max_record_bytes: usize) -> Result<BatchHead
             RecordError::Malformed("bytes after the batch")
         });
     }
-    let batch = Batch { header, bytes };
-    batch.verify_crc()?;
+    Batch { header, bytes }.verify_crc()?;
+    if header.is_lost_range() && header.first_timestamp_ms != header.max_timestamp_ms {
+        return Err(RecordError::Malformed("lost-range batch with a time span"));
+    }
+    Ok(header)
+}
+
+/// Fully checks one encoded batch as it arrives from a producer: exactly one batch,
+/// valid header and CRC, every record well formed with consecutive offset deltas,
+/// and no record larger than `max_record_bytes`. Returns the header.
+///
+/// A lost-range batch ([`crate::ATTR_LOST_RANGE`]) passes with a valid CRC and equal
+/// timestamps (its body is padding); whoever accepts batches from producers must
+/// refuse it, since only the storage engine may say that records were lost.
+pub fn validate_batch(bytes: &[u8], max_record_bytes: usize) -> Result<BatchHeader, RecordError> {
+    let header = validate_batch_crc(bytes)?;
     if header.is_lost_range() {
-        if header.first_timestamp_ms != header.max_timestamp_ms {
-            return Err(RecordError::Malformed("lost-range batch with a time span"));
-        }
         return Ok(header);
     }
+    let batch = Batch { header, bytes };
     let mut records = batch.records();
     let mut expected_delta = 0u64;
     let mut max_timestamp = i64::MIN;

@@ -59,6 +59,40 @@ impl SegmentView {
         })
     }
 
+    /// Reads `len` bytes at `position` into a new buffer without zeroing it first: a
+    /// replica fetch reads megabytes at a time, and zeroing them cost a quarter as
+    /// much as reading them.
+    fn read_new(&self, len: usize, position: u64) -> Result<Vec<u8>, StorageError> {
+        let mut bytes = Vec::with_capacity(len);
+        while bytes.len() < len {
+            let at = position + bytes.len() as u64;
+            match rustix::io::pread(&*self.file, rustix::buffer::spare_capacity(&mut bytes), at) {
+                Ok(0) => {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)).context(
+                        || {
+                            format!(
+                                "reading {len} bytes at {position} of {}: the file ends at {at}",
+                                self.path.display()
+                            )
+                        },
+                    );
+                }
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(errno) => {
+                    return Err(std::io::Error::from(errno)).context(|| {
+                        format!(
+                            "reading {len} bytes at {position} of {}",
+                            self.path.display()
+                        )
+                    });
+                }
+            }
+        }
+        // A read may fill more than asked when the allocation has room to spare.
+        bytes.truncate(len);
+        Ok(bytes)
+    }
+
     /// Walks batch headers from the start position to the first batch satisfying `found`.
     /// The walk is bounded by the committed size (and in practice by the index interval).
     pub(crate) fn find_batch(
@@ -89,9 +123,7 @@ impl SegmentView {
         if position + len as u64 > self.size {
             return Err(self.corrupt(position, "batch runs past the segment's end"));
         }
-        let mut bytes = vec![0u8; len];
-        self.read_exact(&mut bytes, position)?;
-        Ok(bytes)
+        self.read_new(len, position)
     }
 
     /// Whole batches from the one holding `offset`: at most `max_bytes` but at least one,
@@ -153,8 +185,7 @@ impl SegmentView {
             });
         }
         let want = max_bytes.min(available).max(first.total_len());
-        let mut bytes = vec![0u8; want];
-        self.read_exact(&mut bytes, position)?;
+        let mut bytes = self.read_new(want, position)?;
         let mut kept = 0usize;
         let mut result = empty;
         let mut expected = first.base_offset;

@@ -3,12 +3,13 @@
 //! Every produce request and replica fetch is one gRPC message of up to several
 //! MiB, decoded into (and encoded from) a buffer allocated for it and freed soon
 //! after. glibc serves allocations above its mmap threshold with a fresh `mmap` and
-//! unmaps them on free, and gives the free top of each heap back to the OS above its
-//! trim threshold; it raises both as it sees large blocks freed, but not far enough
-//! for a multi-threaded server, so each message lands on fresh pages that the kernel
-//! must fault in and zero. On the three-host benchmark that was about a tenth of the
-//! brokers' CPU (page faults, zeroing, unmapping); with freed memory kept, the same
-//! pages serve message after message (`docs/performance.md`).
+//! unmaps them on free, and gives the free top of each heap back to the OS above
+//! its trim threshold. It raises both as it sees large blocks freed, yet with
+//! messages of varying sizes freed on several threads (each with its own heap) it
+//! still often unmaps or trims them, so message after message lands on fresh pages
+//! that the kernel must fault in and zero. On the three-host benchmark that was
+//! about a tenth of the brokers' CPU (page faults, zeroing, unmapping); with freed
+//! memory kept, the same pages serve message after message (`docs/performance.md`).
 //!
 //! The thresholds are process-wide and set once, before the runtime starts threads.
 //! Other C libraries (musl) have no such knobs: there the settings are ignored.

@@ -107,6 +107,67 @@ impl Default for Limits {
     }
 }
 
+/// Smallest HTTP/2 frame a peer may be told to accept (RFC 9113, 6.5.2).
+pub const HTTP2_FRAME_BYTES_MIN: u32 = 16 * 1024;
+/// Largest HTTP/2 frame size (RFC 9113, 6.5.2).
+pub const HTTP2_FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024 - 1;
+/// Largest HTTP/2 flow-control window (RFC 9113, 6.9.1).
+pub const HTTP2_WINDOW_BYTES_MAX: u32 = i32::MAX as u32;
+
+/// HTTP/2 flow control and framing for what the broker receives: produce requests on
+/// its listeners, fetch responses on its followers' connections to leaders.
+///
+/// hyper's defaults (16 KiB frames; 1 MiB windows on a server, 2 MiB on a client)
+/// split a replica fetch of several MiB into hundreds of frames, each handled and
+/// copied on its own, and stop a 4 MiB produce request for window updates every
+/// MiB. On the benchmark's three-host cluster 1 MiB frames took RF=3 from 296-304
+/// to 348-362 MB/s (the windows alone changed nothing measurable there;
+/// `docs/performance.md`). The windows bound what a peer may send before the broker
+/// reads it; a request is still refused above `max_request_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Settings {
+    /// Bytes a peer may send on one call before the broker has read them: 8 MiB.
+    pub stream_window_bytes: u32,
+    /// Bytes a peer may send on one connection, all calls together: 32 MiB.
+    pub connection_window_bytes: u32,
+    /// Largest frame a peer may send: 1 MiB.
+    pub max_frame_bytes: u32,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Self {
+            stream_window_bytes: 8 * 1024 * 1024,
+            connection_window_bytes: 32 * 1024 * 1024,
+            max_frame_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Http2Settings {
+    /// Checks the values against what HTTP/2 allows.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("http2 stream window", self.stream_window_bytes),
+            ("http2 connection window", self.connection_window_bytes),
+        ] {
+            if !(1..=HTTP2_WINDOW_BYTES_MAX).contains(&value) {
+                return Err(ConfigError(format!(
+                    "{name} must be between 1 and {HTTP2_WINDOW_BYTES_MAX} bytes, not {value}"
+                )));
+            }
+        }
+        if !(HTTP2_FRAME_BYTES_MIN..=HTTP2_FRAME_BYTES_MAX).contains(&self.max_frame_bytes) {
+            return Err(ConfigError(format!(
+                "http2 max frame must be between {HTTP2_FRAME_BYTES_MIN} and \
+                 {HTTP2_FRAME_BYTES_MAX} bytes, not {}",
+                self.max_frame_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Everything a broker needs to start.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -148,6 +209,8 @@ pub struct BrokerConfig {
     pub metadata_watch_buffer: usize,
     /// How replicas of a partition keep up with its leader (cluster mode).
     pub replication: ReplicationConfig,
+    /// HTTP/2 flow control and framing of the listeners and of replica fetches.
+    pub http2: Http2Settings,
     /// TLS on the gRPC listener; `None` serves plaintext. Default `None`.
     pub tls: Option<ListenerTls>,
     /// Serve `/metrics` over TLS too, with the gRPC listener's certificate (and its
@@ -217,6 +280,7 @@ impl Default for BrokerConfig {
             shutdown_grace_ms: 30_000,
             metadata_watch_buffer: 1024,
             replication: ReplicationConfig::default(),
+            http2: Http2Settings::default(),
             tls: None,
             metrics_tls: false,
             authentication: AuthnSettings::default(),
@@ -367,6 +431,7 @@ impl BrokerConfig {
         self.queue_defaults
             .validate(l, 1)
             .map_err(|err| ConfigError(format!("queue defaults: {err}")))?;
+        self.http2.validate()?;
         if l.queue_segment_bytes < crate::topic::MIN_SEGMENT_BYTES {
             return Err(ConfigError(format!(
                 "queue_segment_bytes must be at least {}",

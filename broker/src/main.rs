@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use ferry_broker::access::AuthorizationSettings;
 use ferry_broker::access::authn::{self, AuthnSettings, DEFAULT_AUDIENCE, ServiceAccountTokens};
 use ferry_broker::allocator::{self, AllocatorSettings};
-use ferry_broker::config::{BrokerConfig, ReplicationConfig};
+use ferry_broker::config::{BrokerConfig, Http2Settings, ReplicationConfig};
 use ferry_broker::dev::{self, DevOptions};
 use ferry_broker::gateway::{self, GatewayOptions};
 use ferry_broker::meta::{EtcdConfig, EtcdTls, EtcdUser};
@@ -186,6 +186,8 @@ struct GatewayArgs {
     auth: AuthArgs,
     #[command(flatten)]
     etcd_security: EtcdSecurityArgs,
+    #[command(flatten)]
+    http2: Http2Args,
     /// Serve on an address other machines can reach without TLS and authentication;
     /// refused otherwise.
     #[arg(long, env = "FERRY_INSECURE")]
@@ -444,7 +446,10 @@ impl GatewayArgs {
                 reload_interval,
             });
         let metrics_listen = metrics_address(&self.metrics_listen)?;
+        let http2 = self.http2.settings();
+        http2.validate()?;
         Ok(GatewayOptions {
+            http2,
             metrics_listen,
             metrics_tls: self.metrics_tls,
             authentication,
@@ -664,6 +669,8 @@ struct StandaloneArgs {
     /// fsynced bytes are dropped from it so long runs recycle memory (0: leave it to the OS).
     #[arg(long, env = "FERRY_PAGE_CACHE_WINDOW_BYTES")]
     page_cache_window_bytes: Option<u64>,
+    #[command(flatten)]
+    http2: Http2Args,
     /// Size at which a queue's message log and journal roll to a new segment, in bytes.
     #[arg(long, env = "FERRY_QUEUE_SEGMENT_BYTES")]
     queue_segment_bytes: Option<u64>,
@@ -691,6 +698,40 @@ struct StandaloneArgs {
     /// TLS and authentication; refused otherwise.
     #[arg(long, env = "FERRY_INSECURE")]
     insecure: bool,
+}
+
+/// HTTP/2 flow control and framing of what the process receives (`Http2Settings`).
+#[derive(Args, Debug)]
+struct Http2Args {
+    /// Bytes a peer may send on one gRPC call before they are read (HTTP/2 stream
+    /// window of the listeners and of this process's own connections).
+    #[arg(long, env = "FERRY_HTTP2_STREAM_WINDOW_BYTES")]
+    http2_stream_window_bytes: Option<u32>,
+    /// Bytes a peer may send on one connection before they are read (HTTP/2
+    /// connection window).
+    #[arg(long, env = "FERRY_HTTP2_CONNECTION_WINDOW_BYTES")]
+    http2_connection_window_bytes: Option<u32>,
+    /// Largest HTTP/2 frame a peer may send, in bytes (16384 to 16777215).
+    #[arg(long, env = "FERRY_HTTP2_MAX_FRAME_BYTES")]
+    http2_max_frame_bytes: Option<u32>,
+}
+
+impl Http2Args {
+    /// The defaults with the flags given applied (checked with the rest of the config).
+    fn settings(&self) -> Http2Settings {
+        let defaults = Http2Settings::default();
+        Http2Settings {
+            stream_window_bytes: self
+                .http2_stream_window_bytes
+                .unwrap_or(defaults.stream_window_bytes),
+            connection_window_bytes: self
+                .http2_connection_window_bytes
+                .unwrap_or(defaults.connection_window_bytes),
+            max_frame_bytes: self
+                .http2_max_frame_bytes
+                .unwrap_or(defaults.max_frame_bytes),
+        }
+    }
 }
 
 /// Who may call the client listener, and what they may do (docs/security.md).
@@ -830,6 +871,7 @@ impl StandaloneArgs {
         if let Some(v) = self.page_cache_window_bytes {
             config.limits.page_cache_window_bytes = v;
         }
+        config.http2 = self.http2.settings();
         if let Some(v) = self.queue_segment_bytes {
             config.limits.queue_segment_bytes = v;
         }

@@ -18,6 +18,7 @@ use tonic::{Request, Status};
 
 use super::directory::{Directory, Target};
 use crate::access::Caller;
+use crate::config::Http2Settings;
 use crate::error::BrokerResult;
 use crate::service::auth::forward_caller;
 use crate::service::peers::{PeerChannel, PeerChannels};
@@ -135,6 +136,7 @@ impl Forwarder {
         connect_timeout: Duration,
         retry_deadline: Duration,
         dialing: HostDialing,
+        http2: Http2Settings,
         identities: Option<&str>,
     ) -> Result<Self, String> {
         let gateway_id = identities
@@ -145,7 +147,7 @@ impl Forwarder {
             .transpose()?;
         Ok(Self {
             directory,
-            channels: Arc::new(PeerChannels::new(connect_timeout, dialing)),
+            channels: Arc::new(PeerChannels::new(connect_timeout, dialing, http2)),
             retry_deadline,
             forward_caller: ForwardCaller { gateway_id },
         })

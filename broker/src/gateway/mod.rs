@@ -30,9 +30,11 @@ use self::forward::{Forwarder, OnBehalfOfCaller};
 use crate::access::authn::{Authenticator, AuthnSettings};
 use crate::access::quota::Quotas;
 use crate::access::{AccessControl, AccessRules, AuthorizationSettings};
+use crate::config::Http2Settings;
 use crate::meta::{EtcdConfig, EtcdStore, MetadataStore};
 use crate::metrics::GatewayMetrics;
 use crate::service::auth::Authenticate;
+use crate::service::http2;
 use crate::tls::{DialingTlsFiles, HostDialing, ListenerTls, Protocol, TlsListener};
 
 /// How a gateway runs.
@@ -77,6 +79,8 @@ pub struct GatewayOptions {
     pub metrics_listen: Option<SocketAddr>,
     /// Serve them over TLS with the gRPC listener's certificate (and client CA).
     pub metrics_tls: bool,
+    /// HTTP/2 windows and frame size of the listener and of channels to hosts.
+    pub http2: Http2Settings,
 }
 
 /// Runs a gateway until `shutdown` resolves; `on_ready` gets the bound address.
@@ -137,6 +141,7 @@ pub async fn run(
         options.connect_timeout,
         options.retry_deadline,
         dialing,
+        options.http2,
         forwards_identities.then_some(options.gateway_id.as_str()),
     )
     .map_err(|err| anyhow::anyhow!(err))?;
@@ -190,7 +195,7 @@ pub async fn run(
         .register_encoded_file_descriptor_set(ferry_proto::ERROR_DETAILS_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let router = tonic::transport::Server::builder()
+    let router = http2::server(&options.http2)
         .layer(metrics.rpc.layer())
         .layer(ferry_telemetry::rpc::RpcTraceLayer::server())
         .add_service(health_service)

@@ -34,10 +34,11 @@ use crate::cluster::placement::PartitionKey;
 use crate::cluster::records::PartitionState;
 use crate::cluster::routing::Routing;
 use crate::cluster::view::ClusterView;
-use crate::config::ReplicationConfig;
+use crate::config::{Http2Settings, ReplicationConfig};
 use crate::error::{BrokerError, BrokerResult};
 use crate::meta::{Compare, MetadataStore, MetadataStoreExt, Op, Revision, encode_json, keys};
 use crate::queue::{Queue, SnapshotChunk, SnapshotId};
+use crate::service::http2;
 use crate::topic::{
     DurabilitySetting, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets, ReplicatedLog,
 };
@@ -466,6 +467,7 @@ impl Replication {
                 queue,
                 target.clone(),
                 self.config.clone(),
+                self.broker.config.http2,
                 self.retry_pause,
                 self.dialing.clone(),
             ));
@@ -749,11 +751,13 @@ async fn fetch_loop(
     queue: Option<Arc<Queue>>,
     target: FetchTarget,
     config: ReplicationConfig,
+    http2: Http2Settings,
     retry_pause: Duration,
     dialing: HostDialing,
 ) {
-    let Some((mut client, mut generation)) = leader_client(&dialing, &target, &config, retry_pause)
-    else {
+    let dial =
+        |dialing: &HostDialing| leader_client(dialing, &target, &config, &http2, retry_pause);
+    let Some((mut client, mut generation)) = dial(&dialing) else {
         return;
     };
     // Failures right after a leader change are usually the leader's view catching
@@ -766,7 +770,7 @@ async fn fetch_loop(
                 // Renewed certificates: the old channel would reconnect with the old
                 // ones, which the leader may refuse once they expire.
                 if dialing.generation() != generation {
-                    match leader_client(&dialing, &target, &config, retry_pause) {
+                    match dial(&dialing) {
                         Some((renewed, made_under)) => (client, generation) = (renewed, made_under),
                         None => return,
                     }
@@ -791,10 +795,12 @@ fn leader_client(
     dialing: &HostDialing,
     target: &FetchTarget,
     config: &ReplicationConfig,
+    settings: &Http2Settings,
     retry_pause: Duration,
 ) -> Option<(ReplicaServiceClient<Channel>, u64)> {
     let channel = match dialing.endpoint(&target.address) {
-        Ok(endpoint) => endpoint
+        // Fetch responses are the follower's large messages (`Http2Settings`).
+        Ok(endpoint) => http2::dial(endpoint, settings)
             .connect_timeout(retry_pause.max(Duration::from_secs(1)))
             .tcp_nodelay(true)
             // A leader that vanished (a cut link, a frozen host) is noticed by

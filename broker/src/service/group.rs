@@ -35,10 +35,11 @@ impl GroupApi {
     /// request is passed on: the coordinator trusts its peers), passing them on to
     /// other hosts as `dialing` says.
     pub fn new(broker: Arc<Broker>, guard: Guard, dialing: HostDialing) -> Self {
+        let peers = PeerChannels::new(PASS_ON_CONNECT_TIMEOUT, dialing, broker.config.http2);
         Self {
             broker,
             guard,
-            peers: PeerChannels::new(PASS_ON_CONNECT_TIMEOUT, dialing),
+            peers,
         }
     }
 

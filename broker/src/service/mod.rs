@@ -5,6 +5,7 @@ mod admin;
 pub mod auth;
 mod convert;
 mod group;
+pub mod http2;
 mod metadata;
 pub mod peers;
 mod queue;
@@ -133,7 +134,7 @@ pub async fn serve(
             tracing::error!(%err, "reflection service could not be built");
             err
         });
-    let router = tonic::transport::Server::builder()
+    let router = http2::server(&broker.config.http2)
         .layer(broker.metrics.rpc.layer())
         .layer(RpcTraceLayer::server())
         .concurrency_limit_per_connection(
@@ -181,7 +182,7 @@ pub async fn serve_peers(
         security.access.clone(),
         security.quotas.clone(),
     );
-    let router = tonic::transport::Server::builder()
+    let router = http2::server(&broker.config.http2)
         .layer(broker.metrics.rpc.layer())
         // Calls a gateway or a host forwards carry their trace; replica fetches,
         // a follower's steady polling, start none.

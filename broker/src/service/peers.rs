@@ -10,6 +10,8 @@ use tonic::Status;
 use tonic::transport::Channel;
 use tower::Layer;
 
+use super::http2;
+use crate::config::Http2Settings;
 use crate::tls::HostDialing;
 
 /// Metadata key marking a request one host passed to another: the receiver serves
@@ -27,16 +29,18 @@ pub struct PeerChannels {
     channels: Mutex<HashMap<String, (u64, Channel)>>,
     connect_timeout: Duration,
     dialing: HostDialing,
+    http2: Http2Settings,
 }
 
 impl PeerChannels {
     /// Channels, dialled as `dialing` says, that give up connecting after
-    /// `connect_timeout`.
-    pub fn new(connect_timeout: Duration, dialing: HostDialing) -> Self {
+    /// `connect_timeout` and receive with the windows and frames of `http2`.
+    pub fn new(connect_timeout: Duration, dialing: HostDialing, http2: Http2Settings) -> Self {
         Self {
             channels: Mutex::new(HashMap::new()),
             connect_timeout,
             dialing,
+            http2,
         }
     }
 
@@ -50,7 +54,7 @@ impl PeerChannels {
             return Ok(traced(channel.clone()));
         }
         let endpoint = self.dialing.endpoint(address).map_err(Status::internal)?;
-        let channel = endpoint
+        let channel = http2::dial(endpoint, &self.http2)
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .connect_lazy();

@@ -281,10 +281,13 @@ fn endpoint(address: &str, config: &ClientConfig) -> Result<Endpoint, ClientErro
         // long polls can ask for more.
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
-        // Produce requests carry up to a MiB per partition; bigger windows keep one
-        // connection from throttling throughput on fast local links.
+        // What the client receives, fetch responses of many MiB, flows by these
+        // windows and frames: larger than hyper's (2 MiB, 16 KiB frames), a fetch
+        // does not stop for window updates or arrive in thousands of frames. What it
+        // sends flows by the broker's (`--http2-*` flags).
         .initial_stream_window_size(Some(4 << 20))
-        .initial_connection_window_size(Some(16 << 20)))
+        .initial_connection_window_size(Some(16 << 20))
+        .max_frame_size(Some(1 << 20)))
 }
 
 /// tonic's TLS settings from the client's.

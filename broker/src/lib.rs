@@ -18,6 +18,7 @@ pub mod error;
 pub mod gateway;
 pub mod group;
 pub mod host;
+pub mod http2;
 pub mod meta;
 pub mod metrics;
 pub mod names;

@@ -31,10 +31,10 @@ use crate::access::authn::{Authenticator, AuthnSettings};
 use crate::access::quota::Quotas;
 use crate::access::{AccessControl, AccessRules, AuthorizationSettings};
 use crate::config::Http2Settings;
+use crate::http2;
 use crate::meta::{EtcdConfig, EtcdStore, MetadataStore};
 use crate::metrics::GatewayMetrics;
 use crate::service::auth::Authenticate;
-use crate::service::http2;
 use crate::tls::{DialingTlsFiles, HostDialing, ListenerTls, Protocol, TlsListener};
 
 /// How a gateway runs.

@@ -36,9 +36,9 @@ use crate::cluster::routing::Routing;
 use crate::cluster::view::ClusterView;
 use crate::config::{Http2Settings, ReplicationConfig};
 use crate::error::{BrokerError, BrokerResult};
+use crate::http2;
 use crate::meta::{Compare, MetadataStore, MetadataStoreExt, Op, Revision, encode_json, keys};
 use crate::queue::{Queue, SnapshotChunk, SnapshotId};
-use crate::service::http2;
 use crate::topic::{
     DurabilitySetting, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets, ReplicatedLog,
 };

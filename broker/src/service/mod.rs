@@ -5,7 +5,6 @@ mod admin;
 pub mod auth;
 mod convert;
 mod group;
-pub mod http2;
 mod metadata;
 pub mod peers;
 mod queue;
@@ -37,6 +36,7 @@ use crate::access::AccessControl;
 use crate::access::authn::Authenticator;
 use crate::access::quota::Quotas;
 use crate::broker::Broker;
+use crate::http2;
 use crate::tls::{HostDialing, TlsListener};
 
 pub use admin::AdminApi;

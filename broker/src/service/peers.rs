@@ -10,8 +10,8 @@ use tonic::Status;
 use tonic::transport::Channel;
 use tower::Layer;
 
-use super::http2;
 use crate::config::Http2Settings;
+use crate::http2;
 use crate::tls::HostDialing;
 
 /// Metadata key marking a request one host passed to another: the receiver serves

@@ -60,7 +60,7 @@ impl SegmentView {
     }
 
     /// Reads `len` bytes at `position` into a new buffer without zeroing it first: a
-    /// replica fetch reads megabytes at a time, and zeroing them cost a quarter as
+    /// replica fetch reads megabytes at a time, and zeroing them cost about half as
     /// much as reading them.
     fn read_new(&self, len: usize, position: u64) -> Result<Vec<u8>, StorageError> {
         let mut bytes = Vec::with_capacity(len);

@@ -66,27 +66,21 @@ impl SegmentView {
         let mut bytes = Vec::with_capacity(len);
         while bytes.len() < len {
             let at = position + bytes.len() as u64;
-            match rustix::io::pread(&*self.file, rustix::buffer::spare_capacity(&mut bytes), at) {
-                Ok(0) => {
-                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)).context(
-                        || {
-                            format!(
-                                "reading {len} bytes at {position} of {}: the file ends at {at}",
-                                self.path.display()
-                            )
-                        },
-                    );
-                }
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(errno) => {
-                    return Err(std::io::Error::from(errno)).context(|| {
-                        format!(
-                            "reading {len} bytes at {position} of {}",
-                            self.path.display()
-                        )
-                    });
-                }
-            }
+            let failure = match rustix::io::pread(
+                &*self.file,
+                rustix::buffer::spare_capacity(&mut bytes),
+                at,
+            ) {
+                Ok(0) => std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+                Err(errno) => errno.into(),
+            };
+            return Err(failure).context(|| {
+                format!(
+                    "reading {len} bytes at {position} of {} (stopped at {at})",
+                    self.path.display()
+                )
+            });
         }
         // A read may fill more than asked when the allocation has room to spare.
         bytes.truncate(len);
@@ -156,8 +150,7 @@ impl SegmentView {
         if next_offset(&first) > max_offset {
             // Not readable yet, unless its record count is damaged: then it never will be.
             if first.total_len() <= available {
-                let mut bytes = vec![0u8; first.total_len()];
-                self.read_exact(&mut bytes, position)?;
+                let bytes = self.read_new(first.total_len(), position)?;
                 if let Some(Err(err)) = Batches::new(&bytes)
                     .next()
                     .map(|b| b.and_then(|b| b.verify_crc()))

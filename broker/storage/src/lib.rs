@@ -35,5 +35,5 @@ pub use disk::{DiskHooks, FaultInjector, FaultPoint, SyncObserver};
 pub use epochs::EpochStart;
 pub use error::StorageError;
 pub use log::{AppendOutcome, Log, RetentionOutcome};
-pub use read::ReadResult;
+pub use read::{BatchRange, ReadResult};
 pub use repair::{LostRecords, forget_torn_tail};

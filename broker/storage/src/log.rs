@@ -17,7 +17,7 @@ use crate::config::{Durability, LogConfig};
 use crate::disk::{Disk, DiskHooks, FaultInjector, sync_dir};
 use crate::epochs::{EpochHistory, EpochStart};
 use crate::producer_state::{ProducerTable, Verdict};
-use crate::read::{ReadResult, SegmentView};
+use crate::read::{BatchRange, ReadResult, SegmentView};
 use crate::recovery::{Limit, scan_confining};
 use crate::recovery::{PRODUCER_SNAPSHOT_FILE, recover, reload_producers, write_recovery_point};
 use crate::repair::{LostRecords, clip, load_lost, persist_lost};
@@ -621,6 +621,42 @@ impl Log {
         };
         self.stamp_epochs(&mut read.bytes)?;
         Ok(read)
+    }
+
+    /// Whole batches from the one holding `offset`, as [`Log::read`] would return them,
+    /// located by their headers without reading their bodies or checking their CRCs:
+    /// for a caller that sends them on unread and whose receiver checks each CRC. An
+    /// empty range when nothing is there yet; `None` when [`Log::read`] must serve the
+    /// request instead (what looks like damage, which the read confines; a batch whose
+    /// stored epoch differs from the history, which the read corrects; many small
+    /// batches).
+    pub fn locate(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        max_offset: u64,
+    ) -> Result<Option<BatchRange>, StorageError> {
+        let Some((view, _)) = self.view_for(offset, max_offset)? else {
+            let file = Arc::clone(&self.lock_state()?.active().file);
+            return Ok(Some(BatchRange {
+                file,
+                position: 0,
+                len: 0,
+                batches: 0,
+                next_offset: offset,
+            }));
+        };
+        let Ok(Some((range, batches))) = view.locate_from(offset, max_bytes, max_offset) else {
+            return Ok(None);
+        };
+        let state = self.lock_state()?;
+        let stamped = batches.iter().all(|batch| {
+            state
+                .epochs
+                .epoch_at(batch.base_offset)
+                .is_none_or(|epoch| epoch == batch.leader_epoch)
+        });
+        Ok(stamped.then_some(range))
     }
 
     /// Stamps each batch read with the epoch the leader-epoch history gives its offset.

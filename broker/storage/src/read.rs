@@ -40,6 +40,34 @@ pub struct ReadResult {
     pub next_offset: u64,
 }
 
+/// Whole stored batches as a byte range of a segment file, found without reading their
+/// bodies, for a caller that sends them on unread (`sendfile`). Unlike a [`ReadResult`]
+/// their CRCs are unchecked: the receiver must check them.
+#[derive(Debug, Clone)]
+pub struct BatchRange {
+    /// The segment file, kept open even if the segment is deleted meanwhile.
+    pub file: Arc<File>,
+    /// Where the first batch starts in `file`.
+    pub position: u64,
+    /// Bytes of whole batches from `position` (0: nothing to send yet).
+    pub len: u64,
+    /// Number of batches in the range.
+    pub batches: usize,
+    /// Offset after the last batch, or the requested offset if the range is empty.
+    pub next_offset: u64,
+}
+
+/// The most batch headers one [`SegmentView::locate_from`] reads: each is a system
+/// call, so a range of many small batches is read and copied instead.
+pub(crate) const MAX_LOCATED_BATCHES: usize = 128;
+
+/// A located batch's header fields the log compares with its epoch history.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocatedBatch {
+    pub(crate) base_offset: u64,
+    pub(crate) leader_epoch: u64,
+}
+
 impl SegmentView {
     fn corrupt(&self, position: u64, reason: impl Into<String>) -> StorageError {
         StorageError::Corrupt {
@@ -216,6 +244,72 @@ impl SegmentView {
         bytes.truncate(kept);
         result.bytes = bytes;
         Ok(result)
+    }
+}
+
+impl SegmentView {
+    /// Locates whole batches from the one holding `offset` like [`Self::read_from`]
+    /// (at most `max_bytes` but at least one, none reaching `max_offset`) by their
+    /// headers alone. `None` when a read must decide instead: anything that looks
+    /// damaged (the read confines it), or more than [`MAX_LOCATED_BATCHES`] batches
+    /// filling less than half of `max_bytes` (small batches are cheaper to copy).
+    pub(crate) fn locate_from(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        max_offset: u64,
+    ) -> Result<Option<(BatchRange, Vec<LocatedBatch>)>, StorageError> {
+        let Some((position, first)) = self.find_batch(|h| next_offset(h) > offset)? else {
+            return Ok(None);
+        };
+        if first.base_offset > offset || next_offset(&first) > max_offset {
+            return Ok(None);
+        }
+        let max_bytes = max_bytes as u64;
+        let mut range = BatchRange {
+            file: Arc::clone(&self.file),
+            position,
+            len: 0,
+            batches: 0,
+            next_offset: first.base_offset,
+        };
+        let mut located = Vec::new();
+        let mut header = first;
+        let mut buf = [0u8; HEADER_LEN];
+        loop {
+            let len = header.total_len() as u64;
+            if header.base_offset != range.next_offset
+                || position + range.len + len > self.size
+                || next_offset(&header) > max_offset
+                || (range.batches > 0 && range.len + len > max_bytes)
+            {
+                break;
+            }
+            located.push(LocatedBatch {
+                base_offset: header.base_offset,
+                leader_epoch: header.leader_epoch,
+            });
+            range.len += len;
+            range.batches += 1;
+            range.next_offset = next_offset(&header);
+            let at = position + range.len;
+            if range.batches == MAX_LOCATED_BATCHES || at + HEADER_LEN as u64 > self.size {
+                break;
+            }
+            self.read_exact(&mut buf, at)?;
+            match BatchHeader::parse(&buf) {
+                Ok(next) => header = next,
+                Err(_) => break,
+            }
+        }
+        if range.batches == 0
+            || (range.batches == MAX_LOCATED_BATCHES
+                && position + range.len < self.size
+                && range.len < max_bytes / 2)
+        {
+            return Ok(None);
+        }
+        Ok(Some((range, located)))
     }
 }
 

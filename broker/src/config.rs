@@ -244,6 +244,20 @@ pub struct ReplicationConfig {
     pub fetch_timeout_slack_ms: u64,
     /// How often a leader reviews its in-sync sets: 250 ms.
     pub in_sync_check_interval_ms: u64,
+    /// How followers fetch from plaintext peer listeners: the replica stream.
+    pub transport: ReplicaTransport,
+}
+
+/// How a follower fetches batches from its leader (`docs/replication.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReplicaTransport {
+    /// The replica stream: the leader sends its cached tail from the segment file
+    /// (`sendfile`); gRPC where the peer listener uses TLS or the leader does not
+    /// serve the stream.
+    #[default]
+    Stream,
+    /// `ReplicaFetch` over gRPC only: every batch is read and copied into a message.
+    Grpc,
 }
 
 impl Default for ReplicationConfig {
@@ -255,6 +269,7 @@ impl Default for ReplicationConfig {
             fetch_max_wait_ms: 500,
             fetch_timeout_slack_ms: 2_000,
             in_sync_check_interval_ms: 250,
+            transport: ReplicaTransport::Stream,
         }
     }
 }

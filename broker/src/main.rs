@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use ferry_broker::access::AuthorizationSettings;
 use ferry_broker::access::authn::{self, AuthnSettings, DEFAULT_AUDIENCE, ServiceAccountTokens};
 use ferry_broker::allocator::{self, AllocatorSettings};
-use ferry_broker::config::{BrokerConfig, Http2Settings, ReplicationConfig};
+use ferry_broker::config::{BrokerConfig, Http2Settings, ReplicaTransport, ReplicationConfig};
 use ferry_broker::dev::{self, DevOptions};
 use ferry_broker::gateway::{self, GatewayOptions};
 use ferry_broker::meta::{EtcdConfig, EtcdTls, EtcdUser};
@@ -563,6 +563,16 @@ struct ServeArgs {
         default_value_t = 2_000
     )]
     replica_fetch_timeout_slack_ms: u64,
+    /// How followers fetch from plaintext peer listeners: "stream" (the leader sends
+    /// its cached tail from the segment file with sendfile) or "grpc" (ReplicaFetch
+    /// only). Under peer TLS followers use gRPC.
+    #[arg(
+        long,
+        env = "FERRY_REPLICA_TRANSPORT",
+        default_value = "stream",
+        value_parser = parse_replica_transport
+    )]
+    replica_transport: ReplicaTransport,
     #[command(flatten)]
     etcd_security: EtcdSecurityArgs,
     #[command(flatten)]
@@ -615,6 +625,7 @@ impl ServeArgs {
             fetch_max_bytes: self.replica_fetch_max_bytes,
             fetch_max_wait_ms: self.replica_fetch_max_wait_ms,
             fetch_timeout_slack_ms: self.replica_fetch_timeout_slack_ms,
+            transport: self.replica_transport,
             ..ReplicationConfig::default()
         };
         Ok((config, options))
@@ -814,6 +825,14 @@ fn parse_durability(value: &str) -> Result<DurabilitySetting, String> {
         "interval" => Ok(DurabilitySetting::Interval),
         "none" => Ok(DurabilitySetting::None),
         other => Err(format!("expected fsync, interval or none, got {other:?}")),
+    }
+}
+
+fn parse_replica_transport(value: &str) -> Result<ReplicaTransport, String> {
+    match value {
+        "stream" => Ok(ReplicaTransport::Stream),
+        "grpc" => Ok(ReplicaTransport::Grpc),
+        other => Err(format!("expected stream or grpc, got {other:?}")),
     }
 }
 

@@ -95,6 +95,15 @@ pub struct ReplicaLabels {
     pub replica: String,
 }
 
+/// Labels saying how a leader sent batches to its followers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaSentLabels {
+    /// `stream` (the replica stream) or `grpc` (`ReplicaFetch`).
+    pub transport: &'static str,
+    /// `located` (sent from the segment file unread) or `read` (read and checked).
+    pub reading: &'static str,
+}
+
 /// Labels naming a TLS listener: `client`, `peer` or `metrics`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -188,6 +197,8 @@ pub struct Metrics {
     pub queue_oldest_age_seconds: Family<QueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// On a leader: messages each follower is behind.
     pub replica_lag_messages: Family<ReplicaLabels, Gauge>,
+    /// Bytes of batches a leader sent its followers, by transport and reading.
+    pub replica_sent_bytes: Family<ReplicaSentLabels, Counter>,
     /// On a leader: seconds since each follower last held everything it had.
     pub replica_lag_seconds: Family<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Partitions of the cluster whose in-sync set is smaller than their replicas.
@@ -260,6 +271,7 @@ impl Metrics {
             queue_messages: Family::default(),
             queue_oldest_age_seconds: Family::default(),
             replica_lag_messages: Family::default(),
+            replica_sent_bytes: Family::default(),
             replica_lag_seconds: Family::default(),
             cluster_partitions_under_replicated: Family::default(),
             queue_consumers: Family::default(),
@@ -316,6 +328,12 @@ impl Metrics {
             "data_dir_size_bytes",
             "Size of the data directory's file system",
             metrics.data_dir_size_bytes.clone(),
+        );
+        registry.register(
+            "replica_sent_bytes",
+            "Bytes of batches sent to followers, by transport (stream, grpc) and whether they \
+             were sent from the segment file unread (located) or read and checked (read)",
+            metrics.replica_sent_bytes.clone(),
         );
         registry.register(
             "log_lost_records",

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use ferry_replication::LogKind;
 use ferry_replication::{Commit, LeaderCore, PartitionState};
 use ferry_storage::{
-    AppendOutcome, CheckedBatch, DiskHooks, Log, LogConfig, ReadResult, StorageError,
+    AppendOutcome, BatchRange, CheckedBatch, DiskHooks, Log, LogConfig, ReadResult, StorageError,
 };
 use tokio::sync::watch;
 
@@ -455,6 +455,17 @@ impl ReplicatedLog {
         tokio::task::spawn_blocking(move || log.read(offset, max_bytes, limit))
             .await
             .map_err(|err| BrokerError::Internal(format!("read task failed: {err}")))?
+            .map_err(|err| self.error(err))
+    }
+
+    /// Locates whole batches from `offset` to the log end for sending unread
+    /// ([`Log::locate`]); `None` when [`Self::read_below`] must serve them.
+    pub async fn locate(&self, offset: u64, max_bytes: usize) -> BrokerResult<Option<BatchRange>> {
+        let log = Arc::clone(&self.log);
+        // Header reads: usually cached, but they may wait for the disk.
+        tokio::task::spawn_blocking(move || log.locate(offset, max_bytes, u64::MAX))
+            .await
+            .map_err(|err| BrokerError::Internal(format!("locate task failed: {err}")))?
             .map_err(|err| self.error(err))
     }
 

@@ -25,6 +25,7 @@
 
 mod common;
 
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -98,13 +99,25 @@ async fn filled_cluster() -> (Cluster, etcd_client::Client) {
         .unwrap_or_else(|status| panic!("create topic: {}", rpc::show(&status)));
     let view = wait_for_view(&mut etcd, &name, FORM_DEADLINE, "all in sync", all_in_sync).await;
     let leader = view.leader(&partition()).expect("a leader").to_owned();
-    let client = TopicServiceClient::new(channels[&leader].clone());
-    for (chunk, start) in (0..MESSAGES)
-        .step_by(PER_REQUEST)
-        .map(|s| (s..s + PER_REQUEST, s))
-    {
+    produce(&channels[&leader], 0..MESSAGES).await;
+    wait_for_view(
+        &mut etcd,
+        &name,
+        DEADLINE,
+        "all in sync after the load",
+        all_in_sync,
+    )
+    .await;
+    (cluster, etcd)
+}
+
+/// Produces `value(i)` for each `i` in `messages` to the leader on `channel`, in
+/// requests of `PER_REQUEST`, each acknowledged at offset `i`.
+async fn produce(channel: &tonic::transport::Channel, messages: std::ops::Range<usize>) {
+    let client = TopicServiceClient::new(channel.clone());
+    for start in messages.clone().step_by(PER_REQUEST) {
         let mut builder = BatchBuilder::new();
-        for i in chunk {
+        for i in start..(start + PER_REQUEST).min(messages.end) {
             builder.push(None, value(i).as_bytes(), &[], rpc::now_ms());
         }
         let records = builder.finish().expect("a batch");
@@ -128,28 +141,24 @@ async fn filled_cluster() -> (Cluster, etcd_client::Client) {
         assert!(result.error.is_none(), "produce {start}: {result:?}");
         assert_eq!(result.base_offset, start as u64, "offsets follow on");
     }
-    wait_for_view(
-        &mut etcd,
-        &name,
-        DEADLINE,
-        "all in sync after the load",
-        all_in_sync,
-    )
-    .await;
-    (cluster, etcd)
 }
 
 /// Reads the whole partition from whoever leads it, retrying while leadership moves,
 /// and checks it holds exactly the acknowledged messages, in order.
 async fn assert_every_message_served(cluster: &Cluster, etcd: &mut etcd_client::Client) {
+    assert_messages_served(cluster, etcd, MESSAGES).await;
+}
+
+/// Like [`assert_every_message_served`], for the first `count` messages.
+async fn assert_messages_served(cluster: &Cluster, etcd: &mut etcd_client::Client, count: usize) {
     let until = Instant::now() + DEADLINE;
     let mut last = String::new();
     while Instant::now() < until {
         let view = read_view(etcd, cluster.name()).await.expect("view");
         if let Some(leader) = view.leader(&partition()) {
             let channel = rpc::channel(cluster.host(leader));
-            match read_all(&channel).await {
-                Ok(values) if values.len() == MESSAGES => {
+            match read_all(&channel, count).await {
+                Ok(values) if values.len() == count => {
                     for (i, read) in values.iter().enumerate() {
                         assert_eq!(*read, value(i), "message {i}");
                     }
@@ -161,16 +170,19 @@ async fn assert_every_message_served(cluster: &Cluster, etcd: &mut etcd_client::
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("not every acknowledged message was served within {DEADLINE:?}: {last}");
+    panic!("not all {count} acknowledged messages were served within {DEADLINE:?}: {last}");
 }
 
 /// Every value of the partition from offset 0 to the high watermark, as one host
 /// serves it; an error (the host refused) as text. Panics if a lost range is served.
-async fn read_all(channel: &tonic::transport::Channel) -> Result<Vec<String>, String> {
+async fn read_all(
+    channel: &tonic::transport::Channel,
+    count: usize,
+) -> Result<Vec<String>, String> {
     let mut client = TopicServiceClient::new(channel.clone());
     let mut values = Vec::new();
     let mut offset = 0u64;
-    for _ in 0..MESSAGES {
+    for _ in 0..count {
         let response = client
             .fetch(pb::FetchRequest {
                 partitions: vec![pb::FetchPartition {
@@ -440,6 +452,70 @@ async fn a_replica_with_a_flipped_byte_never_serves_the_damage_to_readers() {
         "it gave way"
     );
     cluster.host_mut(&killed).restart();
+    wait_for_view(
+        &mut etcd,
+        &name,
+        DEADLINE,
+        "all three in sync again",
+        all_in_sync,
+    )
+    .await;
+}
+
+/// The leader's gauge of offsets it lost to damage.
+const LEADER_LOST: &str = "ferry_log_lost_records{topic=\"ledger\",partition=\"0\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_confines_damage_in_its_tail_instead_of_sending_it_unread() {
+    let (mut cluster, mut etcd) = filled_cluster().await;
+    let name = cluster.name().to_owned();
+    let view = read_view(&mut etcd, &name).await.expect("view");
+    let leader = view.leader(&partition()).expect("a leader").to_owned();
+    let victim = followers(&view)[0].clone();
+
+    // More messages while a follower is away: the leader's cached tail, which the
+    // replica stream sends it from the segment file without reading it.
+    assert!(cluster.host_mut(&victim).terminate(), "clean stop");
+    let total = MESSAGES + 2 * PER_REQUEST;
+    produce(&rpc::channel(cluster.host(&leader)), MESSAGES..total).await;
+    // A flipped bit under the last batch's CRC, in the leader's active segment (through
+    // the page cache the leader sends from).
+    let data_dir = cluster.host(&leader).config().data_dir.clone();
+    let active = segments(&data_dir).pop().expect("an active segment");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&active)
+        .expect("open the active segment");
+    let at = file.metadata().expect("segment size").len() - 20;
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, at).expect("read a byte");
+    file.write_all_at(&[byte[0] ^ 0x04], at)
+        .expect("flip a bit");
+
+    // The returning follower refuses the batch (its CRC fails) and asks for a read
+    // the leader checks: the leader finds the damage and confines it to a lost range.
+    cluster.host_mut(&victim).restart();
+    let metrics = cluster.host(&leader).metrics_addr().expect("metrics");
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let scraped = ferry_e2e::http_get(metrics, "/metrics").unwrap_or_default();
+        let lost = scraped
+            .lines()
+            .find_map(|line| line.strip_prefix(LEADER_LOST))
+            .and_then(|value| value.trim().parse::<f64>().ok());
+        if lost.is_some_and(|lost| lost > 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the leader never found the damage in its tail: {lost:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The whole copy serves every acknowledged message, and every replica ends whole
+    // and in sync.
+    assert_messages_served(&cluster, &mut etcd, total).await;
     wait_for_view(
         &mut etcd,
         &name,

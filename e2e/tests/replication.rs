@@ -45,7 +45,8 @@ const LOAD: LoadSpec = LoadSpec {
     send_timeout: SEND_TIMEOUT,
 };
 
-fn options() -> ClusterOptions {
+/// Hosts whose followers fetch over `transport` (`stream` or `grpc`).
+fn options(transport: &str) -> ClusterOptions {
     ClusterOptions {
         hosts: 3,
         lease_ttl_ms: Some(LEASE_TTL_MS),
@@ -54,6 +55,7 @@ fn options() -> ClusterOptions {
             HOST_GRACE_MS.to_string(),
             "--replica-max-lag-ms".to_owned(),
             MAX_LAG_MS.to_string(),
+            format!("--replica-transport={transport}"),
         ],
         ..ClusterOptions::default()
     }
@@ -67,8 +69,11 @@ fn all_in_sync(view: &ClusterView) -> bool {
     view.all_led_in_sync(&LOAD.partitions(), 3)
 }
 
-async fn start_replicated(mode: pb::ReplicationMode) -> (Cluster, etcd_client::Client) {
-    let (cluster, mut etcd) = start_formed(options()).await;
+async fn start_replicated(
+    mode: pb::ReplicationMode,
+    transport: &str,
+) -> (Cluster, etcd_client::Client) {
+    let (cluster, mut etcd) = start_formed(options(transport)).await;
     let name = cluster.name().to_owned();
     let channels = rpc::channels(&cluster);
     rpc::create_replicated_topic(&channels["h0"], TOPIC, PARTITIONS, 3, mode).await;
@@ -173,6 +178,13 @@ fn assert_valid(verdict: &Verdict, what: &str) {
 /// The leaders' count of topic partitions whose in-sync set lacks a replica.
 const UNDER_REPLICATED: &str = "ferry_cluster_partitions_under_replicated{kind=\"topics\"}";
 
+/// Bytes leaders sent followers over the replica stream from their segment files,
+/// unread, and over gRPC.
+const SENT_LOCATED: &str =
+    "ferry_replica_sent_bytes_total{transport=\"stream\",reading=\"located\"}";
+const SENT_OVER_GRPC: &str = "ferry_replica_sent_bytes_total{transport=\"grpc\",reading=\"read\"}";
+const SENT_OVER_STREAM: &str = "ferry_replica_sent_bytes_total{transport=\"stream\"";
+
 /// The value of the sample line starting with `series` (labels included).
 fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics
@@ -208,7 +220,7 @@ async fn metric_eventually(
 
 #[tokio::test]
 async fn sync_replication_loses_nothing_acknowledged_when_the_leader_dies_and_replicas_catch_up() {
-    let (mut cluster, mut etcd) = start_replicated(pb::ReplicationMode::Sync).await;
+    let (mut cluster, mut etcd) = start_replicated(pb::ReplicationMode::Sync, "stream").await;
     let name = cluster.name().to_owned();
     let load = Load::start(&LOAD, cluster.etcd_endpoint(), name.clone(), History::new());
 
@@ -303,6 +315,14 @@ async fn sync_replication_loses_nothing_acknowledged_when_the_leader_dies_and_re
     .await;
     let history = load.stop().await;
 
+    // Followers took batches over the replica stream, sent unread from the leaders'
+    // segment files (`sendfile`).
+    let hosts = ["h0", "h1", "h2"].map(str::to_owned);
+    metric_eventually(&cluster, &hosts, "batches sent from segment files", |m| {
+        sample(m, SENT_LOCATED) > Some(0.0)
+    })
+    .await;
+
     // 4. Only the wiped host is left: it must hold everything acknowledged.
     for host in ["h0", "h1", "h2"] {
         if host != wiped {
@@ -345,13 +365,31 @@ async fn sync_replication_loses_nothing_acknowledged_when_the_leader_dies_and_re
 
 #[tokio::test]
 async fn async_replication_loss_on_a_leader_kill_is_measured() {
-    let (mut cluster, mut etcd) = start_replicated(pb::ReplicationMode::Async).await;
+    let (mut cluster, mut etcd) = start_replicated(pb::ReplicationMode::Async, "grpc").await;
     let name = cluster.name().to_owned();
     let load = Load::start(&LOAD, cluster.etcd_endpoint(), name.clone(), History::new());
     let (victim, failover) = kill_leader_under_load(&mut cluster, &mut etcd, &load).await;
     load.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE, "after the failover")
         .await;
     let history = load.stop().await;
+    // These hosts were told to fetch over gRPC only.
+    let hosts = ["h0", "h1", "h2"].map(str::to_owned);
+    metric_eventually(&cluster, &hosts, "batches sent over gRPC", |m| {
+        sample(m, SENT_OVER_GRPC) > Some(0.0)
+    })
+    .await;
+    for host in &hosts {
+        if let Some(metrics) = cluster
+            .host(host)
+            .metrics_addr()
+            .and_then(|addr| ferry_e2e::http_get(addr, "/metrics").ok())
+        {
+            assert!(
+                !metrics.contains(SENT_OVER_STREAM),
+                "{host} used the stream"
+            );
+        }
+    }
     load::record_reads(&history, &load::read_back(&mut etcd, &name, &LOAD).await);
     let verdict = check(
         &history,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use ferry_proto::internal::v1 as pb;
 use ferry_proto::internal::v1::replica_service_client::ReplicaServiceClient;
 use ferry_records::Batches;
-use ferry_storage::StorageError;
+use ferry_storage::{BatchRange, StorageError};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tracing::Instrument;
@@ -34,11 +34,12 @@ use crate::cluster::placement::PartitionKey;
 use crate::cluster::records::PartitionState;
 use crate::cluster::routing::Routing;
 use crate::cluster::view::ClusterView;
-use crate::config::{Http2Settings, ReplicationConfig};
+use crate::config::{Http2Settings, ReplicaTransport, ReplicationConfig};
 use crate::error::{BrokerError, BrokerResult};
 use crate::http2;
 use crate::meta::{Compare, MetadataStore, MetadataStoreExt, Op, Revision, encode_json, keys};
 use crate::queue::{Queue, SnapshotChunk, SnapshotId};
+use crate::service::replica_stream::{StreamError, StreamFetcher};
 use crate::topic::{
     DurabilitySetting, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets, ReplicatedLog,
 };
@@ -78,8 +79,48 @@ pub struct ReplicaFetch {
     pub max_wait: Duration,
 }
 
+/// How a leader takes the batches it answers a [`ReplicaFetch`] with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaReading {
+    /// Read and check each batch (a CRC that fails confines the damage to a lost range).
+    Read,
+    /// Locate the batches in the segment file where it can (the cached tail), for a
+    /// sender that passes them on unread; the follower checks each CRC.
+    Locate,
+}
+
+/// The batches of a leader's answer.
+#[derive(Debug, Clone)]
+pub enum ReplicaRecords {
+    /// Read and checked.
+    Read(Vec<u8>),
+    /// Located in a segment file, unread and unchecked.
+    Located(BatchRange),
+}
+
+impl Default for ReplicaRecords {
+    fn default() -> Self {
+        Self::Read(Vec::new())
+    }
+}
+
+impl ReplicaRecords {
+    /// How many bytes of batches.
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Read(bytes) => bytes.len() as u64,
+            Self::Located(range) => range.len,
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The leader's answer to a [`ReplicaFetch`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ReplicaData {
     /// The leader's epoch.
     pub leader_epoch: u64,
@@ -92,7 +133,7 @@ pub struct ReplicaData {
     /// `(epoch, end offset)` when the follower's log diverged from the leader's.
     pub diverging: Option<(u64, u64)>,
     /// Whole batches from the fetch offset.
-    pub records: Vec<u8>,
+    pub records: ReplicaRecords,
     /// Queues: the snapshot the leader holds.
     pub snapshot: Option<SnapshotId>,
     /// Truncate to this offset and fetch again: the follower lost records this leader
@@ -100,8 +141,12 @@ pub struct ReplicaData {
     pub repair_below: Option<u64>,
 }
 
-/// The leader's side of a replica fetch.
-pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<ReplicaData> {
+/// The leader's side of a replica fetch, taking its batches as `reading` says.
+pub async fn serve_fetch(
+    broker: &Broker,
+    fetch: ReplicaFetch,
+    reading: ReplicaReading,
+) -> BrokerResult<ReplicaData> {
     let resource_partition = if fetch.kind == LogKind::Queue {
         0
     } else {
@@ -188,10 +233,23 @@ pub async fn serve_fetch(broker: &Broker, fetch: ReplicaFetch) -> BrokerResult<R
             _ = stopping.wait_for(|stop| *stop) => {}
         }
     }
-    let read = partition
-        .read_below(fetch.fetch_offset, fetch.max_bytes, u64::MAX)
-        .await?;
-    answer.records = read.bytes;
+    let located = match reading {
+        ReplicaReading::Locate => {
+            partition
+                .locate(fetch.fetch_offset, fetch.max_bytes)
+                .await?
+        }
+        ReplicaReading::Read => None,
+    };
+    answer.records = match located {
+        Some(range) => ReplicaRecords::Located(range),
+        None => {
+            let read = partition
+                .read_below(fetch.fetch_offset, fetch.max_bytes, u64::MAX)
+                .await?;
+            ReplicaRecords::Read(read.bytes)
+        }
+    };
     answer.log_start_offset = log.start_offset();
     answer.log_end_offset = log.end_offset();
     answer.high_watermark = partition.high_watermark();
@@ -757,9 +815,17 @@ async fn fetch_loop(
 ) {
     let dial =
         |dialing: &HostDialing| leader_client(dialing, &target, &config, &http2, retry_pause);
-    let Some((mut client, mut generation)) = dial(&dialing) else {
+    let Some((grpc, mut generation)) = dial(&dialing) else {
         return;
     };
+    let stream = (config.transport == ReplicaTransport::Stream && !dialing.is_tls()).then(|| {
+        StreamFetcher::new(
+            target.address.clone(),
+            connect_timeout(retry_pause),
+            max_fetch_response_bytes(&config),
+        )
+    });
+    let mut client = LeaderClient { grpc, stream };
     // Failures right after a leader change are usually the leader's view catching
     // up: retry soon, then back off to `retry_pause`.
     let mut pause = FIRST_RETRY_PAUSE.min(retry_pause);
@@ -767,11 +833,19 @@ async fn fetch_loop(
         match fetch_once(&partition, queue.as_ref(), &mut client, &target, &config).await {
             Ok(()) => pause = FIRST_RETRY_PAUSE.min(retry_pause),
             Err(err) => {
+                // Whatever failed, the next answer is read and checked by the leader:
+                // a batch this replica refused (its CRC failed) is confined there
+                // rather than sent again unread.
+                if let Some(stream) = &mut client.stream {
+                    stream.verify_next();
+                }
                 // Renewed certificates: the old channel would reconnect with the old
                 // ones, which the leader may refuse once they expire.
                 if dialing.generation() != generation {
                     match dial(&dialing) {
-                        Some((renewed, made_under)) => (client, generation) = (renewed, made_under),
+                        Some((renewed, made_under)) => {
+                            (client.grpc, generation) = (renewed, made_under);
+                        }
                         None => return,
                     }
                 }
@@ -801,7 +875,7 @@ fn leader_client(
     let channel = match dialing.endpoint(&target.address) {
         // Fetch responses are the follower's large messages (`Http2Settings`).
         Ok(endpoint) => http2::dial(endpoint, settings)
-            .connect_timeout(retry_pause.max(Duration::from_secs(1)))
+            .connect_timeout(connect_timeout(retry_pause))
             .tcp_nodelay(true)
             // A leader that vanished (a cut link, a frozen host) is noticed by
             // keep-alive pings, not after TCP's retransmission backoff.
@@ -815,8 +889,47 @@ fn leader_client(
         }
     };
     let client = ReplicaServiceClient::new(channel)
-        .max_decoding_message_size(config.fetch_max_bytes as usize * 2 + 1024 * 1024);
+        .max_decoding_message_size(max_fetch_response_bytes(config) as usize);
     Some((client, dialing.generation()))
+}
+
+/// How long dialling a leader may take.
+fn connect_timeout(retry_pause: Duration) -> Duration {
+    retry_pause.max(Duration::from_secs(1))
+}
+
+/// The largest answer a follower takes: a fetch returns at least one whole batch, which
+/// may be larger than the fetch's `fetch_max_bytes`.
+fn max_fetch_response_bytes(config: &ReplicationConfig) -> u64 {
+    u64::from(config.fetch_max_bytes) * 2 + 1024 * 1024
+}
+
+/// A follower's ways to its leader: gRPC, and the replica stream where it is used.
+struct LeaderClient {
+    grpc: ReplicaServiceClient<Channel>,
+    stream: Option<StreamFetcher>,
+}
+
+impl LeaderClient {
+    /// `request` over the stream where it is usable, else over gRPC.
+    async fn fetch(
+        &mut self,
+        request: pb::ReplicaFetchRequest,
+        deadline: Duration,
+    ) -> Result<pb::ReplicaFetchResponse, FetchError> {
+        if let Some(stream) = self.stream.as_mut().filter(|stream| stream.usable()) {
+            match stream.fetch(&request, deadline).await {
+                Ok(answer) => return Ok(answer),
+                Err(StreamError::Refused(status)) => return Err(status.into()),
+                // An older leader: this fetch goes over gRPC.
+                Err(StreamError::Unsupported(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(deadline);
+        Ok(self.grpc.replica_fetch(request).await?.into_inner())
+    }
 }
 
 /// How long a fetch (or snapshot piece) may take: the leader answers within its
@@ -831,6 +944,8 @@ fn fetch_deadline(config: &ReplicationConfig) -> Duration {
 enum FetchError {
     #[error("leader refused or unreachable: {0}")]
     Rpc(#[from] tonic::Status),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error("storage: {0}")]
@@ -931,7 +1046,7 @@ async fn repair_lost(partition: &Arc<ReplicatedLog>, first_lost: u64) -> Result<
 async fn fetch_once(
     partition: &Arc<ReplicatedLog>,
     queue: Option<&Arc<Queue>>,
-    client: &mut ReplicaServiceClient<Channel>,
+    client: &mut LeaderClient,
     target: &FetchTarget,
     config: &ReplicationConfig,
 ) -> Result<(), FetchError> {
@@ -956,9 +1071,7 @@ async fn fetch_once(
             })
             .collect(),
     };
-    let mut request = tonic::Request::new(request);
-    request.set_timeout(fetch_deadline(config));
-    let answer = client.replica_fetch(request).await?.into_inner();
+    let answer = client.fetch(request, fetch_deadline(config)).await?;
     if let Some(offset) = answer.repair_below {
         repair_lost(partition, offset).await?;
         return Ok(());
@@ -1007,7 +1120,15 @@ async fn fetch_once(
         // The leader compacted past what this replica keeps: its snapshot must be
         // here before the logs start over or drop what it covers.
         let leader_snapshot = answer.snapshot.map(snapshot_id);
-        copy_snapshot(partition, queue, client, target, config, leader_snapshot).await?;
+        copy_snapshot(
+            partition,
+            queue,
+            &mut client.grpc,
+            target,
+            config,
+            leader_snapshot,
+        )
+        .await?;
         if fetch_offset >= answer.log_start_offset {
             let (deleting, queue) = (Arc::clone(partition), Arc::clone(queue));
             let (index, start) = (partition.index(), answer.log_start_offset);

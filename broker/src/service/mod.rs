@@ -9,6 +9,7 @@ mod metadata;
 pub mod peers;
 mod queue;
 mod replica;
+pub mod replica_stream;
 pub mod rpc_metrics;
 pub mod status;
 mod topic;
@@ -211,7 +212,25 @@ pub async fn serve_peers(
         dialing,
         limit,
     );
-    serve_router(router, listener, tls, shutdown).await
+    if tls.is_some() {
+        return serve_router(router, listener, tls, shutdown).await;
+    }
+    // Plaintext: replica streams are told from HTTP/2 by their first byte.
+    let (stop, stopped) = watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let (to_grpc, incoming) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(replica_stream::sort_peer_connections(
+        broker, listener, to_grpc, stopped,
+    ));
+    router
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::ReceiverStream::new(incoming),
+            shutdown,
+        )
+        .await
 }
 
 /// Adds every client service to `router`, each request first through an interceptor

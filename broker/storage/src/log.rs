@@ -13,7 +13,7 @@ use ferry_records::{BatchHeader, HEADER_LEN, RecordError};
 use tracing::{error, warn};
 
 use crate::checked::{CheckedBatch, check_batch, check_replica_batch};
-use crate::config::{Durability, LogConfig};
+use crate::config::{Durability, LogConfig, PAGE_CACHE_WINDOW_BYTES_DEFAULT};
 use crate::disk::{Disk, DiskHooks, FaultInjector, sync_dir};
 use crate::epochs::{EpochHistory, EpochStart};
 use crate::producer_state::{ProducerTable, Verdict};
@@ -24,6 +24,11 @@ use crate::repair::{LostRecords, clip, load_lost, persist_lost};
 use crate::scan::ScanMode;
 use crate::segment::Segment;
 use crate::{StorageError, disk, page_cache};
+
+/// The least distance from its segment's end within which [`Log::locate`] finds
+/// batches, whatever the page-cache window: a follower at the tail fetches up to a few
+/// MiB behind it.
+const MIN_LOCATED_WINDOW_BYTES: u64 = 32 << 20;
 
 /// The result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -636,7 +641,7 @@ impl Log {
         max_bytes: usize,
         max_offset: u64,
     ) -> Result<Option<BatchRange>, StorageError> {
-        let Some((view, _)) = self.view_for(offset, max_offset)? else {
+        let Some((view, segment_base)) = self.view_for(offset, max_offset)? else {
             let file = Arc::clone(&self.lock_state()?.active().file);
             return Ok(Some(BatchRange {
                 file,
@@ -646,10 +651,23 @@ impl Log {
                 next_offset: offset,
             }));
         };
+        // Only the tail kept in the page cache: `sendfile` reads what is not cached on
+        // the caller's thread, where a copying read runs on a blocking one.
+        let window = self
+            .config
+            .page_cache_window_bytes
+            .unwrap_or(PAGE_CACHE_WINDOW_BYTES_DEFAULT)
+            .max(MIN_LOCATED_WINDOW_BYTES);
+        if view.size.saturating_sub(view.start_position) > window {
+            return Ok(None);
+        }
         let Ok(Some((range, batches))) = view.locate_from(offset, max_bytes, max_offset) else {
             return Ok(None);
         };
         let state = self.lock_state()?;
+        if state.active().base_offset != segment_base {
+            return Ok(None);
+        }
         let stamped = batches.iter().all(|batch| {
             state
                 .epochs

@@ -1,0 +1,582 @@
+//! The replica stream (`docs/replication.md`, "The replica stream"): replica fetches
+//! over a plain TCP connection to the peer listener. A leader sends the batches of its
+//! cached tail straight from the segment file (`sendfile`) instead of reading them and
+//! copying them into a gRPC message: of the six copies a follower's byte took (the
+//! leader's read, its encoding, the socket both ways, the follower's decoding, its
+//! write) two are left, the socket's receiving side and the write.
+//!
+//! The answers are `ReplicaFetch`'s, framed by hand: the follower opens with
+//! [`STREAM_MAGIC`], the leader answers with it, then each request and each response
+//! is a 4-byte big-endian length and a protobuf message, a response followed by its
+//! batches. Followers use it only where the peer listener is plaintext (under mutual
+//! TLS `sendfile` would need kernel TLS) and fall back to gRPC where a leader does not
+//! answer the opening.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ferry_proto::internal::v1 as pb;
+use ferry_storage::BatchRange;
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use super::replica::{fetch_from_wire, fetch_response};
+use super::status::Answer;
+use crate::broker::Broker;
+use crate::error::BrokerError;
+use crate::host::replication::{ReplicaReading, ReplicaRecords, serve_fetch};
+use crate::metrics::ReplicaSentLabels;
+
+/// The 8 bytes a replica stream opens with, and the leader's answer to them. The peer
+/// listener tells streams from HTTP/2 by the first, which no HTTP/2 or TLS connection
+/// starts with.
+pub const STREAM_MAGIC: [u8; 8] = *b"\0FERRYR1";
+
+/// How long a new peer connection may take to send its first byte, and a stream's
+/// opening to be answered. Both ends are hosts that send at once; a leader that does
+/// not answer in time is taken not to serve the stream.
+const OPENING_TIMEOUT: Duration = Duration::from_secs(1);
+/// The largest response frame a follower reads (the answer without its batches).
+const MAX_RESPONSE_FRAME_BYTES: usize = 1 << 20;
+/// Most bytes asked of one `sendfile` call; the loop goes on until the range is sent.
+const SENDFILE_CHUNK_BYTES: usize = 4 << 20;
+/// How long a follower fetches over gRPC after a leader did not answer the opening (an
+/// older host, or one that went away mid-opening): then it tries the stream again.
+const GRPC_FALLBACK: Duration = Duration::from_secs(60);
+
+/// Accepts on the plaintext peer listener until `to_grpc`'s receiver is gone: replica
+/// streams are served here; every other connection (HTTP/2) goes to the gRPC server.
+/// Streams end when `stop` turns true, as the gRPC server does.
+pub(crate) async fn sort_peer_connections(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    to_grpc: mpsc::Sender<io::Result<TcpStream>>,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = to_grpc.closed() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors and the like: the next accept may succeed.
+                tracing::warn!(%err, "accepting a peer connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Small responses must not wait for Nagle's algorithm (see `serve_router`).
+        let _ = stream.set_nodelay(true);
+        let (broker, to_grpc, stop) = (Arc::clone(&broker), to_grpc.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(OPENING_TIMEOUT, stream.peek(&mut first)).await {
+                Ok(Ok(1)) if first[0] == STREAM_MAGIC[0] => {
+                    serve_stream(broker, stream, stop).await
+                }
+                // HTTP/2, or a connection that is slow to speak: the gRPC server's.
+                _ => {
+                    let _ = to_grpc.send(Ok(stream)).await;
+                }
+            }
+        });
+    }
+}
+
+/// Serves one follower's replica stream until it ends or fails, or `stop` turns true.
+async fn serve_stream(broker: Arc<Broker>, mut stream: TcpStream, mut stop: watch::Receiver<bool>) {
+    let peer = stream.peer_addr().ok();
+    let served = tokio::select! {
+        served = serve_fetches(&broker, &mut stream) => served,
+        _ = stop.wait_for(|stop| *stop) => Ok(()),
+    };
+    if let Err(err) = served {
+        tracing::debug!(?peer, %err, "replica stream ended");
+    }
+}
+
+/// The opening, then request after request.
+async fn serve_fetches(broker: &Broker, stream: &mut TcpStream) -> io::Result<()> {
+    let mut opening = [0u8; STREAM_MAGIC.len()];
+    tokio::time::timeout(OPENING_TIMEOUT, stream.read_exact(&mut opening))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the opening did not arrive"))??;
+    if opening != STREAM_MAGIC {
+        return Err(invalid_data("not a replica stream's opening"));
+    }
+    stream.write_all(&STREAM_MAGIC).await?;
+    let max_request_bytes = broker.config.limits.max_request_bytes as usize;
+    while let Some(request) =
+        read_frame::<pb::ReplicaStreamRequest>(stream, max_request_bytes).await?
+    {
+        let reading = match request.verify {
+            true => ReplicaReading::Read,
+            false => ReplicaReading::Locate,
+        };
+        let fetch = request
+            .fetch
+            .ok_or_else(|| {
+                BrokerError::InvalidArgument("a replica stream request without its fetch".into())
+            })
+            .and_then(|fetch| fetch_from_wire(fetch, &broker.config.replication));
+        let answer = match fetch {
+            Ok(fetch) => serve_fetch(broker, fetch, reading).await,
+            Err(err) => Err(err),
+        };
+        let mut answer = match broker.answer("ReplicaFetch", answer) {
+            Ok(answer) => answer,
+            Err(status) => {
+                let error = pb::StreamStatus {
+                    code: status.code() as i32,
+                    message: status.message().to_owned(),
+                    details: Bytes::copy_from_slice(status.details()),
+                };
+                let refused = pb::ReplicaStreamResponse {
+                    error: Some(error),
+                    ..pb::ReplicaStreamResponse::default()
+                };
+                write_frame(stream, &refused).await?;
+                continue;
+            }
+        };
+        let records = std::mem::take(&mut answer.records);
+        let response = pb::ReplicaStreamResponse {
+            fetch: Some(fetch_response(answer, Bytes::new())),
+            records_bytes: records.len(),
+            error: None,
+        };
+        write_frame(stream, &response).await?;
+        let reading = match &records {
+            ReplicaRecords::Read(bytes) => {
+                stream.write_all(bytes).await?;
+                "read"
+            }
+            ReplicaRecords::Located(range) => {
+                send_range(stream, range).await?;
+                "located"
+            }
+        };
+        count_sent(broker, "stream", reading, records.len());
+    }
+    Ok(())
+}
+
+/// Counts `bytes` of batches sent to followers.
+pub(crate) fn count_sent(
+    broker: &Broker,
+    transport: &'static str,
+    reading: &'static str,
+    bytes: u64,
+) {
+    if bytes > 0 {
+        broker
+            .metrics
+            .replica_sent_bytes
+            .get_or_create(&ReplicaSentLabels { transport, reading })
+            .inc_by(bytes);
+    }
+}
+
+/// Sends `range` of its segment file to `stream` with `sendfile`: the kernel passes the
+/// cached pages to the socket without a copy through this process.
+async fn send_range(stream: &TcpStream, range: &BatchRange) -> io::Result<()> {
+    let mut position = range.position;
+    let end = range.position + range.len;
+    while position < end {
+        stream.writable().await?;
+        let count = usize::try_from(end - position)
+            .unwrap_or(usize::MAX)
+            .min(SENDFILE_CHUNK_BYTES);
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(stream, &*range.file, Some(&mut position), count)
+                .map_err(io::Error::from)
+        });
+        match sent {
+            // The response promised these bytes: only closing the connection can take
+            // the promise back (the follower fetches again on a new one).
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the segment ended before the located batches (truncated meanwhile)",
+                ));
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `message` as one frame.
+async fn write_frame(stream: &mut TcpStream, message: &impl Message) -> io::Result<()> {
+    let len = u32::try_from(message.encoded_len())
+        .map_err(|_| invalid_data("a frame of more than 4 GiB"))?;
+    let mut frame = Vec::with_capacity(4 + len as usize);
+    frame.extend_from_slice(&len.to_be_bytes());
+    message
+        .encode(&mut frame)
+        .map_err(|err| invalid_data(err.to_string()))?;
+    stream.write_all(&frame).await
+}
+
+/// Reads one frame of at most `max_bytes`; `None` when the stream ends before it.
+async fn read_frame<M: Message + Default>(
+    stream: &mut TcpStream,
+    max_bytes: usize,
+) -> io::Result<Option<M>> {
+    let mut len = [0u8; 4];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(err) => return Err(err),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max_bytes {
+        return Err(invalid_data(format!(
+            "a frame of {len} bytes, over the limit of {max_bytes}"
+        )));
+    }
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).await?;
+    M::decode(body.as_slice())
+        .map(Some)
+        .map_err(|err| invalid_data(err.to_string()))
+}
+
+fn invalid_data(reason: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, reason.into())
+}
+
+/// Why a fetch over the replica stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The leader refused the fetch, as `ReplicaFetch` would have.
+    #[error("{0}")]
+    Refused(tonic::Status),
+    /// The leader did not answer the opening: it does not serve the stream.
+    #[error("{0} does not serve the replica stream")]
+    Unsupported(String),
+    /// The connection failed.
+    #[error("replica stream to {address}: {source}")]
+    Io {
+        /// The leader's peer address.
+        address: String,
+        /// What failed.
+        source: io::Error,
+    },
+    /// No answer within the fetch's deadline.
+    #[error("replica stream to {0}: no answer in time")]
+    TimedOut(String),
+}
+
+/// A follower's replica stream to one leader: connected on first use, and again after a
+/// failure.
+#[derive(Debug)]
+pub struct StreamFetcher {
+    address: String,
+    connect_timeout: Duration,
+    max_records_bytes: u64,
+    connection: Option<TcpStream>,
+    verify_next: bool,
+    grpc_until: Option<Instant>,
+}
+
+impl StreamFetcher {
+    /// A stream to the leader's peer listener at `address` (`host:port`), taking answers
+    /// with at most `max_records_bytes` of batches.
+    pub fn new(address: String, connect_timeout: Duration, max_records_bytes: u64) -> Self {
+        Self {
+            address,
+            connect_timeout,
+            max_records_bytes,
+            connection: None,
+            verify_next: false,
+            grpc_until: None,
+        }
+    }
+
+    /// Whether the next fetch should go over the stream: not for a while after the
+    /// leader did not answer its opening.
+    pub fn usable(&self) -> bool {
+        self.grpc_until.is_none_or(|until| Instant::now() >= until)
+    }
+
+    /// The next fetch asks the leader to read and check each batch: the follower could
+    /// not append the last answer (a batch's CRC failed, say), and the leader's read
+    /// confines damage to a lost range instead of sending it again.
+    pub fn verify_next(&mut self) {
+        self.verify_next = true;
+    }
+
+    /// `request` over the stream, answered within `deadline`.
+    pub async fn fetch(
+        &mut self,
+        request: &pb::ReplicaFetchRequest,
+        deadline: Duration,
+    ) -> Result<pb::ReplicaFetchResponse, StreamError> {
+        let result = match tokio::time::timeout(deadline, self.round(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(StreamError::TimedOut(self.address.clone())),
+        };
+        match &result {
+            Ok(_) => self.verify_next = false,
+            // The connection is fine: the leader answered.
+            Err(StreamError::Refused(_)) => {}
+            Err(StreamError::Unsupported(_)) => {
+                tracing::info!(
+                    leader = %self.address,
+                    "the leader does not serve the replica stream: fetching over gRPC"
+                );
+                self.connection = None;
+                self.grpc_until = Some(Instant::now() + GRPC_FALLBACK);
+            }
+            Err(StreamError::Io { .. } | StreamError::TimedOut(_)) => self.connection = None,
+        }
+        result
+    }
+
+    async fn round(
+        &mut self,
+        request: &pb::ReplicaFetchRequest,
+    ) -> Result<pb::ReplicaFetchResponse, StreamError> {
+        let stream = match &mut self.connection {
+            Some(stream) => stream,
+            None => {
+                let stream = self.connect().await?;
+                self.connection.insert(stream)
+            }
+        };
+        let address = &self.address;
+        let failed = |source| StreamError::Io {
+            address: address.clone(),
+            source,
+        };
+        let request = pb::ReplicaStreamRequest {
+            fetch: Some(request.clone()),
+            verify: self.verify_next,
+        };
+        write_frame(stream, &request).await.map_err(failed)?;
+        let response = read_frame::<pb::ReplicaStreamResponse>(stream, MAX_RESPONSE_FRAME_BYTES)
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| failed(io::ErrorKind::UnexpectedEof.into()))?;
+        if let Some(error) = response.error {
+            let code = tonic::Code::from(error.code);
+            return Err(StreamError::Refused(tonic::Status::with_details(
+                code,
+                error.message,
+                error.details,
+            )));
+        }
+        let Some(mut answer) = response.fetch else {
+            return Err(failed(invalid_data("an answer without its fetch")));
+        };
+        if response.records_bytes > self.max_records_bytes {
+            return Err(failed(invalid_data(format!(
+                "an answer of {} bytes of batches, over the limit of {}",
+                response.records_bytes, self.max_records_bytes
+            ))));
+        }
+        // Read into unzeroed capacity, exactly the promised bytes.
+        let len = response.records_bytes as usize;
+        let mut records = BytesMut::with_capacity(len);
+        let mut rest = (&mut *stream).take(response.records_bytes);
+        while records.len() < len {
+            if rest.read_buf(&mut records).await.map_err(failed)? == 0 {
+                return Err(failed(io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+        answer.records = records.freeze();
+        Ok(answer)
+    }
+
+    /// Connects and exchanges the opening.
+    async fn connect(&self) -> Result<TcpStream, StreamError> {
+        let failed = |source| StreamError::Io {
+            address: self.address.clone(),
+            source,
+        };
+        let mut stream =
+            tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.address))
+                .await
+                .map_err(|_| StreamError::TimedOut(self.address.clone()))?
+                .map_err(failed)?;
+        stream.set_nodelay(true).map_err(failed)?;
+        stream.write_all(&STREAM_MAGIC).await.map_err(failed)?;
+        let mut answer = [0u8; STREAM_MAGIC.len()];
+        match tokio::time::timeout(OPENING_TIMEOUT, stream.read_exact(&mut answer)).await {
+            Ok(Ok(_)) if answer == STREAM_MAGIC => Ok(stream),
+            // An HTTP/2-only listener answers with its settings, closes (a reset, with
+            // the opening unread), or waits for the rest of a preface that never comes.
+            Ok(Ok(_)) | Err(_) => Err(StreamError::Unsupported(self.address.clone())),
+            Ok(Err(err))
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                Err(StreamError::Unsupported(self.address.clone()))
+            }
+            Ok(Err(err)) => Err(failed(err)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener that answers each connection as `answer` says.
+    async fn listener(answer: fn(TcpStream) -> tokio::task::JoinHandle<()>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                answer(stream);
+            }
+        });
+        address
+    }
+
+    fn request() -> pb::ReplicaFetchRequest {
+        pb::ReplicaFetchRequest {
+            topic: "t".into(),
+            ..pb::ReplicaFetchRequest::default()
+        }
+    }
+
+    async fn fetch_from(
+        address: String,
+    ) -> (StreamFetcher, Result<pb::ReplicaFetchResponse, StreamError>) {
+        let mut fetcher = StreamFetcher::new(address, Duration::from_secs(1), 1 << 20);
+        let answer = fetcher.fetch(&request(), Duration::from_secs(5)).await;
+        (fetcher, answer)
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_does_not_answer_the_opening_sends_the_follower_to_grpc() {
+        // An HTTP/2 server speaks first: its settings frame.
+        let settings = listener(|mut stream| {
+            tokio::spawn(async move {
+                let _ = stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+                let _ = stream.read(&mut [0u8; 64]).await;
+            })
+        })
+        .await;
+        // One that closes on bytes it does not understand, and one that waits for more.
+        let closing = listener(|stream| tokio::spawn(async move { drop(stream) })).await;
+        let silent = listener(|mut stream| {
+            tokio::spawn(async move {
+                let _ = stream.read(&mut [0u8; 64]).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            })
+        })
+        .await;
+        for address in [settings, closing, silent] {
+            let (fetcher, answer) = fetch_from(address.clone()).await;
+            assert!(
+                matches!(answer, Err(StreamError::Unsupported(_))),
+                "{address}: {answer:?}"
+            );
+            assert!(!fetcher.usable(), "{address}: gRPC for a while");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_keeps_the_connection_and_an_answer_brings_its_batches() {
+        let address = listener(|mut stream| {
+            tokio::spawn(async move {
+                let mut opening = [0u8; STREAM_MAGIC.len()];
+                stream.read_exact(&mut opening).await.expect("opening");
+                assert_eq!(opening, STREAM_MAGIC);
+                stream.write_all(&STREAM_MAGIC).await.expect("answer");
+                // A refusal, then an answer with 5 bytes of "batches", on one connection.
+                let first = read_frame::<pb::ReplicaStreamRequest>(&mut stream, 1 << 20)
+                    .await
+                    .expect("first request")
+                    .expect("a frame");
+                assert!(!first.verify);
+                let refused = pb::ReplicaStreamResponse {
+                    error: Some(pb::StreamStatus {
+                        code: tonic::Code::Unavailable as i32,
+                        message: "not the leader".into(),
+                        details: Bytes::new(),
+                    }),
+                    ..pb::ReplicaStreamResponse::default()
+                };
+                write_frame(&mut stream, &refused).await.expect("refusal");
+                let second = read_frame::<pb::ReplicaStreamRequest>(&mut stream, 1 << 20)
+                    .await
+                    .expect("second request")
+                    .expect("a frame");
+                assert!(second.verify, "asked to verify after a failed round");
+                let answer = pb::ReplicaStreamResponse {
+                    fetch: Some(pb::ReplicaFetchResponse {
+                        high_watermark: 7,
+                        ..pb::ReplicaFetchResponse::default()
+                    }),
+                    records_bytes: 5,
+                    error: None,
+                };
+                write_frame(&mut stream, &answer).await.expect("answer");
+                stream.write_all(b"abcde").await.expect("batches");
+                let _ = stream.read(&mut [0u8; 8]).await;
+            })
+        })
+        .await;
+        let mut fetcher = StreamFetcher::new(address, Duration::from_secs(1), 1 << 20);
+        match fetcher.fetch(&request(), Duration::from_secs(5)).await {
+            Err(StreamError::Refused(status)) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable);
+                assert_eq!(status.message(), "not the leader");
+            }
+            other => panic!("a refusal: {other:?}"),
+        }
+        fetcher.verify_next();
+        let answer = fetcher
+            .fetch(&request(), Duration::from_secs(5))
+            .await
+            .expect("an answer on the same connection");
+        assert_eq!(answer.high_watermark, 7);
+        assert_eq!(&answer.records[..], b"abcde");
+        assert!(fetcher.usable());
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_size_limit_is_refused_before_it_is_read() {
+        let address = listener(|mut stream| {
+            tokio::spawn(async move {
+                let mut opening = [0u8; STREAM_MAGIC.len()];
+                let _ = stream.read_exact(&mut opening).await;
+                let _ = stream.write_all(&STREAM_MAGIC).await;
+                let _ = read_frame::<pb::ReplicaStreamRequest>(&mut stream, 1 << 20).await;
+                let answer = pb::ReplicaStreamResponse {
+                    fetch: Some(pb::ReplicaFetchResponse::default()),
+                    records_bytes: u64::MAX,
+                    error: None,
+                };
+                let _ = write_frame(&mut stream, &answer).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            })
+        })
+        .await;
+        let (fetcher, answer) = fetch_from(address).await;
+        match answer {
+            Err(StreamError::Io { source, .. }) => {
+                assert_eq!(source.kind(), io::ErrorKind::InvalidData, "{source}");
+            }
+            other => panic!("refused as too large: {other:?}"),
+        }
+        assert!(
+            fetcher.usable(),
+            "a new connection next time, still the stream"
+        );
+    }
+}

@@ -22,9 +22,16 @@
 //!   whole copy in the in-sync set. Readers still get every acknowledged message: the
 //!   damaged leader finds the damage on a read, refuses it (retriable), and steps down
 //!   so the whole copy leads; it then repairs from it and rejoins.
+//! - Flipped bit in a leader's tail: a follower returns to batches the leader holds
+//!   only in its active segment, which the replica stream sends unread; one of them is
+//!   damaged. The follower refuses it by its CRC and asks for a checked read, the
+//!   leader finds the damage and confines it, and every replica ends whole and in sync.
+//! - Bad replica streams (not an opening, an opening cut short, a 4 GiB frame) are
+//!   closed; refused requests are answered on an open stream; replication goes on.
 
 mod common;
 
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,10 +39,12 @@ use std::time::Duration;
 use common::rpc;
 use common::{ClusterView, FORM_DEADLINE, PartitionId, read_view, start_formed, wait_for_view};
 use ferry_e2e::{Cluster, ClusterOptions};
+use ferry_proto::internal::v1 as ipb;
 use ferry_proto::v1 as pb;
 use ferry_proto::v1::admin_service_client::AdminServiceClient;
 use ferry_proto::v1::topic_service_client::TopicServiceClient;
 use ferry_records::BatchBuilder;
+use prost::Message;
 use tokio::time::Instant;
 
 const LEASE_TTL_MS: u64 = 2_000;
@@ -524,4 +533,123 @@ async fn a_leader_confines_damage_in_its_tail_instead_of_sending_it_unread() {
         all_in_sync,
     )
     .await;
+}
+
+/// A replica stream's opening, as `docs/replication.md` gives it.
+const STREAM_MAGIC: [u8; 8] = *b"\0FERRYR1";
+
+/// A connection to `peer` (a host's peer listener) that gives up reading after 20 s.
+fn connect(peer: &str) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(peer).expect("connect to the peer listener");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("a read timeout");
+    stream
+}
+
+/// A replica stream to `peer`, past its opening.
+fn open_stream(peer: &str) -> std::net::TcpStream {
+    let mut stream = connect(peer);
+    stream.write_all(&STREAM_MAGIC).expect("opening");
+    let mut answer = [0u8; 8];
+    stream
+        .read_exact(&mut answer)
+        .expect("the opening answered");
+    assert_eq!(answer, STREAM_MAGIC);
+    stream
+}
+
+/// Waits until the host closes `stream` (end of stream or a reset).
+fn assert_closed(mut stream: std::net::TcpStream, what: &str) {
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("the host kept {what} open for 20 s")
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Sends `request` on a replica stream and reads the leader's answer frame.
+fn ask(
+    stream: &mut std::net::TcpStream,
+    request: &ipb::ReplicaStreamRequest,
+) -> ipb::ReplicaStreamResponse {
+    let body = request.encode_to_vec();
+    stream
+        .write_all(&(body.len() as u32).to_be_bytes())
+        .and_then(|()| stream.write_all(&body))
+        .expect("send a request");
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).expect("an answer's length");
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).expect("an answer");
+    ipb::ReplicaStreamResponse::decode(body.as_slice()).expect("an answer frame")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_replica_streams_are_dropped_and_replication_goes_on() {
+    let (mut cluster, mut etcd) = filled_cluster().await;
+    let name = cluster.name().to_owned();
+    let view = read_view(&mut etcd, &name).await.expect("view");
+    let leader = view.leader(&partition()).expect("a leader").to_owned();
+    let peer = view.hosts[&leader]
+        .peer_advertise
+        .clone()
+        .expect("a peer address");
+
+    // Not a stream's opening after its first byte; an opening cut short; a frame
+    // longer than any request may be. Each is closed.
+    let mut garbage = connect(&peer);
+    garbage
+        .write_all(&[0, 1, 2, 3, 4, 5, 6, 7])
+        .expect("garbage");
+    garbage.write_all(&[0x42; 4096]).expect("garbage");
+    assert_closed(garbage, "a connection that is no stream");
+    let mut cut = connect(&peer);
+    cut.write_all(&STREAM_MAGIC[..4]).expect("half an opening");
+    assert_closed(cut, "an opening cut short");
+    let mut oversized = open_stream(&peer);
+    oversized
+        .write_all(&u32::MAX.to_be_bytes())
+        .expect("a length");
+    assert_closed(oversized, "a stream sending a 4 GiB frame");
+
+    // Requests the leader refuses are answered with the status ReplicaFetch would
+    // give, and the stream stays open.
+    let mut refused = open_stream(&peer);
+    let empty = ask(&mut refused, &ipb::ReplicaStreamRequest::default());
+    let code = empty
+        .error
+        .as_ref()
+        .map(|error| tonic::Code::from(error.code));
+    assert_eq!(code, Some(tonic::Code::InvalidArgument), "{empty:?}");
+    let unknown = ipb::ReplicaStreamRequest {
+        fetch: Some(ipb::ReplicaFetchRequest {
+            topic: "no-such-topic".to_owned(),
+            ..ipb::ReplicaFetchRequest::default()
+        }),
+        verify: false,
+    };
+    let answer = ask(&mut refused, &unknown);
+    assert!(
+        answer.error.is_some() && answer.fetch.is_none(),
+        "{answer:?}"
+    );
+
+    // Replication goes on.
+    assert!(cluster.host_mut(&leader).is_running());
+    let total = MESSAGES + PER_REQUEST;
+    produce(&rpc::channel(cluster.host(&leader)), MESSAGES..total).await;
+    wait_for_view(&mut etcd, &name, DEADLINE, "all in sync", all_in_sync).await;
+    assert_messages_served(&cluster, &mut etcd, total).await;
 }

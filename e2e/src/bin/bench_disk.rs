@@ -88,9 +88,11 @@ struct Args {
     /// Seconds the latency probe runs (the bulk producer runs 4 s longer).
     #[arg(long, default_value_t = 15)]
     latency_s: u64,
-    /// Bytes of the replicated 1 KiB run; 0 skips the cluster.
-    #[arg(long, default_value_t = 2_000_000_000)]
-    cluster_bytes: u64,
+    /// Bytes of the replicated 1 KiB run (default: --bytes, as long as the standalone
+    /// run it is compared with: the first gigabyte or so of a run, on fresh pages, is
+    /// its slowest); 0 skips the cluster.
+    #[arg(long)]
+    cluster_bytes: Option<u64>,
     /// Partitions of each topic.
     #[arg(long, default_value_t = 4)]
     partitions: u32,
@@ -104,6 +106,11 @@ struct Args {
 }
 
 impl Args {
+    /// Bytes of the replicated run: as given, else as long as the standalone runs.
+    fn cluster_bytes(&self) -> u64 {
+        self.cluster_bytes.unwrap_or(self.bytes)
+    }
+
     /// Fails on settings that cannot make a run.
     fn validate(&self) -> anyhow::Result<()> {
         if self.partitions == 0 || self.producers == 0 {
@@ -199,7 +206,7 @@ fn run() -> anyhow::Result<()> {
         .map(|(size, report)| (size, with_ratio(report, means, 0.8)))
         .collect();
 
-    let replicated = if args.cluster_bytes > 0 {
+    let replicated = if args.cluster_bytes() > 0 {
         let standalone_mb = mb_per_sec(&fsync_1k["report"]);
         Some(replicated(&binaries.ferryctl, &args, standalone_mb)?)
     } else {
@@ -222,7 +229,7 @@ fn run() -> anyhow::Result<()> {
             "small_messages": args.small_messages,
             "large_bytes": args.large_bytes,
             "latency_rate": args.latency_rate,
-            "cluster_bytes": args.cluster_bytes,
+            "cluster_bytes": args.cluster_bytes(),
         },
         "disk": {
             "before": disk.to_json(),
@@ -533,7 +540,7 @@ fn replicated(ferryctl: &Path, args: &Args, standalone_mb: f64) -> anyhow::Resul
     let report = runner.produce(
         "1 KiB, fsync, RF=3 sync",
         1024,
-        args.cluster_bytes / 1024,
+        args.cluster_bytes() / 1024,
         "fsync",
         &[
             "--replication-factor".to_owned(),

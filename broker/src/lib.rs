@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod group;
 pub mod host;
 pub mod http2;
+pub mod listener;
 pub mod meta;
 pub mod metrics;
 pub mod names;

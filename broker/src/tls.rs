@@ -499,21 +499,10 @@ async fn accept_loop(
             },
             () = sender.closed() => break,
         };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let stream = tokio::select! {
+            stream = crate::listener::accept(&listener) => stream,
             () = sender.closed() => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(err) => {
-                // Out of file descriptors and the like: the next accept may succeed.
-                tracing::warn!(%err, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // Small responses must not wait for Nagle's algorithm (see service::serve).
-        let _ = stream.set_nodelay(true);
         let acceptor = TlsAcceptor::from(tls.config.current());
         let sender = sender.clone();
         let timeout = tls.settings.handshake_timeout;

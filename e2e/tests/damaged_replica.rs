@@ -277,6 +277,13 @@ async fn restart_alone(cluster: &mut Cluster, etcd: &mut etcd_client::Client, ho
     .await;
 }
 
+/// The partition's leader and one of its followers.
+async fn leader_and_follower(etcd: &mut etcd_client::Client, cluster: &str) -> (String, String) {
+    let view = read_view(etcd, cluster).await.expect("view");
+    let leader = view.leader(&partition()).expect("a leader").to_owned();
+    (leader, followers(&view)[0].clone())
+}
+
 fn followers(view: &ClusterView) -> Vec<String> {
     let state = view.partition(&partition()).expect("partition state");
     state
@@ -412,9 +419,7 @@ async fn a_damaged_last_in_sync_member_waits_for_every_replica_and_the_best_whol
 async fn a_replica_with_a_flipped_byte_never_serves_the_damage_to_readers() {
     let (mut cluster, mut etcd) = filled_cluster().await;
     let name = cluster.name().to_owned();
-    let view = read_view(&mut etcd, &name).await.expect("view");
-    let leader = view.leader(&partition()).expect("a leader").to_owned();
-    let victim = followers(&view)[0].clone();
+    let (leader, victim) = leader_and_follower(&mut etcd, &name).await;
 
     assert!(cluster.host_mut(&victim).terminate(), "clean stop");
     let data_dir = cluster.host(&victim).config().data_dir.clone();
@@ -478,9 +483,7 @@ const LEADER_LOST: &str = "ferry_log_lost_records{topic=\"ledger\",partition=\"0
 async fn a_leader_confines_damage_in_its_tail_instead_of_sending_it_unread() {
     let (mut cluster, mut etcd) = filled_cluster().await;
     let name = cluster.name().to_owned();
-    let view = read_view(&mut etcd, &name).await.expect("view");
-    let leader = view.leader(&partition()).expect("a leader").to_owned();
-    let victim = followers(&view)[0].clone();
+    let (leader, victim) = leader_and_follower(&mut etcd, &name).await;
 
     // More messages while a follower is away: the leader's cached tail, which the
     // replica stream sends it from the segment file without reading it.
@@ -538,7 +541,7 @@ async fn a_leader_confines_damage_in_its_tail_instead_of_sending_it_unread() {
 /// A replica stream's opening, as `docs/replication.md` gives it.
 const STREAM_MAGIC: [u8; 8] = *b"\0FERRYR1";
 
-/// A connection to `peer` (a host's peer listener) that gives up reading after 20 s.
+/// A connection to `peer` (a host's peer listener).
 fn connect(peer: &str) -> std::net::TcpStream {
     let stream = std::net::TcpStream::connect(peer).expect("connect to the peer listener");
     stream
@@ -557,26 +560,6 @@ fn open_stream(peer: &str) -> std::net::TcpStream {
         .expect("the opening answered");
     assert_eq!(answer, STREAM_MAGIC);
     stream
-}
-
-/// Waits until the host closes `stream` (end of stream or a reset).
-fn assert_closed(mut stream: std::net::TcpStream, what: &str) {
-    let mut buffer = [0u8; 4096];
-    loop {
-        match stream.read(&mut buffer) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                panic!("the host kept {what} open for 20 s")
-            }
-            Err(_) => return,
-        }
-    }
 }
 
 /// Sends `request` on a replica stream and reads the leader's answer frame.
@@ -614,15 +597,15 @@ async fn bad_replica_streams_are_dropped_and_replication_goes_on() {
         .write_all(&[0, 1, 2, 3, 4, 5, 6, 7])
         .expect("garbage");
     garbage.write_all(&[0x42; 4096]).expect("garbage");
-    assert_closed(garbage, "a connection that is no stream");
+    common::assert_closed(garbage, "a connection that is no stream");
     let mut cut = connect(&peer);
     cut.write_all(&STREAM_MAGIC[..4]).expect("half an opening");
-    assert_closed(cut, "an opening cut short");
+    common::assert_closed(cut, "an opening cut short");
     let mut oversized = open_stream(&peer);
     oversized
         .write_all(&u32::MAX.to_be_bytes())
         .expect("a length");
-    assert_closed(oversized, "a stream sending a 4 GiB frame");
+    common::assert_closed(oversized, "a stream sending a 4 GiB frame");
 
     // Requests the leader refuses are answered with the status ReplicaFetch would
     // give, and the stream stays open.

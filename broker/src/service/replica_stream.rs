@@ -12,6 +12,7 @@
 //! TLS `sendfile` would need kernel TLS) and fall back to gRPC where a leader does not
 //! answer the opening.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ use super::replica::{fetch_from_wire, fetch_response};
 use super::status::Answer;
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::host::replication::{ReplicaReading, ReplicaRecords, serve_fetch};
+use crate::host::replication::{ReplicaData, ReplicaReading, ReplicaRecords, serve_fetch};
 use crate::metrics::ReplicaSentLabels;
 
 /// The 8 bytes a replica stream opens with, and the leader's answer to them. The peer
@@ -40,6 +41,12 @@ pub const STREAM_MAGIC: [u8; 8] = *b"\0FERRYR1";
 /// opening to be answered. Both ends are hosts that send at once; a leader that does
 /// not answer in time is taken not to serve the stream.
 const OPENING_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a leader waits for a follower's next request, and for an answer to be
+/// taken by the connection, before it closes the stream: a follower asks again at
+/// once after each answer (or after a retry pause of seconds), so a silent one is gone
+/// (its host cut off, say) and its connection would otherwise stay open until TCP gave
+/// up on it.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest response frame a follower reads (the answer without its batches).
 const MAX_RESPONSE_FRAME_BYTES: usize = 1 << 20;
 /// Most bytes asked of one `sendfile` call; the loop goes on until the range is sent.
@@ -58,21 +65,10 @@ pub(crate) async fn sort_peer_connections(
     stop: watch::Receiver<bool>,
 ) {
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let stream = tokio::select! {
+            stream = crate::listener::accept(&listener) => stream,
             () = to_grpc.closed() => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(err) => {
-                // Out of file descriptors and the like: the next accept may succeed.
-                tracing::warn!(%err, "accepting a peer connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // Small responses must not wait for Nagle's algorithm (see `serve_router`).
-        let _ = stream.set_nodelay(true);
         let (broker, to_grpc, stop) = (Arc::clone(&broker), to_grpc.clone(), stop.clone());
         tokio::spawn(async move {
             let mut first = [0u8; 1];
@@ -104,17 +100,22 @@ async fn serve_stream(broker: Arc<Broker>, mut stream: TcpStream, mut stop: watc
 /// The opening, then request after request.
 async fn serve_fetches(broker: &Broker, stream: &mut TcpStream) -> io::Result<()> {
     let mut opening = [0u8; STREAM_MAGIC.len()];
-    tokio::time::timeout(OPENING_TIMEOUT, stream.read_exact(&mut opening))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the opening did not arrive"))??;
+    within(
+        OPENING_TIMEOUT,
+        "the opening",
+        stream.read_exact(&mut opening),
+    )
+    .await?;
     if opening != STREAM_MAGIC {
         return Err(invalid_data("not a replica stream's opening"));
     }
     stream.write_all(&STREAM_MAGIC).await?;
     let max_request_bytes = broker.config.limits.max_request_bytes as usize;
-    while let Some(request) =
-        read_frame::<pb::ReplicaStreamRequest>(stream, max_request_bytes).await?
-    {
+    loop {
+        let request = read_frame::<pb::ReplicaStreamRequest>(stream, max_request_bytes);
+        let Some(request) = within(IDLE_TIMEOUT, "the next request", request).await? else {
+            return Ok(());
+        };
         let reading = match request.verify {
             true => ReplicaReading::Read,
             false => ReplicaReading::Locate,
@@ -129,42 +130,70 @@ async fn serve_fetches(broker: &Broker, stream: &mut TcpStream) -> io::Result<()
             Ok(fetch) => serve_fetch(broker, fetch, reading).await,
             Err(err) => Err(err),
         };
-        let mut answer = match broker.answer("ReplicaFetch", answer) {
-            Ok(answer) => answer,
-            Err(status) => {
-                let error = pb::StreamStatus {
-                    code: status.code() as i32,
-                    message: status.message().to_owned(),
-                    details: Bytes::copy_from_slice(status.details()),
-                };
-                let refused = pb::ReplicaStreamResponse {
-                    error: Some(error),
-                    ..pb::ReplicaStreamResponse::default()
-                };
-                write_frame(stream, &refused).await?;
-                continue;
-            }
-        };
-        let records = std::mem::take(&mut answer.records);
-        let response = pb::ReplicaStreamResponse {
-            fetch: Some(fetch_response(answer, Bytes::new())),
-            records_bytes: records.len(),
-            error: None,
-        };
-        write_frame(stream, &response).await?;
-        let reading = match &records {
-            ReplicaRecords::Read(bytes) => {
-                stream.write_all(bytes).await?;
-                "read"
-            }
-            ReplicaRecords::Located(range) => {
-                send_range(stream, range).await?;
-                "located"
-            }
-        };
-        count_sent(broker, "stream", reading, records.len());
+        let answer = broker.answer("ReplicaFetch", answer);
+        within(
+            IDLE_TIMEOUT,
+            "sending an answer",
+            send_answer(broker, stream, answer),
+        )
+        .await?;
     }
+}
+
+/// Sends a leader's answer, its batches after it, or its refusal.
+async fn send_answer(
+    broker: &Broker,
+    stream: &mut TcpStream,
+    answer: Result<ReplicaData, tonic::Status>,
+) -> io::Result<()> {
+    let mut answer = match answer {
+        Ok(answer) => answer,
+        Err(status) => {
+            let error = pb::StreamStatus {
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+                details: Bytes::copy_from_slice(status.details()),
+            };
+            let refused = pb::ReplicaStreamResponse {
+                error: Some(error),
+                ..pb::ReplicaStreamResponse::default()
+            };
+            return write_frame(stream, &refused).await;
+        }
+    };
+    let records = std::mem::take(&mut answer.records);
+    let response = pb::ReplicaStreamResponse {
+        fetch: Some(fetch_response(answer, Bytes::new())),
+        records_bytes: records.len(),
+        error: None,
+    };
+    write_frame(stream, &response).await?;
+    let reading = match &records {
+        ReplicaRecords::Read(bytes) => {
+            stream.write_all(bytes).await?;
+            "read"
+        }
+        ReplicaRecords::Located(range) => {
+            send_range(stream, range).await?;
+            "located"
+        }
+    };
+    count_sent(broker, "stream", reading, records.len());
     Ok(())
+}
+
+/// `work`, unless it takes longer than `limit`: then a `TimedOut` error naming `what`.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    work: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    tokio::time::timeout(limit, work).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{what} took longer than {limit:?}"),
+        )
+    })?
 }
 
 /// Counts `bytes` of batches sent to followers.

@@ -412,3 +412,29 @@ pub async fn kill_queue_leader(
     .await;
     victim
 }
+
+/// Waits up to 20 s until the host at the other end closes `stream` (end of stream or
+/// a reset), reading and dropping whatever it sends first; panics naming `what` if it
+/// stays open.
+pub fn assert_closed(mut stream: std::net::TcpStream, what: &str) {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("a read timeout");
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("the host kept {what} open for 20 s")
+            }
+            Err(_) => return,
+        }
+    }
+}

@@ -245,9 +245,7 @@ impl SegmentView {
         result.bytes = bytes;
         Ok(result)
     }
-}
 
-impl SegmentView {
     /// Locates whole batches from the one holding `offset` like [`Self::read_from`]
     /// (at most `max_bytes` but at least one, none reaching `max_offset`) by their
     /// headers alone. `None` when a read must decide instead: anything that looks

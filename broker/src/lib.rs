@@ -26,6 +26,7 @@ pub mod names;
 pub mod offsets;
 pub mod queue;
 pub mod rebuild;
+pub mod replica_stream;
 pub mod replicated_log;
 pub mod retained;
 pub mod serve;

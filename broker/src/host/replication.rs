@@ -39,7 +39,7 @@ use crate::error::{BrokerError, BrokerResult};
 use crate::http2;
 use crate::meta::{Compare, MetadataStore, MetadataStoreExt, Op, Revision, encode_json, keys};
 use crate::queue::{Queue, SnapshotChunk, SnapshotId};
-use crate::service::replica_stream::{StreamError, StreamFetcher};
+use crate::replica_stream::{StreamError, StreamFetcher};
 use crate::topic::{
     DurabilitySetting, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets, ReplicatedLog,
 };

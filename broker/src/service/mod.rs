@@ -9,7 +9,7 @@ mod metadata;
 pub mod peers;
 mod queue;
 mod replica;
-pub mod replica_stream;
+mod replica_leader;
 pub mod rpc_metrics;
 pub mod status;
 mod topic;
@@ -222,7 +222,7 @@ pub async fn serve_peers(
         let _ = stop.send(true);
     };
     let (to_grpc, incoming) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(replica_stream::sort_peer_connections(
+    tokio::spawn(replica_leader::sort_peer_connections(
         broker, listener, to_grpc, stopped,
     ));
     router

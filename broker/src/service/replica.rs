@@ -11,7 +11,7 @@ use ferry_proto::internal::v1::replica_service_server::ReplicaService;
 use ferry_replication::LogKind;
 use tonic::{Request, Response, Status};
 
-use super::replica_stream::count_sent;
+use super::replica_leader::count_sent;
 use super::status::Answer;
 use crate::broker::Broker;
 use crate::config::ReplicationConfig;

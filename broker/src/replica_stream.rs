@@ -1,9 +1,8 @@
 //! The replica stream (`docs/replication.md`, "The replica stream"): replica fetches
-//! over a plain TCP connection to the peer listener. A leader sends the batches of its
-//! cached tail straight from the segment file (`sendfile`) instead of reading them and
-//! copying them into a gRPC message: of the six copies a follower's byte took (the
-//! leader's read, its encoding, the socket both ways, the follower's decoding, its
-//! write) two are left, the socket's receiving side and the write.
+//! over a plain TCP connection to a leader's peer listener, so the leader can send the
+//! batches of its cached tail straight from the segment file (`sendfile`) instead of
+//! copying them into a gRPC message. This module holds its frames and the follower's
+//! end ([`StreamFetcher`]); the leader's end is `service::replica_leader`.
 //!
 //! The answers are `ReplicaFetch`'s, framed by hand: the follower opens with
 //! [`STREAM_MAGIC`], the leader answers with it, then each request and each response
@@ -12,25 +11,14 @@
 //! TLS `sendfile` would need kernel TLS) and fall back to gRPC where a leader does not
 //! answer the opening.
 
-use std::future::Future;
 use std::io;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use ferry_proto::internal::v1 as pb;
-use ferry_storage::BatchRange;
 use prost::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
-
-use super::replica::{fetch_from_wire, fetch_response};
-use super::status::Answer;
-use crate::broker::Broker;
-use crate::error::BrokerError;
-use crate::host::replication::{ReplicaData, ReplicaReading, ReplicaRecords, serve_fetch};
-use crate::metrics::ReplicaSentLabels;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// The 8 bytes a replica stream opens with, and the leader's answer to them. The peer
 /// listener tells streams from HTTP/2 by the first, which no HTTP/2 or TLS connection
@@ -40,211 +28,15 @@ pub const STREAM_MAGIC: [u8; 8] = *b"\0FERRYR1";
 /// How long a new peer connection may take to send its first byte, and a stream's
 /// opening to be answered. Both ends are hosts that send at once; a leader that does
 /// not answer in time is taken not to serve the stream.
-const OPENING_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a leader waits for a follower's next request, and for an answer to be
-/// taken by the connection, before it closes the stream: a follower asks again at
-/// once after each answer (or after a retry pause of seconds), so a silent one is gone
-/// (its host cut off, say) and its connection would otherwise stay open until TCP gave
-/// up on it.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const OPENING_TIMEOUT: Duration = Duration::from_secs(1);
 /// The largest response frame a follower reads (the answer without its batches).
 const MAX_RESPONSE_FRAME_BYTES: usize = 1 << 20;
-/// Most bytes asked of one `sendfile` call; the loop goes on until the range is sent.
-const SENDFILE_CHUNK_BYTES: usize = 4 << 20;
 /// How long a follower fetches over gRPC after a leader did not answer the opening (an
 /// older host, or one that went away mid-opening): then it tries the stream again.
 const GRPC_FALLBACK: Duration = Duration::from_secs(60);
 
-/// Accepts on the plaintext peer listener until `to_grpc`'s receiver is gone: replica
-/// streams are served here; every other connection (HTTP/2) goes to the gRPC server.
-/// Streams end when `stop` turns true, as the gRPC server does.
-pub(crate) async fn sort_peer_connections(
-    broker: Arc<Broker>,
-    listener: TcpListener,
-    to_grpc: mpsc::Sender<io::Result<TcpStream>>,
-    stop: watch::Receiver<bool>,
-) {
-    loop {
-        let stream = tokio::select! {
-            stream = crate::listener::accept(&listener) => stream,
-            () = to_grpc.closed() => break,
-        };
-        let (broker, to_grpc, stop) = (Arc::clone(&broker), to_grpc.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(OPENING_TIMEOUT, stream.peek(&mut first)).await {
-                Ok(Ok(1)) if first[0] == STREAM_MAGIC[0] => {
-                    serve_stream(broker, stream, stop).await
-                }
-                // HTTP/2, or a connection that is slow to speak: the gRPC server's.
-                _ => {
-                    let _ = to_grpc.send(Ok(stream)).await;
-                }
-            }
-        });
-    }
-}
-
-/// Serves one follower's replica stream until it ends or fails, or `stop` turns true.
-async fn serve_stream(broker: Arc<Broker>, mut stream: TcpStream, mut stop: watch::Receiver<bool>) {
-    let peer = stream.peer_addr().ok();
-    let served = tokio::select! {
-        served = serve_fetches(&broker, &mut stream) => served,
-        _ = stop.wait_for(|stop| *stop) => Ok(()),
-    };
-    if let Err(err) = served {
-        tracing::debug!(?peer, %err, "replica stream ended");
-    }
-}
-
-/// The opening, then request after request.
-async fn serve_fetches(broker: &Broker, stream: &mut TcpStream) -> io::Result<()> {
-    let mut opening = [0u8; STREAM_MAGIC.len()];
-    within(
-        OPENING_TIMEOUT,
-        "the opening",
-        stream.read_exact(&mut opening),
-    )
-    .await?;
-    if opening != STREAM_MAGIC {
-        return Err(invalid_data("not a replica stream's opening"));
-    }
-    stream.write_all(&STREAM_MAGIC).await?;
-    let max_request_bytes = broker.config.limits.max_request_bytes as usize;
-    loop {
-        let request = read_frame::<pb::ReplicaStreamRequest>(stream, max_request_bytes);
-        let Some(request) = within(IDLE_TIMEOUT, "the next request", request).await? else {
-            return Ok(());
-        };
-        let reading = match request.verify {
-            true => ReplicaReading::Read,
-            false => ReplicaReading::Locate,
-        };
-        let fetch = request
-            .fetch
-            .ok_or_else(|| {
-                BrokerError::InvalidArgument("a replica stream request without its fetch".into())
-            })
-            .and_then(|fetch| fetch_from_wire(fetch, &broker.config.replication));
-        let answer = match fetch {
-            Ok(fetch) => serve_fetch(broker, fetch, reading).await,
-            Err(err) => Err(err),
-        };
-        let answer = broker.answer("ReplicaFetch", answer);
-        within(
-            IDLE_TIMEOUT,
-            "sending an answer",
-            send_answer(broker, stream, answer),
-        )
-        .await?;
-    }
-}
-
-/// Sends a leader's answer, its batches after it, or its refusal.
-async fn send_answer(
-    broker: &Broker,
-    stream: &mut TcpStream,
-    answer: Result<ReplicaData, tonic::Status>,
-) -> io::Result<()> {
-    let mut answer = match answer {
-        Ok(answer) => answer,
-        Err(status) => {
-            let error = pb::StreamStatus {
-                code: status.code() as i32,
-                message: status.message().to_owned(),
-                details: Bytes::copy_from_slice(status.details()),
-            };
-            let refused = pb::ReplicaStreamResponse {
-                error: Some(error),
-                ..pb::ReplicaStreamResponse::default()
-            };
-            return write_frame(stream, &refused).await;
-        }
-    };
-    let records = std::mem::take(&mut answer.records);
-    let response = pb::ReplicaStreamResponse {
-        fetch: Some(fetch_response(answer, Bytes::new())),
-        records_bytes: records.len(),
-        error: None,
-    };
-    write_frame(stream, &response).await?;
-    let reading = match &records {
-        ReplicaRecords::Read(bytes) => {
-            stream.write_all(bytes).await?;
-            "read"
-        }
-        ReplicaRecords::Located(range) => {
-            send_range(stream, range).await?;
-            "located"
-        }
-    };
-    count_sent(broker, "stream", reading, records.len());
-    Ok(())
-}
-
-/// `work`, unless it takes longer than `limit`: then a `TimedOut` error naming `what`.
-async fn within<T>(
-    limit: Duration,
-    what: &str,
-    work: impl Future<Output = io::Result<T>>,
-) -> io::Result<T> {
-    tokio::time::timeout(limit, work).await.map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("{what} took longer than {limit:?}"),
-        )
-    })?
-}
-
-/// Counts `bytes` of batches sent to followers.
-pub(crate) fn count_sent(
-    broker: &Broker,
-    transport: &'static str,
-    reading: &'static str,
-    bytes: u64,
-) {
-    if bytes > 0 {
-        broker
-            .metrics
-            .replica_sent_bytes
-            .get_or_create(&ReplicaSentLabels { transport, reading })
-            .inc_by(bytes);
-    }
-}
-
-/// Sends `range` of its segment file to `stream` with `sendfile`: the kernel passes the
-/// cached pages to the socket without a copy through this process.
-async fn send_range(stream: &TcpStream, range: &BatchRange) -> io::Result<()> {
-    let mut position = range.position;
-    let end = range.position + range.len;
-    while position < end {
-        stream.writable().await?;
-        let count = usize::try_from(end - position)
-            .unwrap_or(usize::MAX)
-            .min(SENDFILE_CHUNK_BYTES);
-        let sent = stream.try_io(Interest::WRITABLE, || {
-            rustix::fs::sendfile(stream, &*range.file, Some(&mut position), count)
-                .map_err(io::Error::from)
-        });
-        match sent {
-            // The response promised these bytes: only closing the connection can take
-            // the promise back (the follower fetches again on a new one).
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the segment ended before the located batches (truncated meanwhile)",
-                ));
-            }
-            Ok(_) => {}
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
-}
-
 /// Writes `message` as one frame.
-async fn write_frame(stream: &mut TcpStream, message: &impl Message) -> io::Result<()> {
+pub(crate) async fn write_frame(stream: &mut TcpStream, message: &impl Message) -> io::Result<()> {
     let len = u32::try_from(message.encoded_len())
         .map_err(|_| invalid_data("a frame of more than 4 GiB"))?;
     let mut frame = Vec::with_capacity(4 + len as usize);
@@ -256,7 +48,7 @@ async fn write_frame(stream: &mut TcpStream, message: &impl Message) -> io::Resu
 }
 
 /// Reads one frame of at most `max_bytes`; `None` when the stream ends before it.
-async fn read_frame<M: Message + Default>(
+pub(crate) async fn read_frame<M: Message + Default>(
     stream: &mut TcpStream,
     max_bytes: usize,
 ) -> io::Result<Option<M>> {
@@ -279,7 +71,8 @@ async fn read_frame<M: Message + Default>(
         .map_err(|err| invalid_data(err.to_string()))
 }
 
-fn invalid_data(reason: impl Into<String>) -> io::Error {
+/// An `InvalidData` error saying `reason`.
+pub(crate) fn invalid_data(reason: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, reason.into())
 }
 
@@ -460,6 +253,9 @@ impl StreamFetcher {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use tokio::net::TcpListener;
+
     use super::*;
 
     /// A listener that answers each connection as `answer` says.

@@ -184,21 +184,192 @@ impl Drop for Standalone {
 
 /// Runs `ferryctl --output json` with `args` against `url`; returns its report.
 pub fn bench(ferryctl: &Path, url: &str, args: &[String]) -> anyhow::Result<Value> {
-    let output = Command::new(ferryctl)
+    bench_with_cpu(ferryctl, url, args).map(|(report, _)| report)
+}
+
+/// [`bench`], with the CPU seconds the `ferryctl` process used (the load generator's
+/// share of the machine), read from its `/proc` entry after it exited and before it
+/// is reaped; `None` if that could not be read.
+pub fn bench_with_cpu(
+    ferryctl: &Path,
+    url: &str,
+    args: &[String],
+) -> anyhow::Result<(Value, Option<f64>)> {
+    let mut child = Command::new(ferryctl)
         .args(["--server", url, "--output", "json"])
         .args(args)
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
         .with_context(|| format!("running {}", ferryctl.display()))?;
-    if !output.status.success() {
-        bail!("ferryctl {} failed: {}", args.join(" "), output.status);
+    let mut stdout = Vec::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        std::io::Read::read_to_end(&mut pipe, &mut stdout).context("reading ferryctl's report")?;
     }
-    serde_json::from_slice(&output.stdout).with_context(|| {
+    let cpu_s = exited_cpu_seconds(child.id());
+    let status = child.wait().context("waiting for ferryctl")?;
+    if !status.success() {
+        bail!("ferryctl {} failed: {status}", args.join(" "));
+    }
+    let report = serde_json::from_slice(&stdout).with_context(|| {
         format!(
             "ferryctl printed no JSON report: {}",
-            String::from_utf8_lossy(&output.stdout)
+            String::from_utf8_lossy(&stdout)
         )
-    })
+    })?;
+    Ok((report, cpu_s))
+}
+
+/// How long to wait for a child that closed its output to exit.
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// The CPU seconds of child `pid` once it has exited (a zombie until reaped, its
+/// `/proc` entry holds its final times).
+fn exited_cpu_seconds(pid: u32) -> Option<f64> {
+    let deadline = Instant::now() + EXIT_WAIT;
+    loop {
+        let stat = ProcStat::read(pid)?;
+        if stat.state == 'Z' {
+            return Some(stat.cpu_seconds());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The fields of `/proc/PID/stat` the benchmarks use.
+struct ProcStat {
+    state: char,
+    /// User and system time of every thread the process has had, in clock ticks.
+    ticks: u64,
+}
+
+impl ProcStat {
+    fn read(pid: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (in parentheses) may hold spaces: fields follow the last ')'.
+        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+        let field = |n: usize| fields.get(n)?.parse::<u64>().ok();
+        Some(Self {
+            state: fields.first()?.chars().next()?,
+            // utime and stime: fields 14 and 15 of the line, 12 and 13 after the name.
+            ticks: field(11)? + field(12)?,
+        })
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        self.ticks as f64 / rustix::param::clock_ticks_per_second() as f64
+    }
+}
+
+/// CPU use of some processes and of the whole machine at one moment, from `/proc`.
+#[derive(Debug, Clone)]
+pub struct CpuSnapshot {
+    /// Busy and total jiffies of all cores (`/proc/stat`; busy excludes idle and
+    /// iowait).
+    machine: Option<(u64, u64)>,
+    processes: Vec<ProcessCpu>,
+}
+
+/// One process in a [`CpuSnapshot`].
+#[derive(Debug, Clone)]
+struct ProcessCpu {
+    pid: u32,
+    /// CPU seconds so far, of every thread it has had.
+    cpu_s: Option<f64>,
+    /// Per live thread: seconds spent runnable but waiting for a core
+    /// (`/proc/PID/task/TID/schedstat`).
+    waits: Vec<(u32, f64)>,
+}
+
+/// What a set of processes and the machine did between two [`CpuSnapshot`]s.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuUse {
+    /// Fraction of all cores' time that was busy (anything's work).
+    pub machine_busy: Option<f64>,
+    /// CPU seconds the processes used.
+    pub cpu_s: f64,
+    /// Seconds their threads (those alive at both snapshots) were ready to run but
+    /// waited for a core.
+    pub waiting_for_cpu_s: f64,
+}
+
+impl CpuSnapshot {
+    /// Takes a snapshot of `pids` and the machine.
+    pub fn take(pids: &[u32]) -> Self {
+        Self {
+            machine: machine_jiffies(),
+            processes: pids
+                .iter()
+                .map(|&pid| ProcessCpu {
+                    pid,
+                    cpu_s: ProcStat::read(pid).map(|stat| stat.cpu_seconds()),
+                    waits: thread_waits(pid),
+                })
+                .collect(),
+        }
+    }
+
+    /// What happened from `earlier` to this snapshot.
+    pub fn since(&self, earlier: &CpuSnapshot) -> CpuUse {
+        let machine_busy = match (earlier.machine, self.machine) {
+            (Some((busy0, total0)), Some((busy1, total1))) if total1 > total0 => {
+                Some(busy1.saturating_sub(busy0) as f64 / (total1 - total0) as f64)
+            }
+            _ => None,
+        };
+        let mut usage = CpuUse {
+            machine_busy,
+            cpu_s: 0.0,
+            waiting_for_cpu_s: 0.0,
+        };
+        for now in &self.processes {
+            let Some(then) = earlier.processes.iter().find(|p| p.pid == now.pid) else {
+                continue;
+            };
+            if let (Some(now), Some(then)) = (now.cpu_s, then.cpu_s) {
+                usage.cpu_s += (now - then).max(0.0);
+            }
+            for (tid, waited) in &now.waits {
+                if let Some((_, waited0)) = then.waits.iter().find(|(t, _)| t == tid) {
+                    usage.waiting_for_cpu_s += (waited - waited0).max(0.0);
+                }
+            }
+        }
+        usage
+    }
+}
+
+/// Busy and total jiffies summed over all cores.
+fn machine_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let total: u64 = values.iter().take(8).sum();
+    let idle = values.get(3)? + values.get(4)?;
+    Some((total - idle, total))
+}
+
+/// Seconds each thread of `pid` has spent runnable but waiting for a core.
+fn thread_waits(pid: u32) -> Vec<(u32, f64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| {
+            let task = task.ok()?;
+            let tid: u32 = task.file_name().to_str()?.parse().ok()?;
+            let schedstat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            let waited_ns: u64 = schedstat.split_whitespace().nth(1)?.parse().ok()?;
+            Some((tid, waited_ns as f64 / 1e9))
+        })
+        .collect()
 }
 
 /// The machine's one-minute load average: others' work on a shared box skews results.

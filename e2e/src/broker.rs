@@ -152,6 +152,11 @@ impl BrokerHost {
         format!("http://{}", self.addr)
     }
 
+    /// The broker's own process id, while it runs.
+    pub fn pid(&mut self) -> Option<u32> {
+        self.process.as_mut()?.program_pid()
+    }
+
     /// Its host id.
     pub fn host_id(&self) -> &str {
         &self.config.host_id

@@ -3,8 +3,10 @@
 //! (and a three-host cluster) against it, and prints one JSON document:
 //!
 //! - `disk`: sequential write of `--disk-bytes` (1 MiB writes, then one
-//!   `fdatasync`, timed together), the same with `O_DIRECT`, and synchronous 4 KiB
-//!   writes per second (`write` + `fdatasync` each), in the directory the brokers
+//!   `fdatasync`, timed together), the same with `O_DIRECT`, synchronous 4 KiB
+//!   writes per second (`write` + `fdatasync` each), and the latency of a small
+//!   `write` + `fdatasync` once a millisecond while another thread writes a bulk file
+//!   (the disk's own floor under `latency_under_bulk`), in the directory the brokers
 //!   use, before the standalone runs and after them (a shared machine's disk drifts;
 //!   ratios use the means: `ratio_to_disk` the buffered figure the issue names,
 //!   `ratio_to_direct_disk` the device's own);
@@ -19,6 +21,11 @@
 //! - `large`: 64 KiB and 1 MiB messages (`--large-bytes` each), ratio to the disk;
 //! - `replicated_1k_fsync`: 1 KiB messages on a three-host cluster (RF=3, `sync`,
 //!   every replica on this one disk), ratio to the standalone figure.
+//!
+//! Every produce run also reports `cpu`: the brokers' and the load generator's CPU
+//! seconds, CPU milliseconds per MB produced, how busy the machine's cores were, and
+//! how long the brokers' threads waited for a core; the replicated case compares its
+//! CPU per MB with the standalone 1 KiB `fsync` run's.
 //!
 //! ```sh
 //! CARGO_TARGET_DIR=/work/target-bench cargo build --release \
@@ -44,7 +51,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use ferry_e2e::bench::{
-    LIFETIME_S, Standalone, bench, binaries_for_harness, load_average, resident_bytes, round,
+    CpuSnapshot, LIFETIME_S, Standalone, bench, bench_with_cpu, binaries_for_harness, load_average,
+    resident_bytes, round,
 };
 use ferry_e2e::{Cluster, ClusterOptions};
 use serde_json::{Value, json};
@@ -58,6 +66,16 @@ const MAX_BATCH_BYTES: u64 = 64 << 20;
 const MEMORY_SAMPLE: Duration = Duration::from_millis(200);
 /// Hosts of the replicated case.
 const CLUSTER_HOSTS: usize = 3;
+/// The disk's small-fsync latency beside a bulk writer: what one small write holds
+/// (a millisecond of the latency probe's 50 k messages of 100 B)...
+const SMALL_SYNC_BYTES: usize = 5_000;
+/// ...how often it is written and fsynced...
+const SMALL_SYNC_EVERY: Duration = Duration::from_millis(1);
+/// ...and the bulk writer beside it: 1 MiB writes, an `fdatasync` every 10 MiB, and
+/// what lies more than 64 MiB behind the end dropped from the page cache (as a
+/// broker's log does).
+const BULK_SYNC_BYTES: u64 = 10 << 20;
+const BULK_CACHE_WINDOW: u64 = 64 << 20;
 
 /// The disk, then produce against it.
 #[derive(Debug, Parser)]
@@ -165,6 +183,7 @@ fn run() -> anyhow::Result<()> {
         url: host.url(),
         args: &args,
         pid: Some(pid),
+        brokers: vec![pid],
     };
 
     let kib = 1024;
@@ -177,7 +196,7 @@ fn run() -> anyhow::Result<()> {
         &[],
     )?;
     let small = runner.produce("100 B, fsync", 100, args.small_messages, "fsync", &[])?;
-    let latency = runner.latency_under_bulk()?;
+    let mut latency = runner.latency_under_bulk()?;
     let mut large = serde_json::Map::new();
     for (size, batch) in [(64 * kib, 128u32), (1024 * kib, 8)] {
         let messages = (args.large_bytes / size as u64).max(1);
@@ -199,6 +218,14 @@ fn run() -> anyhow::Result<()> {
         buffered_mb_per_sec: (disk.sequential_mb_per_sec + disk_after.sequential_mb_per_sec) / 2.0,
         direct_mb_per_sec: (disk.direct_mb_per_sec + disk_after.direct_mb_per_sec) / 2.0,
     };
+    if let Some(latency) = latency.as_object_mut() {
+        let floor = (disk.fsync_beside_bulk.p99_ms + disk_after.fsync_beside_bulk.p99_ms) / 2.0;
+        latency.insert(
+            "disk_fsync_p99_ms_beside_bulk".to_owned(),
+            json!(round(floor, 2)),
+        );
+    }
+    let standalone_cpu_ms_per_mb = fsync_1k["cpu"]["cpu_ms_per_mb"].as_f64();
     let fsync_1k = with_ratio(fsync_1k, means, 0.5);
     let interval_1k = with_ratio(interval_1k, means, 0.6);
     let large: serde_json::Map<String, Value> = large
@@ -208,7 +235,12 @@ fn run() -> anyhow::Result<()> {
 
     let replicated = if args.cluster_bytes() > 0 {
         let standalone_mb = mb_per_sec(&fsync_1k["report"]);
-        Some(replicated(&binaries.ferryctl, &args, standalone_mb)?)
+        Some(replicated(
+            &binaries.ferryctl,
+            &args,
+            standalone_mb,
+            standalone_cpu_ms_per_mb,
+        )?)
     } else {
         None
     };
@@ -262,6 +294,41 @@ struct Disk {
     sequential_mb_per_sec: f64,
     direct_mb_per_sec: f64,
     sync_writes_per_sec: f64,
+    fsync_beside_bulk: Latencies,
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct Latencies {
+    samples: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Latencies {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        let at = |q: f64| {
+            let index = ((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1));
+            samples.get(index).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
+        Self {
+            samples: samples.len(),
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
+
+    fn to_json(self) -> Value {
+        json!({
+            "samples": self.samples,
+            "p50": round(self.p50_ms, 2),
+            "p99": round(self.p99_ms, 2),
+            "max": round(self.max_ms, 2),
+        })
+    }
 }
 
 impl Disk {
@@ -272,13 +339,15 @@ impl Disk {
             "sequential_write_mb_per_sec": round(self.sequential_mb_per_sec, 1),
             "direct_write_mb_per_sec": round(self.direct_mb_per_sec, 1),
             "sync_4k_writes_per_sec": round(self.sync_writes_per_sec, 0),
+            "small_fsync_ms_beside_bulk": self.fsync_beside_bulk.to_json(),
         })
     }
 }
 
 /// Writes `bytes` to a file in `dir` in 1 MiB writes and fdatasyncs it (timed
 /// together), the same with `O_DIRECT` (the device without the page cache's copy),
-/// then counts synchronous 4 KiB writes for `sync_s` seconds.
+/// then counts synchronous 4 KiB writes for `sync_s` seconds, then times small
+/// synchronous writes beside a bulk writer for as long.
 fn measure_disk(dir: &Path, bytes: u64, sync_s: u64) -> anyhow::Result<Disk> {
     let direct_mb_per_sec = measure_direct_write(dir, bytes)?;
     let path = dir.join("disk-test");
@@ -309,13 +378,78 @@ fn measure_disk(dir: &Path, bytes: u64, sync_s: u64) -> anyhow::Result<Disk> {
     let sync_seconds = started.elapsed().as_secs_f64();
     drop(file);
     std::fs::remove_file(&path)?;
+    let fsync_beside_bulk = measure_fsync_beside_bulk(dir, Duration::from_secs(sync_s))?;
     Ok(Disk {
         sequential_bytes: bytes,
         sequential_seconds,
         sequential_mb_per_sec: bytes as f64 / 1e6 / sequential_seconds.max(1e-9),
         direct_mb_per_sec,
         sync_writes_per_sec: writes as f64 / sync_seconds.max(1e-9),
+        fsync_beside_bulk,
     })
+}
+
+/// For `duration`: a small `write` + `fdatasync` of one file every millisecond,
+/// each timed, while a thread writes another file in bulk as a busy log does. A
+/// broker's fsync of a small batch beside a bulk producer cannot be faster than this.
+fn measure_fsync_beside_bulk(dir: &Path, duration: Duration) -> anyhow::Result<Latencies> {
+    let bulk_path = dir.join("disk-test-bulk");
+    let small_path = dir.join("disk-test-small");
+    let stop = Arc::new(AtomicBool::new(false));
+    let bulk_file = File::create(&bulk_path)?;
+    let writer = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || -> std::io::Result<()> {
+            let chunk = vec![0x77_u8; 1 << 20];
+            let (mut written, mut unsynced) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                bulk_file.write_all_at(&chunk, written)?;
+                written += chunk.len() as u64;
+                unsynced += chunk.len() as u64;
+                if unsynced >= BULK_SYNC_BYTES {
+                    bulk_file.sync_data()?;
+                    unsynced = 0;
+                    let behind = written.saturating_sub(BULK_CACHE_WINDOW);
+                    if let Some(len) = std::num::NonZeroU64::new(behind) {
+                        rustix::fs::fadvise(
+                            &bulk_file,
+                            0,
+                            Some(len),
+                            rustix::fs::Advice::DontNeed,
+                        )?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    };
+    // Let the bulk writer get going first.
+    std::thread::sleep(Duration::from_millis(500));
+    let measured = (|| -> anyhow::Result<Vec<Duration>> {
+        let small = File::create(&small_path)?;
+        let record = [0x11_u8; SMALL_SYNC_BYTES];
+        let mut samples = Vec::new();
+        let (started, mut position) = (Instant::now(), 0u64);
+        while started.elapsed() < duration {
+            let due = started + SMALL_SYNC_EVERY * samples.len() as u32;
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let begun = Instant::now();
+            small.write_all_at(&record, position)?;
+            small.sync_data()?;
+            samples.push(begun.elapsed());
+            position += record.len() as u64;
+        }
+        Ok(samples)
+    })();
+    stop.store(true, Ordering::Relaxed);
+    let bulk = writer.join();
+    let _ = std::fs::remove_file(&bulk_path);
+    let _ = std::fs::remove_file(&small_path);
+    match bulk {
+        Ok(result) => result.context("the bulk writer")?,
+        Err(_) => bail!("the bulk writer panicked"),
+    }
+    Ok(Latencies::of(measured?))
 }
 
 /// MB/s of `bytes` written in 1 MiB `O_DIRECT` writes from an aligned buffer, then
@@ -354,6 +488,8 @@ struct Runner<'a> {
     args: &'a Args,
     /// The broker process whose memory is sampled.
     pid: Option<u32>,
+    /// The broker processes whose CPU use is reported.
+    brokers: Vec<u32>,
 }
 
 impl Runner<'_> {
@@ -410,8 +546,26 @@ impl Runner<'_> {
         args.extend_from_slice(more);
         let load = load_average();
         let memory = self.pid.map(MemorySampler::start);
-        let mut report = bench(self.ferryctl, &self.url, &args)?;
+        let before = CpuSnapshot::take(&self.brokers);
+        let (mut report, load_generator_cpu_s) = bench_with_cpu(self.ferryctl, &self.url, &args)?;
+        let cpu = CpuSnapshot::take(&self.brokers).since(&before);
+        let produced_mb = report["bytes"].as_f64().unwrap_or(0.0) / 1e6;
         if let Some(object) = report.as_object_mut() {
+            let total_cpu_s = load_generator_cpu_s.map(|client| cpu.cpu_s + client);
+            object.insert(
+                "cpu".to_owned(),
+                json!({
+                    "brokers_cpu_s": round(cpu.cpu_s, 2),
+                    "load_generator_cpu_s": load_generator_cpu_s.map(|s| round(s, 2)),
+                    "cpu_ms_per_mb": total_cpu_s
+                        .filter(|_| produced_mb > 0.0)
+                        .map(|s| round(s * 1e3 / produced_mb, 3)),
+                    "brokers_cpu_ms_per_mb": (produced_mb > 0.0)
+                        .then(|| round(cpu.cpu_s * 1e3 / produced_mb, 3)),
+                    "machine_busy_fraction": cpu.machine_busy.map(|f| round(f, 3)),
+                    "brokers_waiting_for_cpu_s": round(cpu.waiting_for_cpu_s, 2),
+                }),
+            );
             object.insert("load_average_1m_before".to_owned(), json!(load));
             if let Some(memory) = memory {
                 object.insert("broker_rss_mb".to_owned(), memory.finish());
@@ -523,19 +677,30 @@ impl MemorySampler {
 }
 
 /// The 1 KiB fsync case on a three-host cluster, RF=3, `sync`.
-fn replicated(ferryctl: &Path, args: &Args, standalone_mb: f64) -> anyhow::Result<Value> {
+fn replicated(
+    ferryctl: &Path,
+    args: &Args,
+    standalone_mb: f64,
+    standalone_cpu_ms_per_mb: Option<f64>,
+) -> anyhow::Result<Value> {
     eprintln!("bench_disk: starting etcd and {CLUSTER_HOSTS} hosts");
-    let cluster = Cluster::start_with(ClusterOptions {
+    let mut cluster = Cluster::start_with(ClusterOptions {
         name: "bench-disk".to_owned(),
         hosts: CLUSTER_HOSTS,
         extra_args: args.broker_arg.clone(),
         ..ClusterOptions::default()
     });
+    let brokers = cluster
+        .hosts_mut()
+        .iter_mut()
+        .filter_map(|host| host.pid())
+        .collect();
     let runner = Runner {
         ferryctl,
         url: cluster.hosts()[0].url(),
         args,
         pid: None,
+        brokers,
     };
     let report = runner.produce(
         "1 KiB, fsync, RF=3 sync",
@@ -551,10 +716,23 @@ fn replicated(ferryctl: &Path, args: &Args, standalone_mb: f64) -> anyhow::Resul
     )?;
     drop(cluster);
     let ratio = mb_per_sec(&report) / standalone_mb.max(1e-9);
+    // Both runs have the same two cores: if CPU is what limits them, throughput
+    // goes as the inverse of the CPU each MB costs.
+    let cpu_ratio = match (
+        standalone_cpu_ms_per_mb,
+        report["cpu"]["cpu_ms_per_mb"].as_f64(),
+    ) {
+        (Some(standalone), Some(replicated)) if replicated > 0.0 => {
+            Some(round(standalone / replicated, 3))
+        }
+        _ => None,
+    };
     Ok(json!({
         "report": report,
         "ratio_to_standalone": round(ratio, 3),
         "goal_ratio_at_least": 0.5,
+        "standalone_cpu_ms_per_mb": standalone_cpu_ms_per_mb,
+        "standalone_to_replicated_cpu_per_mb": cpu_ratio,
     }))
 }
 

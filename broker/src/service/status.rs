@@ -257,12 +257,7 @@ impl Answer for Broker {
                     code: format!("{:?}", status.code()),
                 })
                 .inc();
-            if matches!(
-                err,
-                BrokerError::Internal(_)
-                    | BrokerError::Storage { .. }
-                    | BrokerError::QueueStorage { .. }
-            ) {
+            if is_failure(err) {
                 tracing::warn!(method, %err, "request failed");
             } else {
                 tracing::debug!(method, %err, "request refused");
@@ -272,9 +267,45 @@ impl Answer for Broker {
     }
 }
 
+/// Whether `err` is this host failing (logged as a warning) rather than a request
+/// refused. A log closed by shutdown or deletion refuses what reaches it late (a
+/// follower still fetching while the leader stops): the caller retries elsewhere.
+fn is_failure(err: &BrokerError) -> bool {
+    match err {
+        BrokerError::Internal(_) => true,
+        BrokerError::Storage { source, .. } | BrokerError::QueueStorage { source, .. } => {
+            !matches!(source, StorageError::Closed)
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closed_log_refuses_while_other_storage_errors_fail() {
+        let storage = |source| BrokerError::Storage {
+            topic: "orders".into(),
+            partition: 0,
+            source,
+        };
+        assert!(!is_failure(&storage(StorageError::Closed)));
+        assert!(!is_failure(&BrokerError::QueueStorage {
+            queue: "jobs".into(),
+            source: StorageError::Closed,
+        }));
+        assert!(is_failure(&storage(StorageError::Poisoned {
+            reason: "fsync failed".into(),
+        })));
+        assert!(is_failure(&BrokerError::Internal("bug".into())));
+        assert!(!is_failure(&BrokerError::TopicNotFound("orders".into())));
+        assert_eq!(
+            to_status(&storage(StorageError::Closed)).code(),
+            Code::Unavailable
+        );
+    }
 
     #[test]
     fn not_found_carries_its_detail() {

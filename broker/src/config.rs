@@ -246,6 +246,15 @@ pub struct ReplicationConfig {
     pub in_sync_check_interval_ms: u64,
     /// How followers fetch from plaintext peer listeners: the replica stream.
     pub transport: ReplicaTransport,
+    /// How long a new peer connection may take to send its first byte, and a replica
+    /// stream's opening to be answered: 1 s.
+    pub stream_opening_timeout_ms: u64,
+    /// How long a leader keeps a replica stream whose follower sends no request, or
+    /// does not take an answer: 60 s.
+    pub stream_idle_timeout_ms: u64,
+    /// How long a follower fetches over gRPC after a leader did not answer the
+    /// stream's opening, before it tries the stream again: 60 s.
+    pub stream_retry_ms: u64,
 }
 
 /// How a follower fetches batches from its leader (`docs/replication.md`).
@@ -270,6 +279,9 @@ impl Default for ReplicationConfig {
             fetch_timeout_slack_ms: 2_000,
             in_sync_check_interval_ms: 250,
             transport: ReplicaTransport::Stream,
+            stream_opening_timeout_ms: 1_000,
+            stream_idle_timeout_ms: 60_000,
+            stream_retry_ms: 60_000,
         }
     }
 }

@@ -573,6 +573,33 @@ struct ServeArgs {
         value_parser = parse_replica_transport
     )]
     replica_transport: ReplicaTransport,
+    /// How long a new peer connection may take to send its first byte, and a replica
+    /// stream's opening to be answered, in ms.
+    #[arg(
+        long,
+        env = "FERRY_REPLICA_STREAM_OPENING_TIMEOUT_MS",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    replica_stream_opening_timeout_ms: u64,
+    /// How long a leader keeps a replica stream whose follower sends no request or
+    /// takes no answer, in ms.
+    #[arg(
+        long,
+        env = "FERRY_REPLICA_STREAM_IDLE_TIMEOUT_MS",
+        default_value_t = 60_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    replica_stream_idle_timeout_ms: u64,
+    /// How long a follower fetches over gRPC after a leader did not answer the replica
+    /// stream's opening, before it tries the stream again, in ms.
+    #[arg(
+        long,
+        env = "FERRY_REPLICA_STREAM_RETRY_MS",
+        default_value_t = 60_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    replica_stream_retry_ms: u64,
     #[command(flatten)]
     etcd_security: EtcdSecurityArgs,
     #[command(flatten)]
@@ -626,6 +653,9 @@ impl ServeArgs {
             fetch_max_wait_ms: self.replica_fetch_max_wait_ms,
             fetch_timeout_slack_ms: self.replica_fetch_timeout_slack_ms,
             transport: self.replica_transport,
+            stream_opening_timeout_ms: self.replica_stream_opening_timeout_ms,
+            stream_idle_timeout_ms: self.replica_stream_idle_timeout_ms,
+            stream_retry_ms: self.replica_stream_retry_ms,
             ..ReplicationConfig::default()
         };
         Ok((config, options))

@@ -25,15 +25,21 @@ use tokio::net::TcpStream;
 /// starts with.
 pub const STREAM_MAGIC: [u8; 8] = *b"\0FERRYR1";
 
-/// How long a new peer connection may take to send its first byte, and a stream's
-/// opening to be answered. Both ends are hosts that send at once; a leader that does
-/// not answer in time is taken not to serve the stream.
-pub(crate) const OPENING_TIMEOUT: Duration = Duration::from_secs(1);
 /// The largest response frame a follower reads (the answer without its batches).
 const MAX_RESPONSE_FRAME_BYTES: usize = 1 << 20;
-/// How long a follower fetches over gRPC after a leader did not answer the opening (an
-/// older host, or one that went away mid-opening): then it tries the stream again.
-const GRPC_FALLBACK: Duration = Duration::from_secs(60);
+
+/// How a follower's stream waits (`ReplicationConfig`'s `stream_*` settings).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamTimeouts {
+    /// For the TCP connection to the leader's peer listener.
+    pub connect: Duration,
+    /// For the leader's answer to the opening. Both ends are hosts that send at once;
+    /// a leader that does not answer in time is taken not to serve the stream.
+    pub opening: Duration,
+    /// How long fetches go over gRPC after a leader did not answer the opening (an
+    /// older host, or one that went away mid-opening): then the stream is tried again.
+    pub retry: Duration,
+}
 
 /// Writes `message` as one frame.
 pub(crate) async fn write_frame(stream: &mut TcpStream, message: &impl Message) -> io::Result<()> {
@@ -103,7 +109,7 @@ pub enum StreamError {
 #[derive(Debug)]
 pub struct StreamFetcher {
     address: String,
-    connect_timeout: Duration,
+    timeouts: StreamTimeouts,
     max_records_bytes: u64,
     connection: Option<TcpStream>,
     verify_next: bool,
@@ -113,10 +119,10 @@ pub struct StreamFetcher {
 impl StreamFetcher {
     /// A stream to the leader's peer listener at `address` (`host:port`), taking answers
     /// with at most `max_records_bytes` of batches.
-    pub fn new(address: String, connect_timeout: Duration, max_records_bytes: u64) -> Self {
+    pub fn new(address: String, timeouts: StreamTimeouts, max_records_bytes: u64) -> Self {
         Self {
             address,
-            connect_timeout,
+            timeouts,
             max_records_bytes,
             connection: None,
             verify_next: false,
@@ -157,7 +163,7 @@ impl StreamFetcher {
                     "the leader does not serve the replica stream: fetching over gRPC"
                 );
                 self.connection = None;
-                self.grpc_until = Some(Instant::now() + GRPC_FALLBACK);
+                self.grpc_until = Some(Instant::now() + self.timeouts.retry);
             }
             Err(StreamError::Io { .. } | StreamError::TimedOut(_)) => self.connection = None,
         }
@@ -226,14 +232,14 @@ impl StreamFetcher {
             source,
         };
         let mut stream =
-            tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.address))
+            tokio::time::timeout(self.timeouts.connect, TcpStream::connect(&self.address))
                 .await
                 .map_err(|_| StreamError::TimedOut(self.address.clone()))?
                 .map_err(failed)?;
         stream.set_nodelay(true).map_err(failed)?;
         stream.write_all(&STREAM_MAGIC).await.map_err(failed)?;
         let mut answer = [0u8; STREAM_MAGIC.len()];
-        match tokio::time::timeout(OPENING_TIMEOUT, stream.read_exact(&mut answer)).await {
+        match tokio::time::timeout(self.timeouts.opening, stream.read_exact(&mut answer)).await {
             Ok(Ok(_)) if answer == STREAM_MAGIC => Ok(stream),
             // An HTTP/2-only listener answers with its settings, closes (a reset, with
             // the opening unread), or waits for the rest of a preface that never comes.
@@ -258,6 +264,12 @@ mod tests {
 
     use super::*;
 
+    const TIMEOUTS: StreamTimeouts = StreamTimeouts {
+        connect: Duration::from_secs(1),
+        opening: Duration::from_secs(1),
+        retry: Duration::from_secs(60),
+    };
+
     /// A listener that answers each connection as `answer` says.
     async fn listener(answer: fn(TcpStream) -> tokio::task::JoinHandle<()>) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -280,7 +292,7 @@ mod tests {
     async fn fetch_from(
         address: String,
     ) -> (StreamFetcher, Result<pb::ReplicaFetchResponse, StreamError>) {
-        let mut fetcher = StreamFetcher::new(address, Duration::from_secs(1), 1 << 20);
+        let mut fetcher = StreamFetcher::new(address, TIMEOUTS, 1 << 20);
         let answer = fetcher.fetch(&request(), Duration::from_secs(5)).await;
         (fetcher, answer)
     }
@@ -312,6 +324,27 @@ mod tests {
             );
             assert!(!fetcher.usable(), "{address}: gRPC for a while");
         }
+    }
+
+    #[tokio::test]
+    async fn the_stream_is_tried_again_once_the_retry_pause_is_over() {
+        let closing = listener(|stream| tokio::spawn(async move { drop(stream) })).await;
+        let timeouts = StreamTimeouts {
+            retry: Duration::from_millis(50),
+            ..TIMEOUTS
+        };
+        let mut fetcher = StreamFetcher::new(closing, timeouts, 1 << 20);
+        let answer = fetcher.fetch(&request(), Duration::from_secs(5)).await;
+        assert!(
+            matches!(answer, Err(StreamError::Unsupported(_))),
+            "{answer:?}"
+        );
+        assert!(!fetcher.usable());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            fetcher.usable(),
+            "the stream again after --replica-stream-retry-ms"
+        );
     }
 
     #[tokio::test]
@@ -356,7 +389,7 @@ mod tests {
             })
         })
         .await;
-        let mut fetcher = StreamFetcher::new(address, Duration::from_secs(1), 1 << 20);
+        let mut fetcher = StreamFetcher::new(address, TIMEOUTS, 1 << 20);
         match fetcher.fetch(&request(), Duration::from_secs(5)).await {
             Err(StreamError::Refused(status)) => {
                 assert_eq!(status.code(), tonic::Code::Unavailable);

@@ -51,6 +51,8 @@ const LEASE_TTL_MS: u64 = 2_000;
 /// Hosts keep their replicas while down: they must come back to them.
 const HOST_GRACE_MS: u64 = 600_000;
 const MAX_LAG_MS: u64 = 3_000;
+/// A leader closes a replica stream silent this long.
+const STREAM_IDLE_TIMEOUT_MS: u64 = 3_000;
 const TOPIC: &str = "ledger";
 const MESSAGES: usize = 5_000;
 const PER_REQUEST: usize = 50;
@@ -73,6 +75,9 @@ fn options() -> ClusterOptions {
             HOST_GRACE_MS.to_string(),
             "--replica-max-lag-ms".to_owned(),
             MAX_LAG_MS.to_string(),
+            // Below assert_closed's 20 s, so the idle close is seen (default 60 s).
+            "--replica-stream-idle-timeout-ms".to_owned(),
+            STREAM_IDLE_TIMEOUT_MS.to_string(),
         ],
         ..ClusterOptions::default()
     }
@@ -606,6 +611,8 @@ async fn bad_replica_streams_are_dropped_and_replication_goes_on() {
         .write_all(&u32::MAX.to_be_bytes())
         .expect("a length");
     common::assert_closed(oversized, "a stream sending a 4 GiB frame");
+    // An opened stream that then says nothing is closed after the idle timeout.
+    common::assert_closed(open_stream(&peer), "a stream silent after its opening");
 
     // Requests the leader refuses are answered with the status ReplicaFetch would
     // give, and the stream stays open.

@@ -39,7 +39,7 @@ use crate::error::{BrokerError, BrokerResult};
 use crate::http2;
 use crate::meta::{Compare, MetadataStore, MetadataStoreExt, Op, Revision, encode_json, keys};
 use crate::queue::{Queue, SnapshotChunk, SnapshotId};
-use crate::replica_stream::{StreamError, StreamFetcher};
+use crate::replica_stream::{StreamError, StreamFetcher, StreamTimeouts};
 use crate::topic::{
     DurabilitySetting, QUEUE_JOURNAL_LOG, QUEUE_MESSAGES_LOG, ReplicaSets, ReplicatedLog,
 };
@@ -819,9 +819,14 @@ async fn fetch_loop(
         return;
     };
     let stream = (config.transport == ReplicaTransport::Stream && !dialing.is_tls()).then(|| {
+        let timeouts = StreamTimeouts {
+            connect: connect_timeout(retry_pause),
+            opening: Duration::from_millis(config.stream_opening_timeout_ms),
+            retry: Duration::from_millis(config.stream_retry_ms),
+        };
         StreamFetcher::new(
             target.address.clone(),
-            connect_timeout(retry_pause),
+            timeouts,
             max_fetch_response_bytes(&config),
         )
     });

@@ -24,14 +24,8 @@ use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::host::replication::{ReplicaData, ReplicaReading, ReplicaRecords, serve_fetch};
 use crate::metrics::ReplicaSentLabels;
-use crate::replica_stream::{OPENING_TIMEOUT, STREAM_MAGIC, invalid_data, read_frame, write_frame};
+use crate::replica_stream::{STREAM_MAGIC, invalid_data, read_frame, write_frame};
 
-/// How long a leader waits for a follower's next request, and for an answer to be
-/// taken by the connection, before it closes the stream: a follower asks again at
-/// once after each answer (or after a retry pause of seconds), so a silent one is gone
-/// (its host cut off, say) and its connection would otherwise stay open until TCP gave
-/// up on it.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most bytes asked of one `sendfile` call; the loop goes on until the range is sent.
 const SENDFILE_CHUNK_BYTES: usize = 4 << 20;
 
@@ -52,7 +46,9 @@ pub(crate) async fn sort_peer_connections(
         let (broker, to_grpc, stop) = (Arc::clone(&broker), to_grpc.clone(), stop.clone());
         tokio::spawn(async move {
             let mut first = [0u8; 1];
-            match tokio::time::timeout(OPENING_TIMEOUT, stream.peek(&mut first)).await {
+            let opening =
+                Duration::from_millis(broker.config.replication.stream_opening_timeout_ms);
+            match tokio::time::timeout(opening, stream.peek(&mut first)).await {
                 Ok(Ok(1)) if first[0] == STREAM_MAGIC[0] => {
                     serve_stream(broker, stream, stop).await
                 }
@@ -77,11 +73,16 @@ async fn serve_stream(broker: Arc<Broker>, mut stream: TcpStream, mut stop: watc
     }
 }
 
-/// The opening, then request after request.
+/// The opening, then request after request. A follower asks again at once after each
+/// answer (or after a retry pause of seconds), so one silent for the idle timeout, or
+/// that takes no answer for as long, is gone (its host cut off, say): its connection
+/// is closed rather than left open until TCP gives up on it.
 async fn serve_fetches(broker: &Broker, stream: &mut TcpStream) -> io::Result<()> {
+    let replication = &broker.config.replication;
+    let idle = Duration::from_millis(replication.stream_idle_timeout_ms);
     let mut opening = [0u8; STREAM_MAGIC.len()];
     within(
-        OPENING_TIMEOUT,
+        Duration::from_millis(replication.stream_opening_timeout_ms),
         "the opening",
         stream.read_exact(&mut opening),
     )
@@ -93,7 +94,7 @@ async fn serve_fetches(broker: &Broker, stream: &mut TcpStream) -> io::Result<()
     let max_request_bytes = broker.config.limits.max_request_bytes as usize;
     loop {
         let request = read_frame::<pb::ReplicaStreamRequest>(stream, max_request_bytes);
-        let Some(request) = within(IDLE_TIMEOUT, "the next request", request).await? else {
+        let Some(request) = within(idle, "the next request", request).await? else {
             return Ok(());
         };
         let reading = match request.verify {
@@ -112,7 +113,7 @@ async fn serve_fetches(broker: &Broker, stream: &mut TcpStream) -> io::Result<()
         };
         let answer = broker.answer("ReplicaFetch", answer);
         within(
-            IDLE_TIMEOUT,
+            idle,
             "sending an answer",
             send_answer(broker, stream, answer),
         )

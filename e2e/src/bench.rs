@@ -203,11 +203,16 @@ pub fn bench_with_cpu(
         .spawn()
         .with_context(|| format!("running {}", ferryctl.display()))?;
     let mut stdout = Vec::new();
-    if let Some(mut pipe) = child.stdout.take() {
-        std::io::Read::read_to_end(&mut pipe, &mut stdout).context("reading ferryctl's report")?;
-    }
+    let read = child
+        .stdout
+        .take()
+        .map(|mut pipe| std::io::Read::read_to_end(&mut pipe, &mut stdout));
+    // Reaped either way, the report read or not.
     let cpu_s = exited_cpu_seconds(child.id());
     let status = child.wait().context("waiting for ferryctl")?;
+    if let Some(Err(err)) = read {
+        return Err(err).context("reading ferryctl's report");
+    }
     if !status.success() {
         bail!("ferryctl {} failed: {status}", args.join(" "));
     }

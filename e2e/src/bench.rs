@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+use crate::process::ProcStat;
+
 /// Where a standalone host listens: apart from the cluster hosts' 127.0.0.2…
 pub const STANDALONE_IP: &str = "127.0.0.100";
 /// How long the standalone host may take to print its ready line.
@@ -241,31 +243,6 @@ fn exited_cpu_seconds(pid: u32) -> Option<f64> {
             return None;
         }
         std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// The fields of `/proc/PID/stat` the benchmarks use.
-struct ProcStat {
-    state: char,
-    /// User and system time of every thread the process has had, in clock ticks.
-    ticks: u64,
-}
-
-impl ProcStat {
-    fn read(pid: u32) -> Option<Self> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The command name (in parentheses) may hold spaces: fields follow the last ')'.
-        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
-        let field = |n: usize| fields.get(n)?.parse::<u64>().ok();
-        Some(Self {
-            state: fields.first()?.chars().next()?,
-            // utime and stime: fields 14 and 15 of the line, 12 and 13 after the name.
-            ticks: field(11)? + field(12)?,
-        })
-    }
-
-    fn cpu_seconds(&self) -> f64 {
-        self.ticks as f64 / rustix::param::clock_ticks_per_second() as f64
     }
 }
 

@@ -209,12 +209,43 @@ fn child_of(parent: u32) -> Option<u32> {
     let entries = std::fs::read_dir("/proc").ok()?;
     entries.flatten().find_map(|entry| {
         let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-        // "pid (comm) state ppid …": comm may hold spaces and parentheses.
-        let after_comm = &stat[stat.rfind(')')? + 1..];
-        let ppid: u32 = after_comm.split_whitespace().nth(1)?.parse().ok()?;
-        (ppid == parent).then_some(pid)
+        (ProcStat::read(pid)?.parent == parent).then_some(pid)
     })
+}
+
+/// What the harness and the benchmarks read of `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProcStat {
+    /// `R`, `S`, `Z` (exited, not yet reaped), …
+    pub(crate) state: char,
+    /// The parent's pid.
+    pub(crate) parent: u32,
+    /// User and system time of every thread the process has had, in clock ticks.
+    pub(crate) cpu_ticks: u64,
+}
+
+impl ProcStat {
+    /// `None` once the process is gone (or reaped).
+    pub(crate) fn read(pid: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid …": comm may hold spaces and parentheses.
+        let fields: Vec<&str> = stat
+            .get(stat.rfind(')')? + 1..)?
+            .split_whitespace()
+            .collect();
+        let number = |n: usize| fields.get(n)?.parse::<u64>().ok();
+        Some(Self {
+            state: fields.first()?.chars().next()?,
+            parent: u32::try_from(number(1)?).ok()?,
+            // utime and stime: fields 14 and 15 of the line, 12 and 13 after the name.
+            cpu_ticks: number(11)? + number(12)?,
+        })
+    }
+
+    /// The CPU time in seconds.
+    pub(crate) fn cpu_seconds(&self) -> f64 {
+        self.cpu_ticks as f64 / rustix::param::clock_ticks_per_second() as f64
+    }
 }
 
 #[cfg(test)]
@@ -223,14 +254,18 @@ mod tests {
 
     /// Whether `pid` runs: it exists and is not a zombie.
     fn runs(pid: u32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            let after_comm = &stat[stat.rfind(')').unwrap_or(0) + 1..];
-            after_comm.split_whitespace().next() != Some("Z")
-        })
+        ProcStat::read(pid).is_some_and(|stat| stat.state != 'Z')
     }
 
     fn sleeper() -> Supervised {
         Supervised::spawn("sleep", command(Path::new("sleep")).arg("30"))
+    }
+
+    #[test]
+    fn a_process_reads_its_own_stat() {
+        let stat = ProcStat::read(std::process::id()).expect("this process's stat");
+        assert_eq!(stat.parent, std::os::unix::process::parent_id());
+        assert_ne!(stat.state, 'Z', "a running process is no zombie");
     }
 
     #[test]
